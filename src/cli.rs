@@ -1,0 +1,148 @@
+//! The command line. Only commands that work exist.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "wadispatch", version, about = "Paced WhatsApp template campaigns from Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGINT or SIGTERM.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "config/wadispatch.toml", env = "WADISPATCH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration file without running; prints every problem.
+    Validate {
+        /// Configuration file.
+        #[arg(default_value = "config/wadispatch.toml")]
+        file: PathBuf,
+    },
+    /// Audience tools.
+    Audience {
+        #[command(subcommand)]
+        command: AudienceCommand,
+    },
+    /// Run the whole pipeline on embedded defaults with the example campaigns.
+    Demo {
+        /// Keep the demo's store in this directory (default: a temporary one).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AudienceCommand {
+    /// Validate a CSV audience and produce it to the audience topic.
+    Import {
+        /// Campaign the contacts belong to.
+        #[arg(long)]
+        campaign: String,
+        /// Kafka bootstrap servers (default: kafka.brokers of the config).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Configuration file (topics, brokers, default region).
+        #[arg(long, short, default_value = "config/wadispatch.toml", env = "WADISPATCH_CONFIG")]
+        config: PathBuf,
+        /// Validate and report only; produce nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// CSV file with a header row: phone or user_id, then any variables.
+        file: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => crate::app::run(&config),
+        Command::Validate { file } => return validate(&file),
+        Command::Audience {
+            command:
+                AudienceCommand::Import {
+                    campaign,
+                    brokers,
+                    config,
+                    dry_run,
+                    file,
+                },
+        } => audience_import(&campaign, brokers, &config, dry_run, &file),
+        Command::Demo { data_dir } => crate::demo::run(crate::demo::DemoOptions { data_dir }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(file: &Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: invalid\n{e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audience_import(
+    campaign: &str,
+    brokers: Option<String>,
+    config_path: &Path,
+    dry_run: bool,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let config = if config_path.exists() {
+        Config::load(config_path)?
+    } else {
+        Config::default()
+    };
+    let brokers = brokers.unwrap_or_else(|| config.kafka.brokers.clone());
+    let input = std::fs::File::open(file)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+    let path = file.display().to_string();
+    let (records, report) = crate::import::parse_csv(
+        std::io::BufReader::new(input),
+        &path,
+        campaign,
+        config.dispatch.default_region.as_deref(),
+    )?;
+    eprint!("{}", report.render(20));
+    if dry_run {
+        eprintln!("dry run: nothing produced");
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let pb = crate::import::progress_bar(records.len() as u64, "producing");
+    let produced = rt.block_on(crate::import::produce(
+        &records,
+        &brokers,
+        &config.kafka.topics.audience,
+        &crate::app::kafka_extra(&config),
+        Some(&pb),
+    ))?;
+    pb.finish();
+    println!(
+        "produced {produced} records for campaign {campaign} to {} on {brokers}",
+        config.kafka.topics.audience
+    );
+    Ok(())
+}

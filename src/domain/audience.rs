@@ -1,0 +1,603 @@
+//! Audience records from `wa.audience` (DESIGN §3) and the pure staging
+//! decision made for each at ingest: who the contact is, whether it is
+//! excluded, and the parameters frozen for it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use thiserror::Error;
+
+use super::campaign::{parse_local_datetime, parse_timezone, CampaignSpec};
+use super::contact::{
+    default_timezone_for_region, is_bsuid, normalize_phone_with_region, ContactKey,
+};
+use super::state::ExclusionReason;
+use super::template::{CompiledTemplate, FrozenParams};
+
+/// Largest audience record accepted: a contact with its variables is a few
+/// hundred bytes; anything near this is a mistake or an attack, and goes to
+/// the dead-letter topic instead of the store.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// One contact for one campaign. Unknown JSON fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AudienceRecord {
+    /// The campaign this contact belongs to.
+    #[serde(default)]
+    pub campaign_id: String,
+    /// Who the contact is.
+    #[serde(default)]
+    pub contact: ContactInfo,
+    /// Values for template expressions; JSON numbers and booleans are kept
+    /// as their text, nulls are dropped.
+    #[serde(default, deserialize_with = "deserialize_variables")]
+    pub variables: BTreeMap<String, String>,
+    /// Free labels for reports.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Not before this time (contact timezone, else campaign timezone, or
+    /// RFC 3339).
+    #[serde(default)]
+    pub send_after: Option<String>,
+}
+
+/// The `contact` object of an audience record.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContactInfo {
+    /// Phone in any common notation; normalised to E.164 at staging.
+    #[serde(default, deserialize_with = "deserialize_opt_scalar")]
+    pub phone: Option<String>,
+    /// Display name, also `{{name}}` when the variables have none.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// IANA timezone for quiet hours and `send_after`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Meta business-scoped user id, for contacts known without a phone.
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// A record that cannot be staged; it goes to the dead-letter topic with
+/// this message in its `error` header.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RecordError {
+    /// Not JSON, or not an object of the expected shape.
+    #[error("audience record is malformed: {0}")]
+    Malformed(String),
+    /// `campaign_id` missing or empty.
+    #[error("audience record names no campaign (campaign_id is missing or empty)")]
+    NoCampaign,
+    /// Bigger than [`MAX_RECORD_BYTES`].
+    #[error("audience record is {0} bytes, over the limit of {MAX_RECORD_BYTES}")]
+    TooLarge(usize),
+}
+
+impl AudienceRecord {
+    /// Parses a record from the Kafka value.
+    pub fn from_json(bytes: &[u8]) -> Result<AudienceRecord, RecordError> {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLarge(bytes.len()));
+        }
+        // serde also reads a struct from a JSON array (by position); a
+        // record must be an object.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(_) => return Err(RecordError::Malformed("expected a JSON object".to_string())),
+            None => return Err(RecordError::Malformed("empty value".to_string())),
+        }
+        let record: AudienceRecord =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        if record.campaign_id.trim().is_empty() {
+            return Err(RecordError::NoCampaign);
+        }
+        Ok(record)
+    }
+}
+
+/// What ingest stores for one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedContact {
+    /// The contact's identity (the store key).
+    pub contact: ContactKey,
+    /// Frozen template parameters; empty when excluded.
+    pub params: FrozenParams,
+    /// Why the contact will not be sent, if so.
+    pub exclusion: Option<ExclusionReason>,
+    /// Not before this instant.
+    pub send_after: Option<DateTime<Utc>>,
+    /// The recipient's IANA timezone: the record's, else the one its phone's
+    /// country implies; `None` means the campaign's applies.
+    pub timezone: Option<String>,
+}
+
+impl StagedContact {
+    fn excluded(contact: ContactKey, reason: ExclusionReason) -> StagedContact {
+        StagedContact {
+            contact,
+            params: FrozenParams::default(),
+            exclusion: Some(reason),
+            send_after: None,
+            timezone: None,
+        }
+    }
+}
+
+/// Decides how one audience record is staged. Pure: no I/O, no clock.
+///
+/// Identity: the normalised `contact.phone`, else `contact.user_id`, else
+/// the Kafka key (a BSUID or a phone). A phone that cannot be normalised
+/// keeps its trimmed text as the key (so the report shows what was sent)
+/// and excludes the contact as `invalid_phone`; so does a record with no
+/// identity at all (its key is then empty). Then, in order, the first
+/// problem excludes: an unparsable `send_after` (`invalid_field:send_after`),
+/// a template variable without a value (`missing_variable:<name>`).
+///
+/// An unknown `contact.timezone` is not an exclusion: the phone's country
+/// timezone, else the campaign's, is used instead, because quiet hours
+/// still protect the recipient and dropping the contact would punish a
+/// formatting slip upstream.
+pub fn stage(
+    spec: &CampaignSpec,
+    compiled: &CompiledTemplate,
+    kafka_key: Option<&[u8]>,
+    record: &AudienceRecord,
+    default_region: Option<&str>,
+) -> StagedContact {
+    let (contact, region) = match identify(kafka_key, record, default_region) {
+        Ok(identified) => identified,
+        Err((contact, reason)) => return StagedContact::excluded(contact, reason),
+    };
+
+    let timezone = record
+        .contact
+        .timezone
+        .as_deref()
+        .and_then(parse_timezone)
+        .or_else(|| region.as_deref().and_then(default_timezone_for_region));
+
+    let send_after = match record.send_after.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => {
+            let tz = timezone.unwrap_or_else(|| spec.schedule.timezone());
+            match parse_local_datetime(raw, tz) {
+                Some(instant) => Some(instant),
+                None => {
+                    let mut staged = StagedContact::excluded(
+                        contact,
+                        ExclusionReason::InvalidField("send_after".to_string()),
+                    );
+                    staged.timezone = timezone.map(|tz| tz.name().to_string());
+                    return staged;
+                }
+            }
+        }
+    };
+
+    let (params, exclusion) = match compiled.freeze(record, &contact) {
+        Ok(params) => (params, None),
+        Err(missing) => (
+            FrozenParams::default(),
+            Some(ExclusionReason::MissingVariable(missing.0)),
+        ),
+    };
+    StagedContact {
+        contact,
+        params,
+        exclusion,
+        send_after,
+        timezone: timezone.map(|tz| tz.name().to_string()),
+    }
+}
+
+/// The contact's key and the ISO region of its phone, or the key to report
+/// it under with its exclusion.
+fn identify(
+    kafka_key: Option<&[u8]>,
+    record: &AudienceRecord,
+    default_region: Option<&str>,
+) -> Result<(ContactKey, Option<String>), (ContactKey, ExclusionReason)> {
+    let present = |s: &Option<String>| {
+        s.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    if let Some(phone) = present(&record.contact.phone) {
+        return normalize_phone_with_region(&phone, default_region)
+            .map_err(|_| (ContactKey::raw(phone), ExclusionReason::InvalidPhone));
+    }
+    if let Some(user_id) = present(&record.contact.user_id) {
+        return if is_bsuid(&user_id) {
+            Ok((ContactKey::raw(user_id), None))
+        } else {
+            Err((
+                ContactKey::raw(user_id),
+                ExclusionReason::InvalidField("contact.user_id".to_string()),
+            ))
+        };
+    }
+    let key = kafka_key
+        .map(String::from_utf8_lossy)
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
+    match key {
+        Some(key) if is_bsuid(&key) => Ok((ContactKey::raw(key), None)),
+        Some(key) => normalize_phone_with_region(&key, default_region)
+            .map_err(|_| (ContactKey::raw(key), ExclusionReason::InvalidPhone)),
+        None => Err((ContactKey::raw(""), ExclusionReason::InvalidPhone)),
+    }
+}
+
+/// Variables: string values as they are, numbers and booleans as their JSON
+/// text (CSV bridges send `"discount": 20`), nulls dropped.
+fn deserialize_variables<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct VariablesVisitor;
+
+    impl<'de> Visitor<'de> for VariablesVisitor {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of variables")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value: Option<ScalarText> = map.next_value()?;
+                if let Some(ScalarText(value)) = value {
+                    out.insert(key, value);
+                }
+            }
+            Ok(out)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+    }
+
+    deserializer.deserialize_any(VariablesVisitor)
+}
+
+fn deserialize_opt_scalar<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    Ok(Option::<ScalarText>::deserialize(deserializer)?.map(|s| s.0))
+}
+
+/// A JSON string, number or boolean as text.
+struct ScalarText(String);
+
+impl<'de> Deserialize<'de> for ScalarText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = ScalarText;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScalarText, E> {
+                Ok(ScalarText(v.to_string()))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<ScalarText, E> {
+                Ok(ScalarText(v))
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ScalarText, E> {
+                Ok(ScalarText(v.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScalarText, E> {
+                Ok(ScalarText(v.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ScalarText, E> {
+                Ok(ScalarText(v.to_string()))
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ScalarText, E> {
+                Ok(ScalarText(v.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::template::ParamKind;
+    use super::*;
+
+    /// The DESIGN §3 example, verbatim.
+    const DESIGN_RECORD: &str = r#"{"campaign_id": "bday-2026-11",
+ "contact": {"phone": "+5215512345678", "name": "María", "timezone": null},
+ "variables": {"name": "María", "discount": "20%", "coupon": "MARIA20"},
+ "tags": ["vip"], "send_after": null}"#;
+
+    const SPEC: &str = r#"{"id": "bday-2026-11", "senders": ["106540352242922"],
+        "template": {"name": "birthday_promo", "language": "es_MX",
+                     "body": ["{{name}}", "{{discount}}"],
+                     "buttons": [{"sub_type": "url", "index": 0, "params": ["{{coupon}}"]}]},
+        "schedule": {"timezone": "America/Mexico_City"}}"#;
+
+    fn spec() -> (CampaignSpec, CompiledTemplate) {
+        CampaignSpec::from_json_validated(SPEC.as_bytes()).unwrap()
+    }
+
+    fn record(json: &str) -> AudienceRecord {
+        AudienceRecord::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn stage_json(json: &str, key: Option<&str>, region: Option<&str>) -> StagedContact {
+        let (spec, compiled) = spec();
+        stage(
+            &spec,
+            &compiled,
+            key.map(str::as_bytes),
+            &record(json),
+            region,
+        )
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let r = record(DESIGN_RECORD);
+        assert_eq!(r.campaign_id, "bday-2026-11");
+        assert_eq!(r.contact.phone.as_deref(), Some("+5215512345678"));
+        assert_eq!(r.contact.name.as_deref(), Some("María"));
+        assert_eq!(r.contact.timezone, None);
+        assert_eq!(r.variables["discount"], "20%");
+        assert_eq!(r.variables.len(), 3);
+        assert_eq!(r.tags, ["vip"]);
+        assert_eq!(r.send_after, None);
+    }
+
+    #[test]
+    fn design_example_stages_with_frozen_params() {
+        let staged = stage_json(DESIGN_RECORD, Some("+5215512345678"), None);
+        assert_eq!(staged.exclusion, None);
+        assert_eq!(staged.contact.as_str(), "+525512345678");
+        let body: Vec<_> = staged.params.body.iter().map(|p| p.kind.clone()).collect();
+        assert_eq!(
+            body,
+            [
+                ParamKind::Text("María".into()),
+                ParamKind::Text("20%".into())
+            ]
+        );
+        assert_eq!(staged.params.buttons[0].params, ["MARIA20"]);
+        // No timezone in the record: the Mexican number implies one.
+        assert_eq!(staged.timezone.as_deref(), Some("America/Mexico_City"));
+        assert_eq!(staged.send_after, None);
+    }
+
+    #[test]
+    fn variables_accept_numbers_and_booleans() {
+        let r = record(
+            r#"{"campaign_id":"c","variables":{"n":20,"f":1.5,"b":true,"s":"x","gone":null},"extra":1}"#,
+        );
+        let expected: BTreeMap<String, String> =
+            [("b", "true"), ("f", "1.5"), ("n", "20"), ("s", "x")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        assert_eq!(r.variables, expected);
+        let r = record(r#"{"campaign_id":"c","contact":{"phone":5215512345678}}"#);
+        assert_eq!(r.contact.phone.as_deref(), Some("5215512345678"));
+    }
+
+    #[test]
+    fn malformed_records() {
+        for bad in [
+            &b"{not json"[..],
+            b"{\"campaign_id\": 5}",
+            b"{\"campaign_id\":\"c\",\"variables\":{\"a\":[1]}}",
+        ] {
+            match AudienceRecord::from_json(bad) {
+                Err(RecordError::Malformed(msg)) => assert!(msg.contains("line 1 column"), "{msg}"),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(bad)),
+            }
+        }
+        assert_eq!(
+            AudienceRecord::from_json(b"{\"contact\":{}}"),
+            Err(RecordError::NoCampaign)
+        );
+        assert_eq!(
+            AudienceRecord::from_json(b"{\"campaign_id\":\"  \"}"),
+            Err(RecordError::NoCampaign)
+        );
+        assert_eq!(
+            AudienceRecord::from_json(b"{\"campaign_id\":")
+                .unwrap_err()
+                .to_string(),
+            "audience record is malformed: EOF while parsing a value at line 1 column 15"
+        );
+        for not_object in [&b"[]"[..], b"not json", b"\"c\"", b"  "] {
+            assert!(
+                matches!(
+                    AudienceRecord::from_json(not_object),
+                    Err(RecordError::Malformed(_))
+                ),
+                "{:?}",
+                String::from_utf8_lossy(not_object)
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_records_are_rejected_before_parsing() {
+        let big = format!(
+            r#"{{"campaign_id":"c","variables":{{"x":"{}"}}}}"#,
+            "a".repeat(MAX_RECORD_BYTES)
+        );
+        assert_eq!(
+            AudienceRecord::from_json(big.as_bytes()),
+            Err(RecordError::TooLarge(big.len()))
+        );
+        let just_fits = format!(
+            r#"{{"campaign_id":"c","variables":{{"x":"{}"}}}}"#,
+            "a".repeat(MAX_RECORD_BYTES - 40)
+        );
+        assert!(AudienceRecord::from_json(just_fits.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn invalid_phone_keeps_the_input_as_key() {
+        let staged = stage_json(
+            r#"{"campaign_id":"c","contact":{"phone":" 12ab "},"variables":{"name":"a","discount":"b","coupon":"c"}}"#,
+            None,
+            None,
+        );
+        assert_eq!(staged.contact.as_str(), "12ab");
+        assert_eq!(staged.exclusion, Some(ExclusionReason::InvalidPhone));
+        assert!(staged.params.is_empty());
+    }
+
+    #[test]
+    fn national_phone_uses_the_default_region() {
+        let json = r#"{"campaign_id":"c","contact":{"phone":"55 1234 5678","name":"Ana"},"variables":{"discount":"b","coupon":"c"}}"#;
+        let staged = stage_json(json, None, Some("MX"));
+        assert_eq!(staged.contact.as_str(), "+525512345678");
+        assert_eq!(staged.exclusion, None);
+        let staged = stage_json(json, None, None);
+        assert_eq!(staged.exclusion, Some(ExclusionReason::InvalidPhone));
+    }
+
+    #[test]
+    fn identity_falls_back_to_user_id_then_kafka_key() {
+        let vars = r#""variables":{"name":"a","discount":"b","coupon":"c"}"#;
+        let staged = stage_json(
+            &format!(r#"{{"campaign_id":"c","contact":{{"user_id":"US.1349120865"}},{vars}}}"#),
+            Some("+14155552671"),
+            None,
+        );
+        assert_eq!(staged.contact.as_str(), "US.1349120865");
+        assert_eq!(staged.exclusion, None);
+        assert_eq!(staged.timezone, None);
+
+        let staged = stage_json(
+            &format!(r#"{{"campaign_id":"c",{vars}}}"#),
+            Some("+1 415 555 2671"),
+            None,
+        );
+        assert_eq!(staged.contact.as_str(), "+14155552671");
+        assert_eq!(staged.exclusion, None);
+
+        let staged = stage_json(
+            &format!(r#"{{"campaign_id":"c",{vars}}}"#),
+            Some("US.77"),
+            None,
+        );
+        assert_eq!(staged.contact.as_str(), "US.77");
+
+        let staged = stage_json(&format!(r#"{{"campaign_id":"c",{vars}}}"#), None, None);
+        assert_eq!(staged.contact.as_str(), "");
+        assert_eq!(staged.exclusion, Some(ExclusionReason::InvalidPhone));
+
+        let staged = stage_json(
+            &format!(r#"{{"campaign_id":"c",{vars}}}"#),
+            Some("12ab"),
+            None,
+        );
+        assert_eq!(staged.contact.as_str(), "12ab");
+        assert_eq!(staged.exclusion, Some(ExclusionReason::InvalidPhone));
+
+        let staged = stage_json(
+            &format!(r#"{{"campaign_id":"c","contact":{{"user_id":"bad id"}},{vars}}}"#),
+            None,
+            None,
+        );
+        assert_eq!(
+            staged.exclusion,
+            Some(ExclusionReason::InvalidField("contact.user_id".into()))
+        );
+    }
+
+    #[test]
+    fn missing_variable_excludes_with_its_name() {
+        let staged = stage_json(
+            r#"{"campaign_id":"c","contact":{"phone":"+5215512345678","name":"María"},"variables":{"discount":"20%"}}"#,
+            None,
+            None,
+        );
+        assert_eq!(staged.contact.as_str(), "+525512345678");
+        assert_eq!(
+            staged.exclusion,
+            Some(ExclusionReason::MissingVariable("coupon".into()))
+        );
+        assert!(staged.params.is_empty());
+        assert_eq!(
+            staged.exclusion.unwrap().to_string(),
+            "missing_variable:coupon"
+        );
+    }
+
+    #[test]
+    fn send_after_in_contact_then_campaign_timezone() {
+        let vars = r#""variables":{"name":"a","discount":"b","coupon":"c"}"#;
+        // Contact timezone Madrid (UTC+1 in November).
+        let staged = stage_json(
+            &format!(
+                r#"{{"campaign_id":"c","contact":{{"phone":"+14155552671","timezone":"Europe/Madrid"}},"send_after":"2026-11-22T09:00:00",{vars}}}"#
+            ),
+            None,
+            None,
+        );
+        assert_eq!(staged.send_after, Some(utc("2026-11-22T08:00:00Z")));
+        assert_eq!(staged.timezone.as_deref(), Some("Europe/Madrid"));
+        // A US number implies no timezone: the campaign's (Mexico City, UTC-6).
+        let staged = stage_json(
+            &format!(
+                r#"{{"campaign_id":"c","contact":{{"phone":"+14155552671"}},"send_after":"2026-11-22T09:00:00",{vars}}}"#
+            ),
+            None,
+            None,
+        );
+        assert_eq!(staged.send_after, Some(utc("2026-11-22T15:00:00Z")));
+        assert_eq!(staged.timezone, None);
+        // An unknown contact timezone falls back instead of excluding.
+        let staged = stage_json(
+            &format!(
+                r#"{{"campaign_id":"c","contact":{{"phone":"+34612345678","timezone":"CET-ish"}},{vars}}}"#
+            ),
+            None,
+            None,
+        );
+        assert_eq!(staged.exclusion, None);
+        assert_eq!(staged.timezone.as_deref(), Some("Europe/Madrid"));
+    }
+
+    #[test]
+    fn unparsable_send_after_is_an_invalid_field() {
+        let staged = stage_json(
+            r#"{"campaign_id":"c","contact":{"phone":"+5215512345678"},"send_after":"next week",
+                "variables":{"name":"a","discount":"b","coupon":"c"}}"#,
+            None,
+            None,
+        );
+        assert_eq!(
+            staged.exclusion,
+            Some(ExclusionReason::InvalidField("send_after".into()))
+        );
+        assert_eq!(
+            staged.exclusion.unwrap().to_string(),
+            "invalid_field:send_after"
+        );
+        assert!(staged.params.is_empty());
+    }
+}

@@ -1,0 +1,297 @@
+//! Classification of WhatsApp Cloud API errors into what dispatch does next
+//! (DESIGN §4). The numbers come from Meta's error-code reference; the
+//! grouping is ours.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::ExclusionReason;
+
+/// What a failed send means for the contact, the campaign and the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// Rate limited: back off and retry; 130429 lowers the sender's rate.
+    Throttled,
+    /// A passing fault at Meta or on the network: retry with backoff and jitter.
+    Transient,
+    /// Held back by Meta (131049): retry once after 24 h.
+    Deferred,
+    /// Final for this contact (not a WhatsApp user, opted out, ...).
+    Contact,
+    /// Final for this contact: the parameters are wrong for the template.
+    Data,
+    /// Halt the campaign (template missing, paused or disabled) and alert.
+    Campaign,
+    /// Halt the sender (account blocked, token invalid, ...) and alert; its
+    /// campaigns wait.
+    Sender,
+}
+
+impl ErrorClass {
+    /// Every class.
+    pub const ALL: [ErrorClass; 7] = [
+        ErrorClass::Throttled,
+        ErrorClass::Transient,
+        ErrorClass::Deferred,
+        ErrorClass::Contact,
+        ErrorClass::Data,
+        ErrorClass::Campaign,
+        ErrorClass::Sender,
+    ];
+
+    /// The lowercase name used in JSON, the store and the `class` metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::Transient => "transient",
+            ErrorClass::Deferred => "deferred",
+            ErrorClass::Contact => "contact",
+            ErrorClass::Data => "data",
+            ErrorClass::Campaign => "campaign",
+            ErrorClass::Sender => "sender",
+        }
+    }
+
+    /// True when the same message to the same contact is tried again
+    /// automatically (after a backoff, or after 24 h for `Deferred`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Deferred
+        )
+    }
+
+    /// True when the contact's journey ends in `failed` with this error.
+    pub fn is_final_for_contact(&self) -> bool {
+        matches!(self, ErrorClass::Contact | ErrorClass::Data)
+    }
+
+    /// True when the whole campaign must stop (observed state `failed`).
+    /// The contact itself did nothing wrong and waits with the campaign.
+    pub fn halts_campaign(&self) -> bool {
+        matches!(self, ErrorClass::Campaign)
+    }
+
+    /// True when the sender (phone_number_id) must stop; its campaigns wait.
+    pub fn halts_sender(&self) -> bool {
+        matches!(self, ErrorClass::Sender)
+    }
+
+    /// True when the code means the contact opted out of marketing messages
+    /// (131050), which must be remembered across campaigns.
+    pub fn marks_opt_out(code: i64) -> bool {
+        code == 131050
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no error class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("error class: \"{0}\" is not one of throttled, transient, deferred, contact, data, campaign, sender")]
+pub struct ErrorClassParseError(pub String);
+
+impl FromStr for ErrorClass {
+    type Err = ErrorClassParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ErrorClass::ALL
+            .into_iter()
+            .find(|class| class.as_str() == s)
+            .ok_or_else(|| ErrorClassParseError(s.to_string()))
+    }
+}
+
+/// The class of a Cloud API error code (the response body's `error.code`,
+/// or a failed status webhook's `errors[0].code`).
+///
+/// A code missing from the table is `Data`: final for this one contact.
+/// Retrying an error we do not understand risks a retry storm against Meta
+/// and halting a campaign or sender on it risks stopping everything for one
+/// bad record; failing the single contact is visible in the report (with its
+/// code) and costs the least.
+pub fn classify_code(code: i64) -> ErrorClass {
+    match code {
+        // 131056: pair rate limit (1 message / 6 s per recipient).
+        130429 | 131056 | 131057 | 4 | 80007 => ErrorClass::Throttled,
+        1 | 2 | 131000 | 131016 | 133004 => ErrorClass::Transient,
+        131049 => ErrorClass::Deferred,
+        131026 | 131050 | 130472 | 131047 => ErrorClass::Contact,
+        132000 | 132005 | 132007 | 132012 | 131008 | 131009 | 100 => ErrorClass::Data,
+        132001 | 132015 | 132016 => ErrorClass::Campaign,
+        // 200-299: Graph API permission errors.
+        131048 | 368 | 131031 | 131042 | 0 | 190 | 10 | 200..=299 => ErrorClass::Sender,
+        _ => ErrorClass::Data,
+    }
+}
+
+/// The class implied by the HTTP status alone, when there is one: 429 is
+/// throttling, 5xx a fault at Meta. Other statuses are decided by the
+/// error code in the body.
+pub fn classify_http(status: u16) -> Option<ErrorClass> {
+    match status {
+        429 => Some(ErrorClass::Throttled),
+        500..=599 => Some(ErrorClass::Transient),
+        _ => None,
+    }
+}
+
+/// The exclusion a code implies for the contact in every later campaign:
+/// 131026 (not on WhatsApp) and 131050 (opted out of marketing).
+pub fn exclusion_for_code(code: i64) -> Option<ExclusionReason> {
+    match code {
+        131026 => Some(ExclusionReason::NotWhatsappUser),
+        131050 => Some(ExclusionReason::OptedOut),
+        _ => None,
+    }
+}
+
+/// A short human explanation of a Cloud API error code, for logs, alerts
+/// and reports.
+pub fn describe_code(code: i64) -> &'static str {
+    match code {
+        0 => "authentication failed",
+        1 => "unknown API error at Meta",
+        2 => "API service temporarily unavailable",
+        4 => "application request limit reached",
+        10 => "permission denied for this account or number",
+        100 => "invalid parameter",
+        190 => "access token expired or invalid",
+        200..=299 => "the app lacks a required permission",
+        368 => "account temporarily blocked for policy violations",
+        80007 => "WhatsApp Business account rate limit reached",
+        130429 => "throughput limit reached",
+        130472 => "number is part of a Meta experiment",
+        131000 => "something went wrong at WhatsApp",
+        131008 => "a required parameter is missing",
+        131009 => "a parameter value is not valid",
+        131016 => "WhatsApp service overloaded",
+        131026 => "not a WhatsApp user or not on a supported version",
+        131031 => "business account locked",
+        131042 => "payment problem on the business account",
+        131047 => "more than 24 hours since the customer last replied",
+        131048 => "spam rate limit hit",
+        131049 => "held back by Meta's per-user marketing limit",
+        131050 => "opted out of marketing messages",
+        131056 => "too many messages to this recipient",
+        131057 => "business account in maintenance mode",
+        132000 => "template parameter count mismatch",
+        132001 => "template does not exist in this language",
+        132005 => "template text too long after filling parameters",
+        132007 => "template content violates a WhatsApp policy",
+        132012 => "template parameter format mismatch",
+        132015 => "template paused for low quality",
+        132016 => "template disabled",
+        133004 => "server temporarily unavailable",
+        _ => "WhatsApp error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorClass::*;
+    use super::*;
+
+    /// The DESIGN §4 table, row by row.
+    const TABLE: &[(ErrorClass, &[i64])] = &[
+        (Throttled, &[130429, 131056, 131057, 4, 80007]),
+        (Transient, &[1, 2, 131000, 131016, 133004]),
+        (Deferred, &[131049]),
+        (Contact, &[131026, 131050, 130472, 131047]),
+        (Data, &[132000, 132005, 132007, 132012, 131008, 131009, 100]),
+        (Campaign, &[132001, 132015, 132016]),
+        (
+            Sender,
+            &[131048, 368, 131031, 131042, 0, 190, 10, 200, 250, 299],
+        ),
+    ];
+
+    #[test]
+    fn classify_code_follows_the_design_table() {
+        for (class, codes) in TABLE {
+            for code in *codes {
+                assert_eq!(classify_code(*code), *class, "code {code}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_codes_are_final_for_the_contact_only() {
+        for code in [3, 199, 300, 131999, -1, i64::MAX] {
+            assert_eq!(classify_code(code), Data, "code {code}");
+        }
+        assert!(!Data.is_retryable());
+        assert!(Data.is_final_for_contact());
+        assert!(!Data.halts_campaign() && !Data.halts_sender());
+    }
+
+    #[test]
+    fn http_status_classes() {
+        assert_eq!(classify_http(429), Some(Throttled));
+        assert_eq!(classify_http(500), Some(Transient));
+        assert_eq!(classify_http(503), Some(Transient));
+        assert_eq!(classify_http(599), Some(Transient));
+        assert_eq!(classify_http(400), None);
+        assert_eq!(classify_http(401), None);
+        assert_eq!(classify_http(200), None);
+    }
+
+    #[test]
+    fn retry_and_halt_flags() {
+        let retryable: Vec<_> = ErrorClass::ALL
+            .into_iter()
+            .filter(|c| c.is_retryable())
+            .collect();
+        assert_eq!(retryable, [Throttled, Transient, Deferred]);
+        assert!(Campaign.halts_campaign() && !Campaign.is_final_for_contact());
+        assert!(Sender.halts_sender() && !Sender.is_retryable());
+        assert!(Contact.is_final_for_contact());
+    }
+
+    #[test]
+    fn opt_out_and_contact_exclusions() {
+        assert!(ErrorClass::marks_opt_out(131050));
+        assert!(!ErrorClass::marks_opt_out(131026));
+        assert_eq!(exclusion_for_code(131050), Some(ExclusionReason::OptedOut));
+        assert_eq!(
+            exclusion_for_code(131026),
+            Some(ExclusionReason::NotWhatsappUser)
+        );
+        assert_eq!(exclusion_for_code(131047), None);
+    }
+
+    #[test]
+    fn every_table_code_has_its_own_description() {
+        for (_, codes) in TABLE {
+            for code in *codes {
+                assert_ne!(describe_code(*code), "WhatsApp error", "code {code}");
+            }
+        }
+        assert_eq!(
+            describe_code(131026),
+            "not a WhatsApp user or not on a supported version"
+        );
+        assert_eq!(describe_code(131050), "opted out of marketing messages");
+        assert_eq!(describe_code(132015), "template paused for low quality");
+        assert_eq!(describe_code(424242), "WhatsApp error");
+    }
+
+    #[test]
+    fn class_names_round_trip() {
+        for class in ErrorClass::ALL {
+            assert_eq!(class.as_str().parse::<ErrorClass>(), Ok(class));
+            assert_eq!(
+                serde_json::to_string(&class).unwrap(),
+                format!("\"{class}\"")
+            );
+        }
+        assert!("Throttled".parse::<ErrorClass>().is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! The domain model: campaign specs, audience records, contact keys,
+//! template expressions and frozen parameters, dispatch states, exclusion
+//! reasons and WhatsApp error classes.
+//!
+//! Pure and synchronous: no I/O, no clock, no async. Everything the daemon
+//! decides about a contact starts from these types, and every decision here
+//! is unit-tested beside its code.
+//!
+//! - [`campaign`]: `CampaignSpec` (the `wa.campaigns` value), schedule,
+//!   quiet hours, pacing, validation that reports every problem.
+//! - [`audience`]: `AudienceRecord` (the `wa.audience` value) and `stage`,
+//!   the ingest decision for one record.
+//! - [`contact`]: `ContactKey`, phone normalisation, region and timezone.
+//! - [`template`]: template spec, `{{var}}` expressions, compilation and
+//!   the parameters frozen per contact.
+//! - [`state`]: `DispatchState` and its monotonic rule, `ExclusionReason`,
+//!   `ObservedState`.
+//! - [`error_class`]: Cloud API error codes → `ErrorClass`.
+
+pub mod audience;
+pub mod campaign;
+pub mod contact;
+pub mod error_class;
+pub mod state;
+pub mod template;
+
+pub use audience::*;
+pub use campaign::*;
+pub use contact::*;
+pub use error_class::*;
+pub use state::*;
+pub use template::*;

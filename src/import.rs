@@ -1,0 +1,308 @@
+//! `wadispatch audience import`: a CSV file → keyed records on `wa.audience`.
+//!
+//! Columns `phone`, `user_id`, `name`, `timezone`, `send_after` and `tags`
+//! (separated by `;`) map to contact fields; every other column is a template
+//! variable. Empty cells are absent values, so a template that needs them
+//! shows the contact as `missing_variable:<column>` in the report.
+//!
+//! Rows with neither phone nor user id cannot be keyed and are not produced.
+//! Rows with a phone that does not parse are produced under the raw value, so
+//! the contact appears in the report as `invalid_phone` instead of vanishing.
+//! Duplicate contacts are produced too (ingest stages them once) and listed.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::domain::{AudienceRecord, ContactInfo, ContactKey};
+use crate::ingest::client_config;
+
+/// Records in flight before we wait for delivery reports: bounds memory
+/// while keeping the producer's batches full.
+const IN_FLIGHT: usize = 20_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: the CSV has no `phone` or `user_id` column (found: {found})")]
+    NoContactColumn { path: String, found: String },
+    #[error("{path} line {line}: {message}")]
+    Csv {
+        path: String,
+        line: u64,
+        message: String,
+    },
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("{failed} records were not acknowledged by the broker (first error: {first}); run the import again: records already staged are recognised as duplicates")]
+    Undelivered { failed: u64, first: String },
+}
+
+/// A problem found in one row, with its line number in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowProblem {
+    pub line: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ImportReport {
+    pub rows: u64,
+    pub produced: u64,
+    pub missing_contact: Vec<RowProblem>,
+    pub invalid_phone: Vec<RowProblem>,
+    /// (line, line of the first occurrence).
+    pub duplicates: Vec<(u64, u64)>,
+}
+
+impl ImportReport {
+    /// Human summary with line numbers (at most `max_lines` per category).
+    pub fn render(&self, max_lines: usize) -> String {
+        let mut out = format!(
+            "rows read: {}\nrecords produced: {}\n",
+            self.rows, self.produced
+        );
+        let list = |out: &mut String, title: &str, items: &[RowProblem]| {
+            if items.is_empty() {
+                return;
+            }
+            out.push_str(&format!("{title}: {}\n", items.len()));
+            for p in items.iter().take(max_lines) {
+                out.push_str(&format!("  line {}: {}\n", p.line, p.message));
+            }
+            if items.len() > max_lines {
+                out.push_str(&format!("  … and {} more\n", items.len() - max_lines));
+            }
+        };
+        list(&mut out, "skipped, no phone or user id", &self.missing_contact);
+        list(&mut out, "invalid phone (produced, will be excluded as invalid_phone)", &self.invalid_phone);
+        if !self.duplicates.is_empty() {
+            out.push_str(&format!(
+                "duplicate contacts (produced, staged once): {}\n",
+                self.duplicates.len()
+            ));
+            for (line, first) in self.duplicates.iter().take(max_lines) {
+                out.push_str(&format!("  line {line}: same contact as line {first}\n"));
+            }
+            if self.duplicates.len() > max_lines {
+                out.push_str(&format!("  … and {} more\n", self.duplicates.len() - max_lines));
+            }
+        }
+        out
+    }
+}
+
+/// One row turned into a keyed audience record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedRecord {
+    pub line: u64,
+    pub key: String,
+    pub record: AudienceRecord,
+}
+
+/// Parses the CSV and validates every row; pure (no Kafka), so the same
+/// checks run in tests and in `--dry-run`.
+pub fn parse_csv(
+    input: impl Read,
+    path: &str,
+    campaign_id: &str,
+    default_region: Option<&str>,
+) -> Result<(Vec<KeyedRecord>, ImportReport), ImportError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(false)
+        .from_reader(input);
+    let headers = reader
+        .headers()
+        .map_err(|e| ImportError::Read {
+            path: path.into(),
+            message: e.to_string(),
+        })?
+        .clone();
+    let columns: Vec<String> = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+    if !columns.iter().any(|c| c == "phone" || c == "user_id") {
+        return Err(ImportError::NoContactColumn {
+            path: path.into(),
+            found: columns.join(","),
+        });
+    }
+    let mut report = ImportReport::default();
+    let mut out = Vec::new();
+    let mut first_line: HashMap<String, u64> = HashMap::new();
+    for row in reader.records() {
+        let row = row.map_err(|e| ImportError::Csv {
+            path: path.into(),
+            line: e.position().map_or(0, |p| p.line()),
+            message: e.to_string(),
+        })?;
+        let line = row.position().map_or(0, |p| p.line());
+        report.rows += 1;
+        let mut record = AudienceRecord {
+            campaign_id: campaign_id.to_string(),
+            contact: ContactInfo::default(),
+            variables: Default::default(),
+            tags: Vec::new(),
+            send_after: None,
+        };
+        for (column, value) in columns.iter().zip(row.iter()) {
+            if value.is_empty() {
+                continue;
+            }
+            match column.as_str() {
+                "phone" => record.contact.phone = Some(value.to_string()),
+                "user_id" => record.contact.user_id = Some(value.to_string()),
+                "name" => record.contact.name = Some(value.to_string()),
+                "timezone" => record.contact.timezone = Some(value.to_string()),
+                "send_after" => record.send_after = Some(value.to_string()),
+                "tags" => {
+                    record.tags = value
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
+                other => {
+                    record.variables.insert(other.to_string(), value.to_string());
+                }
+            }
+        }
+        let key = match (&record.contact.phone, &record.contact.user_id) {
+            (Some(phone), _) => match ContactKey::parse_id(phone, default_region) {
+                Ok(k) => k.as_str().to_string(),
+                Err(e) => {
+                    report.invalid_phone.push(RowProblem {
+                        line,
+                        message: e.to_string(),
+                    });
+                    phone.clone()
+                }
+            },
+            (None, Some(user_id)) => user_id.clone(),
+            (None, None) => {
+                report.missing_contact.push(RowProblem {
+                    line,
+                    message: "no phone and no user_id".into(),
+                });
+                continue;
+            }
+        };
+        if let Some(first) = first_line.get(&key) {
+            report.duplicates.push((line, *first));
+        } else {
+            first_line.insert(key.clone(), line);
+        }
+        out.push(KeyedRecord { line, key, record });
+    }
+    Ok((out, report))
+}
+
+/// Produces the records to `topic`, waiting for every delivery report.
+pub async fn produce(
+    records: &[KeyedRecord],
+    brokers: &str,
+    topic: &str,
+    extra: &[(String, String)],
+    progress: Option<&ProgressBar>,
+) -> Result<u64, ImportError> {
+    let mut cfg = client_config(brokers, extra);
+    cfg.set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "60000");
+    let producer: FutureProducer = cfg.create().map_err(|e| ImportError::Kafka(e.to_string()))?;
+    let mut produced = 0u64;
+    let mut failed = 0u64;
+    let mut first_error = None;
+    for chunk in records.chunks(IN_FLIGHT) {
+        let payloads = chunk
+            .iter()
+            .map(|r| serde_json::to_vec(&r.record))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ImportError::Kafka(e.to_string()))?;
+        let mut deliveries = Vec::with_capacity(chunk.len());
+        for (r, payload) in chunk.iter().zip(&payloads) {
+            let record = FutureRecord::to(topic).key(&r.key).payload(payload);
+            deliveries.push(producer.send(record, Duration::from_secs(60)));
+        }
+        for d in futures::future::join_all(deliveries).await {
+            match d {
+                Ok(_) => produced += 1,
+                Err((e, _)) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(30));
+    match first_error {
+        Some(first) => Err(ImportError::Undelivered { failed, first }),
+        None => Ok(produced),
+    }
+}
+
+/// A progress bar for `n` records (hidden when stderr is not a terminal).
+pub fn progress_bar(n: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(n);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str = "phone,name,coupon\n\
+        +52 55 1234 5678,Ana,A1\n\
+        ,Nobody,N1\n\
+        12345,Bad,B1\n\
+        +525512345678,Ana again,A2\n\
+        +52 55 8765 4321,Luis,\n";
+
+    #[test]
+    fn rows_are_validated_with_line_numbers() {
+        let (records, report) = parse_csv(CSV.as_bytes(), "a.csv", "c1", None).unwrap();
+        assert_eq!(report.rows, 5);
+        assert_eq!(records.len(), 4, "the row without phone is not produced");
+        assert_eq!(report.missing_contact.len(), 1);
+        assert_eq!(report.missing_contact[0].line, 3);
+        assert_eq!(report.invalid_phone.len(), 1);
+        assert_eq!(report.invalid_phone[0].line, 4);
+        assert_eq!(report.duplicates, vec![(5, 2)]);
+        assert_eq!(records[0].key, "+525512345678");
+        assert_eq!(records[0].record.variables.get("coupon").map(String::as_str), Some("A1"));
+        assert_eq!(records[0].record.contact.name.as_deref(), Some("Ana"));
+        // An empty cell is an absent variable, not an empty string.
+        assert!(!records[3].record.variables.contains_key("coupon"));
+    }
+
+    #[test]
+    fn a_file_without_a_contact_column_is_refused() {
+        let err = parse_csv("name,coupon\nAna,A1\n".as_bytes(), "x.csv", "c1", None).unwrap_err();
+        assert!(err.to_string().contains("no `phone` or `user_id` column"), "{err}");
+    }
+
+    #[test]
+    fn report_lists_lines() {
+        let (_, report) = parse_csv(CSV.as_bytes(), "a.csv", "c1", None).unwrap();
+        let text = report.render(10);
+        assert!(text.contains("line 3: no phone and no user_id"), "{text}");
+        assert!(text.contains("line 5: same contact as line 2"), "{text}");
+    }
+}

@@ -1,0 +1,637 @@
+//! The audience consumer: `wa.audience` → validated, staged contacts.
+//!
+//! One blocking thread owns a `BaseConsumer` (cooperative-sticky group member,
+//! `enable.auto.offset.store=false`). It polls records into a batch, decides
+//! each one (stage, exclude, dead-letter, or wait for its campaign), writes the
+//! batch to the store in one durable write, then stores offsets up to the
+//! contiguous watermark; auto-commit sends them to the broker.
+//!
+//! Rebalance callbacks run inside `poll` on the same thread, so at a revoke
+//! nothing is half-staged: the callback drops the buffered and waiting records
+//! of the revoked partitions (the next owner re-reads them from the committed
+//! offset) and commits the watermark of those partitions synchronously.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+
+use super::catalog::{CampaignCatalog, CatalogEntry};
+use super::dlq::{DeadLetter, DlqProducer};
+use super::watermark::Watermarks;
+use super::{client_config, kafka_error, IngestError};
+use crate::domain::{self, AudienceRecord, DesiredState, ExclusionReason, RecordError};
+use crate::metrics::{self, AudienceResult};
+use crate::store::{StageOutcome, StageRequest, Store};
+
+/// Settings of the audience consumer (from `[kafka]` and `[dispatch]`).
+#[derive(Debug, Clone)]
+pub struct AudienceIngestConfig {
+    pub brokers: String,
+    pub group_id: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub extra: Vec<(String, String)>,
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub max_buffered: usize,
+    pub unknown_campaign_wait: Duration,
+    pub shutdown_timeout: Duration,
+    pub default_region: Option<String>,
+}
+
+/// Counters the CLI and health checks read.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub staged: AtomicU64,
+    pub excluded: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub dlq: AtomicU64,
+    pub waiting: AtomicU64,
+    /// Set once the group gave this process an assignment.
+    pub assigned: AtomicBool,
+    /// Bumped on every loop iteration (systemd watchdog: progress, not a timer).
+    pub heartbeat: AtomicU64,
+}
+
+impl IngestStats {
+    pub fn total(&self) -> u64 {
+        self.staged.load(Ordering::Relaxed)
+            + self.excluded.load(Ordering::Relaxed)
+            + self.duplicate.load(Ordering::Relaxed)
+            + self.dlq.load(Ordering::Relaxed)
+    }
+}
+
+/// A fetched record we own until it is durable.
+#[derive(Debug)]
+struct Raw {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    fetched_at: Instant,
+}
+
+#[derive(Default)]
+struct Shared {
+    marks: Watermarks,
+    buffer: Vec<Raw>,
+    waiting: Vec<Raw>,
+    assigned: BTreeSet<i32>,
+    paused: BTreeSet<i32>,
+}
+
+pub struct IngestContext {
+    topic: String,
+    shared: Mutex<Shared>,
+    stats: Arc<IngestStats>,
+}
+
+impl IngestContext {
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: Statistics) {
+        // Consumer lag summed over the partitions this process owns.
+        let lag: i64 = statistics
+            .topics
+            .get(&self.topic)
+            .map(|t| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(|p| p.consumer_lag)
+                    .sum()
+            })
+            .unwrap_or(0);
+        metrics::consumer_lag(&self.topic, lag);
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let lost = consumer.assignment_lost();
+        let mut shared = self.shared();
+        let revoked: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let mut commit = TopicPartitionList::new();
+        for &p in &revoked {
+            let before = shared.buffer.len() + shared.waiting.len();
+            shared.buffer.retain(|r| r.partition != p);
+            shared.waiting.retain(|r| r.partition != p);
+            let dropped = before - shared.buffer.len() - shared.waiting.len();
+            if let Some(next) = shared.marks.remove(p).and_then(|m| m.progress()) {
+                if !lost {
+                    let _ = commit.add_partition_offset(&self.topic, p, Offset::Offset(next));
+                }
+            }
+            shared.assigned.remove(&p);
+            shared.paused.remove(&p);
+            tracing::info!(partition = p, dropped, lost, "audience partition revoked");
+        }
+        self.stats
+            .waiting
+            .store(shared.waiting.len() as u64, Ordering::Relaxed);
+        drop(shared);
+        if commit.count() > 0 {
+            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(error = %e, "commit of revoked partitions failed; the next owner re-reads from the previous commit (staging is idempotent)");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut shared = self.shared();
+            for e in tpl.elements_for_topic(&self.topic) {
+                shared.assigned.insert(e.partition());
+            }
+            tracing::info!(partitions = ?shared.assigned, "audience partitions assigned");
+            self.stats.assigned.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// What to do with one record.
+enum Decision {
+    Stage(Box<StageRequest>),
+    DeadLetter(String),
+    Wait,
+}
+
+pub struct AudienceIngest {
+    consumer: BaseConsumer<IngestContext>,
+    config: AudienceIngestConfig,
+    store: Arc<dyn Store>,
+    catalog: CampaignCatalog,
+    dlq: DlqProducer,
+    rt: tokio::runtime::Handle,
+    stats: Arc<IngestStats>,
+}
+
+impl AudienceIngest {
+    pub fn new(
+        config: AudienceIngestConfig,
+        store: Arc<dyn Store>,
+        catalog: CampaignCatalog,
+        rt: tokio::runtime::Handle,
+        stats: Arc<IngestStats>,
+    ) -> Result<Self, IngestError> {
+        let mut cfg = client_config(&config.brokers, &config.extra);
+        cfg.set("group.id", &config.group_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "5000")
+            // Bounds what librdkafka prefetches per partition: backpressure
+            // reaches the broker instead of our memory.
+            .set("queued.max.messages.kbytes", "16384");
+        let context = IngestContext {
+            topic: config.topic.clone(),
+            shared: Mutex::default(),
+            stats: stats.clone(),
+        };
+        let consumer: BaseConsumer<IngestContext> = cfg
+            .create_with_context(context)
+            .map_err(kafka_error("create audience consumer"))?;
+        consumer
+            .subscribe(&[&config.topic])
+            .map_err(kafka_error("subscribe to the audience topic"))?;
+        let dlq = DlqProducer::new(&config.brokers, &config.dlq_topic, &config.extra)?;
+        Ok(AudienceIngest {
+            consumer,
+            config,
+            store,
+            catalog,
+            dlq,
+            rt,
+            stats,
+        })
+    }
+
+    pub fn stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `stop` is set, then shuts down cleanly within
+    /// `shutdown_timeout`. Blocking: run it on a dedicated thread.
+    pub fn run(self, stop: Arc<AtomicBool>) -> Result<(), IngestError> {
+        while !stop.load(Ordering::Acquire) {
+            self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
+            self.fill_batch(&stop);
+            let batch = self.take_work();
+            if !batch.is_empty() {
+                self.process(batch, None);
+            }
+            self.store_offsets();
+            self.apply_backpressure();
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn fill_batch(&self, stop: &AtomicBool) {
+        let started = Instant::now();
+        loop {
+            let buffered = self.consumer.context().shared().buffer.len();
+            if buffered >= self.config.batch_size || stop.load(Ordering::Acquire) {
+                return;
+            }
+            let elapsed = started.elapsed();
+            if elapsed >= self.config.linger && buffered > 0 {
+                return;
+            }
+            let wait = if buffered > 0 {
+                self.config.linger - elapsed
+            } else {
+                Duration::from_millis(100)
+            };
+            match self.consumer.poll(wait) {
+                Some(Ok(msg)) => {
+                    let raw = Raw {
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        key: msg.key().map(<[u8]>::to_vec),
+                        payload: msg.payload().map(<[u8]>::to_vec),
+                        fetched_at: Instant::now(),
+                    };
+                    let mut shared = self.consumer.context().shared();
+                    shared.marks.begin(raw.partition, raw.offset);
+                    shared.buffer.push(raw);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "audience consumer error; librdkafka retries");
+                    return;
+                }
+                None => {
+                    if buffered == 0 {
+                        // Idle: still give waiting records a chance.
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The buffered batch plus waiting records whose campaign is now known
+    /// (or whose wait expired: they go to the DLQ).
+    fn take_work(&self) -> Vec<Raw> {
+        let mut shared = self.consumer.context().shared();
+        let mut batch = std::mem::take(&mut shared.buffer);
+        if !shared.waiting.is_empty() {
+            let waiting = std::mem::take(&mut shared.waiting);
+            for raw in waiting {
+                let ready = raw.fetched_at.elapsed() >= self.config.unknown_campaign_wait
+                    || campaign_of(&raw).is_some_and(|c| self.catalog.get(&c).is_some());
+                if ready {
+                    batch.push(raw);
+                } else {
+                    shared.waiting.push(raw);
+                }
+            }
+        }
+        batch
+    }
+
+    fn decide(&self, raw: &Raw, cache: &mut HashMap<String, Option<Arc<CatalogEntry>>>) -> Decision {
+        let Some(payload) = raw.payload.as_deref() else {
+            return Decision::DeadLetter("empty record (tombstone) on the audience topic".into());
+        };
+        let record = match AudienceRecord::from_json(payload) {
+            Ok(r) => r,
+            Err(RecordError::NoCampaign) => {
+                return Decision::DeadLetter("record names no campaign (campaign_id is missing or empty)".into())
+            }
+            Err(e) => return Decision::DeadLetter(e.to_string()),
+        };
+        let entry = cache
+            .entry(record.campaign_id.clone())
+            .or_insert_with(|| self.catalog.get(&record.campaign_id))
+            .clone();
+        let Some(entry) = entry else {
+            if raw.fetched_at.elapsed() >= self.config.unknown_campaign_wait {
+                return Decision::DeadLetter(format!(
+                    "campaign {} is not known on the campaigns topic (waited {} s; publish its spec first)",
+                    record.campaign_id,
+                    raw.fetched_at.elapsed().as_secs()
+                ));
+            }
+            return Decision::Wait;
+        };
+        let staged = domain::stage(
+            &entry.spec,
+            &entry.template,
+            raw.key.as_deref(),
+            &record,
+            self.config.default_region.as_deref(),
+        );
+        let mut exclusion = staged.exclusion;
+        if exclusion.is_none() && entry.spec.state == DesiredState::Ended {
+            exclusion = Some(ExclusionReason::OutsideWindow);
+        }
+        Decision::Stage(Box::new(StageRequest {
+            campaign_id: record.campaign_id,
+            contact: staged.contact,
+            shard: raw.partition.max(0) as u32,
+            seq: raw.offset.max(0) as u64,
+            params: staged.params,
+            exclusion,
+            send_after: staged.send_after,
+            timezone: staged.timezone,
+            tags: record.tags,
+            staged_at: Utc::now(),
+        }))
+    }
+
+    /// Decides, stages and dead-letters one batch; marks every record that
+    /// became durable complete. `deadline` bounds retries during shutdown.
+    fn process(&self, batch: Vec<Raw>, deadline: Option<Instant>) -> bool {
+        // Decoding and phone validation are CPU work: split large batches
+        // across two threads (the machine profile we size for has 2 cores).
+        let decisions: Vec<Decision> = if batch.len() >= 1024 {
+            let mid = batch.len() / 2;
+            std::thread::scope(|s| {
+                let (a, b) = batch.split_at(mid);
+                let h = s.spawn(|| {
+                    let mut cache = HashMap::new();
+                    a.iter().map(|r| self.decide(r, &mut cache)).collect::<Vec<_>>()
+                });
+                let mut cache = HashMap::new();
+                let tail: Vec<Decision> = b.iter().map(|r| self.decide(r, &mut cache)).collect();
+                let mut head = h.join().unwrap_or_default();
+                head.extend(tail);
+                head
+            })
+        } else {
+            let mut cache = HashMap::new();
+            batch.iter().map(|r| self.decide(r, &mut cache)).collect()
+        };
+
+        let mut requests = Vec::new();
+        let mut request_src = Vec::new();
+        let mut letters = Vec::new();
+        let mut waiting = Vec::new();
+        for (raw, decision) in batch.into_iter().zip(decisions) {
+            match decision {
+                Decision::Stage(req) => {
+                    requests.push(*req);
+                    request_src.push((raw.partition, raw.offset));
+                }
+                Decision::DeadLetter(error) => letters.push((raw, error)),
+                Decision::Wait => waiting.push(raw),
+            }
+        }
+
+        if !requests.is_empty() {
+            let started = Instant::now();
+            let outcomes = match self.retry("stage audience batch", deadline, || {
+                self.rt.block_on(self.store.stage_batch(&requests)).map_err(IngestError::from)
+            }) {
+                Some(o) => o,
+                None => return false,
+            };
+            metrics::store_op("stage_batch", started.elapsed().as_secs_f64());
+            let (mut staged, mut excluded, mut dup) = (0u64, 0u64, 0u64);
+            for (req, outcome) in requests.iter().zip(&outcomes) {
+                match outcome {
+                    StageOutcome::Staged => staged += 1,
+                    StageOutcome::Excluded => {
+                        excluded += 1;
+                        if let Some(reason) = &req.exclusion {
+                            metrics::exclusion(&req.campaign_id, reason.label());
+                        }
+                    }
+                    StageOutcome::Duplicate => dup += 1,
+                }
+            }
+            self.count(AudienceResult::Staged, &self.stats.staged, staged);
+            self.count(AudienceResult::Excluded, &self.stats.excluded, excluded);
+            self.count(AudienceResult::Duplicate, &self.stats.duplicate, dup);
+            let mut shared = self.consumer.context().shared();
+            for (p, o) in request_src {
+                shared.marks.complete(p, o);
+            }
+        }
+
+        if !letters.is_empty() {
+            for (raw, error) in &letters {
+                tracing::warn!(partition = raw.partition, offset = raw.offset, error = %error, "audience record sent to the dead-letter topic");
+            }
+            let dead: Vec<DeadLetter<'_>> = letters
+                .iter()
+                .map(|(raw, error)| DeadLetter {
+                    source_topic: &self.config.topic,
+                    partition: raw.partition,
+                    offset: raw.offset,
+                    key: raw.key.as_deref(),
+                    payload: raw.payload.as_deref(),
+                    error,
+                })
+                .collect();
+            if self
+                .retry("write dead letters", deadline, || self.rt.block_on(self.dlq.send_all(&dead)))
+                .is_none()
+            {
+                return false;
+            }
+            self.count(AudienceResult::Dlq, &self.stats.dlq, letters.len() as u64);
+            let mut shared = self.consumer.context().shared();
+            for (raw, _) in &letters {
+                shared.marks.complete(raw.partition, raw.offset);
+            }
+        }
+
+        let mut shared = self.consumer.context().shared();
+        // A record waits only while its partition is still ours.
+        waiting.retain(|r| shared.assigned.contains(&r.partition));
+        shared.waiting.extend(waiting);
+        self.stats
+            .waiting
+            .store(shared.waiting.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    fn count(&self, result: AudienceResult, counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+            metrics::audience_records(result, n);
+        }
+    }
+
+    /// Retries `op` with capped exponential backoff until it succeeds or the
+    /// deadline passes. While retrying, the owned partitions stay paused so
+    /// nothing more is fetched (backpressure reaches the broker).
+    fn retry<T>(
+        &self,
+        what: &str,
+        deadline: Option<Instant>,
+        mut op: impl FnMut() -> Result<T, IngestError>,
+    ) -> Option<T> {
+        let mut delay = Duration::from_millis(100);
+        let mut paused = false;
+        loop {
+            match op() {
+                Ok(v) => {
+                    if paused {
+                        self.resume_all();
+                    }
+                    return Some(v);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot {what}; retrying (offsets are not stored meanwhile)");
+                    if !paused {
+                        self.pause_all();
+                        paused = true;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                        return None;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn pause_all(&self) {
+        let assigned: Vec<i32> = self.consumer.context().shared().assigned.iter().copied().collect();
+        self.set_paused(&assigned, true);
+    }
+
+    fn resume_all(&self) {
+        let paused: Vec<i32> = self.consumer.context().shared().paused.iter().copied().collect();
+        self.set_paused(&paused, false);
+    }
+
+    fn set_paused(&self, partitions: &[i32], pause: bool) {
+        if partitions.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(&self.config.topic, p);
+        }
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "cannot change the pause state of audience partitions");
+            return;
+        }
+        let mut shared = self.consumer.context().shared();
+        for &p in partitions {
+            if pause {
+                shared.paused.insert(p);
+            } else {
+                shared.paused.remove(&p);
+            }
+        }
+        metrics::paused_partitions(&self.config.topic, shared.paused.len());
+    }
+
+    /// Records waiting for an unknown campaign hold the watermark of their
+    /// partition; past `max_buffered` of them, pause those partitions so the
+    /// backlog stops growing. Resume once it drains below half.
+    fn apply_backpressure(&self) {
+        let (waiting_partitions, count, paused) = {
+            let shared = self.consumer.context().shared();
+            let parts: BTreeSet<i32> = shared.waiting.iter().map(|r| r.partition).collect();
+            (parts, shared.waiting.len(), shared.paused.clone())
+        };
+        if count >= self.config.max_buffered {
+            let to_pause: Vec<i32> = waiting_partitions.difference(&paused).copied().collect();
+            if !to_pause.is_empty() {
+                tracing::warn!(waiting = count, partitions = ?to_pause, "audience records wait for unknown campaigns; pausing their partitions");
+                self.set_paused(&to_pause, true);
+            }
+        } else if count <= self.config.max_buffered / 2 && !paused.is_empty() {
+            let to_resume: Vec<i32> = paused.into_iter().collect();
+            self.set_paused(&to_resume, false);
+        }
+    }
+
+    fn store_offsets(&self) {
+        let advances = self.consumer.context().shared().marks.advances();
+        if advances.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in &advances {
+            let _ = tpl.add_partition_offset(&self.config.topic, *p, Offset::Offset(*next));
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // Happens when a partition was revoked in between: its offsets
+            // are the next owner's business.
+            tracing::debug!(error = %e, "storing audience offsets failed");
+        }
+    }
+
+    fn shutdown(self) {
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        tracing::info!("audience ingest stopping: finishing fetched records");
+        self.pause_all();
+        // Records already fetched are staged. Records waiting for an unknown
+        // campaign are not: the watermark stops before them, so the next
+        // start (or the next owner) reads them again.
+        let batch = std::mem::take(&mut self.consumer.context().shared().buffer);
+        if !batch.is_empty() {
+            self.process(batch, Some(deadline));
+        }
+        self.store_offsets();
+        // Commit exactly the watermark (not only the stored offsets) and leave
+        // the group so partitions move to other instances at once.
+        let mut tpl = TopicPartitionList::new();
+        {
+            let shared = self.consumer.context().shared();
+            for &p in &shared.assigned {
+                if let Some(next) = shared.marks.committable(p) {
+                    let _ = tpl.add_partition_offset(&self.config.topic, p, Offset::Offset(next));
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(error = %e, "final audience offset commit failed; the next start re-reads from the previous commit (staging is idempotent)");
+            }
+        }
+        self.consumer.unsubscribe();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.dlq.flush(remaining.min(Duration::from_secs(5)));
+        tracing::info!(
+            staged = self.stats.staged.load(Ordering::Relaxed),
+            dlq = self.stats.dlq.load(Ordering::Relaxed),
+            "audience ingest stopped"
+        );
+    }
+}
+
+fn campaign_of(raw: &Raw) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        campaign_id: Option<String>,
+    }
+    raw.payload
+        .as_deref()
+        .and_then(|p| serde_json::from_slice::<Probe>(p).ok())
+        .and_then(|p| p.campaign_id)
+}

@@ -1,0 +1,338 @@
+//! The materialised `wa.campaigns` topic: latest valid spec per campaign id.
+//!
+//! The reader consumes every partition from the beginning (no consumer-group
+//! offsets: the compacted topic *is* the state), validates each spec, keeps the
+//! latest valid one per key, mirrors it into the store and publishes changes.
+//! An invalid update is logged with every problem and counted; the previous
+//! valid spec stays in force, because a typo upstream must not stop a running
+//! campaign.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::broadcast;
+
+use super::{kafka_error, IngestError};
+use crate::domain::{CampaignSpec, CompiledTemplate, DesiredState, ObservedState};
+use crate::metrics;
+use crate::store::{CampaignRecord, Store};
+
+/// A validated campaign with its template compiled once.
+#[derive(Debug)]
+pub struct CatalogEntry {
+    pub spec: CampaignSpec,
+    pub template: CompiledTemplate,
+}
+
+#[derive(Debug, Clone)]
+pub enum CatalogChange {
+    Upserted(String),
+    Deleted(String),
+}
+
+/// Shared, cheaply cloneable view of the known campaigns.
+#[derive(Clone)]
+pub struct CampaignCatalog {
+    entries: Arc<RwLock<HashMap<String, Arc<CatalogEntry>>>>,
+    changes: broadcast::Sender<CatalogChange>,
+    caught_up: Arc<AtomicBool>,
+}
+
+impl Default for CampaignCatalog {
+    fn default() -> Self {
+        let (changes, _) = broadcast::channel(1024);
+        CampaignCatalog {
+            entries: Arc::default(),
+            changes,
+            caught_up: Arc::default(),
+        }
+    }
+}
+
+/// Why a spec was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecRejection {
+    #[error("campaign {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl CampaignCatalog {
+    pub fn get(&self, id: &str) -> Option<Arc<CatalogEntry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<CatalogChange> {
+        self.changes.subscribe()
+    }
+
+    /// True once the reader has read the topic up to the end it saw at start.
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// Parses, validates and compiles a spec value of key `key`.
+    pub fn parse(key: &str, value: &[u8]) -> Result<CatalogEntry, SpecRejection> {
+        let invalid = |message: String| SpecRejection::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        let spec = CampaignSpec::from_json(value).map_err(|e| invalid(e.to_string()))?;
+        if spec.id != key {
+            return Err(invalid(format!(
+                "record key {key:?} differs from spec id {:?} (the key must be the campaign id)",
+                spec.id
+            )));
+        }
+        if let Err(problems) = spec.validate() {
+            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            return Err(invalid(list.join("; ")));
+        }
+        let template = spec.template.compile().map_err(|problems| {
+            invalid(
+                problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        Ok(CatalogEntry { spec, template })
+    }
+
+    /// Inserts an entry directly (used by tests and the demo's catalog seeding).
+    pub fn insert(&self, entry: CatalogEntry) {
+        let id = entry.spec.id.clone();
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), Arc::new(entry));
+        let _ = self.changes.send(CatalogChange::Upserted(id));
+    }
+
+    fn remove(&self, id: &str) {
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let _ = self.changes.send(CatalogChange::Deleted(id.to_string()));
+    }
+
+    /// Loads the campaigns the store already knows, so a restart does not
+    /// wait for the topic before it can dispatch.
+    pub async fn load_from_store(&self, store: &dyn Store) -> Result<usize, IngestError> {
+        let records = store.list_campaigns().await?;
+        let mut n = 0;
+        for record in records {
+            match record.spec.template.compile() {
+                Ok(template) => {
+                    self.insert(CatalogEntry {
+                        spec: record.spec,
+                        template,
+                    });
+                    n += 1;
+                }
+                Err(problems) => tracing::warn!(
+                    campaign = %record.spec.id,
+                    problems = ?problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    "stored campaign spec no longer compiles; waiting for a new one on the topic"
+                ),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Applies one record of the campaigns topic.
+    pub async fn apply(&self, store: &dyn Store, key: &str, value: Option<&[u8]>) {
+        match value {
+            None => self.apply_tombstone(store, key).await,
+            Some(value) => match Self::parse(key, value) {
+                Ok(entry) => {
+                    let existing = store.get_campaign(key).await.ok().flatten();
+                    let observed = match (&existing, entry.spec.state) {
+                        (Some(r), _) if matches!(r.observed_state, ObservedState::Completed | ObservedState::Failed) => r.observed_state,
+                        (_, DesiredState::Scheduled) => ObservedState::Scheduled,
+                        (_, DesiredState::Active) => existing
+                            .as_ref()
+                            .map_or(ObservedState::Scheduled, |r| r.observed_state),
+                        (_, DesiredState::Paused) => ObservedState::Paused,
+                        (_, DesiredState::Ended) => ObservedState::Ended,
+                    };
+                    let record = CampaignRecord {
+                        spec: entry.spec.clone(),
+                        observed_state: observed,
+                        updated_at: Utc::now(),
+                        started_at: existing.and_then(|r| r.started_at),
+                    };
+                    if let Err(e) = store.put_campaign(&record).await {
+                        tracing::error!(campaign = key, error = %e, "cannot store campaign spec; it applies in memory and is stored again on its next update");
+                    }
+                    tracing::info!(campaign = key, state = ?entry.spec.state, "campaign spec applied");
+                    metrics::campaign_spec("applied");
+                    self.insert(entry);
+                }
+                Err(rejection) => {
+                    metrics::campaign_spec("invalid");
+                    let kept = if self.get(key).is_some() {
+                        "the previous valid spec stays in force"
+                    } else {
+                        "the campaign is not known until a valid spec arrives"
+                    };
+                    tracing::error!(error = %rejection, "invalid campaign spec ignored; {kept}");
+                }
+            },
+        }
+    }
+
+    async fn apply_tombstone(&self, store: &dyn Store, key: &str) {
+        let started = match store.get_campaign(key).await {
+            Ok(Some(r)) => r.started_at.is_some(),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(campaign = key, error = %e, "cannot read campaign for tombstone; keeping it");
+                return;
+            }
+        };
+        if started {
+            metrics::campaign_spec("refused");
+            tracing::warn!(
+                campaign = key,
+                "tombstone ignored: the campaign has started and its journey is kept; publish state \"ended\" to stop it"
+            );
+            return;
+        }
+        if let Err(e) = store.delete_campaign(key).await {
+            tracing::error!(campaign = key, error = %e, "cannot delete campaign");
+            return;
+        }
+        metrics::campaign_spec("deleted");
+        tracing::info!(campaign = key, "campaign deleted by tombstone");
+        self.remove(key);
+    }
+}
+
+/// Reads the campaigns topic forever on a dedicated thread.
+pub struct CampaignReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl CampaignReader {
+    pub fn new(brokers: &str, topic: &str, extra: &[(String, String)]) -> Result<Self, IngestError> {
+        let mut cfg = super::client_config(brokers, extra);
+        cfg.set("group.id", "wadispatch-campaigns-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = cfg.create().map_err(kafka_error("create campaigns consumer"))?;
+        Ok(CampaignReader {
+            consumer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Assigns every partition from the beginning and returns the high
+    /// watermarks seen now (the end of "catching up").
+    fn assign_all(&self) -> Result<Vec<(i32, i64)>, IngestError> {
+        let md = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            .map_err(kafka_error("read campaigns topic metadata"))?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == self.topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(IngestError::MissingTopic(self.topic.clone()));
+        }
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for p in partitions {
+            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)
+                .map_err(kafka_error("assign campaigns partition"))?;
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                .map_err(kafka_error("read campaigns watermarks"))?;
+            ends.push((p, high));
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(kafka_error("assign campaigns partitions"))?;
+        Ok(ends)
+    }
+
+    /// Runs until `stop` is set. Blocking: call from a dedicated thread.
+    pub fn run(
+        self,
+        catalog: CampaignCatalog,
+        store: Arc<dyn Store>,
+        rt: tokio::runtime::Handle,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), IngestError> {
+        let mut ends = loop {
+            match self.assign_all() {
+                Ok(ends) => break ends,
+                Err(e) if !stop.load(Ordering::Acquire) => {
+                    tracing::warn!(error = %e, "campaigns topic not readable yet; retrying in 2 s");
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        ends.retain(|(_, high)| *high > 0);
+        if ends.is_empty() {
+            catalog.caught_up.store(true, Ordering::Release);
+        }
+        while !stop.load(Ordering::Acquire) {
+            match self.consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) => {
+                    let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
+                    if key.is_empty() {
+                        metrics::campaign_spec("invalid");
+                        tracing::error!(
+                            partition = msg.partition(),
+                            offset = msg.offset(),
+                            "campaign record without a key ignored (the key must be the campaign id)"
+                        );
+                    } else {
+                        rt.block_on(catalog.apply(store.as_ref(), &key, msg.payload()));
+                    }
+                    if !catalog.is_caught_up() {
+                        let (p, o) = (msg.partition(), msg.offset());
+                        ends.retain(|(ep, high)| !(*ep == p && o + 1 >= *high));
+                        if ends.is_empty() {
+                            tracing::info!(campaigns = catalog.ids().len(), "campaigns topic read to its end");
+                            catalog.caught_up.store(true, Ordering::Release);
+                        }
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "campaigns topic read error; retrying"),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}

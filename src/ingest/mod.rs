@@ -1,0 +1,45 @@
+//! Kafka ingest: the campaigns catalog, the audience consumer and its DLQ.
+//!
+//! Audience records are staged durably into the store before their offsets
+//! are stored (at-least-once, contiguous watermark per partition); staging is
+//! idempotent, so a replay after a crash or rebalance changes nothing.
+
+pub mod audience;
+pub mod catalog;
+pub mod dlq;
+pub mod watermark;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("kafka: cannot {what}: {source}")]
+    Kafka {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("kafka topic {0} does not exist or has no partitions (create it, or set kafka.topics in the config)")]
+    MissingTopic(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub(crate) fn kafka_error(what: &'static str) -> impl Fn(KafkaError) -> IngestError {
+    move |source| IngestError::Kafka { what, source }
+}
+
+/// Base librdkafka configuration shared by every client we create.
+pub fn client_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("client.id", "wadispatch")
+        .set("log_level", "4");
+    for (k, v) in extra {
+        cfg.set(k, v);
+    }
+    cfg
+}

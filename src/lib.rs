@@ -1,0 +1,28 @@
+//! wadispatch: paced WhatsApp template campaigns from Kafka.
+//!
+//! Layout (one concern per module; pure logic apart from I/O glue):
+//! - [`domain`]: campaign specs, audience records, contact keys, template
+//!   expressions, dispatch states, exclusion reasons, WhatsApp error classes.
+//!   Pure and synchronous.
+//! - [`config`]: the TOML file model, environment overrides, validation and
+//!   the diff a reload applies.
+//! - [`store`]: the `Store` trait and its backends (embedded fjall).
+//! - [`ingest`]: Kafka consumers of `wa.campaigns` and `wa.audience`, the
+//!   contiguous offset watermark and the dead-letter producer.
+//! - [`import`]: `audience import`, CSV → keyed records on `wa.audience`.
+//! - [`report`]: funnel summaries computed by scanning the store.
+//! - [`app`]: wiring of a running daemon (`run`) and its shutdown.
+//! - [`demo`]: the self-contained demo on an in-process Kafka mock cluster.
+//! - [`metrics`]: every Prometheus metric, defined once.
+//! - [`cli`]: the command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod import;
+pub mod ingest;
+pub mod metrics;
+pub mod report;
+pub mod store;

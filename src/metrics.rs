@@ -1,0 +1,247 @@
+//! Every Prometheus metric wadispatch exports, defined in one place (DESIGN §9).
+//!
+//! Call sites use the typed helpers below, never ad-hoc registration. Labels
+//! are bounded: campaign ids the process knows, sender ids from config or
+//! specs, and fixed vocabularies for status, reason, class and code. Never a
+//! phone number or a wamid.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub audience_records: IntCounterVec,
+    pub campaign_specs: IntCounterVec,
+    pub dispatch: IntCounterVec,
+    pub funnel: IntCounterVec,
+    pub failures: IntCounterVec,
+    pub exclusions: IntCounterVec,
+    pub whatsapp_request_duration: HistogramVec,
+    pub rate_limiter_wait: HistogramVec,
+    pub sender_rate: GaugeVec,
+    pub sender_rate_limit: GaugeVec,
+    pub campaign_pending: IntGaugeVec,
+    pub campaign_state: IntGaugeVec,
+    pub kafka_consumer_lag: IntGaugeVec,
+    pub store_operation_duration: HistogramVec,
+    pub webhook_requests: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub ingest_paused_partitions: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn int_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("metric definition");
+    registry.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        // 100 µs … ~26 s: covers a fast local store write up to a slow Graph API call.
+        let latency = exponential_buckets(0.0001, 2.0, 19).expect("buckets");
+        Metrics {
+            audience_records: counter(
+                &r,
+                "wadispatch_audience_records_total",
+                "Audience records consumed, by result (staged, excluded, duplicate, dlq).",
+                &["result"],
+            ),
+            campaign_specs: counter(
+                &r,
+                "wadispatch_campaign_specs_total",
+                "Campaign specs read from the campaigns topic, by result (applied, invalid, deleted, refused).",
+                &["result"],
+            ),
+            dispatch: counter(
+                &r,
+                "wadispatch_dispatch_total",
+                "Send attempts by outcome (accepted, failed, unknown, excluded, deferred, retry).",
+                &["campaign", "sender", "status"],
+            ),
+            funnel: counter(
+                &r,
+                "wadispatch_funnel_total",
+                "Contacts reaching a funnel stage (sent, delivered, read, replied, failed).",
+                &["campaign", "stage"],
+            ),
+            failures: counter(
+                &r,
+                "wadispatch_failures_total",
+                "WhatsApp errors by class and code.",
+                &["campaign", "class", "code"],
+            ),
+            exclusions: counter(
+                &r,
+                "wadispatch_exclusions_total",
+                "Contacts excluded, by reason.",
+                &["campaign", "reason"],
+            ),
+            whatsapp_request_duration: histogram(
+                &r,
+                "wadispatch_whatsapp_request_duration_seconds",
+                "Latency of WhatsApp Cloud API send requests.",
+                &["sender"],
+                latency.clone(),
+            ),
+            rate_limiter_wait: histogram(
+                &r,
+                "wadispatch_rate_limiter_wait_seconds",
+                "Time a send waited for the sender's rate limiter.",
+                &["sender"],
+                latency.clone(),
+            ),
+            sender_rate: gauge(
+                &r,
+                "wadispatch_sender_rate",
+                "Current messages per second a sender is allowed (after AIMD and instance share).",
+                &["sender"],
+            ),
+            sender_rate_limit: gauge(
+                &r,
+                "wadispatch_sender_rate_limit",
+                "Configured messages per second of a sender.",
+                &["sender"],
+            ),
+            campaign_pending: int_gauge(
+                &r,
+                "wadispatch_campaign_pending",
+                "Contacts staged and not yet claimed.",
+                &["campaign"],
+            ),
+            campaign_state: int_gauge(
+                &r,
+                "wadispatch_campaign_state",
+                "1 for the observed state of each campaign.",
+                &["campaign", "state"],
+            ),
+            kafka_consumer_lag: int_gauge(
+                &r,
+                "wadispatch_kafka_consumer_lag",
+                "Records behind the high watermark, summed over owned partitions.",
+                &["topic"],
+            ),
+            store_operation_duration: histogram(
+                &r,
+                "wadispatch_store_operation_duration_seconds",
+                "Latency of store operations.",
+                &["op"],
+                latency,
+            ),
+            webhook_requests: counter(
+                &r,
+                "wadispatch_webhook_requests_total",
+                "Webhook requests by result (ok, bad_signature, bad_request, error, verified, forbidden).",
+                &["result"],
+            ),
+            config_reloads: counter(
+                &r,
+                "wadispatch_config_reloads_total",
+                "Config reloads by result (applied, unchanged, invalid, rejected).",
+                &["result"],
+            ),
+            ingest_paused_partitions: int_gauge(
+                &r,
+                "wadispatch_ingest_paused_partitions",
+                "Audience partitions paused by backpressure.",
+                &["topic"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// Text exposition for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = encoder.encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Results of consuming one audience record.
+#[derive(Debug, Clone, Copy)]
+pub enum AudienceResult {
+    Staged,
+    Excluded,
+    Duplicate,
+    Dlq,
+}
+
+pub fn audience_records(result: AudienceResult, n: u64) {
+    let label = match result {
+        AudienceResult::Staged => "staged",
+        AudienceResult::Excluded => "excluded",
+        AudienceResult::Duplicate => "duplicate",
+        AudienceResult::Dlq => "dlq",
+    };
+    metrics().audience_records.with_label_values(&[label]).inc_by(n);
+}
+
+pub fn campaign_spec(result: &str) {
+    metrics().campaign_specs.with_label_values(&[result]).inc();
+}
+
+pub fn exclusion(campaign: &str, reason: &str) {
+    metrics()
+        .exclusions
+        .with_label_values(&[campaign, reason])
+        .inc();
+}
+
+pub fn store_op(op: &str, seconds: f64) {
+    metrics()
+        .store_operation_duration
+        .with_label_values(&[op])
+        .observe(seconds);
+}
+
+pub fn consumer_lag(topic: &str, lag: i64) {
+    metrics()
+        .kafka_consumer_lag
+        .with_label_values(&[topic])
+        .set(lag);
+}
+
+pub fn paused_partitions(topic: &str, n: usize) {
+    metrics()
+        .ingest_paused_partitions
+        .with_label_values(&[topic])
+        .set(n as i64);
+}

@@ -1,0 +1,640 @@
+//! Embedded backend: fjall (an LSM-tree) in `store.embedded.data_dir`.
+//!
+//! Single process: fjall locks its directory. Read-modify-write operations
+//! (claims, outcomes) take a striped in-process lock keyed by the contact, which
+//! is a true compare-and-set here because no other process can write. Every
+//! write batch is flushed to the OS before it is acknowledged
+//! (`Durability::Process`, survives kill -9) or fsynced (`Durability::Power`).
+//!
+//! Key layout (0x00 separates fields; campaign ids never contain it):
+//! - `campaigns`:  id → CampaignRecord (JSON)
+//! - `dispatches`: campaign 0 contact → DispatchRecord (JSON)
+//! - `pending`:    campaign 0 shard(be32) seq(be64) → contact
+//! - `shards`:     campaign 0 shard(be32) → ()
+//! - `cursors`:    campaign 0 shard(be32) → seq(be64)
+//! - `contacts`:   contact → ContactRecord (JSON)
+//! - `wamids`:     wamid → WamidEntry (JSON)
+
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::*;
+use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState};
+
+/// How far an acknowledged write is guaranteed to survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Flushed to the OS page cache: survives a crash or kill -9 of the process.
+    Process,
+    /// fdatasync before acknowledging: survives power loss.
+    Power,
+}
+
+impl Durability {
+    fn mode(self) -> PersistMode {
+        match self {
+            Durability::Process => PersistMode::Buffer,
+            Durability::Power => PersistMode::SyncData,
+        }
+    }
+}
+
+/// Stripes of the read-modify-write lock: enough that unrelated contacts rarely
+/// contend, small enough to stay in cache.
+const LOCK_STRIPES: usize = 256;
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    durability: Durability,
+    campaigns: Keyspace,
+    dispatches: Keyspace,
+    pending: Keyspace,
+    shards: Keyspace,
+    cursors: Keyspace,
+    contacts: Keyspace,
+    wamids: Keyspace,
+    stripes: Vec<Mutex<()>>,
+    /// Serialises staging batches (their existence checks and the batch write).
+    staging: Mutex<()>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(io_err)
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        message: e.to_string(),
+    })
+}
+
+fn dispatch_key(campaign: &str, contact: &ContactKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + 1 + contact.as_str().len());
+    k.extend_from_slice(campaign.as_bytes());
+    k.push(0);
+    k.extend_from_slice(contact.as_str().as_bytes());
+    k
+}
+
+fn campaign_prefix(campaign: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + 1);
+    k.extend_from_slice(campaign.as_bytes());
+    k.push(0);
+    k
+}
+
+fn shard_key(campaign: &str, shard: u32) -> Vec<u8> {
+    let mut k = campaign_prefix(campaign);
+    k.extend_from_slice(&shard.to_be_bytes());
+    k
+}
+
+fn pending_key(campaign: &str, shard: u32, seq: u64) -> Vec<u8> {
+    let mut k = shard_key(campaign, shard);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding it; in
+    // release builds a panic aborts the process, so this is test-only territory.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, durability: Durability, cache_mb: u64) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Io(format!("cannot create data directory {}: {e}", dir.display()))
+        })?;
+        let db = Database::builder(dir)
+            .cache_size(cache_mb.max(8) * 1024 * 1024)
+            .open()
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("lock") || text.contains("Locked") {
+                    StoreError::Locked {
+                        path: dir.display().to_string(),
+                    }
+                } else {
+                    StoreError::Io(format!("cannot open store at {}: {text}", dir.display()))
+                }
+            })?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(io_err);
+        let inner = Inner {
+            campaigns: ks("campaigns")?,
+            dispatches: ks("dispatches")?,
+            pending: ks("pending")?,
+            shards: ks("shards")?,
+            cursors: ks("cursors")?,
+            contacts: ks("contacts")?,
+            wamids: ks("wamids")?,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            staging: Mutex::new(()),
+            db,
+            durability,
+        };
+        Ok(EmbeddedStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::spawn_blocking(move || f(&inner))
+                .await
+                .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?,
+            Err(_) => f(&inner),
+        }
+    }
+}
+
+impl Inner {
+    fn stripe(&self, contact: &ContactKey) -> MutexGuard<'_, ()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        contact.as_str().hash(&mut h);
+        lock(&self.stripes[(h.finish() as usize) % LOCK_STRIPES])
+    }
+
+    fn batch(&self) -> fjall::OwnedWriteBatch {
+        self.db.batch().durability(Some(self.durability.mode()))
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<Option<T>> {
+        match ks.get(key).map_err(io_err)? {
+            Some(v) => decode(key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_json<T: Serialize>(&self, ks: &Keyspace, key: &[u8], value: &T) -> StoreResult<()> {
+        let mut b = self.batch();
+        b.insert(ks, key.to_vec(), encode(value)?);
+        b.commit().map_err(io_err)
+    }
+
+    fn stage_batch(&self, items: &[StageRequest]) -> StoreResult<Vec<StageOutcome>> {
+        let _guard = lock(&self.staging);
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut batch = self.batch();
+        // The same contact twice inside one batch must collapse too.
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        let mut new_shards = std::collections::HashSet::new();
+        for item in items {
+            let key = dispatch_key(&item.campaign_id, &item.contact);
+            if !seen.insert(key.clone()) || self.dispatches.contains_key(&key).map_err(io_err)? {
+                outcomes.push(StageOutcome::Duplicate);
+                continue;
+            }
+            let record = DispatchRecord::from_stage(item);
+            batch.insert(&self.dispatches, key, encode(&record)?);
+            if item.exclusion.is_none() {
+                batch.insert(
+                    &self.pending,
+                    pending_key(&item.campaign_id, item.shard, item.seq),
+                    item.contact.as_str().as_bytes().to_vec(),
+                );
+                outcomes.push(StageOutcome::Staged);
+            } else {
+                outcomes.push(StageOutcome::Excluded);
+            }
+            new_shards.insert((item.campaign_id.as_str(), item.shard));
+        }
+        for (campaign, shard) in new_shards {
+            batch.insert(&self.shards, shard_key(campaign, shard), Vec::new());
+        }
+        batch.commit().map_err(io_err)?;
+        Ok(outcomes)
+    }
+
+    fn claim(&self, req: &ClaimRequest) -> StoreResult<ClaimOutcome> {
+        let _guard = self.stripe(&req.contact);
+        let key = dispatch_key(&req.campaign_id, &req.contact);
+        let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
+            return Ok(ClaimOutcome::NotClaimable { state: None });
+        };
+        let claimable = match record.state {
+            DispatchState::Pending => true,
+            DispatchState::Deferred => record.deferred_until.is_none_or(|t| t <= req.now),
+            _ => false,
+        };
+        if !claimable {
+            return Ok(ClaimOutcome::NotClaimable {
+                state: Some(record.state),
+            });
+        }
+        let mut batch = self.batch();
+        if req.exclusive {
+            let ckey = req.contact.as_str().as_bytes();
+            let mut contact: ContactRecord = self.get_json(&self.contacts, ckey)?.unwrap_or_default();
+            match &contact.engaged_campaign {
+                Some(other) if other != &req.campaign_id
+                    && req.replace_engagement.as_deref() != Some(other.as_str()) =>
+                {
+                    return Ok(ClaimOutcome::EngagedElsewhere {
+                        campaign: other.clone(),
+                    });
+                }
+                Some(other) if other == &req.campaign_id => {}
+                _ => {
+                    contact.engaged_campaign = Some(req.campaign_id.clone());
+                    batch.insert(&self.contacts, ckey.to_vec(), encode(&contact)?);
+                }
+            }
+        }
+        record.state = DispatchState::Claimed;
+        record.attempts += 1;
+        record.owner = Some(req.owner.clone());
+        record.times.claimed = Some(req.now);
+        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.remove(
+            &self.pending,
+            pending_key(&req.campaign_id, record.shard, record.seq),
+        );
+        batch.commit().map_err(io_err)?;
+        Ok(ClaimOutcome::Claimed {
+            attempts: record.attempts,
+        })
+    }
+
+    fn record_outcome(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        outcome: &Outcome,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let _guard = self.stripe(contact);
+        let key = dispatch_key(campaign, contact);
+        let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
+            return Err(StoreError::Corrupt {
+                key: format!("{campaign}/{contact}"),
+                message: "outcome for a contact that was never staged".into(),
+            });
+        };
+        record.apply_outcome(outcome, at);
+        let mut batch = self.batch();
+        match outcome {
+            Outcome::Accepted { wamid } => {
+                let entry = WamidEntry {
+                    campaign_id: campaign.to_string(),
+                    contact: contact.clone(),
+                    created_at: at,
+                };
+                batch.insert(&self.wamids, wamid.as_bytes().to_vec(), encode(&entry)?);
+            }
+            Outcome::Retry { .. } | Outcome::Deferred { .. } => {
+                batch.insert(
+                    &self.pending,
+                    pending_key(campaign, record.shard, record.seq),
+                    contact.as_str().as_bytes().to_vec(),
+                );
+            }
+            _ => {}
+        }
+        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.commit().map_err(io_err)
+    }
+
+    fn exclude(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        reason: &ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let _guard = self.stripe(contact);
+        let key = dispatch_key(campaign, contact);
+        let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
+            return Ok(false);
+        };
+        if !matches!(record.state, DispatchState::Pending | DispatchState::Deferred) {
+            return Ok(false);
+        }
+        record.apply_outcome(
+            &Outcome::Excluded {
+                reason: reason.clone(),
+            },
+            at,
+        );
+        let mut batch = self.batch();
+        batch.remove(&self.pending, pending_key(campaign, record.shard, record.seq));
+        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.commit().map_err(io_err)?;
+        Ok(true)
+    }
+
+    fn scan_pending(
+        &self,
+        campaign: &str,
+        shard: u32,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingEntry>> {
+        let start = match after {
+            Some(seq) => match seq.checked_add(1) {
+                Some(next) => pending_key(campaign, shard, next),
+                None => return Ok(Vec::new()),
+            },
+            None => shard_key(campaign, shard),
+        };
+        let end = match shard.checked_add(1) {
+            Some(next) => shard_key(campaign, next),
+            None => {
+                let mut k = campaign_prefix(campaign);
+                k.extend_from_slice(&[0xff; 5]);
+                k
+            }
+        };
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for guard in self.pending.range(start..end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = guard.into_inner().map_err(io_err)?;
+            let seq_bytes: [u8; 8] = k
+                .get(k.len().saturating_sub(8)..)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    message: "pending key too short".into(),
+                })?;
+            let contact = String::from_utf8(v.to_vec()).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                message: e.to_string(),
+            })?;
+            out.push(PendingEntry {
+                seq: u64::from_be_bytes(seq_bytes),
+                contact: ContactKey::raw(&contact),
+            });
+        }
+        Ok(out)
+    }
+
+    fn scan_dispatches(
+        &self,
+        campaign: &str,
+        after: Option<&ContactKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DispatchRecord>> {
+        let prefix = campaign_prefix(campaign);
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
+        let start = match after {
+            Some(contact) => {
+                let mut k = dispatch_key(campaign, contact);
+                k.push(0); // strictly after
+                k
+            }
+            None => prefix,
+        };
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for guard in self.dispatches.range(start..end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = guard.into_inner().map_err(io_err)?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn campaign_shards(&self, campaign: &str) -> StoreResult<Vec<u32>> {
+        let mut shards = Vec::new();
+        for guard in self.shards.prefix(campaign_prefix(campaign)) {
+            let k = guard.key().map_err(io_err)?;
+            let tail: [u8; 4] = k
+                .get(k.len().saturating_sub(4)..)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    message: "shard key too short".into(),
+                })?;
+            shards.push(u32::from_be_bytes(tail));
+        }
+        Ok(shards)
+    }
+
+    fn delete_campaign(&self, id: &str) -> StoreResult<()> {
+        let prefix = campaign_prefix(id);
+        let mut batch = self.batch();
+        for ks in [&self.dispatches, &self.pending, &self.shards, &self.cursors] {
+            for guard in ks.prefix(&prefix) {
+                batch.remove(ks, guard.key().map_err(io_err)?);
+            }
+        }
+        batch.remove(&self.campaigns, id.as_bytes().to_vec());
+        batch.commit().map_err(io_err)
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.blocking(|inner| inner.campaigns.contains_key(b"\0ping").map(|_| ()).map_err(io_err))
+            .await
+    }
+
+    async fn put_campaign(&self, record: &CampaignRecord) -> StoreResult<()> {
+        let record = record.clone();
+        self.blocking(move |inner| {
+            inner.put_json(&inner.campaigns, record.spec.id.as_bytes(), &record)
+        })
+        .await
+    }
+
+    async fn get_campaign(&self, id: &str) -> StoreResult<Option<CampaignRecord>> {
+        let id = id.to_string();
+        self.blocking(move |inner| inner.get_json(&inner.campaigns, id.as_bytes()))
+            .await
+    }
+
+    async fn list_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
+        self.blocking(|inner| {
+            let mut out = Vec::new();
+            for guard in inner.campaigns.iter() {
+                let (k, v) = guard.into_inner().map_err(io_err)?;
+                out.push(decode(&k, &v)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_observed_state(
+        &self,
+        id: &str,
+        state: ObservedState,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let id = id.to_string();
+        self.blocking(move |inner| {
+            let Some(mut record) = inner.get_json::<CampaignRecord>(&inner.campaigns, id.as_bytes())?
+            else {
+                return Ok(());
+            };
+            record.observed_state = state;
+            record.updated_at = at;
+            if state == ObservedState::Active && record.started_at.is_none() {
+                record.started_at = Some(at);
+            }
+            inner.put_json(&inner.campaigns, id.as_bytes(), &record)
+        })
+        .await
+    }
+
+    async fn delete_campaign(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.blocking(move |inner| inner.delete_campaign(&id)).await
+    }
+
+    async fn campaign_shards(&self, id: &str) -> StoreResult<Vec<u32>> {
+        let id = id.to_string();
+        self.blocking(move |inner| inner.campaign_shards(&id)).await
+    }
+
+    async fn stage_batch(&self, items: &[StageRequest]) -> StoreResult<Vec<StageOutcome>> {
+        let items = items.to_vec();
+        self.blocking(move |inner| inner.stage_batch(&items)).await
+    }
+
+    async fn get_dispatch(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+    ) -> StoreResult<Option<DispatchRecord>> {
+        let key = dispatch_key(campaign, contact);
+        self.blocking(move |inner| inner.get_json(&inner.dispatches, &key))
+            .await
+    }
+
+    async fn scan_pending(
+        &self,
+        campaign: &str,
+        shard: u32,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingEntry>> {
+        let campaign = campaign.to_string();
+        self.blocking(move |inner| inner.scan_pending(&campaign, shard, after, limit))
+            .await
+    }
+
+    async fn scan_dispatches(
+        &self,
+        campaign: &str,
+        after: Option<&ContactKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DispatchRecord>> {
+        let campaign = campaign.to_string();
+        let after = after.cloned();
+        self.blocking(move |inner| inner.scan_dispatches(&campaign, after.as_ref(), limit))
+            .await
+    }
+
+    async fn load_cursor(&self, campaign: &str, shard: u32) -> StoreResult<Option<u64>> {
+        let key = shard_key(campaign, shard);
+        self.blocking(move |inner| {
+            Ok(inner
+                .cursors
+                .get(&key)
+                .map_err(io_err)?
+                .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+                .map(u64::from_be_bytes))
+        })
+        .await
+    }
+
+    async fn save_cursor(&self, campaign: &str, shard: u32, seq: u64) -> StoreResult<()> {
+        let key = shard_key(campaign, shard);
+        self.blocking(move |inner| {
+            let mut b = inner.batch();
+            b.insert(&inner.cursors, key, seq.to_be_bytes().to_vec());
+            b.commit().map_err(io_err)
+        })
+        .await
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<ClaimOutcome> {
+        let request = request.clone();
+        self.blocking(move |inner| inner.claim(&request)).await
+    }
+
+    async fn record_outcome(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        outcome: &Outcome,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (campaign, contact, outcome) = (campaign.to_string(), contact.clone(), outcome.clone());
+        self.blocking(move |inner| inner.record_outcome(&campaign, &contact, &outcome, at))
+            .await
+    }
+
+    async fn exclude(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        reason: &ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (campaign, contact, reason) = (campaign.to_string(), contact.clone(), reason.clone());
+        self.blocking(move |inner| inner.exclude(&campaign, &contact, &reason, at))
+            .await
+    }
+
+    async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>> {
+        let key = contact.as_str().as_bytes().to_vec();
+        self.blocking(move |inner| inner.get_json(&inner.contacts, &key))
+            .await
+    }
+
+    async fn set_opt_out(
+        &self,
+        contact: &ContactKey,
+        opted_out: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let contact = contact.clone();
+        self.blocking(move |inner| {
+            let _guard = inner.stripe(&contact);
+            let key = contact.as_str().as_bytes();
+            let mut record: ContactRecord = inner.get_json(&inner.contacts, key)?.unwrap_or_default();
+            record.opted_out = opted_out;
+            record.opted_out_at = opted_out.then_some(at);
+            inner.put_json(&inner.contacts, key, &record)
+        })
+        .await
+    }
+
+    async fn lookup_wamid(&self, wamid: &str) -> StoreResult<Option<WamidEntry>> {
+        let key = wamid.as_bytes().to_vec();
+        self.blocking(move |inner| inner.get_json(&inner.wamids, &key))
+            .await
+    }
+}

@@ -1,0 +1,125 @@
+//! The durable record of every campaign and every contact's journey.
+//!
+//! One [`Store`] trait with two backends of identical semantics: [`embedded`]
+//! (fjall on local disk, the default for one machine) and, for several
+//! instances, ScyllaDB. The conformance suite in `tests/store_conformance.rs`
+//! is written once against the trait and run on every backend.
+//!
+//! Rows are addressed by (campaign, contact). The shard (the Kafka partition the
+//! audience record came from) and the staging sequence (its offset) order the
+//! pending queue that campaign actors scan from a cursor, so a contact staged
+//! late is never skipped by a scan that already went past its contact key.
+
+pub mod embedded;
+mod model;
+
+pub use model::*;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ContactKey, ObservedState};
+
+/// Errors a store backend reports. Every one is retryable by the caller unless
+/// it says otherwise; none means a write half-happened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store i/o: {0}")]
+    Io(String),
+    #[error("store record {key} is corrupt: {message}")]
+    Corrupt { key: String, message: String },
+    #[error("store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data directory {path} is in use by another wadispatch process (stop it, or point store.embedded.data_dir elsewhere)")]
+    Locked { path: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The contract every backend implements. All methods are durable on return:
+/// a write acknowledged here survives a process crash (and, with
+/// `durability = "power"`, a power loss).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip proving the backend answers (used by `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- campaigns ----
+    async fn put_campaign(&self, record: &CampaignRecord) -> StoreResult<()>;
+    async fn get_campaign(&self, id: &str) -> StoreResult<Option<CampaignRecord>>;
+    async fn list_campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
+    async fn set_observed_state(
+        &self,
+        id: &str,
+        state: ObservedState,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Deletes a campaign and everything staged for it. Callers check first
+    /// that it never started (a tombstone must not erase a journey).
+    async fn delete_campaign(&self, id: &str) -> StoreResult<()>;
+    /// Shards (audience partitions) that hold contacts of this campaign.
+    async fn campaign_shards(&self, id: &str) -> StoreResult<Vec<u32>>;
+
+    // ---- staging ----
+    /// Idempotent upsert of a batch: a (campaign, contact) already staged is
+    /// left as it is (first write wins, parameters stay frozen) and reported
+    /// as [`StageOutcome::Duplicate`]. Outcomes are in input order.
+    async fn stage_batch(&self, items: &[StageRequest]) -> StoreResult<Vec<StageOutcome>>;
+
+    // ---- dispatch ----
+    async fn get_dispatch(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+    ) -> StoreResult<Option<DispatchRecord>>;
+    /// Pending contacts of one shard in staging order, strictly after `after`.
+    async fn scan_pending(
+        &self,
+        campaign: &str,
+        shard: u32,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingEntry>>;
+    /// Every dispatch row of a campaign (any state), in contact order, strictly
+    /// after `after`; pages of at most `limit`. Reports and counts use this.
+    async fn scan_dispatches(
+        &self,
+        campaign: &str,
+        after: Option<&ContactKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DispatchRecord>>;
+    async fn load_cursor(&self, campaign: &str, shard: u32) -> StoreResult<Option<u64>>;
+    async fn save_cursor(&self, campaign: &str, shard: u32, seq: u64) -> StoreResult<()>;
+
+    /// The compare-and-set that makes a double send impossible: pending (or
+    /// deferred and due) → claimed, and for an exclusive campaign the contact's
+    /// engagement null (or `request.replace_engagement`) → this campaign. Only
+    /// a caller that gets [`ClaimOutcome::Claimed`] may send.
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<ClaimOutcome>;
+    /// Final or retry outcome of a claimed contact; also indexes the wamid.
+    async fn record_outcome(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        outcome: &Outcome,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Marks a pending contact excluded with a reason (final).
+    async fn exclude(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        reason: &crate::domain::ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    // ---- contacts and webhooks ----
+    async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>>;
+    async fn set_opt_out(
+        &self,
+        contact: &ContactKey,
+        opted_out: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn lookup_wamid(&self, wamid: &str) -> StoreResult<Option<WamidEntry>>;
+}

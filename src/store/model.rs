@@ -1,0 +1,241 @@
+//! Rows of the logical tables (DESIGN §5), shared by every backend.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    CampaignSpec, ContactKey, DispatchState, ExclusionReason, FrozenParams, ObservedState,
+};
+
+/// `campaigns (id) → spec, observed_state, updated_at`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CampaignRecord {
+    pub spec: CampaignSpec,
+    pub observed_state: ObservedState,
+    pub updated_at: DateTime<Utc>,
+    /// Set once the first contact of the campaign was claimed; a campaign that
+    /// started can no longer be deleted by a tombstone.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// One validated audience record, ready to stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageRequest {
+    pub campaign_id: String,
+    pub contact: ContactKey,
+    /// Kafka partition of the audience record (DESIGN §2).
+    pub shard: u32,
+    /// Kafka offset of the audience record: orders the pending queue.
+    pub seq: u64,
+    pub params: FrozenParams,
+    pub exclusion: Option<ExclusionReason>,
+    pub send_after: Option<DateTime<Utc>>,
+    pub timezone: Option<String>,
+    pub tags: Vec<String>,
+    pub staged_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageOutcome {
+    /// New contact, now pending.
+    Staged,
+    /// New contact, recorded as excluded with its reason.
+    Excluded,
+    /// Already staged for this campaign; nothing changed.
+    Duplicate,
+}
+
+/// Timestamps of each stage a contact went through.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StageTimes {
+    pub staged: Option<DateTime<Utc>>,
+    pub claimed: Option<DateTime<Utc>>,
+    pub accepted: Option<DateTime<Utc>>,
+    pub sent: Option<DateTime<Utc>>,
+    pub delivered: Option<DateTime<Utc>>,
+    pub read: Option<DateTime<Utc>>,
+    pub replied: Option<DateTime<Utc>>,
+    pub failed: Option<DateTime<Utc>>,
+    pub excluded: Option<DateTime<Utc>>,
+}
+
+/// `dispatches ((campaign_id, shard), contact)`: one contact's journey in one campaign.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DispatchRecord {
+    pub campaign_id: String,
+    pub contact: ContactKey,
+    pub shard: u32,
+    pub seq: u64,
+    pub state: DispatchState,
+    /// Exclusion reason (`missing_variable:coupon`, …) when excluded.
+    pub reason: Option<String>,
+    pub wamid: Option<String>,
+    pub attempts: u32,
+    pub error_code: Option<i64>,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub params: FrozenParams,
+    pub tags: Vec<String>,
+    pub timezone: Option<String>,
+    pub send_after: Option<DateTime<Utc>>,
+    pub deferred_until: Option<DateTime<Utc>>,
+    /// Instance that holds the claim (diagnostics for multi-instance runs).
+    pub owner: Option<String>,
+    pub times: StageTimes,
+}
+
+impl DispatchRecord {
+    pub fn from_stage(req: &StageRequest) -> Self {
+        let mut times = StageTimes {
+            staged: Some(req.staged_at),
+            ..StageTimes::default()
+        };
+        let (state, reason) = match &req.exclusion {
+            Some(reason) => {
+                times.excluded = Some(req.staged_at);
+                (DispatchState::Excluded, Some(reason.to_string()))
+            }
+            None => (DispatchState::Pending, None),
+        };
+        DispatchRecord {
+            campaign_id: req.campaign_id.clone(),
+            contact: req.contact.clone(),
+            shard: req.shard,
+            seq: req.seq,
+            state,
+            reason,
+            wamid: None,
+            attempts: 0,
+            error_code: None,
+            error_class: None,
+            error_message: None,
+            params: req.params.clone(),
+            tags: req.tags.clone(),
+            timezone: req.timezone.clone(),
+            send_after: req.send_after,
+            deferred_until: None,
+            owner: None,
+            times,
+        }
+    }
+
+    /// Applies an outcome to the row (same rules on every backend).
+    pub fn apply_outcome(&mut self, outcome: &Outcome, at: DateTime<Utc>) {
+        match outcome {
+            Outcome::Accepted { wamid } => {
+                self.state = DispatchState::Accepted;
+                self.wamid = Some(wamid.clone());
+                self.times.accepted = Some(at);
+                self.deferred_until = None;
+            }
+            Outcome::Failed {
+                code,
+                class,
+                message,
+            } => {
+                self.state = DispatchState::Failed;
+                self.error_code = *code;
+                self.error_class = Some(class.clone());
+                self.error_message = Some(message.clone());
+                self.times.failed = Some(at);
+            }
+            Outcome::Unknown { message } => {
+                self.state = DispatchState::Unknown;
+                self.error_message = Some(message.clone());
+            }
+            Outcome::Deferred { until, code } => {
+                self.state = DispatchState::Deferred;
+                self.deferred_until = Some(*until);
+                self.error_code = *code;
+            }
+            Outcome::Retry { code } => {
+                // Back to the queue: the claim is released and the contact is
+                // picked up again by the scan (its pending entry is re-added).
+                self.state = DispatchState::Pending;
+                self.error_code = *code;
+                self.owner = None;
+            }
+            Outcome::Excluded { reason } => {
+                self.state = DispatchState::Excluded;
+                self.reason = Some(reason.to_string());
+                self.times.excluded = Some(at);
+            }
+        }
+    }
+}
+
+/// An entry of the pending queue of one (campaign, shard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEntry {
+    pub seq: u64,
+    pub contact: ContactKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub campaign_id: String,
+    pub contact: ContactKey,
+    /// Exclusive campaigns take the contact's engagement as part of the claim.
+    pub exclusive: bool,
+    /// The engagement held by a campaign known to have ended: it may be
+    /// replaced (compare-and-set from that value).
+    pub replace_engagement: Option<String>,
+    pub owner: String,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The caller owns the send.
+    Claimed { attempts: u32 },
+    /// The row is not claimable (already claimed, final, not yet due, or absent).
+    NotClaimable { state: Option<DispatchState> },
+    /// An exclusive campaign holds the contact.
+    EngagedElsewhere { campaign: String },
+}
+
+/// What happened to a claimed contact.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Accepted {
+        wamid: String,
+    },
+    Failed {
+        code: Option<i64>,
+        class: String,
+        message: String,
+    },
+    /// Sent, no usable answer: never resent automatically.
+    Unknown {
+        message: String,
+    },
+    Deferred {
+        until: DateTime<Utc>,
+        code: Option<i64>,
+    },
+    /// Not sent (or refused with a retryable error): back to pending.
+    Retry {
+        code: Option<i64>,
+    },
+    /// Found ineligible at claim time (opt-out, suppression, …).
+    Excluded {
+        reason: ExclusionReason,
+    },
+}
+
+/// `contacts (contact) → engaged_campaign, opted_out, opted_out_at`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContactRecord {
+    pub engaged_campaign: Option<String>,
+    pub opted_out: bool,
+    pub opted_out_at: Option<DateTime<Utc>>,
+}
+
+/// `wamids (wamid) → campaign_id, contact`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WamidEntry {
+    pub campaign_id: String,
+    pub contact: ContactKey,
+    pub created_at: DateTime<Utc>,
+}

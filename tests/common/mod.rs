@@ -1,0 +1,164 @@
+//! Shared helpers of the integration tests: a mock Kafka cluster with the
+//! project's topics, producers that report where each record landed, and
+//! waiting for conditions with a deadline (never a bare sleep).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use wadispatch::config::Config;
+
+pub const AUDIENCE_PARTITIONS: i32 = 8;
+
+pub struct Kafka {
+    pub cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    pub brokers: String,
+}
+
+impl Kafka {
+    pub fn start(config: &Config) -> Kafka {
+        let cluster = MockCluster::new(3).expect("mock cluster");
+        let t = &config.kafka.topics;
+        cluster.create_topic(&t.campaigns, 1, 1).unwrap();
+        cluster.create_topic(&t.audience, AUDIENCE_PARTITIONS, 1).unwrap();
+        cluster.create_topic(&t.audience_dlq, 1, 1).unwrap();
+        cluster.create_topic(&t.events, 1, 1).unwrap();
+        cluster.create_topic(&t.suppressions, 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        Kafka { cluster, brokers }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "5")
+            .create()
+            .unwrap()
+    }
+}
+
+/// A config for one test: its own data dir, brokers, short timeouts.
+pub fn test_config(dir: &Path, brokers: &str) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = brokers.to_string();
+    c.kafka.group_id = format!("test-{}", std::process::id());
+    c.store.embedded.data_dir = dir.join("store");
+    c.kafka.unknown_campaign_wait_secs = 2;
+    c
+}
+
+pub fn campaign_spec(id: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","name":"test","kind":"real","state":"active","senders":["106540352242922"],
+            "template":{{"name":"promo","language":"es_MX","category":"marketing","body":["{{{{name}}}}","{{{{coupon}}}}"]}},
+            "pacing":{{"per_second":20}}}}"#
+    )
+}
+
+/// A valid Mexico City number for index `i`.
+pub fn phone(i: u32) -> String {
+    format!("+5255{:08}", 20_000_000 + i)
+}
+
+pub fn audience_json(campaign: &str, i: u32, coupon: bool) -> String {
+    let coupon = if coupon { format!(r#","coupon":"C{i}""#) } else { String::new() };
+    format!(
+        r#"{{"campaign_id":"{campaign}","contact":{{"phone":"{}","name":"N{i}"}},"variables":{{"name":"N{i}"{coupon}}}}}"#,
+        phone(i)
+    )
+}
+
+pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload: &str) -> (i32, i64) {
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map(|d| (d.partition, d.offset))
+        .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"))
+}
+
+/// Produces many records concurrently; returns (key, partition, offset) each.
+pub async fn publish_all(producer: &FutureProducer, topic: &str, records: &[(String, String)]) -> Vec<(String, i32, i64)> {
+    let mut out = Vec::with_capacity(records.len());
+    for chunk in records.chunks(5_000) {
+        let futs = chunk.iter().map(|(k, v)| {
+            producer.send(FutureRecord::to(topic).key(k.as_str()).payload(v.as_str()), Duration::from_secs(30))
+        });
+        for (res, (k, _)) in futures::future::join_all(futs).await.into_iter().zip(chunk) {
+            let d = res.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+            out.push((k.clone(), d.partition, d.offset));
+        }
+    }
+    out
+}
+
+/// Waits until `cond` holds, polling every 50 ms; panics with `what` after `timeout`.
+pub async fn wait_until<F: FnMut() -> bool>(timeout: Duration, what: &str, mut cond: F) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads every record of a topic: (key, payload, headers).
+pub fn read_all(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<(Option<String>, Option<String>, HashMap<String, String>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}-{}", rand::random::<u32>()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let mut headers = HashMap::new();
+            if let Some(h) = m.headers() {
+                for hd in h.iter() {
+                    headers.insert(hd.key.to_string(), String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned());
+                }
+            }
+            out.push((
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                m.payload().map(|p| String::from_utf8_lossy(p).into_owned()),
+                headers,
+            ));
+        }
+    }
+    out
+}
+
+/// Offsets committed by `group` on `topic`, per partition (absent = none).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}

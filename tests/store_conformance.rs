@@ -1,0 +1,342 @@
+//! Store conformance suite: written once against the `Store` trait and run on
+//! every backend. The embedded backend always runs; other backends join here
+//! when their test server is configured.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use wadispatch::domain::{ContactKey, DispatchState, ExclusionReason, FrozenParams, ObservedState};
+use wadispatch::store::embedded::{Durability, EmbeddedStore};
+use wadispatch::store::*;
+
+fn t0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 15, 0, 0).unwrap()
+}
+
+fn contact(n: u32) -> ContactKey {
+    ContactKey::raw(&format!("+52155{n:08}"))
+}
+
+fn req(campaign: &str, n: u32, shard: u32, seq: u64) -> StageRequest {
+    StageRequest {
+        campaign_id: campaign.into(),
+        contact: contact(n),
+        shard,
+        seq,
+        params: FrozenParams::default(),
+        exclusion: None,
+        send_after: None,
+        timezone: None,
+        tags: vec!["vip".into()],
+        staged_at: t0(),
+    }
+}
+
+fn claim_req(campaign: &str, n: u32, exclusive: bool) -> ClaimRequest {
+    ClaimRequest {
+        campaign_id: campaign.into(),
+        contact: contact(n),
+        exclusive,
+        replace_engagement: None,
+        owner: "test".into(),
+        now: t0(),
+    }
+}
+
+/// Runs every conformance check against one backend. Each check uses its
+/// own campaign ids, so they share one store.
+async fn conformance(store: Arc<dyn Store>) {
+    staging_is_idempotent(store.as_ref()).await;
+    exclusions_are_recorded_and_not_pending(store.as_ref()).await;
+    pending_scan_is_ordered_per_shard_and_paged(store.as_ref()).await;
+    claim_is_a_compare_and_set(store.as_ref()).await;
+    concurrent_claims_have_one_winner(store.clone()).await;
+    engagement_is_exclusive(store.as_ref()).await;
+    outcomes_and_wamid_index(store.as_ref()).await;
+    deferred_is_claimable_only_when_due(store.as_ref()).await;
+    campaigns_round_trip(store.as_ref()).await;
+    dispatch_scan_pages_through_everything(store.as_ref()).await;
+    opt_out_round_trip(store.as_ref()).await;
+}
+
+async fn staging_is_idempotent(store: &dyn Store) {
+    let first = req("c-idem", 1, 0, 10);
+    let mut second = req("c-idem", 1, 3, 99);
+    second.tags = vec!["changed".into()];
+    let out = store.stage_batch(&[first.clone(), second.clone(), req("c-idem", 2, 0, 11)]).await.unwrap();
+    assert_eq!(out, vec![StageOutcome::Staged, StageOutcome::Duplicate, StageOutcome::Staged]);
+    let again = store.stage_batch(&[second]).await.unwrap();
+    assert_eq!(again, vec![StageOutcome::Duplicate], "a replayed record changes nothing");
+    let row = store.get_dispatch("c-idem", &contact(1)).await.unwrap().unwrap();
+    assert_eq!(row.state, DispatchState::Pending);
+    assert_eq!((row.shard, row.seq), (0, 10), "first write wins");
+    assert_eq!(row.tags, vec!["vip".to_string()], "parameters stay frozen");
+    let pending = store.scan_pending("c-idem", 0, None, 100).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert!(store.scan_pending("c-idem", 3, None, 100).await.unwrap().is_empty());
+}
+
+async fn exclusions_are_recorded_and_not_pending(store: &dyn Store) {
+    let mut r = req("c-excl", 1, 0, 1);
+    r.exclusion = Some(ExclusionReason::MissingVariable("coupon".into()));
+    let out = store.stage_batch(&[r, req("c-excl", 2, 0, 2)]).await.unwrap();
+    assert_eq!(out, vec![StageOutcome::Excluded, StageOutcome::Staged]);
+    let row = store.get_dispatch("c-excl", &contact(1)).await.unwrap().unwrap();
+    assert_eq!(row.state, DispatchState::Excluded);
+    assert_eq!(row.reason.as_deref(), Some("missing_variable:coupon"));
+    let pending = store.scan_pending("c-excl", 0, None, 100).await.unwrap();
+    assert_eq!(pending.iter().map(|p| p.contact.clone()).collect::<Vec<_>>(), vec![contact(2)]);
+    // Excluding a pending contact later (opt-out found at claim time).
+    assert!(store.exclude("c-excl", &contact(2), &ExclusionReason::OptedOut, t0()).await.unwrap());
+    assert!(store.scan_pending("c-excl", 0, None, 100).await.unwrap().is_empty());
+    assert!(!store.exclude("c-excl", &contact(2), &ExclusionReason::OptedOut, t0()).await.unwrap(), "excluding twice is a no-op");
+}
+
+async fn pending_scan_is_ordered_per_shard_and_paged(store: &dyn Store) {
+    // Contact keys sort opposite to staging order: the scan must follow seq.
+    let items: Vec<StageRequest> = (0..50u32).map(|i| req("c-scan", 1000 - i, i % 2, u64::from(i))).collect();
+    store.stage_batch(&items).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.scan_pending("c-scan", 0, after, 7).await.unwrap();
+        assert!(page.len() <= 7);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|p| p.seq);
+        seen.extend(page.into_iter().map(|p| p.seq));
+    }
+    let expected: Vec<u64> = (0..50).filter(|i| i % 2 == 0).collect();
+    assert_eq!(seen, expected);
+    let mut shards = store.campaign_shards("c-scan").await.unwrap();
+    shards.sort();
+    assert_eq!(shards, vec![0, 1]);
+    assert_eq!(store.load_cursor("c-scan", 0).await.unwrap(), None);
+    store.save_cursor("c-scan", 0, 42).await.unwrap();
+    assert_eq!(store.load_cursor("c-scan", 0).await.unwrap(), Some(42));
+    assert_eq!(store.load_cursor("c-scan", 1).await.unwrap(), None);
+}
+
+async fn claim_is_a_compare_and_set(store: &dyn Store) {
+    store.stage_batch(&[req("c-claim", 1, 0, 1)]).await.unwrap();
+    let first = store.claim(&claim_req("c-claim", 1, false)).await.unwrap();
+    assert_eq!(first, ClaimOutcome::Claimed { attempts: 1 });
+    let second = store.claim(&claim_req("c-claim", 1, false)).await.unwrap();
+    assert_eq!(second, ClaimOutcome::NotClaimable { state: Some(DispatchState::Claimed) });
+    let absent = store.claim(&claim_req("c-claim", 2, false)).await.unwrap();
+    assert_eq!(absent, ClaimOutcome::NotClaimable { state: None });
+    assert!(store.scan_pending("c-claim", 0, None, 10).await.unwrap().is_empty(), "a claimed contact leaves the queue");
+    let row = store.get_dispatch("c-claim", &contact(1)).await.unwrap().unwrap();
+    assert_eq!(row.owner.as_deref(), Some("test"));
+    assert_eq!(row.times.claimed, Some(t0()));
+}
+
+async fn concurrent_claims_have_one_winner(store: Arc<dyn Store>) {
+    store.stage_batch(&[req("c-race", 1, 0, 1)]).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.claim(&claim_req("c-race", 1, true)).await.unwrap() }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), ClaimOutcome::Claimed { .. }) {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one claimant may send");
+}
+
+async fn engagement_is_exclusive(store: &dyn Store) {
+    store.stage_batch(&[req("c-ex-a", 7, 0, 1)]).await.unwrap();
+    store.stage_batch(&[req("c-ex-b", 7, 0, 1)]).await.unwrap();
+    store.stage_batch(&[req("c-open", 7, 0, 1)]).await.unwrap();
+    assert!(matches!(store.claim(&claim_req("c-ex-a", 7, true)).await.unwrap(), ClaimOutcome::Claimed { .. }));
+    assert_eq!(
+        store.claim(&claim_req("c-ex-b", 7, true)).await.unwrap(),
+        ClaimOutcome::EngagedElsewhere { campaign: "c-ex-a".into() }
+    );
+    // A non-exclusive campaign neither checks nor takes the engagement.
+    assert!(matches!(store.claim(&claim_req("c-open", 7, false)).await.unwrap(), ClaimOutcome::Claimed { .. }));
+    let c = store.get_contact(&contact(7)).await.unwrap().unwrap();
+    assert_eq!(c.engaged_campaign.as_deref(), Some("c-ex-a"));
+    // Once c-ex-a ended, the caller may replace its engagement.
+    let mut replace = claim_req("c-ex-b", 7, true);
+    replace.replace_engagement = Some("c-ex-a".into());
+    assert!(matches!(store.claim(&replace).await.unwrap(), ClaimOutcome::Claimed { .. }));
+    let c = store.get_contact(&contact(7)).await.unwrap().unwrap();
+    assert_eq!(c.engaged_campaign.as_deref(), Some("c-ex-b"));
+}
+
+async fn outcomes_and_wamid_index(store: &dyn Store) {
+    store.stage_batch(&[req("c-out", 1, 0, 1), req("c-out", 2, 0, 2), req("c-out", 3, 0, 3)]).await.unwrap();
+    for n in 1..=3 {
+        store.claim(&claim_req("c-out", n, false)).await.unwrap();
+    }
+    let at = t0() + Duration::seconds(1);
+    store.record_outcome("c-out", &contact(1), &Outcome::Accepted { wamid: "wamid.A1".into() }, at).await.unwrap();
+    store
+        .record_outcome("c-out", &contact(2), &Outcome::Failed { code: Some(131026), class: "contact".into(), message: "not a WhatsApp user".into() }, at)
+        .await
+        .unwrap();
+    store.record_outcome("c-out", &contact(3), &Outcome::Retry { code: Some(130429) }, at).await.unwrap();
+    let a = store.get_dispatch("c-out", &contact(1)).await.unwrap().unwrap();
+    assert_eq!((a.state, a.wamid.as_deref(), a.times.accepted), (DispatchState::Accepted, Some("wamid.A1"), Some(at)));
+    let w = store.lookup_wamid("wamid.A1").await.unwrap().unwrap();
+    assert_eq!((w.campaign_id.as_str(), &w.contact), ("c-out", &contact(1)));
+    assert!(store.lookup_wamid("wamid.nope").await.unwrap().is_none());
+    let f = store.get_dispatch("c-out", &contact(2)).await.unwrap().unwrap();
+    assert_eq!((f.state, f.error_code, f.error_class.as_deref()), (DispatchState::Failed, Some(131026), Some("contact")));
+    // A retry puts the contact back in the queue, claimable again.
+    let pending = store.scan_pending("c-out", 0, None, 10).await.unwrap();
+    assert_eq!(pending.iter().map(|p| p.contact.clone()).collect::<Vec<_>>(), vec![contact(3)]);
+    assert_eq!(store.claim(&claim_req("c-out", 3, false)).await.unwrap(), ClaimOutcome::Claimed { attempts: 2 });
+}
+
+async fn deferred_is_claimable_only_when_due(store: &dyn Store) {
+    store.stage_batch(&[req("c-defer", 1, 0, 1)]).await.unwrap();
+    store.claim(&claim_req("c-defer", 1, false)).await.unwrap();
+    let until = t0() + Duration::hours(24);
+    store.record_outcome("c-defer", &contact(1), &Outcome::Deferred { until, code: Some(131049) }, t0()).await.unwrap();
+    assert_eq!(
+        store.claim(&claim_req("c-defer", 1, false)).await.unwrap(),
+        ClaimOutcome::NotClaimable { state: Some(DispatchState::Deferred) }
+    );
+    let mut later = claim_req("c-defer", 1, false);
+    later.now = until + Duration::seconds(1);
+    assert!(matches!(store.claim(&later).await.unwrap(), ClaimOutcome::Claimed { attempts: 2 }));
+}
+
+async fn campaigns_round_trip(store: &dyn Store) {
+    let spec = wadispatch::domain::CampaignSpec::from_json(wadispatch::demo::PROMO_SPEC.as_bytes()).unwrap();
+    let id = spec.id.clone();
+    let record = CampaignRecord { spec, observed_state: ObservedState::Scheduled, updated_at: t0(), started_at: None };
+    store.put_campaign(&record).await.unwrap();
+    assert_eq!(store.get_campaign(&id).await.unwrap().as_ref(), Some(&record));
+    assert!(store.list_campaigns().await.unwrap().iter().any(|r| r.spec.id == id));
+    store.set_observed_state(&id, ObservedState::Active, t0()).await.unwrap();
+    let active = store.get_campaign(&id).await.unwrap().unwrap();
+    assert_eq!(active.observed_state, ObservedState::Active);
+    assert_eq!(active.started_at, Some(t0()));
+    store.stage_batch(&[req(&id, 1, 0, 1)]).await.unwrap();
+    store.delete_campaign(&id).await.unwrap();
+    assert!(store.get_campaign(&id).await.unwrap().is_none());
+    assert!(store.get_dispatch(&id, &contact(1)).await.unwrap().is_none(), "deleting a campaign removes its rows");
+    assert!(store.scan_pending(&id, 0, None, 10).await.unwrap().is_empty());
+}
+
+async fn dispatch_scan_pages_through_everything(store: &dyn Store) {
+    let items: Vec<StageRequest> = (0..2_345u32).map(|i| req("c-page", i, i % 4, u64::from(i))).collect();
+    store.stage_batch(&items).await.unwrap();
+    store.stage_batch(&[req("c-page-other", 1, 0, 1)]).await.unwrap();
+    let mut after: Option<ContactKey> = None;
+    let mut n = 0;
+    loop {
+        let page = store.scan_dispatches("c-page", after.as_ref(), 500).await.unwrap();
+        n += page.len();
+        assert!(page.iter().all(|r| r.campaign_id == "c-page"), "no rows of another campaign");
+        match page.last() {
+            Some(last) if page.len() == 500 => after = Some(last.contact.clone()),
+            _ => break,
+        }
+    }
+    assert_eq!(n, 2_345);
+}
+
+async fn opt_out_round_trip(store: &dyn Store) {
+    assert!(store.get_contact(&contact(99)).await.unwrap().is_none());
+    store.set_opt_out(&contact(99), true, t0()).await.unwrap();
+    let c = store.get_contact(&contact(99)).await.unwrap().unwrap();
+    assert!(c.opted_out);
+    assert_eq!(c.opted_out_at, Some(t0()));
+    store.set_opt_out(&contact(99), false, t0()).await.unwrap();
+    assert!(!store.get_contact(&contact(99)).await.unwrap().unwrap().opted_out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_backend_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), Durability::Process, 16).unwrap();
+    conformance(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_backend_reopens_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path(), Durability::Power, 16).unwrap();
+        store.stage_batch(&[req("c-reopen", 1, 2, 5)]).await.unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path(), Durability::Process, 16).unwrap();
+    let row = store.get_dispatch("c-reopen", &contact(1)).await.unwrap().unwrap();
+    assert_eq!((row.shard, row.seq, row.state), (2, 5, DispatchState::Pending));
+}
+
+#[test]
+fn embedded_store_refuses_a_second_process_on_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = EmbeddedStore::open(dir.path(), Durability::Process, 16).unwrap();
+    // fjall locks the directory per process; within one process we can only
+    // check that a second open does not corrupt anything and names the path.
+    if let Err(e) = EmbeddedStore::open(dir.path(), Durability::Process, 16) {
+        assert!(e.to_string().contains(&dir.path().display().to_string()), "{e}");
+    }
+}
+
+/// Child side of the kill -9 test: stages contacts one at a time and prints
+/// each one only after the store acknowledged it. Runs only when asked to.
+#[test]
+#[ignore = "helper process for acknowledged_writes_survive_kill_9"]
+fn kill9_child_writer() {
+    let Ok(dir) = std::env::var("WADISPATCH_KILL9_DIR") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = EmbeddedStore::open(std::path::Path::new(&dir), Durability::Process, 16).unwrap();
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for n in 0.. {
+        rt.block_on(store.stage_batch(&[req("c-kill", n, 0, u64::from(n))])).unwrap();
+        if n % 2 == 0 {
+            rt.block_on(store.claim(&claim_req("c-kill", n, true))).unwrap();
+        }
+        writeln!(out, "ack {n}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["kill9_child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("WADISPATCH_KILL9_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = Vec::new();
+    while acked.len() < 500 {
+        let line = lines.next().expect("child ended early").unwrap();
+        if let Some(n) = line.strip_prefix("ack ") {
+            acked.push(n.parse::<u32>().unwrap());
+        }
+    }
+    // SIGKILL: no destructor, no flush, no chance to persist anything more.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = EmbeddedStore::open(dir.path(), Durability::Process, 16).unwrap();
+    for n in acked {
+        let row = rt
+            .block_on(store.get_dispatch("c-kill", &contact(n)))
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged contact {n} lost after kill -9"));
+        let expected = if n % 2 == 0 { DispatchState::Claimed } else { DispatchState::Pending };
+        assert_eq!(row.state, expected, "contact {n}");
+    }
+}
