@@ -93,7 +93,11 @@ impl Pipeline {
         let stats = Arc::new(IngestStats::default());
         let extra = kafka_extra(config);
 
-        let reader = CampaignReader::new(&config.kafka.brokers, &config.kafka.topics.campaigns, &extra)?;
+        let reader = CampaignReader::new(
+            &config.kafka.brokers,
+            &config.kafka.topics.campaigns,
+            &extra,
+        )?;
         let (c, s, r, st) = (catalog.clone(), store.clone(), rt.clone(), stop.clone());
         let reader_thread = std::thread::Builder::new()
             .name("wa-campaigns".into())
@@ -103,20 +107,30 @@ impl Pipeline {
                 }
             })?;
 
-        let ingest = AudienceIngest::new(audience_config(config), store, catalog.clone(), rt, stats.clone())?;
+        let ingest = AudienceIngest::new(
+            audience_config(config),
+            store,
+            catalog.clone(),
+            rt,
+            stats.clone(),
+        )?;
         let st = stop.clone();
-        let ingest_thread = std::thread::Builder::new()
-            .name("wa-ingest".into())
-            .spawn(move || {
-                if let Err(e) = ingest.run(st) {
-                    tracing::error!(error = %e, "audience ingest stopped");
-                }
-            })?;
+        let ingest_thread =
+            std::thread::Builder::new()
+                .name("wa-ingest".into())
+                .spawn(move || {
+                    if let Err(e) = ingest.run(st) {
+                        tracing::error!(error = %e, "audience ingest stopped");
+                    }
+                })?;
         Ok(Pipeline {
             catalog,
             stats,
             stop,
-            threads: vec![("campaigns reader", reader_thread), ("audience ingest", ingest_thread)],
+            threads: vec![
+                ("campaigns reader", reader_thread),
+                ("audience ingest", ingest_thread),
+            ],
         })
     }
 

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "wadispatch", version, about = "Paced WhatsApp template campaigns from Kafka")]
+#[command(
+    name = "wadispatch",
+    version,
+    about = "Paced WhatsApp template campaigns from Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,7 +23,12 @@ enum Command {
     /// Run the daemon until SIGINT or SIGTERM.
     Run {
         /// Configuration file.
-        #[arg(long, short, default_value = "config/wadispatch.toml", env = "WADISPATCH_CONFIG")]
+        #[arg(
+            long,
+            short,
+            default_value = "config/wadispatch.toml",
+            env = "WADISPATCH_CONFIG"
+        )]
         config: PathBuf,
     },
     /// Check a configuration file without running; prints every problem.
@@ -52,7 +61,12 @@ enum AudienceCommand {
         #[arg(long)]
         brokers: Option<String>,
         /// Configuration file (topics, brokers, default region).
-        #[arg(long, short, default_value = "config/wadispatch.toml", env = "WADISPATCH_CONFIG")]
+        #[arg(
+            long,
+            short,
+            default_value = "config/wadispatch.toml",
+            env = "WADISPATCH_CONFIG"
+        )]
         config: PathBuf,
         /// Validate and report only; produce nothing.
         #[arg(long)]

@@ -27,7 +27,10 @@ pub const AUDIENCE_CSV: &str = include_str!("../config/examples/audience.csv");
 /// reason, never crash the consumer or block the partition.
 const BAD_RECORDS: &[(&str, &str)] = &[
     ("+5215500000001", "this is not json"),
-    ("+5215500000002", r#"{"contact":{"phone":"+5215500000002"}}"#),
+    (
+        "+5215500000002",
+        r#"{"contact":{"phone":"+5215500000002"}}"#,
+    ),
     (
         "+5215500000003",
         r#"{"campaign_id":"black-friday-typo","contact":{"phone":"+5215500000003"}}"#,
@@ -40,7 +43,7 @@ pub struct DemoOptions {
 }
 
 pub fn run(options: DemoOptions) -> anyhow::Result<()> {
-    app::init_logging(LogFormat::Pretty, "warn");
+    app::init_logging(LogFormat::Pretty, "error");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -49,9 +52,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
 
 async fn run_async(options: DemoOptions) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let data_dir = options
-        .data_dir
-        .unwrap_or_else(|| tmp.path().join("store"));
+    let data_dir = options.data_dir.unwrap_or_else(|| tmp.path().join("store"));
 
     println!("starting an in-process Kafka cluster (3 brokers)");
     let cluster = MockCluster::new(3).context("starting the Kafka mock cluster")?;
@@ -101,22 +102,37 @@ async fn run_async(options: DemoOptions) -> anyhow::Result<()> {
         )?;
         println!("\naudience import for {id}:\n{}", report.render(3));
         let pb = import::progress_bar(records.len() as u64, "producing");
-        produced += import::produce(&records, &config.kafka.brokers, &topics.audience, &[], Some(&pb)).await?;
+        produced += import::produce(
+            &records,
+            &config.kafka.brokers,
+            &topics.audience,
+            &[],
+            Some(&pb),
+        )
+        .await?;
         pb.finish();
     }
     for (key, payload) in BAD_RECORDS {
         producer
             .send(
-                FutureRecord::to(&topics.audience).key(*key).payload(*payload),
+                FutureRecord::to(&topics.audience)
+                    .key(*key)
+                    .payload(*payload),
                 Duration::from_secs(10),
             )
             .await
             .map_err(|(e, _)| anyhow::anyhow!("publishing a malformed record: {e}"))?;
     }
     let expected = produced + BAD_RECORDS.len() as u64;
-    println!("\npublished {} malformed records to show the dead-letter path", BAD_RECORDS.len());
+    println!(
+        "\npublished {} malformed records to show the dead-letter path",
+        BAD_RECORDS.len()
+    );
 
-    println!("\ningesting into the embedded store at {}", data_dir.display());
+    println!(
+        "\ningesting into the embedded store at {}",
+        data_dir.display()
+    );
     let store = app::open_store(&config)?;
     let pipeline = Pipeline::start(&config, store.clone()).await?;
     let pb = import::progress_bar(expected, "ingesting");
@@ -142,25 +158,81 @@ async fn run_async(options: DemoOptions) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
     println!("\n=== ingest summary ({:.1} s) ===", elapsed.as_secs_f64());
     println!("{:<34}{:>8}", "audience records consumed", stats.total());
-    println!("{:<34}{:>8}", "  staged (new contacts, pending)", stats.staged.load(Relaxed));
-    println!("{:<34}{:>8}", "  staged as excluded", stats.excluded.load(Relaxed));
-    println!("{:<34}{:>8}", "  duplicates collapsed", stats.duplicate.load(Relaxed));
+    println!(
+        "{:<34}{:>8}",
+        "  staged (new contacts, pending)",
+        stats.staged.load(Relaxed)
+    );
+    println!(
+        "{:<34}{:>8}",
+        "  staged as excluded",
+        stats.excluded.load(Relaxed)
+    );
+    println!(
+        "{:<34}{:>8}",
+        "  duplicates collapsed",
+        stats.duplicate.load(Relaxed)
+    );
     println!("{:<34}{:>8}", "  dead-lettered", stats.dlq.load(Relaxed));
     for id in &campaign_ids {
         let s = CampaignSummary::compute(store.as_ref(), id).await?;
         println!("\ncampaign {id}");
         println!("{:<34}{:>8}", "  contacts staged", s.staged);
-        println!("{:<34}{:>8}", "  pending (ready to send)", s.count(crate::domain::DispatchState::Pending));
+        println!(
+            "{:<34}{:>8}",
+            "  pending (ready to send)",
+            s.count(crate::domain::DispatchState::Pending)
+        );
         println!("{:<34}{:>8}", "  excluded", s.excluded());
         for (reason, n) in &s.excluded_by_reason {
             println!("{:<34}{:>8}", format!("    {reason}"), n);
         }
     }
     println!(
-        "\ndead-letter topic {}: {} records, each with an `error` header",
+        "\ndead-letter topic {} ({} records), `error` header of each:",
         config.kafka.topics.audience_dlq,
         stats.dlq.load(Relaxed)
     );
+    for (key, error) in read_dead_letters(&config, stats.dlq.load(Relaxed) as usize)? {
+        println!("  key {key}: {error}");
+    }
+    // Clients first, cluster last: a client outliving its brokers only logs
+    // connection errors.
+    drop(producer);
     drop(cluster);
     Ok(())
+}
+
+fn read_dead_letters(config: &Config, expected: usize) -> anyhow::Result<Vec<(String, String)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = crate::ingest::client_config(&config.kafka.brokers, &[])
+        .set("group.id", "wadispatch-demo-dlq-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(
+        &config.kafka.topics.audience_dlq,
+        0,
+        rdkafka::Offset::Beginning,
+    )?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            let error = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "error"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            out.push((key, error));
+        }
+    }
+    Ok(out)
 }

@@ -78,8 +78,16 @@ impl ImportReport {
                 out.push_str(&format!("  … and {} more\n", items.len() - max_lines));
             }
         };
-        list(&mut out, "skipped, no phone or user id", &self.missing_contact);
-        list(&mut out, "invalid phone (produced, will be excluded as invalid_phone)", &self.invalid_phone);
+        list(
+            &mut out,
+            "skipped, no phone or user id",
+            &self.missing_contact,
+        );
+        list(
+            &mut out,
+            "invalid phone (produced, will be excluded as invalid_phone)",
+            &self.invalid_phone,
+        );
         if !self.duplicates.is_empty() {
             out.push_str(&format!(
                 "duplicate contacts (produced, staged once): {}\n",
@@ -89,7 +97,10 @@ impl ImportReport {
                 out.push_str(&format!("  line {line}: same contact as line {first}\n"));
             }
             if self.duplicates.len() > max_lines {
-                out.push_str(&format!("  … and {} more\n", self.duplicates.len() - max_lines));
+                out.push_str(&format!(
+                    "  … and {} more\n",
+                    self.duplicates.len() - max_lines
+                ));
             }
         }
         out
@@ -167,7 +178,9 @@ pub fn parse_csv(
                         .collect()
                 }
                 other => {
-                    record.variables.insert(other.to_string(), value.to_string());
+                    record
+                        .variables
+                        .insert(other.to_string(), value.to_string());
                 }
             }
         }
@@ -215,7 +228,9 @@ pub async fn produce(
         .set("batch.num.messages", "10000")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "60000");
-    let producer: FutureProducer = cfg.create().map_err(|e| ImportError::Kafka(e.to_string()))?;
+    let producer: FutureProducer = cfg
+        .create()
+        .map_err(|e| ImportError::Kafka(e.to_string()))?;
     let mut produced = 0u64;
     let mut failed = 0u64;
     let mut first_error = None;
@@ -254,11 +269,9 @@ pub async fn produce(
 pub fn progress_bar(n: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(n);
     pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -286,7 +299,14 @@ mod tests {
         assert_eq!(report.invalid_phone[0].line, 4);
         assert_eq!(report.duplicates, vec![(5, 2)]);
         assert_eq!(records[0].key, "+525512345678");
-        assert_eq!(records[0].record.variables.get("coupon").map(String::as_str), Some("A1"));
+        assert_eq!(
+            records[0]
+                .record
+                .variables
+                .get("coupon")
+                .map(String::as_str),
+            Some("A1")
+        );
         assert_eq!(records[0].record.contact.name.as_deref(), Some("Ana"));
         // An empty cell is an absent variable, not an empty string.
         assert!(!records[3].record.variables.contains_key("coupon"));
@@ -295,7 +315,10 @@ mod tests {
     #[test]
     fn a_file_without_a_contact_column_is_refused() {
         let err = parse_csv("name,coupon\nAna,A1\n".as_bytes(), "x.csv", "c1", None).unwrap_err();
-        assert!(err.to_string().contains("no `phone` or `user_id` column"), "{err}");
+        assert!(
+            err.to_string().contains("no `phone` or `user_id` column"),
+            "{err}"
+        );
     }
 
     #[test]

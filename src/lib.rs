@@ -13,6 +13,9 @@
 //! - [`report`]: funnel summaries computed by scanning the store.
 //! - [`app`]: wiring of a running daemon (`run`) and its shutdown.
 //! - [`demo`]: the self-contained demo on an in-process Kafka mock cluster.
+//! - [`whatsapp`]: Cloud API payloads and the HTTP client (error classes).
+//! - [`sandbox`]: a WhatsApp Cloud API simulator for demos, tests and load
+//!   tests (stand-alone: depends on nothing else in the crate).
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`cli`]: the command line.
 
@@ -25,4 +28,6 @@ pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod report;
+pub mod sandbox;
 pub mod store;
+pub mod whatsapp;

@@ -32,7 +32,9 @@ impl CampaignSummary {
         };
         let mut after = None;
         loop {
-            let page = store.scan_dispatches(campaign, after.as_ref(), PAGE).await?;
+            let page = store
+                .scan_dispatches(campaign, after.as_ref(), PAGE)
+                .await?;
             for row in &page {
                 summary.staged += 1;
                 *summary

@@ -16,7 +16,7 @@ fn t0() -> chrono::DateTime<Utc> {
 }
 
 fn contact(n: u32) -> ContactKey {
-    ContactKey::raw(&format!("+52155{n:08}"))
+    ContactKey::raw(format!("+52155{n:08}"))
 }
 
 fn req(campaign: &str, n: u32, shard: u32, seq: u64) -> StageRequest {
@@ -65,38 +65,88 @@ async fn staging_is_idempotent(store: &dyn Store) {
     let first = req("c-idem", 1, 0, 10);
     let mut second = req("c-idem", 1, 3, 99);
     second.tags = vec!["changed".into()];
-    let out = store.stage_batch(&[first.clone(), second.clone(), req("c-idem", 2, 0, 11)]).await.unwrap();
-    assert_eq!(out, vec![StageOutcome::Staged, StageOutcome::Duplicate, StageOutcome::Staged]);
+    let out = store
+        .stage_batch(&[first.clone(), second.clone(), req("c-idem", 2, 0, 11)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            StageOutcome::Staged,
+            StageOutcome::Duplicate,
+            StageOutcome::Staged
+        ]
+    );
     let again = store.stage_batch(&[second]).await.unwrap();
-    assert_eq!(again, vec![StageOutcome::Duplicate], "a replayed record changes nothing");
-    let row = store.get_dispatch("c-idem", &contact(1)).await.unwrap().unwrap();
+    assert_eq!(
+        again,
+        vec![StageOutcome::Duplicate],
+        "a replayed record changes nothing"
+    );
+    let row = store
+        .get_dispatch("c-idem", &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.state, DispatchState::Pending);
     assert_eq!((row.shard, row.seq), (0, 10), "first write wins");
     assert_eq!(row.tags, vec!["vip".to_string()], "parameters stay frozen");
     let pending = store.scan_pending("c-idem", 0, None, 100).await.unwrap();
     assert_eq!(pending.len(), 2);
-    assert!(store.scan_pending("c-idem", 3, None, 100).await.unwrap().is_empty());
+    assert!(store
+        .scan_pending("c-idem", 3, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn exclusions_are_recorded_and_not_pending(store: &dyn Store) {
     let mut r = req("c-excl", 1, 0, 1);
     r.exclusion = Some(ExclusionReason::MissingVariable("coupon".into()));
-    let out = store.stage_batch(&[r, req("c-excl", 2, 0, 2)]).await.unwrap();
+    let out = store
+        .stage_batch(&[r, req("c-excl", 2, 0, 2)])
+        .await
+        .unwrap();
     assert_eq!(out, vec![StageOutcome::Excluded, StageOutcome::Staged]);
-    let row = store.get_dispatch("c-excl", &contact(1)).await.unwrap().unwrap();
+    let row = store
+        .get_dispatch("c-excl", &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.state, DispatchState::Excluded);
     assert_eq!(row.reason.as_deref(), Some("missing_variable:coupon"));
     let pending = store.scan_pending("c-excl", 0, None, 100).await.unwrap();
-    assert_eq!(pending.iter().map(|p| p.contact.clone()).collect::<Vec<_>>(), vec![contact(2)]);
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| p.contact.clone())
+            .collect::<Vec<_>>(),
+        vec![contact(2)]
+    );
     // Excluding a pending contact later (opt-out found at claim time).
-    assert!(store.exclude("c-excl", &contact(2), &ExclusionReason::OptedOut, t0()).await.unwrap());
-    assert!(store.scan_pending("c-excl", 0, None, 100).await.unwrap().is_empty());
-    assert!(!store.exclude("c-excl", &contact(2), &ExclusionReason::OptedOut, t0()).await.unwrap(), "excluding twice is a no-op");
+    assert!(store
+        .exclude("c-excl", &contact(2), &ExclusionReason::OptedOut, t0())
+        .await
+        .unwrap());
+    assert!(store
+        .scan_pending("c-excl", 0, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        !store
+            .exclude("c-excl", &contact(2), &ExclusionReason::OptedOut, t0())
+            .await
+            .unwrap(),
+        "excluding twice is a no-op"
+    );
 }
 
 async fn pending_scan_is_ordered_per_shard_and_paged(store: &dyn Store) {
     // Contact keys sort opposite to staging order: the scan must follow seq.
-    let items: Vec<StageRequest> = (0..50u32).map(|i| req("c-scan", 1000 - i, i % 2, u64::from(i))).collect();
+    let items: Vec<StageRequest> = (0..50u32)
+        .map(|i| req("c-scan", 1000 - i, i % 2, u64::from(i)))
+        .collect();
     store.stage_batch(&items).await.unwrap();
     let mut seen = Vec::new();
     let mut after = None;
@@ -125,11 +175,27 @@ async fn claim_is_a_compare_and_set(store: &dyn Store) {
     let first = store.claim(&claim_req("c-claim", 1, false)).await.unwrap();
     assert_eq!(first, ClaimOutcome::Claimed { attempts: 1 });
     let second = store.claim(&claim_req("c-claim", 1, false)).await.unwrap();
-    assert_eq!(second, ClaimOutcome::NotClaimable { state: Some(DispatchState::Claimed) });
+    assert_eq!(
+        second,
+        ClaimOutcome::NotClaimable {
+            state: Some(DispatchState::Claimed)
+        }
+    );
     let absent = store.claim(&claim_req("c-claim", 2, false)).await.unwrap();
     assert_eq!(absent, ClaimOutcome::NotClaimable { state: None });
-    assert!(store.scan_pending("c-claim", 0, None, 10).await.unwrap().is_empty(), "a claimed contact leaves the queue");
-    let row = store.get_dispatch("c-claim", &contact(1)).await.unwrap().unwrap();
+    assert!(
+        store
+            .scan_pending("c-claim", 0, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a claimed contact leaves the queue"
+    );
+    let row = store
+        .get_dispatch("c-claim", &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.owner.as_deref(), Some("test"));
     assert_eq!(row.times.claimed, Some(t0()));
 }
@@ -139,7 +205,9 @@ async fn concurrent_claims_have_one_winner(store: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move { s.claim(&claim_req("c-race", 1, true)).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            s.claim(&claim_req("c-race", 1, true)).await.unwrap()
+        }));
     }
     let mut winners = 0;
     for t in tasks {
@@ -154,90 +222,213 @@ async fn engagement_is_exclusive(store: &dyn Store) {
     store.stage_batch(&[req("c-ex-a", 7, 0, 1)]).await.unwrap();
     store.stage_batch(&[req("c-ex-b", 7, 0, 1)]).await.unwrap();
     store.stage_batch(&[req("c-open", 7, 0, 1)]).await.unwrap();
-    assert!(matches!(store.claim(&claim_req("c-ex-a", 7, true)).await.unwrap(), ClaimOutcome::Claimed { .. }));
+    assert!(matches!(
+        store.claim(&claim_req("c-ex-a", 7, true)).await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
     assert_eq!(
         store.claim(&claim_req("c-ex-b", 7, true)).await.unwrap(),
-        ClaimOutcome::EngagedElsewhere { campaign: "c-ex-a".into() }
+        ClaimOutcome::EngagedElsewhere {
+            campaign: "c-ex-a".into()
+        }
     );
     // A non-exclusive campaign neither checks nor takes the engagement.
-    assert!(matches!(store.claim(&claim_req("c-open", 7, false)).await.unwrap(), ClaimOutcome::Claimed { .. }));
+    assert!(matches!(
+        store.claim(&claim_req("c-open", 7, false)).await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
     let c = store.get_contact(&contact(7)).await.unwrap().unwrap();
     assert_eq!(c.engaged_campaign.as_deref(), Some("c-ex-a"));
     // Once c-ex-a ended, the caller may replace its engagement.
     let mut replace = claim_req("c-ex-b", 7, true);
     replace.replace_engagement = Some("c-ex-a".into());
-    assert!(matches!(store.claim(&replace).await.unwrap(), ClaimOutcome::Claimed { .. }));
+    assert!(matches!(
+        store.claim(&replace).await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
     let c = store.get_contact(&contact(7)).await.unwrap().unwrap();
     assert_eq!(c.engaged_campaign.as_deref(), Some("c-ex-b"));
 }
 
 async fn outcomes_and_wamid_index(store: &dyn Store) {
-    store.stage_batch(&[req("c-out", 1, 0, 1), req("c-out", 2, 0, 2), req("c-out", 3, 0, 3)]).await.unwrap();
+    store
+        .stage_batch(&[
+            req("c-out", 1, 0, 1),
+            req("c-out", 2, 0, 2),
+            req("c-out", 3, 0, 3),
+        ])
+        .await
+        .unwrap();
     for n in 1..=3 {
         store.claim(&claim_req("c-out", n, false)).await.unwrap();
     }
     let at = t0() + Duration::seconds(1);
-    store.record_outcome("c-out", &contact(1), &Outcome::Accepted { wamid: "wamid.A1".into() }, at).await.unwrap();
     store
-        .record_outcome("c-out", &contact(2), &Outcome::Failed { code: Some(131026), class: "contact".into(), message: "not a WhatsApp user".into() }, at)
+        .record_outcome(
+            "c-out",
+            &contact(1),
+            &Outcome::Accepted {
+                wamid: "wamid.A1".into(),
+            },
+            at,
+        )
         .await
         .unwrap();
-    store.record_outcome("c-out", &contact(3), &Outcome::Retry { code: Some(130429) }, at).await.unwrap();
-    let a = store.get_dispatch("c-out", &contact(1)).await.unwrap().unwrap();
-    assert_eq!((a.state, a.wamid.as_deref(), a.times.accepted), (DispatchState::Accepted, Some("wamid.A1"), Some(at)));
+    store
+        .record_outcome(
+            "c-out",
+            &contact(2),
+            &Outcome::Failed {
+                code: Some(131026),
+                class: "contact".into(),
+                message: "not a WhatsApp user".into(),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    store
+        .record_outcome(
+            "c-out",
+            &contact(3),
+            &Outcome::Retry { code: Some(130429) },
+            at,
+        )
+        .await
+        .unwrap();
+    let a = store
+        .get_dispatch("c-out", &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (a.state, a.wamid.as_deref(), a.times.accepted),
+        (DispatchState::Accepted, Some("wamid.A1"), Some(at))
+    );
     let w = store.lookup_wamid("wamid.A1").await.unwrap().unwrap();
     assert_eq!((w.campaign_id.as_str(), &w.contact), ("c-out", &contact(1)));
     assert!(store.lookup_wamid("wamid.nope").await.unwrap().is_none());
-    let f = store.get_dispatch("c-out", &contact(2)).await.unwrap().unwrap();
-    assert_eq!((f.state, f.error_code, f.error_class.as_deref()), (DispatchState::Failed, Some(131026), Some("contact")));
+    let f = store
+        .get_dispatch("c-out", &contact(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (f.state, f.error_code, f.error_class.as_deref()),
+        (DispatchState::Failed, Some(131026), Some("contact"))
+    );
     // A retry puts the contact back in the queue, claimable again.
     let pending = store.scan_pending("c-out", 0, None, 10).await.unwrap();
-    assert_eq!(pending.iter().map(|p| p.contact.clone()).collect::<Vec<_>>(), vec![contact(3)]);
-    assert_eq!(store.claim(&claim_req("c-out", 3, false)).await.unwrap(), ClaimOutcome::Claimed { attempts: 2 });
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| p.contact.clone())
+            .collect::<Vec<_>>(),
+        vec![contact(3)]
+    );
+    assert_eq!(
+        store.claim(&claim_req("c-out", 3, false)).await.unwrap(),
+        ClaimOutcome::Claimed { attempts: 2 }
+    );
 }
 
 async fn deferred_is_claimable_only_when_due(store: &dyn Store) {
     store.stage_batch(&[req("c-defer", 1, 0, 1)]).await.unwrap();
     store.claim(&claim_req("c-defer", 1, false)).await.unwrap();
     let until = t0() + Duration::hours(24);
-    store.record_outcome("c-defer", &contact(1), &Outcome::Deferred { until, code: Some(131049) }, t0()).await.unwrap();
+    store
+        .record_outcome(
+            "c-defer",
+            &contact(1),
+            &Outcome::Deferred {
+                until,
+                code: Some(131049),
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
     assert_eq!(
         store.claim(&claim_req("c-defer", 1, false)).await.unwrap(),
-        ClaimOutcome::NotClaimable { state: Some(DispatchState::Deferred) }
+        ClaimOutcome::NotClaimable {
+            state: Some(DispatchState::Deferred)
+        }
     );
     let mut later = claim_req("c-defer", 1, false);
     later.now = until + Duration::seconds(1);
-    assert!(matches!(store.claim(&later).await.unwrap(), ClaimOutcome::Claimed { attempts: 2 }));
+    assert!(matches!(
+        store.claim(&later).await.unwrap(),
+        ClaimOutcome::Claimed { attempts: 2 }
+    ));
 }
 
 async fn campaigns_round_trip(store: &dyn Store) {
-    let spec = wadispatch::domain::CampaignSpec::from_json(wadispatch::demo::PROMO_SPEC.as_bytes()).unwrap();
+    let spec = wadispatch::domain::CampaignSpec::from_json(wadispatch::demo::PROMO_SPEC.as_bytes())
+        .unwrap();
     let id = spec.id.clone();
-    let record = CampaignRecord { spec, observed_state: ObservedState::Scheduled, updated_at: t0(), started_at: None };
+    let record = CampaignRecord {
+        spec,
+        observed_state: ObservedState::Scheduled,
+        updated_at: t0(),
+        started_at: None,
+    };
     store.put_campaign(&record).await.unwrap();
-    assert_eq!(store.get_campaign(&id).await.unwrap().as_ref(), Some(&record));
-    assert!(store.list_campaigns().await.unwrap().iter().any(|r| r.spec.id == id));
-    store.set_observed_state(&id, ObservedState::Active, t0()).await.unwrap();
+    assert_eq!(
+        store.get_campaign(&id).await.unwrap().as_ref(),
+        Some(&record)
+    );
+    assert!(store
+        .list_campaigns()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.spec.id == id));
+    store
+        .set_observed_state(&id, ObservedState::Active, t0())
+        .await
+        .unwrap();
     let active = store.get_campaign(&id).await.unwrap().unwrap();
     assert_eq!(active.observed_state, ObservedState::Active);
     assert_eq!(active.started_at, Some(t0()));
     store.stage_batch(&[req(&id, 1, 0, 1)]).await.unwrap();
     store.delete_campaign(&id).await.unwrap();
     assert!(store.get_campaign(&id).await.unwrap().is_none());
-    assert!(store.get_dispatch(&id, &contact(1)).await.unwrap().is_none(), "deleting a campaign removes its rows");
-    assert!(store.scan_pending(&id, 0, None, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .get_dispatch(&id, &contact(1))
+            .await
+            .unwrap()
+            .is_none(),
+        "deleting a campaign removes its rows"
+    );
+    assert!(store
+        .scan_pending(&id, 0, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn dispatch_scan_pages_through_everything(store: &dyn Store) {
-    let items: Vec<StageRequest> = (0..2_345u32).map(|i| req("c-page", i, i % 4, u64::from(i))).collect();
+    let items: Vec<StageRequest> = (0..2_345u32)
+        .map(|i| req("c-page", i, i % 4, u64::from(i)))
+        .collect();
     store.stage_batch(&items).await.unwrap();
-    store.stage_batch(&[req("c-page-other", 1, 0, 1)]).await.unwrap();
+    store
+        .stage_batch(&[req("c-page-other", 1, 0, 1)])
+        .await
+        .unwrap();
     let mut after: Option<ContactKey> = None;
     let mut n = 0;
     loop {
-        let page = store.scan_dispatches("c-page", after.as_ref(), 500).await.unwrap();
+        let page = store
+            .scan_dispatches("c-page", after.as_ref(), 500)
+            .await
+            .unwrap();
         n += page.len();
-        assert!(page.iter().all(|r| r.campaign_id == "c-page"), "no rows of another campaign");
+        assert!(
+            page.iter().all(|r| r.campaign_id == "c-page"),
+            "no rows of another campaign"
+        );
         match page.last() {
             Some(last) if page.len() == 500 => after = Some(last.contact.clone()),
             _ => break,
@@ -253,7 +444,14 @@ async fn opt_out_round_trip(store: &dyn Store) {
     assert!(c.opted_out);
     assert_eq!(c.opted_out_at, Some(t0()));
     store.set_opt_out(&contact(99), false, t0()).await.unwrap();
-    assert!(!store.get_contact(&contact(99)).await.unwrap().unwrap().opted_out);
+    assert!(
+        !store
+            .get_contact(&contact(99))
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,11 +466,21 @@ async fn embedded_backend_reopens_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = EmbeddedStore::open(dir.path(), Durability::Power, 16).unwrap();
-        store.stage_batch(&[req("c-reopen", 1, 2, 5)]).await.unwrap();
+        store
+            .stage_batch(&[req("c-reopen", 1, 2, 5)])
+            .await
+            .unwrap();
     }
     let store = EmbeddedStore::open(dir.path(), Durability::Process, 16).unwrap();
-    let row = store.get_dispatch("c-reopen", &contact(1)).await.unwrap().unwrap();
-    assert_eq!((row.shard, row.seq, row.state), (2, 5, DispatchState::Pending));
+    let row = store
+        .get_dispatch("c-reopen", &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.shard, row.seq, row.state),
+        (2, 5, DispatchState::Pending)
+    );
 }
 
 #[test]
@@ -282,7 +490,10 @@ fn embedded_store_refuses_a_second_process_on_the_same_directory() {
     // fjall locks the directory per process; within one process we can only
     // check that a second open does not corrupt anything and names the path.
     if let Err(e) = EmbeddedStore::open(dir.path(), Durability::Process, 16) {
-        assert!(e.to_string().contains(&dir.path().display().to_string()), "{e}");
+        assert!(
+            e.to_string().contains(&dir.path().display().to_string()),
+            "{e}"
+        );
     }
 }
 
@@ -299,9 +510,11 @@ fn kill9_child_writer() {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for n in 0.. {
-        rt.block_on(store.stage_batch(&[req("c-kill", n, 0, u64::from(n))])).unwrap();
+        rt.block_on(store.stage_batch(&[req("c-kill", n, 0, u64::from(n))]))
+            .unwrap();
         if n % 2 == 0 {
-            rt.block_on(store.claim(&claim_req("c-kill", n, true))).unwrap();
+            rt.block_on(store.claim(&claim_req("c-kill", n, true)))
+                .unwrap();
         }
         writeln!(out, "ack {n}").unwrap();
         out.flush().unwrap();
@@ -312,7 +525,13 @@ fn kill9_child_writer() {
 fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["kill9_child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "kill9_child_writer",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("WADISPATCH_KILL9_DIR", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -336,7 +555,11 @@ fn acknowledged_writes_survive_kill_9() {
             .block_on(store.get_dispatch("c-kill", &contact(n)))
             .unwrap()
             .unwrap_or_else(|| panic!("acknowledged contact {n} lost after kill -9"));
-        let expected = if n % 2 == 0 { DispatchState::Claimed } else { DispatchState::Pending };
+        let expected = if n % 2 == 0 {
+            DispatchState::Claimed
+        } else {
+            DispatchState::Pending
+        };
         assert_eq!(row.state, expected, "contact {n}");
     }
 }

@@ -91,6 +91,9 @@ pub struct IngestContext {
     topic: String,
     shared: Mutex<Shared>,
     stats: Arc<IngestStats>,
+    /// Set once the final commit is done: the revoke that closing triggers
+    /// then has nothing left to commit.
+    closing: AtomicBool,
 }
 
 impl IngestContext {
@@ -122,7 +125,7 @@ impl ConsumerContext for IngestContext {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
-        let lost = consumer.assignment_lost();
+        let lost = consumer.assignment_lost() || self.closing.load(Ordering::Acquire);
         let mut shared = self.shared();
         let revoked: Vec<i32> = tpl
             .elements_for_topic(&self.topic)
@@ -208,6 +211,7 @@ impl AudienceIngest {
             topic: config.topic.clone(),
             shared: Mutex::default(),
             stats: stats.clone(),
+            closing: AtomicBool::new(false),
         };
         let consumer: BaseConsumer<IngestContext> = cfg
             .create_with_context(context)
@@ -299,7 +303,8 @@ impl AudienceIngest {
         if !shared.waiting.is_empty() {
             let waiting = std::mem::take(&mut shared.waiting);
             for raw in waiting {
-                let ready = raw.fetched_at.elapsed() >= self.config.unknown_campaign_wait
+                let ready = (self.catalog.is_caught_up()
+                    && raw.fetched_at.elapsed() >= self.config.unknown_campaign_wait)
                     || campaign_of(&raw).is_some_and(|c| self.catalog.get(&c).is_some());
                 if ready {
                     batch.push(raw);
@@ -311,14 +316,20 @@ impl AudienceIngest {
         batch
     }
 
-    fn decide(&self, raw: &Raw, cache: &mut HashMap<String, Option<Arc<CatalogEntry>>>) -> Decision {
+    fn decide(
+        &self,
+        raw: &Raw,
+        cache: &mut HashMap<String, Option<Arc<CatalogEntry>>>,
+    ) -> Decision {
         let Some(payload) = raw.payload.as_deref() else {
             return Decision::DeadLetter("empty record (tombstone) on the audience topic".into());
         };
         let record = match AudienceRecord::from_json(payload) {
             Ok(r) => r,
             Err(RecordError::NoCampaign) => {
-                return Decision::DeadLetter("record names no campaign (campaign_id is missing or empty)".into())
+                return Decision::DeadLetter(
+                    "record names no campaign (campaign_id is missing or empty)".into(),
+                )
             }
             Err(e) => return Decision::DeadLetter(e.to_string()),
         };
@@ -327,7 +338,11 @@ impl AudienceIngest {
             .or_insert_with(|| self.catalog.get(&record.campaign_id))
             .clone();
         let Some(entry) = entry else {
-            if raw.fetched_at.elapsed() >= self.config.unknown_campaign_wait {
+            // Until the campaigns topic was read to its end, "unknown" may
+            // only mean "not read yet": wait, whatever the clock says.
+            if self.catalog.is_caught_up()
+                && raw.fetched_at.elapsed() >= self.config.unknown_campaign_wait
+            {
                 return Decision::DeadLetter(format!(
                     "campaign {} is not known on the campaigns topic (waited {} s; publish its spec first)",
                     record.campaign_id,
@@ -372,7 +387,9 @@ impl AudienceIngest {
                 let (a, b) = batch.split_at(mid);
                 let h = s.spawn(|| {
                     let mut cache = HashMap::new();
-                    a.iter().map(|r| self.decide(r, &mut cache)).collect::<Vec<_>>()
+                    a.iter()
+                        .map(|r| self.decide(r, &mut cache))
+                        .collect::<Vec<_>>()
                 });
                 let mut cache = HashMap::new();
                 let tail: Vec<Decision> = b.iter().map(|r| self.decide(r, &mut cache)).collect();
@@ -403,7 +420,9 @@ impl AudienceIngest {
         if !requests.is_empty() {
             let started = Instant::now();
             let outcomes = match self.retry("stage audience batch", deadline, || {
-                self.rt.block_on(self.store.stage_batch(&requests)).map_err(IngestError::from)
+                self.rt
+                    .block_on(self.store.stage_batch(&requests))
+                    .map_err(IngestError::from)
             }) {
                 Some(o) => o,
                 None => return false,
@@ -447,7 +466,9 @@ impl AudienceIngest {
                 })
                 .collect();
             if self
-                .retry("write dead letters", deadline, || self.rt.block_on(self.dlq.send_all(&dead)))
+                .retry("write dead letters", deadline, || {
+                    self.rt.block_on(self.dlq.send_all(&dead))
+                })
                 .is_none()
             {
                 return false;
@@ -512,12 +533,26 @@ impl AudienceIngest {
     }
 
     fn pause_all(&self) {
-        let assigned: Vec<i32> = self.consumer.context().shared().assigned.iter().copied().collect();
+        let assigned: Vec<i32> = self
+            .consumer
+            .context()
+            .shared()
+            .assigned
+            .iter()
+            .copied()
+            .collect();
         self.set_paused(&assigned, true);
     }
 
     fn resume_all(&self) {
-        let paused: Vec<i32> = self.consumer.context().shared().paused.iter().copied().collect();
+        let paused: Vec<i32> = self
+            .consumer
+            .context()
+            .shared()
+            .paused
+            .iter()
+            .copied()
+            .collect();
         self.set_paused(&paused, false);
     }
 
@@ -587,7 +622,8 @@ impl AudienceIngest {
     }
 
     fn shutdown(self) {
-        let deadline = Instant::now() + self.config.shutdown_timeout;
+        // Four fifths of the budget: the caller waits for the whole of it.
+        let deadline = Instant::now() + self.config.shutdown_timeout.mul_f32(0.8);
         tracing::info!("audience ingest stopping: finishing fetched records");
         self.pause_all();
         // Records already fetched are staged. Records waiting for an unknown
@@ -598,6 +634,11 @@ impl AudienceIngest {
             self.process(batch, Some(deadline));
         }
         self.store_offsets();
+        tracing::info!(
+            staged = self.stats.staged.load(Ordering::Relaxed),
+            dlq = self.stats.dlq.load(Ordering::Relaxed),
+            "audience ingest drained"
+        );
         // Commit exactly the watermark (not only the stored offsets) and leave
         // the group so partitions move to other instances at once.
         let mut tpl = TopicPartitionList::new();
@@ -614,14 +655,34 @@ impl AudienceIngest {
                 tracing::warn!(error = %e, "final audience offset commit failed; the next start re-reads from the previous commit (staging is idempotent)");
             }
         }
-        self.consumer.unsubscribe();
+        self.consumer
+            .context()
+            .closing
+            .store(true, Ordering::Release);
+        // Leave the group within the deadline. Dropping a consumer waits for
+        // the group leave with no bound; a stuck coordinator must not keep
+        // the process from exiting (the broker's session timeout then
+        // releases our partitions, and our offsets are already committed).
+        let closed = match self.consumer.close_queue() {
+            Ok(()) => {
+                while !self.consumer.closed() && Instant::now() < deadline {
+                    let _ = self.consumer.poll(Duration::from_millis(50));
+                }
+                self.consumer.closed()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot close the audience consumer");
+                false
+            }
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
         self.dlq.flush(remaining.min(Duration::from_secs(5)));
-        tracing::info!(
-            staged = self.stats.staged.load(Ordering::Relaxed),
-            dlq = self.stats.dlq.load(Ordering::Relaxed),
-            "audience ingest stopped"
-        );
+        if !closed {
+            tracing::warn!("audience consumer did not leave the group in time; its partitions move after the session timeout");
+            std::mem::forget(self.consumer);
+            return;
+        }
+        tracing::info!("audience consumer left the group");
     }
 }
 

@@ -171,7 +171,14 @@ impl CampaignCatalog {
                 Ok(entry) => {
                     let existing = store.get_campaign(key).await.ok().flatten();
                     let observed = match (&existing, entry.spec.state) {
-                        (Some(r), _) if matches!(r.observed_state, ObservedState::Completed | ObservedState::Failed) => r.observed_state,
+                        (Some(r), _)
+                            if matches!(
+                                r.observed_state,
+                                ObservedState::Completed | ObservedState::Failed
+                            ) =>
+                        {
+                            r.observed_state
+                        }
                         (_, DesiredState::Scheduled) => ObservedState::Scheduled,
                         (_, DesiredState::Active) => existing
                             .as_ref()
@@ -239,12 +246,21 @@ pub struct CampaignReader {
 }
 
 impl CampaignReader {
-    pub fn new(brokers: &str, topic: &str, extra: &[(String, String)]) -> Result<Self, IngestError> {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        extra: &[(String, String)],
+    ) -> Result<Self, IngestError> {
         let mut cfg = super::client_config(brokers, extra);
+        // librdkafka needs a group id to poll, but the reader never joins the
+        // group: it assigns every partition itself and commits nothing (the
+        // compacted topic is the state).
         cfg.set("group.id", "wadispatch-campaigns-reader")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = cfg.create().map_err(kafka_error("create campaigns consumer"))?;
+        let consumer: BaseConsumer = cfg
+            .create()
+            .map_err(kafka_error("create campaigns consumer"))?;
         Ok(CampaignReader {
             consumer,
             topic: topic.to_string(),
@@ -324,12 +340,18 @@ impl CampaignReader {
                         let (p, o) = (msg.partition(), msg.offset());
                         ends.retain(|(ep, high)| !(*ep == p && o + 1 >= *high));
                         if ends.is_empty() {
-                            tracing::info!(campaigns = catalog.ids().len(), "campaigns topic read to its end");
+                            tracing::info!(
+                                campaigns = catalog.ids().len(),
+                                "campaigns topic read to its end"
+                            );
                             catalog.caught_up.store(true, Ordering::Release);
                         }
                     }
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "campaigns topic read error; retrying"),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "campaigns topic read error; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 None => {}
             }
         }

@@ -27,7 +27,11 @@ pub struct DlqProducer {
 }
 
 impl DlqProducer {
-    pub fn new(brokers: &str, topic: &str, extra: &[(String, String)]) -> Result<Self, IngestError> {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        extra: &[(String, String)],
+    ) -> Result<Self, IngestError> {
         let mut cfg = client_config(brokers, extra);
         // Idempotence keeps a retried DLQ write from duplicating the record.
         cfg.set("enable.idempotence", "true")

@@ -60,7 +60,7 @@ impl PartitionMark {
     /// partition is revoked: committing where we started would say nothing).
     pub fn progress(&self) -> Option<i64> {
         let next = self.committable()?;
-        (!self.first_seen.is_some_and(|f| next <= f)).then_some(next)
+        self.first_seen.is_none_or(|f| next > f).then_some(next)
     }
 }
 
@@ -135,7 +135,11 @@ mod tests {
         // 2 waits (unknown campaign), 3 and 4 are staged.
         m.complete(3);
         m.complete(4);
-        assert_eq!(m.take_advance(), Some(2), "must not pass the waiting record");
+        assert_eq!(
+            m.take_advance(),
+            Some(2),
+            "must not pass the waiting record"
+        );
         m.complete(2);
         assert_eq!(m.take_advance(), Some(5));
     }

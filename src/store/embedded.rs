@@ -122,7 +122,10 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, durability: Durability, cache_mb: u64) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Io(format!("cannot create data directory {}: {e}", dir.display()))
+            StoreError::Io(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let db = Database::builder(dir)
             .cache_size(cache_mb.max(8) * 1024 * 1024)
@@ -137,7 +140,10 @@ impl EmbeddedStore {
                     StoreError::Io(format!("cannot open store at {}: {text}", dir.display()))
                 }
             })?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(io_err);
+        let ks = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(io_err)
+        };
         let inner = Inner {
             campaigns: ks("campaigns")?,
             dispatches: ks("dispatches")?,
@@ -248,10 +254,12 @@ impl Inner {
         let mut batch = self.batch();
         if req.exclusive {
             let ckey = req.contact.as_str().as_bytes();
-            let mut contact: ContactRecord = self.get_json(&self.contacts, ckey)?.unwrap_or_default();
+            let mut contact: ContactRecord =
+                self.get_json(&self.contacts, ckey)?.unwrap_or_default();
             match &contact.engaged_campaign {
-                Some(other) if other != &req.campaign_id
-                    && req.replace_engagement.as_deref() != Some(other.as_str()) =>
+                Some(other)
+                    if other != &req.campaign_id
+                        && req.replace_engagement.as_deref() != Some(other.as_str()) =>
                 {
                     return Ok(ClaimOutcome::EngagedElsewhere {
                         campaign: other.clone(),
@@ -330,7 +338,10 @@ impl Inner {
         let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
             return Ok(false);
         };
-        if !matches!(record.state, DispatchState::Pending | DispatchState::Deferred) {
+        if !matches!(
+            record.state,
+            DispatchState::Pending | DispatchState::Deferred
+        ) {
             return Ok(false);
         }
         record.apply_outcome(
@@ -340,7 +351,10 @@ impl Inner {
             at,
         );
         let mut batch = self.batch();
-        batch.remove(&self.pending, pending_key(campaign, record.shard, record.seq));
+        batch.remove(
+            &self.pending,
+            pending_key(campaign, record.shard, record.seq),
+        );
         batch.insert(&self.dispatches, key, encode(&record)?);
         batch.commit().map_err(io_err)?;
         Ok(true)
@@ -455,8 +469,14 @@ impl Inner {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.blocking(|inner| inner.campaigns.contains_key(b"\0ping").map(|_| ()).map_err(io_err))
-            .await
+        self.blocking(|inner| {
+            inner
+                .campaigns
+                .contains_key(b"\0ping")
+                .map(|_| ())
+                .map_err(io_err)
+        })
+        .await
     }
 
     async fn put_campaign(&self, record: &CampaignRecord) -> StoreResult<()> {
@@ -493,7 +513,8 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<()> {
         let id = id.to_string();
         self.blocking(move |inner| {
-            let Some(mut record) = inner.get_json::<CampaignRecord>(&inner.campaigns, id.as_bytes())?
+            let Some(mut record) =
+                inner.get_json::<CampaignRecord>(&inner.campaigns, id.as_bytes())?
             else {
                 return Ok(());
             };
@@ -624,7 +645,8 @@ impl Store for EmbeddedStore {
         self.blocking(move |inner| {
             let _guard = inner.stripe(&contact);
             let key = contact.as_str().as_bytes();
-            let mut record: ContactRecord = inner.get_json(&inner.contacts, key)?.unwrap_or_default();
+            let mut record: ContactRecord =
+                inner.get_json(&inner.contacts, key)?.unwrap_or_default();
             record.opted_out = opted_out;
             record.opted_out_at = opted_out.then_some(at);
             inner.put_json(&inner.contacts, key, &record)

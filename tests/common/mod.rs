@@ -27,7 +27,9 @@ impl Kafka {
         let cluster = MockCluster::new(3).expect("mock cluster");
         let t = &config.kafka.topics;
         cluster.create_topic(&t.campaigns, 1, 1).unwrap();
-        cluster.create_topic(&t.audience, AUDIENCE_PARTITIONS, 1).unwrap();
+        cluster
+            .create_topic(&t.audience, AUDIENCE_PARTITIONS, 1)
+            .unwrap();
         cluster.create_topic(&t.audience_dlq, 1, 1).unwrap();
         cluster.create_topic(&t.events, 1, 1).unwrap();
         cluster.create_topic(&t.suppressions, 1, 1).unwrap();
@@ -68,27 +70,46 @@ pub fn phone(i: u32) -> String {
 }
 
 pub fn audience_json(campaign: &str, i: u32, coupon: bool) -> String {
-    let coupon = if coupon { format!(r#","coupon":"C{i}""#) } else { String::new() };
+    let coupon = if coupon {
+        format!(r#","coupon":"C{i}""#)
+    } else {
+        String::new()
+    };
     format!(
         r#"{{"campaign_id":"{campaign}","contact":{{"phone":"{}","name":"N{i}"}},"variables":{{"name":"N{i}"{coupon}}}}}"#,
         phone(i)
     )
 }
 
-pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload: &str) -> (i32, i64) {
+pub async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &str,
+) -> (i32, i64) {
     producer
-        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
         .await
         .map(|d| (d.partition, d.offset))
         .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"))
 }
 
 /// Produces many records concurrently; returns (key, partition, offset) each.
-pub async fn publish_all(producer: &FutureProducer, topic: &str, records: &[(String, String)]) -> Vec<(String, i32, i64)> {
+pub async fn publish_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(String, String)],
+) -> Vec<(String, i32, i64)> {
     let mut out = Vec::with_capacity(records.len());
     for chunk in records.chunks(5_000) {
         let futs = chunk.iter().map(|(k, v)| {
-            producer.send(FutureRecord::to(topic).key(k.as_str()).payload(v.as_str()), Duration::from_secs(30))
+            producer.send(
+                FutureRecord::to(topic).key(k.as_str()).payload(v.as_str()),
+                Duration::from_secs(30),
+            )
         });
         for (res, (k, _)) in futures::future::join_all(futs).await.into_iter().zip(chunk) {
             let d = res.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
@@ -102,23 +123,35 @@ pub async fn publish_all(producer: &FutureProducer, topic: &str, records: &[(Str
 pub async fn wait_until<F: FnMut() -> bool>(timeout: Duration, what: &str, mut cond: F) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
+/// One record read back: key, payload, headers.
+pub type ReadRecord = (Option<String>, Option<String>, HashMap<String, String>);
+
 /// Reads every record of a topic: (key, payload, headers).
-pub fn read_all(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<(Option<String>, Option<String>, HashMap<String, String>)> {
+pub fn read_all(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{topic}-{}", rand::random::<u32>()))
+        .set(
+            "group.id",
+            format!("reader-{topic}-{}", rand::random::<u32>()),
+        )
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + timeout;
@@ -128,7 +161,10 @@ pub fn read_all(brokers: &str, topic: &str, expected: usize, timeout: Duration) 
             let mut headers = HashMap::new();
             if let Some(h) = m.headers() {
                 for hd in h.iter() {
-                    headers.insert(hd.key.to_string(), String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned());
+                    headers.insert(
+                        hd.key.to_string(),
+                        String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                    );
                 }
             }
             out.push((
@@ -153,7 +189,9 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ha
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
     got.elements()
         .iter()
         .filter_map(|e| match e.offset() {

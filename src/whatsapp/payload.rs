@@ -1,0 +1,766 @@
+//! The Cloud API request body of a template message, built from a
+//! campaign's [`TemplateSpec`] and the [`FrozenParams`] stored with the
+//! contact at ingest, and the `biz_opaque_callback_data` that ties status
+//! webhooks back to the (campaign, contact) they belong to.
+//!
+//! Pure: no I/O, no clock. The body is built from borrowed typed structs
+//! ([`TemplateMessage`]) so that the send path serialises straight to bytes
+//! ([`template_message_bytes`]) without an intermediate `serde_json::Value`.
+//!
+//! Shapes (Meta's "send template message" reference):
+//!
+//! ```json
+//! {"messaging_product": "whatsapp", "recipient_type": "individual",
+//!  "to": "+5215512345678", "type": "template",
+//!  "biz_opaque_callback_data": "bday-2026-11|+5215512345678",
+//!  "template": {"name": "birthday_promo", "language": {"code": "es_MX"},
+//!    "components": [
+//!      {"type": "header", "parameters": [{"type": "image", "image": {"id": "1234"}}]},
+//!      {"type": "body", "parameters": [{"type": "text", "text": "María"}]},
+//!      {"type": "button", "sub_type": "url", "index": "0",
+//!       "parameters": [{"type": "text", "text": "MARIA20"}]}]}}
+//! ```
+
+use bytes::Bytes;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use crate::domain::{
+    ButtonSubType, ContactKey, FrozenButton, FrozenHeader, FrozenParam, FrozenParams, HeaderType,
+    ParamKind, TemplateSpec,
+};
+
+/// Separates the campaign id from the contact in `biz_opaque_callback_data`.
+/// Campaign ids never contain it (campaign validation), so the first one
+/// found is the separator even if a contact key were to contain one.
+const CALLBACK_SEPARATOR: char = '|';
+
+/// The `biz_opaque_callback_data` of a message: `"<campaign>|<contact>"`.
+///
+/// Meta returns it untouched in the message's status webhooks, which is how
+/// a status (even for a send whose response was lost, DESIGN §4 `unknown`)
+/// finds its (campaign, contact). Meta allows 512 characters; a campaign id
+/// (at most 128) and a contact key (at most 128) stay well below.
+pub fn callback_data(campaign: &str, contact: &ContactKey) -> String {
+    let mut out = String::with_capacity(campaign.len() + 1 + contact.as_str().len());
+    out.push_str(campaign);
+    out.push(CALLBACK_SEPARATOR);
+    out.push_str(contact.as_str());
+    out
+}
+
+/// Splits `biz_opaque_callback_data` back into (campaign id, contact), at
+/// the first '|'. `None` when there is no '|' or either side is empty: the
+/// data did not come from [`callback_data`] (another app on the same
+/// WhatsApp Business Account may set its own).
+pub fn parse_callback_data(s: &str) -> Option<(String, ContactKey)> {
+    let (campaign, contact) = s.split_once(CALLBACK_SEPARATOR)?;
+    if campaign.is_empty() || contact.is_empty() {
+        return None;
+    }
+    // The key was written by `callback_data` from a valid ContactKey; it is
+    // taken verbatim rather than re-normalised, which would cost a phone
+    // parse per webhook at 30,000 webhooks/s.
+    Some((campaign.to_string(), ContactKey::raw(contact)))
+}
+
+/// A template message, ready to serialise as the Cloud API request body.
+///
+/// Borrows everything from the campaign's template and the contact's
+/// frozen parameters. Components without parameters are left out: Meta
+/// wants a component only for a part of the template that has variables.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TemplateMessage<'a> {
+    messaging_product: &'static str,
+    recipient_type: &'static str,
+    /// A phone number (E.164 with '+', the form Meta recommends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    /// A business-scoped user id: Meta takes it in `recipient`, not `to`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    biz_opaque_callback_data: &'a str,
+    template: Template<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Template<'a> {
+    name: &'a str,
+    language: Language<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    components: Vec<Component<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Language<'a> {
+    code: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Component<'a> {
+    Header {
+        parameters: Vec<Parameter<'a>>,
+    },
+    Body {
+        parameters: Vec<Parameter<'a>>,
+    },
+    Button {
+        sub_type: &'static str,
+        /// Meta takes the button position as a string ("0").
+        #[serde(serialize_with = "as_string")]
+        index: u8,
+        parameters: Vec<Parameter<'a>>,
+    },
+}
+
+/// One parameter. `parameter_name` is set for named-format templates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Parameter<'a> {
+    Text {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        parameter_name: Option<&'a str>,
+        text: &'a str,
+    },
+    Currency {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        parameter_name: Option<&'a str>,
+        currency: Currency<'a>,
+    },
+    DateTime {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        parameter_name: Option<&'a str>,
+        date_time: DateTime<'a>,
+    },
+    Image {
+        image: Media<'a>,
+    },
+    Video {
+        video: Media<'a>,
+    },
+    Document {
+        document: Media<'a>,
+    },
+    Payload {
+        payload: &'a str,
+    },
+    CouponCode {
+        coupon_code: &'a str,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Currency<'a> {
+    fallback_value: &'a str,
+    code: &'a str,
+    amount_1000: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct DateTime<'a> {
+    fallback_value: &'a str,
+}
+
+/// Media by Meta media id or by public link; `filename` for documents only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Media<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<&'a str>,
+}
+
+fn as_string<S: Serializer>(value: &u8, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+impl<'a> TemplateMessage<'a> {
+    /// The message for one contact. `callback` is the
+    /// `biz_opaque_callback_data` (see [`callback_data`]).
+    ///
+    /// A phone contact goes in `to` as E.164 with its '+' (Meta accepts
+    /// the number with or without it and recommends the '+' with country
+    /// code); a business-scoped user id goes in `recipient`, the field
+    /// Meta added for BSUIDs (`to` is for phone numbers and wins when both
+    /// are set, so only one is ever written).
+    pub fn new(
+        template: &'a TemplateSpec,
+        to: &'a ContactKey,
+        params: &'a FrozenParams,
+        callback: &'a str,
+    ) -> TemplateMessage<'a> {
+        let (to_field, recipient) = if to.is_user_id() {
+            (None, Some(to.as_str()))
+        } else {
+            (Some(to.as_str()), None)
+        };
+        let mut components = Vec::with_capacity(2 + params.buttons.len());
+        if let Some(header) = params.header.as_ref().and_then(header_component) {
+            components.push(header);
+        }
+        if !params.body.is_empty() {
+            components.push(Component::Body {
+                parameters: params.body.iter().map(body_parameter).collect(),
+            });
+        }
+        components.extend(params.buttons.iter().filter_map(button_component));
+        TemplateMessage {
+            messaging_product: "whatsapp",
+            recipient_type: "individual",
+            to: to_field,
+            recipient,
+            kind: "template",
+            biz_opaque_callback_data: callback,
+            template: Template {
+                name: &template.name,
+                language: Language {
+                    code: &template.language,
+                },
+                components,
+            },
+        }
+    }
+
+    /// The request body as JSON bytes, for [`crate::whatsapp::WhatsAppClient::send_raw`].
+    pub fn to_bytes(&self) -> Bytes {
+        // Cannot fail: every field is a string, an integer or a struct or
+        // sequence of them, and serde_json only fails on maps with
+        // non-string keys (there are none) or on writer errors (a Vec has
+        // none). An empty body would be refused by the server, not sent.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// The request body as a JSON value.
+    pub fn to_value(&self) -> Value {
+        // Cannot fail, for the reasons given in `to_bytes`.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The Cloud API body of a template message to `to`, as a JSON value.
+/// See [`TemplateMessage::new`].
+pub fn template_message(
+    template: &TemplateSpec,
+    to: &ContactKey,
+    params: &FrozenParams,
+    callback: &str,
+) -> Value {
+    TemplateMessage::new(template, to, params, callback).to_value()
+}
+
+/// [`template_message`] serialised straight to bytes, for the send path.
+pub fn template_message_bytes(
+    template: &TemplateSpec,
+    to: &ContactKey,
+    params: &FrozenParams,
+    callback: &str,
+) -> Bytes {
+    TemplateMessage::new(template, to, params, callback).to_bytes()
+}
+
+/// The header component, or `None` when the header has nothing to fill:
+/// a text header without a variable, or (never after spec validation) a
+/// media header with neither id nor link.
+///
+/// A text header's parameter carries no `parameter_name`: the frozen
+/// header keeps only values, so a named-format template whose header has a
+/// variable cannot be expressed yet (Meta wants header and body to use the
+/// same format).
+fn header_component(header: &FrozenHeader) -> Option<Component<'_>> {
+    let parameters = match header.kind {
+        HeaderType::Text => header
+            .text_params
+            .iter()
+            .map(|text| Parameter::Text {
+                parameter_name: None,
+                text,
+            })
+            .collect(),
+        HeaderType::Image | HeaderType::Video | HeaderType::Document => {
+            // Spec validation allows exactly one of media_id and link; the
+            // id wins if both ever arrive, since Meta-hosted media needs no
+            // download from a third party.
+            let media = match (header.media_id.as_deref(), header.link.as_deref()) {
+                (Some(id), _) => Media {
+                    id: Some(id),
+                    link: None,
+                    filename: None,
+                },
+                (None, Some(link)) => Media {
+                    id: None,
+                    link: Some(link),
+                    filename: None,
+                },
+                (None, None) => return None,
+            };
+            vec![match header.kind {
+                HeaderType::Image => Parameter::Image { image: media },
+                HeaderType::Video => Parameter::Video { video: media },
+                _ => Parameter::Document {
+                    document: Media {
+                        filename: header.filename.as_deref(),
+                        ..media
+                    },
+                },
+            }]
+        }
+    };
+    (!parameters.is_empty()).then_some(Component::Header { parameters })
+}
+
+fn body_parameter(param: &FrozenParam) -> Parameter<'_> {
+    let parameter_name = param.name.as_deref();
+    match &param.kind {
+        ParamKind::Text(text) => Parameter::Text {
+            parameter_name,
+            text,
+        },
+        ParamKind::Currency {
+            fallback_value,
+            code,
+            amount_1000,
+        } => Parameter::Currency {
+            parameter_name,
+            currency: Currency {
+                fallback_value,
+                code,
+                amount_1000: *amount_1000,
+            },
+        },
+        ParamKind::DateTime { fallback_value } => Parameter::DateTime {
+            parameter_name,
+            date_time: DateTime { fallback_value },
+        },
+    }
+}
+
+/// A button component, or `None` for a button without a parameter (a
+/// static button needs no component).
+fn button_component(button: &FrozenButton) -> Option<Component<'_>> {
+    if button.params.is_empty() {
+        return None;
+    }
+    let parameters = button
+        .params
+        .iter()
+        .map(|value| match button.sub_type {
+            ButtonSubType::Url => Parameter::Text {
+                parameter_name: None,
+                text: value,
+            },
+            ButtonSubType::QuickReply => Parameter::Payload { payload: value },
+            ButtonSubType::CopyCode => Parameter::CouponCode { coupon_code: value },
+        })
+        .collect();
+    Some(Component::Button {
+        sub_type: button.sub_type.as_str(),
+        index: button.index,
+        parameters,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ParameterFormat;
+
+    fn spec(name: &str, language: &str) -> TemplateSpec {
+        TemplateSpec {
+            name: name.into(),
+            language: language.into(),
+            ..TemplateSpec::default()
+        }
+    }
+
+    fn text(value: &str) -> FrozenParam {
+        FrozenParam {
+            name: None,
+            kind: ParamKind::Text(value.into()),
+        }
+    }
+
+    fn named(name: &str, value: &str) -> FrozenParam {
+        FrozenParam {
+            name: Some(name.into()),
+            kind: ParamKind::Text(value.into()),
+        }
+    }
+
+    fn media_header(kind: HeaderType) -> FrozenHeader {
+        FrozenHeader {
+            kind,
+            media_id: None,
+            link: None,
+            filename: None,
+            text_params: Vec::new(),
+        }
+    }
+
+    fn fixture(json: &str) -> Value {
+        serde_json::from_str(json).expect("fixture is valid JSON")
+    }
+
+    fn phone() -> ContactKey {
+        ContactKey::raw("+5215512345678")
+    }
+
+    #[test]
+    fn positional_body() {
+        let params = FrozenParams {
+            body: vec![text("María"), text("20%")],
+            ..FrozenParams::default()
+        };
+        let got = template_message(
+            &spec("birthday_promo", "es_MX"),
+            &phone(),
+            &params,
+            "bday-2026-11|+5215512345678",
+        );
+        let want = fixture(
+            r#"{
+              "messaging_product": "whatsapp",
+              "recipient_type": "individual",
+              "to": "+5215512345678",
+              "type": "template",
+              "biz_opaque_callback_data": "bday-2026-11|+5215512345678",
+              "template": {
+                "name": "birthday_promo",
+                "language": {"code": "es_MX"},
+                "components": [
+                  {"type": "body", "parameters": [
+                    {"type": "text", "text": "María"},
+                    {"type": "text", "text": "20%"}
+                  ]}
+                ]
+              }
+            }"#,
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn named_body_carries_parameter_names() {
+        let template = TemplateSpec {
+            parameter_format: ParameterFormat::Named,
+            ..spec("order_confirmation", "en_US")
+        };
+        let params = FrozenParams {
+            body: vec![
+                named("customer_name", "Jessica"),
+                named("order_number", "SKBUP2-4CPIG9"),
+            ],
+            ..FrozenParams::default()
+        };
+        let got = template_message(&template, &phone(), &params, "c|+5215512345678");
+        let want = fixture(
+            r#"[{"type": "body", "parameters": [
+                 {"type": "text", "parameter_name": "customer_name", "text": "Jessica"},
+                 {"type": "text", "parameter_name": "order_number", "text": "SKBUP2-4CPIG9"}
+               ]}]"#,
+        );
+        assert_eq!(got["template"]["components"], want);
+    }
+
+    #[test]
+    fn image_header_by_media_id() {
+        let params = FrozenParams {
+            header: Some(FrozenHeader {
+                media_id: Some("1234".into()),
+                ..media_header(HeaderType::Image)
+            }),
+            body: vec![text("María")],
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("promo", "es_MX"), &phone(), &params, "c|x");
+        let want = fixture(
+            r#"[{"type": "header", "parameters": [{"type": "image", "image": {"id": "1234"}}]},
+                {"type": "body", "parameters": [{"type": "text", "text": "María"}]}]"#,
+        );
+        assert_eq!(got["template"]["components"], want);
+    }
+
+    #[test]
+    fn document_header_by_link_with_filename() {
+        let params = FrozenParams {
+            header: Some(FrozenHeader {
+                link: Some("https://example.com/invoice-77.pdf".into()),
+                filename: Some("Factura 77.pdf".into()),
+                ..media_header(HeaderType::Document)
+            }),
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("invoice", "es"), &phone(), &params, "c|x");
+        let want = fixture(
+            r#"[{"type": "header", "parameters": [{"type": "document", "document": {
+                   "link": "https://example.com/invoice-77.pdf", "filename": "Factura 77.pdf"}}]}]"#,
+        );
+        assert_eq!(got["template"]["components"], want);
+    }
+
+    #[test]
+    fn video_and_text_headers() {
+        let video = FrozenParams {
+            header: Some(FrozenHeader {
+                link: Some("https://example.com/clip.mp4".into()),
+                ..media_header(HeaderType::Video)
+            }),
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("clip", "en"), &phone(), &video, "c|x");
+        assert_eq!(
+            got["template"]["components"],
+            fixture(
+                r#"[{"type": "header", "parameters": [{"type": "video",
+                       "video": {"link": "https://example.com/clip.mp4"}}]}]"#
+            )
+        );
+
+        let text_header = FrozenParams {
+            header: Some(FrozenHeader {
+                text_params: vec!["Black Friday".into()],
+                ..media_header(HeaderType::Text)
+            }),
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("sale", "en"), &phone(), &text_header, "c|x");
+        assert_eq!(
+            got["template"]["components"],
+            fixture(
+                r#"[{"type": "header", "parameters": [{"type": "text", "text": "Black Friday"}]}]"#
+            )
+        );
+    }
+
+    #[test]
+    fn url_button() {
+        let params = FrozenParams {
+            buttons: vec![FrozenButton {
+                sub_type: ButtonSubType::Url,
+                index: 0,
+                params: vec!["MARIA20".into()],
+            }],
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("promo", "es_MX"), &phone(), &params, "c|x");
+        let want = fixture(
+            r#"[{"type": "button", "sub_type": "url", "index": "0",
+                 "parameters": [{"type": "text", "text": "MARIA20"}]}]"#,
+        );
+        assert_eq!(got["template"]["components"], want);
+    }
+
+    #[test]
+    fn quick_reply_button() {
+        let params = FrozenParams {
+            buttons: vec![FrozenButton {
+                sub_type: ButtonSubType::QuickReply,
+                index: 1,
+                params: vec!["stop-promos".into()],
+            }],
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("promo", "es_MX"), &phone(), &params, "c|x");
+        let want = fixture(
+            r#"[{"type": "button", "sub_type": "quick_reply", "index": "1",
+                 "parameters": [{"type": "payload", "payload": "stop-promos"}]}]"#,
+        );
+        assert_eq!(got["template"]["components"], want);
+    }
+
+    #[test]
+    fn copy_code_button() {
+        let params = FrozenParams {
+            buttons: vec![FrozenButton {
+                sub_type: ButtonSubType::CopyCode,
+                index: 2,
+                params: vec!["SAVE25".into()],
+            }],
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("promo", "es_MX"), &phone(), &params, "c|x");
+        let want = fixture(
+            r#"[{"type": "button", "sub_type": "copy_code", "index": "2",
+                 "parameters": [{"type": "coupon_code", "coupon_code": "SAVE25"}]}]"#,
+        );
+        assert_eq!(got["template"]["components"], want);
+    }
+
+    #[test]
+    fn currency_and_date_time() {
+        let params = FrozenParams {
+            body: vec![
+                FrozenParam {
+                    name: None,
+                    kind: ParamKind::Currency {
+                        fallback_value: "$100.99".into(),
+                        code: "USD".into(),
+                        amount_1000: 100_990,
+                    },
+                },
+                FrozenParam {
+                    name: Some("due_date".into()),
+                    kind: ParamKind::DateTime {
+                        fallback_value: "February 25, 1977".into(),
+                    },
+                },
+            ],
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("bill", "en_US"), &phone(), &params, "c|x");
+        let want = fixture(
+            r#"[{"type": "body", "parameters": [
+                 {"type": "currency", "currency": {
+                    "fallback_value": "$100.99", "code": "USD", "amount_1000": 100990}},
+                 {"type": "date_time", "parameter_name": "due_date",
+                  "date_time": {"fallback_value": "February 25, 1977"}}
+               ]}]"#,
+        );
+        assert_eq!(got["template"]["components"], want);
+    }
+
+    #[test]
+    fn everything_in_template_order() {
+        let params = FrozenParams {
+            header: Some(FrozenHeader {
+                media_id: Some("1234".into()),
+                ..media_header(HeaderType::Image)
+            }),
+            body: vec![text("María")],
+            buttons: vec![
+                FrozenButton {
+                    sub_type: ButtonSubType::Url,
+                    index: 0,
+                    params: vec!["MARIA20".into()],
+                },
+                FrozenButton {
+                    sub_type: ButtonSubType::QuickReply,
+                    index: 1,
+                    params: vec!["more".into()],
+                },
+            ],
+        };
+        let got = template_message(&spec("promo", "es_MX"), &phone(), &params, "c|x");
+        let types: Vec<&str> = got["template"]["components"]
+            .as_array()
+            .expect("components")
+            .iter()
+            .map(|c| c["type"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(types, ["header", "body", "button", "button"]);
+    }
+
+    #[test]
+    fn empty_components_are_left_out() {
+        // No variables at all: no `components` key.
+        let got = template_message(
+            &spec("hello_world", "en_US"),
+            &phone(),
+            &FrozenParams::default(),
+            "c|x",
+        );
+        assert!(got["template"].get("components").is_none(), "{got}");
+
+        // A text header without a variable, a media header without media
+        // and a button without a parameter add nothing either.
+        let params = FrozenParams {
+            header: Some(media_header(HeaderType::Text)),
+            body: vec![text("x")],
+            buttons: vec![FrozenButton {
+                sub_type: ButtonSubType::QuickReply,
+                index: 0,
+                params: Vec::new(),
+            }],
+        };
+        let got = template_message(&spec("t", "en"), &phone(), &params, "c|x");
+        assert_eq!(
+            got["template"]["components"].as_array().map(Vec::len),
+            Some(1)
+        );
+        let params = FrozenParams {
+            header: Some(media_header(HeaderType::Image)),
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("t", "en"), &phone(), &params, "c|x");
+        assert!(got["template"].get("components").is_none(), "{got}");
+    }
+
+    #[test]
+    fn bsuid_recipient_goes_in_recipient_not_to() {
+        let user = ContactKey::raw("US.13491208655302741918");
+        assert!(user.is_user_id());
+        let callback = callback_data("bday-2026-11", &user);
+        let params = FrozenParams {
+            body: vec![text("María")],
+            ..FrozenParams::default()
+        };
+        let got = template_message(&spec("promo", "es_MX"), &user, &params, &callback);
+        let want = fixture(
+            r#"{
+              "messaging_product": "whatsapp",
+              "recipient_type": "individual",
+              "recipient": "US.13491208655302741918",
+              "type": "template",
+              "biz_opaque_callback_data": "bday-2026-11|US.13491208655302741918",
+              "template": {
+                "name": "promo",
+                "language": {"code": "es_MX"},
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": "María"}]}]
+              }
+            }"#,
+        );
+        assert_eq!(got, want);
+        assert!(got.get("to").is_none());
+    }
+
+    #[test]
+    fn bytes_and_value_are_the_same_message() {
+        let params = FrozenParams {
+            body: vec![text("Ana \"la\" <b>"), named("n", "x\ny")],
+            ..FrozenParams::default()
+        };
+        let template = spec("promo", "es_MX");
+        let bytes = template_message_bytes(&template, &phone(), &params, "c|+5215512345678");
+        let parsed: Value = serde_json::from_slice(&bytes).expect("valid JSON");
+        assert_eq!(
+            parsed,
+            template_message(&template, &phone(), &params, "c|+5215512345678")
+        );
+    }
+
+    #[test]
+    fn callback_round_trip() {
+        for contact in ["+5215512345678", "US.13491208655302741918"] {
+            let key = ContactKey::raw(contact);
+            let data = callback_data("bday-2026-11", &key);
+            assert_eq!(data, format!("bday-2026-11|{contact}"));
+            assert_eq!(
+                parse_callback_data(&data),
+                Some(("bday-2026-11".to_string(), key))
+            );
+        }
+        // Only the first '|' separates.
+        assert_eq!(
+            parse_callback_data("c1|a|b"),
+            Some(("c1".to_string(), ContactKey::raw("a|b")))
+        );
+    }
+
+    #[test]
+    fn foreign_callback_data_is_not_ours() {
+        for data in [
+            "",
+            "|",
+            "no-separator",
+            "|+5215512345678",
+            "campaign|",
+            "{\"a\":1}",
+        ] {
+            assert_eq!(parse_callback_data(data), None, "{data:?}");
+        }
+    }
+}
