@@ -42,6 +42,25 @@ enum Command {
         #[command(subcommand)]
         command: AudienceCommand,
     },
+    /// Run the WhatsApp Cloud API simulator (dry runs and load tests).
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        listen: std::net::SocketAddr,
+        /// Where to post signed status and reply webhooks (the daemon's /webhook).
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// App secret that signs webhooks (X-Hub-Signature-256).
+        #[arg(long, env = "WADISPATCH_APP_SECRET", default_value = "sandbox-app-secret", hide_env_values = true)]
+        app_secret: String,
+        /// Messages per second accepted per phone_number_id (error 130429 above).
+        #[arg(long)]
+        per_number_mps: Option<f64>,
+        /// TOML file with every sandbox setting (failure rules, shares, latency);
+        /// flags given on the command line override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the whole pipeline on embedded defaults with the example campaigns.
     Demo {
         /// Keep the demo's store in this directory (default: a temporary one).
@@ -91,6 +110,13 @@ pub fn main() -> ExitCode {
                     file,
                 },
         } => audience_import(&campaign, brokers, &config, dry_run, &file),
+        Command::Sandbox {
+            listen,
+            webhook_url,
+            app_secret,
+            per_number_mps,
+            config,
+        } => sandbox(listen, webhook_url, app_secret, per_number_mps, config),
         Command::Demo { data_dir } => crate::demo::run(crate::demo::DemoOptions { data_dir }),
     };
     match result {
@@ -159,4 +185,36 @@ fn audience_import(
         config.kafka.topics.audience
     );
     Ok(())
+}
+
+fn sandbox(
+    listen: std::net::SocketAddr,
+    webhook_url: Option<String>,
+    app_secret: String,
+    per_number_mps: Option<f64>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut cfg = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            toml::from_str::<crate::sandbox::SandboxConfig>(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => crate::sandbox::SandboxConfig::default(),
+    };
+    cfg.listen = listen;
+    if webhook_url.is_some() {
+        cfg.webhook_url = webhook_url;
+    }
+    cfg.app_secret = app_secret;
+    if let Some(mps) = per_number_mps {
+        cfg.per_number_mps = mps;
+    }
+    crate::app::init_logging(crate::config::LogFormat::Pretty, "info");
+    eprintln!(
+        "sandbox listening on http://{} (POST /{{version}}/{{phone_number_id}}/messages, GET /sandbox/stats)",
+        cfg.listen
+    );
+    crate::sandbox::run_blocking(cfg).map_err(|e| anyhow::anyhow!("sandbox on {listen}: {e}"))
 }
