@@ -155,6 +155,33 @@ impl Pipeline {
     }
 }
 
+/// The webhook processor of a daemon: store, events producer, catalog.
+pub fn webhook_processor(
+    config: &Config,
+    store: Arc<dyn Store>,
+    catalog: crate::ingest::catalog::CampaignCatalog,
+) -> anyhow::Result<Arc<crate::webhook::WebhookProcessor>> {
+    let events = crate::events::EventsProducer::new(
+        &config.kafka.brokers,
+        &config.kafka.topics.events,
+        &kafka_extra(config),
+    )?;
+    let w = &config.whatsapp;
+    if w.app_secret.is_none() {
+        tracing::warn!("whatsapp.app_secret is not set (WADISPATCH_APP_SECRET): every webhook POST is refused with 401");
+    }
+    Ok(Arc::new(crate::webhook::WebhookProcessor::new(
+        store,
+        Some(events),
+        catalog,
+        crate::webhook::WebhookSettings {
+            app_secret: w.app_secret.as_ref().map(|s| s.expose().to_string()),
+            verify_token: w.verify_token.as_ref().map(|s| s.expose().to_string()),
+            opt_out_keywords: w.opt_out_keywords.clone(),
+        },
+    )))
+}
+
 /// `wadispatch run`: the daemon until SIGINT or SIGTERM.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
@@ -165,9 +192,15 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let store = open_store(&config)?;
-        let pipeline = Pipeline::start(&config, store).await?;
-        tracing::info!(config = %config_path.display(), "wadispatch running");
+        let pipeline = Pipeline::start(&config, store.clone()).await?;
+        let processor = webhook_processor(&config, store, pipeline.catalog.clone())?;
+        let (server, _) = crate::webhook::serve(processor, &config.http.listen, 2)
+            .with_context(|| format!("listening for webhooks on {} (http.listen)", config.http.listen))?;
+        let server_handle = server.handle();
+        tokio::spawn(server);
+        tracing::info!(config = %config_path.display(), webhooks = %config.http.listen, "wadispatch running");
         wait_for_termination().await?;
+        server_handle.stop(true).await;
         let timeout = Duration::from_secs(config.kafka.shutdown_timeout_secs);
         tracing::info!(timeout_secs = timeout.as_secs(), "shutting down");
         if !pipeline.shutdown(timeout).await {

@@ -51,7 +51,12 @@ enum Command {
         #[arg(long)]
         webhook_url: Option<String>,
         /// App secret that signs webhooks (X-Hub-Signature-256).
-        #[arg(long, env = "WADISPATCH_APP_SECRET", default_value = "sandbox-app-secret", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "WADISPATCH_APP_SECRET",
+            default_value = "sandbox-app-secret",
+            hide_env_values = true
+        )]
         app_secret: String,
         /// Messages per second accepted per phone_number_id (error 130429 above).
         #[arg(long)]

@@ -16,6 +16,8 @@
 //! - [`whatsapp`]: Cloud API payloads and the HTTP client (error classes).
 //! - [`sandbox`]: a WhatsApp Cloud API simulator for demos, tests and load
 //!   tests (stand-alone: depends on nothing else in the crate).
+//! - [`webhook`]: Meta's webhooks: signature, statuses, replies, opt-outs.
+//! - [`events`]: the `wa.events` producer for downstream consumers.
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`cli`]: the command line.
 
@@ -24,10 +26,12 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod report;
 pub mod sandbox;
 pub mod store;
+pub mod webhook;
 pub mod whatsapp;

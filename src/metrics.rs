@@ -29,6 +29,8 @@ pub struct Metrics {
     pub kafka_consumer_lag: IntGaugeVec,
     pub store_operation_duration: HistogramVec,
     pub webhook_requests: IntCounterVec,
+    pub webhook_statuses: IntCounterVec,
+    pub webhook_duration: prometheus::Histogram,
     pub config_reloads: IntCounterVec,
     pub ingest_paused_partitions: IntGaugeVec,
 }
@@ -171,6 +173,24 @@ impl Metrics {
                 "Webhook requests by result (ok, bad_signature, bad_request, error, verified, forbidden).",
                 &["result"],
             ),
+            webhook_statuses: counter(
+                &r,
+                "wadispatch_webhook_statuses_total",
+                "Webhook statuses by result (applied, duplicate, parked, uncorrelated, unknown_contact).",
+                &["result"],
+            ),
+            webhook_duration: {
+                let h = prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "wadispatch_webhook_duration_seconds",
+                        "Time to apply one webhook POST durably (Meta expects well under 1 s).",
+                    )
+                    .buckets(exponential_buckets(0.0001, 2.0, 15).expect("buckets")),
+                )
+                .expect("metric definition");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
             config_reloads: counter(
                 &r,
                 "wadispatch_config_reloads_total",
@@ -255,4 +275,41 @@ pub fn paused_partitions(topic: &str, n: usize) {
         .ingest_paused_partitions
         .with_label_values(&[topic])
         .set(n as i64);
+}
+
+pub fn webhook_request(result: &str) {
+    metrics()
+        .webhook_requests
+        .with_label_values(&[result])
+        .inc();
+}
+
+pub fn webhook_status(result: &str) {
+    metrics()
+        .webhook_statuses
+        .with_label_values(&[result])
+        .inc();
+}
+
+pub fn webhook_duration(seconds: f64) {
+    metrics().webhook_duration.observe(seconds);
+}
+
+/// A contact reached a funnel stage (only stages of the funnel count).
+pub fn funnel(campaign: &str, stage: crate::domain::DispatchState) {
+    use crate::domain::DispatchState::*;
+    if matches!(stage, Sent | Delivered | Read | Replied | Failed) {
+        metrics()
+            .funnel
+            .with_label_values(&[campaign, stage.as_str()])
+            .inc();
+    }
+}
+
+pub fn failure(campaign: &str, class: &str, code: Option<i64>) {
+    let code = code.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
+    metrics()
+        .failures
+        .with_label_values(&[campaign, class, &code])
+        .inc();
 }

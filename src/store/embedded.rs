@@ -14,6 +14,7 @@
 //! - `cursors`:    campaign 0 shard(be32) → seq(be64)
 //! - `contacts`:   contact → ContactRecord (JSON)
 //! - `wamids`:     wamid → WamidEntry (JSON)
+//! - `parked`:     wamid → [StatusUpdate] (JSON): statuses that overtook their wamid
 
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -65,6 +66,7 @@ struct Inner {
     cursors: Keyspace,
     contacts: Keyspace,
     wamids: Keyspace,
+    parked: Keyspace,
     stripes: Vec<Mutex<()>>,
     /// Serialises staging batches (their existence checks and the batch write).
     staging: Mutex<()>,
@@ -152,6 +154,7 @@ impl EmbeddedStore {
             cursors: ks("cursors")?,
             contacts: ks("contacts")?,
             wamids: ks("wamids")?,
+            parked: ks("parked")?,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
             db,
@@ -312,6 +315,21 @@ impl Inner {
                     created_at: at,
                 };
                 batch.insert(&self.wamids, wamid.as_bytes().to_vec(), encode(&entry)?);
+                // Statuses that arrived before this answer was written.
+                if let Some(parked) =
+                    self.get_json::<Vec<StatusUpdate>>(&self.parked, wamid.as_bytes())?
+                {
+                    for update in &parked {
+                        record.apply_status(update);
+                    }
+                    batch.remove(&self.parked, wamid.as_bytes().to_vec());
+                }
+                let ckey = contact.as_str().as_bytes();
+                let mut c: ContactRecord = self.get_json(&self.contacts, ckey)?.unwrap_or_default();
+                if c.last_campaign.as_deref() != Some(campaign) {
+                    c.last_campaign = Some(campaign.to_string());
+                    batch.insert(&self.contacts, ckey.to_vec(), encode(&c)?);
+                }
             }
             Outcome::Retry { .. } | Outcome::Deferred { .. } => {
                 batch.insert(
@@ -324,6 +342,52 @@ impl Inner {
         }
         batch.insert(&self.dispatches, key, encode(&record)?);
         batch.commit().map_err(io_err)
+    }
+
+    fn apply_status(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        update: &StatusUpdate,
+    ) -> StoreResult<StatusApplied> {
+        let _guard = self.stripe(contact);
+        let key = dispatch_key(campaign, contact);
+        let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
+            return Ok(StatusApplied::Missing);
+        };
+        let Some((from, to)) = record.apply_status(update) else {
+            return Ok(StatusApplied::Unchanged {
+                state: record.state,
+            });
+        };
+        let mut batch = self.batch();
+        if to == DispatchState::Deferred {
+            batch.insert(
+                &self.pending,
+                pending_key(campaign, record.shard, record.seq),
+                contact.as_str().as_bytes().to_vec(),
+            );
+        }
+        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.commit().map_err(io_err)?;
+        Ok(StatusApplied::Changed {
+            from,
+            to,
+            record: Box::new(record),
+        })
+    }
+
+    fn park_status(&self, wamid: &str, update: &StatusUpdate) -> StoreResult<()> {
+        // Parking is keyed by wamid; the stripe of the wamid string is enough
+        // to serialise concurrent parks of the same message.
+        let _guard = self.stripe(&ContactKey::raw(wamid));
+        let mut parked: Vec<StatusUpdate> = self
+            .get_json(&self.parked, wamid.as_bytes())?
+            .unwrap_or_default();
+        if !parked.contains(update) {
+            parked.push(update.clone());
+        }
+        self.put_json(&self.parked, wamid.as_bytes(), &parked)
     }
 
     fn exclude(
@@ -658,5 +722,35 @@ impl Store for EmbeddedStore {
         let key = wamid.as_bytes().to_vec();
         self.blocking(move |inner| inner.get_json(&inner.wamids, &key))
             .await
+    }
+
+    async fn apply_status(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        update: &StatusUpdate,
+    ) -> StoreResult<StatusApplied> {
+        let (campaign, contact, update) = (campaign.to_string(), contact.clone(), update.clone());
+        self.blocking(move |inner| inner.apply_status(&campaign, &contact, &update))
+            .await
+    }
+
+    async fn park_status(&self, wamid: &str, update: &StatusUpdate) -> StoreResult<()> {
+        let (wamid, update) = (wamid.to_string(), update.clone());
+        self.blocking(move |inner| inner.park_status(&wamid, &update))
+            .await
+    }
+
+    async fn mark_undeliverable(&self, contact: &ContactKey, at: DateTime<Utc>) -> StoreResult<()> {
+        let contact = contact.clone();
+        self.blocking(move |inner| {
+            let _guard = inner.stripe(&contact);
+            let key = contact.as_str().as_bytes();
+            let mut record: ContactRecord =
+                inner.get_json(&inner.contacts, key)?.unwrap_or_default();
+            record.undeliverable_at = Some(at);
+            inner.put_json(&inner.contacts, key, &record)
+        })
+        .await
     }
 }

@@ -122,4 +122,17 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn lookup_wamid(&self, wamid: &str) -> StoreResult<Option<WamidEntry>>;
+    /// Applies a webhook status (monotonic, idempotent under redelivery).
+    /// A deferral re-queues the contact.
+    async fn apply_status(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        update: &StatusUpdate,
+    ) -> StoreResult<StatusApplied>;
+    /// Keeps a status whose wamid is not indexed yet (it overtook the API
+    /// answer); it is applied when the wamid is recorded.
+    async fn park_status(&self, wamid: &str, update: &StatusUpdate) -> StoreResult<()>;
+    /// Records that Meta could not deliver to this contact (131026).
+    async fn mark_undeliverable(&self, contact: &ContactKey, at: DateTime<Utc>) -> StoreResult<()>;
 }

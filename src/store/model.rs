@@ -124,7 +124,11 @@ impl DispatchRecord {
     pub fn apply_outcome(&mut self, outcome: &Outcome, at: DateTime<Utc>) {
         match outcome {
             Outcome::Accepted { wamid } => {
-                self.state = DispatchState::Accepted;
+                // A status webhook may have overtaken the API answer and
+                // already moved the row past `accepted`: keep the later state.
+                if self.state.delivery_rank() <= DispatchState::Accepted.delivery_rank() {
+                    self.state = DispatchState::Accepted;
+                }
                 self.wamid = Some(wamid.clone());
                 self.times.accepted = Some(at);
                 self.deferred_until = None;
@@ -163,6 +167,85 @@ impl DispatchRecord {
             }
         }
     }
+}
+
+impl DispatchRecord {
+    /// Applies a webhook status under the monotonic rule (`sent < delivered <
+    /// read < replied`; redelivered or late statuses change nothing). Returns
+    /// the (from, to) transition when the row changed.
+    pub fn apply_status(
+        &mut self,
+        update: &StatusUpdate,
+    ) -> Option<(DispatchState, DispatchState)> {
+        let from = self.state;
+        if let Some(until) = update.defer_until {
+            // 131049 (Meta's per-user marketing limit): one more try after
+            // the delay, only if this was the first attempt.
+            if self.attempts < 2
+                && matches!(
+                    from,
+                    DispatchState::Claimed
+                        | DispatchState::Unknown
+                        | DispatchState::Accepted
+                        | DispatchState::Sent
+                )
+            {
+                self.state = DispatchState::Deferred;
+                self.deferred_until = Some(until);
+                self.error_code = update.error_code;
+                self.error_class = update.error_class.clone();
+                self.error_message = update.error_message.clone();
+                self.owner = None;
+                return Some((from, DispatchState::Deferred));
+            }
+        }
+        let to = from.advance(update.state)?;
+        self.state = to;
+        if self.wamid.is_none() {
+            self.wamid = update.wamid.clone();
+        }
+        let at = Some(update.at);
+        match to {
+            DispatchState::Sent => self.times.sent = at,
+            DispatchState::Delivered => self.times.delivered = at,
+            DispatchState::Read => self.times.read = at,
+            DispatchState::Replied => self.times.replied = at,
+            DispatchState::Failed => {
+                self.times.failed = at;
+                self.error_code = update.error_code;
+                self.error_class = update.error_class.clone();
+                self.error_message = update.error_message.clone();
+            }
+            _ => {}
+        }
+        Some((from, to))
+    }
+}
+
+/// A status learned from a webhook (or a reply, as `Replied`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusUpdate {
+    pub state: DispatchState,
+    pub at: DateTime<Utc>,
+    pub wamid: Option<String>,
+    pub error_code: Option<i64>,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    /// Set for a failure that is retried later (131049).
+    pub defer_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusApplied {
+    Changed {
+        from: DispatchState,
+        to: DispatchState,
+        record: Box<DispatchRecord>,
+    },
+    /// Already at or past this status (redelivery, out of order).
+    Unchanged { state: DispatchState },
+    /// No such (campaign, contact).
+    Missing,
 }
 
 /// An entry of the pending queue of one (campaign, shard).
@@ -230,6 +313,13 @@ pub struct ContactRecord {
     pub engaged_campaign: Option<String>,
     pub opted_out: bool,
     pub opted_out_at: Option<DateTime<Utc>>,
+    /// Campaign of the last message accepted for this contact: replies
+    /// without a `context.id` are attributed to it.
+    #[serde(default)]
+    pub last_campaign: Option<String>,
+    /// Set when Meta reported 131026 for this contact.
+    #[serde(default)]
+    pub undeliverable_at: Option<DateTime<Utc>>,
 }
 
 /// `wamids (wamid) → campaign_id, contact`.

@@ -1,0 +1,174 @@
+//! `wa.events`: what downstream consumers (AI agents, bots, analytics) learn.
+//!
+//! JSON events keyed by contact id. Each publish waits for the broker's
+//! acknowledgement, so a webhook is answered 200 only once its events are
+//! durable in Kafka too; Meta redelivers otherwise, and consumers must
+//! de-duplicate by `message_id` / (`wamid`, `status`) (at-least-once).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+
+use crate::ingest::client_config;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A delivery status of a campaign message.
+    Status {
+        campaign_id: String,
+        contact: String,
+        status: String,
+        wamid: Option<String>,
+        timestamp: DateTime<Utc>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<EventError>,
+    },
+    /// A customer's message, attributed to the campaign it answers.
+    Reply {
+        campaign_id: Option<String>,
+        contact: String,
+        /// From the campaign's `reply_routing.agent`.
+        agent: Option<String>,
+        tags: Vec<String>,
+        message_id: String,
+        /// The campaign message it answers (`context.id`), if any.
+        in_reply_to: Option<String>,
+        kind: String,
+        text: Option<String>,
+        payload: Option<String>,
+        timestamp: DateTime<Utc>,
+    },
+    /// The contact opted out of (or back into) marketing messages.
+    OptOut {
+        contact: String,
+        opted_out: bool,
+        /// `keyword`, `user_preferences` or `error_131050`.
+        source: String,
+        campaign_id: Option<String>,
+        timestamp: DateTime<Utc>,
+    },
+    /// A contact that will not be sent, with its reason.
+    Excluded {
+        campaign_id: String,
+        contact: String,
+        reason: String,
+        timestamp: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EventError {
+    pub code: Option<i64>,
+    pub class: Option<String>,
+    pub message: Option<String>,
+}
+
+impl Event {
+    pub fn contact(&self) -> &str {
+        match self {
+            Event::Status { contact, .. }
+            | Event::Reply { contact, .. }
+            | Event::OptOut { contact, .. }
+            | Event::Excluded { contact, .. } => contact,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot publish to {topic}: {message}")]
+pub struct PublishError {
+    pub topic: String,
+    pub message: String,
+}
+
+#[derive(Clone)]
+pub struct EventsProducer {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl EventsProducer {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        extra: &[(String, String)],
+    ) -> Result<Self, PublishError> {
+        let mut cfg = client_config(brokers, extra);
+        cfg.set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "10000");
+        let producer = cfg.create().map_err(|e| PublishError {
+            topic: topic.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(EventsProducer {
+            producer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Publishes the events and waits for every acknowledgement.
+    pub async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
+        let payloads: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .map(|e| Ok((e.contact().to_string(), serde_json::to_vec(e)?)))
+            .collect::<Result<_, serde_json::Error>>()
+            .map_err(|e| PublishError {
+                topic: self.topic.clone(),
+                message: e.to_string(),
+            })?;
+        let sends = payloads.iter().map(|(key, payload)| {
+            self.producer.send(
+                FutureRecord::to(&self.topic).key(key).payload(payload),
+                Duration::from_secs(10),
+            )
+        });
+        for result in futures::future::join_all(sends).await {
+            if let Err((e, _)) = result {
+                return Err(PublishError {
+                    topic: self.topic.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_with_their_type() {
+        let at = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let e = Event::OptOut {
+            contact: "+525512345678".into(),
+            opted_out: true,
+            source: "keyword".into(),
+            campaign_id: Some("bday".into()),
+            timestamp: at,
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "opt_out");
+        assert_eq!(v["contact"], "+525512345678");
+        assert_eq!(v["source"], "keyword");
+        let s = Event::Status {
+            campaign_id: "bday".into(),
+            contact: "+525512345678".into(),
+            status: "delivered".into(),
+            wamid: Some("wamid.X".into()),
+            timestamp: at,
+            error: None,
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["type"], "status");
+        assert!(v.get("error").is_none(), "no error key without an error");
+    }
+}

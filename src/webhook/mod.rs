@@ -1,0 +1,509 @@
+//! The webhook receiver: Meta's delivery statuses and customer messages.
+//!
+//! `GET /webhook` answers Meta's subscription handshake. `POST /webhook`
+//! checks `X-Hub-Signature-256` over the raw body before anything is parsed
+//! (401 and no change otherwise), then applies statuses monotonically,
+//! attributes replies to campaigns, records opt-outs and publishes events.
+//! It answers 200 only once every change is durable in the store and every
+//! event is acknowledged by Kafka: on any failure Meta redelivers, and
+//! applying the same webhook twice changes nothing.
+//!
+//! [`WebhookProcessor`] holds the logic and is usable without HTTP (tests,
+//! benchmarks); the actix handlers are thin glue.
+
+pub mod payload;
+pub mod signature;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+
+use crate::domain::{classify_code, ContactKey, DispatchState, ErrorClass};
+use crate::events::{Event, EventError, EventsProducer};
+use crate::ingest::catalog::CampaignCatalog;
+use crate::metrics;
+use crate::store::{StatusApplied, StatusUpdate, Store, StoreError};
+use crate::whatsapp::payload::parse_callback_data;
+use payload::{parse_timestamp, Envelope, Inbound, Status, UserPreference};
+
+/// Meta's retry for 131049 (per-user marketing limit): try again a day later.
+const DEFERRAL: i64 = 24 * 3600;
+
+/// Largest webhook body accepted. Meta batches up to a few hundred changes
+/// per POST; 1 MiB leaves ample room and bounds what a bad client can send.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct WebhookSettings {
+    pub app_secret: Option<String>,
+    pub verify_token: Option<String>,
+    /// Whole-message keywords that opt a contact out (compared uppercase).
+    pub opt_out_keywords: Vec<String>,
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("app_secret", &self.app_secret.as_ref().map(|_| "***"))
+            .field("verify_token", &self.verify_token.as_ref().map(|_| "***"))
+            .field("opt_out_keywords", &self.opt_out_keywords)
+            .finish()
+    }
+}
+
+/// What a POST gets back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Missing or wrong signature: 401, nothing changed.
+    Unauthorized,
+    /// Signed but not a webhook: 400.
+    BadRequest(String),
+    /// Our side failed (store or Kafka): 500, Meta redelivers.
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] crate::events::PublishError),
+}
+
+pub struct WebhookProcessor {
+    store: Arc<dyn Store>,
+    events: Option<EventsProducer>,
+    catalog: CampaignCatalog,
+    settings: WebhookSettings,
+}
+
+impl WebhookProcessor {
+    pub fn new(
+        store: Arc<dyn Store>,
+        events: Option<EventsProducer>,
+        catalog: CampaignCatalog,
+        mut settings: WebhookSettings,
+    ) -> Self {
+        settings.opt_out_keywords = settings
+            .opt_out_keywords
+            .iter()
+            .map(|k| k.trim().to_uppercase())
+            .collect();
+        WebhookProcessor {
+            store,
+            events,
+            catalog,
+            settings,
+        }
+    }
+
+    /// Meta's subscription handshake.
+    pub fn verify_subscription(
+        &self,
+        mode: Option<&str>,
+        token: Option<&str>,
+        challenge: Option<&str>,
+    ) -> Option<String> {
+        let expected = self.settings.verify_token.as_deref()?;
+        let token = token?;
+        let same = token.len() == expected.len()
+            && subtle::ConstantTimeEq::ct_eq(token.as_bytes(), expected.as_bytes()).into();
+        (mode == Some("subscribe") && same).then(|| challenge.unwrap_or_default().to_string())
+    }
+
+    /// Verifies, parses and applies one POST body.
+    pub async fn handle(&self, body: &[u8], signature: Option<&str>) -> Verdict {
+        let Some(secret) = self.settings.app_secret.as_deref() else {
+            tracing::error!(
+                "webhook refused: whatsapp.app_secret is not set (WADISPATCH_APP_SECRET)"
+            );
+            return Verdict::Unauthorized;
+        };
+        if !signature::verify(secret.as_bytes(), body, signature) {
+            metrics::webhook_request("bad_signature");
+            return Verdict::Unauthorized;
+        }
+        let envelope: Envelope = match serde_json::from_slice(body) {
+            Ok(e) => e,
+            Err(e) => {
+                metrics::webhook_request("bad_request");
+                return Verdict::BadRequest(format!("not a webhook body: {e}"));
+            }
+        };
+        if envelope.object.as_deref() != Some("whatsapp_business_account") {
+            metrics::webhook_request("bad_request");
+            return Verdict::BadRequest(format!(
+                "object {:?} is not whatsapp_business_account",
+                envelope.object.as_deref().unwrap_or("(missing)")
+            ));
+        }
+        match self.apply(envelope).await {
+            Ok(()) => {
+                metrics::webhook_request("ok");
+                Verdict::Ok
+            }
+            Err(e) => {
+                metrics::webhook_request("error");
+                tracing::error!(error = %e, "webhook not applied; answering 500 so that Meta redelivers it");
+                Verdict::Failed(e.to_string())
+            }
+        }
+    }
+
+    async fn apply(&self, envelope: Envelope) -> Result<(), ProcessError> {
+        let mut work = Vec::new();
+        for entry in &envelope.entry {
+            for change in &entry.changes {
+                let v = &change.value;
+                for s in &v.statuses {
+                    work.push(futures::future::Either::Left(self.status(s)));
+                }
+                for m in &v.messages {
+                    work.push(futures::future::Either::Right(
+                        futures::future::Either::Left(self.inbound(m)),
+                    ));
+                }
+                for p in &v.user_preferences {
+                    work.push(futures::future::Either::Right(
+                        futures::future::Either::Right(self.preference(p)),
+                    ));
+                }
+            }
+        }
+        let mut events = Vec::new();
+        for result in futures::future::join_all(work).await {
+            events.extend(result?);
+        }
+        if let (Some(producer), false) = (&self.events, events.is_empty()) {
+            producer.publish(&events).await?;
+        }
+        Ok(())
+    }
+
+    /// Resolves the (campaign, contact) of a message we sent.
+    async fn correlate(
+        &self,
+        wamid: Option<&str>,
+        callback: Option<&str>,
+    ) -> Result<Option<(String, ContactKey)>, StoreError> {
+        if let Some(w) = wamid {
+            if let Some(entry) = self.store.lookup_wamid(w).await? {
+                return Ok(Some((entry.campaign_id, entry.contact)));
+            }
+        }
+        Ok(callback.and_then(parse_callback_data))
+    }
+
+    async fn status(&self, s: &Status) -> Result<Vec<Event>, ProcessError> {
+        let state = match s.status.as_deref() {
+            Some("sent") => DispatchState::Sent,
+            Some("delivered") => DispatchState::Delivered,
+            Some("read") => DispatchState::Read,
+            Some("failed") => DispatchState::Failed,
+            // deleted, warning, played …: not part of the funnel.
+            _ => return Ok(Vec::new()),
+        };
+        let at = parse_timestamp(s.timestamp.as_deref());
+        let error = s.errors.first();
+        let code = error.and_then(|e| e.code);
+        let class = code.map(classify_code);
+        let message = error.map(|e| {
+            e.error_data
+                .as_ref()
+                .and_then(|d| d.details.clone())
+                .or_else(|| e.message.clone())
+                .or_else(|| e.title.clone())
+                .unwrap_or_else(|| {
+                    code.map(crate::domain::describe_code)
+                        .unwrap_or("failed")
+                        .to_string()
+                })
+        });
+        let update = StatusUpdate {
+            state,
+            at,
+            wamid: s.id.clone(),
+            error_code: code,
+            error_class: class.map(|c| c.as_str().to_string()),
+            error_message: message.clone(),
+            defer_until: (state == DispatchState::Failed && class == Some(ErrorClass::Deferred))
+                .then(|| at + Duration::seconds(DEFERRAL)),
+        };
+        let Some((campaign, contact)) = self
+            .correlate(s.id.as_deref(), s.biz_opaque_callback_data.as_deref())
+            .await?
+        else {
+            match s.id.as_deref() {
+                Some(w) => {
+                    // The API answer carrying this wamid is not written yet.
+                    self.store.park_status(w, &update).await?;
+                    metrics::webhook_status("parked");
+                }
+                None => metrics::webhook_status("uncorrelated"),
+            }
+            return Ok(Vec::new());
+        };
+        let mut events = Vec::new();
+        if state == DispatchState::Failed {
+            if let Some(code) = code {
+                if ErrorClass::marks_opt_out(code) {
+                    self.store.set_opt_out(&contact, true, at).await?;
+                    events.push(Event::OptOut {
+                        contact: contact.to_string(),
+                        opted_out: true,
+                        source: "error_131050".into(),
+                        campaign_id: Some(campaign.clone()),
+                        timestamp: at,
+                    });
+                } else if code == 131026 {
+                    self.store.mark_undeliverable(&contact, at).await?;
+                }
+            }
+        }
+        match self
+            .store
+            .apply_status(&campaign, &contact, &update)
+            .await?
+        {
+            StatusApplied::Changed { to, .. } => {
+                metrics::funnel(&campaign, to);
+                if to == DispatchState::Failed {
+                    metrics::failure(
+                        &campaign,
+                        class.map(|c| c.as_str()).unwrap_or("unknown"),
+                        code,
+                    );
+                }
+                metrics::webhook_status("applied");
+                events.push(Event::Status {
+                    campaign_id: campaign,
+                    contact: contact.to_string(),
+                    status: to.as_str().to_string(),
+                    wamid: s.id.clone(),
+                    timestamp: at,
+                    error: (to == DispatchState::Failed || to == DispatchState::Deferred).then(
+                        || EventError {
+                            code,
+                            class: class.map(|c| c.as_str().to_string()),
+                            message,
+                        },
+                    ),
+                });
+            }
+            StatusApplied::Unchanged { .. } => metrics::webhook_status("duplicate"),
+            StatusApplied::Missing => metrics::webhook_status("unknown_contact"),
+        }
+        Ok(events)
+    }
+
+    fn is_opt_out_keyword(&self, text: Option<&str>) -> bool {
+        text.map(|t| t.trim().to_uppercase())
+            .is_some_and(|t| self.settings.opt_out_keywords.iter().any(|k| *k == t))
+    }
+
+    async fn inbound(&self, m: &Inbound) -> Result<Vec<Event>, ProcessError> {
+        let Some(from) = m.from.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let at = parse_timestamp(m.timestamp.as_deref());
+        let context = m.context.as_ref().and_then(|c| c.id.as_deref());
+        let sender = contact_from_wa_id(from);
+        // The campaign message it answers, else the contact's latest campaign.
+        let (campaign, contact) = match self.correlate(context, None).await? {
+            Some((campaign, contact)) => (Some(campaign), contact),
+            None => {
+                let last = self
+                    .store
+                    .get_contact(&sender)
+                    .await?
+                    .and_then(|c| c.last_campaign);
+                (last, sender)
+            }
+        };
+        let (kind, text, payload) = m.content();
+        let mut events = Vec::new();
+        if let Some(campaign) = &campaign {
+            let update = StatusUpdate {
+                state: DispatchState::Replied,
+                at,
+                wamid: None,
+                error_code: None,
+                error_class: None,
+                error_message: None,
+                defer_until: None,
+            };
+            if let StatusApplied::Changed { to, .. } =
+                self.store.apply_status(campaign, &contact, &update).await?
+            {
+                metrics::funnel(campaign, to);
+            }
+        }
+        if self.is_opt_out_keyword(text.as_deref()) || self.is_opt_out_keyword(payload.as_deref()) {
+            self.store.set_opt_out(&contact, true, at).await?;
+            events.push(Event::OptOut {
+                contact: contact.to_string(),
+                opted_out: true,
+                source: "keyword".into(),
+                campaign_id: campaign.clone(),
+                timestamp: at,
+            });
+        }
+        let entry = campaign.as_deref().and_then(|c| self.catalog.get(c));
+        events.push(Event::Reply {
+            campaign_id: campaign,
+            contact: contact.to_string(),
+            agent: entry
+                .as_ref()
+                .and_then(|e| e.spec.reply_routing.as_ref().map(|r| r.agent.clone())),
+            tags: entry
+                .as_ref()
+                .map(|e| e.spec.tags.clone())
+                .unwrap_or_default(),
+            message_id: m.id.clone().unwrap_or_default(),
+            in_reply_to: context.map(String::from),
+            kind,
+            text,
+            payload,
+            timestamp: at,
+        });
+        Ok(events)
+    }
+
+    async fn preference(&self, p: &UserPreference) -> Result<Vec<Event>, ProcessError> {
+        let (Some(wa_id), Some(value)) = (p.wa_id.as_deref(), p.value.as_deref()) else {
+            return Ok(Vec::new());
+        };
+        if p.category
+            .as_deref()
+            .is_some_and(|c| c != "marketing_messages")
+        {
+            return Ok(Vec::new());
+        }
+        let opted_out = match value {
+            "stop" => true,
+            "resume" => false,
+            _ => return Ok(Vec::new()),
+        };
+        let at = match &p.timestamp {
+            Some(serde_json::Value::Number(n)) => parse_timestamp(Some(&n.to_string())),
+            Some(serde_json::Value::String(s)) => parse_timestamp(Some(s)),
+            _ => Utc::now(),
+        };
+        let contact = contact_from_wa_id(wa_id);
+        self.store.set_opt_out(&contact, opted_out, at).await?;
+        Ok(vec![Event::OptOut {
+            contact: contact.to_string(),
+            opted_out,
+            source: "user_preferences".into(),
+            campaign_id: None,
+            timestamp: at,
+        }])
+    }
+}
+
+/// A `wa_id` is the phone's digits without '+'; normalise it like staged
+/// contacts (so `521…` Mexican ids match `+52…` keys), else keep it as is.
+pub fn contact_from_wa_id(wa_id: &str) -> ContactKey {
+    let candidate = if wa_id.starts_with('+') || !wa_id.bytes().all(|b| b.is_ascii_digit()) {
+        wa_id.to_string()
+    } else {
+        format!("+{wa_id}")
+    };
+    ContactKey::parse_id(&candidate, None).unwrap_or_else(|_| ContactKey::raw(wa_id))
+}
+
+// ---- actix glue ----
+
+#[derive(serde::Deserialize)]
+struct Handshake {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+async fn get_webhook(
+    processor: web::Data<WebhookProcessor>,
+    query: web::Query<Handshake>,
+) -> HttpResponse {
+    match processor.verify_subscription(
+        query.mode.as_deref(),
+        query.token.as_deref(),
+        query.challenge.as_deref(),
+    ) {
+        Some(challenge) => {
+            metrics::webhook_request("verified");
+            HttpResponse::Ok()
+                .content_type("text/plain")
+                .body(challenge)
+        }
+        None => {
+            metrics::webhook_request("forbidden");
+            HttpResponse::Forbidden().body("verify token does not match")
+        }
+    }
+}
+
+async fn post_webhook(
+    processor: web::Data<WebhookProcessor>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let started = Instant::now();
+    let signature = req
+        .headers()
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    let verdict = processor.handle(&body, signature).await;
+    metrics::webhook_duration(started.elapsed().as_secs_f64());
+    match verdict {
+        Verdict::Ok => HttpResponse::Ok().finish(),
+        Verdict::Unauthorized => {
+            HttpResponse::Unauthorized().body("bad or missing X-Hub-Signature-256")
+        }
+        Verdict::BadRequest(m) => HttpResponse::BadRequest().body(m),
+        Verdict::Failed(m) => HttpResponse::InternalServerError().body(m),
+    }
+}
+
+/// Routes of the webhook receiver, for the daemon's HTTP listener.
+pub fn configure(processor: web::Data<WebhookProcessor>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(processor)
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .route("/webhook", web::get().to(get_webhook))
+            .route("/webhook", web::post().to(post_webhook));
+    }
+}
+
+/// Starts the webhook listener on `listen` (port 0 picks a free one); the
+/// caller spawns the returned server. Also returns the bound address.
+pub fn serve(
+    processor: Arc<WebhookProcessor>,
+    listen: &str,
+    workers: usize,
+) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let data = web::Data::from(processor);
+    let http = actix_web::HttpServer::new(move || {
+        actix_web::App::new().configure(configure(data.clone()))
+    })
+    .workers(workers)
+    .disable_signals()
+    .bind(listen)?;
+    let addr = http
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other(format!("no address bound for {listen}")))?;
+    Ok((http.run(), addr))
+}
+
+/// Used by tests and tools that need a timestamp Meta would send.
+pub fn unix(at: DateTime<Utc>) -> String {
+    at.timestamp().to_string()
+}

@@ -1,0 +1,525 @@
+//! The webhook receiver as Meta drives it: signed POSTs of statuses and
+//! customer messages, applied to a real embedded store, events read back
+//! from Kafka (mock cluster).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use common::*;
+use serde_json::json;
+use wadispatch::domain::{ContactKey, DispatchState, FrozenParams};
+use wadispatch::events::EventsProducer;
+use wadispatch::ingest::catalog::CampaignCatalog;
+use wadispatch::store::embedded::{Durability, EmbeddedStore};
+use wadispatch::store::*;
+use wadispatch::webhook::{signature, Verdict, WebhookProcessor, WebhookSettings};
+
+const SECRET: &str = "test-app-secret";
+const CAMPAIGN: &str = "bday-2026-11";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    kafka: Kafka,
+    store: Arc<dyn Store>,
+    processor: Arc<WebhookProcessor>,
+    events_topic: String,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), "");
+    let kafka = Kafka::start(&config);
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("s"), Durability::Process, 16).unwrap());
+    let catalog = CampaignCatalog::default();
+    catalog
+        .insert(CampaignCatalog::parse(CAMPAIGN, wadispatch::demo::PROMO_SPEC.as_bytes()).unwrap());
+    let events = EventsProducer::new(&kafka.brokers, &config.kafka.topics.events, &[]).unwrap();
+    let processor = Arc::new(WebhookProcessor::new(
+        store.clone(),
+        Some(events),
+        catalog,
+        WebhookSettings {
+            app_secret: Some(SECRET.into()),
+            verify_token: Some("verify-me".into()),
+            opt_out_keywords: vec!["STOP".into(), "baja".into()],
+        },
+    ));
+    Harness {
+        _dir: dir,
+        kafka,
+        store,
+        processor,
+        events_topic: config.kafka.topics.events.clone(),
+    }
+}
+
+fn contact(n: u32) -> ContactKey {
+    ContactKey::raw(format!("+5255{:08}", 30_000_000 + n))
+}
+
+fn wa_id(n: u32) -> String {
+    format!("5255{:08}", 30_000_000 + n)
+}
+
+/// Stages, claims and accepts contact `n` with wamid `wamid.<n>`.
+async fn sent(store: &dyn Store, n: u32) {
+    let at = Utc.with_ymd_and_hms(2026, 11, 22, 15, 0, 0).unwrap();
+    store
+        .stage_batch(&[StageRequest {
+            campaign_id: CAMPAIGN.into(),
+            contact: contact(n),
+            shard: 0,
+            seq: u64::from(n),
+            params: FrozenParams::default(),
+            exclusion: None,
+            send_after: None,
+            timezone: None,
+            tags: vec![],
+            staged_at: at,
+        }])
+        .await
+        .unwrap();
+    let claim = ClaimRequest {
+        campaign_id: CAMPAIGN.into(),
+        contact: contact(n),
+        exclusive: true,
+        replace_engagement: None,
+        owner: "t".into(),
+        now: at,
+    };
+    assert!(matches!(
+        store.claim(&claim).await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
+    store
+        .record_outcome(
+            CAMPAIGN,
+            &contact(n),
+            &Outcome::Accepted {
+                wamid: format!("wamid.{n}"),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+}
+
+fn envelope(value: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "100", "changes": [{"field": "messages", "value": value}]}]
+    }))
+    .unwrap()
+}
+
+fn status(n: u32, status: &str, ts: i64, errors: Option<serde_json::Value>) -> serde_json::Value {
+    let mut s = json!({"id": format!("wamid.{n}"), "status": status, "timestamp": ts.to_string(), "recipient_id": wa_id(n)});
+    if let Some(e) = errors {
+        s["errors"] = e;
+    }
+    s
+}
+
+fn statuses(list: Vec<serde_json::Value>) -> Vec<u8> {
+    envelope(
+        json!({"messaging_product": "whatsapp", "metadata": {"phone_number_id": "106540352242922"}, "statuses": list}),
+    )
+}
+
+async fn post(h: &Harness, body: &[u8]) -> Verdict {
+    let sig = signature::sign(SECRET.as_bytes(), body);
+    h.processor.handle(body, Some(&sig)).await
+}
+
+async fn state(h: &Harness, n: u32) -> DispatchRecord {
+    h.store
+        .get_dispatch(CAMPAIGN, &contact(n))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_missing_or_tampered_signatures_change_nothing() {
+    let h = harness().await;
+    sent(h.store.as_ref(), 1).await;
+    let body = statuses(vec![status(1, "delivered", 1_790_000_000, None)]);
+    assert_eq!(h.processor.handle(&body, None).await, Verdict::Unauthorized);
+    let wrong = signature::sign(b"not-the-secret", &body);
+    assert_eq!(
+        h.processor.handle(&body, Some(&wrong)).await,
+        Verdict::Unauthorized
+    );
+    let good = signature::sign(SECRET.as_bytes(), &body);
+    let mut tampered = body.clone();
+    let pos = tampered.len() - 10;
+    tampered[pos] ^= 0x01;
+    assert_eq!(
+        h.processor.handle(&tampered, Some(&good)).await,
+        Verdict::Unauthorized
+    );
+    assert_eq!(
+        state(&h, 1).await.state,
+        DispatchState::Accepted,
+        "nothing changed"
+    );
+    assert_eq!(h.processor.handle(&body, Some(&good)).await, Verdict::Ok);
+    assert_eq!(state(&h, 1).await.state, DispatchState::Delivered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_are_monotonic_and_idempotent() {
+    let h = harness().await;
+    for n in 1..=3 {
+        sent(h.store.as_ref(), n).await;
+    }
+    // Out of order: read arrives first, then delivered, then sent.
+    assert_eq!(
+        post(&h, &statuses(vec![status(1, "read", 300, None)])).await,
+        Verdict::Ok
+    );
+    assert_eq!(
+        post(
+            &h,
+            &statuses(vec![
+                status(1, "delivered", 200, None),
+                status(1, "sent", 100, None)
+            ])
+        )
+        .await,
+        Verdict::Ok
+    );
+    let r = state(&h, 1).await;
+    assert_eq!(
+        r.state,
+        DispatchState::Read,
+        "a late delivered/sent never downgrades read"
+    );
+    assert_eq!(r.times.read.unwrap().timestamp(), 300);
+    // Read without delivered is normal.
+    assert_eq!(
+        post(
+            &h,
+            &statuses(vec![
+                status(2, "sent", 100, None),
+                status(2, "read", 200, None)
+            ])
+        )
+        .await,
+        Verdict::Ok
+    );
+    assert_eq!(state(&h, 2).await.state, DispatchState::Read);
+    // Redelivery of the same webhook changes nothing.
+    let body = statuses(vec![status(3, "delivered", 150, None)]);
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    let before = state(&h, 3).await;
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert_eq!(state(&h, 3).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_statuses_classify_and_mark_contacts() {
+    let h = harness().await;
+    for n in 1..=3 {
+        sent(h.store.as_ref(), n).await;
+    }
+    let err = |code: i64| {
+        Some(
+            json!([{"code": code, "title": "t", "message": "m", "error_data": {"details": format!("details {code}")}}]),
+        )
+    };
+    let body = statuses(vec![
+        status(1, "failed", 100, err(131026)),
+        status(2, "failed", 100, err(131050)),
+        status(3, "failed", 100, err(131049)),
+    ]);
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    let r1 = state(&h, 1).await;
+    assert_eq!(
+        (r1.state, r1.error_code, r1.error_class.as_deref()),
+        (DispatchState::Failed, Some(131026), Some("contact"))
+    );
+    assert_eq!(r1.error_message.as_deref(), Some("details 131026"));
+    assert!(h
+        .store
+        .get_contact(&contact(1))
+        .await
+        .unwrap()
+        .unwrap()
+        .undeliverable_at
+        .is_some());
+    let r2 = state(&h, 2).await;
+    assert_eq!(r2.state, DispatchState::Failed);
+    assert!(
+        h.store
+            .get_contact(&contact(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out,
+        "131050 is an opt-out"
+    );
+    let r3 = state(&h, 3).await;
+    assert_eq!(
+        r3.state,
+        DispatchState::Deferred,
+        "131049: retried once a day later"
+    );
+    assert_eq!(r3.deferred_until.unwrap().timestamp(), 100 + 24 * 3600);
+    let pending = h.store.scan_pending(CAMPAIGN, 0, None, 10).await.unwrap();
+    assert_eq!(
+        pending.len(),
+        1,
+        "the deferred contact is back in the queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_are_attributed_published_and_stop_opts_out() {
+    let h = harness().await;
+    sent(h.store.as_ref(), 1).await;
+    sent(h.store.as_ref(), 2).await;
+    // Reply to the campaign message (context.id), and a reply without context.
+    let body = envelope(json!({
+        "messaging_product": "whatsapp",
+        "contacts": [{"profile": {"name": "Ana"}, "wa_id": wa_id(1)}],
+        "messages": [
+            {"from": wa_id(1), "id": "wamid.in.1", "timestamp": "500", "type": "text", "text": {"body": "¿Hasta cuándo vale?"}, "context": {"from": "15550000000", "id": "wamid.1"}},
+            {"from": wa_id(2), "id": "wamid.in.2", "timestamp": "501", "type": "text", "text": {"body": " stop "}}
+        ]
+    }));
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert_eq!(state(&h, 1).await.state, DispatchState::Replied);
+    assert_eq!(
+        state(&h, 2).await.state,
+        DispatchState::Replied,
+        "attributed to the contact's latest campaign"
+    );
+    assert!(
+        h.store
+            .get_contact(&contact(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out,
+        "STOP opts out"
+    );
+    assert!(
+        !h.store
+            .get_contact(&contact(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out
+    );
+
+    let events = read_all(
+        &h.kafka.brokers,
+        &h.events_topic,
+        3,
+        Duration::from_secs(20),
+    );
+    let parsed: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(_, p, _)| serde_json::from_str(p.as_deref().unwrap()).unwrap())
+        .collect();
+    let reply = parsed
+        .iter()
+        .find(|e| e["type"] == "reply" && e["message_id"] == "wamid.in.1")
+        .expect("reply event");
+    assert_eq!(reply["campaign_id"], CAMPAIGN);
+    assert_eq!(reply["agent"], "promo-agent");
+    assert_eq!(reply["in_reply_to"], "wamid.1");
+    assert_eq!(reply["text"], "¿Hasta cuándo vale?");
+    assert_eq!(reply["contact"], contact(1).as_str());
+    assert!(parsed.iter().any(|e| e["type"] == "opt_out"
+        && e["contact"] == contact(2).as_str()
+        && e["source"] == "keyword"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_that_overtakes_its_wamid_is_parked_then_applied() {
+    let h = harness().await;
+    let at = Utc.with_ymd_and_hms(2026, 11, 22, 15, 0, 0).unwrap();
+    h.store
+        .stage_batch(&[StageRequest {
+            campaign_id: CAMPAIGN.into(),
+            contact: contact(9),
+            shard: 0,
+            seq: 9,
+            params: FrozenParams::default(),
+            exclusion: None,
+            send_after: None,
+            timezone: None,
+            tags: vec![],
+            staged_at: at,
+        }])
+        .await
+        .unwrap();
+    // Delivered arrives before the API answer (no callback data either).
+    assert_eq!(
+        post(&h, &statuses(vec![status(9, "delivered", 100, None)])).await,
+        Verdict::Ok
+    );
+    assert_eq!(state(&h, 9).await.state, DispatchState::Pending);
+    let claim = ClaimRequest {
+        campaign_id: CAMPAIGN.into(),
+        contact: contact(9),
+        exclusive: false,
+        replace_engagement: None,
+        owner: "t".into(),
+        now: at,
+    };
+    h.store.claim(&claim).await.unwrap();
+    h.store
+        .record_outcome(
+            CAMPAIGN,
+            &contact(9),
+            &Outcome::Accepted {
+                wamid: "wamid.9".into(),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        state(&h, 9).await.state,
+        DispatchState::Delivered,
+        "the parked status was applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_preferences_opt_out_and_back_in() {
+    let h = harness().await;
+    let body = envelope(
+        json!({"user_preferences": [{"wa_id": wa_id(5), "category": "marketing_messages", "value": "stop", "timestamp": 1_790_000_000}]}),
+    );
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert!(
+        h.store
+            .get_contact(&contact(5))
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out
+    );
+    let body = envelope(
+        json!({"user_preferences": [{"wa_id": wa_id(5), "category": "marketing_messages", "value": "resume", "timestamp": 1_790_000_100}]}),
+    );
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert!(
+        !h.store
+            .get_contact(&contact(5))
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bodies_never_panic() {
+    let h = harness().await;
+    sent(h.store.as_ref(), 1).await;
+    let mut corpus: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"{}".to_vec(),
+        b"{\"object\":\"page\"}".to_vec(),
+        b"{\"object\":\"whatsapp_business_account\",\"entry\":5}".to_vec(),
+        b"{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":[{\"value\":{\"statuses\":[{}]}}]}]}".to_vec(),
+        b"{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":[{\"value\":{\"messages\":[{\"from\":\"x\"}]}}]}]}".to_vec(),
+        statuses(vec![json!({"id": "wamid.1", "status": "delivered", "timestamp": "not a number"})]),
+        statuses(vec![json!({"id": 5, "status": []})]),
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":[{\"value\":{\"statuses\":[{\"id\":\"\u{0}\"}]}}]}]}".as_bytes().to_vec(),
+    ];
+    // Deterministic pseudo-random mutations of a valid body.
+    let valid = statuses(vec![status(1, "read", 100, None)]);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..300 {
+        let mut b = valid.clone();
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x as usize) % b.len();
+            b[i] = (x >> 32) as u8;
+        }
+        corpus.push(b);
+    }
+    for body in corpus {
+        let verdict = post(&h, &body).await;
+        assert!(
+            matches!(verdict, Verdict::Ok | Verdict::BadRequest(_)),
+            "{verdict:?} for {:?}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_handshake_and_status_codes() {
+    let h = harness().await;
+    sent(h.store.as_ref(), 1).await;
+    let (server, addr) = wadispatch::webhook::serve(h.processor.clone(), "127.0.0.1:0", 1).unwrap();
+    let handle = server.handle();
+    tokio::spawn(server);
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/webhook");
+    let ok = http
+        .get(&url)
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", "verify-me"),
+            ("hub.challenge", "1158201444"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    let bad = http
+        .get(&url)
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", "nope"),
+            ("hub.challenge", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 403);
+    let body = statuses(vec![status(1, "delivered", 100, None)]);
+    let unsigned = http.post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let signed = http
+        .post(&url)
+        .header(
+            "X-Hub-Signature-256",
+            signature::sign(SECRET.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 200);
+    let junk = b"not json".to_vec();
+    let r = http
+        .post(&url)
+        .header(
+            "X-Hub-Signature-256",
+            signature::sign(SECRET.as_bytes(), &junk),
+        )
+        .body(junk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    handle.stop(true).await;
+}
