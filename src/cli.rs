@@ -44,20 +44,16 @@ enum Command {
     },
     /// Run the WhatsApp Cloud API simulator (dry runs and load tests).
     Sandbox {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8089")]
-        listen: std::net::SocketAddr,
+        /// Address to listen on (default 127.0.0.1:8089).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// Where to post signed status and reply webhooks (the daemon's /webhook).
         #[arg(long)]
         webhook_url: Option<String>,
-        /// App secret that signs webhooks (X-Hub-Signature-256).
-        #[arg(
-            long,
-            env = "WADISPATCH_APP_SECRET",
-            default_value = "sandbox-app-secret",
-            hide_env_values = true
-        )]
-        app_secret: String,
+        /// App secret that signs webhooks (X-Hub-Signature-256); default
+        /// "sandbox-app-secret".
+        #[arg(long, env = "WADISPATCH_APP_SECRET", hide_env_values = true)]
+        app_secret: Option<String>,
         /// Messages per second accepted per phone_number_id (error 130429 above).
         #[arg(long)]
         per_number_mps: Option<f64>,
@@ -193,9 +189,9 @@ fn audience_import(
 }
 
 fn sandbox(
-    listen: std::net::SocketAddr,
+    listen: Option<std::net::SocketAddr>,
     webhook_url: Option<String>,
-    app_secret: String,
+    app_secret: Option<String>,
     per_number_mps: Option<f64>,
     config: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -208,11 +204,16 @@ fn sandbox(
         }
         None => crate::sandbox::SandboxConfig::default(),
     };
-    cfg.listen = listen;
+    if let Some(listen) = listen {
+        cfg.listen = listen;
+    }
     if webhook_url.is_some() {
         cfg.webhook_url = webhook_url;
     }
-    cfg.app_secret = app_secret;
+    if let Some(secret) = app_secret {
+        cfg.app_secret = secret;
+    }
+    let listen = cfg.listen;
     if let Some(mps) = per_number_mps {
         cfg.per_number_mps = mps;
     }

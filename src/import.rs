@@ -17,7 +17,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use crate::domain::{AudienceRecord, ContactInfo, ContactKey};
+use crate::domain::{AudienceRecord, ContactInfo};
 use crate::ingest::client_config;
 
 /// Records in flight before we wait for delivery reports: bounds memory
@@ -52,7 +52,6 @@ pub struct RowProblem {
 #[derive(Debug, Default, Clone)]
 pub struct ImportReport {
     pub rows: u64,
-    pub produced: u64,
     pub missing_contact: Vec<RowProblem>,
     pub invalid_phone: Vec<RowProblem>,
     /// (line, line of the first occurrence).
@@ -63,8 +62,9 @@ impl ImportReport {
     /// Human summary with line numbers (at most `max_lines` per category).
     pub fn render(&self, max_lines: usize) -> String {
         let mut out = format!(
-            "rows read: {}\nrecords produced: {}\n",
-            self.rows, self.produced
+            "rows read: {}\nrecords to produce: {}\n",
+            self.rows,
+            self.rows - self.missing_contact.len() as u64
         );
         let list = |out: &mut String, title: &str, items: &[RowProblem]| {
             if items.is_empty() {
@@ -185,7 +185,9 @@ pub fn parse_csv(
             }
         }
         let key = match (&record.contact.phone, &record.contact.user_id) {
-            (Some(phone), _) => match ContactKey::parse_id(phone, default_region) {
+            // A phone column holds phones: "not-a-phone" is an invalid phone,
+            // not a business-scoped user id.
+            (Some(phone), _) => match crate::domain::normalize_phone(phone, default_region) {
                 Ok(k) => k.as_str().to_string(),
                 Err(e) => {
                     report.invalid_phone.push(RowProblem {

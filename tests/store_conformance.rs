@@ -486,15 +486,39 @@ async fn embedded_backend_reopens_with_its_data() {
 #[test]
 fn embedded_store_refuses_a_second_process_on_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = EmbeddedStore::open(dir.path(), Durability::Process, 16).unwrap();
-    // fjall locks the directory per process; within one process we can only
-    // check that a second open does not corrupt anything and names the path.
-    if let Err(e) = EmbeddedStore::open(dir.path(), Durability::Process, 16) {
-        assert!(
-            e.to_string().contains(&dir.path().display().to_string()),
-            "{e}"
-        );
+    // A child process holds the store open (the kill -9 writer below).
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "kill9_child_writer",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("WADISPATCH_KILL9_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The first acknowledged write proves the child holds the store (libtest
+    // prints its own banner lines first).
+    loop {
+        let line = lines.next().expect("child ended early").unwrap();
+        if line.starts_with("ack ") {
+            break;
+        }
     }
+    let second = EmbeddedStore::open(dir.path(), Durability::Process, 16);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = second
+        .err()
+        .expect("a second process must not open a store in use");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
 }
 
 /// Child side of the kill -9 test: stages contacts one at a time and prints

@@ -322,7 +322,7 @@ impl Default for ScyllaStoreConfig {
 pub struct WhatsAppConfig {
     /// Base URL of the Graph API, without a trailing slash; messages go to
     /// `{api_base_url}/{api_version}/{phone_number_id}/messages`. Point it at the
-    /// sandbox (`http://127.0.0.1:8090`) for demos and tests. Restart required.
+    /// sandbox (`http://127.0.0.1:8089`, `wadispatch sandbox`) for demos and tests. Restart required.
     /// Default: `"https://graph.facebook.com"`.
     pub api_base_url: String,
     /// Graph API version, `vMAJOR.MINOR`. Restart required. Default: `"v23.0"`.

@@ -383,11 +383,11 @@ fn check_whatsapp(report: &mut Report, wa: &WhatsAppConfig) {
     }
     report.positive("whatsapp.connect_timeout_ms", wa.connect_timeout_ms);
     report.positive("whatsapp.request_timeout_ms", wa.request_timeout_ms);
-    if wa.connect_timeout_ms > wa.request_timeout_ms {
+    if wa.connect_timeout_ms >= wa.request_timeout_ms {
         report.add(
             "whatsapp.connect_timeout_ms",
             format!(
-                "must not exceed whatsapp.request_timeout_ms ({}), got {}",
+                "must be shorter than whatsapp.request_timeout_ms ({}): the request timer also runs while connecting, and a send that never left would be reported unknown; got {}",
                 wa.request_timeout_ms, wa.connect_timeout_ms
             ),
         );

@@ -196,17 +196,20 @@ impl AudienceIngest {
         stats: Arc<IngestStats>,
     ) -> Result<Self, IngestError> {
         let mut cfg = client_config(&config.brokers, &config.extra);
+        // Managed: correctness depends on these (validation refuses them in
+        // [kafka.client]).
         cfg.set("group.id", &config.group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "5000")
-            // Bounds what librdkafka prefetches per partition: backpressure
-            // reaches the broker instead of our memory.
-            .set("queued.max.messages.kbytes", "16384");
+            .set("enable.partition.eof", "false");
+        // Defaults the operator may override in [kafka.client].
+        super::set_default(&mut cfg, "auto.commit.interval.ms", "1000");
+        super::set_default(&mut cfg, "auto.offset.reset", "earliest");
+        super::set_default(&mut cfg, "statistics.interval.ms", "5000");
+        // Bounds what librdkafka prefetches per partition: backpressure
+        // reaches the broker instead of our memory.
+        super::set_default(&mut cfg, "queued.max.messages.kbytes", "16384");
         let context = IngestContext {
             topic: config.topic.clone(),
             shared: Mutex::default(),

@@ -32,6 +32,13 @@ pub(crate) fn kafka_error(what: &'static str) -> impl Fn(KafkaError) -> IngestEr
     move |source| IngestError::Kafka { what, source }
 }
 
+/// Sets `key` unless the operator set it in `[kafka.client]`.
+pub(crate) fn set_default(cfg: &mut ClientConfig, key: &str, value: &str) {
+    if cfg.get(key).is_none() {
+        cfg.set(key, value);
+    }
+}
+
 /// Base librdkafka configuration shared by every client we create.
 pub fn client_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
     let mut cfg = ClientConfig::new();

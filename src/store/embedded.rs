@@ -1,6 +1,8 @@
 //! Embedded backend: fjall (an LSM-tree) in `store.embedded.data_dir`.
 //!
-//! Single process: fjall locks its directory. Read-modify-write operations
+//! Single process: an exclusive lock on `wadispatch.lock` in the data
+//! directory keeps a second process out (fjall itself does not), because
+//! two processes claiming from one directory could both send. Read-modify-write operations
 //! (claims, outcomes) take a striped in-process lock keyed by the contact, which
 //! is a true compare-and-set here because no other process can write. Every
 //! write batch is flushed to the OS before it is acknowledged
@@ -68,6 +70,9 @@ struct Inner {
     wamids: Keyspace,
     parked: Keyspace,
     stripes: Vec<Mutex<()>>,
+    /// Held for the life of the store: the OS releases it when the process
+    /// dies, even on kill -9.
+    _lock: std::fs::File,
     /// Serialises staging batches (their existence checks and the batch write).
     staging: Mutex<()>,
 }
@@ -129,6 +134,27 @@ impl EmbeddedStore {
                 dir.display()
             ))
         })?;
+        let lock_path = dir.join("wadispatch.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: dir.display().to_string(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Io(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )))
+            }
+        }
         let db = Database::builder(dir)
             .cache_size(cache_mb.max(8) * 1024 * 1024)
             .open()
@@ -157,6 +183,7 @@ impl EmbeddedStore {
             parked: ks("parked")?,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
+            _lock: lock,
             db,
             durability,
         };

@@ -301,7 +301,7 @@ impl WebhookProcessor {
 
     fn is_opt_out_keyword(&self, text: Option<&str>) -> bool {
         text.map(|t| t.trim().to_uppercase())
-            .is_some_and(|t| self.settings.opt_out_keywords.iter().any(|k| *k == t))
+            .is_some_and(|t| self.settings.opt_out_keywords.contains(&t))
     }
 
     async fn inbound(&self, m: &Inbound) -> Result<Vec<Event>, ProcessError> {
