@@ -17,8 +17,12 @@ use crate::store::Store;
 
 /// Installs the tracing subscriber (`RUST_LOG` overrides `log.level`).
 pub fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // rdkafka logs "Failed to close consumer queue on drop: BrokerDestroy" at
+    // error level when an assign-only consumer (the campaigns reader) is
+    // dropped: nothing is wrong then, so that one target is quiet.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},rdkafka::consumer::base_consumer=off"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -182,46 +186,162 @@ pub fn webhook_processor(
     )))
 }
 
+/// An actix System on a multi-thread tokio runtime: actors live on the
+/// System's thread, I/O tasks spread over the pool.
+pub fn system() -> actix_rt::SystemRunner {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("wa-worker")
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// This instance's name in claims (`owner`): stable across restarts of the
+/// same host, so a restart recognises its own interrupted sends.
+pub fn instance_id() -> String {
+    std::env::var("WADISPATCH_INSTANCE_ID")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "wadispatch".into())
+}
+
+pub fn whatsapp_client(config: &Config) -> anyhow::Result<crate::whatsapp::client::WhatsAppClient> {
+    let w = &config.whatsapp;
+    if w.token.is_none() {
+        tracing::warn!("whatsapp.token is not set (WADISPATCH_WHATSAPP_TOKEN or whatsapp.token_file): the Cloud API will refuse every send");
+    }
+    Ok(crate::whatsapp::client::WhatsAppClient::new(
+        crate::whatsapp::client::ClientSettings {
+            base_url: w.api_base_url.clone(),
+            api_version: w.api_version.clone(),
+            token: w.token.as_ref().map(|t| t.expose().to_string()),
+            connect_timeout: Duration::from_millis(w.connect_timeout_ms),
+            request_timeout: Duration::from_millis(w.request_timeout_ms),
+            max_idle_per_host: w.max_connections_per_sender,
+        },
+    )?)
+}
+
+/// A running daemon: Kafka pipeline, dispatch engine, webhook listener.
+/// Start it inside an actix System ([`system`]).
+pub struct Daemon {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub pipeline: Pipeline,
+    pub registry: actix::Addr<crate::dispatch::registry::CampaignRegistry>,
+    pub env: Arc<crate::dispatch::registry::Env>,
+    pub senders: crate::dispatch::registry::SenderMap,
+    pub webhook_addr: std::net::SocketAddr,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Daemon {
+    pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Daemon> {
+        use actix::Actor;
+        let pipeline = Pipeline::start(&config, store.clone()).await?;
+        let processor = webhook_processor(&config, store.clone(), pipeline.catalog.clone())?;
+        let (server, webhook_addr) = crate::webhook::serve(processor, &config.http.listen, 2)
+            .with_context(|| {
+                format!(
+                    "listening for webhooks on {} (http.listen)",
+                    config.http.listen
+                )
+            })?;
+        let server_handle = server.handle();
+        tokio::spawn(server);
+        let events = crate::events::EventsProducer::new(
+            &config.kafka.brokers,
+            &config.kafka.topics.events,
+            &kafka_extra(&config),
+        )?;
+        let env = Arc::new(crate::dispatch::registry::Env {
+            ingest: pipeline.stats.clone(),
+            catalog: pipeline.catalog.clone(),
+            campaigns: Arc::default(),
+            suppressions: Arc::default(),
+            portfolio: Default::default(),
+            events: Some(events),
+        });
+        let registry = crate::dispatch::registry::CampaignRegistry::new(
+            config.clone(),
+            store.clone(),
+            pipeline.catalog.clone(),
+            whatsapp_client(&config)?,
+            env.clone(),
+            instance_id(),
+        );
+        let senders = registry.senders();
+        let registry = registry.start();
+        Ok(Daemon {
+            config,
+            store,
+            pipeline,
+            registry,
+            env,
+            senders,
+            webhook_addr,
+            server: server_handle,
+        })
+    }
+
+    /// Applies a validated configuration (reload).
+    pub async fn apply(&self, config: Config) {
+        let _ = self
+            .registry
+            .send(crate::dispatch::registry::ApplyConfig(config))
+            .await;
+    }
+
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        let _ = self.registry.send(crate::dispatch::registry::StopAll).await;
+        self.server.stop(true).await;
+        self.pipeline.shutdown(timeout).await
+    }
+}
+
 /// `wadispatch run`: the daemon until SIGINT or SIGTERM.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     init_logging(config.log.format, &config.log.level);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("wa-worker")
-        .build()?;
-    rt.block_on(async move {
+    system().block_on(async move {
         let store = open_store(&config)?;
-        let pipeline = Pipeline::start(&config, store.clone()).await?;
-        let processor = webhook_processor(&config, store, pipeline.catalog.clone())?;
-        let (server, _) = crate::webhook::serve(processor, &config.http.listen, 2)
-            .with_context(|| format!("listening for webhooks on {} (http.listen)", config.http.listen))?;
-        let server_handle = server.handle();
-        tokio::spawn(server);
-        tracing::info!(config = %config_path.display(), webhooks = %config.http.listen, "wadispatch running");
-        wait_for_termination().await?;
-        server_handle.stop(true).await;
-        let timeout = Duration::from_secs(config.kafka.shutdown_timeout_secs);
+        let daemon = Daemon::start(config.clone(), store).await?;
+        tracing::info!(config = %config_path.display(), webhooks = %daemon.webhook_addr, "wadispatch running");
+        let mut running = config;
+        let mut watch = crate::reload::FileWatch::new(config_path, Duration::from_secs(1));
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let reload = tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); break }
+                _ = int.recv() => { tracing::info!("SIGINT received"); break }
+                _ = hup.recv() => { tracing::info!("SIGHUP received: reloading"); true }
+                _ = tick.tick() => watch.poll(),
+            };
+            if reload {
+                let decision = crate::reload::evaluate(&running, config_path);
+                if let Some(new) = crate::reload::report(decision, config_path) {
+                    daemon.apply(new.clone()).await;
+                    running = new;
+                }
+            }
+        }
+        let timeout = Duration::from_secs(running.kafka.shutdown_timeout_secs);
         tracing::info!(timeout_secs = timeout.as_secs(), "shutting down");
-        if !pipeline.shutdown(timeout).await {
+        if !daemon.shutdown(timeout).await {
             anyhow::bail!("shutdown did not finish within {} s; offsets not committed are re-read on the next start", timeout.as_secs());
         }
         tracing::info!("stopped cleanly");
         Ok(())
     })
-}
-
-async fn wait_for_termination() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    // SIGHUP's default action would end the process without a clean shutdown.
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()) }
-            _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()) }
-            _ = hup.recv() => tracing::warn!("SIGHUP received: this build has no live settings to reload; restart to apply config changes"),
-        }
-    }
 }

@@ -50,6 +50,12 @@ pub enum Event {
         campaign_id: Option<String>,
         timestamp: DateTime<Utc>,
     },
+    /// A campaign's observed state changed.
+    Campaign {
+        campaign_id: String,
+        state: String,
+        timestamp: DateTime<Utc>,
+    },
     /// A contact that will not be sent, with its reason.
     Excluded {
         campaign_id: String,
@@ -73,6 +79,7 @@ impl Event {
             | Event::Reply { contact, .. }
             | Event::OptOut { contact, .. }
             | Event::Excluded { contact, .. } => contact,
+            Event::Campaign { campaign_id, .. } => campaign_id,
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - [`store`]: the `Store` trait and its backends (embedded fjall).
 //! - [`ingest`]: Kafka consumers of `wa.campaigns` and `wa.audience`, the
 //!   contiguous offset watermark and the dead-letter producer.
+//! - [`dispatch`]: the engine: campaign and sender actors, pacing, claims.
+//! - [`reload`]: SIGHUP and file-change reload, validated, restart keys refused.
 //! - [`import`]: `audience import`, CSV → keyed records on `wa.audience`.
 //! - [`report`]: funnel summaries computed by scanning the store.
 //! - [`app`]: wiring of a running daemon (`run`) and its shutdown.
@@ -25,11 +27,13 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dispatch;
 pub mod domain;
 pub mod events;
 pub mod import;
 pub mod ingest;
 pub mod metrics;
+pub mod reload;
 pub mod report;
 pub mod sandbox;
 pub mod store;

@@ -313,3 +313,53 @@ pub fn failure(campaign: &str, class: &str, code: Option<i64>) {
         .with_label_values(&[campaign, class, &code])
         .inc();
 }
+
+pub fn sender_rate(sender: &str, current: f64, configured: f64) {
+    let m = metrics();
+    m.sender_rate.with_label_values(&[sender]).set(current);
+    m.sender_rate_limit
+        .with_label_values(&[sender])
+        .set(configured);
+}
+
+pub fn limiter_wait(sender: &str, seconds: f64) {
+    metrics()
+        .rate_limiter_wait
+        .with_label_values(&[sender])
+        .observe(seconds);
+}
+
+pub fn whatsapp_request(sender: &str, seconds: f64) {
+    metrics()
+        .whatsapp_request_duration
+        .with_label_values(&[sender])
+        .observe(seconds);
+}
+
+pub fn dispatch(campaign: &str, sender: &str, status: &str) {
+    metrics()
+        .dispatch
+        .with_label_values(&[campaign, sender, status])
+        .inc();
+}
+
+pub fn campaign_pending(campaign: &str, n: u64) {
+    metrics()
+        .campaign_pending
+        .with_label_values(&[campaign])
+        .set(n as i64);
+}
+
+/// Sets the state gauge: 1 for `state`, 0 for the others.
+pub fn campaign_state(campaign: &str, state: crate::domain::ObservedState) {
+    for s in crate::domain::ObservedState::ALL {
+        metrics()
+            .campaign_state
+            .with_label_values(&[campaign, s.as_str()])
+            .set(i64::from(s == state));
+    }
+}
+
+pub fn config_reload(result: &str) {
+    metrics().config_reloads.with_label_values(&[result]).inc();
+}

@@ -22,7 +22,19 @@ pub struct CampaignSummary {
     pub excluded_by_reason: BTreeMap<String, u64>,
     /// Failures by error class.
     pub failed_by_class: BTreeMap<String, u64>,
+    /// Contacts that reached each funnel stage or a later one (a `read`
+    /// contact was also sent and delivered, even without that webhook).
+    pub reached: BTreeMap<String, u64>,
 }
+
+/// Funnel stages in order.
+pub const FUNNEL: [DispatchState; 5] = [
+    DispatchState::Accepted,
+    DispatchState::Sent,
+    DispatchState::Delivered,
+    DispatchState::Read,
+    DispatchState::Replied,
+];
 
 impl CampaignSummary {
     pub async fn compute(store: &dyn Store, campaign: &str) -> StoreResult<Self> {
@@ -41,6 +53,16 @@ impl CampaignSummary {
                     .by_state
                     .entry(row.state.as_str().to_string())
                     .or_default() += 1;
+                for stage in FUNNEL {
+                    if row.state.delivery_rank() >= stage.delivery_rank()
+                        && row.state.delivery_rank() > 0
+                    {
+                        *summary
+                            .reached
+                            .entry(stage.as_str().to_string())
+                            .or_default() += 1;
+                    }
+                }
                 match row.state {
                     DispatchState::Excluded => {
                         let reason = row.reason.clone().unwrap_or_else(|| "unknown".into());
@@ -67,5 +89,16 @@ impl CampaignSummary {
 
     pub fn excluded(&self) -> u64 {
         self.excluded_by_reason.values().sum()
+    }
+
+    pub fn reached(&self, stage: DispatchState) -> u64 {
+        self.reached.get(stage.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Contacts not yet in a final state (pending, claimed, deferred).
+    pub fn open(&self) -> u64 {
+        self.count(DispatchState::Pending)
+            + self.count(DispatchState::Claimed)
+            + self.count(DispatchState::Deferred)
     }
 }

@@ -57,6 +57,32 @@ pub struct IngestStats {
     pub assigned: AtomicBool,
     /// Bumped on every loop iteration (systemd watchdog: progress, not a timer).
     pub heartbeat: AtomicU64,
+    /// Audience partitions this process owns: the shards it dispatches.
+    pub owned: Mutex<BTreeSet<i32>>,
+    /// Partitions of the audience topic (for the instance's share of rates).
+    pub total_partitions: std::sync::atomic::AtomicU32,
+}
+
+impl IngestStats {
+    pub fn owned_shards(&self) -> Vec<u32> {
+        self.owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|p| *p as u32)
+            .collect()
+    }
+
+    /// This instance's share of every sender's rate (DESIGN §2).
+    pub fn share(&self) -> f64 {
+        let total = self.total_partitions.load(Ordering::Relaxed);
+        let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;
+        if total == 0 {
+            0.0
+        } else {
+            f64::from(owned.min(total)) / f64::from(total)
+        }
+    }
 }
 
 impl IngestStats {
@@ -145,6 +171,11 @@ impl ConsumerContext for IngestContext {
             }
             shared.assigned.remove(&p);
             shared.paused.remove(&p);
+            self.stats
+                .owned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&p);
             tracing::info!(partition = p, dropped, lost, "audience partition revoked");
         }
         self.stats
@@ -161,9 +192,12 @@ impl ConsumerContext for IngestContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut shared = self.shared();
+            let mut owned = self.stats.owned.lock().unwrap_or_else(|p| p.into_inner());
             for e in tpl.elements_for_topic(&self.topic) {
                 shared.assigned.insert(e.partition());
+                owned.insert(e.partition());
             }
+            drop(owned);
             tracing::info!(partitions = ?shared.assigned, "audience partitions assigned");
             self.stats.assigned.store(true, Ordering::Release);
         }
@@ -222,6 +256,16 @@ impl AudienceIngest {
         consumer
             .subscribe(&[&config.topic])
             .map_err(kafka_error("subscribe to the audience topic"))?;
+        if let Ok(md) =
+            consumer.fetch_metadata(Some(&config.topic), std::time::Duration::from_secs(10))
+        {
+            let n = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == config.topic)
+                .map_or(0, |t| t.partitions().len());
+            stats.total_partitions.store(n as u32, Ordering::Relaxed);
+        }
         let dlq = DlqProducer::new(&config.brokers, &config.dlq_topic, &config.extra)?;
         Ok(AudienceIngest {
             consumer,

@@ -355,6 +355,9 @@ impl CampaignReader {
                 None => {}
             }
         }
+        // Release the manual assignment so closing the consumer has no group
+        // state to tear down.
+        let _ = self.consumer.unassign();
         Ok(())
     }
 }

@@ -1,0 +1,228 @@
+//! What a send's result means: the contact's outcome and the effects on the
+//! sender and the campaign (DESIGN §4). Pure: the sender actor performs it.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::domain::{ErrorClass, ExclusionReason};
+use crate::store::Outcome;
+use crate::whatsapp::client::SendResult;
+
+/// 131049: Meta's per-user marketing limit; one more try a day later.
+const DEFERRAL_HOURS: i64 = 24;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Write this outcome; the contact's journey continues by webhooks or ends.
+    Record(Outcome),
+    /// Try the same contact again after a backoff (throttled, transient,
+    /// never sent), while still holding the claim.
+    Retry { code: Option<i64>, throttled: bool },
+    /// The sender must stop (token, account, policy): the contact goes back
+    /// to the queue for another sender.
+    HaltSender { code: Option<i64>, reason: String },
+    /// The campaign must stop (template missing, paused, disabled): the
+    /// contact goes back to the queue until an operator fixes it.
+    HaltCampaign { code: Option<i64>, reason: String },
+}
+
+/// Side facts about the contact learned from an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactFact {
+    OptedOut,
+    Undeliverable,
+}
+
+pub fn contact_fact(result: &SendResult) -> Option<ContactFact> {
+    match result {
+        SendResult::Rejected { error, .. } => match error.code {
+            Some(131050) => Some(ContactFact::OptedOut),
+            Some(131026) => Some(ContactFact::Undeliverable),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Decides what to do with `result` of the `attempt`-th try of a contact
+/// that has been claimed `claims` times in all (deferrals count).
+pub fn decide(result: &SendResult, claims: u32, now: DateTime<Utc>) -> Decision {
+    match result {
+        SendResult::Accepted { wamid, .. } => Decision::Record(Outcome::Accepted {
+            wamid: wamid.clone(),
+        }),
+        SendResult::NotSent { .. } => Decision::Retry {
+            code: None,
+            throttled: false,
+        },
+        SendResult::Unknown { reason } => Decision::Record(Outcome::Unknown {
+            message: reason.clone(),
+        }),
+        SendResult::Rejected { error, class, .. } => {
+            let message = error.describe();
+            match class {
+                ErrorClass::Throttled => Decision::Retry {
+                    code: error.code,
+                    throttled: true,
+                },
+                ErrorClass::Transient => Decision::Retry {
+                    code: error.code,
+                    throttled: false,
+                },
+                ErrorClass::Deferred if claims < 2 => Decision::Record(Outcome::Deferred {
+                    until: now + Duration::hours(DEFERRAL_HOURS),
+                    code: error.code,
+                }),
+                ErrorClass::Deferred | ErrorClass::Contact | ErrorClass::Data => {
+                    Decision::Record(Outcome::Failed {
+                        code: error.code,
+                        class: class.as_str().to_string(),
+                        message,
+                    })
+                }
+                ErrorClass::Campaign => Decision::HaltCampaign {
+                    code: error.code,
+                    reason: message,
+                },
+                ErrorClass::Sender => Decision::HaltSender {
+                    code: error.code,
+                    reason: message,
+                },
+            }
+        }
+    }
+}
+
+/// The outcome when retries are exhausted: a throttled contact goes back to
+/// the queue (the platform is busy, the contact is fine); a transient
+/// failure becomes final.
+pub fn exhausted(code: Option<i64>, throttled: bool) -> Outcome {
+    if throttled {
+        Outcome::Retry { code }
+    } else {
+        Outcome::Failed {
+            code,
+            class: ErrorClass::Transient.as_str().to_string(),
+            message: "gave up after repeated transient errors".into(),
+        }
+    }
+}
+
+/// Exclusion to record when a contact fact makes future sends pointless.
+pub fn exclusion_for(fact: &ContactFact) -> ExclusionReason {
+    match fact {
+        ContactFact::OptedOut => ExclusionReason::OptedOut,
+        ContactFact::Undeliverable => ExclusionReason::NotWhatsappUser,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::classify_code;
+    use crate::whatsapp::client::ApiError;
+
+    fn rejected(code: i64) -> SendResult {
+        SendResult::Rejected {
+            http_status: 400,
+            error: ApiError {
+                code: Some(code),
+                subcode: None,
+                title: None,
+                message: "m".into(),
+                details: None,
+                fbtrace_id: None,
+            },
+            class: classify_code(code),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn every_class_has_its_action() {
+        assert!(matches!(
+            decide(&rejected(130429), 1, now()),
+            Decision::Retry {
+                throttled: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(&rejected(131000), 1, now()),
+            Decision::Retry {
+                throttled: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(&rejected(131026), 1, now()),
+            Decision::Record(Outcome::Failed { .. })
+        ));
+        assert!(matches!(
+            decide(&rejected(132000), 1, now()),
+            Decision::Record(Outcome::Failed { .. })
+        ));
+        assert!(matches!(
+            decide(&rejected(132015), 1, now()),
+            Decision::HaltCampaign { .. }
+        ));
+        assert!(matches!(
+            decide(&rejected(190), 1, now()),
+            Decision::HaltSender { .. }
+        ));
+        assert_eq!(
+            decide(&rejected(131049), 1, now()),
+            Decision::Record(Outcome::Deferred {
+                until: now() + Duration::hours(24),
+                code: Some(131049)
+            })
+        );
+        // Deferred once already: final.
+        assert!(matches!(
+            decide(&rejected(131049), 2, now()),
+            Decision::Record(Outcome::Failed { .. })
+        ));
+    }
+
+    #[test]
+    fn never_sent_is_retried_and_unknown_never_is() {
+        let not_sent = SendResult::NotSent {
+            reason: "refused".into(),
+        };
+        assert!(matches!(
+            decide(&not_sent, 1, now()),
+            Decision::Retry { .. }
+        ));
+        let unknown = SendResult::Unknown {
+            reason: "timeout".into(),
+        };
+        assert_eq!(
+            decide(&unknown, 1, now()),
+            Decision::Record(Outcome::Unknown {
+                message: "timeout".into()
+            })
+        );
+    }
+
+    #[test]
+    fn contact_facts_and_exhaustion() {
+        assert_eq!(contact_fact(&rejected(131050)), Some(ContactFact::OptedOut));
+        assert_eq!(
+            contact_fact(&rejected(131026)),
+            Some(ContactFact::Undeliverable)
+        );
+        assert_eq!(contact_fact(&rejected(132000)), None);
+        assert_eq!(
+            exhausted(Some(130429), true),
+            Outcome::Retry { code: Some(130429) }
+        );
+        assert!(matches!(
+            exhausted(Some(131000), false),
+            Outcome::Failed { .. }
+        ));
+    }
+}

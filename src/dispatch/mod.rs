@@ -1,0 +1,16 @@
+//! The dispatch engine: staged contacts → paced sends, no double send, no
+//! lost contact.
+//!
+//! - [`policy`]: pure decisions (schedule and quiet hours, lifecycle, AIMD,
+//!   backoff), unit-tested with an injected clock.
+//! - [`decision`]: what a WhatsApp answer means for the contact, the sender
+//!   and the campaign.
+//! - [`sender`]: `SenderActor` per phone_number_id (limiters, HTTP, outcome).
+//! - [`campaign`]: `CampaignActor` per campaign (scan, checks, claim).
+//! - [`registry`]: `CampaignRegistry` (catalog → actors, overrides, reload).
+
+pub mod campaign;
+pub mod decision;
+pub mod policy;
+pub mod registry;
+pub mod sender;

@@ -1,0 +1,396 @@
+//! `CampaignRegistry`: materialises the campaign catalog into campaign
+//! actors, owns the sender actors, applies operator overrides and reloads,
+//! and keeps every sender's rate at this instance's share of the audience
+//! partitions (several instances split each sender's limit with no
+//! coordinator, DESIGN §2).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use super::campaign::{CampaignActor, CampaignControl, CampaignState, DispatchEnv, Pump};
+use super::policy::backoff::RetryPolicy;
+use super::policy::lifecycle;
+use super::sender::{Reconfigure, SenderActor, SenderCore, SenderSettings};
+use crate::config::Config;
+use crate::domain::ContactKey;
+use crate::events::{Event, EventsProducer};
+use crate::ingest::audience::IngestStats;
+use crate::ingest::catalog::{CampaignCatalog, CatalogChange};
+use crate::store::Store;
+use crate::whatsapp::client::WhatsAppClient;
+
+/// Unique recipients per rolling 24 h, across campaigns (Meta's messaging
+/// limit tiers count unique users a business initiates conversations with).
+/// Recipients in send order, and the same set for lookups.
+type Window = (VecDeque<(DateTime<Utc>, ContactKey)>, HashSet<ContactKey>);
+
+#[derive(Default)]
+pub struct PortfolioLimit {
+    limit: Mutex<Option<u64>>,
+    window: Mutex<Window>,
+}
+
+impl PortfolioLimit {
+    pub fn set_limit(&self, limit: Option<u64>) {
+        *self.limit.lock().unwrap_or_else(|p| p.into_inner()) = limit;
+    }
+
+    fn prune(
+        window: &mut (VecDeque<(DateTime<Utc>, ContactKey)>, HashSet<ContactKey>),
+        now: DateTime<Utc>,
+    ) {
+        while let Some((t, _)) = window.0.front() {
+            if now - *t < chrono::Duration::hours(24) {
+                break;
+            }
+            if let Some((_, c)) = window.0.pop_front() {
+                window.1.remove(&c);
+            }
+        }
+    }
+
+    pub fn wait(&self, contact: &ContactKey, now: DateTime<Utc>) -> Option<String> {
+        let limit = (*self.limit.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        Self::prune(&mut w, now);
+        (w.1.len() as u64 >= limit && !w.1.contains(contact))
+            .then(|| format!("portfolio limit of {limit} unique recipients per 24 h reached"))
+    }
+
+    pub fn note(&self, contact: &ContactKey, now: DateTime<Utc>) {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.1.insert(contact.clone()) {
+            w.0.push_back((now, contact.clone()));
+        }
+    }
+}
+
+/// The process-side services campaigns use (see [`DispatchEnv`]).
+pub struct Env {
+    pub ingest: Arc<IngestStats>,
+    pub catalog: CampaignCatalog,
+    pub campaigns: Arc<RwLock<HashMap<String, Arc<CampaignState>>>>,
+    pub suppressions: Arc<RwLock<HashMap<String, String>>>,
+    pub portfolio: PortfolioLimit,
+    pub events: Option<EventsProducer>,
+}
+
+impl DispatchEnv for Env {
+    fn owned_shards(&self) -> Vec<u32> {
+        self.ingest.owned_shards()
+    }
+
+    fn releases_engagement(&self, campaign: &str) -> bool {
+        let Some(entry) = self.catalog.get(campaign) else {
+            return true; // deleted: nothing holds the contact any more
+        };
+        if let Some(state) = self
+            .campaigns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(campaign)
+        {
+            if let Some(observed) = *state.observed.lock().unwrap_or_else(|p| p.into_inner()) {
+                return lifecycle::releases_engagements(observed);
+            }
+        }
+        entry.spec.state == crate::domain::DesiredState::Ended
+    }
+
+    fn suppression(&self, contact: &ContactKey) -> Option<String> {
+        self.suppressions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(contact.as_str())
+            .cloned()
+    }
+
+    fn portfolio_wait(&self, contact: &ContactKey) -> Option<String> {
+        self.portfolio.wait(contact, Utc::now())
+    }
+
+    fn note_recipient(&self, contact: &ContactKey) {
+        self.portfolio.note(contact, Utc::now());
+    }
+
+    fn publish(&self, events: Vec<Event>) {
+        if let Some(p) = self.events.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = p.publish(&events).await {
+                    tracing::warn!(error = %e, "events not published (the store holds the truth)");
+                }
+            });
+        }
+    }
+}
+
+pub type SenderMap = Arc<RwLock<BTreeMap<String, (Addr<SenderActor>, Arc<SenderCore>)>>>;
+
+pub struct CampaignRegistry {
+    store: Arc<dyn Store>,
+    catalog: CampaignCatalog,
+    client: WhatsAppClient,
+    config: Config,
+    env: Arc<Env>,
+    senders: SenderMap,
+    actors: HashMap<String, Addr<CampaignActor>>,
+    owner: String,
+    share: f64,
+}
+
+impl CampaignRegistry {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        catalog: CampaignCatalog,
+        client: WhatsAppClient,
+        env: Arc<Env>,
+        owner: String,
+    ) -> Self {
+        env.portfolio
+            .set_limit(config.dispatch.portfolio_daily_limit);
+        CampaignRegistry {
+            store,
+            catalog,
+            client,
+            config,
+            env,
+            senders: Arc::default(),
+            actors: HashMap::new(),
+            owner,
+            share: 0.0,
+        }
+    }
+
+    pub fn senders(&self) -> SenderMap {
+        self.senders.clone()
+    }
+
+    fn sender_settings(&self, id: &str) -> SenderSettings {
+        let d = &self.config.dispatch;
+        let s = self.config.sender(id);
+        SenderSettings {
+            per_second: s.per_second,
+            pair_interval: Duration::from_secs(d.pair_interval_secs),
+            pair_burst: d.pair_burst,
+            max_in_flight: d.max_in_flight_per_sender,
+            retry: RetryPolicy {
+                max_attempts: d.transient_max_attempts,
+                base: Duration::from_millis(d.backoff_base_ms),
+                max: Duration::from_millis(d.backoff_max_ms),
+            },
+            aimd_decrease_factor: d.aimd_decrease_factor,
+            aimd_increase_per_sec: d.aimd_increase_per_sec,
+        }
+    }
+
+    fn ensure_sender(&mut self, id: &str) {
+        if self
+            .senders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+        {
+            return;
+        }
+        let settings = self.sender_settings(id);
+        let paused = self.config.sender(id).paused;
+        let core = Arc::new(SenderCore::new(
+            id,
+            self.client.clone(),
+            self.store.clone(),
+            settings,
+            self.share,
+        ));
+        if paused {
+            core.set_halted(Some("paused in the config".into()));
+        }
+        let addr = SenderActor { core: core.clone() }.start();
+        self.senders
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), (addr, core));
+    }
+
+    fn ensure_campaign(&mut self, id: &str) {
+        let Some(entry) = self.catalog.get(id) else {
+            if let Some(addr) = self.actors.remove(id) {
+                addr.do_send(CampaignControl::Stop);
+                self.env
+                    .campaigns
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(id);
+            }
+            return;
+        };
+        for s in entry.spec.senders.clone() {
+            self.ensure_sender(&s);
+        }
+        if let Some(addr) = self.actors.get(id) {
+            // Control messages are rare and the mailbox is bounded: a full
+            // mailbox drops nothing important (the next change re-sends).
+            let _ = addr.try_send(CampaignControl::Spec(entry));
+            return;
+        }
+        let o = self.config.campaigns.get(id);
+        let rate = o.and_then(|o| o.per_second.or(o.per_hour.map(|h| h / 3600.0)));
+        let state = Arc::new(CampaignState::new(entry, rate, o.is_some_and(|o| o.paused)));
+        self.env
+            .campaigns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), state.clone());
+        let pump = Pump {
+            state,
+            store: self.store.clone(),
+            senders: self.senders.clone(),
+            env: self.env.clone(),
+            owner: self.owner.clone(),
+            max_in_flight: self.config.dispatch.max_in_flight_per_sender.max(1) * 2,
+        };
+        tracing::info!(campaign = id, "campaign dispatcher started");
+        self.actors
+            .insert(id.to_string(), CampaignActor::new(pump).start());
+    }
+
+    fn apply_config(&mut self, new: Config) {
+        let changes = self.config.live_changes(&new);
+        self.config = new;
+        self.env
+            .portfolio
+            .set_limit(self.config.dispatch.portfolio_daily_limit);
+        let ids: Vec<String> = self
+            .senders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            let s = self.config.sender(&id);
+            if let Some((addr, core)) = self
+                .senders
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+            {
+                if s.paused {
+                    core.set_halted(Some("paused in the config".into()));
+                }
+                let _ = addr.try_send(Reconfigure {
+                    per_second: Some(s.per_second),
+                    share: None,
+                    resume: !s.paused,
+                });
+            }
+        }
+        for (id, addr) in &self.actors {
+            let o = self.config.campaigns.get(id);
+            let _ = addr.try_send(CampaignControl::Override {
+                per_second: o.and_then(|o| o.per_second.or(o.per_hour.map(|h| h / 3600.0))),
+                paused: o.is_some_and(|o| o.paused),
+            });
+        }
+        tracing::info!(?changes, "configuration reloaded");
+    }
+}
+
+impl Actor for CampaignRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.share = self.env.ingest.share();
+        for id in self.catalog.ids() {
+            self.ensure_campaign(&id);
+        }
+        // Catalog changes arrive on a broadcast channel; forward them.
+        let mut changes = self.catalog.subscribe();
+        let me = ctx.address();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(CatalogChange::Upserted(id)) | Ok(CatalogChange::Deleted(id)) => {
+                        if me.send(CatalogChanged(id)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = me.send(CatalogChanged(String::new())).await;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        // Rebalances change this instance's share of every sender's rate.
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            let share = act.env.ingest.share();
+            if (share - act.share).abs() > f64::EPSILON {
+                tracing::info!(share, "instance share of sender rates changed");
+                act.share = share;
+                for (addr, _) in act
+                    .senders
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                {
+                    let _ = addr.try_send(Reconfigure {
+                        per_second: None,
+                        share: Some(share),
+                        resume: false,
+                    });
+                }
+            }
+        });
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CatalogChanged(String);
+
+impl Handler<CatalogChanged> for CampaignRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: CatalogChanged, _: &mut Self::Context) {
+        if msg.0.is_empty() {
+            for id in self.catalog.ids() {
+                self.ensure_campaign(&id);
+            }
+        } else {
+            self.ensure_campaign(&msg.0);
+        }
+    }
+}
+
+/// A validated new configuration (reload).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyConfig(pub Config);
+
+impl Handler<ApplyConfig> for CampaignRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyConfig, _: &mut Self::Context) {
+        self.apply_config(msg.0);
+    }
+}
+
+/// Stops every campaign (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAll;
+
+impl Handler<StopAll> for CampaignRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAll, _: &mut Self::Context) {
+        for addr in self.actors.values() {
+            let _ = addr.try_send(CampaignControl::Stop);
+        }
+    }
+}
