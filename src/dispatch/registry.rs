@@ -305,11 +305,13 @@ impl Actor for CampaignRegistry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.share = self.env.ingest.share();
+        // Subscribe before listing: a campaign that arrives in between is
+        // then seen twice (harmless) rather than never.
+        let mut changes = self.catalog.subscribe();
         for id in self.catalog.ids() {
             self.ensure_campaign(&id);
         }
         // Catalog changes arrive on a broadcast channel; forward them.
-        let mut changes = self.catalog.subscribe();
         let me = ctx.address();
         tokio::spawn(async move {
             loop {

@@ -1,0 +1,305 @@
+//! The dispatch engine end to end in one process: Kafka (mock cluster) →
+//! ingest → store → campaign and sender actors → sandbox → signed webhooks
+//! back → store. Assertions are about what users see: every contact final,
+//! nobody messaged twice, exclusivity, pause and reload.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use wadispatch::app::{self, Daemon};
+use wadispatch::config::{CampaignOverride, Config, SenderConfig};
+use wadispatch::domain::DispatchState;
+use wadispatch::report::CampaignSummary;
+use wadispatch::sandbox::{FailureRule, Sandbox, SandboxConfig, SandboxHandle};
+
+const SECRET: &str = "dispatch-test-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spec(id: &str, senders: &[&str], per_second: f64, exclusive: bool) -> String {
+    let senders: Vec<String> = senders.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        r#"{{"id":"{id}","name":"t","state":"active","senders":[{}],"exclusive":{exclusive},
+            "template":{{"name":"promo","language":"es_MX","category":"marketing","body":["{{{{name}}}}"]}},
+            "pacing":{{"per_second":{per_second}}}}}"#,
+        senders.join(",")
+    )
+}
+
+fn audience(campaign: &str, i: u32) -> (String, String) {
+    let p = phone(i);
+    (
+        p.clone(),
+        format!(r#"{{"campaign_id":"{campaign}","contact":{{"phone":"{p}","name":"N{i}"}}}}"#),
+    )
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    kafka: Kafka,
+    sandbox: SandboxHandle,
+    config: Config,
+}
+
+/// Mock cluster, a sandbox whose failures are all final (no 24 h deferrals,
+/// so every contact can end final within the test), and a config for them.
+async fn world(senders: &[(&str, f64)]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), "");
+    let kafka = Kafka::start(&config);
+    let port = free_port();
+    let sandbox = Sandbox::start(SandboxConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        per_number_mps: 0.0,
+        webhook_url: Some(format!("http://127.0.0.1:{port}/webhook")),
+        app_secret: SECRET.into(),
+        failure_rules: vec![
+            FailureRule {
+                suffix: "13".into(),
+                code: 131026,
+                stage: Default::default(),
+            },
+            FailureRule {
+                suffix: "50".into(),
+                code: 131050,
+                stage: Default::default(),
+            },
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    config.kafka.brokers = kafka.brokers.clone();
+    config.http.listen = format!("127.0.0.1:{port}");
+    config.whatsapp.api_base_url = sandbox.base_url();
+    config.whatsapp.token = Some(wadispatch::config::Secret::new("t"));
+    config.whatsapp.app_secret = Some(wadispatch::config::Secret::new(SECRET));
+    for (id, rate) in senders {
+        config.senders.insert(
+            id.to_string(),
+            SenderConfig {
+                per_second: *rate,
+                paused: false,
+                display_name: None,
+            },
+        );
+    }
+    World {
+        _dir: dir,
+        kafka,
+        sandbox,
+        config,
+    }
+}
+
+async fn publish_campaign(w: &World, id: &str, spec: &str, contacts: std::ops::Range<u32>) {
+    let p = w.kafka.producer();
+    publish(&p, &w.config.kafka.topics.campaigns, id, spec).await;
+    let records: Vec<(String, String)> = contacts.map(|i| audience(id, i)).collect();
+    publish_all(&p, &w.config.kafka.topics.audience, &records).await;
+}
+
+async fn summary(daemon: &Daemon, id: &str) -> CampaignSummary {
+    CampaignSummary::compute(daemon.store.as_ref(), id)
+        .await
+        .unwrap()
+}
+
+async fn wait_done(daemon: &Daemon, id: &str, staged: u64, timeout: Duration) -> CampaignSummary {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let s = summary(daemon, id).await;
+        if s.staged == staged && s.open() == 0 {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} not done: {:?}",
+            s.by_state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_campaign_over_four_senders_completes_without_duplicates() {
+    app::system().block_on(async {
+        let senders = [
+            ("1001", 500.0),
+            ("1002", 500.0),
+            ("1003", 500.0),
+            ("1004", 500.0),
+        ];
+        let w = world(&senders).await;
+        publish_campaign(
+            &w,
+            "big",
+            &spec("big", &["1001", "1002", "1003", "1004"], 2000.0, true),
+            0..5_000,
+        )
+        .await;
+        let store = app::open_store(&w.config).unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let s = wait_done(&daemon, "big", 5_000, Duration::from_secs(120)).await;
+        let stats = w.sandbox.stats();
+        assert_eq!(
+            stats.duplicate_recipients, 0,
+            "nobody got the campaign twice"
+        );
+        assert_eq!(stats.per_recipient_max, 1);
+        assert_eq!(
+            s.count(DispatchState::Claimed) + s.count(DispatchState::Pending),
+            0
+        );
+        // Every contact is final: accepted and beyond, failed, or excluded.
+        let final_states: u64 = s.reached(DispatchState::Accepted)
+            + s.count(DispatchState::Failed)
+            + s.excluded()
+            + s.count(DispatchState::Unknown);
+        assert_eq!(final_states, 5_000, "{:?}", s.by_state);
+        assert!(
+            stats.per_number.len() == 4,
+            "all four senders were used: {:?}",
+            stats.per_number
+        );
+        assert!(
+            s.count(DispatchState::Failed) > 0,
+            "numbers ending in 13 or 50 failed by webhook"
+        );
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
+
+#[test]
+fn overlapping_exclusive_campaigns_never_reach_the_same_contact() {
+    app::system().block_on(async {
+        let w = world(&[("2001", 800.0), ("2002", 800.0)]).await;
+        publish_campaign(&w, "ex-a", &spec("ex-a", &["2001"], 800.0, true), 0..1_500).await;
+        publish_campaign(&w, "ex-b", &spec("ex-b", &["2002"], 800.0, true), 0..1_500).await;
+        let store = app::open_store(&w.config).unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let a = wait_done(&daemon, "ex-a", 1_500, Duration::from_secs(120)).await;
+        let b = wait_done(&daemon, "ex-b", 1_500, Duration::from_secs(120)).await;
+        let stats = w.sandbox.stats();
+        assert_eq!(
+            stats.per_recipient_max, 1,
+            "no contact received both exclusive campaigns"
+        );
+        let engaged = a
+            .excluded_by_reason
+            .get("engaged_elsewhere")
+            .copied()
+            .unwrap_or(0)
+            + b.excluded_by_reason
+                .get("engaged_elsewhere")
+                .copied()
+                .unwrap_or(0);
+        assert!(
+            engaged >= 1_400,
+            "the loser of each race is excluded as engaged_elsewhere: {engaged}"
+        );
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
+
+#[test]
+fn pause_sends_nothing_and_resume_finishes() {
+    app::system().block_on(async {
+        let mut w = world(&[("3001", 200.0)]).await;
+        // Paused by the operator from the start.
+        w.config.campaigns.insert(
+            "paced".into(),
+            CampaignOverride {
+                per_second: None,
+                per_hour: None,
+                paused: true,
+            },
+        );
+        publish_campaign(
+            &w,
+            "paced",
+            &spec("paced", &["3001"], 400.0, false),
+            0..1_000,
+        )
+        .await;
+        let store = app::open_store(&w.config).unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        wait_until(Duration::from_secs(60), "contacts staged", || {
+            daemon.pipeline.stats.total() >= 1_000
+        })
+        .await;
+        // Two seconds of a paused campaign: nothing reaches WhatsApp.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            w.sandbox.stats().requests,
+            0,
+            "a paused campaign sends nothing"
+        );
+        assert_eq!(
+            summary(&daemon, "paced")
+                .await
+                .count(DispatchState::Pending),
+            1_000
+        );
+        let mut resumed = w.config.clone();
+        resumed.campaigns.insert(
+            "paced".into(),
+            CampaignOverride {
+                per_second: None,
+                per_hour: None,
+                paused: false,
+            },
+        );
+        daemon.apply(resumed).await;
+        wait_done(&daemon, "paced", 1_000, Duration::from_secs(60)).await;
+        assert_eq!(w.sandbox.stats().duplicate_recipients, 0);
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
+
+#[test]
+fn reload_changes_a_senders_rate_while_running() {
+    app::system().block_on(async {
+        let w = world(&[("4001", 20.0)]).await;
+        publish_campaign(&w, "slow", &spec("slow", &["4001"], 1000.0, false), 0..600).await;
+        let store = app::open_store(&w.config).unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        wait_until(Duration::from_secs(60), "sending started", || {
+            w.sandbox.stats().accepted > 5
+        })
+        .await;
+        let core = daemon
+            .senders
+            .read()
+            .unwrap()
+            .get("4001")
+            .map(|(_, c)| c.clone())
+            .unwrap();
+        assert_eq!(core.configured(), 20.0);
+        let mut faster = w.config.clone();
+        faster.senders.insert(
+            "4001".into(),
+            SenderConfig {
+                per_second: 500.0,
+                paused: false,
+                display_name: None,
+            },
+        );
+        daemon.apply(faster).await;
+        wait_until(Duration::from_secs(10), "the new rate applied", || {
+            core.configured() == 500.0
+        })
+        .await;
+        // 600 contacts at 20/s would take 30 s; at 500/s the rest is quick.
+        wait_done(&daemon, "slow", 600, Duration::from_secs(20)).await;
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
