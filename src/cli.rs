@@ -42,6 +42,31 @@ enum Command {
         #[command(subcommand)]
         command: AudienceCommand,
     },
+    /// Per-contact report of a campaign (CSV or JSON), or its funnel summary.
+    /// Reads the store directly: stop the daemon first when the store is
+    /// the embedded one (it is locked while the daemon runs).
+    Report {
+        /// Campaign id.
+        #[arg(long)]
+        campaign: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::report::Format,
+        /// Write to this file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the funnel summary instead of one row per contact.
+        #[arg(long)]
+        summary: bool,
+        /// Configuration file (which store to read).
+        #[arg(
+            long,
+            short,
+            default_value = "config/wadispatch.toml",
+            env = "WADISPATCH_CONFIG"
+        )]
+        config: PathBuf,
+    },
     /// Run the WhatsApp Cloud API simulator (dry runs and load tests).
     Sandbox {
         /// Address to listen on (default 127.0.0.1:8089).
@@ -111,6 +136,13 @@ pub fn main() -> ExitCode {
                     file,
                 },
         } => audience_import(&campaign, brokers, &config, dry_run, &file),
+        Command::Report {
+            campaign,
+            format,
+            out,
+            summary,
+            config,
+        } => report(&campaign, format, out, summary, &config),
         Command::Sandbox {
             listen,
             webhook_url,
@@ -223,4 +255,51 @@ fn sandbox(
         cfg.listen
     );
     crate::sandbox::run_blocking(cfg).map_err(|e| anyhow::anyhow!("sandbox on {listen}: {e}"))
+}
+
+fn report(
+    campaign: &str,
+    format: crate::report::Format,
+    out: Option<PathBuf>,
+    summary: bool,
+    config_path: &Path,
+) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = crate::app::open_store(&config)?;
+        if store.get_campaign(campaign).await?.is_none()
+            && store.scan_dispatches(campaign, None, 1).await?.is_empty()
+        {
+            anyhow::bail!("campaign {campaign} is not in the store at {} (check --config and the campaign id)", config.store.embedded.data_dir.display());
+        }
+        if summary {
+            let s = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?;
+            let text = match format {
+                crate::report::Format::Json => serde_json::to_string_pretty(&s.view())? + "\n",
+                crate::report::Format::Csv => s.render(),
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+                None => print!("{text}"),
+            }
+            return Ok(());
+        }
+        match out {
+            Some(path) => {
+                let file = std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+                let staged = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?.staged;
+                let pb = crate::import::progress_bar(staged, "exporting");
+                let n = crate::report::export(store.as_ref(), campaign, format, std::io::BufWriter::new(file), Some(&pb)).await?;
+                pb.finish();
+                eprintln!("{n} contacts written to {}", path.display());
+            }
+            None => {
+                crate::report::export(store.as_ref(), campaign, format, std::io::stdout().lock(), None).await?;
+            }
+        }
+        Ok(())
+    })
 }

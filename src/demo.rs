@@ -298,6 +298,15 @@ async fn run_async(
     for (key, error) in read_dead_letters(&config, stats.dlq.load(Relaxed) as usize)? {
         println!("  key {key}: {error}");
     }
+    let report_dir = std::env::temp_dir().join("wadispatch-demo");
+    std::fs::create_dir_all(&report_dir)?;
+    for id in &campaign_ids {
+        let path = report_dir.join(format!("{id}.csv"));
+        let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        let n = crate::report::export(store.as_ref(), id, crate::report::Format::Csv, file, None)
+            .await?;
+        println!("per-contact report of {id} ({n} rows): {}", path.display());
+    }
     println!("\nfinished in {:.1} s", elapsed.as_secs_f64());
     sandbox.stop().await;
     drop(producer);

@@ -102,3 +102,195 @@ impl CampaignSummary {
             + self.count(DispatchState::Deferred)
     }
 }
+
+/// Funnel ratios as the campaign products report them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SummaryView<'a> {
+    #[serde(flatten)]
+    pub summary: &'a CampaignSummary,
+    /// Pending, claimed or deferred: not final yet.
+    pub open: u64,
+    /// delivered / sent.
+    pub received_by: Option<f64>,
+    /// read / delivered.
+    pub read_by: Option<f64>,
+    /// replied / delivered.
+    pub replied_by: Option<f64>,
+    /// excluded + failed.
+    pub not_sent_to: u64,
+}
+
+fn ratio(n: u64, d: u64) -> Option<f64> {
+    (d > 0).then(|| (n as f64 / d as f64 * 1000.0).round() / 10.0)
+}
+
+impl CampaignSummary {
+    pub fn view(&self) -> SummaryView<'_> {
+        let sent = self.reached(DispatchState::Sent);
+        let delivered = self.reached(DispatchState::Delivered);
+        SummaryView {
+            summary: self,
+            open: self.open(),
+            received_by: ratio(delivered, sent),
+            read_by: ratio(self.reached(DispatchState::Read), delivered),
+            replied_by: ratio(self.reached(DispatchState::Replied), delivered),
+            not_sent_to: self.excluded() + self.count(DispatchState::Failed),
+        }
+    }
+
+    /// Plain-text summary for terminals.
+    pub fn render(&self) -> String {
+        let v = self.view();
+        let pct = |r: Option<f64>| r.map(|r| format!("{r:.1}%")).unwrap_or_else(|| "-".into());
+        let mut out = format!("campaign {}\n", self.campaign_id);
+        let mut line =
+            |label: &str, value: String| out.push_str(&format!("  {label:<28}{value:>10}\n"));
+        line("contacts staged", self.staged.to_string());
+        line(
+            "accepted by WhatsApp",
+            self.reached(DispatchState::Accepted).to_string(),
+        );
+        line("sent", self.reached(DispatchState::Sent).to_string());
+        line(
+            "delivered",
+            self.reached(DispatchState::Delivered).to_string(),
+        );
+        line("read", self.reached(DispatchState::Read).to_string());
+        line("replied", self.reached(DispatchState::Replied).to_string());
+        line("received by (deliv./sent)", pct(v.received_by));
+        line("read by (read/deliv.)", pct(v.read_by));
+        line("replied by (repl./deliv.)", pct(v.replied_by));
+        line("not sent to", v.not_sent_to.to_string());
+        for (reason, n) in &self.excluded_by_reason {
+            line(&format!("  excluded: {reason}"), n.to_string());
+        }
+        for (class, n) in &self.failed_by_class {
+            line(&format!("  failed: {class}"), n.to_string());
+        }
+        line("unknown", self.count(DispatchState::Unknown).to_string());
+        line("still open", v.open.to_string());
+        out
+    }
+}
+
+/// One row of the per-contact export.
+#[derive(Debug, serde::Serialize)]
+pub struct ContactRow {
+    pub contact: String,
+    pub state: String,
+    pub reason: String,
+    pub error_code: String,
+    pub message: String,
+    pub wamid: String,
+    pub staged_at: String,
+    pub claimed_at: String,
+    pub accepted_at: String,
+    pub sent_at: String,
+    pub delivered_at: String,
+    pub read_at: String,
+    pub replied_at: String,
+    pub failed_at: String,
+    pub excluded_at: String,
+}
+
+impl ContactRow {
+    pub fn from_record(r: &crate::store::DispatchRecord) -> Self {
+        let t = |x: &Option<chrono::DateTime<chrono::Utc>>| {
+            x.map(|t| t.to_rfc3339()).unwrap_or_default()
+        };
+        // A human-readable why, from the exclusion reason or the error code.
+        let message = match (&r.reason, r.error_code) {
+            (Some(reason), _) => reason
+                .parse::<crate::domain::ExclusionReason>()
+                .map(|e| e.description())
+                .unwrap_or_else(|_| reason.clone()),
+            (None, Some(code)) => crate::domain::describe_code(code).to_string(),
+            (None, None) => r.error_message.clone().unwrap_or_default(),
+        };
+        ContactRow {
+            contact: r.contact.to_string(),
+            state: r.state.as_str().to_string(),
+            reason: r
+                .reason
+                .clone()
+                .or_else(|| r.error_class.clone())
+                .unwrap_or_default(),
+            error_code: r.error_code.map(|c| c.to_string()).unwrap_or_default(),
+            message,
+            wamid: r.wamid.clone().unwrap_or_default(),
+            staged_at: t(&r.times.staged),
+            claimed_at: t(&r.times.claimed),
+            accepted_at: t(&r.times.accepted),
+            sent_at: t(&r.times.sent),
+            delivered_at: t(&r.times.delivered),
+            read_at: t(&r.times.read),
+            replied_at: t(&r.times.replied),
+            failed_at: t(&r.times.failed),
+            excluded_at: t(&r.times.excluded),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+/// Streams every contact of a campaign to `out` (constant memory: one page
+/// at a time). Returns the number of rows written.
+pub async fn export(
+    store: &dyn Store,
+    campaign: &str,
+    format: Format,
+    mut out: impl std::io::Write,
+    progress: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<u64> {
+    let mut n = 0u64;
+    let mut after = None;
+    if format == Format::Json {
+        out.write_all(b"[\n")?;
+    }
+    let mut csv = csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
+    loop {
+        let page = store
+            .scan_dispatches(campaign, after.as_ref(), PAGE)
+            .await?;
+        for r in &page {
+            let row = ContactRow::from_record(r);
+            match format {
+                Format::Csv => csv.serialize(&row)?,
+                Format::Json => {
+                    if n > 0 {
+                        out.write_all(b",\n")?;
+                    }
+                    serde_json::to_writer(&mut out, &row)?;
+                }
+            }
+            n += 1;
+        }
+        if format == Format::Csv {
+            // Hand each page's bytes over, keeping memory flat.
+            csv.flush()?;
+            let buf = std::mem::replace(
+                &mut csv,
+                csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(Vec::new()),
+            );
+            out.write_all(&buf.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)?;
+        }
+        if let Some(pb) = progress {
+            pb.inc(page.len() as u64);
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.contact.clone()),
+            _ => break,
+        }
+    }
+    if format == Format::Json {
+        out.write_all(b"\n]\n")?;
+    }
+    out.flush()?;
+    Ok(n)
+}
