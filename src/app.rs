@@ -301,6 +301,24 @@ impl Daemon {
 
     pub async fn shutdown(self, timeout: Duration) -> bool {
         let _ = self.registry.send(crate::dispatch::registry::StopAll).await;
+        // Let sends in flight finish and record their outcome (half the
+        // budget): what is still in flight after that becomes `unknown` at
+        // the next start.
+        let drain_until = std::time::Instant::now() + timeout / 2;
+        loop {
+            let in_flight: u64 = self
+                .env
+                .campaigns
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .map(|c| c.in_flight.load(std::sync::atomic::Ordering::Acquire))
+                .sum();
+            if in_flight == 0 || std::time::Instant::now() > drain_until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.server.stop(true).await;
         self.pipeline.shutdown(timeout).await
     }

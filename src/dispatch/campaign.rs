@@ -133,6 +133,7 @@ pub struct Pump {
     pub env: Arc<dyn DispatchEnv>,
     pub owner: String,
     pub max_in_flight: usize,
+    pub counts_cache: Mutex<Option<(std::time::Instant, CampaignCounts)>>,
 }
 
 impl Pump {
@@ -184,6 +185,19 @@ impl Pump {
     }
 
     async fn counts(&self) -> CampaignCounts {
+        // A full scan of the campaign's rows: at most every few seconds, so
+        // an idle or finished large campaign does not spin on it.
+        if let Some((at, c)) = *lock(&self.counts_cache) {
+            if at.elapsed() < Duration::from_secs(5) {
+                return c;
+            }
+        }
+        let counts = self.count_now().await;
+        *lock(&self.counts_cache) = Some((std::time::Instant::now(), counts));
+        counts
+    }
+
+    async fn count_now(&self) -> CampaignCounts {
         match crate::report::CampaignSummary::compute(self.store.as_ref(), &self.state.id).await {
             Ok(s) => CampaignCounts {
                 staged: s.staged,
@@ -241,7 +255,11 @@ impl Pump {
         metrics::campaign_pending(&self.state.id, counts.pending);
         while !self.state.stop.load(Ordering::Acquire) {
             if !lifecycle::may_claim(observed) {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                if observed == ObservedState::Ended && counts.pending + counts.deferred > 0 {
+                    self.close_window().await;
+                    *lock(&self.counts_cache) = None;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 counts = self.counts().await;
                 observed = self.observe(&counts).await;
                 continue;
@@ -312,6 +330,37 @@ impl Pump {
         }
         // Paused or stopped: in-flight sends finish on their own.
         let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
+    }
+
+    /// The campaign ended before these contacts were sent: they become
+    /// `outside_window` (final, visible in the report) instead of waiting.
+    async fn close_window(&self) {
+        let owned = self.env.owned_shards();
+        let shards = self
+            .store
+            .campaign_shards(&self.state.id)
+            .await
+            .unwrap_or_default();
+        for shard in shards.into_iter().filter(|s| owned.contains(s)) {
+            let mut after = None;
+            loop {
+                let Ok(page) = self
+                    .store
+                    .scan_pending(&self.state.id, shard, after, PAGE)
+                    .await
+                else {
+                    break;
+                };
+                for entry in &page {
+                    self.exclude(&entry.contact, ExclusionReason::OutsideWindow)
+                        .await;
+                }
+                if page.len() < PAGE {
+                    break;
+                }
+                after = page.last().map(|e| e.seq);
+            }
+        }
     }
 
     async fn exclude(&self, contact: &ContactKey, reason: ExclusionReason) {
@@ -385,8 +434,7 @@ impl Pump {
             Err(_) => return Considered::Skipped,
         };
         // Campaign pace, then the claim, then the send: nothing in between.
-        let limiter = read(&self.state.limiter);
-        limiter.until_ready().await;
+        super::sender::wait_turn(|| read(&self.state.limiter)).await;
         let mut request = ClaimRequest {
             campaign_id: id.clone(),
             contact: contact.clone(),
@@ -423,6 +471,7 @@ impl Pump {
             contact: contact.clone(),
             params: row.params,
             claims,
+            deferred_before: row.error_code == Some(131049),
         };
         let state = self.state.clone();
         state.in_flight.fetch_add(1, Ordering::Relaxed);

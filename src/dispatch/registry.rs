@@ -252,6 +252,7 @@ impl CampaignRegistry {
             env: self.env.clone(),
             owner: self.owner.clone(),
             max_in_flight: self.config.dispatch.max_in_flight_per_sender.max(1) * 2,
+            counts_cache: Mutex::new(None),
         };
         tracing::info!(campaign = id, "campaign dispatcher started");
         self.actors

@@ -44,8 +44,10 @@ pub struct SendJob {
     pub campaign: Arc<CatalogEntry>,
     pub contact: ContactKey,
     pub params: FrozenParams,
-    /// Times the contact was claimed (a deferral's second try is 2).
+    /// Times the contact was claimed.
     pub claims: u32,
+    /// Already deferred once for 131049: a second 131049 is final.
+    pub deferred_before: bool,
 }
 
 /// How a job ended, for the campaign that handed it over.
@@ -112,7 +114,7 @@ impl SenderCore {
                 Aimd::new(settings.per_second.max(1.0), 0.5, 1.0, 1.0)
                     .unwrap_or_else(|_| Aimd::new(1.0, 0.5, 1.0, 1.0).expect("constant AIMD settings are valid"))
             });
-        let rate = settings.per_second * share;
+        let rate = settings.per_second * if share > 0.0 { share } else { 1.0 };
         let pair_quota = Quota::with_period(settings.pair_interval)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(settings.pair_burst.max(1)).unwrap_or(NonZeroU32::MIN));
@@ -141,9 +143,13 @@ impl SenderCore {
         lock(&self.halted).clone()
     }
 
-    /// Current allowed messages per second (AIMD × instance share).
+    /// Current allowed messages per second (AIMD × instance share). Before
+    /// the first assignment the share is unknown (0): nothing can be sent
+    /// then anyway (no owned shard), so the full rate stands until the share
+    /// arrives, rather than a crawl that waiting sends would inherit.
     pub fn rate(&self) -> f64 {
-        lock(&self.aimd).rate() * *lock(&self.share)
+        let share = *lock(&self.share);
+        lock(&self.aimd).rate() * if share > 0.0 { share } else { 1.0 }
     }
 
     pub fn configured(&self) -> f64 {
@@ -183,13 +189,14 @@ impl SenderCore {
     }
 
     async fn pace(&self) {
-        let limiter = self
-            .limiter
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         let started = Instant::now();
-        limiter.until_ready().await;
+        wait_turn(|| {
+            self.limiter
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+        .await;
         metrics::limiter_wait(&self.id, started.elapsed().as_secs_f64());
     }
 
@@ -237,7 +244,7 @@ impl SenderCore {
             if let Some(fact) = decision::contact_fact(&result) {
                 self.note_contact(&job.contact, &fact).await;
             }
-            match decision::decide(&result, job.claims, Utc::now()) {
+            match decision::decide(&result, if job.deferred_before { 2 } else { 1 }, Utc::now()) {
                 Decision::Record(outcome) => {
                     if matches!(outcome, Outcome::Accepted { .. }) {
                         lock(&self.aimd).on_success(monotonic_secs());
@@ -355,6 +362,25 @@ impl SenderCore {
     /// Drops pair-limiter state of recipients not seen for a while.
     pub fn housekeeping(&self) {
         self.pair.retain_recent();
+    }
+}
+
+/// Waits for a permit of the limiter `current()` returns, re-reading it at
+/// least every 50 ms: a limiter rebuilt by a reload, an AIMD step or a
+/// rebalance takes effect for waiting sends too (governor's `until_ready`
+/// would keep a send on the old one).
+pub async fn wait_turn(current: impl Fn() -> Arc<DefaultDirectRateLimiter>) {
+    use governor::clock::{Clock, DefaultClock};
+    let clock = DefaultClock::default();
+    loop {
+        let limiter = current();
+        match limiter.check() {
+            Ok(()) => return,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(clock.now());
+                tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
+            }
+        }
     }
 }
 

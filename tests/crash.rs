@@ -1,0 +1,198 @@
+//! Crash safety: `wadispatch run` is killed with SIGKILL at random moments of
+//! a campaign and restarted. At the end every contact is final, the sandbox
+//! saw nobody twice, and `unknown` stays within the in-flight bound.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use wadispatch::app;
+use wadispatch::domain::DispatchState;
+use wadispatch::report::CampaignSummary;
+use wadispatch::sandbox::{FailureRule, Sandbox, SandboxConfig};
+
+const CONTACTS: u32 = 20_000;
+const KILLS: usize = 5;
+/// dispatch.max_in_flight_per_sender; a campaign holds at most twice this.
+const IN_FLIGHT: usize = 16;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wadispatch"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("WADISPATCH_WHATSAPP_TOKEN", "t")
+        .env("WADISPATCH_APP_SECRET", "crash-secret")
+        .env("WADISPATCH_INSTANCE_ID", "crash-test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wadispatch run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_campaign_never_sends_twice_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), "");
+    let kafka = Kafka::start(&config);
+    config.kafka.brokers = kafka.brokers.clone();
+    let webhook_port = free_port();
+    let sandbox = Sandbox::start(SandboxConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        per_number_mps: 0.0,
+        webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
+        app_secret: "crash-secret".into(),
+        // Final failures only: no 24 h deferral, so the campaign can finish.
+        failure_rules: vec![FailureRule {
+            suffix: "13".into(),
+            code: 131026,
+            stage: Default::default(),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let path = dir.path().join("wadispatch.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+group_id = "crash"
+
+# A killed member keeps its partitions until its session times out: keep
+# that short so the restarted instance owns every shard again quickly.
+[kafka.client]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+
+[store.embedded]
+data_dir = "{data}"
+
+[http]
+listen = "127.0.0.1:{webhook_port}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[whatsapp]
+api_base_url = "{api}"
+
+[dispatch]
+max_in_flight_per_sender = {IN_FLIGHT}
+
+[senders."5001"]
+per_second = 700
+
+[senders."5002"]
+per_second = 700
+"#,
+            brokers = kafka.brokers,
+            data = config.store.embedded.data_dir.display(),
+            api = sandbox.base_url(),
+        ),
+    )
+    .unwrap();
+    let producer = kafka.producer();
+    let spec = r#"{"id":"crash","state":"active","senders":["5001","5002"],"exclusive":true,
+        "template":{"name":"promo","language":"es_MX","body":["{{name}}"]},"pacing":{"per_second":1000}}"#;
+    publish(&producer, &config.kafka.topics.campaigns, "crash", spec).await;
+    let records: Vec<(String, String)> = (0..CONTACTS)
+        .map(|i| {
+            (
+                phone(i),
+                format!(
+                    r#"{{"campaign_id":"crash","contact":{{"phone":"{}","name":"N{i}"}}}}"#,
+                    phone(i)
+                ),
+            )
+        })
+        .collect();
+    publish_all(&producer, &config.kafka.topics.audience, &records).await;
+
+    // Kill at random points of progress, spread over the campaign.
+    let mut marks: Vec<u64> = (0..KILLS)
+        .map(|k| (k as u64 + 1) * 2_500 + rand::random::<u64>() % 1_500)
+        .collect();
+    marks.sort();
+    for mark in marks {
+        let mut child = spawn(&path);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while sandbox.stats().accepted < mark {
+            assert!(
+                Instant::now() < deadline,
+                "no progress to {mark} (accepted {})",
+                sandbox.stats().accepted
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the daemon exited on its own"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    // Last run: until nothing more happens, then a clean stop.
+    let mut child = spawn(&path);
+    let mut last = (0, Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let requests = sandbox.stats().requests;
+        if requests != last.0 {
+            last = (requests, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(12) && requests > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the campaign did not settle");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean stop after SIGTERM: {status}");
+
+    let stats = sandbox.stats();
+    assert_eq!(
+        stats.duplicate_recipients, 0,
+        "no contact was sent the campaign twice"
+    );
+    assert_eq!(stats.per_recipient_max, 1);
+    let store = app::open_store(&config).unwrap();
+    let s = CampaignSummary::compute(store.as_ref(), "crash")
+        .await
+        .unwrap();
+    assert_eq!(s.staged, u64::from(CONTACTS));
+    assert_eq!(s.open(), 0, "every contact final: {:?}", s.by_state);
+    let unknown = s.count(DispatchState::Unknown);
+    let bound = (KILLS * IN_FLIGHT * 2) as u64;
+    assert!(
+        unknown <= bound,
+        "unknown {unknown} above the in-flight bound {bound}"
+    );
+    // Everything the sandbox accepted is accounted for in the store.
+    assert!(
+        s.reached(DispatchState::Accepted) + unknown + s.count(DispatchState::Failed)
+            >= stats.accepted,
+        "{:?} vs {}",
+        s.by_state,
+        stats.accepted
+    );
+    eprintln!(
+        "crash test: {:?}, unknown {unknown} (bound {bound})",
+        s.by_state
+    );
+}
