@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
@@ -32,6 +33,8 @@ use crate::store::{ClaimOutcome, ClaimRequest, Outcome, Store};
 
 /// Pending contacts read per scan page.
 const PAGE: usize = 500;
+/// Contacts of a page checked and claimed at once.
+const CONCURRENT_CHECKS: usize = 64;
 /// A contact Meta could not deliver to (131026) is not retried by other
 /// campaigns for this long.
 const UNDELIVERABLE_DAYS: i64 = 30;
@@ -296,14 +299,29 @@ impl Pump {
                 } else {
                     cursors.insert(shard, page.last().map(|e| e.seq));
                 }
-                for entry in page {
-                    if self.state.stop.load(Ordering::Acquire)
-                        || self.state.paused_by_operator.load(Ordering::Acquire)
-                        || lock(&self.state.halted).is_some()
-                    {
-                        break;
-                    }
-                    match self.consider(&entry.contact, &in_flight).await {
+                // Contacts of a page are checked and claimed concurrently:
+                // each needs a few store round trips, and the claim is an
+                // atomic compare-and-set, so order within a page is free.
+                let this: &Pump = &self;
+                let results: Vec<Considered> = futures::stream::iter(page)
+                    .map(|entry| {
+                        let in_flight = &in_flight;
+                        let this = this;
+                        async move {
+                            if this.state.stop.load(Ordering::Acquire)
+                                || this.state.paused_by_operator.load(Ordering::Acquire)
+                                || lock(&this.state.halted).is_some()
+                            {
+                                return Considered::Skipped;
+                            }
+                            this.consider(&entry.contact, in_flight).await
+                        }
+                    })
+                    .buffer_unordered(CONCURRENT_CHECKS)
+                    .collect()
+                    .await;
+                for r in results {
+                    match r {
                         Considered::Dispatched => dispatched += 1,
                         Considered::Wait(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
                         Considered::Skipped => {}

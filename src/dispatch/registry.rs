@@ -237,6 +237,7 @@ impl CampaignRegistry {
             let _ = addr.try_send(CampaignControl::Spec(entry));
             return;
         }
+        let spec_senders = entry.spec.senders.len();
         let o = self.config.campaigns.get(id);
         let rate = o.and_then(|o| o.per_second.or(o.per_hour.map(|h| h / 3600.0)));
         let state = Arc::new(CampaignState::new(entry, rate, o.is_some_and(|o| o.paused)));
@@ -251,7 +252,10 @@ impl CampaignRegistry {
             senders: self.senders.clone(),
             env: self.env.clone(),
             owner: self.owner.clone(),
-            max_in_flight: self.config.dispatch.max_in_flight_per_sender.max(1) * 2,
+            // Enough for every sender of the pool to stay busy, bounded.
+            max_in_flight: (self.config.dispatch.max_in_flight_per_sender.max(1)
+                * spec_senders.max(1))
+            .min(4096),
             counts_cache: Mutex::new(None),
         };
         tracing::info!(campaign = id, "campaign dispatcher started");

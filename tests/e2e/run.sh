@@ -56,17 +56,21 @@ if ! command -v tansu >/dev/null; then
   nice cargo install tansu --locked --features dynostore,libsql
   note "tansu installed in $(( $(date +%s) - started )) s"
 fi
-if ! command -v kcat >/dev/null; then
-  log "installing kcat (Kafka producer/consumer CLI) from Debian"
-  apt-get update -qq && apt-get install -y -qq kcat >/dev/null
+# Kafka client for the test itself (publishing the spec, reading the DLQ):
+# Debian's kafka-python, run by the system interpreter. kcat is not usable:
+# Debian's librdkafka 2.0.2 cannot parse tansu's ApiVersions answer.
+PY=/usr/bin/python3
+if ! "$PY" -c 'import kafka' 2>/dev/null; then
+  log "installing python3-kafka (kafka-python) from Debian"
+  apt-get update -qq && apt-get install -y -qq python3-kafka >/dev/null
 fi
-command -v python3 >/dev/null || { echo "e2e: python3 is required"; exit 1; }
+KT() { timeout 60 "$PY" "$ROOT/tests/e2e/kafka_tool.py" "$@"; }
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 if [ ! -x "$BIN" ]; then
   log "building wadispatch (release)"
   nice cargo build --release --locked
 fi
-note "wadispatch: $("$BIN" --version)   tansu: $(tansu --version 2>&1 | head -1)   kcat: $(kcat -V 2>&1 | head -1)"
+note "$("$BIN" --version), $(tansu --version 2>&1 | head -1), kafka-python $("$PY" -c 'import kafka; print(kafka.__version__)')"
 
 # ---------------------------------------------------------------- scratch space
 TMP=$(mktemp -d /tmp/wadispatch-e2e.XXXXXX)
@@ -106,7 +110,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r KPORT SPORT WPORT < <(python3 -c '
+read -r KPORT SPORT WPORT < <("$PY" -c '
 import socket
 ss = [socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1", 0))
@@ -115,24 +119,27 @@ for s in ss: s.close()')
 BROKER=127.0.0.1:$KPORT
 note "temp dir $TMP; broker $BROKER, sandbox 127.0.0.1:$SPORT, webhook 127.0.0.1:$WPORT"
 
-wait_port() { # wait_port PORT SECONDS
+wait_port() { # wait_port PORT SECONDS PID: until PORT accepts connections; fails early if PID exits
   local deadline=$(( $(date +%s) + $2 ))
   while [ "$(date +%s)" -lt "$deadline" ]; do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || return 1
     sleep 0.2
   done
   return 1
 }
 
 # ---------------------------------------------------------------- broker
+# tansu 0.6 reads sqlite://PATH as relative to its working directory (an
+# absolute path loses its leading /), so it runs in $TMP with a relative path.
 start_tansu() {
-  tansu broker \
+  (cd "$TMP" && exec tansu broker \
     --listener-url "tcp://$BROKER" \
     --advertised-listener-url "tcp://$BROKER" \
-    --storage-engine "sqlite://$TMP/tansu.db" \
-    >>"$TMP/tansu.log" 2>&1 &
+    --storage-engine "sqlite://tansu.db" \
+    >>"$TMP/tansu.log" 2>&1) &
   PIDS_TANSU=$!
-  wait_port "$KPORT" 60 || abort "broker-started" "(tansu did not listen on $BROKER within 60 s)"
+  wait_port "$KPORT" 60 "$PIDS_TANSU" || abort "broker-started" "(tansu did not listen on $BROKER within 60 s)"
 }
 log "starting tansu on $BROKER (sqlite $TMP/tansu.db)"
 start_tansu
@@ -169,11 +176,11 @@ log "starting the sandbox on 127.0.0.1:$SPORT"
   --webhook-url "http://127.0.0.1:$WPORT/webhook" --app-secret e2e-secret \
   --per-number-mps 200 >>"$TMP/sandbox.log" 2>&1 &
 PID_SANDBOX=$!
-wait_port "$SPORT" 30 || abort "sandbox-started" "(see sandbox.log)"
+wait_port "$SPORT" 30 "$PID_SANDBOX" || abort "sandbox-started" "(see sandbox.log)"
 
 # stats: prints "accepted rejected duplicate_recipients recipients"
 stats() {
-  curl -fsS --max-time 5 "http://127.0.0.1:$SPORT/sandbox/stats" | python3 -c '
+  curl -fsS --max-time 5 "http://127.0.0.1:$SPORT/sandbox/stats" | "$PY" -c '
 import json, sys
 s = json.load(sys.stdin)
 print(s["accepted"], sum(s.get("rejected_by_code", {}).values()), s["duplicate_recipients"], s["recipients"])'
@@ -222,20 +229,22 @@ fi
 
 # ---------------------------------------------------------------- campaign spec
 log "publishing $CAMPAIGN (config/examples/promo.json without quiet hours) to wa.campaigns"
-SPEC=$(python3 -c '
+SPEC=$("$PY" -c '
 import json, sys
 s = json.load(open(sys.argv[1]))
 s.get("schedule", {}).pop("quiet_hours", None)
 print(json.dumps(s, separators=(",", ":"), ensure_ascii=False))' config/examples/promo.json)
-printf '%s\t%s\n' "$CAMPAIGN" "$SPEC" |
-  timeout 30 kcat -P -b "$BROKER" -t wa.campaigns -K $'\t' 2>>"$TMP/kcat.log" ||
-  abort "spec-published" "(see kcat.log)"
+if printf '%s' "$SPEC" | KT produce "$BROKER" wa.campaigns "$CAMPAIGN" >>"$TMP/kafka-tool.log" 2>&1; then
+  note "$(tail -1 "$TMP/kafka-tool.log")"
+else
+  abort "spec-published" "(see kafka-tool.log)"
+fi
 
 # ---------------------------------------------------------------- daemon + audience
 start_daemon() {
   "$BIN" run --config "$CFG" >>"$TMP/daemon.log" 2>&1 &
   PID_DAEMON=$!
-  wait_port "$WPORT" 60 || abort "daemon-started" "(webhook port $WPORT not listening within 60 s)"
+  wait_port "$WPORT" 60 "$PID_DAEMON" || abort "daemon-started" "(webhook port $WPORT not listening within 60 s)"
 }
 log "starting wadispatch run"
 start_daemon
@@ -321,7 +330,7 @@ if ! timeout 60 "$BIN" report --campaign "$CAMPAIGN" --summary --format json --c
 fi
 note "report: $(tr -d '\n' <"$TMP/report.json" | cut -c1-600)"
 # One "NAME VALUE" per line from the report.
-python3 - "$TMP/report.json" >"$TMP/report.vals" <<'EOF'
+"$PY" - "$TMP/report.json" >"$TMP/report.vals" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 if isinstance(r, list):  # a report of several campaigns: take ours
@@ -355,11 +364,11 @@ check "every-eligible-sent" "$([ "$recipients" -le "$ELIGIBLE" ] && [ "$recipien
   "(sandbox recipients=$recipients, expected $((ELIGIBLE - unknown))..$ELIGIBLE)"
 
 log "reading the dead-letter topic"
-if dlq=$(timeout 60 kcat -C -b "$BROKER" -t wa.audience.dlq -o beginning -e -q -f '%k\n' 2>>"$TMP/kcat.log"); then
-  n=$(printf '%s' "$dlq" | grep -c . || true)
+if n=$(KT count "$BROKER" wa.audience.dlq 2>>"$TMP/kafka-tool.log"); then
   check "dlq-empty" "$([ "$n" = 0 ] && echo 0 || echo 1)" "(wa.audience.dlq holds $n records)"
+  [ "$n" = 0 ] || KT dump "$BROKER" wa.audience.dlq 10 2>&1 | sed 's/^/   /' || true
 else
-  check "dlq-empty" 1 "(kcat could not read wa.audience.dlq; see kcat.log)"
+  check "dlq-empty" 1 "(could not read wa.audience.dlq; see kafka-tool.log)"
 fi
 
 [ "$FAILED" = 0 ] || show_logs
