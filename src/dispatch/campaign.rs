@@ -306,7 +306,6 @@ impl Pump {
                 let results: Vec<Considered> = futures::stream::iter(page)
                     .map(|entry| {
                         let in_flight = &in_flight;
-                        let this = this;
                         async move {
                             if this.state.stop.load(Ordering::Acquire)
                                 || this.state.paused_by_operator.load(Ordering::Acquire)
