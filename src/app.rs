@@ -82,6 +82,7 @@ pub fn audience_config(config: &Config) -> AudienceIngestConfig {
 /// on their own threads (they block in librdkafka polls).
 pub struct Pipeline {
     pub catalog: CampaignCatalog,
+    pub suppressions: crate::ingest::suppressions::SuppressionList,
     pub stats: Arc<IngestStats>,
     stop: Arc<AtomicBool>,
     threads: Vec<(&'static str, JoinHandle<()>)>,
@@ -111,6 +112,33 @@ impl Pipeline {
                 }
             })?;
 
+        let suppressions = crate::ingest::suppressions::SuppressionList::default();
+        let reader = crate::ingest::compacted::CompactedReader::new(
+            &config.kafka.brokers,
+            &config.kafka.topics.suppressions,
+            &extra,
+            "suppressions",
+        )?;
+        let (list, st) = (suppressions.clone(), stop.clone());
+        let suppression_thread = std::thread::Builder::new()
+            .name("wa-suppressions".into())
+            .spawn(move || {
+                let count = list.clone();
+                let result = reader.run(
+                    &st,
+                    |key, value, _, _| list.apply(key, value),
+                    || {
+                        tracing::info!(
+                            suppressed = count.len(),
+                            "suppressions topic read to its end"
+                        );
+                        count.set_ready();
+                    },
+                );
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "suppressions reader stopped");
+                }
+            })?;
         let ingest = AudienceIngest::new(
             audience_config(config),
             store,
@@ -129,10 +157,12 @@ impl Pipeline {
                 })?;
         Ok(Pipeline {
             catalog,
+            suppressions,
             stats,
             stop,
             threads: vec![
                 ("campaigns reader", reader_thread),
+                ("suppressions reader", suppression_thread),
                 ("audience ingest", ingest_thread),
             ],
         })
@@ -265,7 +295,7 @@ impl Daemon {
             ingest: pipeline.stats.clone(),
             catalog: pipeline.catalog.clone(),
             campaigns: Arc::default(),
-            suppressions: Arc::default(),
+            suppressions: pipeline.suppressions.clone(),
             portfolio: Default::default(),
             events: Some(events),
         });

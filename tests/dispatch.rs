@@ -303,3 +303,49 @@ fn reload_changes_a_senders_rate_while_running() {
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
 }
+
+#[test]
+fn suppressed_contacts_are_excluded_with_their_reason() {
+    app::system().block_on(async {
+        let w = world(&[("6001", 500.0)]).await;
+        let p = w.kafka.producer();
+        for i in [3u32, 4, 5] {
+            publish(
+                &p,
+                &w.config.kafka.topics.suppressions,
+                &phone(i),
+                r#"{"reason":"open_case"}"#,
+            )
+            .await;
+        }
+        publish(
+            &p,
+            &w.config.kafka.topics.suppressions,
+            &phone(6),
+            r#"{"reason":"old","until":"2020-01-01T00:00:00Z"}"#,
+        )
+        .await;
+        publish_campaign(&w, "sup", &spec("sup", &["6001"], 500.0, false), 0..200).await;
+        let store = app::open_store(&w.config).unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let s = wait_done(&daemon, "sup", 200, Duration::from_secs(60)).await;
+        assert_eq!(
+            s.excluded_by_reason.get("suppressed:open_case"),
+            Some(&3),
+            "{:?}",
+            s.excluded_by_reason
+        );
+        let row = daemon
+            .store
+            .get_dispatch("sup", &wadispatch::domain::ContactKey::raw(phone(6)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            row.state,
+            DispatchState::Excluded,
+            "an expired suppression does not apply"
+        );
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}

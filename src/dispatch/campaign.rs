@@ -51,6 +51,8 @@ pub trait DispatchEnv: Send + Sync + 'static {
     fn portfolio_wait(&self, contact: &ContactKey) -> Option<String>;
     /// Records a unique recipient for the portfolio limit.
     fn note_recipient(&self, contact: &ContactKey);
+    /// True once the suppression list is loaded (claims wait for it).
+    fn suppressions_ready(&self) -> bool;
     /// Publishes events (best effort: the store already holds the truth).
     fn publish(&self, events: Vec<Event>);
 }
@@ -251,6 +253,16 @@ impl Pump {
     /// Runs until the campaign is stopped.
     pub async fn run(self: Arc<Self>) {
         self.recover().await;
+        // Claim nothing before the suppression list is loaded; the topic is
+        // optional, so after 30 s go on without it (and say so).
+        let waited = std::time::Instant::now();
+        while !self.env.suppressions_ready() && !self.state.stop.load(Ordering::Acquire) {
+            if waited.elapsed() > Duration::from_secs(30) {
+                tracing::warn!(campaign = %self.state.id, "suppressions topic not read after 30 s (missing?): dispatching without it");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
         let mut cursors: HashMap<u32, Option<u64>> = HashMap::new();
         let mut counts = self.counts().await;

@@ -74,7 +74,7 @@ pub struct Env {
     pub ingest: Arc<IngestStats>,
     pub catalog: CampaignCatalog,
     pub campaigns: Arc<RwLock<HashMap<String, Arc<CampaignState>>>>,
-    pub suppressions: Arc<RwLock<HashMap<String, String>>>,
+    pub suppressions: crate::ingest::suppressions::SuppressionList,
     pub portfolio: PortfolioLimit,
     pub events: Option<EventsProducer>,
 }
@@ -102,11 +102,11 @@ impl DispatchEnv for Env {
     }
 
     fn suppression(&self, contact: &ContactKey) -> Option<String> {
-        self.suppressions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(contact.as_str())
-            .cloned()
+        self.suppressions.reason(contact, Utc::now())
+    }
+
+    fn suppressions_ready(&self) -> bool {
+        self.suppressions.is_ready()
     }
 
     fn portfolio_wait(&self, contact: &ContactKey) -> Option<String> {

@@ -10,15 +10,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::broadcast;
 
-use super::{kafka_error, IngestError};
+use super::IngestError;
 use crate::domain::{CampaignSpec, CompiledTemplate, DesiredState, ObservedState};
 use crate::metrics;
 use crate::store::{CampaignRecord, Store};
@@ -241,8 +237,7 @@ impl CampaignCatalog {
 
 /// Reads the campaigns topic forever on a dedicated thread.
 pub struct CampaignReader {
-    consumer: BaseConsumer,
-    topic: String,
+    reader: super::compacted::CompactedReader,
 }
 
 impl CampaignReader {
@@ -251,53 +246,9 @@ impl CampaignReader {
         topic: &str,
         extra: &[(String, String)],
     ) -> Result<Self, IngestError> {
-        let mut cfg = super::client_config(brokers, extra);
-        // librdkafka needs a group id to poll, but the reader never joins the
-        // group: it assigns every partition itself and commits nothing (the
-        // compacted topic is the state).
-        cfg.set("group.id", "wadispatch-campaigns-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = cfg
-            .create()
-            .map_err(kafka_error("create campaigns consumer"))?;
         Ok(CampaignReader {
-            consumer,
-            topic: topic.to_string(),
+            reader: super::compacted::CompactedReader::new(brokers, topic, extra, "campaigns")?,
         })
-    }
-
-    /// Assigns every partition from the beginning and returns the high
-    /// watermarks seen now (the end of "catching up").
-    fn assign_all(&self) -> Result<Vec<(i32, i64)>, IngestError> {
-        let md = self
-            .consumer
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
-            .map_err(kafka_error("read campaigns topic metadata"))?;
-        let partitions: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == self.topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(IngestError::MissingTopic(self.topic.clone()));
-        }
-        let mut tpl = TopicPartitionList::new();
-        let mut ends = Vec::new();
-        for p in partitions {
-            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)
-                .map_err(kafka_error("assign campaigns partition"))?;
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                .map_err(kafka_error("read campaigns watermarks"))?;
-            ends.push((p, high));
-        }
-        self.consumer
-            .assign(&tpl)
-            .map_err(kafka_error("assign campaigns partitions"))?;
-        Ok(ends)
     }
 
     /// Runs until `stop` is set. Blocking: call from a dedicated thread.
@@ -308,56 +259,30 @@ impl CampaignReader {
         rt: tokio::runtime::Handle,
         stop: Arc<AtomicBool>,
     ) -> Result<(), IngestError> {
-        let mut ends = loop {
-            match self.assign_all() {
-                Ok(ends) => break ends,
-                Err(e) if !stop.load(Ordering::Acquire) => {
-                    tracing::warn!(error = %e, "campaigns topic not readable yet; retrying in 2 s");
-                    std::thread::sleep(Duration::from_secs(2));
+        let caught_up = catalog.caught_up.clone();
+        let ids = catalog.clone();
+        self.reader.run(
+            &stop,
+            |key, payload, partition, offset| {
+                let key = String::from_utf8_lossy(key);
+                if key.is_empty() {
+                    metrics::campaign_spec("invalid");
+                    tracing::error!(
+                        partition,
+                        offset,
+                        "campaign record without a key ignored (the key must be the campaign id)"
+                    );
+                } else {
+                    rt.block_on(catalog.apply(store.as_ref(), &key, payload));
                 }
-                Err(e) => return Err(e),
-            }
-        };
-        ends.retain(|(_, high)| *high > 0);
-        if ends.is_empty() {
-            catalog.caught_up.store(true, Ordering::Release);
-        }
-        while !stop.load(Ordering::Acquire) {
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(msg)) => {
-                    let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
-                    if key.is_empty() {
-                        metrics::campaign_spec("invalid");
-                        tracing::error!(
-                            partition = msg.partition(),
-                            offset = msg.offset(),
-                            "campaign record without a key ignored (the key must be the campaign id)"
-                        );
-                    } else {
-                        rt.block_on(catalog.apply(store.as_ref(), &key, msg.payload()));
-                    }
-                    if !catalog.is_caught_up() {
-                        let (p, o) = (msg.partition(), msg.offset());
-                        ends.retain(|(ep, high)| !(*ep == p && o + 1 >= *high));
-                        if ends.is_empty() {
-                            tracing::info!(
-                                campaigns = catalog.ids().len(),
-                                "campaigns topic read to its end"
-                            );
-                            catalog.caught_up.store(true, Ordering::Release);
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "campaigns topic read error; retrying");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                None => {}
-            }
-        }
-        // Release the manual assignment so closing the consumer has no group
-        // state to tear down.
-        let _ = self.consumer.unassign();
-        Ok(())
+            },
+            || {
+                tracing::info!(
+                    campaigns = ids.ids().len(),
+                    "campaigns topic read to its end"
+                );
+                caught_up.store(true, Ordering::Release);
+            },
+        )
     }
 }

@@ -6,7 +6,9 @@
 
 pub mod audience;
 pub mod catalog;
+pub mod compacted;
 pub mod dlq;
+pub mod suppressions;
 pub mod watermark;
 
 use rdkafka::config::ClientConfig;

@@ -65,7 +65,12 @@ pub fn observe(
     if desired == DesiredState::Paused || paused_by_operator {
         return ObservedState::Paused;
     }
-    if desired == DesiredState::Scheduled || schedule.start_utc().is_some_and(|start| now < start) {
+    // A scheduled campaign starts by itself at `start_at` (DESIGN §4); one
+    // without `start_at` waits for the upstream to make it active.
+    let start = schedule.start_utc();
+    if start.is_some_and(|start| now < start)
+        || (desired == DesiredState::Scheduled && start.is_none())
+    {
         return ObservedState::Scheduled;
     }
     if counts.all_final() {
@@ -188,8 +193,10 @@ mod tests {
             (D::Active, true, false, BEFORE, in_progress(), Paused),
             (D::Scheduled, true, false, DURING, in_progress(), Paused),
             (D::Paused, false, false, DURING, done(), Paused),
-            // Scheduled: desired, or start_at ahead, over completion.
-            (D::Scheduled, false, false, DURING, in_progress(), Scheduled),
+            // Scheduled: start_at ahead, over completion; once start_at has
+            // passed a scheduled campaign runs by itself.
+            (D::Scheduled, false, false, BEFORE, in_progress(), Scheduled),
+            (D::Scheduled, false, false, DURING, in_progress(), Active),
             (D::Active, false, false, BEFORE, in_progress(), Scheduled),
             (D::Active, false, false, BEFORE, done(), Scheduled),
             // Inside the window.
