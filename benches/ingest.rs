@@ -118,6 +118,13 @@ async fn run(n: u32) {
         f64::from(n) / steady.as_secs_f64(),
         steady.as_secs_f64()
     );
+    let h = wadispatch::metrics::metrics().store_operation_duration.with_label_values(&["stage_batch"]);
+    println!(
+        "  durable staging (store): {:.2} s in {} batches ({:.1} µs per record); the rest is fetch, decode, phone validation, freezing",
+        h.get_sample_sum(),
+        h.get_sample_count(),
+        h.get_sample_sum() / f64::from(n) * 1e6
+    );
     drop(producer);
     drop(cluster);
 }
