@@ -118,7 +118,9 @@ async fn run(n: u32) {
         f64::from(n) / steady.as_secs_f64(),
         steady.as_secs_f64()
     );
-    let h = wadispatch::metrics::metrics().store_operation_duration.with_label_values(&["stage_batch"]);
+    let h = wadispatch::metrics::metrics()
+        .store_operation_duration
+        .with_label_values(&["stage_batch"]);
     println!(
         "  durable staging (store): {:.2} s in {} batches ({:.1} µs per record); the rest is fetch, decode, phone validation, freezing",
         h.get_sample_sum(),

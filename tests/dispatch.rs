@@ -181,30 +181,53 @@ fn a_campaign_over_four_senders_completes_without_duplicates() {
 #[test]
 fn overlapping_exclusive_campaigns_never_reach_the_same_contact() {
     app::system().block_on(async {
-        let w = world(&[("2001", 800.0), ("2002", 800.0)]).await;
+        let mut w = world(&[("2001", 800.0), ("2002", 800.0)]).await;
+        // ex-b waits (paused) until ex-a has completed: a completed
+        // exclusive campaign still holds its contacts.
+        w.config.campaigns.insert(
+            "ex-b".into(),
+            CampaignOverride {
+                per_second: None,
+                per_hour: None,
+                paused: true,
+            },
+        );
         publish_campaign(&w, "ex-a", &spec("ex-a", &["2001"], 800.0, true), 0..1_500).await;
-        publish_campaign(&w, "ex-b", &spec("ex-b", &["2002"], 800.0, true), 0..1_500).await;
+        publish_campaign(
+            &w,
+            "ex-b",
+            &spec("ex-b", &["2002"], 800.0, true),
+            500..2_000,
+        )
+        .await;
         let store = app::open_store(&w.config).unwrap();
         let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
         let a = wait_done(&daemon, "ex-a", 1_500, Duration::from_secs(120)).await;
+        let mut resumed = w.config.clone();
+        resumed.campaigns.remove("ex-b");
+        daemon.apply(resumed).await;
         let b = wait_done(&daemon, "ex-b", 1_500, Duration::from_secs(120)).await;
         let stats = w.sandbox.stats();
         assert_eq!(
             stats.per_recipient_max, 1,
             "no contact received both exclusive campaigns"
         );
-        let engaged = a
+        assert_eq!(a.excluded_by_reason.get("engaged_elsewhere"), None);
+        let engaged = b
             .excluded_by_reason
             .get("engaged_elsewhere")
             .copied()
-            .unwrap_or(0)
-            + b.excluded_by_reason
-                .get("engaged_elsewhere")
-                .copied()
-                .unwrap_or(0);
+            .unwrap_or(0);
+        // The 1,000 shared contacts (500..1500) are all excluded from ex-b:
+        // engaged by ex-a, or opted out / undeliverable as ex-a learned.
+        assert!(b.excluded() >= 1_000, "{:?}", b.excluded_by_reason);
         assert!(
-            engaged >= 1_400,
-            "the loser of each race is excluded as engaged_elsewhere: {engaged}"
+            engaged >= 900,
+            "shared contacts are excluded as engaged_elsewhere: {engaged}"
+        );
+        assert!(
+            b.reached(DispatchState::Accepted) >= 400,
+            "ex-b still reaches its own 500 contacts"
         );
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });

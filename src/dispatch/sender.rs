@@ -173,8 +173,16 @@ impl SenderCore {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .per_second = rate;
-            if let Err(e) = lock(&self.aimd).set_configured(rate) {
-                tracing::error!(sender = %self.id, error = %e, "rate not applied");
+            // The operator's new rate applies at once, up or down: a fresh
+            // controller at that rate (a 130429 lowers it again).
+            let s = self
+                .settings
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match Aimd::new(rate, s.aimd_decrease_factor, s.aimd_increase_per_sec, 1.0) {
+                Ok(a) => *lock(&self.aimd) = a,
+                Err(e) => tracing::error!(sender = %self.id, error = %e, "rate not applied"),
             }
         }
         if let Some(s) = share {

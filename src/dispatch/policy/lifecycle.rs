@@ -87,16 +87,16 @@ pub fn may_claim(observed: ObservedState) -> bool {
 
 /// True when a contact engaged by a campaign in this state may be claimed
 /// by another exclusive campaign (DESIGN §3: the engagement lasts until the
-/// campaign ends): `Ended`, `Completed` and `Failed`.
+/// campaign ends): only `Ended`.
 ///
-/// `Paused` and `Scheduled` keep their engagements: a paused campaign
-/// resumes where it was, and its contacts must not meanwhile receive
-/// another campaign's message.
+/// `Completed` keeps them: every contact was messaged and conversations
+/// (replies routed to the campaign's agent) go on; another exclusive
+/// campaign reaching the same people right after would be what
+/// exclusivity exists to prevent. `Failed` (a template halt) resumes when
+/// the template is fixed, and `Paused` and `Scheduled` resume too, so
+/// they keep their contacts.
 pub fn releases_engagements(observed: ObservedState) -> bool {
-    matches!(
-        observed,
-        ObservedState::Ended | ObservedState::Completed | ObservedState::Failed
-    )
+    observed == ObservedState::Ended
 }
 
 /// A change of observed state, for the store, the
@@ -298,12 +298,12 @@ mod tests {
     }
 
     #[test]
-    fn ended_completed_and_failed_release_engagements() {
+    fn only_ended_releases_engagements() {
         let releasing: Vec<_> = ObservedState::ALL
             .into_iter()
             .filter(|s| releases_engagements(*s))
             .collect();
-        assert_eq!(releasing, [Completed, Ended, Failed]);
+        assert_eq!(releasing, [Ended]);
     }
 
     #[test]
@@ -312,7 +312,8 @@ mod tests {
         let first = transition(None, Active).unwrap();
         assert_eq!((first.from, first.to), (None, Active));
         assert!(!first.releases_engagements());
-        assert!(transition(None, Completed).unwrap().releases_engagements());
+        assert!(!transition(None, Completed).unwrap().releases_engagements());
+        assert!(transition(None, Ended).unwrap().releases_engagements());
         assert_eq!(transition(Some(Active), Active), None);
         let t = transition(Some(Active), Paused).unwrap();
         assert_eq!((t.from, t.to), (Some(Active), Paused));
@@ -320,11 +321,10 @@ mod tests {
         assert!(transition(Some(Active), Ended)
             .unwrap()
             .releases_engagements());
-        assert!(transition(Some(Paused), Failed)
+        assert!(!transition(Some(Paused), Failed)
             .unwrap()
             .releases_engagements());
-        // Already released: moving between releasing states frees nothing new.
-        assert!(!transition(Some(Completed), Ended)
+        assert!(transition(Some(Completed), Ended)
             .unwrap()
             .releases_engagements());
     }
