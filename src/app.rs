@@ -15,21 +15,58 @@ use crate::ingest::catalog::{CampaignCatalog, CampaignReader};
 use crate::store::embedded::{Durability, EmbeddedStore};
 use crate::store::Store;
 
-/// Installs the tracing subscriber (`RUST_LOG` overrides `log.level`).
-pub fn init_logging(format: LogFormat, level: &str) {
+type FilterHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+static LOG_FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
+fn filter_for(level: &str) -> tracing_subscriber::EnvFilter {
     // rdkafka logs "Failed to close consumer queue on drop: BrokerDestroy" at
     // error level when an assign-only consumer (the campaigns reader) is
     // dropped: nothing is wrong then, so that one target is quiet.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},rdkafka::consumer::base_consumer=off"))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+    tracing_subscriber::EnvFilter::try_new(format!("{level},rdkafka::consumer::base_consumer=off"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Installs the tracing subscriber (`RUST_LOG` overrides `log.level`).
+pub fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => tracing_subscriber::EnvFilter::new(directives),
+        Err(_) => filter_for(level),
     };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let output = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .compact()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LOG_FILTER.set(handle);
+    }
+}
+
+/// Applies a new `log.level` (reload). `RUST_LOG`, when set, stays in charge.
+pub fn set_log_level(level: &str) {
+    if std::env::var("RUST_LOG").is_ok() {
+        return;
+    }
+    if let Some(handle) = LOG_FILTER.get() {
+        if let Err(e) = handle.reload(filter_for(level)) {
+            tracing::warn!(error = %e, "log level not changed");
+        }
+    }
 }
 
 /// Opens the configured store backend.
@@ -379,6 +416,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             if reload {
                 let decision = crate::reload::evaluate(&running, config_path);
                 if let Some(new) = crate::reload::report(decision, config_path) {
+                    if new.log.level != running.log.level {
+                        set_log_level(&new.log.level);
+                    }
                     daemon.apply(new.clone()).await;
                     running = new;
                 }

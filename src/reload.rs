@@ -105,3 +105,56 @@ impl FileWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn reload_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        write(&path, "[senders.\"1001\"]\nper_second = 20\n");
+        let running = Config::load(&path).unwrap();
+        assert!(matches!(evaluate(&running, &path), Reload::Unchanged));
+        write(&path, "[senders.\"1001\"]\nper_second = 50\n");
+        match evaluate(&running, &path) {
+            Reload::Apply(c) => assert_eq!(c.senders["1001"].per_second, 50.0),
+            other => panic!("expected apply, got {other:?}"),
+        }
+        write(
+            &path,
+            "[senders.\"1001\"]\nper_second = 50\n[kafka]\nbrokers = \"elsewhere:9092\"\n",
+        );
+        match evaluate(&running, &path) {
+            Reload::Rejected(keys) => assert_eq!(keys, vec!["kafka.brokers".to_string()]),
+            other => panic!("expected rejected, got {other:?}"),
+        }
+        write(&path, "[senders.\"1001\"]\nper_second = -1\n");
+        assert!(matches!(evaluate(&running, &path), Reload::Invalid(_)));
+        assert!(report(Reload::Unchanged, &path).is_none());
+    }
+
+    #[test]
+    fn file_watch_waits_for_the_change_to_settle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        write(&path, "a");
+        let mut watch = FileWatch::new(&path, Duration::from_millis(0));
+        assert!(!watch.poll(), "nothing changed");
+        // Make the modification time differ even on coarse filesystems.
+        let later = SystemTime::now() + Duration::from_secs(5);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_modified(later).unwrap();
+        assert!(
+            !watch.poll(),
+            "first sight of a change only starts the debounce"
+        );
+        assert!(watch.poll(), "a settled change triggers a reload");
+        assert!(!watch.poll(), "once");
+    }
+}
