@@ -26,8 +26,8 @@ ELIGIBLE=9970         # 9,985 staged - 5 invalid_phone - 10 missing_variable:cou
 MAX_IN_FLIGHT=16      # dispatch.max_in_flight_per_sender in the config below
 SENDERS=2             # senders of config/examples/promo.json
 # At most this many contacts can be claimed (request possibly written) when the
-# daemon is killed: the campaign dispatcher holds max_in_flight_per_sender x 2
-# permits, and a claim is taken only under a permit. Those become `unknown`
+# daemon is killed: the campaign dispatcher holds max_in_flight_per_sender x
+# (senders of the spec) permits, and a claim is taken only under a permit. Those become `unknown`
 # on restart and are never resent; a status webhook may still settle them.
 UNKNOWN_BOUND=$((MAX_IN_FLIGHT * SENDERS))
 
