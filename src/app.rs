@@ -367,6 +367,7 @@ impl Daemon {
     }
 
     pub async fn shutdown(self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
         let _ = self.registry.send(crate::dispatch::registry::StopAll).await;
         // Let sends in flight finish and record their outcome (half the
         // budget): what is still in flight after that becomes `unknown` at
@@ -387,7 +388,12 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.server.stop(true).await;
-        self.pipeline.shutdown(timeout).await
+        // Whatever the first steps used comes off the Kafka side's budget,
+        // but it always gets a few seconds to commit and leave the group.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        self.pipeline
+            .shutdown(left.max(Duration::from_secs(3)))
+            .await
     }
 }
 

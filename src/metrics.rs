@@ -33,6 +33,7 @@ pub struct Metrics {
     pub webhook_duration: prometheus::Histogram,
     pub config_reloads: IntCounterVec,
     pub ingest_paused_partitions: IntGaugeVec,
+    pub campaign_waiting: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -196,6 +197,12 @@ impl Metrics {
                 "wadispatch_config_reloads_total",
                 "Config reloads by result (applied, unchanged, invalid, rejected).",
                 &["result"],
+            ),
+            campaign_waiting: int_gauge(
+                &r,
+                "wadispatch_campaign_waiting",
+                "1 while a campaign waits, by reason (portfolio_limit, senders_halted).",
+                &["campaign", "reason"],
             ),
             ingest_paused_partitions: int_gauge(
                 &r,
@@ -362,4 +369,14 @@ pub fn campaign_state(campaign: &str, state: crate::domain::ObservedState) {
 
 pub fn config_reload(result: &str) {
     metrics().config_reloads.with_label_values(&[result]).inc();
+}
+
+/// Marks why a campaign waits (1 for `reason`, 0 for the other reasons).
+pub fn campaign_wait(campaign: &str, reason: Option<&str>) {
+    for r in ["portfolio_limit", "senders_halted"] {
+        metrics()
+            .campaign_waiting
+            .with_label_values(&[campaign, r])
+            .set(i64::from(reason == Some(r)));
+    }
 }

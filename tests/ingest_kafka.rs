@@ -240,7 +240,7 @@ async fn ingest_resumes_after_a_broker_outage() {
 fn write_config(dir: &std::path::Path, brokers: &str, group: &str) -> std::path::PathBuf {
     let path = dir.join("wadispatch.toml");
     let text = format!(
-        "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\nunknown_campaign_wait_secs = 2\nstage_batch_size = 500\n\n[store.embedded]\ndata_dir = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"info\"\n",
+        "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\nunknown_campaign_wait_secs = 2\nstage_batch_size = 500\n\n[store.embedded]\ndata_dir = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n# These tests are about ingest: nothing is sent (and never off this machine).\n[whatsapp]\napi_base_url = \"http://127.0.0.1:9\"\n\n[campaigns.\"camp-a\"]\npaused = true\n\n[campaigns.\"camp-b\"]\npaused = true\n\n[log]\nlevel = \"info\"\n",
         dir.join("store").display()
     );
     std::fs::write(&path, text).unwrap();

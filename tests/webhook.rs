@@ -219,6 +219,23 @@ async fn statuses_are_monotonic_and_idempotent() {
     let before = state(&h, 3).await;
     assert_eq!(post(&h, &body).await, Verdict::Ok);
     assert_eq!(state(&h, 3).await, before);
+    // The redelivered status is published again (at-least-once events), and
+    // a stale one (sent after read) is not.
+    let events = read_all(
+        &h.kafka.brokers,
+        &h.events_topic,
+        1_000,
+        Duration::from_secs(4),
+    );
+    let count = |wamid: &str, status: &str| {
+        events
+            .iter()
+            .filter_map(|(_, p, _)| serde_json::from_str::<serde_json::Value>(p.as_deref()?).ok())
+            .filter(|e| e["type"] == "status" && e["wamid"] == wamid && e["status"] == status)
+            .count()
+    };
+    assert_eq!(count("wamid.3", "delivered"), 2);
+    assert_eq!(count("wamid.1", "sent"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

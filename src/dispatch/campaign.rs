@@ -100,13 +100,20 @@ impl CampaignState {
             Arc::new(campaign_limiter(self.rate()));
     }
 
-    pub fn set_wait(&self, reason: Option<String>) {
+    /// Records why the campaign waits (`kind` is the bounded metric label:
+    /// `portfolio_limit`, `senders_halted`), or that it no longer does.
+    pub fn set_wait(&self, reason: Option<(&'static str, String)>) {
         let mut w = lock(&self.wait_reason);
-        if *w != reason {
-            if let Some(r) = &reason {
-                tracing::info!(campaign = %self.id, reason = %r, "campaign waits");
+        let text = reason.as_ref().map(|(_, r)| r.clone());
+        if *w != text {
+            match &reason {
+                Some((kind, r)) => {
+                    tracing::info!(campaign = %self.id, reason = %r, "campaign waits");
+                    metrics::campaign_wait(&self.id, Some(kind));
+                }
+                None => metrics::campaign_wait(&self.id, None),
             }
-            *w = reason;
+            *w = text;
         }
     }
 }
@@ -449,13 +456,15 @@ impl Pump {
             return Considered::Skipped;
         }
         if let Some(reason) = self.env.portfolio_wait(contact) {
-            self.state.set_wait(Some(reason));
+            self.state.set_wait(Some(("portfolio_limit", reason)));
             return Considered::Wait(now + chrono::Duration::seconds(30));
         }
         // Pick a sender first: with none available, don't claim.
         let Some((sender, core)) = self.pick_sender(&entry, contact) else {
-            self.state
-                .set_wait(Some("every sender of the campaign is halted".into()));
+            self.state.set_wait(Some((
+                "senders_halted",
+                "every sender of the campaign is halted".into(),
+            )));
             return Considered::Wait(now + chrono::Duration::seconds(5));
         };
         let permit = match in_flight.clone().acquire_owned().await {

@@ -293,7 +293,27 @@ impl WebhookProcessor {
                     ),
                 });
             }
-            StatusApplied::Unchanged { .. } => metrics::webhook_status("duplicate"),
+            StatusApplied::Unchanged { state } => {
+                metrics::webhook_status("duplicate");
+                // Meta redelivers a webhook we did not answer 200, e.g. when
+                // publishing its events failed: publish the same status event
+                // again (at-least-once; consumers de-duplicate by wamid and
+                // status).
+                if state == update.state {
+                    events.push(Event::Status {
+                        campaign_id: campaign,
+                        contact: contact.to_string(),
+                        status: state.as_str().to_string(),
+                        wamid: s.id.clone(),
+                        timestamp: at,
+                        error: (state == DispatchState::Failed).then(|| EventError {
+                            code,
+                            class: class.map(|c| c.as_str().to_string()),
+                            message,
+                        }),
+                    });
+                }
+            }
             StatusApplied::Missing => metrics::webhook_status("unknown_contact"),
         }
         Ok(events)
@@ -494,6 +514,8 @@ pub fn serve(
     })
     .workers(workers)
     .disable_signals()
+    // Meta redelivers anything we do not answer: a stop need not wait long.
+    .shutdown_timeout(2)
     .bind(listen)?;
     let addr = http
         .addrs()

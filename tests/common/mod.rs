@@ -53,6 +53,10 @@ pub fn test_config(dir: &Path, brokers: &str) -> Config {
     c.kafka.group_id = format!("test-{}", std::process::id());
     c.store.embedded.data_dir = dir.join("store");
     c.kafka.unknown_campaign_wait_secs = 2;
+    // Tests never reach beyond this machine: a closed loopback port unless a
+    // test points the API at its sandbox.
+    c.whatsapp.api_base_url = "http://127.0.0.1:9".into();
+    c.http.listen = "127.0.0.1:0".into();
     c
 }
 
