@@ -241,10 +241,6 @@ impl AudienceIngest {
         super::set_default(&mut cfg, "auto.commit.interval.ms", "1000");
         super::set_default(&mut cfg, "auto.offset.reset", "earliest");
         super::set_default(&mut cfg, "statistics.interval.ms", "5000");
-        // A crashed member keeps its partitions (the shards it dispatches)
-        // until its session expires: 10 s instead of librdkafka's 45 s, so a
-        // restarted or surviving instance takes them over sooner.
-        super::set_default(&mut cfg, "session.timeout.ms", "10000");
         // Bounds what librdkafka prefetches per partition: backpressure
         // reaches the broker instead of our memory.
         super::set_default(&mut cfg, "queued.max.messages.kbytes", "16384");
