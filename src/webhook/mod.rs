@@ -263,7 +263,8 @@ impl WebhookProcessor {
                 }
             }
         }
-        match self
+        // The status to publish: a change, or a redelivery of the same status.
+        let published = match self
             .store
             .apply_status(&campaign, &contact, &update)
             .await?
@@ -278,43 +279,36 @@ impl WebhookProcessor {
                     );
                 }
                 metrics::webhook_status("applied");
-                events.push(Event::Status {
-                    campaign_id: campaign,
-                    contact: contact.to_string(),
-                    status: to.as_str().to_string(),
-                    wamid: s.id.clone(),
-                    timestamp: at,
-                    error: (to == DispatchState::Failed || to == DispatchState::Deferred).then(
-                        || EventError {
-                            code,
-                            class: class.map(|c| c.as_str().to_string()),
-                            message,
-                        },
-                    ),
-                });
+                Some(to)
             }
             StatusApplied::Unchanged { state } => {
                 metrics::webhook_status("duplicate");
                 // Meta redelivers a webhook we did not answer 200, e.g. when
                 // publishing its events failed: publish the same status event
                 // again (at-least-once; consumers de-duplicate by wamid and
-                // status).
-                if state == update.state {
-                    events.push(Event::Status {
-                        campaign_id: campaign,
-                        contact: contact.to_string(),
-                        status: state.as_str().to_string(),
-                        wamid: s.id.clone(),
-                        timestamp: at,
-                        error: (state == DispatchState::Failed).then(|| EventError {
-                            code,
-                            class: class.map(|c| c.as_str().to_string()),
-                            message,
-                        }),
-                    });
-                }
+                // status). A stale status (sent after read) publishes nothing.
+                (state == update.state).then_some(state)
             }
-            StatusApplied::Missing => metrics::webhook_status("unknown_contact"),
+            StatusApplied::Missing => {
+                metrics::webhook_status("unknown_contact");
+                None
+            }
+        };
+        if let Some(state) = published {
+            events.push(Event::Status {
+                campaign_id: campaign,
+                contact: contact.to_string(),
+                status: state.as_str().to_string(),
+                wamid: s.id.clone(),
+                timestamp: at,
+                error: matches!(state, DispatchState::Failed | DispatchState::Deferred).then(
+                    || EventError {
+                        code,
+                        class: class.map(|c| c.as_str().to_string()),
+                        message,
+                    },
+                ),
+            });
         }
         Ok(events)
     }
