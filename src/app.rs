@@ -231,12 +231,8 @@ pub fn webhook_processor(
     config: &Config,
     store: Arc<dyn Store>,
     catalog: crate::ingest::catalog::CampaignCatalog,
+    events: crate::events::EventsProducer,
 ) -> anyhow::Result<Arc<crate::webhook::WebhookProcessor>> {
-    let events = crate::events::EventsProducer::new(
-        &config.kafka.brokers,
-        &config.kafka.topics.events,
-        &kafka_extra(config),
-    )?;
     let w = &config.whatsapp;
     if w.app_secret.is_none() {
         tracing::warn!("whatsapp.app_secret is not set (WADISPATCH_APP_SECRET): every webhook POST is refused with 401");
@@ -313,7 +309,18 @@ impl Daemon {
     pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Daemon> {
         use actix::Actor;
         let pipeline = Pipeline::start(&config, store.clone()).await?;
-        let processor = webhook_processor(&config, store.clone(), pipeline.catalog.clone())?;
+        // One producer for every event: webhooks' and the campaigns'.
+        let events = crate::events::EventsProducer::new(
+            &config.kafka.brokers,
+            &config.kafka.topics.events,
+            &kafka_extra(&config),
+        )?;
+        let processor = webhook_processor(
+            &config,
+            store.clone(),
+            pipeline.catalog.clone(),
+            events.clone(),
+        )?;
         let (server, webhook_addr) = crate::webhook::serve(processor, &config.http.listen, 2)
             .with_context(|| {
                 format!(
@@ -323,11 +330,6 @@ impl Daemon {
             })?;
         let server_handle = server.handle();
         tokio::spawn(server);
-        let events = crate::events::EventsProducer::new(
-            &config.kafka.brokers,
-            &config.kafka.topics.events,
-            &kafka_extra(&config),
-        )?;
         let env = Arc::new(crate::dispatch::registry::Env {
             ingest: pipeline.stats.clone(),
             catalog: pipeline.catalog.clone(),

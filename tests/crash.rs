@@ -18,14 +18,6 @@ const KILLS: usize = 5;
 /// dispatch.max_in_flight_per_sender; a campaign holds at most twice this.
 const IN_FLIGHT: usize = 16;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_wadispatch"))
         .args(["run", "--config"])

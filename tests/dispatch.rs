@@ -16,14 +16,6 @@ use wadispatch::sandbox::{FailureRule, Sandbox, SandboxConfig, SandboxHandle};
 
 const SECRET: &str = "dispatch-test-secret";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spec(id: &str, senders: &[&str], per_second: f64, exclusive: bool) -> String {
     let senders: Vec<String> = senders.iter().map(|s| format!("\"{s}\"")).collect();
     format!(

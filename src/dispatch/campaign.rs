@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use tokio::sync::Semaphore;
 
 use super::policy::lifecycle::{self, CampaignCounts};
@@ -80,7 +79,7 @@ impl CampaignState {
             entry: RwLock::new(entry),
             paused_by_operator: AtomicBool::new(paused),
             rate_override: RwLock::new(rate_override),
-            limiter: RwLock::new(Arc::new(campaign_limiter(rate))),
+            limiter: RwLock::new(Arc::new(super::sender::drained_limiter(rate))),
             halted: Mutex::new(None),
             observed: Mutex::new(None),
             wait_reason: Mutex::new(None),
@@ -97,7 +96,7 @@ impl CampaignState {
     /// Rebuilds the pacing limiter (reload or new spec), without a burst.
     pub fn repace(&self) {
         *self.limiter.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(campaign_limiter(self.rate()));
+            Arc::new(super::sender::drained_limiter(self.rate()));
     }
 
     /// Records why the campaign waits (`kind` is the bounded metric label:
@@ -116,17 +115,6 @@ impl CampaignState {
             *w = text;
         }
     }
-}
-
-fn campaign_limiter(rate: f64) -> DefaultDirectRateLimiter {
-    let rate = rate.max(0.0001);
-    let burst = NonZeroU32::new(((rate / 20.0).ceil() as u32).max(1)).unwrap_or(NonZeroU32::MIN);
-    let q = Quota::with_period(Duration::from_secs_f64(1.0 / rate))
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst);
-    let limiter = RateLimiter::direct(q);
-    let _ = limiter.check_n(q.burst_size());
-    limiter
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -460,7 +448,7 @@ impl Pump {
             return Considered::Wait(now + chrono::Duration::seconds(30));
         }
         // Pick a sender first: with none available, don't claim.
-        let Some((sender, core)) = self.pick_sender(&entry, contact) else {
+        let Some(sender) = self.pick_sender(&entry, contact) else {
             self.state.set_wait(Some((
                 "senders_halted",
                 "every sender of the campaign is halted".into(),
@@ -513,7 +501,6 @@ impl Pump {
         };
         let state = self.state.clone();
         state.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _ = core;
         tokio::spawn(async move {
             let report = sender
                 .send(Dispatch(job))
@@ -531,11 +518,7 @@ impl Pump {
     }
 
     /// Spreads contacts over the pool by hash, skipping halted senders.
-    fn pick_sender(
-        &self,
-        entry: &CatalogEntry,
-        contact: &ContactKey,
-    ) -> Option<(Addr<SenderActor>, Arc<SenderCore>)> {
+    fn pick_sender(&self, entry: &CatalogEntry, contact: &ContactKey) -> Option<Addr<SenderActor>> {
         let senders = self.senders.read().unwrap_or_else(|p| p.into_inner());
         let pool: Vec<&(Addr<SenderActor>, Arc<SenderCore>)> = entry
             .spec
@@ -550,7 +533,7 @@ impl Pump {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         contact.as_str().hash(&mut h);
         pool.get((h.finish() as usize) % pool.len())
-            .map(|p| (*p).clone())
+            .map(|(addr, _)| addr.clone())
     }
 }
 
@@ -626,12 +609,5 @@ impl Handler<CampaignControl> for CampaignActor {
                 ctx.stop();
             }
         }
-    }
-}
-
-/// Waits for the pump to finish (after `Stop`).
-pub async fn join(actor: &mut CampaignActor) {
-    if let Some(t) = actor.task.take() {
-        let _ = t.await;
     }
 }

@@ -90,8 +90,9 @@ fn quota(rate: f64) -> Quota {
 }
 
 /// A limiter that starts empty: rebuilt on reload or AIMD, it must not
-/// grant a fresh burst on top of what was just sent.
-fn drained_limiter(rate: f64) -> DefaultDirectRateLimiter {
+/// grant a fresh burst on top of what was just sent. Campaign pacing uses
+/// the same construction.
+pub(crate) fn drained_limiter(rate: f64) -> DefaultDirectRateLimiter {
     let q = quota(rate);
     let limiter = RateLimiter::direct(q);
     let _ = limiter.check_n(q.burst_size());

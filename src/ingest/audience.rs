@@ -64,6 +64,13 @@ pub struct IngestStats {
 }
 
 impl IngestStats {
+    pub fn total(&self) -> u64 {
+        self.staged.load(Ordering::Relaxed)
+            + self.excluded.load(Ordering::Relaxed)
+            + self.duplicate.load(Ordering::Relaxed)
+            + self.dlq.load(Ordering::Relaxed)
+    }
+
     pub fn owned_shards(&self) -> Vec<u32> {
         self.owned
             .lock()
@@ -82,15 +89,6 @@ impl IngestStats {
         } else {
             f64::from(owned.min(total)) / f64::from(total)
         }
-    }
-}
-
-impl IngestStats {
-    pub fn total(&self) -> u64 {
-        self.staged.load(Ordering::Relaxed)
-            + self.excluded.load(Ordering::Relaxed)
-            + self.duplicate.load(Ordering::Relaxed)
-            + self.dlq.load(Ordering::Relaxed)
     }
 }
 

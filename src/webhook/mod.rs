@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 
 use crate::domain::{classify_code, ContactKey, DispatchState, ErrorClass};
 use crate::events::{Event, EventError, EventsProducer};
@@ -517,9 +517,4 @@ pub fn serve(
         .copied()
         .ok_or_else(|| std::io::Error::other(format!("no address bound for {listen}")))?;
     Ok((http.run(), addr))
-}
-
-/// Used by tests and tools that need a timestamp Meta would send.
-pub fn unix(at: DateTime<Utc>) -> String {
-    at.timestamp().to_string()
 }

@@ -46,6 +46,15 @@ impl Kafka {
     }
 }
 
+/// A free loopback port (for a listener that must be known before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A config for one test: its own data dir, brokers, short timeouts.
 pub fn test_config(dir: &Path, brokers: &str) -> Config {
     let mut c = Config::default();
