@@ -137,7 +137,7 @@ async fn unpaced(n: u32) {
         .map(|i| (format!("{}", 7000 + i), 100_000.0))
         .collect();
     let (_dir, _cluster, sandbox, config) = setup(&senders, 100_000.0, 0.0, n).await;
-    let store = app::open_store(&config).unwrap();
+    let store = app::open_store(&config).await.unwrap();
     let cpu0 = cpu_seconds();
     let daemon = Daemon::start(config.clone(), store).await.unwrap();
     // Wait for staging, then time the sends (first accepted → last).
@@ -209,7 +209,7 @@ async fn pacing(secs: u64) {
     let senders: Vec<(String, f64)> = (0..10).map(|i| (format!("{}", 8000 + i), rate)).collect();
     let contacts = (rate as u32) * 10 * (secs as u32 + 5);
     let (_dir, _cluster, sandbox, config) = setup(&senders, 100_000.0, rate, contacts).await;
-    let store = app::open_store(&config).unwrap();
+    let store = app::open_store(&config).await.unwrap();
     let daemon = Daemon::start(config.clone(), store).await.unwrap();
     while sandbox.stats().accepted == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;

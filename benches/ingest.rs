@@ -85,7 +85,7 @@ async fn run(n: u32) {
         "produced in {:.1} s; ingesting …",
         produce_started.elapsed().as_secs_f64()
     );
-    let store = app::open_store(&config).unwrap();
+    let store = app::open_store(&config).await.unwrap();
     let started = Instant::now();
     let pipeline = Pipeline::start(&config, store).await.unwrap();
     let mut first = None;

@@ -13,6 +13,8 @@ use crate::config::{Config, Durability as ConfigDurability, LogFormat, StoreBack
 use crate::ingest::audience::{AudienceIngest, AudienceIngestConfig, IngestStats};
 use crate::ingest::catalog::{CampaignCatalog, CampaignReader};
 use crate::store::embedded::{Durability, EmbeddedStore};
+use crate::store::scylladb::{SchemaMode, ScyllaStore};
+use crate::store::timed::Timed;
 use crate::store::Store;
 
 type FilterHandle =
@@ -70,7 +72,7 @@ pub fn set_log_level(level: &str) {
 }
 
 /// Opens the configured store backend.
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.store.backend {
         StoreBackend::Embedded => {
             let e = &config.store.embedded;
@@ -78,13 +80,24 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 ConfigDurability::Process => Durability::Process,
                 ConfigDurability::Power => Durability::Power,
             };
-            let store = EmbeddedStore::open(&e.data_dir, durability, e.cache_mb)
-                .with_context(|| format!("opening the embedded store in {}", e.data_dir.display()))?;
-            Ok(Arc::new(store))
+            let store =
+                EmbeddedStore::open(&e.data_dir, durability, e.cache_mb).with_context(|| {
+                    format!("opening the embedded store in {}", e.data_dir.display())
+                })?;
+            Ok(Arc::new(Timed(store)))
         }
-        StoreBackend::Scylla => anyhow::bail!(
-            "store.backend = \"scylla\" is not available in this build; use store.backend = \"embedded\""
-        ),
+        StoreBackend::Scylla => {
+            let s = &config.store.scylla;
+            let mode = if s.create_schema {
+                SchemaMode::Apply
+            } else {
+                SchemaMode::Verify
+            };
+            let store = ScyllaStore::connect(s, mode)
+                .await
+                .with_context(|| format!("opening the ScyllaDB store (keyspace {})", s.keyspace))?;
+            Ok(Arc::new(Timed(store)))
+        }
     }
 }
 
@@ -404,7 +417,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     init_logging(config.log.format, &config.log.level);
     system().block_on(async move {
-        let store = open_store(&config)?;
+        let store = open_store(&config).await?;
         let daemon = Daemon::start(config.clone(), store).await?;
         tracing::info!(config = %config_path.display(), webhooks = %daemon.webhook_addr, "wadispatch running");
         let mut running = config;

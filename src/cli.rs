@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: AudienceCommand,
     },
+    /// Store tools (ScyllaDB schema, connectivity).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Per-contact report of a campaign (CSV or JSON), or its funnel summary.
     /// Reads the store directly: stop the daemon first when the store is
     /// the embedded one (it is locked while the daemon runs).
@@ -96,6 +101,33 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum StoreCommand {
+    /// Create the ScyllaDB keyspace and tables (idempotent) and print each
+    /// statement applied. For store.backend = "scylla".
+    Init {
+        /// Configuration file (store.scylla settings).
+        #[arg(
+            long,
+            short,
+            default_value = "config/wadispatch.toml",
+            env = "WADISPATCH_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Open the configured store, check its schema and answer a ping.
+    Check {
+        /// Configuration file.
+        #[arg(
+            long,
+            short,
+            default_value = "config/wadispatch.toml",
+            env = "WADISPATCH_CONFIG"
+        )]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AudienceCommand {
     /// Validate a CSV audience and produce it to the audience topic.
     Import {
@@ -136,6 +168,12 @@ pub fn main() -> ExitCode {
                     file,
                 },
         } => audience_import(&campaign, brokers, &config, dry_run, &file),
+        Command::Store {
+            command: StoreCommand::Init { config },
+        } => store_init(&config),
+        Command::Store {
+            command: StoreCommand::Check { config },
+        } => store_check(&config),
         Command::Report {
             campaign,
             format,
@@ -257,6 +295,51 @@ fn sandbox(
     crate::sandbox::run_blocking(cfg).map_err(|e| anyhow::anyhow!("sandbox on {listen}: {e}"))
 }
 
+fn store_init(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    if config.store.backend != crate::config::StoreBackend::Scylla {
+        anyhow::bail!(
+            "store.backend is \"embedded\" in {}: the embedded store needs no schema (set store.backend = \"scylla\" and [store.scylla] to initialise ScyllaDB)",
+            config_path.display()
+        );
+    }
+    let s = &config.store.scylla;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let applied = rt.block_on(crate::store::scylladb::init_schema(s))?;
+    println!(
+        "ScyllaDB at {}: keyspace {} ready ({} statements applied, each IF NOT EXISTS):",
+        s.nodes.join(", "),
+        s.keyspace,
+        applied.len()
+    );
+    for statement in applied {
+        let head: String = statement.chars().take(100).collect();
+        println!("  {head}{}", if statement.len() > 100 { " …" } else { "" });
+    }
+    Ok(())
+}
+
+fn store_check(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let started = std::time::Instant::now();
+        let store = crate::app::open_store(&config).await?;
+        store.ping().await?;
+        let campaigns = store.list_campaigns().await?.len();
+        println!(
+            "store ok: {:?} backend, {campaigns} campaigns, answered in {} ms",
+            config.store.backend,
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    })
+}
+
 fn report(
     campaign: &str,
     format: crate::report::Format,
@@ -269,11 +352,15 @@ fn report(
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = crate::app::open_store(&config)?;
+        let store = crate::app::open_store(&config).await?;
         if store.get_campaign(campaign).await?.is_none()
             && store.scan_dispatches(campaign, None, 1).await?.is_empty()
         {
-            anyhow::bail!("campaign {campaign} is not in the store at {} (check --config and the campaign id)", config.store.embedded.data_dir.display());
+            let place = match config.store.backend {
+                crate::config::StoreBackend::Embedded => config.store.embedded.data_dir.display().to_string(),
+                crate::config::StoreBackend::Scylla => format!("keyspace {}", config.store.scylla.keyspace),
+            };
+            anyhow::bail!("campaign {campaign} is not in the store at {place} (check --config and the campaign id)");
         }
         if summary {
             let s = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?;

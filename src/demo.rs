@@ -200,7 +200,7 @@ async fn run_async(
         "\nrunning wadispatch: ingest into {}, dispatch to the sandbox, webhooks back",
         data_dir.display()
     );
-    let store = app::open_store(&config)?;
+    let store = app::open_store(&config).await?;
     let daemon = app::Daemon::start(config.clone(), store.clone()).await?;
     let started = Instant::now();
     let deadline = started

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub ingest_paused_partitions: IntGaugeVec,
     pub campaign_waiting: IntGaugeVec,
+    pub campaign_contacts: IntGaugeVec,
+    pub campaign_eta: GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -210,8 +212,54 @@ impl Metrics {
                 "Audience partitions paused by backpressure.",
                 &["topic"],
             ),
+            campaign_contacts: int_gauge(
+                &r,
+                "wadispatch_campaign_contacts",
+                "Contacts of a campaign by dispatch state, from the store (every instance reports the same numbers; aggregate with max).",
+                &["campaign", "state"],
+            ),
+            campaign_eta: gauge(
+                &r,
+                "wadispatch_campaign_eta_seconds",
+                "Estimated seconds until the campaign's pending contacts are sent at its current pace.",
+                &["campaign"],
+            ),
             registry: r,
         }
+    }
+
+    /// Names of every metric family registered here (with `_total` for
+    /// counters, without the `_bucket`/`_sum`/`_count` series suffixes).
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 22] = [
+            &self.audience_records,
+            &self.campaign_specs,
+            &self.dispatch,
+            &self.funnel,
+            &self.failures,
+            &self.exclusions,
+            &self.whatsapp_request_duration,
+            &self.rate_limiter_wait,
+            &self.sender_rate,
+            &self.sender_rate_limit,
+            &self.campaign_pending,
+            &self.campaign_state,
+            &self.kafka_consumer_lag,
+            &self.store_operation_duration,
+            &self.webhook_requests,
+            &self.webhook_statuses,
+            &self.webhook_duration,
+            &self.config_reloads,
+            &self.ingest_paused_partitions,
+            &self.campaign_waiting,
+            &self.campaign_contacts,
+            &self.campaign_eta,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
     }
 
     /// Text exposition for `/metrics`.

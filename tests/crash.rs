@@ -163,7 +163,7 @@ per_second = 700
         "no contact was sent the campaign twice"
     );
     assert_eq!(stats.per_recipient_max, 1);
-    let store = app::open_store(&config).unwrap();
+    let store = app::open_store(&config).await.unwrap();
     let s = CampaignSummary::compute(store.as_ref(), "crash")
         .await
         .unwrap();

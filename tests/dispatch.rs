@@ -138,7 +138,7 @@ fn a_campaign_over_four_senders_completes_without_duplicates() {
             0..5_000,
         )
         .await;
-        let store = app::open_store(&w.config).unwrap();
+        let store = app::open_store(&w.config).await.unwrap();
         let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
         let s = wait_done(&daemon, "big", 5_000, Duration::from_secs(120)).await;
         let stats = w.sandbox.stats();
@@ -192,7 +192,7 @@ fn overlapping_exclusive_campaigns_never_reach_the_same_contact() {
             500..2_000,
         )
         .await;
-        let store = app::open_store(&w.config).unwrap();
+        let store = app::open_store(&w.config).await.unwrap();
         let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
         let a = wait_done(&daemon, "ex-a", 1_500, Duration::from_secs(120)).await;
         let mut resumed = w.config.clone();
@@ -245,7 +245,7 @@ fn pause_sends_nothing_and_resume_finishes() {
             0..1_000,
         )
         .await;
-        let store = app::open_store(&w.config).unwrap();
+        let store = app::open_store(&w.config).await.unwrap();
         let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
         wait_until(Duration::from_secs(60), "contacts staged", || {
             daemon.pipeline.stats.total() >= 1_000
@@ -285,7 +285,7 @@ fn reload_changes_a_senders_rate_while_running() {
     app::system().block_on(async {
         let w = world(&[("4001", 20.0)]).await;
         publish_campaign(&w, "slow", &spec("slow", &["4001"], 1000.0, false), 0..600).await;
-        let store = app::open_store(&w.config).unwrap();
+        let store = app::open_store(&w.config).await.unwrap();
         let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
         wait_until(Duration::from_secs(60), "sending started", || {
             w.sandbox.stats().accepted > 5
@@ -341,7 +341,7 @@ fn suppressed_contacts_are_excluded_with_their_reason() {
         )
         .await;
         publish_campaign(&w, "sup", &spec("sup", &["6001"], 500.0, false), 0..200).await;
-        let store = app::open_store(&w.config).unwrap();
+        let store = app::open_store(&w.config).await.unwrap();
         let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
         let s = wait_done(&daemon, "sup", 200, Duration::from_secs(60)).await;
         assert_eq!(

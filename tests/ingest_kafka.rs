@@ -90,7 +90,7 @@ async fn two_consumers_stage_every_valid_contact_exactly_once() {
     let (records, unique, bad) = workload(50_000);
     publish_all(&kafka.producer(), &config.kafka.topics.audience, &records).await;
 
-    let store = app::open_store(&config).unwrap();
+    let store = app::open_store(&config).await.unwrap();
     let a = Pipeline::start(&config, store.clone()).await.unwrap();
     let b = Pipeline::start(&config, store.clone()).await.unwrap();
     let total = records.len() as u64;
@@ -161,7 +161,7 @@ async fn a_consumer_joining_mid_stream_loses_nothing() {
     let producer = kafka.producer();
     publish_all(&producer, &config.kafka.topics.audience, first).await;
 
-    let store = app::open_store(&config).unwrap();
+    let store = app::open_store(&config).await.unwrap();
     let a = Pipeline::start(&config, store.clone()).await.unwrap();
     let sa = a.stats.clone();
     wait_until(
@@ -210,7 +210,7 @@ async fn ingest_resumes_after_a_broker_outage() {
     let (first, second) = records.split_at(3_000);
     let producer = kafka.producer();
     publish_all(&producer, &config.kafka.topics.audience, first).await;
-    let store = app::open_store(&config).unwrap();
+    let store = app::open_store(&config).await.unwrap();
     let p = Pipeline::start(&config, store.clone()).await.unwrap();
     let s = p.stats.clone();
     wait_until(Duration::from_secs(60), "first half consumed", || {
@@ -322,7 +322,7 @@ async fn sigkill_mid_stream_never_commits_past_unstaged_records() {
     child.wait().unwrap();
     let at_kill = committed(&kafka.brokers, &group, &topic, AUDIENCE_PARTITIONS);
     {
-        let store = app::open_store(&config).unwrap();
+        let store = app::open_store(&config).await.unwrap();
         let checked =
             committed_never_passes_unstaged(store.as_ref(), &produced, &payloads, &at_kill).await;
         assert!(checked > 0, "the kill happened after some commits");
@@ -346,7 +346,7 @@ async fn sigkill_mid_stream_never_commits_past_unstaged_records() {
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let store = app::open_store(&config).unwrap();
+    let store = app::open_store(&config).await.unwrap();
     let staged = staged_pairs(store.as_ref(), &["camp-a", "camp-b"]).await;
     assert_eq!(staged.len(), unique.len(), "nothing lost across the kill");
     let final_commits = committed(&kafka.brokers, &group, &topic, AUDIENCE_PARTITIONS);
@@ -388,7 +388,7 @@ async fn sigterm_during_ingest_exits_cleanly_with_offsets_committed() {
     assert!(status.success(), "clean shutdown exits 0, got {status}");
     let commits = committed(&kafka.brokers, &group, &topic, AUDIENCE_PARTITIONS);
     assert!(!commits.is_empty());
-    let store = app::open_store(&config).unwrap();
+    let store = app::open_store(&config).await.unwrap();
     committed_never_passes_unstaged(store.as_ref(), &produced, &payloads, &commits).await;
     // And the final commit is not behind the staged work: the first record
     // of every contact that was staged lies below its partition's commit.

@@ -461,6 +461,45 @@ async fn embedded_backend_conforms() {
     conformance(Arc::new(store)).await;
 }
 
+/// The same suite against a real ScyllaDB when `WADISPATCH_TEST_SCYLLA` names
+/// a node (`host:9042`). Each run uses a keyspace of its own and drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_backend_conforms() {
+    use wadispatch::store::scylladb::{SchemaMode, ScyllaStore};
+    let Ok(node) = std::env::var("WADISPATCH_TEST_SCYLLA") else {
+        eprintln!(
+            "SKIPPED scylla_backend_conforms: WADISPATCH_TEST_SCYLLA is not set \
+             (set it to a ScyllaDB node, e.g. 127.0.0.1:9042, to run the conformance suite \
+             against ScyllaDB; the suite needs lightweight transactions, which the in-process \
+             CQL server of tests/scylla_kassandra.rs does not have)"
+        );
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let keyspace = format!(
+        "wadispatch_test_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    );
+    let config = wadispatch::config::ScyllaStoreConfig {
+        nodes: vec![node.clone()],
+        keyspace: keyspace.clone(),
+        replication_factor: 1,
+        create_schema: true,
+        consistency: "one".into(),
+        ..Default::default()
+    };
+    let store = ScyllaStore::connect(&config, SchemaMode::Apply)
+        .await
+        .unwrap_or_else(|e| panic!("WADISPATCH_TEST_SCYLLA={node}: {e}"));
+    eprintln!("running the conformance suite against ScyllaDB at {node}, keyspace {keyspace}");
+    conformance(Arc::new(store.clone())).await;
+    store.drop_keyspace().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_backend_reopens_with_its_data() {
     let dir = tempfile::tempdir().unwrap();

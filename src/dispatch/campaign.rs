@@ -469,7 +469,6 @@ impl Pump {
             owner: self.owner.clone(),
             now: Utc::now(),
         };
-        let started = std::time::Instant::now();
         let mut outcome = self.store.claim(&request).await;
         if let Ok(ClaimOutcome::EngagedElsewhere { campaign }) = &outcome {
             if self.env.releases_engagement(campaign) {
@@ -477,7 +476,6 @@ impl Pump {
                 outcome = self.store.claim(&request).await;
             }
         }
-        metrics::store_op("claim", started.elapsed().as_secs_f64());
         let claims = match outcome {
             Ok(ClaimOutcome::Claimed { attempts }) => attempts,
             Ok(ClaimOutcome::EngagedElsewhere { .. }) => {

@@ -347,14 +347,12 @@ impl SenderCore {
         metrics::dispatch(campaign, &self.id, outcome_label(&outcome));
         let mut delay = Duration::from_millis(50);
         for _ in 0..5 {
-            let started = Instant::now();
             match self
                 .store
                 .record_outcome(campaign, contact, &outcome, Utc::now())
                 .await
             {
                 Ok(()) => {
-                    metrics::store_op("record_outcome", started.elapsed().as_secs_f64());
                     return report;
                 }
                 Err(e) => {

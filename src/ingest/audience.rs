@@ -463,7 +463,6 @@ impl AudienceIngest {
         }
 
         if !requests.is_empty() {
-            let started = Instant::now();
             let outcomes = match self.retry("stage audience batch", deadline, || {
                 self.rt
                     .block_on(self.store.stage_batch(&requests))
@@ -472,7 +471,6 @@ impl AudienceIngest {
                 Some(o) => o,
                 None => return false,
             };
-            metrics::store_op("stage_batch", started.elapsed().as_secs_f64());
             let (mut staged, mut excluded, mut dup) = (0u64, 0u64, 0u64);
             for (req, outcome) in requests.iter().zip(&outcomes) {
                 match outcome {

@@ -2,7 +2,8 @@
 //!
 //! One [`Store`] trait with two backends of identical semantics: [`embedded`]
 //! (fjall on local disk, the default for one machine) and, for several
-//! instances, ScyllaDB. The conformance suite in `tests/store_conformance.rs`
+//! instances, [`scylladb`] (ScyllaDB). [`timed::Timed`] wraps either and
+//! observes each operation's latency. The conformance suite in `tests/store_conformance.rs`
 //! is written once against the trait and run on every backend.
 //!
 //! Rows are addressed by (campaign, contact). The shard (the Kafka partition the
@@ -12,6 +13,8 @@
 
 pub mod embedded;
 mod model;
+pub mod scylladb;
+pub mod timed;
 
 pub use model::*;
 

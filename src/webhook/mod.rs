@@ -232,18 +232,33 @@ impl WebhookProcessor {
             defer_until: (state == DispatchState::Failed && class == Some(ErrorClass::Deferred))
                 .then(|| at + Duration::seconds(DEFERRAL)),
         };
-        let Some((campaign, contact)) = self
+        let correlated = match self
             .correlate(s.id.as_deref(), s.biz_opaque_callback_data.as_deref())
             .await?
-        else {
-            match s.id.as_deref() {
+        {
+            Some(found) => Some(found),
+            None => match s.id.as_deref() {
                 Some(w) => {
                     // The API answer carrying this wamid is not written yet.
                     self.store.park_status(w, &update).await?;
-                    metrics::webhook_status("parked");
+                    // It may have been written between the lookup and the
+                    // park, after its writer read the parked statuses: look
+                    // again, or this status would wait for nobody.
+                    match self.store.lookup_wamid(w).await? {
+                        Some(entry) => Some((entry.campaign_id, entry.contact)),
+                        None => {
+                            metrics::webhook_status("parked");
+                            None
+                        }
+                    }
                 }
-                None => metrics::webhook_status("uncorrelated"),
-            }
+                None => {
+                    metrics::webhook_status("uncorrelated");
+                    None
+                }
+            },
+        };
+        let Some((campaign, contact)) = correlated else {
             return Ok(Vec::new());
         };
         let mut events = Vec::new();

@@ -1,0 +1,152 @@
+//! Latency of every store operation, whatever the backend:
+//! `wadispatch_store_operation_duration_seconds{op}`.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::domain::{ContactKey, ExclusionReason, ObservedState};
+
+/// Wraps a backend and observes each call's duration under its method name.
+pub struct Timed<S>(pub S);
+
+async fn time<T>(op: &'static str, f: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = f.await;
+    crate::metrics::store_op(op, started.elapsed().as_secs_f64());
+    out
+}
+
+#[async_trait]
+impl<S: Store> Store for Timed<S> {
+    async fn ping(&self) -> StoreResult<()> {
+        time("ping", self.0.ping()).await
+    }
+    async fn put_campaign(&self, record: &CampaignRecord) -> StoreResult<()> {
+        time("put_campaign", self.0.put_campaign(record)).await
+    }
+    async fn get_campaign(&self, id: &str) -> StoreResult<Option<CampaignRecord>> {
+        time("get_campaign", self.0.get_campaign(id)).await
+    }
+    async fn list_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
+        time("list_campaigns", self.0.list_campaigns()).await
+    }
+    async fn set_observed_state(
+        &self,
+        id: &str,
+        state: ObservedState,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        time(
+            "set_observed_state",
+            self.0.set_observed_state(id, state, at),
+        )
+        .await
+    }
+    async fn delete_campaign(&self, id: &str) -> StoreResult<()> {
+        time("delete_campaign", self.0.delete_campaign(id)).await
+    }
+    async fn campaign_shards(&self, id: &str) -> StoreResult<Vec<u32>> {
+        time("campaign_shards", self.0.campaign_shards(id)).await
+    }
+    async fn stage_batch(&self, items: &[StageRequest]) -> StoreResult<Vec<StageOutcome>> {
+        time("stage_batch", self.0.stage_batch(items)).await
+    }
+    async fn get_dispatch(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+    ) -> StoreResult<Option<DispatchRecord>> {
+        time("get_dispatch", self.0.get_dispatch(campaign, contact)).await
+    }
+    async fn scan_pending(
+        &self,
+        campaign: &str,
+        shard: u32,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingEntry>> {
+        time(
+            "scan_pending",
+            self.0.scan_pending(campaign, shard, after, limit),
+        )
+        .await
+    }
+    async fn scan_dispatches(
+        &self,
+        campaign: &str,
+        after: Option<&ContactKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DispatchRecord>> {
+        time(
+            "scan_dispatches",
+            self.0.scan_dispatches(campaign, after, limit),
+        )
+        .await
+    }
+    async fn load_cursor(&self, campaign: &str, shard: u32) -> StoreResult<Option<u64>> {
+        time("load_cursor", self.0.load_cursor(campaign, shard)).await
+    }
+    async fn save_cursor(&self, campaign: &str, shard: u32, seq: u64) -> StoreResult<()> {
+        time("save_cursor", self.0.save_cursor(campaign, shard, seq)).await
+    }
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<ClaimOutcome> {
+        time("claim", self.0.claim(request)).await
+    }
+    async fn record_outcome(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        outcome: &Outcome,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        time(
+            "record_outcome",
+            self.0.record_outcome(campaign, contact, outcome, at),
+        )
+        .await
+    }
+    async fn exclude(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        reason: &ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        time("exclude", self.0.exclude(campaign, contact, reason, at)).await
+    }
+    async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>> {
+        time("get_contact", self.0.get_contact(contact)).await
+    }
+    async fn set_opt_out(
+        &self,
+        contact: &ContactKey,
+        opted_out: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        time("set_opt_out", self.0.set_opt_out(contact, opted_out, at)).await
+    }
+    async fn lookup_wamid(&self, wamid: &str) -> StoreResult<Option<WamidEntry>> {
+        time("lookup_wamid", self.0.lookup_wamid(wamid)).await
+    }
+    async fn apply_status(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        update: &StatusUpdate,
+    ) -> StoreResult<StatusApplied> {
+        time(
+            "apply_status",
+            self.0.apply_status(campaign, contact, update),
+        )
+        .await
+    }
+    async fn park_status(&self, wamid: &str, update: &StatusUpdate) -> StoreResult<()> {
+        time("park_status", self.0.park_status(wamid, update)).await
+    }
+    async fn mark_undeliverable(&self, contact: &ContactKey, at: DateTime<Utc>) -> StoreResult<()> {
+        time("mark_undeliverable", self.0.mark_undeliverable(contact, at)).await
+    }
+}

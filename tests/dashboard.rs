@@ -1,0 +1,321 @@
+//! The Grafana dashboard and its provisioning files stay in step with the
+//! metrics the daemon registers: a renamed or removed metric fails here, not
+//! as an empty panel in production.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+const DASHBOARD: &str = "grafana/dashboards/wadispatch.json";
+const DATASOURCE: &str = "${datasource}";
+/// Where the dashboard provider expects the dashboards directory to be mounted.
+const DASHBOARDS_PATH: &str = "/var/lib/grafana/dashboards/wadispatch";
+const METRIC_PREFIX: &str = "wadispatch_";
+
+fn repo_file(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(relative: &str) -> String {
+    let path = repo_file(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"))
+}
+
+/// Every panel in document order, the panels nested in (collapsed) rows included.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
+        for panel in list.as_array().into_iter().flatten() {
+            out.push(panel);
+            if let Some(nested) = panel.get("panels") {
+                walk(nested, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+fn is_row(panel: &Value) -> bool {
+    panel["type"].as_str() == Some("row")
+}
+
+fn title(panel: &Value) -> String {
+    match panel["title"].as_str() {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => format!("(untitled panel id {})", panel["id"]),
+    }
+}
+
+fn template_variables(dashboard: &Value) -> Vec<&Value> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .map(|list| list.iter().collect())
+        .unwrap_or_default()
+}
+
+/// The queries of one template variable: `definition`, and `query` whether it
+/// is a plain string or the object newer Grafana versions write.
+fn variable_queries(variable: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(q) = variable["definition"].as_str() {
+        out.push(q.to_string());
+    }
+    match &variable["query"] {
+        Value::String(q) => out.push(q.clone()),
+        Value::Object(o) => {
+            if let Some(q) = o.get("query").and_then(Value::as_str) {
+                out.push(q.to_string());
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Every PromQL expression of the dashboard, with where it was found.
+fn expressions(dashboard: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for panel in panels(dashboard) {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                out.push((format!("panel \"{}\"", title(panel)), expr.to_string()));
+            }
+        }
+    }
+    for variable in template_variables(dashboard) {
+        let name = variable["name"].as_str().unwrap_or("?");
+        for query in variable_queries(variable) {
+            out.push((format!("variable ${name}"), query));
+        }
+    }
+    out
+}
+
+/// Words of `expr` that start with `wadispatch_`. A word is a maximal run of
+/// the characters a PromQL metric name may hold (`[A-Za-z0-9_:]`), so a name is
+/// never taken from the middle of a longer identifier, and a name with a
+/// character outside `[a-z0-9_]` is kept whole (and then reported as unknown).
+fn metric_names(expr: &str) -> Vec<String> {
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = Vec::new();
+    let mut word = String::new();
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        if is_name_char(c) {
+            word.push(c);
+            continue;
+        }
+        if word.len() > METRIC_PREFIX.len() && word.starts_with(METRIC_PREFIX) {
+            names.push(word.clone());
+        }
+        word.clear();
+    }
+    names
+}
+
+/// The registered family a name in a query refers to: the name itself, or a
+/// histogram's series without its `_bucket`, `_sum` or `_count` suffix.
+fn family<'a>(name: &'a str, known: &BTreeSet<String>) -> Option<&'a str> {
+    if known.contains(name) {
+        return Some(name);
+    }
+    ["_bucket", "_sum", "_count"]
+        .into_iter()
+        .filter_map(|suffix| name.strip_suffix(suffix))
+        .find(|base| known.contains(*base))
+}
+
+#[test]
+fn scanner_finds_whole_metric_names() {
+    let expr = "histogram_quantile(0.99, sum by (le) (rate(wadispatch_webhook_duration_seconds_bucket[$__rate_interval])))\n/ x_wadispatch_no + wadispatch_a:b{campaign=~\"$campaign\"}";
+    assert_eq!(
+        metric_names(expr),
+        [
+            "wadispatch_webhook_duration_seconds_bucket",
+            "wadispatch_a:b"
+        ]
+    );
+    let known: BTreeSet<String> = ["wadispatch_webhook_duration_seconds".to_string()].into();
+    assert_eq!(
+        family("wadispatch_webhook_duration_seconds_bucket", &known),
+        Some("wadispatch_webhook_duration_seconds")
+    );
+    assert_eq!(family("wadispatch_other_count", &known), None);
+}
+
+#[test]
+fn dashboard_queries_only_registered_metrics() {
+    let known: BTreeSet<String> = wadispatch::metrics::metrics().names().into_iter().collect();
+    assert!(!known.is_empty(), "metrics().names() returned nothing");
+    let dashboard = dashboard();
+    let expressions = expressions(&dashboard);
+    assert!(!expressions.is_empty(), "{DASHBOARD} has no queries");
+
+    let mut used = BTreeSet::new();
+    let mut unknown = Vec::new();
+    for (place, expr) in &expressions {
+        for name in metric_names(expr) {
+            match family(&name, &known) {
+                Some(base) => {
+                    used.insert(base.to_string());
+                }
+                None => {
+                    let line = format!("  {place}: {name}");
+                    if !unknown.contains(&line) {
+                        unknown.push(line);
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "{DASHBOARD} queries metrics that src/metrics.rs does not register:\n{}\nregistered: {}",
+        unknown.join("\n"),
+        known.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let unused: Vec<&String> = known.difference(&used).collect();
+    if !unused.is_empty() {
+        // Not an error: a new metric may come before its panel.
+        eprintln!("metrics not shown on the dashboard: {unused:?}");
+    }
+}
+
+fn datasource_uid(value: &Value) -> Option<&str> {
+    match value {
+        Value::String(s) => Some(s),
+        Value::Object(o) => o.get("uid").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_panel_queries_the_datasource_variable() {
+    let dashboard = dashboard();
+    assert_eq!(
+        dashboard["uid"].as_str(),
+        Some("wadispatch"),
+        "dashboard uid"
+    );
+    assert_eq!(
+        dashboard["title"].as_str(),
+        Some("wadispatch"),
+        "dashboard title"
+    );
+
+    let mut problems = Vec::new();
+    let mut ids = BTreeSet::new();
+    let mut queried = 0;
+    for panel in panels(&dashboard) {
+        let title = title(panel);
+        if let Some(id) = panel["id"].as_u64() {
+            if !ids.insert(id) {
+                problems.push(format!("  \"{title}\": panel id {id} is used twice"));
+            }
+        }
+        if is_row(panel) {
+            continue;
+        }
+        queried += 1;
+        if datasource_uid(&panel["datasource"]) != Some(DATASOURCE) {
+            problems.push(format!(
+                "  \"{title}\": datasource is {}, not {DATASOURCE}",
+                panel["datasource"]
+            ));
+        }
+        let targets = panel["targets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if targets.is_empty() {
+            problems.push(format!("  \"{title}\": no targets"));
+        }
+        for target in targets {
+            let refid = target["refId"].as_str().unwrap_or("?");
+            match target["expr"].as_str() {
+                Some(expr) if !expr.trim().is_empty() => {}
+                _ => problems.push(format!("  \"{title}\": target {refid} has no expr")),
+            }
+            if let Some(ds) = target.get("datasource") {
+                if datasource_uid(ds) != Some(DATASOURCE) {
+                    problems.push(format!(
+                        "  \"{title}\": target {refid} datasource is {ds}, not {DATASOURCE}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(queried > 0, "{DASHBOARD} has no panels");
+    assert!(problems.is_empty(), "{DASHBOARD}:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn dashboard_has_the_campaign_and_datasource_variables() {
+    let dashboard = dashboard();
+    let variables = template_variables(&dashboard);
+    let find = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{DASHBOARD}: no template variable `{name}`"))
+    };
+
+    let datasource = find("datasource");
+    assert_eq!(datasource["type"].as_str(), Some("datasource"));
+    assert_eq!(datasource["query"].as_str(), Some("prometheus"));
+
+    let campaign = find("campaign");
+    assert_eq!(
+        campaign["multi"].as_bool(),
+        Some(true),
+        "$campaign is multi-value"
+    );
+    assert_eq!(
+        campaign["includeAll"].as_bool(),
+        Some(true),
+        "$campaign includes All"
+    );
+    assert_eq!(datasource_uid(&campaign["datasource"]), Some(DATASOURCE));
+    assert!(
+        variable_queries(campaign)
+            .iter()
+            .any(|q| q == "label_values(wadispatch_campaign_contacts, campaign)"),
+        "$campaign lists the campaigns of wadispatch_campaign_contacts"
+    );
+}
+
+#[test]
+fn provisioning_files_point_at_the_dashboards() {
+    let provider = read("grafana/provisioning/dashboards/wadispatch.yml");
+    for needle in ["providers:", "type: file", DASHBOARDS_PATH] {
+        assert!(
+            provider.contains(needle),
+            "grafana/provisioning/dashboards/wadispatch.yml does not mention `{needle}`"
+        );
+    }
+
+    let datasource = read("grafana/provisioning/datasources/prometheus.yml");
+    for needle in ["datasources:", "type: prometheus", "uid: "] {
+        assert!(
+            datasource.contains(needle),
+            "grafana/provisioning/datasources/prometheus.yml does not mention `{needle}`"
+        );
+    }
+
+    let readme = read("grafana/README.md");
+    assert!(
+        readme.contains(DASHBOARDS_PATH),
+        "grafana/README.md does not show where to mount the dashboards ({DASHBOARDS_PATH})"
+    );
+
+    let scrape = read("grafana/prometheus.yml");
+    assert!(
+        scrape.contains("metrics_path: /metrics"),
+        "grafana/prometheus.yml does not scrape /metrics"
+    );
+}

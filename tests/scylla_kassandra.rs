@@ -1,0 +1,253 @@
+//! The ScyllaDB backend through the real `scylla` driver over the CQL
+//! protocol, against the in-process `kassandra` server: connection, schema
+//! creation, prepared statements, staging, scans and the plain writes.
+//!
+//! kassandra has no lightweight transactions (nor range restrictions), so
+//! claims, outcomes, statuses and exclusions, which are all conditional
+//! writes, are not run here. They run in the conformance suite against a real
+//! ScyllaDB (`WADISPATCH_TEST_SCYLLA=host:9042`, see tests/store_conformance.rs)
+//! and their reply handling is unit-tested in `store::scylladb::lwt`.
+
+#[path = "common/cql.rs"]
+mod cql;
+
+use chrono::{TimeZone, Utc};
+use cql::CqlServer;
+use wadispatch::config::ScyllaStoreConfig;
+use wadispatch::domain::{ContactKey, DispatchState, ExclusionReason, FrozenParams, ObservedState};
+use wadispatch::store::scylladb::{SchemaMode, ScyllaStore};
+use wadispatch::store::*;
+
+fn t0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 15, 0, 0).unwrap()
+}
+
+fn config(server: &CqlServer, keyspace: &str) -> ScyllaStoreConfig {
+    ScyllaStoreConfig {
+        nodes: vec![server.addr.to_string()],
+        keyspace: keyspace.into(),
+        replication_factor: 1,
+        create_schema: true,
+        ..ScyllaStoreConfig::default()
+    }
+}
+
+fn req(campaign: &str, n: u32, shard: u32, seq: u64) -> StageRequest {
+    StageRequest {
+        campaign_id: campaign.into(),
+        contact: ContactKey::raw(format!("+52155{n:08}")),
+        shard,
+        seq,
+        params: FrozenParams::default(),
+        exclusion: None,
+        send_after: None,
+        timezone: Some("America/Mexico_City".into()),
+        tags: vec!["vip".into()],
+        staged_at: t0(),
+    }
+}
+
+fn campaign(id: &str) -> CampaignRecord {
+    let spec = wadispatch::domain::CampaignSpec::from_json(
+        &std::fs::read("config/examples/promo.json").expect("example spec"),
+    )
+    .expect("example spec parses");
+    let mut spec = spec;
+    spec.id = id.into();
+    CampaignRecord {
+        spec,
+        observed_state: ObservedState::Scheduled,
+        updated_at: t0(),
+        started_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_store_over_cql_protocol() {
+    let server = CqlServer::start();
+    let store = ScyllaStore::connect(&config(&server, "wadispatch_k"), SchemaMode::Apply)
+        .await
+        .expect("schema applied and statements prepared through the driver");
+    store.ping().await.unwrap();
+
+    // A second connection in verify mode finds every table.
+    let mut verify = config(&server, "wadispatch_k");
+    verify.create_schema = false;
+    ScyllaStore::connect(&verify, SchemaMode::Verify)
+        .await
+        .expect("an applied schema verifies");
+
+    // Campaigns.
+    store.put_campaign(&campaign("k-promo")).await.unwrap();
+    let got = store.get_campaign("k-promo").await.unwrap().unwrap();
+    assert_eq!(got, campaign("k-promo"));
+    store
+        .set_observed_state("k-promo", ObservedState::Active, t0())
+        .await
+        .unwrap();
+    let got = store.get_campaign("k-promo").await.unwrap().unwrap();
+    assert_eq!(got.observed_state, ObservedState::Active);
+    assert_eq!(
+        got.started_at,
+        Some(t0()),
+        "first activation marks the start"
+    );
+    assert_eq!(store.list_campaigns().await.unwrap().len(), 1);
+    assert!(store.get_campaign("absent").await.unwrap().is_none());
+
+    // Staging: new, excluded, duplicate (in the batch and across batches).
+    let mut excluded = req("k-promo", 2, 1, 11);
+    excluded.exclusion = Some(ExclusionReason::MissingVariable("coupon".into()));
+    let batch = vec![req("k-promo", 1, 0, 10), excluded, req("k-promo", 1, 0, 12)];
+    let outcomes = store.stage_batch(&batch).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            StageOutcome::Staged,
+            StageOutcome::Excluded,
+            StageOutcome::Duplicate
+        ]
+    );
+    let again = store.stage_batch(&batch[..2]).await.unwrap();
+    assert_eq!(
+        again,
+        vec![StageOutcome::Duplicate, StageOutcome::Duplicate]
+    );
+
+    let row = store
+        .get_dispatch("k-promo", &ContactKey::raw("+5215500000001"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, DispatchState::Pending);
+    assert_eq!((row.shard, row.seq), (0, 10));
+    assert_eq!(row.tags, vec!["vip".to_string()]);
+    assert_eq!(row.timezone.as_deref(), Some("America/Mexico_City"));
+    assert_eq!(row.times.staged, Some(t0()));
+    let ex = store
+        .get_dispatch("k-promo", &ContactKey::raw("+5215500000002"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ex.state, DispatchState::Excluded);
+    assert_eq!(ex.reason.as_deref(), Some("missing_variable:coupon"));
+
+    // The pending queue holds only the pending contact; shards are recorded.
+    let pending = store.scan_pending("k-promo", 0, None, 100).await.unwrap();
+    assert_eq!(
+        pending,
+        vec![PendingEntry {
+            seq: 10,
+            contact: ContactKey::raw("+5215500000001")
+        }]
+    );
+    assert!(store
+        .scan_pending("k-promo", 1, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.campaign_shards("k-promo").await.unwrap(), vec![0, 1]);
+
+    // A bigger campaign scanned across every bucket, one page.
+    let many: Vec<StageRequest> = (100..400u32)
+        .map(|i| req("k-scan", i, i % 3, u64::from(i)))
+        .collect();
+    let outcomes = store.stage_batch(&many).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == StageOutcome::Staged));
+    let all = store.scan_dispatches("k-scan", None, 10_000).await.unwrap();
+    assert_eq!(all.len(), 300);
+    let mut contacts: Vec<_> = all.iter().map(|r| r.contact.as_str().to_owned()).collect();
+    contacts.sort();
+    contacts.dedup();
+    assert_eq!(contacts.len(), 300, "every row once");
+    assert!(all.iter().all(|r| r.campaign_id == "k-scan"));
+    let first = store.scan_dispatches("k-scan", None, 5).await.unwrap();
+    assert_eq!(first.len(), 5, "a page stops at its limit");
+
+    // Cursors.
+    assert_eq!(store.load_cursor("k-scan", 2).await.unwrap(), None);
+    store.save_cursor("k-scan", 2, 250).await.unwrap();
+    assert_eq!(store.load_cursor("k-scan", 2).await.unwrap(), Some(250));
+
+    // Contacts: opt-out round trip and undeliverable.
+    let who = ContactKey::raw("+5215500000099");
+    assert!(store.get_contact(&who).await.unwrap().is_none());
+    store.set_opt_out(&who, true, t0()).await.unwrap();
+    let c = store.get_contact(&who).await.unwrap().unwrap();
+    assert!(c.opted_out);
+    assert_eq!(c.opted_out_at, Some(t0()));
+    store.mark_undeliverable(&who, t0()).await.unwrap();
+    assert_eq!(
+        store
+            .get_contact(&who)
+            .await
+            .unwrap()
+            .unwrap()
+            .undeliverable_at,
+        Some(t0())
+    );
+    store.set_opt_out(&who, false, t0()).await.unwrap();
+    assert!(!store.get_contact(&who).await.unwrap().unwrap().opted_out);
+
+    // Parked statuses are stored once per distinct status.
+    let update = StatusUpdate {
+        state: DispatchState::Delivered,
+        at: t0(),
+        wamid: Some("wamid.K1".into()),
+        error_code: None,
+        error_class: None,
+        error_message: None,
+        defer_until: None,
+    };
+    store.park_status("wamid.K1", &update).await.unwrap();
+    store.park_status("wamid.K1", &update).await.unwrap();
+    assert!(store.lookup_wamid("wamid.K1").await.unwrap().is_none());
+
+    // Deleting a campaign that never started removes its rows.
+    store.delete_campaign("k-scan").await.unwrap();
+    assert!(store
+        .scan_dispatches("k-scan", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .scan_pending("k-scan", 0, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.campaign_shards("k-scan").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_schema_is_reported_with_what_to_run() {
+    let server = CqlServer::start();
+    let mut cfg = config(&server, "never_created");
+    cfg.create_schema = false;
+    let err = ScyllaStore::connect(&cfg, SchemaMode::Verify)
+        .await
+        .err()
+        .expect("no keyspace, no store");
+    let text = err.to_string();
+    assert!(text.contains("wadispatch store init"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_names_the_nodes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = ScyllaStoreConfig {
+        nodes: vec![format!("127.0.0.1:{port}")],
+        request_timeout_ms: 1_000,
+        ..ScyllaStoreConfig::default()
+    };
+    let err = ScyllaStore::connect(&cfg, SchemaMode::Verify)
+        .await
+        .err()
+        .expect("nothing listens there");
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("store.scylla.nodes"), "{text}");
+}
