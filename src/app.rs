@@ -315,12 +315,19 @@ pub struct Daemon {
     pub env: Arc<crate::dispatch::registry::Env>,
     pub senders: crate::dispatch::registry::SenderMap,
     pub webhook_addr: std::net::SocketAddr,
+    /// Where `/metrics`, `/healthz`, `/readyz` and `/campaigns` answer.
+    pub admin_addr: std::net::SocketAddr,
     server: actix_web::dev::ServerHandle,
+    admin: actix_web::dev::ServerHandle,
 }
 
 impl Daemon {
     pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Daemon> {
         use actix::Actor;
+        crate::metrics::configure_campaigns(
+            config.metrics.max_campaign_series,
+            Duration::from_secs(config.metrics.ended_campaign_grace_secs),
+        );
         let pipeline = Pipeline::start(&config, store.clone()).await?;
         // One producer for every event: webhooks' and the campaigns'.
         let events = crate::events::EventsProducer::new(
@@ -361,6 +368,23 @@ impl Daemon {
         );
         let senders = registry.senders();
         let registry = registry.start();
+        let (admin, admin_addr) = crate::admin::serve(
+            crate::admin::AdminState {
+                store: store.clone(),
+                ingest: pipeline.stats.clone(),
+                campaigns: env.campaigns.clone(),
+                store_timeout: Duration::from_secs(2),
+            },
+            &config.admin.listen,
+        )
+        .with_context(|| {
+            format!(
+                "listening for the admin API on {} (admin.listen)",
+                config.admin.listen
+            )
+        })?;
+        let admin_handle = admin.handle();
+        tokio::spawn(admin);
         Ok(Daemon {
             config,
             store,
@@ -369,7 +393,9 @@ impl Daemon {
             env,
             senders,
             webhook_addr,
+            admin_addr,
             server: server_handle,
+            admin: admin_handle,
         })
     }
 
@@ -403,12 +429,72 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.server.stop(true).await;
+        self.admin.stop(true).await;
         // Whatever the first steps used comes off the Kafka side's budget,
         // but it always gets a few seconds to commit and leave the group.
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         self.pipeline
             .shutdown(left.max(Duration::from_secs(3)))
             .await
+    }
+}
+
+/// systemd integration of `run`: `READY=1` once the Kafka assignment arrived
+/// and the store answers; then `WATCHDOG=1` only while the ingest loop and the
+/// registry actor make progress (a hung loop stops the pings and systemd
+/// restarts the process).
+async fn supervise(
+    store: Arc<dyn Store>,
+    ingest: Arc<IngestStats>,
+    registry: actix::Addr<crate::dispatch::registry::CampaignRegistry>,
+) {
+    let admin = crate::admin::AdminState {
+        store,
+        ingest: ingest.clone(),
+        campaigns: Arc::default(),
+        store_timeout: Duration::from_secs(2),
+    };
+    let mut last_reason = String::new();
+    loop {
+        match crate::admin::not_ready(&admin).await {
+            None => break,
+            Some(reason) => {
+                if reason != last_reason {
+                    tracing::info!(%reason, "not ready yet");
+                    crate::notify::notify(&format!(
+                        "STATUS=waiting: {}",
+                        reason.lines().next().unwrap_or_default()
+                    ));
+                    last_reason = reason;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    crate::notify::notify("READY=1\nSTATUS=ready: consuming and dispatching");
+    tracing::info!("ready");
+    let Some(interval) = crate::notify::watchdog_interval() else {
+        return;
+    };
+    let mut beat = ingest.heartbeat.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(interval / 3).await;
+        let now = ingest.heartbeat.load(Ordering::Relaxed);
+        let ingest_alive = now != beat;
+        beat = now;
+        let registry_alive =
+            tokio::time::timeout(interval / 3, registry.send(crate::dispatch::registry::Ping))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        if ingest_alive && registry_alive {
+            crate::notify::notify("WATCHDOG=1");
+        } else {
+            tracing::warn!(
+                ingest_alive,
+                registry_alive,
+                "no progress: watchdog not pinged"
+            );
+        }
     }
 }
 
@@ -419,7 +505,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     system().block_on(async move {
         let store = open_store(&config).await?;
         let daemon = Daemon::start(config.clone(), store).await?;
-        tracing::info!(config = %config_path.display(), webhooks = %daemon.webhook_addr, "wadispatch running");
+        tracing::info!(config = %config_path.display(), webhooks = %daemon.webhook_addr, admin = %daemon.admin_addr, "wadispatch running");
+        let supervision = tokio::spawn(supervise(
+            daemon.store.clone(),
+            daemon.pipeline.stats.clone(),
+            daemon.registry.clone(),
+        ));
         let mut running = config;
         let mut watch = crate::reload::FileWatch::new(config_path, Duration::from_secs(1));
         use tokio::signal::unix::{signal, SignalKind};
@@ -445,6 +536,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 }
             }
         }
+        supervision.abort();
+        crate::notify::notify("STOPPING=1");
         let timeout = Duration::from_secs(running.kafka.shutdown_timeout_secs);
         tracing::info!(timeout_secs = timeout.as_secs(), "shutting down");
         if !daemon.shutdown(timeout).await {

@@ -102,6 +102,8 @@ async fn run_async(
     // The demo's misspelt campaign should reach the DLQ in seconds, not minutes.
     config.kafka.unknown_campaign_wait_secs = 3;
     config.http.listen = format!("127.0.0.1:{webhook_port}");
+    // Loopback, any free port: a demo must not collide with a running daemon.
+    config.admin.listen = "127.0.0.1:0".into();
     config.whatsapp.api_base_url = sandbox.base_url();
     config.whatsapp.token = Some(crate::config::Secret::new("demo-token"));
     config.whatsapp.app_secret = Some(crate::config::Secret::new(app_secret));

@@ -23,6 +23,7 @@
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`cli`]: the command line.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod events;
 pub mod import;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod reload;
 pub mod report;
 pub mod sandbox;

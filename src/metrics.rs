@@ -5,7 +5,9 @@
 //! specs, and fixed vocabularies for status, reason, class and code. Never a
 //! phone number or a wamid.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use prometheus::{
     exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
@@ -262,8 +264,10 @@ impl Metrics {
             .collect()
     }
 
-    /// Text exposition for `/metrics`.
+    /// Text exposition for `/metrics` (expired campaign series are dropped
+    /// first).
     pub fn render(&self) -> String {
+        sweep_campaigns(Instant::now());
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
         // Encoding into a Vec cannot fail for well-formed families.
@@ -305,9 +309,10 @@ pub fn campaign_spec(result: &str) {
 }
 
 pub fn exclusion(campaign: &str, reason: &str) {
+    let campaign = campaign_label(campaign);
     metrics()
         .exclusions
-        .with_label_values(&[campaign, reason])
+        .with_label_values(&[campaign.as_str(), reason])
         .inc();
 }
 
@@ -354,18 +359,20 @@ pub fn webhook_duration(seconds: f64) {
 pub fn funnel(campaign: &str, stage: crate::domain::DispatchState) {
     use crate::domain::DispatchState::*;
     if matches!(stage, Sent | Delivered | Read | Replied | Failed) {
+        let campaign = campaign_label(campaign);
         metrics()
             .funnel
-            .with_label_values(&[campaign, stage.as_str()])
+            .with_label_values(&[campaign.as_str(), stage.as_str()])
             .inc();
     }
 }
 
 pub fn failure(campaign: &str, class: &str, code: Option<i64>) {
     let code = code.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
+    let campaign = campaign_label(campaign);
     metrics()
         .failures
-        .with_label_values(&[campaign, class, &code])
+        .with_label_values(&[campaign.as_str(), class, &code])
         .inc();
 }
 
@@ -392,21 +399,55 @@ pub fn whatsapp_request(sender: &str, seconds: f64) {
 }
 
 pub fn dispatch(campaign: &str, sender: &str, status: &str) {
+    let campaign = campaign_label(campaign);
     metrics()
         .dispatch
-        .with_label_values(&[campaign, sender, status])
+        .with_label_values(&[campaign.as_str(), sender, status])
         .inc();
 }
 
+/// Gauges of one campaign: skipped when it is folded into `_other` (a sum
+/// of gauges from several campaigns written one at a time means nothing).
 pub fn campaign_pending(campaign: &str, n: u64) {
-    metrics()
-        .campaign_pending
-        .with_label_values(&[campaign])
-        .set(n as i64);
+    if let Some(campaign) = own_label(campaign) {
+        metrics()
+            .campaign_pending
+            .with_label_values(&[campaign.as_str()])
+            .set(n as i64);
+    }
+}
+
+/// Contacts by dispatch state and the estimated time to completion.
+pub fn campaign_progress(campaign: &str, by_state: &[(&str, u64)], eta_seconds: Option<f64>) {
+    let Some(campaign) = own_label(campaign) else {
+        return;
+    };
+    let m = metrics();
+    for (state, n) in by_state {
+        m.campaign_contacts
+            .with_label_values(&[campaign.as_str(), state])
+            .set(*n as i64);
+    }
+    match eta_seconds {
+        Some(eta) => m
+            .campaign_eta
+            .with_label_values(&[campaign.as_str()])
+            .set(eta),
+        None => {
+            let _ = m.campaign_eta.remove_label_values(&[campaign.as_str()]);
+        }
+    }
 }
 
 /// Sets the state gauge: 1 for `state`, 0 for the others.
 pub fn campaign_state(campaign: &str, state: crate::domain::ObservedState) {
+    if state == crate::domain::ObservedState::Ended {
+        campaign_ended(campaign);
+    }
+    let Some(campaign) = own_label(campaign) else {
+        return;
+    };
+    let campaign = campaign.as_str();
     for s in crate::domain::ObservedState::ALL {
         metrics()
             .campaign_state
@@ -421,10 +462,147 @@ pub fn config_reload(result: &str) {
 
 /// Marks why a campaign waits (1 for `reason`, 0 for the other reasons).
 pub fn campaign_wait(campaign: &str, reason: Option<&str>) {
+    let Some(campaign) = own_label(campaign) else {
+        return;
+    };
+    let campaign = campaign.as_str();
     for r in ["portfolio_limit", "senders_halted"] {
         metrics()
             .campaign_waiting
             .with_label_values(&[campaign, r])
             .set(i64::from(reason == Some(r)));
+    }
+}
+
+/// The label value campaigns beyond `metrics.max_campaign_series` share.
+pub const OTHER_CAMPAIGNS: &str = "_other";
+
+/// Which campaigns have series of their own (bounded cardinality).
+struct CampaignLabels {
+    cap: usize,
+    grace: Duration,
+    /// Campaigns with their own series; the instant they ended, if they did.
+    own: HashMap<String, Option<Instant>>,
+}
+
+fn labels() -> &'static Mutex<CampaignLabels> {
+    static LABELS: OnceLock<Mutex<CampaignLabels>> = OnceLock::new();
+    LABELS.get_or_init(|| {
+        Mutex::new(CampaignLabels {
+            cap: 200,
+            grace: Duration::from_secs(3_600),
+            own: HashMap::new(),
+        })
+    })
+}
+
+fn lock_labels() -> std::sync::MutexGuard<'static, CampaignLabels> {
+    labels().lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sets the cap (`metrics.max_campaign_series`) and the grace period after a
+/// campaign ended (`metrics.ended_campaign_grace_secs`).
+pub fn configure_campaigns(cap: usize, grace: Duration) {
+    let mut l = lock_labels();
+    l.cap = cap;
+    l.grace = grace;
+}
+
+/// The `campaign` label for `id`: its own id while there is room under the
+/// cap (or it already has series), else [`OTHER_CAMPAIGNS`].
+pub fn campaign_label(id: &str) -> String {
+    own_label(id).unwrap_or_else(|| OTHER_CAMPAIGNS.to_string())
+}
+
+/// `Some(id)` when the campaign has (or now gets) series of its own.
+fn own_label(id: &str) -> Option<String> {
+    let mut l = lock_labels();
+    if l.own.contains_key(id) {
+        return Some(id.to_string());
+    }
+    if l.own.len() < l.cap {
+        l.own.insert(id.to_string(), None);
+        return Some(id.to_string());
+    }
+    None
+}
+
+/// Starts the grace period of an ended campaign's series.
+pub fn campaign_ended(id: &str) {
+    if let Some(ended) = lock_labels().own.get_mut(id) {
+        ended.get_or_insert_with(Instant::now);
+    }
+}
+
+/// Removes the series of campaigns that ended more than the grace period
+/// ago (called at every scrape) and frees their places under the cap.
+pub fn sweep_campaigns(now: Instant) -> usize {
+    let expired: Vec<String> = {
+        let mut l = lock_labels();
+        let grace = l.grace;
+        let expired: Vec<String> = l
+            .own
+            .iter()
+            .filter(|(_, ended)| ended.is_some_and(|t| now.duration_since(t) >= grace))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            l.own.remove(id);
+        }
+        expired
+    };
+    for id in &expired {
+        forget_campaign_series(id);
+    }
+    expired.len()
+}
+
+/// Drops every series labelled `campaign = id`.
+fn forget_campaign_series(id: &str) {
+    use prometheus::core::Collector;
+    let m = metrics();
+    fn purge<V: Collector>(collector: &V, remove: impl Fn(&HashMap<&str, &str>)) {
+        let id_families = collector.collect();
+        for family in &id_families {
+            for metric in family.get_metric() {
+                let labels: HashMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                remove(&labels);
+            }
+        }
+    }
+    macro_rules! purge_vec {
+        ($vec:expr) => {
+            purge(&$vec, |labels| {
+                if labels.get("campaign") == Some(&id) {
+                    let _ = $vec.remove(labels);
+                }
+            })
+        };
+    }
+    purge_vec!(m.dispatch);
+    purge_vec!(m.funnel);
+    purge_vec!(m.failures);
+    purge_vec!(m.exclusions);
+    purge_vec!(m.campaign_pending);
+    purge_vec!(m.campaign_state);
+    purge_vec!(m.campaign_waiting);
+    purge_vec!(m.campaign_contacts);
+    purge_vec!(m.campaign_eta);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_lists_every_family() {
+        let names = metrics().names();
+        assert_eq!(names.len(), 22);
+        assert!(names.contains(&"wadispatch_funnel_total".to_string()));
+        assert!(names.contains(&"wadispatch_store_operation_duration_seconds".to_string()));
     }
 }

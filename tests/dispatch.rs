@@ -71,6 +71,7 @@ async fn world(senders: &[(&str, f64)]) -> World {
     .unwrap();
     config.kafka.brokers = kafka.brokers.clone();
     config.http.listen = format!("127.0.0.1:{port}");
+    config.admin.listen = "127.0.0.1:0".into();
     config.whatsapp.api_base_url = sandbox.base_url();
     config.whatsapp.token = Some(wadispatch::config::Secret::new("t"));
     config.whatsapp.app_secret = Some(wadispatch::config::Secret::new(SECRET));
@@ -360,6 +361,103 @@ fn suppressed_contacts_are_excluded_with_their_reason() {
             row.state,
             DispatchState::Excluded,
             "an expired suppression does not apply"
+        );
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.expect("admin endpoint answers");
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// After a small campaign, the admin listener shows it: Prometheus series
+/// with the right labels, `/campaigns` with the funnel, health and readiness.
+#[test]
+fn admin_endpoints_show_a_small_campaign() {
+    app::system().block_on(async {
+        let w = world(&[("1001", 500.0)]).await;
+        publish_campaign(&w, "adm", &spec("adm", &["1001"], 500.0, false), 0..100).await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let base = format!("http://{}", daemon.admin_addr);
+        wait_done(&daemon, "adm", 100, Duration::from_secs(60)).await;
+
+        assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
+        let (code, body) = get(&format!("{base}/readyz")).await;
+        assert_eq!((code, body.as_str()), (200, "ready\n"));
+
+        // Statuses come back by webhook and counts refresh every few seconds:
+        // wait until /campaigns shows deliveries.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let campaign = loop {
+            let (code, body) = get(&format!("{base}/campaigns")).await;
+            assert_eq!(code, 200, "{body}");
+            let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let c = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == "adm")
+                .cloned()
+                .expect("the campaign is listed");
+            let delivered = c["funnel"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["stage"] == "delivered")
+                .map(|s| s["contacts"].as_u64().unwrap())
+                .unwrap();
+            if delivered > 0 && c["staged"] == 100 {
+                break c;
+            }
+            assert!(std::time::Instant::now() < deadline, "{c}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(campaign["desired_state"], "active");
+        assert_eq!(campaign["pending"], 0);
+        assert_eq!(campaign["eta_seconds"], 0.0, "nothing left to send");
+        assert_eq!(campaign["configured_rate"], 500.0);
+        let funnel = campaign["funnel"].as_array().unwrap();
+        let stages: Vec<&str> = funnel
+            .iter()
+            .map(|s| s["stage"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            stages,
+            ["staged", "accepted", "sent", "delivered", "read", "replied"]
+        );
+        let accepted = &funnel[1];
+        let pct = accepted["percent"].as_f64().unwrap();
+        let expected = (accepted["contacts"].as_f64().unwrap() / 100.0 * 1000.0).round() / 10.0;
+        assert_eq!(pct, expected, "accepted / staged, one decimal");
+
+        let (code, text) = get(&format!("{base}/metrics")).await;
+        assert_eq!(code, 200);
+        for series in [
+            r#"wadispatch_audience_records_total{result="staged"} 100"#,
+            r#"wadispatch_dispatch_total{campaign="adm",sender="1001",status="accepted"}"#,
+            r#"wadispatch_funnel_total{campaign="adm",stage="sent"}"#,
+            r#"wadispatch_funnel_total{campaign="adm",stage="delivered"}"#,
+            r#"wadispatch_campaign_contacts{campaign="adm",state="pending"} 0"#,
+            r#"wadispatch_campaign_state{campaign="adm",state="completed"} 1"#,
+            r#"wadispatch_campaign_pending{campaign="adm"} 0"#,
+            r#"wadispatch_campaign_eta_seconds{campaign="adm"} 0"#,
+            r#"wadispatch_whatsapp_request_duration_seconds_count{sender="1001"}"#,
+            r#"wadispatch_rate_limiter_wait_seconds_count{sender="1001"}"#,
+            r#"wadispatch_sender_rate_limit{sender="1001"} 500"#,
+            r#"wadispatch_store_operation_duration_seconds_count{op="claim"}"#,
+            r#"wadispatch_store_operation_duration_seconds_count{op="stage_batch"}"#,
+            r#"wadispatch_webhook_requests_total{result="ok"}"#,
+            r#"wadispatch_webhook_statuses_total{result="applied"}"#,
+        ] {
+            assert!(text.contains(series), "missing {series} in:\n{text}");
+        }
+        // Never a phone number or a wamid in a label.
+        assert!(!text.contains("wamid."), "a wamid leaked into metrics");
+        assert!(
+            !text.contains(&phone(1)),
+            "a phone number leaked into metrics"
         );
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });

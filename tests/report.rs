@@ -178,3 +178,77 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     assert_eq!(json["open"], 0);
     assert_eq!(json["staged"], 8);
 }
+
+/// One contact failed with a code of each error class: the CSV row carries
+/// the class, the code and the human-readable message of DESIGN §4, and the
+/// summary counts failures by class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_class_has_its_row_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), Durability::Process, 16).unwrap();
+    let cases = [
+        (20, 130429, "throttled", "throughput limit reached"),
+        (21, 131000, "transient", "something went wrong at WhatsApp"),
+        (22, 131049, "deferred", "per-user marketing limit"),
+        (23, 131026, "contact", "not a WhatsApp user"),
+        (24, 132012, "data", "template parameter format mismatch"),
+        (
+            25,
+            132001,
+            "campaign",
+            "template does not exist in this language",
+        ),
+        (26, 131031, "sender", "business account locked"),
+    ];
+    let classes: Vec<&str> = wadispatch::domain::ErrorClass::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    for (_, code, class, _) in cases {
+        assert_eq!(
+            wadispatch::domain::classify_code(code).as_str(),
+            class,
+            "code {code}"
+        );
+    }
+    assert_eq!(
+        classes.len(),
+        cases.len(),
+        "one case per class: {classes:?}"
+    );
+    for (n, code, class, _) in cases {
+        journey(&store, n, None).await;
+        claim(&store, n).await;
+        store
+            .record_outcome(
+                "rep",
+                &contact(n),
+                &Outcome::Failed {
+                    code: Some(code),
+                    class: class.into(),
+                    message: String::new(),
+                },
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut buf = Vec::new();
+    export(&store, "rep", Format::Csv, &mut buf, None)
+        .await
+        .unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    for (n, code, class, message) in cases {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(contact(n).as_str()))
+            .unwrap();
+        assert!(row.contains(&format!("failed,{class},{code},")), "{row}");
+        assert!(row.contains(message), "{row} lacks \"{message}\"");
+    }
+    let s = CampaignSummary::compute(&store, "rep").await.unwrap();
+    for (_, _, class, _) in cases {
+        assert_eq!(s.failed_by_class.get(class), Some(&1), "{class}");
+    }
+    assert_eq!(s.view().not_sent_to, 7);
+}

@@ -68,7 +68,24 @@ pub struct CampaignState {
     pub wait_reason: Mutex<Option<String>>,
     pub in_flight: AtomicU64,
     pub dispatched: AtomicU64,
+    /// The latest count of the campaign's contacts (for `/campaigns`).
+    pub progress: Mutex<Option<Progress>>,
     stop: AtomicBool,
+}
+
+/// A campaign's contacts by state at one moment, with the pace measured since
+/// the previous count.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub summary: crate::report::CampaignSummary,
+    pub at: chrono::DateTime<Utc>,
+    sampled: std::time::Instant,
+    dispatched: u64,
+    /// Claims per second of this instance since the previous count.
+    pub rate: f64,
+    /// Seconds until the pending and deferred contacts are sent: at the
+    /// measured pace, or at the configured rate while nothing moved.
+    pub eta_seconds: Option<f64>,
 }
 
 impl CampaignState {
@@ -85,6 +102,7 @@ impl CampaignState {
             wait_reason: Mutex::new(None),
             in_flight: AtomicU64::new(0),
             dispatched: AtomicU64::new(0),
+            progress: Mutex::new(None),
             stop: AtomicBool::new(false),
         }
     }
@@ -199,18 +217,62 @@ impl Pump {
 
     async fn count_now(&self) -> CampaignCounts {
         match crate::report::CampaignSummary::compute(self.store.as_ref(), &self.state.id).await {
-            Ok(s) => CampaignCounts {
-                staged: s.staged,
-                pending: s.count(DispatchState::Pending),
-                claimed: s.count(DispatchState::Claimed),
-                deferred: s.count(DispatchState::Deferred),
-            },
+            Ok(s) => {
+                let counts = CampaignCounts {
+                    staged: s.staged,
+                    pending: s.count(DispatchState::Pending),
+                    claimed: s.count(DispatchState::Claimed),
+                    deferred: s.count(DispatchState::Deferred),
+                };
+                self.note_progress(s, counts);
+                counts
+            }
             Err(_) => CampaignCounts {
                 staged: 1,
                 pending: 1,
                 ..Default::default()
             },
         }
+    }
+
+    /// Keeps the latest count for `/campaigns` and the progress gauges.
+    fn note_progress(&self, summary: crate::report::CampaignSummary, counts: CampaignCounts) {
+        let now = std::time::Instant::now();
+        let dispatched = self.state.dispatched.load(Ordering::Acquire);
+        let mut slot = lock(&self.state.progress);
+        let rate = match slot.as_ref() {
+            Some(prev) => {
+                let secs = now.duration_since(prev.sampled).as_secs_f64();
+                if secs > 0.0 {
+                    dispatched.saturating_sub(prev.dispatched) as f64 / secs
+                } else {
+                    prev.rate
+                }
+            }
+            None => 0.0,
+        };
+        let remaining = (counts.pending + counts.deferred) as f64;
+        let pace = if rate > 0.0 { rate } else { self.state.rate() };
+        let eta_seconds = if remaining == 0.0 {
+            Some(0.0)
+        } else if pace > 0.0 {
+            Some((remaining / pace).round())
+        } else {
+            None
+        };
+        let by_state: Vec<(&str, u64)> = DispatchState::ALL
+            .iter()
+            .map(|s| (s.as_str(), summary.count(*s)))
+            .collect();
+        metrics::campaign_progress(&self.state.id, &by_state, eta_seconds);
+        *slot = Some(Progress {
+            summary,
+            at: Utc::now(),
+            sampled: now,
+            dispatched,
+            rate,
+            eta_seconds,
+        });
     }
 
     async fn observe(&self, counts: &CampaignCounts) -> ObservedState {
@@ -562,7 +624,9 @@ impl Actor for CampaignActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(64);
-        self.task = Some(tokio::spawn(self.pump.clone().run()));
+        use tracing::Instrument;
+        let span = tracing::info_span!("campaign", campaign = %self.pump.state.id);
+        self.task = Some(tokio::spawn(self.pump.clone().run().instrument(span)));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -401,3 +401,15 @@ impl Handler<StopAll> for CampaignRegistry {
         }
     }
 }
+
+/// Answered by a registry whose mailbox is being processed (the systemd
+/// watchdog's proof that the actor system makes progress).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for CampaignRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
+}

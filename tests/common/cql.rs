@@ -1,3 +1,5 @@
+#![allow(dead_code)]
+
 //! An in-process CQL v4 server for tests: the `kassandra` in-memory engine
 //! behind a TCP listener on loopback, so the real `scylla` driver talks the
 //! real protocol to it. It answers plain statements (create, insert, update,
@@ -15,9 +17,11 @@ use kassandra::frame::{request_stream, response_sink};
 use kassandra::KassandraSession;
 use tokio::net::{TcpListener, TcpStream};
 
-/// A running server; it stops with the test process.
+/// A running server; it stops with [`CqlServer::stop`] or with the test process.
 pub struct CqlServer {
     pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl CqlServer {
@@ -28,7 +32,8 @@ impl CqlServer {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         std_listener.set_nonblocking(true).expect("non-blocking");
         let addr = std_listener.local_addr().expect("local addr");
-        std::thread::Builder::new()
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
             .name("cql-server".into())
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -38,15 +43,36 @@ impl CqlServer {
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(std_listener).expect("listener");
                     loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        tokio::spawn(serve_connection(stream, engine.clone()));
+                        tokio::select! {
+                            _ = &mut stopped => break,
+                            accepted = listener.accept() => {
+                                if let Ok((stream, _)) = accepted {
+                                    tokio::spawn(serve_connection(stream, engine.clone()));
+                                }
+                            }
+                        }
                     }
                 });
+                // Dropping the runtime ends every connection task: clients
+                // see their connections closed, as with a crashed node.
+                drop(rt);
             })
             .expect("spawn cql server");
-        CqlServer { addr }
+        CqlServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops listening and closes every connection.
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

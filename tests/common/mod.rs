@@ -66,6 +66,7 @@ pub fn test_config(dir: &Path, brokers: &str) -> Config {
     // test points the API at its sandbox.
     c.whatsapp.api_base_url = "http://127.0.0.1:9".into();
     c.http.listen = "127.0.0.1:0".into();
+    c.admin.listen = "127.0.0.1:0".into();
     c
 }
 

@@ -1,0 +1,214 @@
+//! The admin listener (`admin.listen`, loopback by default): `/metrics` for
+//! Prometheus, `/healthz` (the process answers), `/readyz` (Kafka assignment
+//! received and store reachable, with the failing reason in the body) and
+//! `/campaigns` (each campaign's state, funnel, pace and ETA as JSON).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use crate::dispatch::campaign::CampaignState;
+use crate::domain::DispatchState;
+use crate::ingest::audience::IngestStats;
+use crate::store::Store;
+
+/// What the admin handlers read.
+pub struct AdminState {
+    pub store: Arc<dyn Store>,
+    pub ingest: Arc<IngestStats>,
+    pub campaigns: Arc<RwLock<HashMap<String, Arc<CampaignState>>>>,
+    /// How long `/readyz` waits for the store's answer.
+    pub store_timeout: Duration,
+}
+
+/// Why the process is not ready, or `None` when it is.
+pub async fn not_ready(state: &AdminState) -> Option<String> {
+    let mut reasons = Vec::new();
+    if !state
+        .ingest
+        .assigned
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        reasons.push(
+            "kafka: no partition assignment from the audience consumer group yet (check kafka.brokers and the broker logs)"
+                .to_string(),
+        );
+    }
+    match tokio::time::timeout(state.store_timeout, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => reasons.push(format!("store: {e}")),
+        Err(_) => reasons.push(format!(
+            "store: no answer within {} ms",
+            state.store_timeout.as_millis()
+        )),
+    }
+    (!reasons.is_empty()).then(|| reasons.join("\n"))
+}
+
+async fn metrics_handler() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::metrics().render())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
+    match not_ready(&state).await {
+        None => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
+        Some(reasons) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready\n{reasons}\n")),
+    }
+}
+
+/// One funnel stage: contacts that reached it and the conversion from the
+/// stage before (`percent`, one decimal; absent when the base is 0).
+#[derive(Debug, Serialize)]
+pub struct Stage {
+    pub stage: &'static str,
+    pub contacts: u64,
+    pub percent: Option<f64>,
+}
+
+/// One entry of `/campaigns`.
+#[derive(Debug, Serialize)]
+pub struct CampaignView {
+    pub id: String,
+    pub name: String,
+    pub desired_state: &'static str,
+    pub observed_state: Option<&'static str>,
+    pub staged: u64,
+    pub pending: u64,
+    pub deferred: u64,
+    pub in_flight: u64,
+    pub by_state: std::collections::BTreeMap<String, u64>,
+    pub funnel: Vec<Stage>,
+    pub excluded_by_reason: std::collections::BTreeMap<String, u64>,
+    pub failed_by_class: std::collections::BTreeMap<String, u64>,
+    /// Configured pace (messages per second).
+    pub configured_rate: f64,
+    /// Pace measured on this instance since the previous count.
+    pub current_rate: f64,
+    pub wait_reason: Option<String>,
+    pub halted: Option<String>,
+    pub eta_seconds: Option<f64>,
+    /// When the counts were taken (they refresh every few seconds).
+    pub counted_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn percent(n: u64, d: u64) -> Option<f64> {
+    (d > 0).then(|| (n as f64 / d as f64 * 1000.0).round() / 10.0)
+}
+
+/// The view of one campaign from its live state.
+pub fn campaign_view(state: &CampaignState) -> CampaignView {
+    use std::sync::atomic::Ordering;
+    let entry = state
+        .entry
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let progress = state
+        .progress
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let summary = progress
+        .as_ref()
+        .map(|p| p.summary.clone())
+        .unwrap_or_default();
+    let mut funnel = vec![Stage {
+        stage: "staged",
+        contacts: summary.staged,
+        percent: None,
+    }];
+    let mut previous = summary.staged;
+    for stage in crate::report::FUNNEL {
+        let n = summary.reached(stage);
+        funnel.push(Stage {
+            stage: stage.as_str(),
+            contacts: n,
+            percent: percent(n, previous),
+        });
+        previous = n;
+    }
+    CampaignView {
+        id: state.id.clone(),
+        name: entry.spec.name.clone(),
+        desired_state: entry.spec.state.as_str(),
+        observed_state: state
+            .observed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|s| s.as_str()),
+        staged: summary.staged,
+        pending: summary.count(DispatchState::Pending),
+        deferred: summary.count(DispatchState::Deferred),
+        in_flight: state.in_flight.load(Ordering::Acquire),
+        by_state: summary.by_state.clone(),
+        funnel,
+        excluded_by_reason: summary.excluded_by_reason.clone(),
+        failed_by_class: summary.failed_by_class.clone(),
+        configured_rate: state.rate(),
+        current_rate: progress.as_ref().map(|p| p.rate).unwrap_or(0.0),
+        wait_reason: state
+            .wait_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        halted: state
+            .halted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        eta_seconds: progress.as_ref().and_then(|p| p.eta_seconds),
+        counted_at: progress.as_ref().map(|p| p.at),
+    }
+}
+
+async fn campaigns(state: web::Data<AdminState>) -> HttpResponse {
+    let live: Vec<Arc<CampaignState>> = state
+        .campaigns
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let mut views: Vec<CampaignView> = live.iter().map(|c| campaign_view(c)).collect();
+    views.sort_by(|a, b| a.id.cmp(&b.id));
+    HttpResponse::Ok().json(views)
+}
+
+/// Binds `listen` and returns the server (to spawn) and the bound address.
+pub fn serve(
+    state: AdminState,
+    listen: &str,
+) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let data = web::Data::new(state);
+    let http = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .route("/metrics", web::get().to(metrics_handler))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/campaigns", web::get().to(campaigns))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(listen)?;
+    let addr = http
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other(format!("no address bound for {listen}")))?;
+    Ok((http.run(), addr))
+}
