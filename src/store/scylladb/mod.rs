@@ -207,7 +207,13 @@ impl ScyllaStore {
         let mut builder = SessionBuilder::new()
             .known_nodes(&config.nodes)
             .default_execution_profile_handle(profile.into_handle())
-            .connection_timeout(Duration::from_millis(config.request_timeout_ms));
+            .connection_timeout(Duration::from_millis(config.request_timeout_ms))
+            // Client-side, monotonic write timestamps: a pending entry deleted
+            // at a claim and re-added by a retry through another coordinator
+            // must not be shadowed by clock skew between nodes.
+            .timestamp_generator(Arc::new(
+                scylla::policies::timestamp_generator::MonotonicTimestampGenerator::new(),
+            ));
         if let Some(dc) = &config.local_datacenter {
             builder = builder.prefer_datacenter(dc.clone());
         }
@@ -312,24 +318,36 @@ impl ScyllaStore {
     where
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         let mut st = st.clone();
         st.set_page_size(limit.clamp(1, 5_000) as i32);
-        let (result, _) = self
-            .session
-            .execute_single_page(&st, values, scylla::response::PagingState::start())
-            .await
-            .map_err(|e| unavailable(what, e))?;
-        let rows = result
-            .into_rows_result()
-            .map_err(|e| unavailable(what, e))?;
-        let mut out = Vec::new();
-        for row in rows.rows::<R>().map_err(|e| unavailable(what, e))? {
-            out.push(row.map_err(|e| unavailable(what, e))?);
-            if out.len() >= limit {
-                break;
+        let mut paging = scylla::response::PagingState::start();
+        // A page may come back short (size cap, tombstones) or even empty
+        // with more to come: follow the paging state until `limit` rows or
+        // the end.
+        loop {
+            let (result, next) = self
+                .session
+                .execute_single_page(&st, &values, paging)
+                .await
+                .map_err(|e| unavailable(what, e))?;
+            let rows = result
+                .into_rows_result()
+                .map_err(|e| unavailable(what, e))?;
+            for row in rows.rows::<R>().map_err(|e| unavailable(what, e))? {
+                out.push(row.map_err(|e| unavailable(what, e))?);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            match next.into_paging_control_flow() {
+                std::ops::ControlFlow::Continue(state) => paging = state,
+                std::ops::ControlFlow::Break(()) => return Ok(out),
             }
         }
-        Ok(out)
     }
 
     async fn read_dispatch(
@@ -442,7 +460,14 @@ impl ScyllaStore {
         // First write wins: a row already staged keeps its frozen parameters.
         // Staging cells are plain writes; two instances staging the same new
         // contact at once write the same record from the same Kafka offset.
-        let existing: Vec<(Option<DateTime<Utc>>,)> = self
+        type Existing = (
+            Option<DateTime<Utc>>,
+            Option<String>,
+            Option<String>,
+            Option<i32>,
+            Option<i64>,
+        );
+        let existing: Vec<Existing> = self
             .page(
                 &self.st.stage_exists,
                 (&row.campaign_id, row.bucket, &row.contact),
@@ -450,7 +475,18 @@ impl ScyllaStore {
                 "checking a staged contact",
             )
             .await?;
-        if existing.iter().any(|(staged,)| staged.is_some()) {
+        if let Some((Some(_), state, exclusion, shard, seq)) = existing.into_iter().next() {
+            // Staged and never touched since: its queue entry may be missing
+            // if the earlier staging failed between the two writes. Re-adding
+            // it is idempotent.
+            if let (None, None, Some(shard), Some(seq)) = (state, exclusion, shard, seq) {
+                self.exec(
+                    &self.st.add_pending,
+                    (&row.campaign_id, shard, seq, &row.contact),
+                    "re-queueing a staged contact",
+                )
+                .await?;
+            }
             return Ok(StageOutcome::Duplicate);
         }
         self.exec(
@@ -530,6 +566,42 @@ impl ScyllaStore {
         }
     }
 
+    /// Takes (or confirms) the contact's engagement for the claiming
+    /// campaign with conditional writes. `Ok(None)`: this campaign holds it;
+    /// `Ok(Some(other))`: another campaign does.
+    async fn take_engagement(
+        &self,
+        req: &ClaimRequest,
+        mut expected: Option<String>,
+    ) -> StoreResult<Option<String>> {
+        for _ in 0..CAS_ATTEMPTS {
+            if self
+                .engage(&req.contact, expected.as_deref(), &req.campaign_id)
+                .await?
+            {
+                return Ok(None);
+            }
+            // Not applied: look at the current holder at LOCAL_SERIAL (it
+            // sees every committed conditional write).
+            let current = self
+                .serial_contact(&req.contact)
+                .await?
+                .and_then(|c| c.engaged_campaign);
+            match current {
+                Some(c) if c == req.campaign_id => expected = Some(c),
+                Some(c) if req.replace_engagement.as_deref() == Some(c.as_str()) => {
+                    expected = Some(c)
+                }
+                Some(c) => return Ok(Some(c)),
+                None => expected = None,
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "{}: the engagement lost {CAS_ATTEMPTS} conditional writes in a row",
+            req.contact
+        )))
+    }
+
     async fn serial_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRow>> {
         let mut st = self.st.get_contact.clone();
         st.set_consistency(Consistency::LocalSerial);
@@ -541,10 +613,19 @@ impl ScyllaStore {
 }
 
 async fn apply_schema(session: &Session, keyspace: &str, rf: u32) -> StoreResult<()> {
-    session
-        .query_unpaged(keyspace_statement(keyspace, rf), ())
-        .await
-        .map_err(|e| unavailable(&format!("creating keyspace {keyspace}"), e))?;
+    // Lightweight transactions need a vnode keyspace on ScyllaDB versions
+    // that create tablet keyspaces by default; servers that do not know the
+    // option (older ScyllaDB, Cassandra) get the plain statement.
+    let tablets_off = format!(
+        "{} AND tablets = {{'enabled': false}}",
+        keyspace_statement(keyspace, rf)
+    );
+    if session.query_unpaged(tablets_off, ()).await.is_err() {
+        session
+            .query_unpaged(keyspace_statement(keyspace, rf), ())
+            .await
+            .map_err(|e| unavailable(&format!("creating keyspace {keyspace}"), e))?;
+    }
     let _ = session.await_schema_agreement().await;
     session
         .use_keyspace(keyspace, false)
@@ -626,7 +707,7 @@ impl Statements {
             .await?,
             stage_exists: p(
                 s,
-                "SELECT staged_at FROM dispatches WHERE campaign_id = ? AND bucket = ? AND contact = ?",
+                "SELECT staged_at, state, stage_exclusion, shard, seq FROM dispatches WHERE campaign_id = ? AND bucket = ? AND contact = ?",
                 true,
             )
             .await?,
@@ -809,14 +890,13 @@ impl Store for ScyllaStore {
     async fn put_campaign(&self, record: &CampaignRecord) -> StoreResult<()> {
         let spec = serde_json::to_string(&record.spec)
             .map_err(|e| StoreError::Io(format!("cannot encode campaign spec: {e}")))?;
-        let started = scylla::value::MaybeUnset::from_option(record.started_at);
         self.exec(
             &self.st.put_campaign,
             (
                 spec,
                 record.observed_state.as_str(),
                 record.updated_at,
-                started,
+                record.started_at,
                 &record.spec.id,
             ),
             "writing a campaign",
@@ -977,7 +1057,8 @@ impl Store for ScyllaStore {
             .collect())
     }
 
-    /// Rows come in (bucket, contact) order; `after` resumes in its bucket.
+    /// Rows come in (bucket, contact) order, not contact order; `after` (the
+    /// last contact of the previous page) resumes in its bucket.
     async fn scan_dispatches(
         &self,
         campaign: &str,
@@ -985,36 +1066,42 @@ impl Store for ScyllaStore {
         limit: usize,
     ) -> StoreResult<Vec<DispatchRecord>> {
         let mut out = Vec::new();
-        let start = after.map(rows::bucket).unwrap_or(0);
-        for b in start..BUCKETS {
+        let mut bucket = after.map(rows::bucket).unwrap_or(0);
+        let mut resume: Option<String> = after.map(|c| c.as_str().to_owned());
+        while out.len() < limit && bucket < BUCKETS {
             let want = limit - out.len();
-            let page: Vec<DispatchRow> = match after {
-                Some(contact) if b == start => {
+            let page: Vec<DispatchRow> = match &resume {
+                Some(contact) => {
                     self.page(
                         &self.st.scan_bucket_after,
-                        (campaign, b, contact.as_str()),
+                        (campaign, bucket, contact.as_str()),
                         want,
                         "scanning dispatch rows",
                     )
                     .await?
                 }
-                _ => {
+                None => {
                     self.page(
                         &self.st.scan_bucket,
-                        (campaign, b),
+                        (campaign, bucket),
                         want,
                         "scanning dispatch rows",
                     )
                     .await?
                 }
             };
+            let exhausted = page.len() < want;
+            resume = page.last().map(|r| r.contact.clone());
             for row in page {
+                // Fragments (no staging cells) are skipped, but still move
+                // the position forward.
                 if let Some((record, _)) = row.into_record()? {
                     out.push(record);
                 }
             }
-            if out.len() >= limit {
-                break;
+            if exhausted {
+                bucket += 1;
+                resume = None;
             }
         }
         Ok(out)
@@ -1100,30 +1187,20 @@ impl Store for ScyllaStore {
                 continue;
             }
             if let Some(current) = engaged {
-                if current.as_deref() != Some(req.campaign_id.as_str()) {
-                    let took = self
-                        .engage(&req.contact, current.as_deref(), &req.campaign_id)
-                        .await;
-                    let holder = match took {
-                        Ok(true) => None,
-                        Ok(false) => self
-                            .get_contact_row(&req.contact)
-                            .await
-                            .ok()
-                            .flatten()
-                            .and_then(|c| c.engaged_campaign)
-                            .filter(|c| c != &req.campaign_id),
-                        Err(e) => {
-                            let _ = self.write_journey(&new, &old, Some(new_rev)).await;
-                            return Err(e);
-                        }
-                    };
-                    if let Some(holder) = holder {
-                        // Another campaign engaged the contact in between:
-                        // give the row back untouched.
-                        self.write_journey(&new, &old, Some(new_rev)).await?;
-                        return Ok(ClaimOutcome::EngagedElsewhere { campaign: holder });
+                // Always a conditional write, even when the engagement looks
+                // like ours already: a plain read may be stale, and another
+                // instance may be replacing it. Only a holder sends.
+                let holder = match self.take_engagement(req, current).await {
+                    Ok(holder) => holder,
+                    Err(e) => {
+                        let _ = self.write_journey(&new, &old, Some(new_rev)).await;
+                        return Err(e);
                     }
+                };
+                if let Some(holder) = holder {
+                    // Another campaign holds the contact: give the row back.
+                    self.write_journey(&new, &old, Some(new_rev)).await?;
+                    return Ok(ClaimOutcome::EngagedElsewhere { campaign: holder });
                 }
             }
             self.remove_pending(&old).await?;
@@ -1244,7 +1321,7 @@ impl Store for ScyllaStore {
     ) -> StoreResult<()> {
         self.exec(
             &self.st.set_opt_out,
-            (opted_out, at, contact.as_str()),
+            (opted_out, opted_out.then_some(at), contact.as_str()),
             "recording an opt-out",
         )
         .await
