@@ -467,7 +467,11 @@ async fn embedded_backend_conforms() {
 async fn scylla_backend_conforms() {
     use wadispatch::store::scylladb::{SchemaMode, ScyllaStore};
     let Ok(node) = std::env::var("WADISPATCH_TEST_SCYLLA") else {
-        eprintln!(
+        // Straight to stderr: libtest hides print!/eprintln! output of a
+        // passing test, and the skip must show in every run.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED scylla_backend_conforms: WADISPATCH_TEST_SCYLLA is not set \
              (set it to a ScyllaDB node, e.g. 127.0.0.1:9042, to run the conformance suite \
              against ScyllaDB; the suite needs lightweight transactions, which the in-process \

@@ -271,12 +271,7 @@ impl Inner {
         let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
             return Ok(ClaimOutcome::NotClaimable { state: None });
         };
-        let claimable = match record.state {
-            DispatchState::Pending => true,
-            DispatchState::Deferred => record.deferred_until.is_none_or(|t| t <= req.now),
-            _ => false,
-        };
-        if !claimable {
+        if !record.claimable(req.now) {
             return Ok(ClaimOutcome::NotClaimable {
                 state: Some(record.state),
             });

@@ -120,6 +120,16 @@ impl DispatchRecord {
         }
     }
 
+    /// Whether a claim may take this row at `now`: pending, or deferred and
+    /// due (same rule on every backend).
+    pub fn claimable(&self, now: DateTime<Utc>) -> bool {
+        match self.state {
+            DispatchState::Pending => true,
+            DispatchState::Deferred => self.deferred_until.is_none_or(|t| t <= now),
+            _ => false,
+        }
+    }
+
     /// Applies an outcome to the row (same rules on every backend).
     pub fn apply_outcome(&mut self, outcome: &Outcome, at: DateTime<Utc>) {
         match outcome {

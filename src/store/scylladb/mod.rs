@@ -871,14 +871,6 @@ fn status_id(json: &str) -> String {
     hex::encode(&Sha256::digest(json.as_bytes())[..16])
 }
 
-fn claimable(record: &DispatchRecord, now: DateTime<Utc>) -> bool {
-    match record.state {
-        DispatchState::Pending => true,
-        DispatchState::Deferred => record.deferred_until.is_none_or(|t| t <= now),
-        _ => false,
-    }
-}
-
 #[async_trait]
 impl Store for ScyllaStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -1141,7 +1133,7 @@ impl Store for ScyllaStore {
             else {
                 return Ok(ClaimOutcome::NotClaimable { state: None });
             };
-            if !claimable(&old, req.now) {
+            if !old.claimable(req.now) {
                 return Ok(ClaimOutcome::NotClaimable {
                     state: Some(old.state),
                 });
