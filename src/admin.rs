@@ -24,25 +24,26 @@ pub struct AdminState {
     pub store_timeout: Duration,
 }
 
-/// Why the process is not ready, or `None` when it is.
-pub async fn not_ready(state: &AdminState) -> Option<String> {
+/// Why the process is not ready (no Kafka assignment yet, store failing or
+/// silent for `store_timeout`), or `None` when it is.
+pub async fn not_ready(
+    store: &dyn Store,
+    ingest: &IngestStats,
+    store_timeout: Duration,
+) -> Option<String> {
     let mut reasons = Vec::new();
-    if !state
-        .ingest
-        .assigned
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
+    if !ingest.assigned.load(std::sync::atomic::Ordering::Acquire) {
         reasons.push(
             "kafka: no partition assignment from the audience consumer group yet (check kafka.brokers and the broker logs)"
                 .to_string(),
         );
     }
-    match tokio::time::timeout(state.store_timeout, state.store.ping()).await {
+    match tokio::time::timeout(store_timeout, store.ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => reasons.push(format!("store: {e}")),
         Err(_) => reasons.push(format!(
             "store: no answer within {} ms",
-            state.store_timeout.as_millis()
+            store_timeout.as_millis()
         )),
     }
     (!reasons.is_empty()).then(|| reasons.join("\n"))
@@ -59,7 +60,7 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
-    match not_ready(&state).await {
+    match not_ready(state.store.as_ref(), &state.ingest, state.store_timeout).await {
         None => HttpResponse::Ok()
             .content_type("text/plain")
             .body("ready\n"),
@@ -104,10 +105,6 @@ pub struct CampaignView {
     pub counted_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-fn percent(n: u64, d: u64) -> Option<f64> {
-    (d > 0).then(|| (n as f64 / d as f64 * 1000.0).round() / 10.0)
-}
-
 /// The view of one campaign from its live state.
 pub fn campaign_view(state: &CampaignState) -> CampaignView {
     use std::sync::atomic::Ordering;
@@ -136,7 +133,7 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
         funnel.push(Stage {
             stage: stage.as_str(),
             contacts: n,
-            percent: percent(n, previous),
+            percent: crate::report::ratio(n, previous),
         });
         previous = n;
     }

@@ -448,15 +448,9 @@ async fn supervise(
     ingest: Arc<IngestStats>,
     registry: actix::Addr<crate::dispatch::registry::CampaignRegistry>,
 ) {
-    let admin = crate::admin::AdminState {
-        store,
-        ingest: ingest.clone(),
-        campaigns: Arc::default(),
-        store_timeout: Duration::from_secs(2),
-    };
     let mut last_reason = String::new();
     loop {
-        match crate::admin::not_ready(&admin).await {
+        match crate::admin::not_ready(store.as_ref(), &ingest, Duration::from_secs(2)).await {
             None => break,
             Some(reason) => {
                 if reason != last_reason {

@@ -316,12 +316,10 @@ async fn run_async(
 }
 
 fn pct(n: u64, d: u64) -> String {
-    if d == 0 {
-        "-".into()
-    } else {
-        format!("{:.1}%", 100.0 * n as f64 / d as f64)
-    }
+    shown(crate::report::ratio(n, d))
 }
+
+use crate::report::percent_text as shown;
 
 fn print_funnel(id: &str, s: &CampaignSummary) {
     use crate::domain::DispatchState as S;
@@ -335,30 +333,17 @@ fn print_funnel(id: &str, s: &CampaignSummary) {
     let accepted = s.reached(S::Accepted);
     row("accepted by WhatsApp", accepted, String::new());
     row("sent", s.reached(S::Sent), String::new());
-    row(
-        "delivered",
-        s.reached(S::Delivered),
-        format!(
-            "received by {}",
-            pct(s.reached(S::Delivered), s.reached(S::Sent))
-        ),
-    );
+    // The seeds' percentages, as `report --summary` computes them.
+    let v = s.view();
+    let delivered = format!("received by {}", shown(v.received_by));
+    row("delivered", s.reached(S::Delivered), delivered);
     row(
         "read",
         s.reached(S::Read),
-        format!(
-            "read by {}",
-            pct(s.reached(S::Read), s.reached(S::Delivered))
-        ),
+        format!("read by {}", shown(v.read_by)),
     );
-    row(
-        "replied",
-        s.reached(S::Replied),
-        format!(
-            "replied by {}",
-            pct(s.reached(S::Replied), s.reached(S::Delivered))
-        ),
-    );
+    let replied = format!("replied by {}", shown(v.replied_by));
+    row("replied", s.reached(S::Replied), replied);
     row("failed", s.count(S::Failed), String::new());
     for (class, n) in &s.failed_by_class {
         row(&format!("  {class}"), *n, String::new());

@@ -6,7 +6,7 @@
 //! phone number or a wamid.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus::{
@@ -312,7 +312,7 @@ pub fn exclusion(campaign: &str, reason: &str) {
     let campaign = campaign_label(campaign);
     metrics()
         .exclusions
-        .with_label_values(&[campaign.as_str(), reason])
+        .with_label_values(&[campaign, reason])
         .inc();
 }
 
@@ -362,7 +362,7 @@ pub fn funnel(campaign: &str, stage: crate::domain::DispatchState) {
         let campaign = campaign_label(campaign);
         metrics()
             .funnel
-            .with_label_values(&[campaign.as_str(), stage.as_str()])
+            .with_label_values(&[campaign, stage.as_str()])
             .inc();
     }
 }
@@ -372,7 +372,7 @@ pub fn failure(campaign: &str, class: &str, code: Option<i64>) {
     let campaign = campaign_label(campaign);
     metrics()
         .failures
-        .with_label_values(&[campaign.as_str(), class, &code])
+        .with_label_values(&[campaign, class, &code])
         .inc();
 }
 
@@ -402,39 +402,36 @@ pub fn dispatch(campaign: &str, sender: &str, status: &str) {
     let campaign = campaign_label(campaign);
     metrics()
         .dispatch
-        .with_label_values(&[campaign.as_str(), sender, status])
+        .with_label_values(&[campaign, sender, status])
         .inc();
 }
 
 /// Gauges of one campaign: skipped when it is folded into `_other` (a sum
 /// of gauges from several campaigns written one at a time means nothing).
 pub fn campaign_pending(campaign: &str, n: u64) {
-    if let Some(campaign) = own_label(campaign) {
+    if has_own_series(campaign) {
         metrics()
             .campaign_pending
-            .with_label_values(&[campaign.as_str()])
+            .with_label_values(&[campaign])
             .set(n as i64);
     }
 }
 
 /// Contacts by dispatch state and the estimated time to completion.
 pub fn campaign_progress(campaign: &str, by_state: &[(&str, u64)], eta_seconds: Option<f64>) {
-    let Some(campaign) = own_label(campaign) else {
+    if !has_own_series(campaign) {
         return;
-    };
+    }
     let m = metrics();
     for (state, n) in by_state {
         m.campaign_contacts
-            .with_label_values(&[campaign.as_str(), state])
+            .with_label_values(&[campaign, state])
             .set(*n as i64);
     }
     match eta_seconds {
-        Some(eta) => m
-            .campaign_eta
-            .with_label_values(&[campaign.as_str()])
-            .set(eta),
+        Some(eta) => m.campaign_eta.with_label_values(&[campaign]).set(eta),
         None => {
-            let _ = m.campaign_eta.remove_label_values(&[campaign.as_str()]);
+            let _ = m.campaign_eta.remove_label_values(&[campaign]);
         }
     }
 }
@@ -444,10 +441,9 @@ pub fn campaign_state(campaign: &str, state: crate::domain::ObservedState) {
     if state == crate::domain::ObservedState::Ended {
         campaign_ended(campaign);
     }
-    let Some(campaign) = own_label(campaign) else {
+    if !has_own_series(campaign) {
         return;
-    };
-    let campaign = campaign.as_str();
+    }
     for s in crate::domain::ObservedState::ALL {
         metrics()
             .campaign_state
@@ -462,10 +458,9 @@ pub fn config_reload(result: &str) {
 
 /// Marks why a campaign waits (1 for `reason`, 0 for the other reasons).
 pub fn campaign_wait(campaign: &str, reason: Option<&str>) {
-    let Some(campaign) = own_label(campaign) else {
+    if !has_own_series(campaign) {
         return;
-    };
-    let campaign = campaign.as_str();
+    }
     for r in ["portfolio_limit", "senders_halted"] {
         metrics()
             .campaign_waiting
@@ -485,10 +480,10 @@ struct CampaignLabels {
     own: HashMap<String, Option<Instant>>,
 }
 
-fn labels() -> &'static Mutex<CampaignLabels> {
-    static LABELS: OnceLock<Mutex<CampaignLabels>> = OnceLock::new();
+fn labels() -> &'static RwLock<CampaignLabels> {
+    static LABELS: OnceLock<RwLock<CampaignLabels>> = OnceLock::new();
     LABELS.get_or_init(|| {
-        Mutex::new(CampaignLabels {
+        RwLock::new(CampaignLabels {
             cap: 200,
             grace: Duration::from_secs(3_600),
             own: HashMap::new(),
@@ -496,8 +491,8 @@ fn labels() -> &'static Mutex<CampaignLabels> {
     })
 }
 
-fn lock_labels() -> std::sync::MutexGuard<'static, CampaignLabels> {
-    labels().lock().unwrap_or_else(|p| p.into_inner())
+fn lock_labels() -> std::sync::RwLockWriteGuard<'static, CampaignLabels> {
+    labels().write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Sets the cap (`metrics.max_campaign_series`) and the grace period after a
@@ -510,21 +505,35 @@ pub fn configure_campaigns(cap: usize, grace: Duration) {
 
 /// The `campaign` label for `id`: its own id while there is room under the
 /// cap (or it already has series), else [`OTHER_CAMPAIGNS`].
-pub fn campaign_label(id: &str) -> String {
-    own_label(id).unwrap_or_else(|| OTHER_CAMPAIGNS.to_string())
+pub fn campaign_label(id: &str) -> &str {
+    if has_own_series(id) {
+        id
+    } else {
+        OTHER_CAMPAIGNS
+    }
 }
 
-/// `Some(id)` when the campaign has (or now gets) series of its own.
-fn own_label(id: &str) -> Option<String> {
+/// Whether the campaign has (or now gets) series of its own. Called for every
+/// recorded message: a known campaign costs a shared read lock, no allocation.
+fn has_own_series(id: &str) -> bool {
+    {
+        let l = labels().read().unwrap_or_else(|p| p.into_inner());
+        if l.own.contains_key(id) {
+            return true;
+        }
+        if l.own.len() >= l.cap {
+            return false;
+        }
+    }
     let mut l = lock_labels();
     if l.own.contains_key(id) {
-        return Some(id.to_string());
+        return true;
     }
     if l.own.len() < l.cap {
         l.own.insert(id.to_string(), None);
-        return Some(id.to_string());
+        return true;
     }
-    None
+    false
 }
 
 /// Starts the grace period of an ended campaign's series.

@@ -120,7 +120,15 @@ pub struct SummaryView<'a> {
     pub not_sent_to: u64,
 }
 
-fn ratio(n: u64, d: u64) -> Option<f64> {
+/// A percentage as printed (`75.0%`), or `-` when there is none.
+pub fn percent_text(percent: Option<f64>) -> String {
+    percent
+        .map(|p| format!("{p:.1}%"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `n / d` in percent with one decimal; `None` when `d` is 0.
+pub fn ratio(n: u64, d: u64) -> Option<f64> {
     (d > 0).then(|| (n as f64 / d as f64 * 1000.0).round() / 10.0)
 }
 
@@ -141,7 +149,7 @@ impl CampaignSummary {
     /// Plain-text summary for terminals.
     pub fn render(&self) -> String {
         let v = self.view();
-        let pct = |r: Option<f64>| r.map(|r| format!("{r:.1}%")).unwrap_or_else(|| "-".into());
+        let pct = percent_text;
         let mut out = format!("campaign {}\n", self.campaign_id);
         let mut line =
             |label: &str, value: String| out.push_str(&format!("  {label:<28}{value:>10}\n"));

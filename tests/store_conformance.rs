@@ -526,10 +526,14 @@ async fn embedded_backend_reopens_with_its_data() {
     );
 }
 
-#[test]
-fn embedded_store_refuses_a_second_process_on_the_same_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    // A child process holds the store open (the kill -9 writer below).
+/// Starts `kill9_child_writer` (below) in a child process on `dir`; its
+/// stdout lines say `ack N` for every write the store acknowledged.
+fn spawn_writer(
+    dir: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "kill9_child_writer",
@@ -538,12 +542,20 @@ fn embedded_store_refuses_a_second_process_on_the_same_directory() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("WADISPATCH_KILL9_DIR", dir.path())
+        .env("WADISPATCH_KILL9_DIR", dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+#[test]
+fn embedded_store_refuses_a_second_process_on_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    // A child process holds the store open (the kill -9 writer below).
+    let (mut child, mut lines) = spawn_writer(dir.path());
     // The first acknowledged write proves the child holds the store (libtest
     // prints its own banner lines first).
     loop {
@@ -591,20 +603,7 @@ fn kill9_child_writer() {
 #[test]
 fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "kill9_child_writer",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("WADISPATCH_KILL9_DIR", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = spawn_writer(dir.path());
     let mut acked = Vec::new();
     while acked.len() < 500 {
         let line = lines.next().expect("child ended early").unwrap();

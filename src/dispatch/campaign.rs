@@ -81,7 +81,7 @@ pub struct Progress {
     pub at: chrono::DateTime<Utc>,
     sampled: std::time::Instant,
     dispatched: u64,
-    /// Claims per second of this instance since the previous count.
+    /// Sends finished per second by this instance since the previous count.
     pub rate: f64,
     /// Seconds until the pending and deferred contacts are sent: at the
     /// measured pace, or at the configured rate while nothing moved.

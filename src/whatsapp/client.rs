@@ -671,6 +671,12 @@ mod tests {
         )
     }
 
+    /// One send against a server that answers `status` with `body`.
+    async fn answer(status: &str, content_type: &str, body_text: &str) -> SendResult {
+        let server = serve(Behaviour::Answer(response(status, content_type, body_text))).await;
+        client(server.addr).send(SENDER, &body()).await
+    }
+
     async fn serve(behaviour: Behaviour) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -760,13 +766,7 @@ mod tests {
                      "contacts":[{"input":"+5215512345678","wa_id":"5215512345678"}],
                      "messages":[{"id":"wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA",
                                   "message_status":"accepted"}]}"#;
-        let server = serve(Behaviour::Answer(response(
-            "200 OK",
-            "application/json",
-            ok,
-        )))
-        .await;
-        let result = client(server.addr).send(SENDER, &body()).await;
+        let result = answer("200 OK", "application/json", ok).await;
         assert_eq!(
             result,
             SendResult::Accepted {
@@ -780,13 +780,7 @@ mod tests {
     #[tokio::test]
     async fn message_status_is_optional_and_kept_when_present() {
         let ok = r#"{"messages":[{"id":"wamid.A"}]}"#;
-        let server = serve(Behaviour::Answer(response(
-            "200 OK",
-            "application/json",
-            ok,
-        )))
-        .await;
-        let result = client(server.addr).send(SENDER, &body()).await;
+        let result = answer("200 OK", "application/json", ok).await;
         assert_eq!(
             result,
             SendResult::Accepted {
@@ -944,13 +938,7 @@ mod tests {
         let result = client(server.addr).send(SENDER, &body()).await;
         assert_eq!(result.class(), Some(ErrorClass::Throttled));
 
-        let server = serve(Behaviour::Answer(response(
-            "429 Too Many Requests",
-            "text/plain",
-            "",
-        )))
-        .await;
-        let result = client(server.addr).send(SENDER, &body()).await;
+        let result = answer("429 Too Many Requests", "text/plain", "").await;
         let SendResult::Rejected {
             http_status,
             error,
@@ -968,13 +956,7 @@ mod tests {
     #[tokio::test]
     async fn server_error_with_html_is_transient() {
         let html = "<html><body><h1>500 Internal Server Error</h1>\n<p>Sorry, something went wrong.</p></body></html>";
-        let server = serve(Behaviour::Answer(response(
-            "500 Internal Server Error",
-            "text/html",
-            html,
-        )))
-        .await;
-        let result = client(server.addr).send(SENDER, &body()).await;
+        let result = answer("500 Internal Server Error", "text/html", html).await;
         let SendResult::Rejected {
             http_status,
             error,
@@ -996,25 +978,13 @@ mod tests {
 
     #[tokio::test]
     async fn gateway_timeout_without_api_body_is_unknown() {
-        let server = serve(Behaviour::Answer(response(
-            "504 Gateway Timeout",
-            "text/html",
-            "<html>504</html>",
-        )))
-        .await;
-        let result = client(server.addr).send(SENDER, &body()).await;
+        let result = answer("504 Gateway Timeout", "text/html", "<html>504</html>").await;
         assert!(matches!(result, SendResult::Unknown { .. }), "{result:?}");
     }
 
     #[tokio::test]
     async fn unauthorised_without_api_body_halts_the_sender() {
-        let server = serve(Behaviour::Answer(response(
-            "401 Unauthorized",
-            "text/plain",
-            "no",
-        )))
-        .await;
-        let result = client(server.addr).send(SENDER, &body()).await;
+        let result = answer("401 Unauthorized", "text/plain", "no").await;
         assert_eq!(result.class(), Some(ErrorClass::Sender), "{result:?}");
     }
 
@@ -1023,13 +993,7 @@ mod tests {
         // A code sent as a string, no subcode, details only in error_user_msg.
         let body_text = r#"{"error":{"message":"(#131056) pair rate limit hit","code":"131056",
                                        "error_user_msg":"too many messages to this user"}}"#;
-        let server = serve(Behaviour::Answer(response(
-            "400 Bad Request",
-            "application/json",
-            body_text,
-        )))
-        .await;
-        let result = client(server.addr).send(SENDER, &body()).await;
+        let result = answer("400 Bad Request", "application/json", body_text).await;
         let SendResult::Rejected { error, class, .. } = result else {
             panic!("{result:?}");
         };
@@ -1041,13 +1005,12 @@ mod tests {
         );
 
         // An unlisted code on a 503 is a fault at Meta, not a bad contact.
-        let server = serve(Behaviour::Answer(response(
+        let result = answer(
             "503 Service Unavailable",
             "application/json",
             &graph_error(999_999, "mystery"),
-        )))
+        )
         .await;
-        let result = client(server.addr).send(SENDER, &body()).await;
         assert_eq!(result.class(), Some(ErrorClass::Transient), "{result:?}");
     }
 
@@ -1059,13 +1022,7 @@ mod tests {
             r#"{"messages":[{"id":""}]}"#,
             "",
         ] {
-            let server = serve(Behaviour::Answer(response(
-                "200 OK",
-                "application/json",
-                text,
-            )))
-            .await;
-            let result = client(server.addr).send(SENDER, &body()).await;
+            let result = answer("200 OK", "application/json", text).await;
             assert!(
                 matches!(result, SendResult::Unknown { .. }),
                 "{text:?}: {result:?}"
@@ -1079,13 +1036,7 @@ mod tests {
             r#"{{"messages":[{{"id":"wamid.A"}}],"pad":"{}"}}"#,
             "x".repeat(MAX_RESPONSE_BYTES)
         );
-        let server = serve(Behaviour::Answer(response(
-            "200 OK",
-            "application/json",
-            &huge,
-        )))
-        .await;
-        let result = client(server.addr).send(SENDER, &body()).await;
+        let result = answer("200 OK", "application/json", &huge).await;
         assert!(matches!(result, SendResult::Unknown { .. }), "{result:?}");
     }
 

@@ -405,23 +405,24 @@ impl ScyllaStore {
     }
 
     /// Writes `new` over `old` if the row is still at `expected`. Returns
-    /// whether this write won.
+    /// the revision this write set when it won, `None` when it lost.
     async fn write_journey(
         &self,
         old: &DispatchRecord,
         new: &DispatchRecord,
         expected: Option<i64>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<i64>> {
         let new_rev: i64 = rand::random();
         let write = JourneyWrite::between(old, new, expected, new_rev);
         let reply = self.conditional(&self.st.journey, &write).await;
-        lwt::resolve(reply, new_rev, || async {
+        let won = lwt::resolve(reply, new_rev, || async {
             Ok(self
                 .read_dispatch(&new.campaign_id, &new.contact, true)
                 .await?
                 .and_then(|(_, rev)| rev))
         })
-        .await
+        .await?;
+        Ok(won.then_some(new_rev))
     }
 
     /// Read-modify-write of a dispatch row until it wins or `change` declines.
@@ -443,7 +444,7 @@ impl ScyllaStore {
             let Some(new) = change(&old) else {
                 return Ok(Some(Err(old)));
             };
-            if self.write_journey(&old, &new, rev).await? {
+            if self.write_journey(&old, &new, rev).await?.is_some() {
                 return Ok(Some(Ok((old, new))));
             }
         }
@@ -556,13 +557,15 @@ impl ScyllaStore {
             .conditional(&self.st.engage, (to, contact.as_str(), from))
             .await;
         match reply {
+            LwtReply::Applied => Ok(true),
+            LwtReply::NotApplied => Ok(false),
+            LwtReply::Failed(message) => Err(StoreError::Unavailable(message)),
             LwtReply::Uncertain(_) => {
                 // The engagement carries no revision: an uncertain write won
                 // if the contact is now engaged to `to`.
                 let row = self.serial_contact(contact).await?;
                 Ok(row.and_then(|c| c.engaged_campaign).as_deref() == Some(to))
             }
-            other => lwt::resolve(other, 0, || async { Ok(None) }).await,
         }
     }
 
@@ -1164,20 +1167,10 @@ impl Store for ScyllaStore {
             new.attempts += 1;
             new.owner = Some(req.owner.clone());
             new.times.claimed = Some(req.now);
-            let new_rev: i64 = rand::random();
-            let write = JourneyWrite::between(&old, &new, rev, new_rev);
-            let reply = self.conditional(&self.st.journey, &write).await;
-            let won = lwt::resolve(reply, new_rev, || async {
-                Ok(self
-                    .read_dispatch(&req.campaign_id, &req.contact, true)
-                    .await?
-                    .and_then(|(_, rev)| rev))
-            })
-            .await?;
-            if !won {
+            let Some(new_rev) = self.write_journey(&old, &new, rev).await? else {
                 // Lost to another writer: look again (it may be claimed now).
                 continue;
-            }
+            };
             if let Some(current) = engaged {
                 // Always a conditional write, even when the engagement looks
                 // like ours already: a plain read may be stale, and another
