@@ -300,7 +300,13 @@ pub fn whatsapp_client(config: &Config) -> anyhow::Result<crate::whatsapp::clien
             token: w.token.as_ref().map(|t| t.expose().to_string()),
             connect_timeout: Duration::from_millis(w.connect_timeout_ms),
             request_timeout: Duration::from_millis(w.request_timeout_ms),
-            max_idle_per_host: w.max_connections_per_sender,
+            // Every sender talks to the same host, so the pool is shared:
+            // per-sender keep-alive times the senders (at least one). A pool
+            // smaller than the sends in flight closes and reopens
+            // connections all the time.
+            max_idle_per_host: w
+                .max_connections_per_sender
+                .saturating_mul(config.senders.len().max(1)),
         },
     )?)
 }

@@ -349,7 +349,9 @@ pub struct WhatsAppConfig {
     /// written may have been delivered, so it becomes `unknown` and is never resent
     /// automatically. Restart required. Default: `10000`.
     pub request_timeout_ms: u64,
-    /// Keep-alive connections per sender. Restart required. Default: `64`.
+    /// Keep-alive connections per sender. All senders reach the same host
+    /// through one pool of this many connections times the number of
+    /// configured senders. Restart required. Default: `64`.
     pub max_connections_per_sender: usize,
     /// Inbound messages that opt the contact out, compared case-insensitively with
     /// the whole message text. Restart required.

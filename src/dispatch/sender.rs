@@ -375,16 +375,16 @@ impl SenderCore {
 /// Waits for a permit of the limiter `current()` returns, re-reading it at
 /// least every 50 ms: a limiter rebuilt by a reload, an AIMD step or a
 /// rebalance takes effect for waiting sends too (governor's `until_ready`
-/// would keep a send on the old one).
+/// would keep a send on the old one). The wait is read on the limiter's own
+/// clock: making a new clock calibrates it, which costs more than the check.
 pub async fn wait_turn(current: impl Fn() -> Arc<DefaultDirectRateLimiter>) {
-    use governor::clock::{Clock, DefaultClock};
-    let clock = DefaultClock::default();
+    use governor::clock::Clock;
     loop {
         let limiter = current();
         match limiter.check() {
             Ok(()) => return,
             Err(not_until) => {
-                let wait = not_until.wait_time_from(clock.now());
+                let wait = not_until.wait_time_from(limiter.clock().now());
                 tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
             }
         }

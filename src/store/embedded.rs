@@ -205,6 +205,22 @@ impl EmbeddedStore {
             Err(_) => f(&inner),
         }
     }
+
+    /// A single-row operation. Without fsync it is a memtable lookup or
+    /// insert plus a buffered journal write, a few microseconds: it runs on
+    /// the calling thread, because handing it to the blocking pool costs more
+    /// (a thread wake-up each way) than the work. With `Durability::Power`
+    /// each write waits for the disk, so it goes to the blocking pool.
+    async fn point<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+    {
+        match self.inner.durability {
+            Durability::Process => f(&self.inner),
+            Durability::Power => self.blocking(f).await,
+        }
+    }
 }
 
 impl Inner {
@@ -555,7 +571,7 @@ impl Inner {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.blocking(|inner| {
+        self.point(|inner| {
             inner
                 .campaigns
                 .contains_key(b"\0ping")
@@ -567,7 +583,7 @@ impl Store for EmbeddedStore {
 
     async fn put_campaign(&self, record: &CampaignRecord) -> StoreResult<()> {
         let record = record.clone();
-        self.blocking(move |inner| {
+        self.point(move |inner| {
             inner.put_json(&inner.campaigns, record.spec.id.as_bytes(), &record)
         })
         .await
@@ -575,7 +591,7 @@ impl Store for EmbeddedStore {
 
     async fn get_campaign(&self, id: &str) -> StoreResult<Option<CampaignRecord>> {
         let id = id.to_string();
-        self.blocking(move |inner| inner.get_json(&inner.campaigns, id.as_bytes()))
+        self.point(move |inner| inner.get_json(&inner.campaigns, id.as_bytes()))
             .await
     }
 
@@ -598,7 +614,7 @@ impl Store for EmbeddedStore {
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         let id = id.to_string();
-        self.blocking(move |inner| {
+        self.point(move |inner| {
             let Some(mut record) =
                 inner.get_json::<CampaignRecord>(&inner.campaigns, id.as_bytes())?
             else {
@@ -635,7 +651,7 @@ impl Store for EmbeddedStore {
         contact: &ContactKey,
     ) -> StoreResult<Option<DispatchRecord>> {
         let key = dispatch_key(campaign, contact);
-        self.blocking(move |inner| inner.get_json(&inner.dispatches, &key))
+        self.point(move |inner| inner.get_json(&inner.dispatches, &key))
             .await
     }
 
@@ -665,7 +681,7 @@ impl Store for EmbeddedStore {
 
     async fn load_cursor(&self, campaign: &str, shard: u32) -> StoreResult<Option<u64>> {
         let key = shard_key(campaign, shard);
-        self.blocking(move |inner| {
+        self.point(move |inner| {
             Ok(inner
                 .cursors
                 .get(&key)
@@ -678,7 +694,7 @@ impl Store for EmbeddedStore {
 
     async fn save_cursor(&self, campaign: &str, shard: u32, seq: u64) -> StoreResult<()> {
         let key = shard_key(campaign, shard);
-        self.blocking(move |inner| {
+        self.point(move |inner| {
             let mut b = inner.batch();
             b.insert(&inner.cursors, key, seq.to_be_bytes().to_vec());
             b.commit().map_err(io_err)
@@ -688,7 +704,7 @@ impl Store for EmbeddedStore {
 
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<ClaimOutcome> {
         let request = request.clone();
-        self.blocking(move |inner| inner.claim(&request)).await
+        self.point(move |inner| inner.claim(&request)).await
     }
 
     async fn record_outcome(
@@ -699,7 +715,7 @@ impl Store for EmbeddedStore {
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         let (campaign, contact, outcome) = (campaign.to_string(), contact.clone(), outcome.clone());
-        self.blocking(move |inner| inner.record_outcome(&campaign, &contact, &outcome, at))
+        self.point(move |inner| inner.record_outcome(&campaign, &contact, &outcome, at))
             .await
     }
 
@@ -711,13 +727,13 @@ impl Store for EmbeddedStore {
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let (campaign, contact, reason) = (campaign.to_string(), contact.clone(), reason.clone());
-        self.blocking(move |inner| inner.exclude(&campaign, &contact, &reason, at))
+        self.point(move |inner| inner.exclude(&campaign, &contact, &reason, at))
             .await
     }
 
     async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>> {
         let key = contact.as_str().as_bytes().to_vec();
-        self.blocking(move |inner| inner.get_json(&inner.contacts, &key))
+        self.point(move |inner| inner.get_json(&inner.contacts, &key))
             .await
     }
 
@@ -728,7 +744,7 @@ impl Store for EmbeddedStore {
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         let contact = contact.clone();
-        self.blocking(move |inner| {
+        self.point(move |inner| {
             let _guard = inner.stripe(&contact);
             let key = contact.as_str().as_bytes();
             let mut record: ContactRecord =
@@ -742,7 +758,7 @@ impl Store for EmbeddedStore {
 
     async fn lookup_wamid(&self, wamid: &str) -> StoreResult<Option<WamidEntry>> {
         let key = wamid.as_bytes().to_vec();
-        self.blocking(move |inner| inner.get_json(&inner.wamids, &key))
+        self.point(move |inner| inner.get_json(&inner.wamids, &key))
             .await
     }
 
@@ -753,19 +769,19 @@ impl Store for EmbeddedStore {
         update: &StatusUpdate,
     ) -> StoreResult<StatusApplied> {
         let (campaign, contact, update) = (campaign.to_string(), contact.clone(), update.clone());
-        self.blocking(move |inner| inner.apply_status(&campaign, &contact, &update))
+        self.point(move |inner| inner.apply_status(&campaign, &contact, &update))
             .await
     }
 
     async fn park_status(&self, wamid: &str, update: &StatusUpdate) -> StoreResult<()> {
         let (wamid, update) = (wamid.to_string(), update.clone());
-        self.blocking(move |inner| inner.park_status(&wamid, &update))
+        self.point(move |inner| inner.park_status(&wamid, &update))
             .await
     }
 
     async fn mark_undeliverable(&self, contact: &ContactKey, at: DateTime<Utc>) -> StoreResult<()> {
         let contact = contact.clone();
-        self.blocking(move |inner| {
+        self.point(move |inner| {
             let _guard = inner.stripe(&contact);
             let key = contact.as_str().as_bytes();
             let mut record: ContactRecord =
