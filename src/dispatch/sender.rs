@@ -431,27 +431,6 @@ impl Actor for SenderActor {
 }
 
 #[derive(Message)]
-#[rtype(result = "SendReport")]
-pub struct Dispatch(pub SendJob);
-
-impl Handler<Dispatch> for SenderActor {
-    type Result = ResponseFuture<SendReport>;
-
-    fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
-        // The I/O runs on the tokio pool; the actor only hands it over. Every
-        // log line of the send carries the campaign and the sender.
-        use tracing::Instrument;
-        let span = tracing::info_span!(
-            "send",
-            campaign = %msg.0.campaign.spec.id,
-            sender = %self.core.id
-        );
-        let task = tokio::spawn(self.core.clone().process(msg.0).instrument(span));
-        Box::pin(async move { task.await.unwrap_or(SendReport::StoreFailed) })
-    }
-}
-
-#[derive(Message)]
 #[rtype(result = "()")]
 pub struct Reconfigure {
     pub per_second: Option<f64>,

@@ -31,6 +31,9 @@ use serde::Serialize;
 use super::*;
 use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState};
 
+/// Memtable size of every keyspace.
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// How far an acknowledged write is guaranteed to survive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -168,9 +171,14 @@ impl EmbeddedStore {
                     StoreError::Io(format!("cannot open store at {}: {text}", dir.display()))
                 }
             })?;
+        // Memtables of 16 MiB instead of 64: a million staged contacts
+        // fill the dispatch and pending keyspaces at once, and each keeps an
+        // active and a sealed memtable in memory until flushed.
         let ks = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(io_err)
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
+            .map_err(io_err)
         };
         let inner = Inner {
             campaigns: ks("campaigns")?,
