@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use super::policy::lifecycle::{self, CampaignCounts};
 use super::policy::schedule::{self, Gate};
-use super::sender::{SendJob, SendReport, SenderActor, SenderCore};
+use super::sender::{QueuedSend, SendJob, SendReport, SenderCore};
 use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState};
 use crate::events::Event;
 use crate::ingest::catalog::CatalogEntry;
@@ -516,7 +516,7 @@ impl Pump {
             return Considered::Wait(now + chrono::Duration::seconds(30));
         }
         // Pick a sender first: with none available, don't claim.
-        let Some(sender) = self.pick_sender(&entry, contact) else {
+        let Some(sender) = self.pick_sender(&entry, contact).map(QueuedSend::new) else {
             self.state.set_wait(Some((
                 "senders_halted",
                 "every sender of the campaign is halted".into(),
@@ -572,10 +572,11 @@ impl Pump {
         // cost two thread hops and a third of the daemon's CPU per send. The
         // actor keeps the sender's lifecycle and control messages. Every log
         // line of the send carries the campaign and the sender.
-        let span = tracing::info_span!("send", campaign = %state.id, sender = %sender.id);
+        let span = tracing::info_span!("send", campaign = %state.id, sender = %sender.core().id);
         tokio::spawn(async move {
             use tracing::Instrument;
-            let report = sender.process(job).instrument(span).await;
+            let report = sender.core().clone().process(job).instrument(span).await;
+            drop(sender);
             if let SendReport::CampaignHalted(reason) = &report {
                 tracing::error!(campaign = %state.id, reason = %reason, "campaign halted by WhatsApp (template problem): fix it, then publish the spec again or restart");
                 *lock(&state.halted) = Some(reason.clone());
@@ -587,23 +588,31 @@ impl Pump {
         Considered::Dispatched
     }
 
-    /// Spreads contacts over the pool by hash, skipping halted senders.
+    /// The least loaded sender of the pool, skipping halted ones; the scan
+    /// starts at a hash of the contact, so equally loaded senders share the
+    /// work. A fixed hash per contact left some senders idle while others had
+    /// long queues holding the campaign's in-flight permits: with 100 paced
+    /// senders the idle ones sent 2–7 % under their rate.
     fn pick_sender(&self, entry: &CatalogEntry, contact: &ContactKey) -> Option<Arc<SenderCore>> {
         let senders = self.senders.read().unwrap_or_else(|p| p.into_inner());
-        let pool: Vec<&(Addr<SenderActor>, Arc<SenderCore>)> = entry
+        let pool: Vec<&Arc<SenderCore>> = entry
             .spec
             .senders
             .iter()
             .filter_map(|s| senders.get(s))
-            .filter(|(_, core)| !core.is_halted())
+            .map(|(_, core)| core)
+            .filter(|core| !core.is_halted())
             .collect();
         if pool.is_empty() {
             return None;
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         contact.as_str().hash(&mut h);
-        pool.get((h.finish() as usize) % pool.len())
-            .map(|(_, core)| core.clone())
+        let start = (h.finish() as usize) % pool.len();
+        (0..pool.len())
+            .map(|i| pool[(start + i) % pool.len()])
+            .min_by_key(|core| core.queued())
+            .cloned()
     }
 }
 
