@@ -361,35 +361,22 @@ async fn post_webhooks(url: &str, contacts: u64) -> anyhow::Result<Value> {
         .pool_max_idle_per_host(POSTS_IN_FLIGHT)
         .build()?;
     let events: usize = bodies.iter().map(|b| b.2).sum();
+    let requests = bodies
+        .into_iter()
+        .map(|(body, signature, n)| {
+            let request = http
+                .post(url)
+                .header("X-Hub-Signature-256", signature)
+                .header("content-type", "application/json")
+                .body(body);
+            (request, n as u64)
+        })
+        .collect();
     let progress = bar(events as u64, "posting status webhooks");
     let started = Instant::now();
-    let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(bodies)
-        .map(|(body, signature, n)| {
-            let http = http.clone();
-            let progress = progress.clone();
-            async move {
-                let t = Instant::now();
-                let answer = http
-                    .post(url)
-                    .header("X-Hub-Signature-256", signature)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                if answer.status() != 200 {
-                    bail!("webhook POST answered {}", answer.status());
-                }
-                progress.inc(n as u64);
-                Ok(t.elapsed())
-            }
-        })
-        .buffer_unordered(POSTS_IN_FLIGHT)
-        .collect()
-        .await;
+    let latencies = timed_posts(requests, POSTS_IN_FLIGHT, &progress).await?;
     let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    let mut latencies = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    latencies.sort();
     Ok(json!({
         "events": events,
         "seconds": seconds,
@@ -397,6 +384,34 @@ async fn post_webhooks(url: &str, contacts: u64) -> anyhow::Result<Value> {
         "p99_ms": quantile_ms(&latencies, 0.99),
         "max_ms": quantile_ms(&latencies, 1.0),
     }))
+}
+
+/// Sends the requests, at most `in_flight` at a time, each advancing
+/// `progress` by its weight once answered; fails on an answer that is not 2xx.
+/// Answers each request's latency (until its whole answer is read), sorted.
+async fn timed_posts(
+    requests: Vec<(reqwest::RequestBuilder, u64)>,
+    in_flight: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<Vec<Duration>> {
+    let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(requests)
+        .map(|(request, weight)| async move {
+            let t = Instant::now();
+            let answer = request.send().await?;
+            let status = answer.status();
+            answer.bytes().await?;
+            if !status.is_success() {
+                bail!("POST answered {status}");
+            }
+            progress.inc(weight);
+            Ok(t.elapsed())
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let mut latencies = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    latencies.sort();
+    Ok(latencies)
 }
 
 fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
@@ -539,28 +554,40 @@ fn daemon_config(world: &World, dir: &std::path::Path, paused: &str) -> Config {
     config
 }
 
+fn add_senders(config: &mut Config, ids: &[String], per_second: f64) {
+    for id in ids {
+        config.senders.insert(
+            id.clone(),
+            SenderConfig {
+                per_second,
+                paused: false,
+                display_name: None,
+            },
+        );
+    }
+}
+
 fn unpause(config: &mut Config, campaign: &str) {
     if let Some(c) = config.campaigns.get_mut(campaign) {
         c.paused = false;
     }
 }
 
-/// Waits until the daemon has taken `n` audience records.
-async fn wait_staged(daemon: &Daemon, n: u64, what: &str) -> (Instant, Instant, f64) {
+/// Waits until the daemon has taken `n` audience records; answers when the
+/// first and the last were taken.
+async fn wait_staged(daemon: &Daemon, n: u64, what: &str) -> (Instant, Instant) {
     let progress = bar(n, what);
     let mut first = None;
-    let mut peak_rss: f64 = 0.0;
     loop {
         let done = daemon.pipeline.stats.total();
         progress.set_position(done);
         if done > 0 && first.is_none() {
             first = Some(Instant::now());
         }
-        peak_rss = peak_rss.max(status_mib(me(), "VmRSS"));
         if done >= n {
             progress.finish_and_clear();
             let now = Instant::now();
-            return (first.unwrap_or(now), now, peak_rss);
+            return (first.unwrap_or(now), now);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -575,7 +602,7 @@ async fn ingest(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
     let cpu0 = cpu_seconds(me());
     let started = Instant::now();
     let daemon = Daemon::start(config.clone(), store).await?;
-    let (first, done, _) = wait_staged(&daemon, n, "ingest (wadispatch)").await;
+    let (first, done) = wait_staged(&daemon, n, "ingest (wadispatch)").await;
     let cpu = cpu_seconds(me()) - cpu0;
     let peak_rss = status_mib(me(), "VmHWM");
     let staging = metrics()
@@ -719,16 +746,7 @@ async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
     let mut config = daemon_config(world, dir.path(), "bench");
     config.dispatch.max_in_flight_per_sender = IN_FLIGHT_PER_SENDER;
-    for id in &senders {
-        config.senders.insert(
-            id.clone(),
-            SenderConfig {
-                per_second: 1_000_000.0,
-                paused: false,
-                display_name: None,
-            },
-        );
-    }
+    add_senders(&mut config, &senders, 1_000_000.0);
     let store = app::open_store(&config).await?;
     let daemon = Daemon::start(config.clone(), store).await?;
     wait_staged(&daemon, n, "staging (campaign paused)").await;
@@ -791,7 +809,11 @@ async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
     if accepted != n {
         bail!("{accepted} of {n} contacts accepted");
     }
-    let bodies: Vec<(String, _)> = rows
+    let concurrency = IN_FLIGHT_PER_SENDER * senders.len();
+    let raw_http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let requests = rows
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -806,47 +828,22 @@ async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
                 &r.params,
                 &callback_data("raw", &r.contact),
             );
-            (url, body)
+            let request = raw_http
+                .post(url)
+                .bearer_auth("bench")
+                .header("content-type", "application/json")
+                .body(body);
+            (request, 1)
         })
         .collect();
-    let concurrency = IN_FLIGHT_PER_SENDER * senders.len();
-    let raw_http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
     let progress = bar(n, "dispatch (raw POSTs)");
     let (raw_cpu0, raw_world0) = (cpu_seconds(me()), cpu_seconds(world.pid()));
     let raw_started = Instant::now();
-    let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(bodies)
-        .map(|(url, body)| {
-            let http = raw_http.clone();
-            let progress = progress.clone();
-            async move {
-                let t = Instant::now();
-                let answer = http
-                    .post(url)
-                    .bearer_auth("bench")
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                if !answer.status().is_success() {
-                    bail!("raw POST answered {}", answer.status());
-                }
-                answer.bytes().await?;
-                let elapsed = t.elapsed();
-                progress.inc(1);
-                Ok(elapsed)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let raw_latencies = timed_posts(requests, concurrency, &progress).await?;
     let raw_seconds = raw_started.elapsed().as_secs_f64();
     let raw_cpu = cpu_seconds(me()) - raw_cpu0;
     let raw_world_cpu = cpu_seconds(world.pid()) - raw_world0;
     progress.finish_and_clear();
-    let mut raw_latencies = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    raw_latencies.sort();
     let raw_n = raw_latencies.len() as f64;
     let raw_rate = raw_n / raw_seconds;
     let bounds: Vec<f64> = latency.iter().map(|b| b.0).collect();
@@ -879,16 +876,7 @@ async fn pacing(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
     let sandbox = world.sandbox()?.to_string();
     let dir = tempfile::tempdir()?;
     let mut config = daemon_config(world, dir.path(), "pace");
-    for id in &senders {
-        config.senders.insert(
-            id.clone(),
-            SenderConfig {
-                per_second: PACING_RATE,
-                paused: false,
-                display_name: None,
-            },
-        );
-    }
+    add_senders(&mut config, &senders, PACING_RATE);
     let store = app::open_store(&config).await?;
     let daemon = Daemon::start(config.clone(), store).await?;
     wait_staged(

@@ -102,6 +102,38 @@ fn stage_request(i: u64, params: &FrozenParams, now: DateTime<Utc>) -> StageRequ
     }
 }
 
+/// An embedded store in a temporary directory, a runtime to drive it, and
+/// the frozen parameters every staged contact carries.
+struct BenchStore {
+    rt: Runtime,
+    store: EmbeddedStore,
+    params: FrozenParams,
+    now: DateTime<Utc>,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchStore {
+    fn open() -> BenchStore {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store =
+            EmbeddedStore::open(dir.path(), Durability::Process, 64).expect("the store opens");
+        BenchStore {
+            rt: runtime(),
+            store,
+            params: promo_params(&promo(), 0),
+            now: Utc::now(),
+            _dir: dir,
+        }
+    }
+
+    /// Stage requests for contacts `range`.
+    fn batch(&self, range: std::ops::Range<u64>) -> Vec<StageRequest> {
+        range
+            .map(|i| stage_request(i, &self.params, self.now))
+            .collect()
+    }
+}
+
 /// A current-thread runtime, as the store's async API needs one.
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -265,11 +297,7 @@ fn limiter(c: &mut Criterion) {
 }
 
 fn store_stage(c: &mut Criterion) {
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = EmbeddedStore::open(dir.path(), Durability::Process, 64).expect("the store opens");
-    let params = promo_params(&promo(), 0);
-    let now = Utc::now();
+    let bench = BenchStore::open();
     let mut next: u64 = 0;
 
     let mut group = c.benchmark_group("store");
@@ -280,14 +308,14 @@ fn store_stage(c: &mut Criterion) {
     group.bench_function("stage_upsert", |b| {
         b.iter_batched(
             || {
-                let batch: Vec<StageRequest> = (next..next + STAGE_BATCH)
-                    .map(|i| stage_request(i, &params, now))
-                    .collect();
+                let batch = bench.batch(next..next + STAGE_BATCH);
                 next += STAGE_BATCH;
                 batch
             },
             |batch| {
-                rt.block_on(store.stage_batch(&batch))
+                bench
+                    .rt
+                    .block_on(bench.store.stage_batch(&batch))
                     .expect("staging succeeds")
             },
             BatchSize::LargeInput,
@@ -297,11 +325,8 @@ fn store_stage(c: &mut Criterion) {
 }
 
 fn store_claim(c: &mut Criterion) {
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = EmbeddedStore::open(dir.path(), Durability::Process, 64).expect("the store opens");
-    let params = promo_params(&promo(), 0);
-    let now = Utc::now();
+    let bench = BenchStore::open();
+    let (rt, store, now) = (&bench.rt, &bench.store, bench.now);
     let mut next: u64 = 0;
 
     let mut group = c.benchmark_group("store");
@@ -314,10 +339,7 @@ fn store_claim(c: &mut Criterion) {
             let mut start = first;
             while start < next {
                 let end = (start + STAGE_BATCH).min(next);
-                let batch: Vec<StageRequest> = (start..end)
-                    .map(|i| stage_request(i, &params, now))
-                    .collect();
-                rt.block_on(store.stage_batch(&batch))
+                rt.block_on(store.stage_batch(&bench.batch(start..end)))
                     .expect("staging succeeds");
                 start = end;
             }

@@ -151,9 +151,8 @@ pub struct Pump {
     pub env: Arc<dyn DispatchEnv>,
     pub owner: String,
     pub max_in_flight: usize,
-    /// The last full count: when it was taken, how long it stays fresh, and
-    /// the counts.
-    pub counts_cache: Mutex<Option<(std::time::Instant, Duration, CampaignCounts)>>,
+    /// The last full count and the instant until which it is reused.
+    pub counts_cache: Mutex<Option<(std::time::Instant, CampaignCounts)>>,
 }
 
 impl Pump {
@@ -209,15 +208,16 @@ impl Pump {
         // more than 5 % of the time (a million rows take about a second to
         // scan), so a paused, idle or finished large campaign does not keep
         // a core busy counting.
-        if let Some((at, fresh_for, c)) = *lock(&self.counts_cache) {
-            if at.elapsed() < fresh_for {
+        if let Some((fresh_until, c)) = *lock(&self.counts_cache) {
+            if std::time::Instant::now() < fresh_until {
                 return c;
             }
         }
         let started = std::time::Instant::now();
         let counts = self.count_now().await;
-        let fresh_for = (started.elapsed() * 20).max(Duration::from_secs(5));
-        *lock(&self.counts_cache) = Some((std::time::Instant::now(), fresh_for, counts));
+        let fresh_until =
+            std::time::Instant::now() + (started.elapsed() * 20).max(Duration::from_secs(5));
+        *lock(&self.counts_cache) = Some((fresh_until, counts));
         counts
     }
 
