@@ -319,7 +319,7 @@ pub struct Daemon {
     pub pipeline: Pipeline,
     pub registry: actix::Addr<crate::dispatch::registry::CampaignRegistry>,
     pub env: Arc<crate::dispatch::registry::Env>,
-    pub senders: crate::dispatch::registry::SenderMap,
+    pub senders: crate::dispatch::sender::pool::SenderMap,
     pub webhook_addr: std::net::SocketAddr,
     /// Where `/metrics`, `/healthz`, `/readyz` and `/campaigns` answer.
     pub admin_addr: std::net::SocketAddr,

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub rate_limiter_wait: HistogramVec,
     pub sender_rate: GaugeVec,
     pub sender_rate_limit: GaugeVec,
+    pub sender_circuit_open: IntGaugeVec,
     pub campaign_pending: IntGaugeVec,
     pub campaign_state: IntGaugeVec,
     pub kafka_consumer_lag: IntGaugeVec,
@@ -147,6 +148,12 @@ impl Metrics {
                 "Configured messages per second of a sender.",
                 &["sender"],
             ),
+            sender_circuit_open: int_gauge(
+                &r,
+                "wadispatch_sender_circuit_open",
+                "1 while a sender's circuit is open: its recent sends failed transiently (outage) and it waits to probe; its contacts stay pending.",
+                &["sender"],
+            ),
             campaign_pending: int_gauge(
                 &r,
                 "wadispatch_campaign_pending",
@@ -205,7 +212,7 @@ impl Metrics {
             campaign_waiting: int_gauge(
                 &r,
                 "wadispatch_campaign_waiting",
-                "1 while a campaign waits, by reason (portfolio_limit, senders_halted).",
+                "1 while a campaign waits, by reason (portfolio_limit, senders_halted, senders_unavailable).",
                 &["campaign", "reason"],
             ),
             ingest_paused_partitions: int_gauge(
@@ -234,7 +241,7 @@ impl Metrics {
     /// counters, without the `_bucket`/`_sum`/`_count` series suffixes).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 22] = [
+        let collectors: [&dyn Collector; 23] = [
             &self.audience_records,
             &self.campaign_specs,
             &self.dispatch,
@@ -245,6 +252,7 @@ impl Metrics {
             &self.rate_limiter_wait,
             &self.sender_rate,
             &self.sender_rate_limit,
+            &self.sender_circuit_open,
             &self.campaign_pending,
             &self.campaign_state,
             &self.kafka_consumer_lag,
@@ -384,6 +392,13 @@ pub fn sender_rate(sender: &str, current: f64, configured: f64) {
         .set(configured);
 }
 
+pub fn sender_circuit(sender: &str, open: bool) {
+    metrics()
+        .sender_circuit_open
+        .with_label_values(&[sender])
+        .set(i64::from(open));
+}
+
 pub fn limiter_wait(sender: &str, seconds: f64) {
     metrics()
         .rate_limiter_wait
@@ -461,7 +476,7 @@ pub fn campaign_wait(campaign: &str, reason: Option<&str>) {
     if !has_own_series(campaign) {
         return;
     }
-    for r in ["portfolio_limit", "senders_halted"] {
+    for r in ["portfolio_limit", "senders_halted", "senders_unavailable"] {
         metrics()
             .campaign_waiting
             .with_label_values(&[campaign, r])

@@ -55,6 +55,7 @@ async fn conformance(store: Arc<dyn Store>) {
     concurrent_claims_have_one_winner(store.clone()).await;
     engagement_is_exclusive(store.as_ref()).await;
     outcomes_and_wamid_index(store.as_ref()).await;
+    late_answers_never_move_a_row_back(store.as_ref()).await;
     deferred_is_claimable_only_when_due(store.as_ref()).await;
     campaigns_round_trip(store.as_ref()).await;
     dispatch_scan_pages_through_everything(store.as_ref()).await;
@@ -291,7 +292,10 @@ async fn outcomes_and_wamid_index(store: &dyn Store) {
         .record_outcome(
             "c-out",
             &contact(3),
-            &Outcome::Retry { code: Some(130429) },
+            &Outcome::Retry {
+                code: Some(130429),
+                not_before: Some(at + Duration::seconds(10)),
+            },
             at,
         )
         .await
@@ -326,10 +330,80 @@ async fn outcomes_and_wamid_index(store: &dyn Store) {
             .collect::<Vec<_>>(),
         vec![contact(3)]
     );
+    // Not before its retry time; and the released claim was not an attempt
+    // (the request never left).
+    let mut early = claim_req("c-out", 3, false);
+    early.now = at + Duration::seconds(9);
     assert_eq!(
-        store.claim(&claim_req("c-out", 3, false)).await.unwrap(),
-        ClaimOutcome::Claimed { attempts: 2 }
+        store.claim(&early).await.unwrap(),
+        ClaimOutcome::NotClaimable {
+            state: Some(DispatchState::Pending)
+        }
     );
+    let mut due = claim_req("c-out", 3, false);
+    due.now = at + Duration::seconds(10);
+    assert_eq!(
+        store.claim(&due).await.unwrap(),
+        ClaimOutcome::Claimed { attempts: 1 }
+    );
+}
+
+/// A status webhook that overtook the API answer, and a recovery that ran
+/// late, never move a row back (the row is no longer `claimed`).
+async fn late_answers_never_move_a_row_back(store: &dyn Store) {
+    store
+        .stage_batch(&[req("c-late", 1, 0, 1), req("c-late", 2, 0, 2)])
+        .await
+        .unwrap();
+    for n in 1..=2 {
+        store.claim(&claim_req("c-late", n, false)).await.unwrap();
+    }
+    let at = t0() + Duration::seconds(1);
+    let status = |state, code: Option<i64>| StatusUpdate {
+        state,
+        at,
+        wamid: Some("wamid.L".into()),
+        error_code: code,
+        error_class: code.map(|_| "contact".into()),
+        error_message: code.map(|_| "m".into()),
+        defer_until: None,
+    };
+    // 1: failed by webhook first, then the API answer says accepted.
+    store
+        .apply_status("c-late", &contact(1), &status(DispatchState::Failed, Some(131026)))
+        .await
+        .unwrap();
+    store
+        .record_outcome(
+            "c-late",
+            &contact(1),
+            &Outcome::Accepted {
+                wamid: "wamid.L".into(),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    let row = store.get_dispatch("c-late", &contact(1)).await.unwrap().unwrap();
+    assert_eq!((row.state, row.wamid.as_deref()), (DispatchState::Failed, Some("wamid.L")));
+    // 2: delivered by webhook, then a recovery's unknown.
+    store
+        .apply_status("c-late", &contact(2), &status(DispatchState::Delivered, None))
+        .await
+        .unwrap();
+    store
+        .record_outcome(
+            "c-late",
+            &contact(2),
+            &Outcome::Unknown {
+                message: "late".into(),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    let row = store.get_dispatch("c-late", &contact(2)).await.unwrap().unwrap();
+    assert_eq!(row.state, DispatchState::Delivered);
 }
 
 async fn deferred_is_claimable_only_when_due(store: &dyn Store) {

@@ -435,9 +435,21 @@ pub struct DispatchConfig {
     /// Most requests awaiting a response per sender. Bounds memory and how much
     /// work a stalled API can hold. Default: `256`.
     pub max_in_flight_per_sender: usize,
-    /// Attempts (the first included) for a transient error before the contact is
-    /// marked failed. Default: `5`.
+    /// Attempts (the first included) for a transient error about one contact
+    /// before it is marked failed, counted only while its sender is healthy: a
+    /// request that never left, and any send during an outage (the sender's
+    /// circuit open), waits instead of failing. Default: `5`.
     pub transient_max_attempts: u32,
+    /// Transient failures in a row (connection errors, lost answers, Meta's
+    /// 5xx and transient codes, with no answer in between) that open a
+    /// sender's circuit: it stops taking contacts, which stay pending, and
+    /// probes with one send after a wait. Default: `10`.
+    pub circuit_failures_to_open: u32,
+    /// First wait before a probe of an open circuit, in seconds; doubled
+    /// after each failed probe. Default: `1.0`.
+    pub circuit_open_secs: f64,
+    /// Cap on the wait before a probe, in seconds. Default: `30.0`.
+    pub circuit_max_open_secs: f64,
     /// First retry delay, in milliseconds; doubled per attempt, with jitter.
     /// Default: `500`.
     pub backoff_base_ms: u64,
@@ -464,6 +476,9 @@ impl Default for DispatchConfig {
             portfolio_daily_limit: None,
             max_in_flight_per_sender: 256,
             transient_max_attempts: 5,
+            circuit_failures_to_open: 10,
+            circuit_open_secs: 1.0,
+            circuit_max_open_secs: 30.0,
             backoff_base_ms: 500,
             backoff_max_ms: 60_000,
             aimd_decrease_factor: 0.5,

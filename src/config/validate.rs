@@ -460,6 +460,20 @@ fn check_dispatch(report: &mut Report, d: &DispatchConfig) {
         d.max_in_flight_per_sender,
     );
     report.positive("dispatch.transient_max_attempts", d.transient_max_attempts);
+    report.positive(
+        "dispatch.circuit_failures_to_open",
+        d.circuit_failures_to_open,
+    );
+    report.rate("dispatch.circuit_open_secs", d.circuit_open_secs);
+    if d.circuit_max_open_secs < d.circuit_open_secs {
+        report.add(
+            "dispatch.circuit_max_open_secs",
+            format!(
+                "must be at least dispatch.circuit_open_secs ({}), got {}",
+                d.circuit_open_secs, d.circuit_max_open_secs
+            ),
+        );
+    }
     report.positive("dispatch.backoff_base_ms", d.backoff_base_ms);
     if d.backoff_max_ms < d.backoff_base_ms {
         report.add(

@@ -9,8 +9,7 @@
 //! claim is the last step before the send, so a crash leaves at most the
 //! in-flight contacts claimed.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -21,22 +20,24 @@ use futures::StreamExt;
 use governor::DefaultDirectRateLimiter;
 use tokio::sync::Semaphore;
 
+use super::policy::admission::{self, Admission, CampaignFacts, ContactFacts, WaitReason};
 use super::policy::lifecycle::{self, CampaignCounts};
-use super::policy::schedule::{self, Gate};
-use super::sender::{QueuedSend, SendJob, SendReport, SenderCore};
-use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState};
+use super::sender::pool::{self, NoSender, SenderMap};
+use super::sender::{QueuedSend, SendJob, SendReport};
+use crate::domain::{ContactKey, DesiredState, DispatchState, ExclusionReason, ObservedState};
 use crate::events::Event;
 use crate::ingest::catalog::CatalogEntry;
 use crate::metrics;
-use crate::store::{ClaimOutcome, ClaimRequest, Outcome, Store};
+use crate::store::{ClaimOutcome, ClaimRequest, DispatchRecord, Outcome, Store};
+use crate::whatsapp::payload::{callback_data, template_message_bytes};
 
 /// Pending contacts read per scan page.
 const PAGE: usize = 500;
 /// Contacts of a page checked and claimed at once.
 const CONCURRENT_CHECKS: usize = 64;
-/// A contact Meta could not deliver to (131026) is not retried by other
-/// campaigns for this long.
-const UNDELIVERABLE_DAYS: i64 = 30;
+/// Contacts whose retry count is remembered; beyond it the counts start
+/// over (a backoff that restarts is harmless, memory that grows is not).
+const MAX_RETRY_ENTRIES: usize = 100_000;
 
 /// What the pump asks of the rest of the process.
 pub trait DispatchEnv: Send + Sync + 'static {
@@ -71,6 +72,12 @@ pub struct CampaignState {
     /// The latest count of the campaign's contacts (for `/campaigns`).
     pub progress: Mutex<Option<Progress>>,
     stop: AtomicBool,
+    /// Contacts handed to a sender and not finished (claimed or not yet):
+    /// the scan skips them, so one contact never waits in two senders.
+    in_hand: Mutex<HashSet<ContactKey>>,
+    /// Earlier tries of contacts that went back to the queue unsent, for
+    /// their backoff.
+    retries: Mutex<HashMap<ContactKey, u32>>,
 }
 
 /// A campaign's contacts by state at one moment, with the pace measured since
@@ -104,6 +111,43 @@ impl CampaignState {
             dispatched: AtomicU64::new(0),
             progress: Mutex::new(None),
             stop: AtomicBool::new(false),
+            in_hand: Mutex::new(HashSet::new()),
+            retries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True when no contact of the campaign may be claimed now, whatever
+    /// the contact (stopping, operator pause, halt, spec paused or ended).
+    /// Cheap: waiting sends poll it.
+    pub fn holds(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+            || self.paused_by_operator.load(Ordering::Acquire)
+            || lock(&self.halted).is_some()
+            || matches!(
+                self.entry.read().unwrap_or_else(|p| p.into_inner()).spec.state,
+                DesiredState::Paused | DesiredState::Ended
+            )
+    }
+
+    fn facts<'a>(&self, entry: &'a CatalogEntry) -> CampaignFacts<'a> {
+        CampaignFacts {
+            desired: entry.spec.state,
+            schedule: &entry.spec.schedule,
+            paused_by_operator: self.paused_by_operator.load(Ordering::Acquire),
+            halted: lock(&self.halted).is_some(),
+            stopping: self.stop.load(Ordering::Acquire),
+        }
+    }
+
+    fn note_retry(&self, contact: &ContactKey, requeued: bool) {
+        let mut retries = lock(&self.retries);
+        if requeued {
+            if retries.len() >= MAX_RETRY_ENTRIES {
+                retries.clear();
+            }
+            *retries.entry(contact.clone()).or_default() += 1;
+        } else if !retries.is_empty() {
+            retries.remove(contact);
         }
     }
 
@@ -147,7 +191,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Pump {
     pub state: Arc<CampaignState>,
     pub store: Arc<dyn Store>,
-    pub senders: super::registry::SenderMap,
+    pub senders: SenderMap,
     pub env: Arc<dyn DispatchEnv>,
     pub owner: String,
     pub max_in_flight: usize,
@@ -377,15 +421,12 @@ impl Pump {
                 // Contacts of a page are checked and claimed concurrently:
                 // each needs a few store round trips, and the claim is an
                 // atomic compare-and-set, so order within a page is free.
-                let this: &Pump = &self;
+                let this: &Arc<Pump> = &self;
                 let results: Vec<Considered> = futures::stream::iter(page)
                     .map(|entry| {
                         let in_flight = &in_flight;
                         async move {
-                            if this.state.stop.load(Ordering::Acquire)
-                                || this.state.paused_by_operator.load(Ordering::Acquire)
-                                || lock(&this.state.halted).is_some()
-                            {
+                            if this.state.holds() {
                                 return Considered::Skipped;
                             }
                             this.consider(&entry.contact, in_flight).await
@@ -471,66 +512,155 @@ impl Pump {
         }
     }
 
-    async fn consider(&self, contact: &ContactKey, in_flight: &Arc<Semaphore>) -> Considered {
+    /// Admission of one contact at `now` with what is known of it.
+    fn admit(
+        &self,
+        entry: &CatalogEntry,
+        row: &DispatchRecord,
+        contact: Option<&crate::store::ContactRecord>,
+    ) -> Admission {
+        let suppression = self.env.suppression(&row.contact);
+        let portfolio = self.env.portfolio_wait(&row.contact);
+        admission::admit(
+            &self.state.facts(entry),
+            &ContactFacts {
+                key: &row.contact,
+                row,
+                contact,
+                suppression: suppression.as_deref(),
+                portfolio_wait: portfolio.as_deref(),
+            },
+            Utc::now(),
+        )
+    }
+
+    /// Picks up a pending contact: admission on what the row says, a
+    /// sender, the campaign's in-flight slot and pace, then hands it to a
+    /// task that waits for the sender's turn and only then claims it.
+    async fn consider(self: &Arc<Self>, contact: &ContactKey, in_flight: &Arc<Semaphore>) -> Considered {
         let id = &self.state.id;
+        if lock(&self.state.in_hand).contains(contact) {
+            return Considered::Skipped;
+        }
         let Ok(Some(row)) = self.store.get_dispatch(id, contact).await else {
             return Considered::Skipped;
         };
-        let now = Utc::now();
-        if !matches!(row.state, DispatchState::Pending | DispatchState::Deferred) {
-            return Considered::Skipped;
-        }
-        if let Some(until) = row.deferred_until.filter(|u| *u > now) {
-            return Considered::Wait(until);
-        }
         let entry = read(&self.state.entry);
-        let tz = schedule::contact_timezone(row.timezone.as_deref(), contact);
-        match schedule::gate(&entry.spec.schedule, tz, row.send_after, now) {
-            Gate::Ready => {}
-            Gate::WaitUntil(t) => return Considered::Wait(t),
-            Gate::OutsideWindow => {
-                self.exclude(contact, ExclusionReason::OutsideWindow).await;
+        match self.admit(&entry, &row, None) {
+            Admission::Ready => {}
+            Admission::Wait { until, reason } => {
+                if let WaitReason::Portfolio(r) = reason {
+                    self.state.set_wait(Some(("portfolio_limit", r)));
+                }
+                return Considered::Wait(until);
+            }
+            Admission::Exclude(reason) => {
+                self.exclude(contact, reason).await;
                 return Considered::Skipped;
             }
+            Admission::Hold(_) | Admission::Skip => return Considered::Skipped,
         }
-        if let Ok(Some(c)) = self.store.get_contact(contact).await {
-            if c.opted_out {
-                self.exclude(contact, ExclusionReason::OptedOut).await;
-                return Considered::Skipped;
+        // Pick a sender first: with none available, don't take a slot.
+        let sender = match pool::pick(&self.senders, &entry.spec.senders, contact) {
+            Ok(core) => QueuedSend::new(core),
+            Err(NoSender::Halted) => {
+                self.state.set_wait(Some((
+                    "senders_halted",
+                    "every sender of the campaign is halted".into(),
+                )));
+                return Considered::Wait(Utc::now() + chrono::Duration::seconds(5));
             }
-            if c.undeliverable_at
-                .is_some_and(|t| now - t < chrono::Duration::days(UNDELIVERABLE_DAYS))
-            {
-                self.exclude(contact, ExclusionReason::NotWhatsappUser)
-                    .await;
-                return Considered::Skipped;
+            Err(NoSender::Unavailable) => {
+                self.state.set_wait(Some((
+                    "senders_unavailable",
+                    "the campaign's senders are failing transiently (outage): contacts stay pending until a probe gets through".into(),
+                )));
+                return Considered::Wait(Utc::now() + chrono::Duration::milliseconds(500));
             }
-        }
-        if let Some(reason) = self.env.suppression(contact) {
-            self.exclude(contact, ExclusionReason::Suppressed(reason))
-                .await;
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return Considered::Skipped;
+        };
+        let holds = || self.state.holds();
+        if !super::sender::wait_turn_unless(|| read(&self.state.limiter), &holds).await {
             return Considered::Skipped;
         }
-        if let Some(reason) = self.env.portfolio_wait(contact) {
-            self.state.set_wait(Some(("portfolio_limit", reason)));
-            return Considered::Wait(now + chrono::Duration::seconds(30));
+        if !lock(&self.state.in_hand).insert(contact.clone()) {
+            return Considered::Skipped;
         }
-        // Pick a sender first: with none available, don't claim.
-        let Some(sender) = self.pick_sender(&entry, contact).map(QueuedSend::new) else {
-            self.state.set_wait(Some((
-                "senders_halted",
-                "every sender of the campaign is halted".into(),
-            )));
-            return Considered::Wait(now + chrono::Duration::seconds(5));
+        let job = SendJob {
+            campaign: id.clone(),
+            contact: contact.clone(),
+            body: template_message_bytes(
+                &entry.spec.template,
+                contact,
+                &row.params,
+                &callback_data(id, contact),
+            ),
+            deferred_before: row.error_code == Some(131049),
+            retries: lock(&self.state.retries).get(contact).copied().unwrap_or(0),
         };
-        let permit = match in_flight.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return Considered::Skipped,
+        self.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        // The send runs on the tokio pool straight on the sender's core: a
+        // round trip through the sender actor's mailbox for every message
+        // cost two thread hops and a third of the daemon's CPU per send. The
+        // actor keeps the sender's lifecycle and control messages. Every log
+        // line of the send carries the campaign and the sender.
+        let span = tracing::info_span!("send", campaign = %id, sender = %sender.core().id);
+        let pump = self.clone();
+        tokio::spawn(async move {
+            use tracing::Instrument;
+            pump.send(sender, row, job).instrument(span).await;
+            drop(permit);
+        });
+        Considered::Dispatched
+    }
+
+    /// The sender's turn, the claim, the request: nothing in between the
+    /// last two. A contact whose turn never came (a stop, a halt, an open
+    /// circuit) was never claimed and stays pending as it was.
+    async fn send(&self, sender: QueuedSend, row: DispatchRecord, job: SendJob) {
+        let state = &self.state;
+        let holds = || state.holds();
+        if let Some(turn) = sender.core().take_turn(&job.contact, &holds).await {
+            if self.claim(&row).await {
+                let contact = job.contact.clone();
+                let report = sender.core().deliver(turn, job).await;
+                state.note_retry(&contact, report == SendReport::Requeued);
+                if let SendReport::CampaignHalted(reason) = &report {
+                    tracing::error!(campaign = %state.id, reason = %reason, "campaign halted by WhatsApp (template problem): fix it, then publish the spec again or restart");
+                    *lock(&state.halted) = Some(reason.clone());
+                }
+                state.dispatched.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        lock(&state.in_hand).remove(&row.contact);
+        state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Claim time: every check again with the contact's current record, the
+    /// current spec and overrides, then the compare-and-set. True when this
+    /// process now owns the send.
+    async fn claim(&self, row: &DispatchRecord) -> bool {
+        let contact = &row.contact;
+        let record = match self.store.get_contact(contact).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(campaign = %self.state.id, error = %e, "cannot read the contact before its claim; it stays pending");
+                return false;
+            }
         };
-        // Campaign pace, then the claim, then the send: nothing in between.
-        super::sender::wait_turn(|| read(&self.state.limiter)).await;
+        let entry = read(&self.state.entry);
+        match self.admit(&entry, row, record.as_ref()) {
+            Admission::Ready => {}
+            Admission::Exclude(reason) => {
+                self.exclude(contact, reason).await;
+                return false;
+            }
+            Admission::Wait { .. } | Admission::Hold(_) | Admission::Skip => return false,
+        }
         let mut request = ClaimRequest {
-            campaign_id: id.clone(),
+            campaign_id: self.state.id.clone(),
             contact: contact.clone(),
             exclusive: entry.spec.exclusive,
             replace_engagement: None,
@@ -544,75 +674,22 @@ impl Pump {
                 outcome = self.store.claim(&request).await;
             }
         }
-        let claims = match outcome {
-            Ok(ClaimOutcome::Claimed { attempts }) => attempts,
+        match outcome {
+            Ok(ClaimOutcome::Claimed { .. }) => {
+                self.env.note_recipient(contact);
+                true
+            }
             Ok(ClaimOutcome::EngagedElsewhere { .. }) => {
                 self.exclude(contact, ExclusionReason::EngagedElsewhere)
                     .await;
-                return Considered::Skipped;
+                false
             }
-            Ok(ClaimOutcome::NotClaimable { .. }) => return Considered::Skipped,
+            Ok(ClaimOutcome::NotClaimable { .. }) => false,
             Err(e) => {
-                tracing::warn!(campaign = %id, error = %e, "claim failed; the contact stays pending");
-                return Considered::Skipped;
+                tracing::warn!(campaign = %self.state.id, error = %e, "claim failed; the contact stays pending");
+                false
             }
-        };
-        self.env.note_recipient(contact);
-        let job = SendJob {
-            campaign: entry,
-            contact: contact.clone(),
-            params: row.params,
-            claims,
-            deferred_before: row.error_code == Some(131049),
-        };
-        let state = self.state.clone();
-        state.in_flight.fetch_add(1, Ordering::Relaxed);
-        // The send runs on the tokio pool straight on the sender's core: a
-        // round trip through the sender actor's mailbox for every message
-        // cost two thread hops and a third of the daemon's CPU per send. The
-        // actor keeps the sender's lifecycle and control messages. Every log
-        // line of the send carries the campaign and the sender.
-        let span = tracing::info_span!("send", campaign = %state.id, sender = %sender.core().id);
-        tokio::spawn(async move {
-            use tracing::Instrument;
-            let report = sender.core().clone().process(job).instrument(span).await;
-            drop(sender);
-            if let SendReport::CampaignHalted(reason) = &report {
-                tracing::error!(campaign = %state.id, reason = %reason, "campaign halted by WhatsApp (template problem): fix it, then publish the spec again or restart");
-                *lock(&state.halted) = Some(reason.clone());
-            }
-            state.in_flight.fetch_sub(1, Ordering::Relaxed);
-            state.dispatched.fetch_add(1, Ordering::Relaxed);
-            drop(permit);
-        });
-        Considered::Dispatched
-    }
-
-    /// The least loaded sender of the pool, skipping halted ones; the scan
-    /// starts at a hash of the contact, so equally loaded senders share the
-    /// work. A fixed hash per contact left some senders idle while others had
-    /// long queues holding the campaign's in-flight permits: with 100 paced
-    /// senders the idle ones sent 2–7 % under their rate.
-    fn pick_sender(&self, entry: &CatalogEntry, contact: &ContactKey) -> Option<Arc<SenderCore>> {
-        let senders = self.senders.read().unwrap_or_else(|p| p.into_inner());
-        let pool: Vec<&Arc<SenderCore>> = entry
-            .spec
-            .senders
-            .iter()
-            .filter_map(|s| senders.get(s))
-            .map(|(_, core)| core)
-            .filter(|core| !core.is_halted())
-            .collect();
-        if pool.is_empty() {
-            return None;
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        contact.as_str().hash(&mut h);
-        let start = (h.finish() as usize) % pool.len();
-        (0..pool.len())
-            .map(|i| pool[(start + i) % pool.len()])
-            .min_by_key(|core| core.queued())
-            .cloned()
     }
 }
 

@@ -1,5 +1,5 @@
 //! What a send's result means: the contact's outcome and the effects on the
-//! sender and the campaign (DESIGN §4). Pure: the sender actor performs it.
+//! sender and the campaign (docs/ARCHITECTURE.md, "States"). Pure: the sender actor performs it.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -15,7 +15,8 @@ pub enum Decision {
     /// Write this outcome; the contact's journey continues by webhooks or ends.
     Record(Outcome),
     /// Try the same contact again after a backoff (throttled, transient,
-    /// never sent), while still holding the claim.
+    /// never sent): the claim is released and the contact waits in the
+    /// queue for its retry time.
     Retry { code: Option<i64>, throttled: bool },
     /// The sender must stop (token, account, policy): the contact goes back
     /// to the queue for another sender.
@@ -92,18 +93,15 @@ pub fn decide(result: &SendResult, claims: u32, now: DateTime<Utc>) -> Decision 
     }
 }
 
-/// The outcome when retries are exhausted: a throttled contact goes back to
-/// the queue (the platform is busy, the contact is fine); a transient
-/// failure becomes final.
-pub fn exhausted(code: Option<i64>, throttled: bool) -> Outcome {
-    if throttled {
-        Outcome::Retry { code }
-    } else {
-        Outcome::Failed {
-            code,
-            class: ErrorClass::Transient.as_str().to_string(),
-            message: "gave up after repeated transient errors".into(),
-        }
+/// The outcome of a transient answer about one contact whose retries are
+/// used up while its sender is healthy: final. (A throttled contact, a
+/// request that never left and any send during an outage go back to the
+/// queue instead; the sender decides which applies.)
+pub fn exhausted(code: Option<i64>) -> Outcome {
+    Outcome::Failed {
+        code,
+        class: ErrorClass::Transient.as_str().to_string(),
+        message: "gave up after repeated transient errors while other sends went through".into(),
     }
 }
 
@@ -216,13 +214,6 @@ mod tests {
             Some(ContactFact::Undeliverable)
         );
         assert_eq!(contact_fact(&rejected(132000)), None);
-        assert_eq!(
-            exhausted(Some(130429), true),
-            Outcome::Retry { code: Some(130429) }
-        );
-        assert!(matches!(
-            exhausted(Some(131000), false),
-            Outcome::Failed { .. }
-        ));
+        assert!(matches!(exhausted(Some(131000)), Outcome::Failed { .. }));
     }
 }

@@ -5,7 +5,8 @@
 //!   backoff), unit-tested with an injected clock.
 //! - [`decision`]: what a WhatsApp answer means for the contact, the sender
 //!   and the campaign.
-//! - [`sender`]: `SenderActor` per phone_number_id (limiters, HTTP, outcome).
+//! - [`sender`]: `SenderActor` per phone_number_id (limiters, circuit, HTTP,
+//!   outcome) and the pool a campaign picks its sender from.
 //! - [`campaign`]: `CampaignActor` per campaign (scan, checks, claim).
 //! - [`registry`]: `CampaignRegistry` (catalog → actors, overrides, reload).
 

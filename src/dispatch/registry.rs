@@ -4,7 +4,7 @@
 //! partitions (several instances split each sender's limit with no
 //! coordinator, DESIGN §2).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use super::campaign::{CampaignActor, CampaignControl, CampaignState, DispatchEnv, Pump};
 use super::policy::backoff::RetryPolicy;
 use super::policy::lifecycle;
+use super::policy::circuit::CircuitSettings;
+use super::sender::pool::SenderMap;
 use super::sender::{Reconfigure, SenderActor, SenderCore, SenderSettings};
 use crate::config::Config;
 use crate::domain::ContactKey;
@@ -128,8 +130,6 @@ impl DispatchEnv for Env {
     }
 }
 
-pub type SenderMap = Arc<RwLock<BTreeMap<String, (Addr<SenderActor>, Arc<SenderCore>)>>>;
-
 pub struct CampaignRegistry {
     store: Arc<dyn Store>,
     catalog: CampaignCatalog,
@@ -185,6 +185,11 @@ impl CampaignRegistry {
             },
             aimd_decrease_factor: d.aimd_decrease_factor,
             aimd_increase_per_sec: d.aimd_increase_per_sec,
+            circuit: CircuitSettings {
+                failures_to_open: d.circuit_failures_to_open,
+                open_secs: d.circuit_open_secs,
+                max_open_secs: d.circuit_max_open_secs,
+            },
         }
     }
 
@@ -232,9 +237,10 @@ impl CampaignRegistry {
             self.ensure_sender(&s);
         }
         if let Some(addr) = self.actors.get(id) {
-            // Control messages are rare and the mailbox is bounded: a full
-            // mailbox drops nothing important (the next change re-sends).
-            let _ = addr.try_send(CampaignControl::Spec(entry));
+            // Control messages are rare and must never be dropped (a spec
+            // that says `ended` is a stop): `do_send` queues past the
+            // mailbox's capacity.
+            addr.do_send(CampaignControl::Spec(entry));
             return;
         }
         let spec_senders = entry.spec.senders.len();
@@ -263,43 +269,49 @@ impl CampaignRegistry {
             .insert(id.to_string(), CampaignActor::new(pump).start());
     }
 
+    /// Applies a reload: only what changed reaches the actors, so an
+    /// unrelated change (a log level) keeps every sender's AIMD state and
+    /// every halt Meta imposed.
     fn apply_config(&mut self, new: Config) {
         let changes = self.config.live_changes(&new);
-        self.config = new;
+        let old = std::mem::replace(&mut self.config, new);
         self.env
             .portfolio
             .set_limit(self.config.dispatch.portfolio_daily_limit);
-        let ids: Vec<String> = self
+        let senders: Vec<(String, Addr<SenderActor>, Arc<SenderCore>)> = self
             .senders
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
+            .iter()
+            .map(|(id, (addr, core))| (id.clone(), addr.clone(), core.clone()))
             .collect();
-        for id in ids {
-            let s = self.config.sender(&id);
-            if let Some((addr, core)) = self
-                .senders
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&id)
-            {
-                if s.paused {
-                    core.set_halted(Some("paused in the config".into()));
-                }
-                let _ = addr.try_send(Reconfigure {
-                    per_second: Some(s.per_second),
+        for (id, addr, core) in senders {
+            let (was, now) = (old.sender(&id), self.config.sender(&id));
+            if now.paused && !was.paused {
+                core.set_halted(Some("paused in the config".into()));
+            }
+            let rate_changed = (now.per_second - was.per_second).abs() > f64::EPSILON;
+            let resumed = was.paused && !now.paused;
+            if rate_changed || resumed {
+                addr.do_send(Reconfigure {
+                    per_second: rate_changed.then_some(now.per_second),
                     share: None,
-                    resume: !s.paused,
+                    resume: resumed,
                 });
             }
         }
         for (id, addr) in &self.actors {
-            let o = self.config.campaigns.get(id);
-            let _ = addr.try_send(CampaignControl::Override {
-                per_second: o.and_then(|o| o.per_second.or(o.per_hour.map(|h| h / 3600.0))),
-                paused: o.is_some_and(|o| o.paused),
-            });
+            let override_of = |c: &Config| {
+                let o = c.campaigns.get(id);
+                (
+                    o.and_then(|o| o.per_second.or(o.per_hour.map(|h| h / 3600.0))),
+                    o.is_some_and(|o| o.paused),
+                )
+            };
+            let (per_second, paused) = override_of(&self.config);
+            if override_of(&old) != (per_second, paused) {
+                addr.do_send(CampaignControl::Override { per_second, paused });
+            }
         }
         tracing::info!(?changes, "configuration reloaded");
     }
@@ -345,7 +357,7 @@ impl Actor for CampaignRegistry {
                     .unwrap_or_else(|p| p.into_inner())
                     .values()
                 {
-                    let _ = addr.try_send(Reconfigure {
+                    addr.do_send(Reconfigure {
                         per_second: None,
                         share: Some(share),
                         resume: false,
@@ -397,7 +409,7 @@ impl Handler<StopAll> for CampaignRegistry {
 
     fn handle(&mut self, _: StopAll, _: &mut Self::Context) {
         for addr in self.actors.values() {
-            let _ = addr.try_send(CampaignControl::Stop);
+            addr.do_send(CampaignControl::Stop);
         }
     }
 }

@@ -262,12 +262,30 @@ fn is_graph_version(v: &str) -> bool {
     digits(major) && digits(minor)
 }
 
+/// Counts a request in `in_flight` while it is being answered.
+struct Answering<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Answering<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicU64) -> Self {
+        counter.fetch_add(1, Relaxed);
+        Answering(counter)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 async fn send_message(
     req: HttpRequest,
     mut payload: web::Payload,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
     let seq = shared.stats.requests.fetch_add(1, Relaxed);
+    // Counted until the answer is handed back (or the client went away).
+    let _answering = Answering::new(&shared.stats.answering);
     let mut body = web::BytesMut::new();
     let mut too_large = false;
     while let Some(chunk) = payload.next().await {

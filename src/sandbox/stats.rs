@@ -21,6 +21,10 @@ use super::rules::{mix64, PairLimit};
 pub struct SandboxStats {
     /// `POST /{version}/{phone_number_id}/messages` requests received.
     pub requests: u64,
+    /// Send requests received and not answered yet (their answer waits
+    /// for the configured latency): what a client killed now had on the wire.
+    #[serde(default)]
+    pub in_flight: u64,
     /// Messages accepted (answered with a wamid).
     pub accepted: u64,
     /// Requests refused with a Graph error, by error code (5xx excluded).
@@ -163,6 +167,7 @@ pub(crate) struct PairLimited;
 /// All counters and ledgers of one sandbox.
 pub(crate) struct Stats {
     pub(crate) requests: AtomicU64,
+    pub(crate) answering: AtomicU64,
     accepted: AtomicU64,
     http_5xx: AtomicU64,
     rejected_known: Vec<(i64, AtomicU64)>,
@@ -188,6 +193,7 @@ impl Stats {
         known.dedup();
         Self {
             requests: AtomicU64::new(0),
+            answering: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             http_5xx: AtomicU64::new(0),
             rejected_known: known.into_iter().map(|c| (c, AtomicU64::new(0))).collect(),
@@ -303,6 +309,7 @@ impl Stats {
             .collect();
         SandboxStats {
             requests: self.requests.load(Relaxed),
+            in_flight: self.answering.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
             rejected_by_code,
             http_5xx: self.http_5xx.load(Relaxed),

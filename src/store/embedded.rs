@@ -379,7 +379,7 @@ impl Inner {
                     batch.insert(&self.contacts, ckey.to_vec(), encode(&c)?);
                 }
             }
-            Outcome::Retry { .. } | Outcome::Deferred { .. } => {
+            _ if record.requeued_by(outcome) => {
                 batch.insert(
                     &self.pending,
                     pending_key(campaign, record.shard, record.seq),

@@ -122,27 +122,40 @@ impl DispatchRecord {
 
     /// Whether a claim may take this row at `now`: pending, or deferred and
     /// due (same rule on every backend).
+    /// A pending row may carry a `deferred_until` too: the retry time of a
+    /// send that provably never left (see [`Outcome::Retry`]).
     pub fn claimable(&self, now: DateTime<Utc>) -> bool {
         match self.state {
-            DispatchState::Pending => true,
-            DispatchState::Deferred => self.deferred_until.is_none_or(|t| t <= now),
+            DispatchState::Pending | DispatchState::Deferred => {
+                self.deferred_until.is_none_or(|t| t <= now)
+            }
             _ => false,
         }
     }
 
     /// Applies an outcome to the row (same rules on every backend).
+    ///
+    /// An outcome settles a claim, so only a `claimed` row takes its state:
+    /// a status webhook may have overtaken the API answer (a `sent`,
+    /// `delivered`, `failed` or `deferred` already on the row), and a late
+    /// answer or a recovery's `unknown` must never move a row back. Such a
+    /// row keeps its state; an `accepted` answer still records the wamid and
+    /// its time. `Excluded` applies to pending and deferred rows (the store
+    /// checks that before calling).
     pub fn apply_outcome(&mut self, outcome: &Outcome, at: DateTime<Utc>) {
+        let claimed = self.state == DispatchState::Claimed;
         match outcome {
             Outcome::Accepted { wamid } => {
-                // A status webhook may have overtaken the API answer and
-                // already moved the row past `accepted`: keep the later state.
-                if self.state.delivery_rank() <= DispatchState::Accepted.delivery_rank() {
+                if claimed || self.state == DispatchState::Unknown {
                     self.state = DispatchState::Accepted;
+                    self.deferred_until = None;
                 }
-                self.wamid = Some(wamid.clone());
-                self.times.accepted = Some(at);
-                self.deferred_until = None;
+                if self.wamid.is_none() || claimed {
+                    self.wamid = Some(wamid.clone());
+                }
+                self.times.accepted.get_or_insert(at);
             }
+            _ if !claimed && !matches!(outcome, Outcome::Excluded { .. }) => {}
             Outcome::Failed {
                 code,
                 class,
@@ -162,12 +175,18 @@ impl DispatchRecord {
                 self.state = DispatchState::Deferred;
                 self.deferred_until = Some(*until);
                 self.error_code = *code;
+                self.owner = None;
             }
-            Outcome::Retry { code } => {
+            Outcome::Retry { code, not_before } => {
                 // Back to the queue: the claim is released and the contact is
-                // picked up again by the scan (its pending entry is re-added).
+                // picked up again by the scan (its pending entry is re-added)
+                // once `not_before` is past. The request never left, so the
+                // claim does not count as an attempt: `attempts` counts the
+                // requests that may have reached Meta.
+                self.attempts = self.attempts.saturating_sub(1);
                 self.state = DispatchState::Pending;
                 self.error_code = *code;
+                self.deferred_until = *not_before;
                 self.owner = None;
             }
             Outcome::Excluded { reason } => {
@@ -176,6 +195,13 @@ impl DispatchRecord {
                 self.times.excluded = Some(at);
             }
         }
+    }
+
+    /// True when applying `outcome` re-queues the row (its pending entry
+    /// must be written back).
+    pub fn requeued_by(&self, outcome: &Outcome) -> bool {
+        matches!(outcome, Outcome::Retry { .. } | Outcome::Deferred { .. })
+            && matches!(self.state, DispatchState::Pending | DispatchState::Deferred)
     }
 }
 
@@ -307,9 +333,11 @@ pub enum Outcome {
         until: DateTime<Utc>,
         code: Option<i64>,
     },
-    /// Not sent (or refused with a retryable error): back to pending.
+    /// Not sent (or refused with a retryable error, which Meta answers
+    /// without sending): back to pending, claimable again from `not_before`.
     Retry {
         code: Option<i64>,
+        not_before: Option<DateTime<Utc>>,
     },
     /// Found ineligible at claim time (opt-out, suppression, …).
     Excluded {

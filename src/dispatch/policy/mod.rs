@@ -12,9 +12,15 @@
 //!   overrides, errors, schedule and contact counts; what each state allows.
 //! - [`aimd`]: a sender's rate under Meta's throughput limit (130429).
 //! - [`backoff`]: retry delays, exponential with full jitter.
+//! - [`admission`]: may this contact be claimed now? Every stop and wait
+//!   rule in one function, evaluated again right before the claim.
+//! - [`circuit`]: a sender's circuit breaker for outages (wait, probe,
+//!   resume; contacts stay pending meanwhile).
 
+pub mod admission;
 pub mod aimd;
 pub mod backoff;
+pub mod circuit;
 pub mod lifecycle;
 pub mod schedule;
 

@@ -1251,7 +1251,7 @@ impl Store for ScyllaStore {
                 self.exec(&self.st.unpark, (wamid,), "clearing parked statuses")
                     .await?;
             }
-            Outcome::Retry { .. } | Outcome::Deferred { .. } => self.add_pending(&new).await?,
+            _ if new.requeued_by(outcome) => self.add_pending(&new).await?,
             _ => {}
         }
         Ok(())

@@ -2,10 +2,21 @@
 //!
 //! Paces messages with a governor limiter at `per_second × instance share`
 //! (adjusted by AIMD on 130429), spaces messages to one recipient with a
-//! keyed pair limiter (Meta: error 131056), sends through the Cloud API
-//! client, decides what the answer means and writes the outcome. The actor
-//! is glue: [`SenderCore`] does the work on the tokio pool, so the actor's
-//! thread never waits on I/O.
+//! keyed pair limiter (Meta: error 131056), trips a circuit when its sends
+//! keep failing transiently (an outage), sends through the Cloud API client,
+//! decides what the answer means and writes the outcome. The actor is glue:
+//! [`SenderCore`] does the work on the tokio pool, so the actor's thread
+//! never waits on I/O.
+//!
+//! A send is two steps with the claim in between: [`SenderCore::take_turn`]
+//! waits for everything that can make a contact wait (the sender's in-flight
+//! slot, the pair limiter, the pace, the circuit), the caller claims the
+//! contact, and [`SenderCore::deliver`] writes the request at once and
+//! records what came back. So a claimed row is a request on the wire, and a
+//! crash or a stop can only leave `unknown` the requests that really left
+//! (docs/ARCHITECTURE.md, "Claims").
+
+pub mod pool;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,19 +24,19 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::decision::{self, ContactFact, Decision};
 use super::policy::aimd::Aimd;
 use super::policy::backoff::RetryPolicy;
-use crate::domain::{ContactKey, FrozenParams};
-use crate::ingest::catalog::CatalogEntry;
+use super::policy::circuit::{Circuit, CircuitSettings, Pass};
+use crate::domain::{ContactKey, ErrorClass};
 use crate::metrics;
 use crate::store::{Outcome, Store};
 use crate::whatsapp::client::{SendResult, WhatsAppClient};
-use crate::whatsapp::payload::{callback_data, template_message_bytes};
 
 /// Settings of one sender (from `[senders]` and `[dispatch]`).
 #[derive(Debug, Clone)]
@@ -37,17 +48,20 @@ pub struct SenderSettings {
     pub retry: RetryPolicy,
     pub aimd_decrease_factor: f64,
     pub aimd_increase_per_sec: f64,
+    pub circuit: CircuitSettings,
 }
 
 /// A claimed contact to send.
 pub struct SendJob {
-    pub campaign: Arc<CatalogEntry>,
+    pub campaign: String,
     pub contact: ContactKey,
-    pub params: FrozenParams,
-    /// Times the contact was claimed.
-    pub claims: u32,
+    /// The request body, built before the claim.
+    pub body: Bytes,
     /// Already deferred once for 131049: a second 131049 is final.
     pub deferred_before: bool,
+    /// Earlier tries of this contact that never left (back in the queue
+    /// each time): the backoff grows with them.
+    pub retries: u32,
 }
 
 /// How a job ended, for the campaign that handed it over.
@@ -55,6 +69,9 @@ pub struct SendJob {
 pub enum SendReport {
     /// An outcome was written (its label: accepted, failed, unknown, …).
     Done(&'static str),
+    /// The request never left (or was refused with a retryable error); the
+    /// contact is pending again, claimable from the retry time.
+    Requeued,
     /// The sender is halted; the contact went back to the queue.
     SenderHalted,
     /// A campaign-class error; the contact went back to the queue.
@@ -62,6 +79,24 @@ pub enum SendReport {
     /// The outcome could not be written; the claim stays and is settled at
     /// the next start (as unknown) or by a webhook.
     StoreFailed,
+}
+
+/// The sender's go-ahead for one contact: its in-flight slot is held and
+/// the pair limiter, the pace and the circuit let it through. Claim, then
+/// [`SenderCore::deliver`]; dropped unused, it gives everything back.
+pub struct Turn<'a> {
+    core: &'a SenderCore,
+    _slot: SemaphorePermit<'a>,
+    probe: bool,
+    used: bool,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.used {
+            lock(&self.core.circuit).probe_abandoned(monotonic_secs());
+        }
+    }
 }
 
 pub struct SenderCore {
@@ -76,6 +111,8 @@ pub struct SenderCore {
     pair: DefaultKeyedRateLimiter<String>,
     halted: Mutex<Option<String>>,
     is_halted: AtomicBool,
+    circuit: Mutex<Circuit>,
+    circuit_open: AtomicBool,
     in_flight: Semaphore,
     /// Sends waiting for the sender's rate take turns here, first come first
     /// served: only the head polls the limiter. Without it every waiting send
@@ -108,8 +145,12 @@ impl Drop for QueuedSend {
     }
 }
 
+/// The slowest pace a limiter keeps: one permit a day. Slower rates are
+/// refused by config validation; this only keeps a zero out of governor.
+const MIN_RATE: f64 = 1.0 / 86_400.0;
+
 fn quota(rate: f64) -> Quota {
-    let rate = rate.max(0.01);
+    let rate = if rate.is_finite() { rate.max(MIN_RATE) } else { MIN_RATE };
     // Burst of 50 ms worth: enough to absorb scheduling jitter, small enough
     // that a platform limit equal to our rate never sees a spike above it.
     let burst = NonZeroU32::new(((rate / 20.0).ceil() as u32).max(1)).unwrap_or(NonZeroU32::MIN);
@@ -149,11 +190,14 @@ impl SenderCore {
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(settings.pair_burst.max(1)).unwrap_or(NonZeroU32::MIN));
         metrics::sender_rate(id, rate, settings.per_second);
+        metrics::sender_circuit(id, false);
         SenderCore {
             id: id.to_string(),
             client,
             store,
             in_flight: Semaphore::new(settings.max_in_flight.max(1)),
+            circuit: Mutex::new(Circuit::new(settings.circuit)),
+            circuit_open: AtomicBool::new(false),
             settings: RwLock::new(settings),
             share: Mutex::new(share),
             aimd: Mutex::new(aimd),
@@ -173,6 +217,30 @@ impl SenderCore {
 
     pub fn halt_reason(&self) -> Option<String> {
         lock(&self.halted).clone()
+    }
+
+    /// True while the circuit is open (an outage): the sender is given no
+    /// contacts until a probe gets through, except the probe itself.
+    pub fn is_circuit_open(&self) -> bool {
+        self.circuit_open.load(Ordering::Acquire)
+    }
+
+    /// May the pool hand this sender a contact now? Not halted, and its
+    /// circuit closed or due for a probe.
+    pub fn available(&self) -> bool {
+        if self.is_halted() {
+            return false;
+        }
+        if !self.is_circuit_open() {
+            return true;
+        }
+        match lock(&self.circuit).state() {
+            super::policy::circuit::CircuitState::Open { until, .. } => {
+                monotonic_secs() >= until
+            }
+            super::policy::circuit::CircuitState::Probing { .. } => false,
+            super::policy::circuit::CircuitState::Closed { .. } => true,
+        }
     }
 
     /// Current allowed messages per second (AIMD × instance share). Before
@@ -198,9 +266,12 @@ impl SenderCore {
         metrics::sender_rate(&self.id, rate, self.configured());
     }
 
-    /// Reload: a new configured rate and/or instance share.
+    /// Reload or rebalance: a new configured rate and/or instance share.
+    /// Only what changed is applied: an unchanged rate keeps the AIMD
+    /// controller (and a 130429 back-off in progress).
     pub fn reconfigure(&self, per_second: Option<f64>, share: Option<f64>) {
-        if let Some(rate) = per_second {
+        let mut changed = false;
+        if let Some(rate) = per_second.filter(|r| (*r - self.configured()).abs() > f64::EPSILON) {
             self.settings
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -216,11 +287,18 @@ impl SenderCore {
                 Ok(a) => *lock(&self.aimd) = a,
                 Err(e) => tracing::error!(sender = %self.id, error = %e, "rate not applied"),
             }
+            changed = true;
         }
         if let Some(s) = share {
-            *lock(&self.share) = s;
+            let mut current = lock(&self.share);
+            if (*current - s).abs() > f64::EPSILON {
+                *current = s;
+                changed = true;
+            }
         }
-        self.rebuild();
+        if changed {
+            self.rebuild();
+        }
     }
 
     /// Sends handed to this sender and not finished yet.
@@ -233,7 +311,8 @@ impl SenderCore {
         *lock(&self.halted) = reason;
     }
 
-    async fn pace(&self) {
+    /// Waits for the sender's pace; false when `stop` said so first.
+    async fn pace(&self, stop: &(dyn Fn() -> bool + Sync)) -> bool {
         let started = Instant::now();
         let current = || {
             self.limiter
@@ -242,109 +321,177 @@ impl SenderCore {
                 .clone()
         };
         // A permit at hand is taken at once; otherwise wait in line.
-        if current().check().is_err() {
+        let paced = if current().check().is_ok() {
+            true
+        } else {
             let _turn = self.pace_queue.lock().await;
-            wait_turn(current).await;
-        }
+            wait_turn_unless(current, stop).await
+        };
         metrics::limiter_wait(&self.id, started.elapsed().as_secs_f64());
+        paced
     }
 
-    /// Sends one claimed contact and records its outcome.
-    pub async fn process(self: Arc<Self>, job: SendJob) -> SendReport {
-        let Ok(_permit) = self.in_flight.acquire().await else {
-            return SendReport::SenderHalted;
+    /// Waits until this sender may write a request to `contact` now: its
+    /// in-flight slot, the pair limiter (Meta spaces messages to one
+    /// recipient, 131056: wait, don't fail), the pace, and the circuit.
+    /// `None` when the sender is halted or its circuit open, or `stop`
+    /// (checked at least every 50 ms) turned true: the contact was not
+    /// claimed, so nothing needs undoing.
+    pub async fn take_turn(
+        &self,
+        contact: &ContactKey,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Option<Turn<'_>> {
+        let slot = tokio::select! {
+            slot = self.in_flight.acquire() => slot.ok()?,
+            _ = poll_until(stop) => return None,
         };
-        let campaign = job.campaign.spec.id.clone();
-        if self.is_halted() {
-            return self
-                .finish(
-                    &campaign,
+        let key = contact.as_str().to_string();
+        loop {
+            if stop() || self.is_halted() {
+                return None;
+            }
+            match self.pair.check_key(&key) {
+                Ok(()) => break,
+                Err(not_until) => {
+                    use governor::clock::Clock;
+                    let wait = not_until.wait_time_from(self.pair.clock().now());
+                    tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
+                }
+            }
+        }
+        if !self.pace(stop).await || self.is_halted() {
+            return None;
+        }
+        let probe = match lock(&self.circuit).admit(monotonic_secs()) {
+            Pass::Send => false,
+            Pass::Probe => true,
+            Pass::Wait(_) => return None,
+        };
+        Some(Turn {
+            core: self,
+            _slot: slot,
+            probe,
+            used: false,
+        })
+    }
+
+    /// Writes the request of a claimed contact and records its outcome. One
+    /// attempt: a request known not to have left goes back to the queue as
+    /// due for retry (never held claimed through a backoff).
+    pub async fn deliver(&self, mut turn: Turn<'_>, job: SendJob) -> SendReport {
+        turn.used = true;
+        let campaign = job.campaign.as_str();
+        let started = Instant::now();
+        let result = self.client.send_raw(&self.id, job.body).await;
+        metrics::whatsapp_request(&self.id, started.elapsed().as_secs_f64());
+        if let SendResult::Rejected { error, class, .. } = &result {
+            metrics::failure(campaign, class.as_str(), error.code);
+        }
+        self.note_path(&result);
+        if let Some(fact) = decision::contact_fact(&result) {
+            self.note_contact(&job.contact, &fact).await;
+        }
+        drop(turn);
+        let now = Utc::now();
+        match decision::decide(&result, if job.deferred_before { 2 } else { 1 }, now) {
+            Decision::Record(outcome) => {
+                if matches!(outcome, Outcome::Accepted { .. }) {
+                    lock(&self.aimd).on_success(monotonic_secs());
+                    self.maybe_recover();
+                }
+                let label = outcome_label(&outcome);
+                self.finish(campaign, &job.contact, outcome, SendReport::Done(label))
+                    .await
+            }
+            Decision::Retry { code, throttled } => {
+                if throttled
+                    && code == Some(130429)
+                    && lock(&self.aimd).on_throttled(monotonic_secs())
+                {
+                    tracing::warn!(sender = %self.id, rate = self.rate(), "130429 from WhatsApp: lowering the sender's rate");
+                    self.rebuild();
+                }
+                let retry = self
+                    .settings
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retry;
+                let attempts = job.retries + 1;
+                let delay = retry.next(attempts, rand::random::<f64>());
+                // Retries run out only for a contact-specific transient
+                // answer while the sender is healthy: during an outage (the
+                // circuit open) or for a request that never left, the
+                // contact waits instead of failing for good.
+                let outcome = match delay {
+                    Some(delay) => retry_after(code, delay),
+                    None if !throttled
+                        && matches!(result, SendResult::Rejected { .. })
+                        && !self.is_circuit_open() =>
+                    {
+                        decision::exhausted(code)
+                    }
+                    None => retry_after(code, retry.max),
+                };
+                let report = if matches!(outcome, Outcome::Retry { .. }) {
+                    SendReport::Requeued
+                } else {
+                    SendReport::Done(outcome_label(&outcome))
+                };
+                self.finish(campaign, &job.contact, outcome, report).await
+            }
+            Decision::HaltSender { code, reason } => {
+                tracing::error!(sender = %self.id, code, reason = %reason, "sender halted: fix the account or token, then reload or restart; its campaigns continue on the rest of their pool");
+                self.set_halted(Some(reason));
+                self.finish(
+                    campaign,
                     &job.contact,
-                    Outcome::Retry { code: None },
+                    Outcome::Retry {
+                        code,
+                        not_before: None,
+                    },
                     SendReport::SenderHalted,
                 )
-                .await;
+                .await
+            }
+            Decision::HaltCampaign { code, reason } => {
+                self.finish(
+                    campaign,
+                    &job.contact,
+                    Outcome::Retry {
+                        code,
+                        not_before: None,
+                    },
+                    SendReport::CampaignHalted(reason),
+                )
+                .await
+            }
         }
-        // Meta spaces messages to one recipient (131056): wait, don't fail.
-        self.pair
-            .until_key_ready(&job.contact.as_str().to_string())
-            .await;
-        let body = template_message_bytes(
-            &job.campaign.spec.template,
-            &job.contact,
-            &job.params,
-            &callback_data(&campaign, &job.contact),
-        );
-        let retry = self
-            .settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .retry;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            self.pace().await;
-            let started = Instant::now();
-            let result = self.client.send_raw(&self.id, body.clone()).await;
-            metrics::whatsapp_request(&self.id, started.elapsed().as_secs_f64());
-            if let SendResult::Rejected { error, class, .. } = &result {
-                metrics::failure(&campaign, class.as_str(), error.code);
+    }
+
+    /// Feeds the circuit: an answer from the API proves the path works
+    /// (whatever it says about the contact); a request that never left, a
+    /// lost answer or a transient error does not.
+    fn note_path(&self, result: &SendResult) {
+        let transient = match result {
+            SendResult::NotSent { .. } | SendResult::Unknown { .. } => true,
+            SendResult::Rejected { class, .. } => *class == ErrorClass::Transient,
+            SendResult::Accepted { .. } => false,
+        };
+        let mut circuit = lock(&self.circuit);
+        if transient {
+            if circuit.on_transient(monotonic_secs()) {
+                tracing::warn!(sender = %self.id, "sends keep failing transiently (outage?): circuit open, contacts stay pending, probing again shortly");
             }
-            if let Some(fact) = decision::contact_fact(&result) {
-                self.note_contact(&job.contact, &fact).await;
-            }
-            match decision::decide(&result, if job.deferred_before { 2 } else { 1 }, Utc::now()) {
-                Decision::Record(outcome) => {
-                    if matches!(outcome, Outcome::Accepted { .. }) {
-                        lock(&self.aimd).on_success(monotonic_secs());
-                        self.maybe_recover();
-                    }
-                    let label = outcome_label(&outcome);
-                    return self
-                        .finish(&campaign, &job.contact, outcome, SendReport::Done(label))
-                        .await;
-                }
-                Decision::Retry { code, throttled } => {
-                    if throttled
-                        && code == Some(130429)
-                        && lock(&self.aimd).on_throttled(monotonic_secs())
-                    {
-                        tracing::warn!(sender = %self.id, rate = self.rate(), "130429 from WhatsApp: lowering the sender's rate");
-                        self.rebuild();
-                    }
-                    match retry.next(attempt, rand::random::<f64>()) {
-                        Some(delay) => tokio::time::sleep(delay).await,
-                        None => {
-                            let outcome = decision::exhausted(code, throttled);
-                            let label = outcome_label(&outcome);
-                            return self
-                                .finish(&campaign, &job.contact, outcome, SendReport::Done(label))
-                                .await;
-                        }
-                    }
-                }
-                Decision::HaltSender { code, reason } => {
-                    tracing::error!(sender = %self.id, code, reason = %reason, "sender halted: fix the account or token, then reload or restart; its campaigns continue on the rest of their pool");
-                    self.set_halted(Some(reason));
-                    return self
-                        .finish(
-                            &campaign,
-                            &job.contact,
-                            Outcome::Retry { code },
-                            SendReport::SenderHalted,
-                        )
-                        .await;
-                }
-                Decision::HaltCampaign { code, reason } => {
-                    return self
-                        .finish(
-                            &campaign,
-                            &job.contact,
-                            Outcome::Retry { code },
-                            SendReport::CampaignHalted(reason),
-                        )
-                        .await;
-                }
+        } else {
+            circuit.on_answer();
+        }
+        let open = !circuit.is_closed();
+        drop(circuit);
+        if self.circuit_open.swap(open, Ordering::AcqRel) != open {
+            metrics::sender_circuit(&self.id, open);
+            if !open {
+                tracing::info!(sender = %self.id, "a probe got through: circuit closed, sending again");
             }
         }
     }
@@ -412,17 +559,43 @@ impl SenderCore {
     }
 }
 
+/// Back to the queue, claimable again after `delay`.
+fn retry_after(code: Option<i64>, delay: Duration) -> Outcome {
+    Outcome::Retry {
+        code,
+        not_before: chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d)),
+    }
+}
+
+/// Resolves once `stop()` is true (polled every 50 ms).
+async fn poll_until(stop: &(dyn Fn() -> bool + Sync)) {
+    while !stop() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits for a permit of the limiter `current()` returns, re-reading it at
 /// least every 50 ms: a limiter rebuilt by a reload, an AIMD step or a
 /// rebalance takes effect for waiting sends too (governor's `until_ready`
 /// would keep a send on the old one). The wait is read on the limiter's own
 /// clock: making a new clock calibrates it, which costs more than the check.
 pub async fn wait_turn(current: impl Fn() -> Arc<DefaultDirectRateLimiter>) {
+    wait_turn_unless(current, &|| false).await;
+}
+
+/// [`wait_turn`], giving up (false) as soon as `stop()` is true.
+pub async fn wait_turn_unless(
+    current: impl Fn() -> Arc<DefaultDirectRateLimiter>,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> bool {
     use governor::clock::Clock;
     loop {
         let limiter = current();
         match limiter.check() {
-            Ok(()) => return,
+            Ok(()) => return true,
+            Err(_) if stop() => return false,
             Err(not_until) => {
                 let wait = not_until.wait_time_from(limiter.clock().now());
                 tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
@@ -431,7 +604,8 @@ pub async fn wait_turn(current: impl Fn() -> Arc<DefaultDirectRateLimiter>) {
     }
 }
 
-/// Seconds on a monotonic clock (AIMD measures intervals, not dates).
+/// Seconds on a monotonic clock (AIMD and the circuit measure intervals,
+/// not dates).
 fn monotonic_secs() -> f64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_secs_f64()
@@ -470,12 +644,14 @@ impl Actor for SenderActor {
     }
 }
 
+/// A changed rate, a new instance share, or a halt lifted by the operator.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Reconfigure {
     pub per_second: Option<f64>,
     pub share: Option<f64>,
-    /// `Some(false)` lifts a halt (operator action through reload).
+    /// Lifts a halt: only when the operator changed the sender's `paused`
+    /// from true to false (a reload of anything else keeps Meta's halts).
     pub resume: bool,
 }
 
