@@ -41,7 +41,7 @@ use wadispatch::domain::{
 use wadispatch::ingest::catalog::{CampaignCatalog, CatalogEntry};
 use wadispatch::store::embedded::{Durability, EmbeddedStore};
 use wadispatch::store::{ClaimOutcome, ClaimRequest, Outcome, StageRequest, Store};
-use wadispatch::webhook::payload::{parse_timestamp, Envelope};
+use wadispatch::webhook::payload::{parse_timestamp, Envelope, Lenient};
 use wadispatch::webhook::signature;
 use wadispatch::whatsapp::payload::{callback_data, parse_callback_data, template_message_bytes};
 
@@ -424,8 +424,15 @@ fn parse_statuses(body: &[u8]) -> usize {
         .iter()
         .flat_map(|entry| &entry.changes)
         .flat_map(|change| &change.value.statuses)
+        .filter_map(|status| match status {
+            Lenient::Ok(status) => Some(status),
+            Lenient::Bad(_) => None,
+        })
         .filter(|status| {
-            black_box(parse_timestamp(status.timestamp.as_deref()));
+            let _ = black_box(parse_timestamp(
+                status.timestamp.as_ref(),
+                chrono::Utc::now(),
+            ));
             status
                 .biz_opaque_callback_data
                 .as_deref()

@@ -362,6 +362,7 @@ impl Daemon {
             campaigns: Arc::default(),
             suppressions: pipeline.suppressions.clone(),
             portfolio: Default::default(),
+            resend_unknown_after: Default::default(),
             events: Some(events),
         });
         let registry = crate::dispatch::registry::CampaignRegistry::new(

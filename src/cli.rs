@@ -31,11 +31,20 @@ enum Command {
         )]
         config: PathBuf,
     },
-    /// Check a configuration file without running; prints every problem.
+    /// Check a configuration file, or a campaign spec (a `.json` file), without
+    /// running; prints every problem.
     Validate {
+        /// A campaign spec (`.json`) or a configuration file; without it, the
+        /// configuration given by --config.
+        file: Option<PathBuf>,
         /// Configuration file.
-        #[arg(default_value = "config/wadispatch.toml")]
-        file: PathBuf,
+        #[arg(
+            long,
+            short,
+            default_value = "config/wadispatch.toml",
+            env = "WADISPATCH_CONFIG"
+        )]
+        config: PathBuf,
     },
     /// Audience tools.
     Audience {
@@ -64,6 +73,34 @@ enum Command {
         #[arg(long)]
         summary: bool,
         /// Configuration file (which store to read).
+        #[arg(
+            long,
+            short,
+            default_value = "config/wadispatch.toml",
+            env = "WADISPATCH_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Put `unknown` (or `failed`) contacts of a campaign back to pending, so
+    /// that they are sent again. With the embedded store, stop the daemon first.
+    Requeue {
+        /// Campaign id.
+        #[arg(long)]
+        campaign: String,
+        /// `unknown` (the request may have reached Meta: a duplicate risk) or
+        /// `failed`.
+        #[arg(long)]
+        state: String,
+        /// With `--state failed`: only this error class (e.g. `transient`).
+        #[arg(long)]
+        class: Option<String>,
+        /// Only contacts in that state for at least this long (30s, 15m, 2h, 1d).
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Count what would be requeued; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Configuration file (which store to change).
         #[arg(
             long,
             short,
@@ -157,7 +194,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => crate::app::run(&config),
-        Command::Validate { file } => return validate(&file),
+        Command::Validate { file, config } => return validate(file.as_deref(), &config),
         Command::Audience {
             command:
                 AudienceCommand::Import {
@@ -181,6 +218,21 @@ pub fn main() -> ExitCode {
             summary,
             config,
         } => report(&campaign, format, out, summary, &config),
+        Command::Requeue {
+            campaign,
+            state,
+            class,
+            older_than,
+            dry_run,
+            config,
+        } => requeue(
+            &campaign,
+            &state,
+            class.as_deref(),
+            older_than.as_deref(),
+            dry_run,
+            &config,
+        ),
         Command::Sandbox {
             listen,
             webhook_url,
@@ -199,7 +251,49 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn validate(file: &Path) -> ExitCode {
+fn validate(file: Option<&Path>, config: &Path) -> ExitCode {
+    match file {
+        Some(spec)
+            if spec
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json")) =>
+        {
+            validate_spec(spec)
+        }
+        Some(file) => validate_config(file),
+        None => validate_config(config),
+    }
+}
+
+/// A campaign spec file, checked exactly as the daemon checks a record of
+/// the campaigns topic (keyed by the spec's own id).
+fn validate_spec(file: &Path) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}: cannot read: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let key = crate::domain::CampaignSpec::from_json(&bytes)
+        .map(|s| s.id)
+        .unwrap_or_default();
+    match crate::ingest::catalog::CampaignCatalog::parse(&key, &bytes) {
+        Ok(entry) => {
+            println!("{}: ok (campaign {})", file.display(), entry.spec.id);
+            ExitCode::SUCCESS
+        }
+        Err(crate::ingest::catalog::SpecRejection::Invalid { problems, .. }) => {
+            eprintln!("{}: invalid campaign spec", file.display());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate_config(file: &Path) -> ExitCode {
     match Config::load(file) {
         Ok(_) => {
             println!("{}: ok", file.display());
@@ -336,6 +430,48 @@ fn store_check(config_path: &Path) -> anyhow::Result<()> {
             config.store.backend,
             started.elapsed().as_millis()
         );
+        Ok(())
+    })
+}
+
+fn requeue(
+    campaign: &str,
+    state: &str,
+    class: Option<&str>,
+    older_than: Option<&str>,
+    dry_run: bool,
+    config_path: &Path,
+) -> anyhow::Result<()> {
+    let from = crate::requeue::parse_selection(state, class).map_err(anyhow::Error::msg)?;
+    let age = older_than
+        .map(crate::requeue::parse_age)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--older-than {e}"))?;
+    let config = Config::load(config_path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = crate::app::open_store(&config).await?;
+        let staged = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?.staged;
+        if staged == 0 {
+            anyhow::bail!("campaign {campaign} has no contacts in this store (check --config and the campaign id)");
+        }
+        let pb = crate::import::progress_bar(staged, if dry_run { "checking" } else { "requeueing" });
+        let summary = crate::requeue::requeue(store.as_ref(), campaign, &from, age, dry_run, chrono::Utc::now(), |n| pb.set_position(n)).await?;
+        pb.finish_and_clear();
+        let what = match &from.class {
+            Some(c) => format!("{} ({c})", from.state),
+            None => from.state.to_string(),
+        };
+        if dry_run {
+            println!("{campaign}: {} {what} contacts would be requeued (dry run: nothing changed)", summary.matched);
+        } else {
+            println!("{campaign}: {} of {} {what} contacts requeued; the running daemon sends them at the campaign's pace", summary.requeued, summary.matched);
+        }
+        if from.state == crate::domain::DispatchState::Unknown && summary.matched > 0 {
+            println!("duplicate risk: an unknown request may have reached WhatsApp (there is no idempotency key); up to {} people may get the message twice", summary.matched);
+        }
         Ok(())
     })
 }

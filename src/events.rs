@@ -56,6 +56,13 @@ pub enum Event {
         state: String,
         timestamp: DateTime<Utc>,
     },
+    /// A campaign spec refused by validation, with every problem; the
+    /// previous valid spec (if any) stays in force.
+    SpecRejected {
+        campaign_id: String,
+        problems: Vec<String>,
+        timestamp: DateTime<Utc>,
+    },
     /// A contact that will not be sent, with its reason.
     Excluded {
         campaign_id: String,
@@ -79,7 +86,9 @@ impl Event {
             | Event::Reply { contact, .. }
             | Event::OptOut { contact, .. }
             | Event::Excluded { contact, .. } => contact,
-            Event::Campaign { campaign_id, .. } => campaign_id,
+            Event::Campaign { campaign_id, .. } | Event::SpecRejected { campaign_id, .. } => {
+                campaign_id
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`reload`]: SIGHUP and file-change reload, validated, restart keys refused.
 //! - [`import`]: `audience import`, CSV → keyed records on `wa.audience`.
 //! - [`report`]: funnel summaries computed by scanning the store.
+//! - [`requeue`]: `unknown`/`failed` contacts back to pending (operator or automatic).
 //! - [`app`]: wiring of a running daemon (`run`) and its shutdown.
 //! - [`demo`]: the self-contained demo on an in-process Kafka mock cluster.
 //! - [`whatsapp`]: Cloud API payloads and the HTTP client (error classes).
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod notify;
 pub mod reload;
 pub mod report;
+pub mod requeue;
 pub mod sandbox;
 pub mod store;
 pub mod webhook;

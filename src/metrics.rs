@@ -188,7 +188,7 @@ impl Metrics {
             webhook_statuses: counter(
                 &r,
                 "wadispatch_webhook_statuses_total",
-                "Webhook statuses by result (applied, duplicate, parked, uncorrelated, unknown_contact).",
+                "Webhook statuses by result (applied, duplicate, parked, uncorrelated, unknown_contact, rejected).",
                 &["result"],
             ),
             webhook_duration: {
@@ -625,7 +625,8 @@ mod tests {
     #[test]
     fn names_lists_every_family() {
         let names = metrics().names();
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 23);
+        assert!(names.contains(&"wadispatch_sender_circuit_open".to_string()));
         assert!(names.contains(&"wadispatch_funnel_total".to_string()));
         assert!(names.contains(&"wadispatch_store_operation_duration_seconds".to_string()));
     }

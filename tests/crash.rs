@@ -260,7 +260,10 @@ async fn wait_accepted(sandbox: &wadispatch::sandbox::SandboxHandle, child: &mut
     let deadline = Instant::now() + Duration::from_secs(90);
     while sandbox.stats().accepted < n {
         assert!(Instant::now() < deadline, "no progress to {n} accepted");
-        assert!(child.try_wait().unwrap().is_none(), "the daemon exited on its own");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon exited on its own"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -324,10 +327,25 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
     assert!(child.wait().unwrap().success(), "clean stop after SIGTERM");
     {
         let store = app::open_store(&config).await.unwrap();
-        let s = CampaignSummary::compute(store.as_ref(), "paced").await.unwrap();
-        assert_eq!(s.count(DispatchState::Claimed), 0, "after SIGTERM: {:?}", s.by_state);
-        assert_eq!(s.count(DispatchState::Unknown), 0, "after SIGTERM: {:?}", s.by_state);
-        assert!(s.count(DispatchState::Pending) > 0, "the stop came mid-campaign");
+        let s = CampaignSummary::compute(store.as_ref(), "paced")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.count(DispatchState::Claimed),
+            0,
+            "after SIGTERM: {:?}",
+            s.by_state
+        );
+        assert_eq!(
+            s.count(DispatchState::Unknown),
+            0,
+            "after SIGTERM: {:?}",
+            s.by_state
+        );
+        assert!(
+            s.count(DispatchState::Pending) > 0,
+            "the stop came mid-campaign"
+        );
     }
 
     // 2. SIGKILL mid-campaign: what was on the wire is the bound. The
@@ -347,7 +365,10 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while observed(admin_port).await.as_deref() != Some("completed") {
         assert!(Instant::now() < deadline, "the campaign did not complete");
-        assert!(child.try_wait().unwrap().is_none(), "the daemon exited on its own");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon exited on its own"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Command::new("kill")
@@ -360,7 +381,9 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
     let stats = sandbox.stats();
     assert_eq!(stats.duplicate_recipients, 0, "nobody messaged twice");
     let store = app::open_store(&config).await.unwrap();
-    let s = CampaignSummary::compute(store.as_ref(), "paced").await.unwrap();
+    let s = CampaignSummary::compute(store.as_ref(), "paced")
+        .await
+        .unwrap();
     assert_eq!(s.staged, u64::from(PACED_CONTACTS));
     assert_eq!(s.open(), 0, "every contact final: {:?}", s.by_state);
     assert_eq!(s.count(DispatchState::Excluded), 0, "{:?}", s.by_state);
@@ -372,7 +395,10 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
     );
     // Everybody but the unknown ones that never reached Meta got it.
     assert!(stats.recipients >= u64::from(PACED_CONTACTS) - unknown);
-    assert!(stats.rejected_by_code.get(&130429).copied().unwrap_or(0) > 0, "the 130429 path ran");
+    assert!(
+        stats.rejected_by_code.get(&130429).copied().unwrap_or(0) > 0,
+        "the 130429 path ran"
+    );
     eprintln!(
         "paced crash test: {:?}, unknown {unknown}, on the wire at the kill {on_the_wire}, 130429 × {}",
         s.by_state,

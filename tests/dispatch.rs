@@ -463,3 +463,181 @@ fn admin_endpoints_show_a_small_campaign() {
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
 }
+
+/// The campaign's live state inside the daemon, once its dispatcher runs.
+async fn live(
+    daemon: &Daemon,
+    id: &str,
+) -> std::sync::Arc<wadispatch::dispatch::campaign::CampaignState> {
+    let find = || daemon.env.campaigns.read().unwrap().get(id).cloned();
+    wait_until(Duration::from_secs(30), "the campaign's dispatcher", || {
+        find().is_some()
+    })
+    .await;
+    find().unwrap()
+}
+
+/// Claim times of every row of a campaign.
+async fn claim_times(daemon: &Daemon, id: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
+    daemon
+        .store
+        .scan_dispatches(id, None, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.times.claimed)
+        .collect()
+}
+
+#[test]
+fn an_ended_spec_stops_claims_and_sends_at_once() {
+    app::system().block_on(async {
+        // A slow sender and a fast campaign: most contacts wait for the
+        // sender when the spec says `ended`.
+        let w = world(&[("4101", 5.0)]).await;
+        publish_campaign(
+            &w,
+            "stop-now",
+            &spec("stop-now", &["4101"], 1000.0, false),
+            0..200,
+        )
+        .await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        wait_until(Duration::from_secs(60), "first sends", || {
+            w.sandbox.stats().accepted >= 3
+        })
+        .await;
+        let ended = spec("stop-now", &["4101"], 1000.0, false)
+            .replace(r#""state":"active""#, r#""state":"ended""#);
+        publish(
+            &w.kafka.producer(),
+            &w.config.kafka.topics.campaigns,
+            "stop-now",
+            &ended,
+        )
+        .await;
+        let state = live(&daemon, "stop-now").await;
+        wait_until(
+            Duration::from_secs(30),
+            "the ended spec reaches the campaign",
+            || state.entry.read().unwrap().spec.state == wadispatch::domain::DesiredState::Ended,
+        )
+        .await;
+        let stopped_at = chrono::Utc::now();
+        let requests_at_stop = w.sandbox.stats().requests;
+        // The contacts left are closed as outside_window; none is sent.
+        let s = wait_done(&daemon, "stop-now", 200, Duration::from_secs(60)).await;
+        let late_claims = claim_times(&daemon, "stop-now")
+            .await
+            .into_iter()
+            .filter(|t| *t > stopped_at + chrono::Duration::milliseconds(100))
+            .count();
+        assert_eq!(late_claims, 0, "no claim after the ended spec arrived");
+        let further = w.sandbox.stats().requests - requests_at_stop;
+        assert!(
+            further <= 1,
+            "{further} requests after the ended spec arrived"
+        );
+        assert!(
+            s.excluded_by_reason
+                .get("outside_window")
+                .copied()
+                .unwrap_or(0)
+                > 150,
+            "{:?}",
+            s.by_state
+        );
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
+
+#[test]
+fn quiet_hours_that_start_while_a_contact_waits_for_the_pace_hold_it() {
+    app::system().block_on(async {
+        use chrono::Timelike;
+        let w = world(&[("4201", 100.0)]).await;
+        // Quiet hours from the next minute boundary at least 30 s away, for
+        // two minutes, in UTC; one contact every 20 s (0.05/s).
+        let now = chrono::Utc::now();
+        let mut from = now.with_second(0).unwrap().with_nanosecond(0).unwrap() + chrono::Duration::minutes(1);
+        if from - now < chrono::Duration::seconds(30) {
+            from += chrono::Duration::minutes(1);
+        }
+        let to = from + chrono::Duration::minutes(2);
+        let spec = format!(
+            r#"{{"id":"quiet","state":"active","senders":["4201"],"exclusive":false,
+                "template":{{"name":"promo","language":"es_MX","body":["{{{{name}}}}"]}},
+                "schedule":{{"timezone":"UTC","quiet_hours":{{"from":"{}","to":"{}"}}}},
+                "pacing":{{"per_second":0.05}}}}"#,
+            from.format("%H:%M"),
+            to.format("%H:%M")
+        );
+        // The recipients' clock is UTC too (their +52 numbers would put them
+        // in Mexico City otherwise).
+        let p = w.kafka.producer();
+        publish(&p, &w.config.kafka.topics.campaigns, "quiet", &spec).await;
+        let records: Vec<(String, String)> = (0..10)
+            .map(|i| {
+                let phone = phone(i);
+                let value = format!(
+                    r#"{{"campaign_id":"quiet","contact":{{"phone":"{phone}","name":"N{i}","timezone":"UTC"}}}}"#
+                );
+                (phone, value)
+            })
+            .collect();
+        publish_all(&p, &w.config.kafka.topics.audience, &records).await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let watch_until = from + chrono::Duration::seconds(25);
+        wait_until(Duration::from_secs(150), "25 s into the quiet hours", || {
+            chrono::Utc::now() > watch_until
+        })
+        .await;
+        let claims = claim_times(&daemon, "quiet").await;
+        assert!(claims.iter().any(|t| *t < from), "it sent before the quiet hours: {claims:?}");
+        let inside: Vec<_> = claims.iter().filter(|t| **t >= from && **t < to).collect();
+        assert!(inside.is_empty(), "claims inside quiet hours from {from}: {inside:?}");
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
+
+#[test]
+fn a_stop_reply_while_the_next_message_waits_excludes_it() {
+    app::system().block_on(async {
+        // The sender's pace holds the contact for ~5 s after it was picked up.
+        let w = world(&[("4301", 0.2)]).await;
+        publish_campaign(&w, "after-stop", &spec("after-stop", &["4301"], 100.0, false), 7..8).await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let state = live(&daemon, "after-stop").await;
+        wait_until(Duration::from_secs(60), "the contact handed to the sender", || {
+            state.in_flight.load(std::sync::atomic::Ordering::Acquire) == 1
+        })
+        .await;
+        // The person answers STOP (to an earlier campaign) meanwhile.
+        let wa_id = phone(7).trim_start_matches('+').to_string();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "messages": [{"from": wa_id, "id": "wamid.in.stop", "type": "text", "text": {"body": "STOP"}}]
+            }}]}]
+        }))
+        .unwrap();
+        let sig = wadispatch::webhook::signature::sign(SECRET.as_bytes(), &body);
+        let answer = reqwest::Client::new()
+            .post(format!("http://{}/webhook", daemon.webhook_addr))
+            .header("X-Hub-Signature-256", sig)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+        let s = wait_done(&daemon, "after-stop", 1, Duration::from_secs(30)).await;
+        assert_eq!(s.excluded_by_reason.get("opted_out"), Some(&1), "{:?}", s.by_state);
+        assert_eq!(w.sandbox.stats().requests, 0, "the opted-out person got nothing");
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}

@@ -370,7 +370,11 @@ async fn late_answers_never_move_a_row_back(store: &dyn Store) {
     };
     // 1: failed by webhook first, then the API answer says accepted.
     store
-        .apply_status("c-late", &contact(1), &status(DispatchState::Failed, Some(131026)))
+        .apply_status(
+            "c-late",
+            &contact(1),
+            &status(DispatchState::Failed, Some(131026)),
+        )
         .await
         .unwrap();
     store
@@ -384,11 +388,22 @@ async fn late_answers_never_move_a_row_back(store: &dyn Store) {
         )
         .await
         .unwrap();
-    let row = store.get_dispatch("c-late", &contact(1)).await.unwrap().unwrap();
-    assert_eq!((row.state, row.wamid.as_deref()), (DispatchState::Failed, Some("wamid.L")));
+    let row = store
+        .get_dispatch("c-late", &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.state, row.wamid.as_deref()),
+        (DispatchState::Failed, Some("wamid.L"))
+    );
     // 2: delivered by webhook, then a recovery's unknown.
     store
-        .apply_status("c-late", &contact(2), &status(DispatchState::Delivered, None))
+        .apply_status(
+            "c-late",
+            &contact(2),
+            &status(DispatchState::Delivered, None),
+        )
         .await
         .unwrap();
     store
@@ -402,7 +417,11 @@ async fn late_answers_never_move_a_row_back(store: &dyn Store) {
         )
         .await
         .unwrap();
-    let row = store.get_dispatch("c-late", &contact(2)).await.unwrap().unwrap();
+    let row = store
+        .get_dispatch("c-late", &contact(2))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.state, DispatchState::Delivered);
 }
 

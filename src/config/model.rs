@@ -440,6 +440,12 @@ pub struct DispatchConfig {
     /// request that never left, and any send during an outage (the sender's
     /// circuit open), waits instead of failing. Default: `5`.
     pub transient_max_attempts: u32,
+    /// Seconds after which an `unknown` contact (its request may have left,
+    /// no answer came) that no status webhook settled is sent again. WhatsApp
+    /// has no idempotency key, so a resend may deliver a duplicate; unset
+    /// keeps such contacts `unknown` for an operator (`wadispatch requeue`).
+    /// Default: unset (never).
+    pub resend_unknown_after_secs: Option<u64>,
     /// Transient failures in a row (connection errors, lost answers, Meta's
     /// 5xx and transient codes, with no answer in between) that open a
     /// sender's circuit: it stops taking contacts, which stay pending, and
@@ -476,6 +482,7 @@ impl Default for DispatchConfig {
             portfolio_daily_limit: None,
             max_in_flight_per_sender: 256,
             transient_max_attempts: 5,
+            resend_unknown_after_secs: None,
             circuit_failures_to_open: 10,
             circuit_open_secs: 1.0,
             circuit_max_open_secs: 30.0,

@@ -512,6 +512,16 @@ fn check_senders(report: &mut Report, senders: &BTreeMap<String, SenderConfig>) 
             );
         }
         report.rate(&format!("{key}.per_second"), sender.per_second);
+        if sender.per_second > crate::domain::MAX_SENDER_RATE {
+            report.add(
+                format!("{key}.per_second"),
+                format!(
+                    "must be at most {} (Meta's highest throughput per phone number), got {}",
+                    crate::domain::MAX_SENDER_RATE,
+                    sender.per_second
+                ),
+            );
+        }
         report.non_empty_optional(
             &format!("{key}.display_name"),
             sender.display_name.as_deref(),

@@ -55,7 +55,13 @@ pub trait DispatchEnv: Send + Sync + 'static {
     fn suppressions_ready(&self) -> bool;
     /// Publishes events (best effort: the store already holds the truth).
     fn publish(&self, events: Vec<Event>);
+    /// `dispatch.resend_unknown_after_secs`: resend an `unknown` contact
+    /// that no status webhook settled in this time (None: never).
+    fn resend_unknown_after(&self) -> Option<chrono::Duration>;
 }
+
+/// How often a campaign looks for `unknown` contacts to resend.
+const RESEND_CHECK: Duration = Duration::from_secs(60);
 
 /// Live state of a campaign shared by the actor, its pump and `/campaigns`.
 pub struct CampaignState {
@@ -124,7 +130,11 @@ impl CampaignState {
             || self.paused_by_operator.load(Ordering::Acquire)
             || lock(&self.halted).is_some()
             || matches!(
-                self.entry.read().unwrap_or_else(|p| p.into_inner()).spec.state,
+                self.entry
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .spec
+                    .state,
                 DesiredState::Paused | DesiredState::Ended
             )
     }
@@ -375,7 +385,12 @@ impl Pump {
         let mut counts = self.counts().await;
         let mut observed = self.observe(&counts).await;
         metrics::campaign_pending(&self.state.id, counts.pending);
+        let mut resend_checked = std::time::Instant::now();
         while !self.state.stop.load(Ordering::Acquire) {
+            if resend_checked.elapsed() >= RESEND_CHECK {
+                resend_checked = std::time::Instant::now();
+                self.resend_unknown().await;
+            }
             if !lifecycle::may_claim(observed) {
                 if observed == ObservedState::Ended && counts.pending + counts.deferred > 0 {
                     self.close_window().await;
@@ -465,6 +480,47 @@ impl Pump {
         let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
     }
 
+    /// Puts back to pending the `unknown` contacts older than
+    /// `dispatch.resend_unknown_after_secs` (when set and while the latest
+    /// count has any): the operator chose resending over reach lost.
+    async fn resend_unknown(&self) {
+        let Some(age) = self.env.resend_unknown_after() else {
+            return;
+        };
+        let any = lock(&self.state.progress)
+            .as_ref()
+            .is_some_and(|p| p.summary.count(DispatchState::Unknown) > 0);
+        if !any
+            || !lifecycle::may_claim(lock(&self.state.observed).unwrap_or(ObservedState::Scheduled))
+        {
+            return;
+        }
+        let from = crate::store::Requeue {
+            state: DispatchState::Unknown,
+            class: None,
+        };
+        match crate::requeue::requeue(
+            self.store.as_ref(),
+            &self.state.id,
+            &from,
+            Some(age),
+            false,
+            Utc::now(),
+            |_| {},
+        )
+        .await
+        {
+            Ok(s) if s.requeued > 0 => {
+                tracing::warn!(campaign = %self.state.id, contacts = s.requeued, "unknown contacts not settled by a webhook in time are resent (dispatch.resend_unknown_after_secs; a duplicate is possible)");
+                *lock(&self.counts_cache) = None;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(campaign = %self.state.id, error = %e, "cannot look for unknown contacts to resend")
+            }
+        }
+    }
+
     /// The campaign ended before these contacts were sent: they become
     /// `outside_window` (final, visible in the report) instead of waiting.
     async fn close_window(&self) {
@@ -537,7 +593,11 @@ impl Pump {
     /// Picks up a pending contact: admission on what the row says, a
     /// sender, the campaign's in-flight slot and pace, then hands it to a
     /// task that waits for the sender's turn and only then claims it.
-    async fn consider(self: &Arc<Self>, contact: &ContactKey, in_flight: &Arc<Semaphore>) -> Considered {
+    async fn consider(
+        self: &Arc<Self>,
+        contact: &ContactKey,
+        in_flight: &Arc<Semaphore>,
+    ) -> Considered {
         let id = &self.state.id;
         if lock(&self.state.in_hand).contains(contact) {
             return Considered::Skipped;

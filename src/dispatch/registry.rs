@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::campaign::{CampaignActor, CampaignControl, CampaignState, DispatchEnv, Pump};
 use super::policy::backoff::RetryPolicy;
-use super::policy::lifecycle;
 use super::policy::circuit::CircuitSettings;
+use super::policy::lifecycle;
 use super::sender::pool::SenderMap;
 use super::sender::{Reconfigure, SenderActor, SenderCore, SenderSettings};
 use crate::config::Config;
@@ -79,6 +79,8 @@ pub struct Env {
     pub suppressions: crate::ingest::suppressions::SuppressionList,
     pub portfolio: PortfolioLimit,
     pub events: Option<EventsProducer>,
+    /// `dispatch.resend_unknown_after_secs`, kept current by reloads.
+    pub resend_unknown_after: RwLock<Option<u64>>,
 }
 
 impl DispatchEnv for Env {
@@ -119,6 +121,14 @@ impl DispatchEnv for Env {
         self.portfolio.note(contact, Utc::now());
     }
 
+    fn resend_unknown_after(&self) -> Option<chrono::Duration> {
+        (*self
+            .resend_unknown_after
+            .read()
+            .unwrap_or_else(|p| p.into_inner()))
+        .and_then(|secs| chrono::Duration::try_seconds(i64::try_from(secs).ok()?))
+    }
+
     fn publish(&self, events: Vec<Event>) {
         if let Some(p) = self.events.clone() {
             tokio::spawn(async move {
@@ -153,6 +163,9 @@ impl CampaignRegistry {
     ) -> Self {
         env.portfolio
             .set_limit(config.dispatch.portfolio_daily_limit);
+        *env.resend_unknown_after
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = config.dispatch.resend_unknown_after_secs;
         CampaignRegistry {
             store,
             catalog,
@@ -278,6 +291,11 @@ impl CampaignRegistry {
         self.env
             .portfolio
             .set_limit(self.config.dispatch.portfolio_daily_limit);
+        *self
+            .env
+            .resend_unknown_after
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = self.config.dispatch.resend_unknown_after_secs;
         let senders: Vec<(String, Addr<SenderActor>, Arc<SenderCore>)> = self
             .senders
             .read()
@@ -330,6 +348,7 @@ impl Actor for CampaignRegistry {
         }
         // Catalog changes arrive on a broadcast channel; forward them.
         let me = ctx.address();
+        let env = self.env.clone();
         tokio::spawn(async move {
             loop {
                 match changes.recv().await {
@@ -337,6 +356,13 @@ impl Actor for CampaignRegistry {
                         if me.send(CatalogChanged(id)).await.is_err() {
                             return;
                         }
+                    }
+                    Ok(CatalogChange::Rejected { key, problems }) => {
+                        env.publish(vec![Event::SpecRejected {
+                            campaign_id: key,
+                            problems,
+                            timestamp: Utc::now(),
+                        }]);
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         let _ = me.send(CatalogChanged(String::new())).await;

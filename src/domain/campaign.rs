@@ -15,6 +15,10 @@ pub const DEFAULT_RATE_PER_SECOND: f64 = 20.0;
 
 /// Longest campaign id: ids are store keys and metric label values.
 pub const MAX_CAMPAIGN_ID_LEN: usize = 128;
+/// Meta's highest throughput for one business phone number, messages/s.
+pub const MAX_SENDER_RATE: f64 = 1000.0;
+/// The slowest pace honoured: one contact per hour.
+pub const MIN_RATE_PER_SECOND: f64 = 1.0 / 3600.0;
 
 /// A campaign as the upstream defines it. Unknown JSON fields are ignored so
 /// that upstreams can add their own.
@@ -290,6 +294,129 @@ pub enum SpecError {
     },
 }
 
+/// The keys each object of a spec may have, by path (`[]` for array items).
+/// The template body is left out: its named parameters are free keys.
+const SPEC_KEYS: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "id",
+            "name",
+            "kind",
+            "state",
+            "senders",
+            "template",
+            "schedule",
+            "pacing",
+            "exclusive",
+            "reply_routing",
+            "tags",
+        ],
+    ),
+    (
+        "schedule",
+        &["start_at", "end_at", "timezone", "quiet_hours"],
+    ),
+    ("schedule.quiet_hours", &["from", "to"]),
+    ("pacing", &["per_second", "per_hour"]),
+    ("reply_routing", &["agent"]),
+    (
+        "template",
+        &[
+            "name",
+            "language",
+            "category",
+            "parameter_format",
+            "body",
+            "header",
+            "buttons",
+        ],
+    ),
+    (
+        "template.header",
+        &["type", "media_id", "link", "filename", "text_params"],
+    ),
+    ("template.buttons[]", &["sub_type", "index", "params"]),
+];
+
+/// Every field of `spec` that the format does not have, with the nearest
+/// known name when one is close.
+pub fn unknown_fields(spec: &serde_json::Value) -> Vec<SpecProblem> {
+    let mut problems = Vec::new();
+    for (path, allowed) in SPEC_KEYS {
+        let objects: Vec<(String, &serde_json::Value)> = match path.strip_suffix("[]") {
+            Some(list) => lookup(spec, list)
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .enumerate()
+                        .map(|(i, v)| (format!("{list}[{i}]"), v))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => lookup(spec, path)
+                .map(|v| vec![(path.to_string(), v)])
+                .unwrap_or_default(),
+        };
+        for (at, value) in objects {
+            let Some(map) = value.as_object() else {
+                continue;
+            };
+            for key in map.keys().filter(|k| !allowed.contains(&k.as_str())) {
+                let field = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                let hint = nearest(key, allowed)
+                    .map(|n| format!(" (did you mean {n}?)"))
+                    .unwrap_or_default();
+                problems.push(SpecProblem::new(
+                    field,
+                    format!(
+                        "is not a campaign spec field{hint}; known here: {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    if path.is_empty() {
+        return Some(v);
+    }
+    path.split('.').try_fold(v, |v, part| v.get(part))
+}
+
+/// A known key that `key` is a prefix of, or one edit away from.
+fn nearest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .find(|a| a.starts_with(key) || key.starts_with(*a))
+        .or_else(|| allowed.iter().find(|a| edit_distance(key, a) <= 2))
+        .copied()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for j in 0..b.len() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != b[j]))
+                .min(row[j] + 1)
+                .min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 fn join_problems(problems: &[SpecProblem]) -> String {
     problems
         .iter()
@@ -304,17 +431,29 @@ impl CampaignSpec {
         serde_json::from_slice(bytes).map_err(|e| SpecError::Json(e.to_string()))
     }
 
-    /// Parses and validates a spec, returning its compiled template.
+    /// Parses and validates a spec, returning its compiled template. A
+    /// field the spec format does not have is a problem naming its path: a
+    /// misspelt `schedule.start` silently ignored would send at once.
     pub fn from_json_validated(
         bytes: &[u8],
     ) -> Result<(CampaignSpec, CompiledTemplate), SpecError> {
         let spec = CampaignSpec::from_json(bytes)?;
+        let mut problems = serde_json::from_slice::<serde_json::Value>(bytes)
+            .map(|v| unknown_fields(&v))
+            .unwrap_or_default();
         match spec.compile() {
-            Ok(compiled) => Ok((spec, compiled)),
-            Err(problems) => Err(SpecError::Invalid {
+            Ok(compiled) if problems.is_empty() => Ok((spec, compiled)),
+            Ok(_) => Err(SpecError::Invalid {
                 id: spec.id.clone(),
                 problems,
             }),
+            Err(more) => {
+                problems.extend(more);
+                Err(SpecError::Invalid {
+                    id: spec.id.clone(),
+                    problems,
+                })
+            }
         }
     }
 
@@ -469,6 +608,27 @@ impl CampaignSpec {
                 }
             }
         }
+        let rate = pacing.rate_per_second();
+        if rate.is_finite() && rate > 0.0 && rate < MIN_RATE_PER_SECOND {
+            problems.push(SpecProblem::new(
+                "pacing",
+                format!(
+                    "must be at least 1 contact per hour, got {:.3} per hour",
+                    rate * 3600.0
+                ),
+            ));
+        }
+        let ceiling = MAX_SENDER_RATE * self.senders.len().max(1) as f64;
+        if rate.is_finite() && rate > ceiling {
+            problems.push(SpecProblem::new(
+                if pacing.per_hour.is_some() { "pacing.per_hour" } else { "pacing.per_second" },
+                format!(
+                    "{rate} contacts/s is above what {} sender(s) can send ({} messages/s per number is Meta's ceiling)",
+                    self.senders.len().max(1),
+                    MAX_SENDER_RATE
+                ),
+            ));
+        }
     }
 }
 
@@ -531,6 +691,65 @@ pub fn local_to_utc(naive: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unknown_fields_are_problems_naming_their_path() {
+        let json = br#"{"id":"c","senders":["1"],"template":{"name":"t","language":"es","bodyy":[],
+            "buttons":[{"sub_type":"url","index":0,"params":[],"label":"x"}]},
+            "schedule":{"start":"2099-01-01T09:00:00"},"pacing":{"per_minute":5},"colour":"red"}"#;
+        let Err(SpecError::Invalid { problems, .. }) = CampaignSpec::from_json_validated(json)
+        else {
+            panic!("an unknown field must be refused");
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        for f in [
+            "colour",
+            "schedule.start",
+            "pacing.per_minute",
+            "template.bodyy",
+            "template.buttons[0].label",
+        ] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+        let start = problems
+            .iter()
+            .find(|p| p.field == "schedule.start")
+            .unwrap();
+        assert!(
+            start.message.contains("did you mean start_at?"),
+            "{}",
+            start.message
+        );
+    }
+
+    #[test]
+    fn slow_drips_down_to_one_an_hour_and_no_faster_than_the_senders() {
+        let spec = |pacing: &str, senders: &str| {
+            format!(
+                r#"{{"id":"c","senders":{senders},"template":{{"name":"t","language":"es"}},"pacing":{pacing}}}"#
+            )
+        };
+        assert!(CampaignSpec::from_json_validated(
+            spec(r#"{"per_hour":1}"#, r#"["1"]"#).as_bytes()
+        )
+        .is_ok());
+        assert!(CampaignSpec::from_json_validated(
+            spec(r#"{"per_hour":0.5}"#, r#"["1"]"#).as_bytes()
+        )
+        .is_err());
+        assert!(CampaignSpec::from_json_validated(
+            spec(r#"{"per_second":1000}"#, r#"["1"]"#).as_bytes()
+        )
+        .is_ok());
+        assert!(CampaignSpec::from_json_validated(
+            spec(r#"{"per_second":1500}"#, r#"["1"]"#).as_bytes()
+        )
+        .is_err());
+        assert!(CampaignSpec::from_json_validated(
+            spec(r#"{"per_second":1500}"#, r#"["1","2"]"#).as_bytes()
+        )
+        .is_ok());
+    }
+
     use super::super::template::{BodyParams, HeaderType, ParamSpec};
     use super::*;
 

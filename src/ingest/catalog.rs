@@ -30,6 +30,12 @@ pub struct CatalogEntry {
 pub enum CatalogChange {
     Upserted(String),
     Deleted(String),
+    /// A spec of this key was refused, with every problem (published on
+    /// `wa.events` as `spec_rejected` so the upstream learns).
+    Rejected {
+        key: String,
+        problems: Vec<String>,
+    },
 }
 
 /// Shared, cheaply cloneable view of the known campaigns.
@@ -54,8 +60,8 @@ impl Default for CampaignCatalog {
 /// Why a spec was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecRejection {
-    #[error("campaign {key}: {message}")]
-    Invalid { key: String, message: String },
+    #[error("campaign {key}: {}", problems.join("; "))]
+    Invalid { key: String, problems: Vec<String> },
 }
 
 impl CampaignCatalog {
@@ -88,32 +94,30 @@ impl CampaignCatalog {
         self.caught_up.load(Ordering::Acquire)
     }
 
-    /// Parses, validates and compiles a spec value of key `key`.
+    /// Parses, validates and compiles a spec value of key `key`, with every
+    /// problem at once (unknown fields included).
     pub fn parse(key: &str, value: &[u8]) -> Result<CatalogEntry, SpecRejection> {
-        let invalid = |message: String| SpecRejection::Invalid {
+        let invalid = |problems: Vec<String>| SpecRejection::Invalid {
             key: key.to_string(),
-            message,
+            problems,
         };
-        let spec = CampaignSpec::from_json(value).map_err(|e| invalid(e.to_string()))?;
+        let (spec, _) = match CampaignSpec::from_json_validated(value) {
+            Ok(parsed) => parsed,
+            Err(crate::domain::SpecError::Invalid { problems, .. }) => {
+                return Err(invalid(problems.iter().map(|p| p.to_string()).collect()))
+            }
+            Err(e) => return Err(invalid(vec![e.to_string()])),
+        };
         if spec.id != key {
-            return Err(invalid(format!(
+            return Err(invalid(vec![format!(
                 "record key {key:?} differs from spec id {:?} (the key must be the campaign id)",
                 spec.id
-            )));
+            )]));
         }
-        if let Err(problems) = spec.validate() {
-            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            return Err(invalid(list.join("; ")));
-        }
-        let template = spec.template.compile().map_err(|problems| {
-            invalid(
-                problems
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let template = spec
+            .template
+            .compile()
+            .map_err(|problems| invalid(problems.iter().map(|p| p.to_string()).collect()))?;
         Ok(CatalogEntry { spec, template })
     }
 
@@ -203,6 +207,8 @@ impl CampaignCatalog {
                         "the campaign is not known until a valid spec arrives"
                     };
                     tracing::error!(error = %rejection, "invalid campaign spec ignored; {kept}");
+                    let SpecRejection::Invalid { key, problems } = rejection;
+                    let _ = self.changes.send(CatalogChange::Rejected { key, problems });
                 }
             },
         }

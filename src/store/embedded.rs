@@ -438,6 +438,26 @@ impl Inner {
         self.put_json(&self.parked, wamid.as_bytes(), &parked)
     }
 
+    fn requeue(&self, campaign: &str, contact: &ContactKey, from: &Requeue) -> StoreResult<bool> {
+        let _guard = self.stripe(contact);
+        let key = dispatch_key(campaign, contact);
+        let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
+            return Ok(false);
+        };
+        if !record.requeue(from) {
+            return Ok(false);
+        }
+        let mut batch = self.batch();
+        batch.insert(
+            &self.pending,
+            pending_key(campaign, record.shard, record.seq),
+            contact.as_str().as_bytes().to_vec(),
+        );
+        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.commit().map_err(io_err)?;
+        Ok(true)
+    }
+
     fn exclude(
         &self,
         campaign: &str,
@@ -738,6 +758,17 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<bool> {
         let (campaign, contact, reason) = (campaign.to_string(), contact.clone(), reason.clone());
         self.point(move |inner| inner.exclude(&campaign, &contact, &reason, at))
+            .await
+    }
+
+    async fn requeue(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        from: &Requeue,
+    ) -> StoreResult<bool> {
+        let (campaign, contact, from) = (campaign.to_string(), contact.clone(), from.clone());
+        self.point(move |inner| inner.requeue(&campaign, &contact, &from))
             .await
     }
 

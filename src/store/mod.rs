@@ -107,6 +107,14 @@ pub trait Store: Send + Sync + 'static {
         outcome: &Outcome,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Puts an `unknown` or `failed` contact back to pending (see
+    /// [`DispatchRecord::requeue`]); false when the row did not match.
+    async fn requeue(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        from: &Requeue,
+    ) -> StoreResult<bool>;
     /// Marks a pending contact excluded with a reason (final).
     async fn exclude(
         &self,

@@ -197,6 +197,28 @@ impl DispatchRecord {
         }
     }
 
+    /// Puts an `unknown` row, or a `failed` one (of `class` when given), back
+    /// to `pending` for an operator's requeue or the automatic resend of
+    /// `unknown`. False (and no change) for any other row.
+    pub fn requeue(&mut self, from: &Requeue) -> bool {
+        let matches = self.state == from.state
+            && match from.state {
+                DispatchState::Unknown => true,
+                DispatchState::Failed => from
+                    .class
+                    .as_deref()
+                    .is_none_or(|c| self.error_class.as_deref() == Some(c)),
+                _ => false,
+            };
+        if matches {
+            self.state = DispatchState::Pending;
+            self.owner = None;
+            self.deferred_until = None;
+            self.error_message = Some(format!("requeued from {}", from.state));
+        }
+        matches
+    }
+
     /// True when applying `outcome` re-queues the row (its pending entry
     /// must be written back).
     pub fn requeued_by(&self, outcome: &Outcome) -> bool {
@@ -256,6 +278,15 @@ impl DispatchRecord {
         }
         Some((from, to))
     }
+}
+
+/// Which rows a requeue takes back to `pending`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requeue {
+    /// `Unknown` or `Failed`.
+    pub state: DispatchState,
+    /// For `Failed`: only this error class (e.g. `transient`).
+    pub class: Option<String>,
 }
 
 /// A status learned from a webhook (or a reply, as `Replied`).

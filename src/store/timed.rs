@@ -117,6 +117,14 @@ impl<S: Store> Store for Timed<S> {
     ) -> StoreResult<bool> {
         time("exclude", self.0.exclude(campaign, contact, reason, at)).await
     }
+    async fn requeue(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        from: &Requeue,
+    ) -> StoreResult<bool> {
+        time("requeue", self.0.requeue(campaign, contact, from)).await
+    }
     async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>> {
         time("get_contact", self.0.get_contact(contact)).await
     }

@@ -26,7 +26,7 @@ use crate::ingest::catalog::CampaignCatalog;
 use crate::metrics;
 use crate::store::{StatusApplied, StatusUpdate, Store, StoreError};
 use crate::whatsapp::payload::parse_callback_data;
-use payload::{parse_timestamp, Envelope, Inbound, Status, UserPreference};
+use payload::{parse_timestamp, Envelope, Inbound, Lenient, Status, UserPreference};
 
 /// Meta's retry for 131049 (per-user marketing limit): try again a day later.
 const DEFERRAL: i64 = 24 * 3600;
@@ -158,15 +158,19 @@ impl WebhookProcessor {
         for entry in &envelope.entry {
             for change in &entry.changes {
                 let v = &change.value;
-                for s in &v.statuses {
+                for s in v.statuses.iter().filter_map(|s| accepted("status", s)) {
                     work.push(futures::future::Either::Left(self.status(s)));
                 }
-                for m in &v.messages {
+                for m in v.messages.iter().filter_map(|m| accepted("message", m)) {
                     work.push(futures::future::Either::Right(
                         futures::future::Either::Left(self.inbound(m)),
                     ));
                 }
-                for p in &v.user_preferences {
+                for p in v
+                    .user_preferences
+                    .iter()
+                    .filter_map(|p| accepted("user preference", p))
+                {
                     work.push(futures::future::Either::Right(
                         futures::future::Either::Right(self.preference(p)),
                     ));
@@ -206,7 +210,10 @@ impl WebhookProcessor {
             // deleted, warning, played …: not part of the funnel.
             _ => return Ok(Vec::new()),
         };
-        let at = parse_timestamp(s.timestamp.as_deref());
+        let at = match parse_timestamp(s.timestamp.as_ref(), Utc::now()) {
+            Ok(at) => at,
+            Err(e) => return Ok(rejected("status", &e)),
+        };
         let error = s.errors.first();
         let code = error.and_then(|e| e.code);
         let class = code.map(classify_code);
@@ -230,7 +237,8 @@ impl WebhookProcessor {
             error_class: class.map(|c| c.as_str().to_string()),
             error_message: message.clone(),
             defer_until: (state == DispatchState::Failed && class == Some(ErrorClass::Deferred))
-                .then(|| at + Duration::seconds(DEFERRAL)),
+                .then(|| at.checked_add_signed(Duration::seconds(DEFERRAL)))
+                .flatten(),
         };
         let correlated = match self
             .correlate(s.id.as_deref(), s.biz_opaque_callback_data.as_deref())
@@ -337,7 +345,10 @@ impl WebhookProcessor {
         let Some(from) = m.from.as_deref() else {
             return Ok(Vec::new());
         };
-        let at = parse_timestamp(m.timestamp.as_deref());
+        let at = match parse_timestamp(m.timestamp.as_ref(), Utc::now()) {
+            Ok(at) => at,
+            Err(e) => return Ok(rejected("message", &e)),
+        };
         let context = m.context.as_ref().and_then(|c| c.id.as_deref());
         let sender = contact_from_wa_id(from);
         // The campaign message it answers, else the contact's latest campaign.
@@ -416,10 +427,9 @@ impl WebhookProcessor {
             "resume" => false,
             _ => return Ok(Vec::new()),
         };
-        let at = match &p.timestamp {
-            Some(serde_json::Value::Number(n)) => parse_timestamp(Some(&n.to_string())),
-            Some(serde_json::Value::String(s)) => parse_timestamp(Some(s)),
-            _ => Utc::now(),
+        let at = match parse_timestamp(p.timestamp.as_ref(), Utc::now()) {
+            Ok(at) => at,
+            Err(e) => return Ok(rejected("user preference", &e)),
         };
         let contact = contact_from_wa_id(wa_id);
         self.store.set_opt_out(&contact, opted_out, at).await?;
@@ -431,6 +441,29 @@ impl WebhookProcessor {
             timestamp: at,
         }])
     }
+}
+
+/// The item when it parsed; a rejected one is logged and counted, and the
+/// rest of the POST still applies (Meta would redeliver the whole POST on an
+/// error answer, and the bad item would never parse).
+fn accepted<'a, T>(kind: &str, item: &'a Lenient<T>) -> Option<&'a T> {
+    match item {
+        Lenient::Ok(t) => Some(t),
+        Lenient::Bad(e) => {
+            rejected::<()>(kind, e);
+            None
+        }
+    }
+}
+
+fn rejected<T>(kind: &str, why: &str) -> Vec<T> {
+    tracing::warn!(
+        kind,
+        error = why,
+        "webhook item rejected; the rest of the POST applies"
+    );
+    metrics::webhook_status("rejected");
+    Vec::new()
 }
 
 /// A `wa_id` is the phone's digits without '+'; normalise it like staged

@@ -1,9 +1,28 @@
 //! Lenient model of Meta's webhook envelope: unknown fields are ignored,
 //! every field we read is optional, so a new Meta field or a partial payload
-//! never fails the whole request.
+//! never fails the whole request; a status or message that does not parse
+//! (a wrongly typed field) is rejected alone, the rest of the POST applies.
 
-use chrono::{DateTime, TimeZone, Utc};
-use serde::Deserialize;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+/// One item of a list that parsed, or why it did not.
+#[derive(Debug)]
+pub enum Lenient<T> {
+    Ok(T),
+    Bad(String),
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Ok(match serde_json::from_value(value) {
+            Ok(t) => Lenient::Ok(t),
+            Err(e) => Lenient::Bad(e.to_string()),
+        })
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
@@ -28,11 +47,11 @@ pub struct Change {
 #[derive(Debug, Default, Deserialize)]
 pub struct ChangeValue {
     #[serde(default)]
-    pub statuses: Vec<Status>,
+    pub statuses: Vec<Lenient<Status>>,
     #[serde(default)]
-    pub messages: Vec<Inbound>,
+    pub messages: Vec<Lenient<Inbound>>,
     #[serde(default)]
-    pub user_preferences: Vec<UserPreference>,
+    pub user_preferences: Vec<Lenient<UserPreference>>,
     pub metadata: Option<Metadata>,
 }
 
@@ -45,7 +64,7 @@ pub struct Metadata {
 pub struct Status {
     pub id: Option<String>,
     pub status: Option<String>,
-    pub timestamp: Option<String>,
+    pub timestamp: Option<serde_json::Value>,
     pub recipient_id: Option<String>,
     pub biz_opaque_callback_data: Option<String>,
     #[serde(default)]
@@ -69,7 +88,7 @@ pub struct ErrorData {
 pub struct Inbound {
     pub from: Option<String>,
     pub id: Option<String>,
-    pub timestamp: Option<String>,
+    pub timestamp: Option<serde_json::Value>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub text: Option<Text>,
@@ -114,11 +133,40 @@ pub struct UserPreference {
     pub timestamp: Option<serde_json::Value>,
 }
 
-/// Meta sends unix seconds as a string (sometimes a number); fall back to now.
-pub fn parse_timestamp(raw: Option<&str>) -> DateTime<Utc> {
-    raw.and_then(|s| s.trim().parse::<i64>().ok())
-        .and_then(|secs| Utc.timestamp_opt(secs, 0).single())
-        .unwrap_or_else(Utc::now)
+/// How far ahead of our clock an event time may be (clock skew).
+const MAX_FUTURE_SECS: i64 = 24 * 3600;
+
+/// The event time of a status or message: unix seconds, which Meta sends
+/// as a string (sometimes a number). Absent means now. A value that is not
+/// a whole number of seconds, is out of the calendar's range or lies more
+/// than a day ahead of `now` is an error: that item is rejected, never the
+/// process (chrono panics on arithmetic past its range).
+pub fn parse_timestamp(
+    raw: Option<&serde_json::Value>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, String> {
+    let secs = match raw {
+        None | Some(serde_json::Value::Null) => return Ok(now),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        Some(_) => None,
+    };
+    let Some(secs) = secs else {
+        return Err(format!(
+            "timestamp {} is not unix seconds",
+            raw.map(|v| v.to_string()).unwrap_or_default()
+        ));
+    };
+    let at = Utc
+        .timestamp_opt(secs, 0)
+        .single()
+        .ok_or_else(|| format!("timestamp {secs} is out of range"))?;
+    match now.checked_add_signed(Duration::seconds(MAX_FUTURE_SECS)) {
+        Some(limit) if at > limit => Err(format!(
+            "timestamp {secs} ({at}) is more than a day in the future"
+        )),
+        _ => Ok(at),
+    }
 }
 
 impl Inbound {
@@ -153,12 +201,54 @@ mod tests {
             {"field":"account_update","value":{"event":"X"}}]}]}"#;
         let env: Envelope = serde_json::from_str(body).unwrap();
         let statuses = &env.entry[0].changes[0].value.statuses;
-        assert_eq!(statuses[0].status.as_deref(), Some("delivered"));
+        let Lenient::Ok(status) = &statuses[0] else {
+            panic!("{:?}", statuses[0]);
+        };
+        assert_eq!(status.status.as_deref(), Some("delivered"));
+        let now = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
         assert_eq!(
-            parse_timestamp(statuses[0].timestamp.as_deref()).timestamp(),
+            parse_timestamp(status.timestamp.as_ref(), now)
+                .unwrap()
+                .timestamp(),
             1_790_000_000
         );
         assert!(env.entry[0].changes[1].value.statuses.is_empty());
+    }
+
+    #[test]
+    fn a_badly_typed_status_is_rejected_alone() {
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"changes":[{"value":{"statuses":[
+            {"id":"wamid.A","status":"sent","timestamp":"1790000000"},
+            {"id":"wamid.B","status":"sent","errors":[{"code":"131026"}]},
+            {"id":"wamid.C","status":"sent","timestamp":1790000001}]}}]}]}"#;
+        let env: Envelope = serde_json::from_str(body).unwrap();
+        let s = &env.entry[0].changes[0].value.statuses;
+        assert!(matches!(s[0], Lenient::Ok(_)));
+        assert!(
+            matches!(&s[1], Lenient::Bad(e) if e.contains("invalid type")),
+            "{:?}",
+            s[1]
+        );
+        assert!(
+            matches!(s[2], Lenient::Ok(_)),
+            "a numeric timestamp is read too"
+        );
+    }
+
+    #[test]
+    fn absurd_timestamps_are_errors_not_panics() {
+        let now = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+        let v = |s: &str| serde_json::Value::String(s.into());
+        assert_eq!(parse_timestamp(None, now), Ok(now));
+        assert!(parse_timestamp(Some(&v("8210266876799")), now)
+            .unwrap_err()
+            .contains("future"));
+        assert!(parse_timestamp(Some(&v("9223372036854775807")), now)
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(parse_timestamp(Some(&v("soon")), now).is_err());
+        assert!(parse_timestamp(Some(&serde_json::json!(1.5)), now).is_err());
+        assert!(parse_timestamp(Some(&serde_json::json!(-1)), now).is_ok());
     }
 
     #[test]

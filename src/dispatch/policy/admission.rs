@@ -90,7 +90,11 @@ pub enum Admission {
 /// reason is reported: campaign stops first (nothing of the contact is
 /// written while the campaign holds), then the row's own state, the
 /// schedule on the recipient's clock, and the contact's facts.
-pub fn admit(campaign: &CampaignFacts<'_>, contact: &ContactFacts<'_>, now: DateTime<Utc>) -> Admission {
+pub fn admit(
+    campaign: &CampaignFacts<'_>,
+    contact: &ContactFacts<'_>,
+    now: DateTime<Utc>,
+) -> Admission {
     if campaign.stopping {
         return Admission::Hold(Hold::Stopping);
     }
@@ -201,8 +205,17 @@ mod tests {
         let s = schedule(r#"{"timezone":"UTC"}"#);
         let k = key();
         let r = row(&k);
-        let c = ContactFacts { key: &k, row: &r, contact: None, suppression: None, portfolio_wait: None };
-        assert_eq!(admit(&facts(&s), &c, at("2026-11-22T12:00:00Z")), Admission::Ready);
+        let c = ContactFacts {
+            key: &k,
+            row: &r,
+            contact: None,
+            suppression: None,
+            portfolio_wait: None,
+        };
+        assert_eq!(
+            admit(&facts(&s), &c, at("2026-11-22T12:00:00Z")),
+            Admission::Ready
+        );
     }
 
     #[test]
@@ -211,21 +224,69 @@ mod tests {
         let k = key();
         let r = row(&k);
         // Even an opted-out contact is not excluded while the campaign holds.
-        let opted = ContactRecord { opted_out: true, ..Default::default() };
-        let c = ContactFacts { key: &k, row: &r, contact: Some(&opted), suppression: None, portfolio_wait: None };
+        let opted = ContactRecord {
+            opted_out: true,
+            ..Default::default()
+        };
+        let c = ContactFacts {
+            key: &k,
+            row: &r,
+            contact: Some(&opted),
+            suppression: None,
+            portfolio_wait: None,
+        };
         let now = at("2026-11-22T12:00:00Z");
         let cases = [
-            (CampaignFacts { stopping: true, ..facts(&s) }, Hold::Stopping),
-            (CampaignFacts { halted: true, ..facts(&s) }, Hold::Halted),
-            (CampaignFacts { desired: DesiredState::Ended, ..facts(&s) }, Hold::Ended),
-            (CampaignFacts { desired: DesiredState::Paused, ..facts(&s) }, Hold::Paused),
-            (CampaignFacts { paused_by_operator: true, ..facts(&s) }, Hold::Paused),
-            (CampaignFacts { desired: DesiredState::Scheduled, ..facts(&s) }, Hold::Scheduled),
+            (
+                CampaignFacts {
+                    stopping: true,
+                    ..facts(&s)
+                },
+                Hold::Stopping,
+            ),
+            (
+                CampaignFacts {
+                    halted: true,
+                    ..facts(&s)
+                },
+                Hold::Halted,
+            ),
+            (
+                CampaignFacts {
+                    desired: DesiredState::Ended,
+                    ..facts(&s)
+                },
+                Hold::Ended,
+            ),
+            (
+                CampaignFacts {
+                    desired: DesiredState::Paused,
+                    ..facts(&s)
+                },
+                Hold::Paused,
+            ),
+            (
+                CampaignFacts {
+                    paused_by_operator: true,
+                    ..facts(&s)
+                },
+                Hold::Paused,
+            ),
+            (
+                CampaignFacts {
+                    desired: DesiredState::Scheduled,
+                    ..facts(&s)
+                },
+                Hold::Scheduled,
+            ),
         ];
         for (campaign, hold) in cases {
             assert_eq!(admit(&campaign, &c, now), Admission::Hold(hold));
         }
-        assert_eq!(admit(&facts(&s), &c, now), Admission::Exclude(ExclusionReason::OptedOut));
+        assert_eq!(
+            admit(&facts(&s), &c, now),
+            Admission::Exclude(ExclusionReason::OptedOut)
+        );
     }
 
     #[test]
@@ -234,11 +295,23 @@ mod tests {
         let k = key();
         let mut r = row(&k);
         r.timezone = Some("UTC".into());
-        let c = ContactFacts { key: &k, row: &r, contact: None, suppression: None, portfolio_wait: None };
-        assert_eq!(admit(&facts(&s), &c, at("2026-11-22T20:59:59Z")), Admission::Ready);
+        let c = ContactFacts {
+            key: &k,
+            row: &r,
+            contact: None,
+            suppression: None,
+            portfolio_wait: None,
+        };
+        assert_eq!(
+            admit(&facts(&s), &c, at("2026-11-22T20:59:59Z")),
+            Admission::Ready
+        );
         assert_eq!(
             admit(&facts(&s), &c, at("2026-11-22T21:00:00Z")),
-            Admission::Wait { until: at("2026-11-23T08:00:00Z"), reason: WaitReason::NotYet }
+            Admission::Wait {
+                until: at("2026-11-23T08:00:00Z"),
+                reason: WaitReason::NotYet
+            }
         );
     }
 
@@ -248,12 +321,24 @@ mod tests {
         let k = key();
         let mut r = row(&k);
         r.deferred_until = Some(at("2026-11-22T12:00:05Z"));
-        let c = ContactFacts { key: &k, row: &r, contact: None, suppression: None, portfolio_wait: None };
+        let c = ContactFacts {
+            key: &k,
+            row: &r,
+            contact: None,
+            suppression: None,
+            portfolio_wait: None,
+        };
         assert_eq!(
             admit(&facts(&s), &c, at("2026-11-22T12:00:00Z")),
-            Admission::Wait { until: at("2026-11-22T12:00:05Z"), reason: WaitReason::NotYet }
+            Admission::Wait {
+                until: at("2026-11-22T12:00:05Z"),
+                reason: WaitReason::NotYet
+            }
         );
-        assert_eq!(admit(&facts(&s), &c, at("2026-11-22T12:00:05Z")), Admission::Ready);
+        assert_eq!(
+            admit(&facts(&s), &c, at("2026-11-22T12:00:05Z")),
+            Admission::Ready
+        );
     }
 
     #[test]
@@ -266,23 +351,45 @@ mod tests {
             undeliverable_at: Some(now - Duration::days(UNDELIVERABLE_DAYS - 1)),
             ..Default::default()
         };
-        let c = ContactFacts { key: &k, row: &r, contact: Some(&undeliverable), suppression: None, portfolio_wait: None };
-        assert_eq!(admit(&facts(&s), &c, now), Admission::Exclude(ExclusionReason::NotWhatsappUser));
+        let c = ContactFacts {
+            key: &k,
+            row: &r,
+            contact: Some(&undeliverable),
+            suppression: None,
+            portfolio_wait: None,
+        };
+        assert_eq!(
+            admit(&facts(&s), &c, now),
+            Admission::Exclude(ExclusionReason::NotWhatsappUser)
+        );
         let old = ContactRecord {
             undeliverable_at: Some(now - Duration::days(UNDELIVERABLE_DAYS)),
             ..Default::default()
         };
-        let c = ContactFacts { contact: Some(&old), ..c };
+        let c = ContactFacts {
+            contact: Some(&old),
+            ..c
+        };
         assert_eq!(admit(&facts(&s), &c, now), Admission::Ready);
-        let c = ContactFacts { suppression: Some("open_case"), ..c };
+        let c = ContactFacts {
+            suppression: Some("open_case"),
+            ..c
+        };
         assert_eq!(
             admit(&facts(&s), &c, now),
             Admission::Exclude(ExclusionReason::Suppressed("open_case".into()))
         );
-        let c = ContactFacts { suppression: None, portfolio_wait: Some("limit"), ..c };
+        let c = ContactFacts {
+            suppression: None,
+            portfolio_wait: Some("limit"),
+            ..c
+        };
         assert_eq!(
             admit(&facts(&s), &c, now),
-            Admission::Wait { until: now + Duration::seconds(30), reason: WaitReason::Portfolio("limit".into()) }
+            Admission::Wait {
+                until: now + Duration::seconds(30),
+                reason: WaitReason::Portfolio("limit".into())
+            }
         );
     }
 
@@ -292,10 +399,25 @@ mod tests {
         let k = key();
         let mut r = row(&k);
         let now = at("2026-11-22T12:00:00Z");
-        let c = ContactFacts { key: &k, row: &r, contact: None, suppression: None, portfolio_wait: None };
-        assert_eq!(admit(&facts(&s), &c, now), Admission::Exclude(ExclusionReason::OutsideWindow));
+        let c = ContactFacts {
+            key: &k,
+            row: &r,
+            contact: None,
+            suppression: None,
+            portfolio_wait: None,
+        };
+        assert_eq!(
+            admit(&facts(&s), &c, now),
+            Admission::Exclude(ExclusionReason::OutsideWindow)
+        );
         r.state = DispatchState::Claimed;
-        let c = ContactFacts { key: &k, row: &r, contact: None, suppression: None, portfolio_wait: None };
+        let c = ContactFacts {
+            key: &k,
+            row: &r,
+            contact: None,
+            suppression: None,
+            portfolio_wait: None,
+        };
         assert_eq!(admit(&facts(&s), &c, now), Admission::Skip);
     }
 }

@@ -169,7 +169,10 @@ mod tests {
             c.on_transient(0.0);
         }
         assert_eq!(c.admit(1.0), Pass::Probe);
-        assert!(matches!(c.admit(1.0), Pass::Wait(_)), "only one probe at a time");
+        assert!(
+            matches!(c.admit(1.0), Pass::Wait(_)),
+            "only one probe at a time"
+        );
         c.on_transient(1.0);
         assert_eq!(c.admit(2.0), Pass::Wait(3.0), "second wait 2 s");
         assert_eq!(c.admit(3.0), Pass::Probe);

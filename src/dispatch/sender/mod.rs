@@ -150,7 +150,11 @@ impl Drop for QueuedSend {
 const MIN_RATE: f64 = 1.0 / 86_400.0;
 
 fn quota(rate: f64) -> Quota {
-    let rate = if rate.is_finite() { rate.max(MIN_RATE) } else { MIN_RATE };
+    let rate = if rate.is_finite() {
+        rate.max(MIN_RATE)
+    } else {
+        MIN_RATE
+    };
     // Burst of 50 ms worth: enough to absorb scheduling jitter, small enough
     // that a platform limit equal to our rate never sees a spike above it.
     let burst = NonZeroU32::new(((rate / 20.0).ceil() as u32).max(1)).unwrap_or(NonZeroU32::MIN);
@@ -235,9 +239,7 @@ impl SenderCore {
             return true;
         }
         match lock(&self.circuit).state() {
-            super::policy::circuit::CircuitState::Open { until, .. } => {
-                monotonic_secs() >= until
-            }
+            super::policy::circuit::CircuitState::Open { until, .. } => monotonic_secs() >= until,
             super::policy::circuit::CircuitState::Probing { .. } => false,
             super::policy::circuit::CircuitState::Closed { .. } => true,
         }

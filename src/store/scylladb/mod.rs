@@ -1291,6 +1291,27 @@ impl Store for ScyllaStore {
         }
     }
 
+    async fn requeue(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        from: &Requeue,
+    ) -> StoreResult<bool> {
+        let written = self
+            .update_journey(campaign, contact, |current| {
+                let mut new = current.clone();
+                new.requeue(from).then_some(new)
+            })
+            .await?;
+        match written {
+            Some(Ok((_, new))) => {
+                self.add_pending(&new).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>> {
         Ok(self
             .get_contact_row(contact)
