@@ -641,3 +641,174 @@ fn a_stop_reply_while_the_next_message_waits_excludes_it() {
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
 }
+
+#[test]
+fn an_api_outage_fails_nobody_and_everyone_is_sent_once_it_ends() {
+    app::system().block_on(async {
+        // The API's port is closed when the daemon starts: every request
+        // fails to connect (never sent) until the sandbox comes up there.
+        let mut w = world(&[("4401", 100.0)]).await;
+        let api_port = free_port();
+        w.config.whatsapp.api_base_url = format!("http://127.0.0.1:{api_port}");
+        w.config.dispatch.circuit_open_secs = 0.5;
+        w.config.dispatch.circuit_max_open_secs = 2.0;
+        publish_campaign(
+            &w,
+            "outage",
+            &spec("outage", &["4401"], 100.0, false),
+            0..300,
+        )
+        .await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let state = live(&daemon, "outage").await;
+        let sender = daemon
+            .senders
+            .read()
+            .unwrap()
+            .get("4401")
+            .unwrap()
+            .1
+            .clone();
+        wait_until(Duration::from_secs(30), "the circuit opens", || {
+            sender.is_circuit_open()
+        })
+        .await;
+        wait_until(
+            Duration::from_secs(30),
+            "the campaign says why it waits",
+            || {
+                state
+                    .wait_reason
+                    .lock()
+                    .unwrap()
+                    .as_deref()
+                    .is_some_and(|r| r.contains("outage"))
+            },
+        )
+        .await;
+        // Ten seconds of outage: far longer than the retries of one contact.
+        let outage_ends = std::time::Instant::now() + Duration::from_secs(10);
+        wait_until(Duration::from_secs(15), "ten seconds of outage", || {
+            std::time::Instant::now() > outage_ends
+        })
+        .await;
+        let during = summary(&daemon, "outage").await;
+        assert_eq!(
+            during.count(DispatchState::Failed),
+            0,
+            "{:?}",
+            during.by_state
+        );
+        assert_eq!(
+            during.count(DispatchState::Unknown),
+            0,
+            "{:?}",
+            during.by_state
+        );
+        let port = w.config.http.listen.rsplit(':').next().unwrap().to_string();
+        let api = Sandbox::start(SandboxConfig {
+            listen: format!("127.0.0.1:{api_port}").parse().unwrap(),
+            per_number_mps: 0.0,
+            webhook_url: Some(format!("http://127.0.0.1:{port}/webhook")),
+            app_secret: SECRET.into(),
+            failure_rules: vec![],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let s = wait_done(&daemon, "outage", 300, Duration::from_secs(60)).await;
+        let stats = api.stats();
+        assert_eq!(s.count(DispatchState::Failed), 0, "{:?}", s.by_state);
+        assert_eq!(s.count(DispatchState::Unknown), 0, "{:?}", s.by_state);
+        assert_eq!(s.excluded(), 0, "{:?}", s.by_state);
+        assert_eq!(stats.recipients, 300, "everyone was sent");
+        assert_eq!(stats.per_recipient_max, 1, "nobody twice");
+        assert!(!sender.is_circuit_open());
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
+
+#[test]
+fn a_reload_of_something_else_keeps_halts_and_the_throttled_rate() {
+    app::system().block_on(async {
+        let mut w = world(&[("4501", 50.0), ("4502", 50.0)]).await;
+        // 4502's requests are refused with 130429 half the time: its AIMD
+        // rate drops below the configured 50/s.
+        let throttled = Sandbox::start(SandboxConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            per_number_mps: 10.0,
+            webhook_url: None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        w.config.whatsapp.api_base_url = throttled.base_url();
+        publish_campaign(
+            &w,
+            "aimd",
+            &spec("aimd", &["4501", "4502"], 100.0, false),
+            0..2_000,
+        )
+        .await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let core = |id: &str| {
+            daemon
+                .senders
+                .read()
+                .unwrap()
+                .get(id)
+                .map(|(_, c)| c.clone())
+        };
+        wait_until(Duration::from_secs(30), "both senders throttled", || {
+            core("4502").is_some_and(|c| c.rate() < 30.0)
+                && core("4501").is_some_and(|c| c.rate() < 30.0)
+        })
+        .await;
+        let halted = core("4502").unwrap();
+        // A halt Meta imposed on the other sender (as a 190 would).
+        let other = core("4501").unwrap();
+        other.set_halted(Some("(#190) access token expired".into()));
+        let mut reloaded = w.config.clone();
+        reloaded.log.level = "debug".into();
+        daemon.apply(reloaded).await;
+        // Whatever the reload sent the sender actors is handled before an
+        // empty reconfiguration sent after it (mailboxes are ordered).
+        let actors: Vec<_> = daemon
+            .senders
+            .read()
+            .unwrap()
+            .values()
+            .map(|(a, _)| a.clone())
+            .collect();
+        for actor in actors {
+            actor
+                .send(wadispatch::dispatch::sender::Reconfigure {
+                    per_second: None,
+                    share: None,
+                    resume: false,
+                })
+                .await
+                .unwrap();
+        }
+        assert!(
+            halted.rate() < 30.0,
+            "the AIMD back-off survived: {}",
+            halted.rate()
+        );
+        assert!(
+            other.is_halted(),
+            "Meta's halt survived an unrelated reload"
+        );
+        // Changing the rate does apply.
+        let mut faster = w.config.clone();
+        faster.senders.get_mut("4502").unwrap().per_second = 40.0;
+        daemon.apply(faster).await;
+        wait_until(Duration::from_secs(5), "the new rate", || {
+            halted.configured() == 40.0
+        })
+        .await;
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}

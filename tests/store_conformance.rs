@@ -56,6 +56,7 @@ async fn conformance(store: Arc<dyn Store>) {
     engagement_is_exclusive(store.as_ref()).await;
     outcomes_and_wamid_index(store.as_ref()).await;
     late_answers_never_move_a_row_back(store.as_ref()).await;
+    requeue_takes_back_unknown_and_chosen_failures(store.as_ref()).await;
     deferred_is_claimable_only_when_due(store.as_ref()).await;
     campaigns_round_trip(store.as_ref()).await;
     dispatch_scan_pages_through_everything(store.as_ref()).await;
@@ -346,6 +347,82 @@ async fn outcomes_and_wamid_index(store: &dyn Store) {
         store.claim(&due).await.unwrap(),
         ClaimOutcome::Claimed { attempts: 1 }
     );
+}
+
+async fn requeue_takes_back_unknown_and_chosen_failures(store: &dyn Store) {
+    store
+        .stage_batch(&[
+            req("c-rq", 1, 0, 1),
+            req("c-rq", 2, 0, 2),
+            req("c-rq", 3, 0, 3),
+        ])
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        store.claim(&claim_req("c-rq", n, false)).await.unwrap();
+    }
+    let at = t0() + Duration::seconds(1);
+    let outcomes = [
+        Outcome::Unknown {
+            message: "timeout".into(),
+        },
+        Outcome::Failed {
+            code: Some(131000),
+            class: "transient".into(),
+            message: "m".into(),
+        },
+        Outcome::Failed {
+            code: Some(131026),
+            class: "contact".into(),
+            message: "m".into(),
+        },
+    ];
+    for (n, o) in (1..=3).zip(outcomes.iter()) {
+        store
+            .record_outcome("c-rq", &contact(n), o, at)
+            .await
+            .unwrap();
+    }
+    let unknown = Requeue {
+        state: DispatchState::Unknown,
+        class: None,
+    };
+    let transient = Requeue {
+        state: DispatchState::Failed,
+        class: Some("transient".into()),
+    };
+    assert!(store.requeue("c-rq", &contact(1), &unknown).await.unwrap());
+    assert!(
+        !store.requeue("c-rq", &contact(1), &unknown).await.unwrap(),
+        "only once"
+    );
+    assert!(
+        !store.requeue("c-rq", &contact(2), &unknown).await.unwrap(),
+        "state must match"
+    );
+    assert!(store
+        .requeue("c-rq", &contact(2), &transient)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .requeue("c-rq", &contact(3), &transient)
+            .await
+            .unwrap(),
+        "class must match"
+    );
+    let pending: Vec<ContactKey> = store
+        .scan_pending("c-rq", 0, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.contact)
+        .collect();
+    assert_eq!(pending, vec![contact(1), contact(2)]);
+    assert!(matches!(
+        store.claim(&claim_req("c-rq", 1, false)).await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
 }
 
 /// A status webhook that overtook the API answer, and a recovery that ran
