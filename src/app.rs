@@ -162,7 +162,9 @@ impl Pipeline {
                 }
             })?;
 
-        let suppressions = crate::ingest::suppressions::SuppressionList::default();
+        let suppressions = crate::ingest::suppressions::SuppressionList::with_region(
+            config.dispatch.default_region.as_deref(),
+        );
         let reader = crate::ingest::compacted::CompactedReader::new(
             &config.kafka.brokers,
             &config.kafka.topics.suppressions,

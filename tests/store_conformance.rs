@@ -607,20 +607,47 @@ async fn dispatch_scan_pages_through_everything(store: &dyn Store) {
     assert_eq!(n, 2_345);
 }
 
+async fn is_opted_out(store: &dyn Store) -> bool {
+    store
+        .get_contact(&contact(99))
+        .await
+        .unwrap()
+        .unwrap()
+        .opted_out
+}
+
 async fn opt_out_round_trip(store: &dyn Store) {
     assert!(store.get_contact(&contact(99)).await.unwrap().is_none());
     store.set_opt_out(&contact(99), true, t0()).await.unwrap();
     let c = store.get_contact(&contact(99)).await.unwrap().unwrap();
     assert!(c.opted_out);
     assert_eq!(c.opted_out_at, Some(t0()));
-    store.set_opt_out(&contact(99), false, t0()).await.unwrap();
+    store
+        .set_opt_out(&contact(99), false, t0() + Duration::seconds(10))
+        .await
+        .unwrap();
+    assert!(!is_opted_out(store).await);
+    // A `stop` from before the `resume`, redelivered late, changes nothing.
+    store
+        .set_opt_out(&contact(99), true, t0() + Duration::seconds(5))
+        .await
+        .unwrap();
     assert!(
-        !store
-            .get_contact(&contact(99))
-            .await
-            .unwrap()
-            .unwrap()
-            .opted_out
+        !is_opted_out(store).await,
+        "an older stop lost to the newer resume"
+    );
+    store
+        .set_opt_out(&contact(99), true, t0() + Duration::seconds(20))
+        .await
+        .unwrap();
+    assert!(is_opted_out(store).await);
+    store
+        .set_opt_out(&contact(99), false, t0() + Duration::seconds(15))
+        .await
+        .unwrap();
+    assert!(
+        is_opted_out(store).await,
+        "an older resume does not opt back in"
     );
 }
 

@@ -197,11 +197,31 @@ fn describe_parse_error(text: &str, err: &toml::de::Error) -> String {
         let (line, column) = line_and_column(text, span.start);
         out.push_str(&format!("line {line}, column {column}, "));
     }
-    if let Some(key) = error_key(err) {
+    let key = error_key(err);
+    if let Some(key) = &key {
         out.push_str(&format!("key `{key}`: "));
     }
-    out.push_str(err.message().trim_end());
+    let message = err.message().trim_end();
+    if key.as_deref().is_some_and(holds_secret) {
+        // The message quotes the value ("invalid type: integer `98765…`");
+        // a secret must not reach the terminal or the journal.
+        out.push_str("invalid value (not shown: this key holds a secret)");
+        if let Some(expected) = message.rfind("expected").map(|i| &message[i..]) {
+            out.push_str("; ");
+            out.push_str(expected);
+        }
+    } else {
+        out.push_str(message);
+    }
     out
+}
+
+/// Keys whose values are credentials.
+fn holds_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    ["token", "app_secret", "verify_token", "password", "secret"]
+        .iter()
+        .any(|s| last == *s || last.ends_with("_token") || last.ends_with("_secret"))
 }
 
 /// 1-based line and column (in characters) of byte `offset`.
@@ -299,6 +319,18 @@ mod tests {
             Err(ConfigError::Parse { message, .. }) => message,
             other => panic!("expected a parse error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_parse_error_never_shows_a_secret_value() {
+        let message = parse_message("[whatsapp]\napp_secret = 98765432123\n");
+        assert!(!message.contains("98765432123"), "{message}");
+        assert!(
+            message.contains("whatsapp.app_secret") && message.contains("expected a string"),
+            "{message}"
+        );
+        let message = parse_message("[whatsapp]\nverify_token = [\"hunter2\"]\n");
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]

@@ -29,9 +29,20 @@ struct Value {
 pub struct SuppressionList {
     entries: Arc<RwLock<HashMap<String, Suppression>>>,
     ready: Arc<std::sync::atomic::AtomicBool>,
+    /// `dispatch.default_region`: national-format keys are read in it, as
+    /// audience phones are, so that they match the staged contact.
+    region: Option<Arc<str>>,
 }
 
 impl SuppressionList {
+    /// A list whose keys are normalised with `default_region`.
+    pub fn with_region(default_region: Option<&str>) -> Self {
+        SuppressionList {
+            region: default_region.map(Arc::from),
+            ..Default::default()
+        }
+    }
+
     /// The topic was read to the end it had at start.
     pub fn set_ready(&self) {
         self.ready.store(true, std::sync::atomic::Ordering::Release);
@@ -44,8 +55,8 @@ impl SuppressionList {
     /// Applies one record of the topic.
     pub fn apply(&self, key: &[u8], value: Option<&[u8]>) {
         let raw = String::from_utf8_lossy(key);
-        let contact =
-            ContactKey::parse_id(raw.trim(), None).unwrap_or_else(|_| ContactKey::raw(raw.trim()));
+        let contact = ContactKey::parse_id(raw.trim(), self.region.as_deref())
+            .unwrap_or_else(|_| ContactKey::raw(raw.trim()));
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let Some(value) = value else {
             entries.remove(contact.as_str());
@@ -131,5 +142,17 @@ mod tests {
             Some(br#"{"reason":"x","until":"tomorrow"}"#),
         );
         assert_eq!(list.len(), 1, "bad values are ignored, not applied");
+    }
+
+    #[test]
+    fn national_keys_are_read_in_the_default_region() {
+        let list = SuppressionList::with_region(Some("MX"));
+        list.apply(b"55 1234 5678", Some(br#"{"reason":"open_case"}"#));
+        let staged = ContactKey::parse_id("5512345678", Some("MX")).unwrap();
+        assert_eq!(staged.as_str(), "+525512345678");
+        assert_eq!(
+            list.reason(&staged, at("2026-11-22T00:00:00Z")).as_deref(),
+            Some("open_case")
+        );
     }
 }

@@ -790,8 +790,13 @@ impl Store for EmbeddedStore {
             let key = contact.as_str().as_bytes();
             let mut record: ContactRecord =
                 inner.get_json(&inner.contacts, key)?.unwrap_or_default();
+            // An older event redelivered after a newer one changes nothing.
+            if record.opt_changed_at.is_some_and(|last| last > at) {
+                return Ok(());
+            }
             record.opted_out = opted_out;
             record.opted_out_at = opted_out.then_some(at);
+            record.opt_changed_at = Some(at);
             inner.put_json(&inner.contacts, key, &record)
         })
         .await

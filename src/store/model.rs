@@ -389,6 +389,10 @@ pub struct ContactRecord {
     /// Set when Meta reported 131026 for this contact.
     #[serde(default)]
     pub undeliverable_at: Option<DateTime<Utc>>,
+    /// Event time of the latest opt-out or opt-in applied (an older one
+    /// arriving later is ignored). ScyllaDB keeps it as the cells' write time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_changed_at: Option<DateTime<Utc>>,
 }
 
 /// `wamids (wamid) → campaign_id, contact`.

@@ -861,9 +861,10 @@ impl From<ContactRow> for ContactRecord {
         ContactRecord {
             engaged_campaign: r.engaged_campaign,
             opted_out: r.opted_out.unwrap_or(false),
-            opted_out_at: r.opted_out_at,
+            opted_out_at: r.opted_out_at.filter(|_| r.opted_out == Some(true)),
             last_campaign: r.last_campaign,
             undeliverable_at: r.undeliverable_at,
+            opt_changed_at: r.opted_out_at,
         }
     }
 }
@@ -1325,9 +1326,23 @@ impl Store for ScyllaStore {
         opted_out: bool,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
+        // `opted_out_at` holds the event time of the latest change (stop or
+        // resume): an older event redelivered after a newer one is dropped.
+        // Opt changes of one person are rare and seconds apart; the read and
+        // the write are not one step, which only matters for two changes of
+        // the same contact within the same moment.
+        if let Some(last) = self
+            .get_contact_row(contact)
+            .await?
+            .and_then(|c| c.opted_out_at)
+        {
+            if last > at {
+                return Ok(());
+            }
+        }
         self.exec(
             &self.st.set_opt_out,
-            (opted_out, opted_out.then_some(at), contact.as_str()),
+            (opted_out, Some(at), contact.as_str()),
             "recording an opt-out",
         )
         .await
