@@ -46,8 +46,7 @@ pub fn selects(
     older_than: Option<Duration>,
     now: DateTime<Utc>,
 ) -> bool {
-    let mut probe = row.clone();
-    if !probe.requeue(from) {
+    if !row.requeueable(from) {
         return false;
     }
     match older_than {

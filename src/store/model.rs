@@ -201,15 +201,7 @@ impl DispatchRecord {
     /// to `pending` for an operator's requeue or the automatic resend of
     /// `unknown`. False (and no change) for any other row.
     pub fn requeue(&mut self, from: &Requeue) -> bool {
-        let matches = self.state == from.state
-            && match from.state {
-                DispatchState::Unknown => true,
-                DispatchState::Failed => from
-                    .class
-                    .as_deref()
-                    .is_none_or(|c| self.error_class.as_deref() == Some(c)),
-                _ => false,
-            };
+        let matches = self.requeueable(from);
         if matches {
             self.state = DispatchState::Pending;
             self.owner = None;
@@ -217,6 +209,19 @@ impl DispatchRecord {
             self.error_message = Some(format!("requeued from {}", from.state));
         }
         matches
+    }
+
+    /// Whether [`Self::requeue`] would take this row.
+    pub fn requeueable(&self, from: &Requeue) -> bool {
+        self.state == from.state
+            && match from.state {
+                DispatchState::Unknown => true,
+                DispatchState::Failed => from
+                    .class
+                    .as_deref()
+                    .is_none_or(|c| self.error_class.as_deref() == Some(c)),
+                _ => false,
+            }
     }
 
     /// True when applying `outcome` re-queues the row (its pending entry

@@ -196,6 +196,17 @@ mod tests {
         }
     }
 
+    /// What is known of a contact with nothing against it.
+    fn bare<'a>(key: &'a ContactKey, row: &'a DispatchRecord) -> ContactFacts<'a> {
+        ContactFacts {
+            key,
+            row,
+            contact: None,
+            suppression: None,
+            portfolio_wait: None,
+        }
+    }
+
     fn key() -> ContactKey {
         ContactKey::raw("+5215512345678")
     }
@@ -205,13 +216,7 @@ mod tests {
         let s = schedule(r#"{"timezone":"UTC"}"#);
         let k = key();
         let r = row(&k);
-        let c = ContactFacts {
-            key: &k,
-            row: &r,
-            contact: None,
-            suppression: None,
-            portfolio_wait: None,
-        };
+        let c = bare(&k, &r);
         assert_eq!(
             admit(&facts(&s), &c, at("2026-11-22T12:00:00Z")),
             Admission::Ready
@@ -295,13 +300,7 @@ mod tests {
         let k = key();
         let mut r = row(&k);
         r.timezone = Some("UTC".into());
-        let c = ContactFacts {
-            key: &k,
-            row: &r,
-            contact: None,
-            suppression: None,
-            portfolio_wait: None,
-        };
+        let c = bare(&k, &r);
         assert_eq!(
             admit(&facts(&s), &c, at("2026-11-22T20:59:59Z")),
             Admission::Ready
@@ -321,13 +320,7 @@ mod tests {
         let k = key();
         let mut r = row(&k);
         r.deferred_until = Some(at("2026-11-22T12:00:05Z"));
-        let c = ContactFacts {
-            key: &k,
-            row: &r,
-            contact: None,
-            suppression: None,
-            portfolio_wait: None,
-        };
+        let c = bare(&k, &r);
         assert_eq!(
             admit(&facts(&s), &c, at("2026-11-22T12:00:00Z")),
             Admission::Wait {
@@ -399,25 +392,13 @@ mod tests {
         let k = key();
         let mut r = row(&k);
         let now = at("2026-11-22T12:00:00Z");
-        let c = ContactFacts {
-            key: &k,
-            row: &r,
-            contact: None,
-            suppression: None,
-            portfolio_wait: None,
-        };
+        let c = bare(&k, &r);
         assert_eq!(
             admit(&facts(&s), &c, now),
             Admission::Exclude(ExclusionReason::OutsideWindow)
         );
         r.state = DispatchState::Claimed;
-        let c = ContactFacts {
-            key: &k,
-            row: &r,
-            contact: None,
-            suppression: None,
-            portfolio_wait: None,
-        };
+        let c = bare(&k, &r);
         assert_eq!(admit(&facts(&s), &c, now), Admission::Skip);
     }
 }

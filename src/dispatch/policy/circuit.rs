@@ -33,7 +33,7 @@ impl Default for CircuitSettings {
 pub enum CircuitState {
     /// Sending normally; `failures` transient failures in a row so far.
     Closed { failures: u32 },
-    /// Not sending until `until`; the next wait is `next_wait` seconds.
+    /// Not sending until `until`; the wait after a failed probe is `wait` seconds.
     Open { until: f64, wait: f64 },
     /// One probe is on its way; nothing else is sent until it answers.
     Probing { wait: f64 },
