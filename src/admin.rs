@@ -24,8 +24,9 @@ pub struct AdminState {
     pub store_timeout: Duration,
 }
 
-/// Why the process is not ready (no Kafka assignment yet, store failing or
-/// silent for `store_timeout`), or `None` when it is.
+/// Why the process is not ready (no Kafka assignment yet, dead letters the
+/// DLQ topic refuses, store failing or silent for `store_timeout`), or `None`
+/// when it is.
 pub async fn not_ready(
     store: &dyn Store,
     ingest: &IngestStats,
@@ -37,6 +38,13 @@ pub async fn not_ready(
             "kafka: no partition assignment from the audience consumer group yet (check kafka.brokers and the broker logs)"
                 .to_string(),
         );
+    }
+    if let Some(f) = &*ingest
+        .dead_letters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+    {
+        reasons.push(f.describe());
     }
     match tokio::time::timeout(store_timeout, store.ping()).await {
         Ok(Ok(())) => {}

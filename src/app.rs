@@ -451,7 +451,8 @@ impl Daemon {
 /// systemd integration of `run`: `READY=1` once the Kafka assignment arrived
 /// and the store answers; then `WATCHDOG=1` only while the ingest loop and the
 /// registry actor make progress (a hung loop stops the pings and systemd
-/// restarts the process).
+/// restarts the process). A loop that retries a store write counts as
+/// progress: `STATUS=` then says what it waits for.
 async fn supervise(
     store: Arc<dyn Store>,
     ingest: Arc<IngestStats>,
@@ -476,12 +477,26 @@ async fn supervise(
     }
     crate::notify::notify("READY=1\nSTATUS=ready: consuming and dispatching");
     tracing::info!("ready");
-    let Some(interval) = crate::notify::watchdog_interval() else {
-        return;
-    };
+    let watchdog = crate::notify::watchdog_interval();
+    let interval = watchdog.unwrap_or(Duration::from_secs(30));
     let mut beat = ingest.heartbeat.load(Ordering::Relaxed);
+    let mut status = String::new();
     loop {
         tokio::time::sleep(interval / 3).await;
+        // While ingest retries a store write or the DLQ refuses records,
+        // systemd shows what the process waits for.
+        let troubles = ingest.troubles();
+        let now_status = match troubles.first() {
+            Some(t) => format!("STATUS=waiting: {t}"),
+            None => "STATUS=ready: consuming and dispatching".to_string(),
+        };
+        if now_status != status {
+            crate::notify::notify(&now_status);
+            status = now_status;
+        }
+        if watchdog.is_none() {
+            continue;
+        }
         let now = ingest.heartbeat.load(Ordering::Relaxed);
         let ingest_alive = now != beat;
         beat = now;

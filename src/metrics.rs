@@ -36,6 +36,7 @@ pub struct Metrics {
     pub webhook_duration: prometheus::Histogram,
     pub config_reloads: IntCounterVec,
     pub ingest_paused_partitions: IntGaugeVec,
+    pub dead_letters_unwritten: IntGaugeVec,
     pub campaign_waiting: IntGaugeVec,
     pub campaign_contacts: IntGaugeVec,
     pub campaign_eta: GaugeVec,
@@ -221,6 +222,12 @@ impl Metrics {
                 "Audience partitions paused by backpressure.",
                 &["topic"],
             ),
+            dead_letters_unwritten: int_gauge(
+                &r,
+                "wadispatch_dead_letters_unwritten",
+                "Audience records bound for the dead-letter topic that it has not acknowledged yet (above 0 for minutes: the DLQ is failing).",
+                &["topic"],
+            ),
             campaign_contacts: int_gauge(
                 &r,
                 "wadispatch_campaign_contacts",
@@ -241,7 +248,7 @@ impl Metrics {
     /// counters, without the `_bucket`/`_sum`/`_count` series suffixes).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 23] = [
+        let collectors: [&dyn Collector; 24] = [
             &self.audience_records,
             &self.campaign_specs,
             &self.dispatch,
@@ -262,6 +269,7 @@ impl Metrics {
             &self.webhook_duration,
             &self.config_reloads,
             &self.ingest_paused_partitions,
+            &self.dead_letters_unwritten,
             &self.campaign_waiting,
             &self.campaign_contacts,
             &self.campaign_eta,
@@ -329,6 +337,13 @@ pub fn store_op(op: &str, seconds: f64) {
         .store_operation_duration
         .with_label_values(&[op])
         .observe(seconds);
+}
+
+pub fn dead_letters_unwritten(topic: &str, records: usize) {
+    metrics()
+        .dead_letters_unwritten
+        .with_label_values(&[topic])
+        .set(records as i64);
 }
 
 pub fn consumer_lag(topic: &str, lag: i64) {
@@ -625,7 +640,7 @@ mod tests {
     #[test]
     fn names_lists_every_family() {
         let names = metrics().names();
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 24);
         assert!(names.contains(&"wadispatch_sender_circuit_open".to_string()));
         assert!(names.contains(&"wadispatch_funnel_total".to_string()));
         assert!(names.contains(&"wadispatch_store_operation_duration_seconds".to_string()));

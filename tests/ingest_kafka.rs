@@ -237,6 +237,188 @@ async fn ingest_resumes_after_a_broker_outage() {
     assert_eq!(staged.len(), unique.len());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_record_goes_to_the_dlq_cut_with_its_size_and_hash() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start(&test_config(dir.path(), ""));
+    let config = test_config(dir.path(), &kafka.brokers);
+    seed_campaigns(&kafka, &config).await;
+    // 2 MB: twice what a producer with librdkafka's defaults may write.
+    let huge = format!(
+        r#"{{"campaign_id":"camp-a","contact":{{"phone":"{}"}},"x":"{}"}}"#,
+        phone(1),
+        "y".repeat(2_000_000)
+    );
+    let big: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .unwrap();
+    let (partition, offset) = publish(&big, &config.kafka.topics.audience, "k-huge", &huge).await;
+    let (records, unique, _) = workload(500);
+    let valid: Vec<_> = records
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("k-bad"))
+        .collect();
+    publish_all(&kafka.producer(), &config.kafka.topics.audience, &valid).await;
+
+    let store = app::open_store(&config).await.unwrap();
+    let p = Pipeline::start(&config, store.clone()).await.unwrap();
+    let s = p.stats.clone();
+    wait_until(
+        Duration::from_secs(60),
+        "the oversized record dead-lettered and the rest staged",
+        || s.dlq.load(Ordering::Relaxed) == 1 && s.total() > valid.len() as u64,
+    )
+    .await;
+    assert!(s.troubles().is_empty(), "{:?}", s.troubles());
+    assert!(p.shutdown(Duration::from_secs(10)).await);
+    let staged = staged_pairs(store.as_ref(), &["camp-a", "camp-b"]).await;
+    assert_eq!(staged.len(), unique.len());
+    let dlq = read_all(
+        &kafka.brokers,
+        &config.kafka.topics.audience_dlq,
+        1,
+        Duration::from_secs(20),
+    );
+    assert_eq!(dlq.len(), 1);
+    let (key, payload, headers) = &dlq[0];
+    assert_eq!(key.as_deref(), Some("k-huge"));
+    let payload = payload.as_deref().unwrap();
+    assert!(payload.len() < 1_000_000, "cut to fit: {}", payload.len());
+    assert!(huge.starts_with(payload), "the head of the original");
+    assert_eq!(headers["original.size"], huge.len().to_string());
+    assert_eq!(
+        headers["original.sha256"],
+        hex::encode(sha2::Sha256::digest(huge.as_bytes()))
+    );
+    assert_eq!(headers["source.partition"], partition.to_string());
+    assert_eq!(headers["source.offset"], offset.to_string());
+    assert!(headers["error"].contains("over the limit"), "{headers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlq_that_keeps_failing_holds_its_records_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), "");
+    config.kafka.topics.audience_dlq = "wa.audience.dlq.missing".into();
+    let kafka = Kafka::start(&config);
+    config.kafka.brokers = kafka.brokers.clone();
+    // As if the topic did not exist (the mock broker creates topics on use).
+    kafka
+        .cluster
+        .topic_error(
+            &config.kafka.topics.audience_dlq,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .unwrap();
+    seed_campaigns(&kafka, &config).await;
+    let producer = kafka.producer();
+    let (bad_partition, bad_offset) = publish(
+        &producer,
+        &config.kafka.topics.audience,
+        "k-bad-1",
+        "{not json",
+    )
+    .await;
+    let (records, unique, _) = workload(2_000);
+    let valid: Vec<_> = records
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("k-bad"))
+        .collect();
+    publish_all(&producer, &config.kafka.topics.audience, &valid).await;
+
+    let store = app::open_store(&config).await.unwrap();
+    let p = Pipeline::start(&config, store.clone()).await.unwrap();
+    let s = p.stats.clone();
+    // The other records are staged while the dead letter waits.
+    wait_until(Duration::from_secs(60), "the valid records staged", || {
+        s.staged.load(Ordering::Relaxed)
+            + s.excluded.load(Ordering::Relaxed)
+            + s.duplicate.load(Ordering::Relaxed)
+            >= valid.len() as u64
+    })
+    .await;
+    wait_until(Duration::from_secs(60), "the DLQ failure reported", || {
+        s.dead_letters.lock().unwrap().is_some()
+    })
+    .await;
+    let reason = wadispatch::admin::not_ready(store.as_ref(), &s, Duration::from_secs(2))
+        .await
+        .expect("not ready while the DLQ refuses records");
+    assert!(
+        reason.contains("dead-letter topic wa.audience.dlq.missing: 1 audience records"),
+        "{reason}"
+    );
+    assert_eq!(
+        wadispatch::metrics::metrics()
+            .dead_letters_unwritten
+            .with_label_values(&["wa.audience.dlq.missing"])
+            .get(),
+        1
+    );
+    assert_eq!(s.dlq.load(Ordering::Relaxed), 0);
+    // The loop keeps going (the watchdog's heartbeat moves).
+    let beat = s.heartbeat.load(Ordering::Relaxed);
+    wait_until(Duration::from_secs(30), "the ingest loop alive", || {
+        s.heartbeat.load(Ordering::Relaxed) > beat + 2
+    })
+    .await;
+    // Nothing passes the record that is not written yet.
+    wait_until(Duration::from_secs(10), "offsets committed", || {
+        committed(
+            &kafka.brokers,
+            &config.kafka.group_id,
+            &config.kafka.topics.audience,
+            AUDIENCE_PARTITIONS,
+        )
+        .len()
+            > 1
+    })
+    .await;
+    let held = committed(
+        &kafka.brokers,
+        &config.kafka.group_id,
+        &config.kafka.topics.audience,
+        AUDIENCE_PARTITIONS,
+    );
+    assert!(
+        held.get(&bad_partition).is_none_or(|&c| c <= bad_offset),
+        "committed {held:?} past the unwritten dead letter at {bad_offset}"
+    );
+
+    // The topic appears: the letter is written, the reason goes away.
+    kafka
+        .cluster
+        .topic_error(
+            &config.kafka.topics.audience_dlq,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+        )
+        .unwrap();
+    wait_until(Duration::from_secs(90), "the dead letter written", || {
+        s.dlq.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert!(s.dead_letters.lock().unwrap().is_none());
+    assert!(
+        wadispatch::admin::not_ready(store.as_ref(), &s, Duration::from_secs(2))
+            .await
+            .is_none()
+    );
+    assert!(p.shutdown(Duration::from_secs(10)).await);
+    let staged = staged_pairs(store.as_ref(), &["camp-a", "camp-b"]).await;
+    assert_eq!(staged.len(), unique.len());
+    let dlq = read_all(
+        &kafka.brokers,
+        &config.kafka.topics.audience_dlq,
+        1,
+        Duration::from_secs(20),
+    );
+    assert!(!dlq.is_empty());
+    assert!(dlq.iter().all(|(k, _, _)| k.as_deref() == Some("k-bad-1")));
+}
+
 fn write_config(dir: &std::path::Path, brokers: &str, group: &str) -> std::path::PathBuf {
     let path = dir.join("wadispatch.toml");
     let text = format!(

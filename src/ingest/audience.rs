@@ -61,6 +61,33 @@ pub struct IngestStats {
     pub owned: Mutex<BTreeSet<i32>>,
     /// Partitions of the audience topic (for the instance's share of rates).
     pub total_partitions: std::sync::atomic::AtomicU32,
+    /// What the ingest loop is retrying right now (a store write), for
+    /// systemd's `STATUS=` and the logs; `None` when it is not retrying.
+    pub retrying: Mutex<Option<String>>,
+    /// Dead letters the DLQ topic has not acknowledged yet.
+    pub dead_letters: Mutex<Option<DlqFailure>>,
+}
+
+/// Dead letters waiting because the DLQ topic refuses or cannot take them.
+#[derive(Debug, Clone)]
+pub struct DlqFailure {
+    pub topic: String,
+    pub records: usize,
+    pub since: Instant,
+    pub error: String,
+}
+
+impl DlqFailure {
+    /// The readiness reason and `STATUS=` line.
+    pub fn describe(&self) -> String {
+        format!(
+            "dead-letter topic {}: {} audience records not written for {} s ({}); create the topic or fix its ACLs and size limit: their partitions stay behind them and nothing is lost",
+            self.topic,
+            self.records,
+            self.since.elapsed().as_secs(),
+            self.error
+        )
+    }
 }
 
 impl IngestStats {
@@ -69,6 +96,24 @@ impl IngestStats {
             + self.excluded.load(Ordering::Relaxed)
             + self.duplicate.load(Ordering::Relaxed)
             + self.dlq.load(Ordering::Relaxed)
+    }
+
+    /// What keeps ingest from its normal course (store writes being
+    /// retried, a failing DLQ), one line each; empty when nothing does.
+    pub fn troubles(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(what) = self
+            .retrying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            out.push(format!("retrying: {what}"));
+        }
+        if let Some(f) = &*self.dead_letters.lock().unwrap_or_else(|p| p.into_inner()) {
+            out.push(f.describe());
+        }
+        out
     }
 
     pub fn owned_shards(&self) -> Vec<u32> {
@@ -107,6 +152,11 @@ struct Shared {
     marks: Watermarks,
     buffer: Vec<Raw>,
     waiting: Vec<Raw>,
+    /// Dead letters not acknowledged by the DLQ topic yet, with their error.
+    /// Like waiting records they hold their partition's watermark.
+    unwritten: Vec<(Raw, String)>,
+    /// When the next DLQ write of `unwritten` is due, and the back-off.
+    dlq_retry: Option<(Instant, Duration)>,
     assigned: BTreeSet<i32>,
     paused: BTreeSet<i32>,
 }
@@ -158,10 +208,12 @@ impl ConsumerContext for IngestContext {
             .collect();
         let mut commit = TopicPartitionList::new();
         for &p in &revoked {
-            let before = shared.buffer.len() + shared.waiting.len();
+            let held = |s: &Shared| s.buffer.len() + s.waiting.len() + s.unwritten.len();
+            let before = held(&shared);
             shared.buffer.retain(|r| r.partition != p);
             shared.waiting.retain(|r| r.partition != p);
-            let dropped = before - shared.buffer.len() - shared.waiting.len();
+            shared.unwritten.retain(|(r, _)| r.partition != p);
+            let dropped = before - held(&shared);
             if let Some(next) = shared.marks.remove(p).and_then(|m| m.progress()) {
                 if !lost {
                     let _ = commit.add_partition_offset(&self.topic, p, Offset::Offset(next));
@@ -179,6 +231,14 @@ impl ConsumerContext for IngestContext {
         self.stats
             .waiting
             .store(shared.waiting.len() as u64, Ordering::Relaxed);
+        if shared.unwritten.is_empty() {
+            shared.dlq_retry = None;
+            *self
+                .stats
+                .dead_letters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
         drop(shared);
         if commit.count() > 0 {
             if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
@@ -290,6 +350,7 @@ impl AudienceIngest {
             if !batch.is_empty() {
                 self.process(batch, None);
             }
+            self.write_dead_letters();
             self.store_offsets();
             self.apply_backpressure();
         }
@@ -497,30 +558,8 @@ impl AudienceIngest {
             for (raw, error) in &letters {
                 tracing::warn!(partition = raw.partition, offset = raw.offset, error = %error, "audience record sent to the dead-letter topic");
             }
-            let dead: Vec<DeadLetter<'_>> = letters
-                .iter()
-                .map(|(raw, error)| DeadLetter {
-                    source_topic: &self.config.topic,
-                    partition: raw.partition,
-                    offset: raw.offset,
-                    key: raw.key.as_deref(),
-                    payload: raw.payload.as_deref(),
-                    error,
-                })
-                .collect();
-            if self
-                .retry("write dead letters", deadline, || {
-                    self.rt.block_on(self.dlq.send_all(&dead))
-                })
-                .is_none()
-            {
-                return false;
-            }
-            self.count(AudienceResult::Dlq, &self.stats.dlq, letters.len() as u64);
-            let mut shared = self.consumer.context().shared();
-            for (raw, _) in &letters {
-                shared.marks.complete(raw.partition, raw.offset);
-            }
+            self.consumer.context().shared().unwritten.extend(letters);
+            self.write_dead_letters();
         }
 
         let mut shared = self.consumer.context().shared();
@@ -531,6 +570,83 @@ impl AudienceIngest {
             .waiting
             .store(shared.waiting.len() as u64, Ordering::Relaxed);
         true
+    }
+
+    /// One write of every dead letter not yet acknowledged, when it is due
+    /// (at once the first time, then backing off from 1 s to 60 s while the
+    /// DLQ keeps failing). A record is marked
+    /// complete only once the DLQ acknowledged it: until then its partition's
+    /// committed offset stays before it, so neither a restart nor a
+    /// rebalance loses it. The loop around keeps polling meanwhile (the
+    /// heartbeat moves, records of other partitions keep being staged).
+    fn write_dead_letters(&self) {
+        let letters = {
+            let mut shared = self.consumer.context().shared();
+            if shared.unwritten.is_empty() {
+                return;
+            }
+            let due = shared.dlq_retry.is_none_or(|(at, _)| Instant::now() >= at);
+            if !due {
+                return;
+            }
+            std::mem::take(&mut shared.unwritten)
+        };
+        let dead: Vec<DeadLetter<'_>> = letters
+            .iter()
+            .map(|(raw, error)| DeadLetter {
+                source_topic: &self.config.topic,
+                partition: raw.partition,
+                offset: raw.offset,
+                key: raw.key.as_deref(),
+                payload: raw.payload.as_deref(),
+                error,
+            })
+            .collect();
+        let result = self.rt.block_on(self.dlq.send_all(&dead));
+        drop(dead);
+        let mut shared = self.consumer.context().shared();
+        let mut failure = self
+            .stats
+            .dead_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                self.count(AudienceResult::Dlq, &self.stats.dlq, letters.len() as u64);
+                for (raw, _) in &letters {
+                    shared.marks.complete(raw.partition, raw.offset);
+                }
+                if shared.unwritten.is_empty() {
+                    if failure.take().is_some() {
+                        tracing::info!(topic = %self.dlq.topic(), "dead-letter topic takes writes again");
+                    }
+                    shared.dlq_retry = None;
+                }
+            }
+            Err(e) => {
+                let delay = shared.dlq_retry.map_or(Duration::from_secs(1), |(_, d)| {
+                    (d * 2).min(Duration::from_secs(60))
+                });
+                shared.dlq_retry = Some((Instant::now() + delay, delay));
+                // A letter waits only while its partition is still ours.
+                let assigned = shared.assigned.clone();
+                shared.unwritten.extend(
+                    letters
+                        .into_iter()
+                        .filter(|(r, _)| assigned.contains(&r.partition)),
+                );
+                let since = failure.as_ref().map_or_else(Instant::now, |f| f.since);
+                let now = DlqFailure {
+                    topic: self.dlq.topic().to_string(),
+                    records: shared.unwritten.len(),
+                    since,
+                    error: e.to_string(),
+                };
+                tracing::error!(retry_in_s = delay.as_secs(), "{}", now.describe());
+                *failure = Some(now);
+            }
+        }
+        metrics::dead_letters_unwritten(self.dlq.topic(), shared.unwritten.len());
     }
 
     fn count(&self, result: AudienceResult, counter: &AtomicU64, n: u64) {
@@ -552,20 +668,38 @@ impl AudienceIngest {
         let mut delay = Duration::from_millis(100);
         let mut paused = false;
         loop {
+            // Retrying is progress for the systemd watchdog: a store outage
+            // must not become a restart loop (`STATUS=` says what we wait for).
+            self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
             match op() {
                 Ok(v) => {
                     if paused {
                         self.resume_all();
+                        *self
+                            .stats
+                            .retrying
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = None;
                     }
                     return Some(v);
                 }
                 Err(e) => {
+                    *self
+                        .stats
+                        .retrying
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(format!("cannot {what}: {e}"));
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot {what}; retrying (offsets are not stored meanwhile)");
                     if !paused {
                         self.pause_all();
                         paused = true;
                     }
                     if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                        *self
+                            .stats
+                            .retrying
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = None;
                         return None;
                     }
                     std::thread::sleep(delay);
@@ -627,19 +761,29 @@ impl AudienceIngest {
         metrics::paused_partitions(&self.config.topic, shared.paused.len());
     }
 
-    /// Records waiting for an unknown campaign hold the watermark of their
-    /// partition; past `max_buffered` of them, pause those partitions so the
-    /// backlog stops growing. Resume once it drains below half.
+    /// Records waiting for an unknown campaign or for the DLQ hold the
+    /// watermark of their partition; past `max_buffered` of them, pause those
+    /// partitions so the backlog stops growing. Resume once it drains below
+    /// half.
     fn apply_backpressure(&self) {
         let (waiting_partitions, count, paused) = {
             let shared = self.consumer.context().shared();
-            let parts: BTreeSet<i32> = shared.waiting.iter().map(|r| r.partition).collect();
-            (parts, shared.waiting.len(), shared.paused.clone())
+            let parts: BTreeSet<i32> = shared
+                .waiting
+                .iter()
+                .chain(shared.unwritten.iter().map(|(r, _)| r))
+                .map(|r| r.partition)
+                .collect();
+            (
+                parts,
+                shared.waiting.len() + shared.unwritten.len(),
+                shared.paused.clone(),
+            )
         };
         if count >= self.config.max_buffered {
             let to_pause: Vec<i32> = waiting_partitions.difference(&paused).copied().collect();
             if !to_pause.is_empty() {
-                tracing::warn!(waiting = count, partitions = ?to_pause, "audience records wait for unknown campaigns; pausing their partitions");
+                tracing::warn!(waiting = count, partitions = ?to_pause, "audience records wait for unknown campaigns or the dead-letter topic; pausing their partitions");
                 self.set_paused(&to_pause, true);
             }
         } else if count <= self.config.max_buffered / 2 && !paused.is_empty() {
@@ -676,6 +820,8 @@ impl AudienceIngest {
         if !batch.is_empty() {
             self.process(batch, Some(deadline));
         }
+        // Dead letters the DLQ did not take are read again at the next start
+        // (the watermark stops before them).
         self.store_offsets();
         tracing::info!(
             staged = self.stats.staged.load(Ordering::Relaxed),
