@@ -186,6 +186,28 @@ fn dashboard_queries_only_registered_metrics() {
     }
 }
 
+#[test]
+fn alert_rules_name_only_registered_metrics() {
+    let known: BTreeSet<String> = wadispatch::metrics::metrics().names().into_iter().collect();
+    let rules = read("grafana/alerts.yml");
+    let exprs: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .collect();
+    assert!(exprs.len() >= 4, "grafana/alerts.yml has {} rules", exprs.len());
+    for expr in exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "an alert on no wadispatch metric: {expr}");
+        for name in names {
+            assert!(
+                family(&name, &known).is_some(),
+                "grafana/alerts.yml: {name} is not registered by src/metrics.rs"
+            );
+        }
+    }
+    assert!(read("grafana/prometheus.yml").contains("- alerts.yml"));
+}
+
 fn datasource_uid(value: &Value) -> Option<&str> {
     match value {
         Value::String(s) => Some(s),
