@@ -169,11 +169,7 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
-        halted: state
-            .halted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        halted: state.halt_reason(),
         eta_seconds: progress.as_ref().and_then(|p| p.eta_seconds),
         counted_at: progress.as_ref().map(|p| p.at),
     }
@@ -192,6 +188,58 @@ async fn campaigns(state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok().json(views)
 }
 
+/// `POST /campaigns/{id}/clear-halt`: lifts a halt by a campaign-class error
+/// (after the template was fixed in WhatsApp Manager without a spec change).
+/// Other instances see it within seconds (they read the store).
+async fn clear_halt(state: web::Data<AdminState>, id: web::Path<String>) -> HttpResponse {
+    let id = id.into_inner();
+    let live = state
+        .campaigns
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .cloned();
+    let stored = match state.store.campaign_halt(&id).await {
+        Ok(h) => h,
+        Err(e) => {
+            return HttpResponse::ServiceUnavailable()
+                .content_type("text/plain")
+                .body(format!(
+                    "cannot read the halt of {id}: {e}; try again once the store answers\n"
+                ))
+        }
+    };
+    let reason = live
+        .as_ref()
+        .and_then(|c| c.halt_reason())
+        .or_else(|| stored.as_ref().map(|h| h.reason.clone()));
+    if live.is_none() && stored.is_none() {
+        return HttpResponse::NotFound()
+            .content_type("text/plain")
+            .body(format!(
+                "campaign {id} is not known here and has no halt (GET /campaigns lists them)\n"
+            ));
+    }
+    if let Err(e) = state.store.set_campaign_halt(&id, None).await {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!(
+                "cannot lift the halt of {id}: {e}; try again once the store answers\n"
+            ));
+    }
+    if let Some(c) = live {
+        *c.halted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    let body = match reason {
+        Some(r) => {
+            tracing::info!(campaign = %id, reason = %r, "halt lifted by the operator");
+            format!("halt of {id} lifted (it was: {r})\n")
+        }
+        None => format!("campaign {id} was not halted\n"),
+    };
+    HttpResponse::Ok().content_type("text/plain").body(body)
+}
+
 /// Binds `listen` and returns the server (to spawn) and the bound address.
 pub fn serve(
     state: AdminState,
@@ -205,6 +253,7 @@ pub fn serve(
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/campaigns", web::get().to(campaigns))
+            .route("/campaigns/{id}/clear-halt", web::post().to(clear_halt))
     })
     .workers(1)
     .disable_signals()

@@ -194,10 +194,17 @@ fn alert_rules_name_only_registered_metrics() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("expr:"))
         .collect();
-    assert!(exprs.len() >= 4, "grafana/alerts.yml has {} rules", exprs.len());
+    assert!(
+        exprs.len() >= 4,
+        "grafana/alerts.yml has {} rules",
+        exprs.len()
+    );
     for expr in exprs {
         let names = metric_names(expr);
-        assert!(!names.is_empty(), "an alert on no wadispatch metric: {expr}");
+        assert!(
+            !names.is_empty(),
+            "an alert on no wadispatch metric: {expr}"
+        );
         for name in names {
             assert!(
                 family(&name, &known).is_some(),

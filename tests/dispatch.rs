@@ -812,3 +812,127 @@ fn a_reload_of_something_else_keeps_halts_and_the_throttled_rate() {
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
 }
+
+/// A template error (132001) halts the campaign; the halt survives a
+/// restart, an operator lifts it on the admin listener, and a changed spec
+/// lifts it too. The contacts its requests hit stay pending (the error is
+/// the template's, not theirs) and are sent once the template is right.
+#[test]
+fn a_template_halt_survives_a_restart_until_lifted() {
+    app::system().block_on(async {
+        let mut w = world(&[("4801", 20.0)]).await;
+        // Meta knows `promo_v2` only: `promo` does not exist (132001).
+        let meta = Sandbox::start(SandboxConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            per_number_mps: 0.0,
+            webhook_url: None,
+            templates: [(
+                "promo_v2".to_string(),
+                wadispatch::sandbox::TemplateSpec {
+                    body_params: 1,
+                    paused: false,
+                },
+            )]
+            .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        w.config.whatsapp.api_base_url = meta.base_url();
+        let first = spec("halt", &["4801"], 20.0, false);
+        publish_campaign(&w, "halt", &first, 0..150).await;
+        let refused = || {
+            meta.stats()
+                .rejected_by_code
+                .get(&132001)
+                .copied()
+                .unwrap_or(0)
+        };
+
+        // A restart in this process keeps the store open: the new daemon
+        // knows only what the store holds.
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store.clone())
+            .await
+            .unwrap();
+        let state = live(&daemon, "halt").await;
+        wait_until(Duration::from_secs(60), "the first halt", || {
+            state.halt_reason().is_some()
+        })
+        .await;
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+        let before_restart = meta.stats().requests;
+        assert!(before_restart >= 1 && refused() == before_restart);
+
+        // The same spec after a restart: still halted, nothing sent. (A new
+        // consumer group: the mock broker keeps the old member's partitions
+        // until its session times out.)
+        let mut again = w.config.clone();
+        again.kafka.group_id.push_str("-restarted");
+        let daemon = Daemon::start(again, store.clone()).await.unwrap();
+        let state = live(&daemon, "halt").await;
+        wait_until(Duration::from_secs(30), "the halt read back", || {
+            state.halt_reason().is_some()
+        })
+        .await;
+        let admin = format!("http://{}", daemon.admin_addr);
+        let (code, body) = get(&format!("{admin}/campaigns")).await;
+        assert_eq!(code, 200);
+        assert!(body.contains("132001"), "{body}");
+        // A window in which a resumed campaign would send dozens.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            meta.stats().requests,
+            before_restart,
+            "a halted campaign sent after a restart"
+        );
+
+        // The operator lifts it (as after a fix in WhatsApp Manager): the
+        // next request meets the same error and halts it again.
+        let lift = reqwest::Client::new()
+            .post(format!("{admin}/campaigns/halt/clear-halt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(lift.status().as_u16(), 200);
+        assert!(lift.text().await.unwrap().contains("lifted"));
+        wait_until(Duration::from_secs(30), "the next refusal", || {
+            refused() > before_restart
+        })
+        .await;
+        wait_until(Duration::from_secs(10), "halted again", || {
+            state.halt_reason().is_some()
+        })
+        .await;
+        let missing = reqwest::Client::new()
+            .post(format!("{admin}/campaigns/nope/clear-halt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status().as_u16(), 404);
+
+        // A changed spec (the right template) lifts it: every contact is
+        // sent, the ones the errors hit included.
+        let fixed = first.replace(r#""name":"promo""#, r#""name":"promo_v2""#);
+        assert_ne!(fixed, first);
+        publish(
+            &w.kafka.producer(),
+            &w.config.kafka.topics.campaigns,
+            "halt",
+            &fixed,
+        )
+        .await;
+        let s = wait_done(&daemon, "halt", 150, Duration::from_secs(60)).await;
+        assert_eq!(
+            s.by_state.get("accepted").copied(),
+            Some(150),
+            "{:?}",
+            s.by_state
+        );
+        assert_eq!(meta.stats().accepted, 150);
+        assert_eq!(meta.stats().duplicate_recipients, 0);
+        assert!(state.halt_reason().is_none());
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+        assert_eq!(store.campaign_halt("halt").await.unwrap(), None);
+    });
+}

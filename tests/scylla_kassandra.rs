@@ -204,7 +204,19 @@ async fn scylla_store_over_cql_protocol() {
     assert!(store.lookup_wamid("wamid.K1").await.unwrap().is_none());
 
     // Deleting a campaign that never started removes its rows.
+    let halt = wadispatch::store::CampaignHalt {
+        reason: "(#132015) Template is paused".into(),
+        spec: "ab12".into(),
+        at: t0(),
+    };
+    store
+        .set_campaign_halt("k-scan", Some(&halt))
+        .await
+        .unwrap();
+    assert_eq!(store.campaign_halt("k-scan").await.unwrap(), Some(halt));
+    assert_eq!(store.campaign_halt("k-promo").await.unwrap(), None);
     store.delete_campaign("k-scan").await.unwrap();
+    assert_eq!(store.campaign_halt("k-scan").await.unwrap(), None);
     assert!(store
         .scan_dispatches("k-scan", None, 10)
         .await

@@ -59,6 +59,7 @@ async fn conformance(store: Arc<dyn Store>) {
     requeue_takes_back_unknown_and_chosen_failures(store.as_ref()).await;
     deferred_is_claimable_only_when_due(store.as_ref()).await;
     campaigns_round_trip(store.as_ref()).await;
+    halts_persist_until_lifted(store.as_ref()).await;
     dispatch_scan_pages_through_everything(store.as_ref()).await;
     opt_out_round_trip(store.as_ref()).await;
 }
@@ -576,6 +577,48 @@ async fn campaigns_round_trip(store: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn halts_persist_until_lifted(store: &dyn Store) {
+    use wadispatch::store::CampaignHalt;
+    assert_eq!(store.campaign_halt("c-halt").await.unwrap(), None);
+    let halt = CampaignHalt {
+        reason: "(#132001) Template name does not exist in the translation".into(),
+        spec: "ab12".into(),
+        at: t0(),
+    };
+    store
+        .set_campaign_halt("c-halt", Some(&halt))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.campaign_halt("c-halt").await.unwrap(),
+        Some(halt.clone())
+    );
+    assert_eq!(
+        store.campaign_halt("c-other").await.unwrap(),
+        None,
+        "per campaign"
+    );
+    let newer = CampaignHalt {
+        spec: "cd34".into(),
+        ..halt.clone()
+    };
+    store
+        .set_campaign_halt("c-halt", Some(&newer))
+        .await
+        .unwrap();
+    assert_eq!(store.campaign_halt("c-halt").await.unwrap(), Some(newer));
+    store.set_campaign_halt("c-halt", None).await.unwrap();
+    assert_eq!(store.campaign_halt("c-halt").await.unwrap(), None);
+    store.set_campaign_halt("c-halt", None).await.unwrap();
+    // Deleting a campaign deletes its halt.
+    store
+        .set_campaign_halt("c-halt", Some(&halt))
+        .await
+        .unwrap();
+    store.delete_campaign("c-halt").await.unwrap();
+    assert_eq!(store.campaign_halt("c-halt").await.unwrap(), None);
 }
 
 async fn dispatch_scan_pages_through_everything(store: &dyn Store) {

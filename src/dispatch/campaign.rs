@@ -28,7 +28,7 @@ use crate::domain::{ContactKey, DesiredState, DispatchState, ExclusionReason, Ob
 use crate::events::Event;
 use crate::ingest::catalog::CatalogEntry;
 use crate::metrics;
-use crate::store::{ClaimOutcome, ClaimRequest, DispatchRecord, Outcome, Store};
+use crate::store::{CampaignHalt, ClaimOutcome, ClaimRequest, DispatchRecord, Outcome, Store};
 use crate::whatsapp::payload::{callback_data, template_message_bytes};
 
 /// Pending contacts read per scan page.
@@ -63,6 +63,9 @@ pub trait DispatchEnv: Send + Sync + 'static {
 /// How often a campaign looks for `unknown` contacts to resend.
 const RESEND_CHECK: Duration = Duration::from_secs(60);
 
+/// How often a halted campaign looks whether its halt was lifted in the store.
+const HALT_CHECK: Duration = Duration::from_secs(5);
+
 /// Live state of a campaign shared by the actor, its pump and `/campaigns`.
 pub struct CampaignState {
     pub id: String,
@@ -70,7 +73,9 @@ pub struct CampaignState {
     pub paused_by_operator: AtomicBool,
     pub rate_override: RwLock<Option<f64>>,
     limiter: RwLock<Arc<DefaultDirectRateLimiter>>,
-    pub halted: Mutex<Option<String>>,
+    /// A halt by a campaign-class error, also in the store (it survives
+    /// restarts; see `Pump::load_halt`).
+    pub halted: Mutex<Option<CampaignHalt>>,
     pub observed: Mutex<Option<ObservedState>>,
     pub wait_reason: Mutex<Option<String>>,
     pub in_flight: AtomicU64,
@@ -137,6 +142,11 @@ impl CampaignState {
                     .state,
                 DesiredState::Paused | DesiredState::Ended
             )
+    }
+
+    /// Why the campaign is halted, if it is.
+    pub fn halt_reason(&self) -> Option<String> {
+        lock(&self.halted).as_ref().map(|h| h.reason.clone())
     }
 
     fn facts<'a>(&self, entry: &'a CatalogEntry) -> CampaignFacts<'a> {
@@ -367,8 +377,49 @@ impl Pump {
         next
     }
 
+    /// A halt recorded by an earlier run holds while the spec is the one it
+    /// was recorded with; a spec that changed meanwhile lifts it.
+    async fn load_halt(&self) {
+        let id = &self.state.id;
+        let halt = loop {
+            match self.store.campaign_halt(id).await {
+                Ok(h) => break h,
+                Err(e) => {
+                    tracing::warn!(campaign = %id, error = %e, "cannot read the campaign's halt; nothing is claimed until the store answers");
+                    if self.state.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let Some(halt) = halt else { return };
+        if halt.spec == read(&self.state.entry).spec.digest() {
+            tracing::error!(campaign = %id, reason = %halt.reason, since = %halt.at, "campaign stays halted by WhatsApp (template problem): fix the template, then publish a changed spec or POST /campaigns/{id}/clear-halt on the admin listener");
+            *lock(&self.state.halted) = Some(halt);
+        } else {
+            tracing::info!(campaign = %id, reason = %halt.reason, "the spec changed since the campaign was halted: halt lifted");
+            if let Err(e) = self.store.set_campaign_halt(id, None).await {
+                tracing::warn!(campaign = %id, error = %e, "cannot lift the stored halt; the next start lifts it again");
+            }
+        }
+    }
+
+    /// A halt lifted in the store (by an operator, possibly through another
+    /// instance) is lifted here too.
+    async fn refresh_halt(&self) {
+        if lock(&self.state.halted).is_none() {
+            return;
+        }
+        if let Ok(None) = self.store.campaign_halt(&self.state.id).await {
+            tracing::info!(campaign = %self.state.id, "the campaign's halt was lifted in the store");
+            *lock(&self.state.halted) = None;
+        }
+    }
+
     /// Runs until the campaign is stopped.
     pub async fn run(self: Arc<Self>) {
+        self.load_halt().await;
         self.recover().await;
         // Claim nothing before the suppression list is loaded; the topic is
         // optional, so after 30 s go on without it (and say so).
@@ -386,12 +437,17 @@ impl Pump {
         let mut observed = self.observe(&counts).await;
         metrics::campaign_pending(&self.state.id, counts.pending);
         let mut resend_checked = std::time::Instant::now();
+        let mut halt_checked = std::time::Instant::now();
         while !self.state.stop.load(Ordering::Acquire) {
             if resend_checked.elapsed() >= RESEND_CHECK {
                 resend_checked = std::time::Instant::now();
                 self.resend_unknown().await;
             }
             if !lifecycle::may_claim(observed) {
+                if observed == ObservedState::Failed && halt_checked.elapsed() >= HALT_CHECK {
+                    halt_checked = std::time::Instant::now();
+                    self.refresh_halt().await;
+                }
                 if observed == ObservedState::Ended && counts.pending + counts.deferred > 0 {
                     self.close_window().await;
                     *lock(&self.counts_cache) = None;
@@ -670,7 +726,7 @@ impl Pump {
         let pump = self.clone();
         tokio::spawn(async move {
             use tracing::Instrument;
-            pump.send(sender, row, job).instrument(span).await;
+            pump.send(sender, row, job, entry).instrument(span).await;
             drop(permit);
         });
         Considered::Dispatched
@@ -679,7 +735,13 @@ impl Pump {
     /// The sender's turn, the claim, the request: nothing in between the
     /// last two. A contact whose turn never came (a stop, a halt, an open
     /// circuit) was never claimed and stays pending as it was.
-    async fn send(&self, sender: QueuedSend, row: DispatchRecord, job: SendJob) {
+    async fn send(
+        &self,
+        sender: QueuedSend,
+        row: DispatchRecord,
+        job: SendJob,
+        entry: Arc<CatalogEntry>,
+    ) {
         let state = &self.state;
         let holds = || state.holds();
         if let Some(turn) = sender.core().take_turn(&job.contact, &holds).await {
@@ -688,14 +750,36 @@ impl Pump {
                 let report = sender.core().deliver(turn, job).await;
                 state.note_retry(&contact, report == SendReport::Requeued);
                 if let SendReport::CampaignHalted(reason) = &report {
-                    tracing::error!(campaign = %state.id, reason = %reason, "campaign halted by WhatsApp (template problem): fix it, then publish the spec again or restart");
-                    *lock(&state.halted) = Some(reason.clone());
+                    self.halt(reason, &entry).await;
                 }
                 state.dispatched.fetch_add(1, Ordering::Relaxed);
             }
         }
         lock(&state.in_hand).remove(&row.contact);
         state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A campaign-class error stops the campaign, in memory at once and in
+    /// the store for the next start, bound to the spec the request was built
+    /// from.
+    async fn halt(&self, reason: &str, entry: &CatalogEntry) {
+        let state = &self.state;
+        let halt = CampaignHalt {
+            reason: reason.to_string(),
+            spec: entry.spec.digest(),
+            at: Utc::now(),
+        };
+        if lock(&state.halted)
+            .as_ref()
+            .is_some_and(|h| h.spec == halt.spec)
+        {
+            return; // another send of the same spec got there first
+        }
+        tracing::error!(campaign = %state.id, reason = %reason, "campaign halted by WhatsApp (template problem): fix the template, then publish a changed spec or POST /campaigns/{}/clear-halt on the admin listener", state.id);
+        *lock(&state.halted) = Some(halt.clone());
+        if let Err(e) = self.store.set_campaign_halt(&state.id, Some(&halt)).await {
+            tracing::warn!(campaign = %state.id, error = %e, "cannot store the campaign's halt: it holds until this process stops");
+        }
     }
 
     /// Claim time: every check again with the contact's current record, the
@@ -809,9 +893,28 @@ impl Handler<CampaignControl> for CampaignActor {
         let state = &self.pump.state;
         match msg {
             CampaignControl::Spec(entry) => {
+                // A changed spec (a fixed template) lifts a halt; the same
+                // spec read again (a restart, a catalog refresh) does not.
+                let lifted = {
+                    let mut halted = lock(&state.halted);
+                    let changed = halted
+                        .as_ref()
+                        .is_some_and(|h| h.spec != entry.spec.digest());
+                    if changed {
+                        *halted = None;
+                    }
+                    changed
+                };
                 *state.entry.write().unwrap_or_else(|p| p.into_inner()) = entry;
-                // A new spec is the operator's way to resume after a template fix.
-                *lock(&state.halted) = None;
+                if lifted {
+                    tracing::info!(campaign = %state.id, "a changed spec lifts the campaign's halt");
+                    let (store, id) = (self.pump.store.clone(), state.id.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = store.set_campaign_halt(&id, None).await {
+                            tracing::warn!(campaign = %id, error = %e, "cannot lift the stored halt; the next start lifts it again");
+                        }
+                    });
+                }
                 state.repace();
             }
             CampaignControl::Override { per_second, paused } => {

@@ -426,6 +426,15 @@ fn join_problems(problems: &[SpecProblem]) -> String {
 }
 
 impl CampaignSpec {
+    /// A fingerprint of the whole spec (SHA-256 of its JSON, hex): two specs
+    /// with the same digest ask for the same thing. A halt holds while the
+    /// spec in force has the digest it was recorded with.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(json))
+    }
+
     /// Parses a spec from JSON. Only the shape is checked; see `validate`.
     pub fn from_json(bytes: &[u8]) -> Result<CampaignSpec, SpecError> {
         serde_json::from_slice(bytes).map_err(|e| SpecError::Json(e.to_string()))

@@ -72,6 +72,8 @@ struct Inner {
     contacts: Keyspace,
     wamids: Keyspace,
     parked: Keyspace,
+    /// `halts (campaign) → CampaignHalt` (JSON).
+    halts: Keyspace,
     stripes: Vec<Mutex<()>>,
     /// Held for the life of the store: the OS releases it when the process
     /// dies, even on kill -9.
@@ -191,6 +193,7 @@ impl EmbeddedStore {
             contacts: ks("contacts")?,
             wamids: ks("wamids")?,
             parked: ks("parked")?,
+            halts: ks("halts")?,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
             _lock: lock,
@@ -594,6 +597,7 @@ impl Inner {
             }
         }
         batch.remove(&self.campaigns, id.as_bytes().to_vec());
+        batch.remove(&self.halts, id.as_bytes().to_vec());
         batch.commit().map_err(io_err)
     }
 }
@@ -623,6 +627,26 @@ impl Store for EmbeddedStore {
         let id = id.to_string();
         self.point(move |inner| inner.get_json(&inner.campaigns, id.as_bytes()))
             .await
+    }
+
+    async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>> {
+        let id = id.to_string();
+        self.point(move |inner| inner.get_json(&inner.halts, id.as_bytes()))
+            .await
+    }
+
+    async fn set_campaign_halt(&self, id: &str, halt: Option<&CampaignHalt>) -> StoreResult<()> {
+        let id = id.to_string();
+        let halt = halt.cloned();
+        self.point(move |inner| match &halt {
+            Some(h) => inner.put_json(&inner.halts, id.as_bytes(), h),
+            None => {
+                let mut batch = inner.batch();
+                batch.remove(&inner.halts, id.as_bytes().to_vec());
+                batch.commit().map_err(io_err)
+            }
+        })
+        .await
     }
 
     async fn list_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {

@@ -62,6 +62,10 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_campaign(&self, id: &str) -> StoreResult<()>;
     /// Shards (audience partitions) that hold contacts of this campaign.
     async fn campaign_shards(&self, id: &str) -> StoreResult<Vec<u32>>;
+    /// The campaign's halt, if one is in force.
+    async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>>;
+    /// Records (`Some`) or lifts (`None`) the campaign's halt.
+    async fn set_campaign_halt(&self, id: &str, halt: Option<&CampaignHalt>) -> StoreResult<()>;
 
     // ---- staging ----
     /// Idempotent upsert of a batch: a (campaign, contact) already staged is

@@ -19,6 +19,19 @@ pub struct CampaignRecord {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+/// A campaign stopped by a campaign-class error (a missing, paused or
+/// disabled template: 132001, 132015, 132016). It survives restarts and
+/// holds until a different spec arrives or an operator clears it
+/// (docs/ARCHITECTURE.md, "Halts").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignHalt {
+    /// Meta's error as the logs and `/campaigns` show it.
+    pub reason: String,
+    /// `CampaignSpec::digest` of the spec in force when it halted.
+    pub spec: String,
+    pub at: DateTime<Utc>,
+}
+
 /// One validated audience record, ready to stage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageRequest {

@@ -30,6 +30,12 @@ impl<S: Store> Store for Timed<S> {
     async fn get_campaign(&self, id: &str) -> StoreResult<Option<CampaignRecord>> {
         time("get_campaign", self.0.get_campaign(id)).await
     }
+    async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>> {
+        time("campaign_halt", self.0.campaign_halt(id)).await
+    }
+    async fn set_campaign_halt(&self, id: &str, halt: Option<&CampaignHalt>) -> StoreResult<()> {
+        time("set_campaign_halt", self.0.set_campaign_halt(id, halt)).await
+    }
     async fn list_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
         time("list_campaigns", self.0.list_campaigns()).await
     }

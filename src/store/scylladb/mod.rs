@@ -65,6 +65,9 @@ struct Statements {
     set_observed: PreparedStatement,
     set_started: PreparedStatement,
     delete_campaign: PreparedStatement,
+    get_halt: PreparedStatement,
+    put_halt: PreparedStatement,
+    delete_halt: PreparedStatement,
     campaign_shards: PreparedStatement,
     add_shard: PreparedStatement,
     delete_shards: PreparedStatement,
@@ -699,6 +702,9 @@ impl Statements {
             .await?,
             set_started: p(s, "UPDATE campaigns SET started_at = ? WHERE id = ?", true).await?,
             delete_campaign: p(s, "DELETE FROM campaigns WHERE id = ?", true).await?,
+            get_halt: p(s, "SELECT halt FROM campaign_halts WHERE id = ?", true).await?,
+            put_halt: p(s, "INSERT INTO campaign_halts (id, halt) VALUES (?, ?)", true).await?,
+            delete_halt: p(s, "DELETE FROM campaign_halts WHERE id = ?", true).await?,
             campaign_shards: p(s, "SELECT shard FROM campaign_shards WHERE campaign_id = ?", true).await?,
             add_shard: p(s, "INSERT INTO campaign_shards (campaign_id, shard) VALUES (?, ?)", true).await?,
             delete_shards: p(s, "DELETE FROM campaign_shards WHERE campaign_id = ?", true).await?,
@@ -911,6 +917,39 @@ impl Store for ScyllaStore {
         }
     }
 
+    async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>> {
+        let rows: Vec<(Option<String>,)> = self
+            .page(&self.st.get_halt, (id,), 1, "reading a campaign halt")
+            .await?;
+        match rows.into_iter().next().and_then(|(h,)| h) {
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key: format!("campaign_halts/{id}"),
+                    message: e.to_string(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_campaign_halt(&self, id: &str, halt: Option<&CampaignHalt>) -> StoreResult<()> {
+        match halt {
+            Some(h) => {
+                let json = serde_json::to_string(h).map_err(|e| StoreError::Corrupt {
+                    key: format!("campaign_halts/{id}"),
+                    message: e.to_string(),
+                })?;
+                self.exec(&self.st.put_halt, (id, json), "writing a campaign halt")
+                    .await?;
+            }
+            None => {
+                self.exec(&self.st.delete_halt, (id,), "lifting a campaign halt")
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn list_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
         let rows: Vec<CampaignRow> = self
             .rows(&self.st.list_campaigns, (), "listing campaigns")
@@ -969,6 +1008,8 @@ impl Store for ScyllaStore {
                 .await?;
         }
         self.exec(&self.st.delete_shards, (id,), "deleting shards")
+            .await?;
+        self.exec(&self.st.delete_halt, (id,), "deleting a campaign halt")
             .await?;
         self.exec(&self.st.delete_campaign, (id,), "deleting a campaign")
             .await
