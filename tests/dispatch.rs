@@ -936,3 +936,52 @@ fn a_template_halt_survives_a_restart_until_lifted() {
         assert_eq!(store.campaign_halt("halt").await.unwrap(), None);
     });
 }
+
+/// Reloads in a burst reach every actor in full: a reconfigure, an override
+/// or a pause is never dropped on a full mailbox (the campaign actor's holds
+/// 64, the registry's 16), and the last one wins.
+#[test]
+fn a_burst_of_reloads_beyond_the_mailboxes_loses_no_change() {
+    app::system().block_on(async {
+        let w = world(&[("4901", 1.0)]).await;
+        publish_campaign(&w, "burst", &spec("burst", &["4901"], 1.0, false), 0..5).await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let state = live(&daemon, "burst").await;
+        let core = daemon
+            .senders
+            .read()
+            .unwrap()
+            .get("4901")
+            .unwrap()
+            .1
+            .clone();
+        const BURST: u32 = 300;
+        for i in 1..=BURST {
+            let mut c = w.config.clone();
+            c.senders.get_mut("4901").unwrap().per_second = f64::from(i);
+            c.campaigns.insert(
+                "burst".into(),
+                wadispatch::config::CampaignOverride {
+                    per_second: Some(0.5 + f64::from(i)),
+                    per_hour: None,
+                    // The last one pauses it.
+                    paused: i % 2 == 0,
+                },
+            );
+            // No await between them: the actors see the whole burst at once.
+            daemon
+                .registry
+                .do_send(wadispatch::dispatch::registry::ApplyConfig(c));
+        }
+        wait_until(Duration::from_secs(30), "the last reload applied", || {
+            core.configured() == f64::from(BURST)
+                && *state.rate_override.read().unwrap() == Some(0.5 + f64::from(BURST))
+                && state
+                    .paused_by_operator
+                    .load(std::sync::atomic::Ordering::Acquire)
+        })
+        .await;
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
