@@ -260,6 +260,7 @@ pub fn webhook_processor(
             app_secret: w.app_secret.as_ref().map(|s| s.expose().to_string()),
             verify_token: w.verify_token.as_ref().map(|s| s.expose().to_string()),
             opt_out_keywords: w.opt_out_keywords.clone(),
+            keyword_scope: w.opt_out_keyword_scope,
         },
     )))
 }

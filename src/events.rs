@@ -41,10 +41,13 @@ pub enum Event {
         payload: Option<String>,
         timestamp: DateTime<Utc>,
     },
-    /// The contact opted out of (or back into) marketing messages.
+    /// The contact opted out of (or back into) messages of `scope`.
     OptOut {
         contact: String,
         opted_out: bool,
+        /// `marketing` (131050, `user_preferences`) or `all` (a keyword,
+        /// unless `whatsapp.opt_out_keyword_scope` says `marketing`).
+        scope: crate::domain::OptOutScope,
         /// `keyword`, `user_preferences` or `error_131050`.
         source: String,
         campaign_id: Option<String>,
@@ -167,6 +170,7 @@ mod tests {
         let e = Event::OptOut {
             contact: "+525512345678".into(),
             opted_out: true,
+            scope: crate::domain::OptOutScope::All,
             source: "keyword".into(),
             campaign_id: Some("bday".into()),
             timestamp: at,

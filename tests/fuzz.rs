@@ -96,6 +96,7 @@ fn processor(dir: &std::path::Path) -> WebhookProcessor {
             app_secret: Some(SECRET.into()),
             verify_token: None,
             opt_out_keywords: vec!["STOP".into()],
+            keyword_scope: wadispatch::domain::OptOutScope::All,
         },
     )
 }

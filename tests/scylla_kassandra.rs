@@ -172,7 +172,7 @@ async fn scylla_store_over_cql_protocol() {
     // Contacts: opt-out round trip and undeliverable.
     let who = ContactKey::raw("+5215500000099");
     assert!(store.get_contact(&who).await.unwrap().is_none());
-    store.set_opt_out(&who, true, t0()).await.unwrap();
+    store.set_opt_out(&who, wadispatch::domain::OptOutScope::All, true, t0()).await.unwrap();
     let c = store.get_contact(&who).await.unwrap().unwrap();
     assert!(c.opted_out);
     assert_eq!(c.opted_out_at, Some(t0()));
@@ -186,8 +186,14 @@ async fn scylla_store_over_cql_protocol() {
             .undeliverable_at,
         Some(t0())
     );
-    store.set_opt_out(&who, false, t0()).await.unwrap();
+    store.set_opt_out(&who, wadispatch::domain::OptOutScope::All, false, t0()).await.unwrap();
     assert!(!store.get_contact(&who).await.unwrap().unwrap().opted_out);
+    store
+        .set_opt_out(&who, wadispatch::domain::OptOutScope::Marketing, true, t0())
+        .await
+        .unwrap();
+    let c = store.get_contact(&who).await.unwrap().unwrap();
+    assert!(c.marketing_opted_out && !c.opted_out);
 
     // Parked statuses are stored once per distinct status.
     let update = StatusUpdate {

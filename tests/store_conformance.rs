@@ -660,19 +660,20 @@ async fn is_opted_out(store: &dyn Store) -> bool {
 }
 
 async fn opt_out_round_trip(store: &dyn Store) {
+    use wadispatch::domain::OptOutScope::{All, Marketing};
     assert!(store.get_contact(&contact(99)).await.unwrap().is_none());
-    store.set_opt_out(&contact(99), true, t0()).await.unwrap();
+    store.set_opt_out(&contact(99), All, true, t0()).await.unwrap();
     let c = store.get_contact(&contact(99)).await.unwrap().unwrap();
     assert!(c.opted_out);
     assert_eq!(c.opted_out_at, Some(t0()));
     store
-        .set_opt_out(&contact(99), false, t0() + Duration::seconds(10))
+        .set_opt_out(&contact(99), All, false, t0() + Duration::seconds(10))
         .await
         .unwrap();
     assert!(!is_opted_out(store).await);
     // A `stop` from before the `resume`, redelivered late, changes nothing.
     store
-        .set_opt_out(&contact(99), true, t0() + Duration::seconds(5))
+        .set_opt_out(&contact(99), All, true, t0() + Duration::seconds(5))
         .await
         .unwrap();
     assert!(
@@ -680,18 +681,53 @@ async fn opt_out_round_trip(store: &dyn Store) {
         "an older stop lost to the newer resume"
     );
     store
-        .set_opt_out(&contact(99), true, t0() + Duration::seconds(20))
+        .set_opt_out(&contact(99), All, true, t0() + Duration::seconds(20))
         .await
         .unwrap();
     assert!(is_opted_out(store).await);
     store
-        .set_opt_out(&contact(99), false, t0() + Duration::seconds(15))
+        .set_opt_out(&contact(99), All, false, t0() + Duration::seconds(15))
         .await
         .unwrap();
     assert!(
         is_opted_out(store).await,
         "an older resume does not opt back in"
     );
+    // Marketing-only opt-outs are apart, with their own event order.
+    let m = contact(98);
+    store.set_opt_out(&m, Marketing, true, t0()).await.unwrap();
+    let c = store.get_contact(&m).await.unwrap().unwrap();
+    assert!(c.marketing_opted_out && !c.opted_out);
+    assert!(c.opted_out_of(true), "a marketing template is held");
+    assert!(!c.opted_out_of(false), "a utility template still goes");
+    // An `all` change older than the marketing stop is still newer than
+    // nothing of its own scope: it applies, and does not touch marketing.
+    store
+        .set_opt_out(&m, All, false, t0() - Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(store.get_contact(&m).await.unwrap().unwrap().marketing_opted_out);
+    store
+        .set_opt_out(&m, Marketing, false, t0() - Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(
+        store.get_contact(&m).await.unwrap().unwrap().marketing_opted_out,
+        "an older marketing resume does not opt back in"
+    );
+    store
+        .set_opt_out(&m, Marketing, false, t0() + Duration::seconds(1))
+        .await
+        .unwrap();
+    let c = store.get_contact(&m).await.unwrap().unwrap();
+    assert!(!c.marketing_opted_out && !c.opted_out_of(true));
+    // The opt-out of everything holds marketing too.
+    assert!(store
+        .get_contact(&contact(99))
+        .await
+        .unwrap()
+        .unwrap()
+        .opted_out_of(true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,7 @@ async fn harness() -> Harness {
             app_secret: Some(SECRET.into()),
             verify_token: Some("verify-me".into()),
             opt_out_keywords: vec!["STOP".into(), "baja".into()],
+            keyword_scope: wadispatch::domain::OptOutScope::All,
         },
     ));
     Harness {

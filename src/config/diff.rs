@@ -265,6 +265,7 @@ impl Changes {
             request_timeout_ms,
             max_connections_per_sender,
             opt_out_keywords,
+            opt_out_keyword_scope,
         } = old;
         self.field("whatsapp.api_base_url", api_base_url, &new.api_base_url);
         self.field("whatsapp.api_version", api_version, &new.api_version);
@@ -291,6 +292,11 @@ impl Changes {
             "whatsapp.opt_out_keywords",
             opt_out_keywords,
             &new.opt_out_keywords,
+        );
+        self.field(
+            "whatsapp.opt_out_keyword_scope",
+            opt_out_keyword_scope,
+            &new.opt_out_keyword_scope,
         );
     }
 }

@@ -357,6 +357,11 @@ pub struct WhatsAppConfig {
     /// the whole message text. Restart required.
     /// Default: `["STOP", "UNSUBSCRIBE", "BAJA", "PARAR", "CANCELAR"]`.
     pub opt_out_keywords: Vec<String>,
+    /// What a keyword opt-out covers: `all` (every template category) or
+    /// `marketing` (utility and authentication messages still reach the
+    /// contact). Meta's own signals (131050, a `user_preferences` stop) are
+    /// always marketing only. Restart required. Default: `all`.
+    pub opt_out_keyword_scope: crate::domain::OptOutScope,
 }
 
 impl Default for WhatsAppConfig {
@@ -374,6 +379,7 @@ impl Default for WhatsAppConfig {
             opt_out_keywords: ["STOP", "UNSUBSCRIBE", "BAJA", "PARAR", "CANCELAR"]
                 .map(str::to_owned)
                 .to_vec(),
+            opt_out_keyword_scope: crate::domain::OptOutScope::All,
         }
     }
 }

@@ -156,6 +156,7 @@ impl CampaignState {
             paused_by_operator: self.paused_by_operator.load(Ordering::Acquire),
             halted: lock(&self.halted).is_some(),
             stopping: self.stop.load(Ordering::Acquire),
+            marketing: entry.spec.template.category == crate::domain::TemplateCategory::Marketing,
         }
     }
 

@@ -187,11 +187,36 @@ impl FromStr for DispatchState {
     }
 }
 
+/// What an opt-out covers. Meta's own signals (error 131050, a
+/// `user_preferences` marketing stop) cover marketing templates only:
+/// utility and authentication messages (an order update, a login code) still
+/// reach the person, as Meta intends. A keyword reply covers what
+/// `whatsapp.opt_out_keyword_scope` says (default `all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptOutScope {
+    /// Every template category.
+    #[default]
+    All,
+    /// Marketing templates only.
+    Marketing,
+}
+
+impl OptOutScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptOutScope::All => "all",
+            OptOutScope::Marketing => "marketing",
+        }
+    }
+}
+
 /// Why a contact will not be sent. Stored and published as a string
 /// (`opted_out`, `suppressed:open_case`, `missing_variable:coupon`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ExclusionReason {
-    /// The contact opted out of marketing (STOP, or error 131050).
+    /// The contact opted out: of everything (a keyword reply), or of
+    /// marketing for a marketing template (error 131050, `user_preferences`).
     OptedOut,
     /// The contact is engaged in another active exclusive campaign.
     EngagedElsewhere,
@@ -228,7 +253,7 @@ impl ExclusionReason {
     /// Text for a person reading a report.
     pub fn description(&self) -> String {
         match self {
-            ExclusionReason::OptedOut => "opted out of marketing".to_string(),
+            ExclusionReason::OptedOut => "opted out".to_string(),
             ExclusionReason::EngagedElsewhere => "in another active campaign".to_string(),
             ExclusionReason::Suppressed(reason) => format!("suppressed: {reason}"),
             ExclusionReason::InvalidPhone => "invalid phone number".to_string(),

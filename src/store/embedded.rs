@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::*;
-use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState};
+use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState, OptOutScope};
 
 /// Memtable size of every keyspace.
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
@@ -805,6 +805,7 @@ impl Store for EmbeddedStore {
     async fn set_opt_out(
         &self,
         contact: &ContactKey,
+        scope: OptOutScope,
         opted_out: bool,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -814,13 +815,25 @@ impl Store for EmbeddedStore {
             let key = contact.as_str().as_bytes();
             let mut record: ContactRecord =
                 inner.get_json(&inner.contacts, key)?.unwrap_or_default();
+            let last = match scope {
+                OptOutScope::All => record.opt_changed_at,
+                OptOutScope::Marketing => record.marketing_opt_changed_at,
+            };
             // An older event redelivered after a newer one changes nothing.
-            if record.opt_changed_at.is_some_and(|last| last > at) {
+            if last.is_some_and(|last| last > at) {
                 return Ok(());
             }
-            record.opted_out = opted_out;
-            record.opted_out_at = opted_out.then_some(at);
-            record.opt_changed_at = Some(at);
+            match scope {
+                OptOutScope::All => {
+                    record.opted_out = opted_out;
+                    record.opted_out_at = opted_out.then_some(at);
+                    record.opt_changed_at = Some(at);
+                }
+                OptOutScope::Marketing => {
+                    record.marketing_opted_out = opted_out;
+                    record.marketing_opt_changed_at = Some(at);
+                }
+            }
             inner.put_json(&inner.contacts, key, &record)
         })
         .await

@@ -21,7 +21,7 @@ pub use model::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ContactKey, ObservedState};
+use crate::domain::{ContactKey, ObservedState, OptOutScope};
 
 /// Errors a store backend reports. Every one is retryable by the caller unless
 /// it says otherwise; none means a write half-happened.
@@ -130,9 +130,12 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- contacts and webhooks ----
     async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>>;
+    /// Records an opt-out (or opt-in) of `scope` at its event time; an event
+    /// older than the latest one applied to that scope changes nothing.
     async fn set_opt_out(
         &self,
         contact: &ContactKey,
+        scope: OptOutScope,
         opted_out: bool,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;

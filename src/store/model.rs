@@ -394,12 +394,19 @@ pub enum Outcome {
     },
 }
 
-/// `contacts (contact) → engaged_campaign, opted_out, opted_out_at`.
+/// `contacts (contact) → engaged_campaign, opt-outs, last campaign, …`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ContactRecord {
     pub engaged_campaign: Option<String>,
+    /// Opted out of everything (scope `all`).
     pub opted_out: bool,
     pub opted_out_at: Option<DateTime<Utc>>,
+    /// Opted out of marketing templates only (131050, `user_preferences`).
+    #[serde(default)]
+    pub marketing_opted_out: bool,
+    /// Event time of the latest marketing opt-out or opt-in applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marketing_opt_changed_at: Option<DateTime<Utc>>,
     /// Campaign of the last message accepted for this contact: replies
     /// without a `context.id` are attributed to it.
     #[serde(default)]
@@ -407,10 +414,18 @@ pub struct ContactRecord {
     /// Set when Meta reported 131026 for this contact.
     #[serde(default)]
     pub undeliverable_at: Option<DateTime<Utc>>,
-    /// Event time of the latest opt-out or opt-in applied (an older one
-    /// arriving later is ignored). ScyllaDB keeps it as the cells' write time.
+    /// Event time of the latest opt-out or opt-in of scope `all` applied (an
+    /// older one arriving later is ignored). ScyllaDB keeps it in
+    /// `opted_out_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opt_changed_at: Option<DateTime<Utc>>,
+}
+
+impl ContactRecord {
+    /// Whether a template of this category may not reach the contact.
+    pub fn opted_out_of(&self, marketing: bool) -> bool {
+        self.opted_out || (marketing && self.marketing_opted_out)
+    }
 }
 
 /// `wamids (wamid) → campaign_id, contact`.

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::domain::{ContactKey, ExclusionReason, ObservedState};
+use crate::domain::{ContactKey, ExclusionReason, ObservedState, OptOutScope};
 
 /// Wraps a backend and observes each call's duration under its method name.
 pub struct Timed<S>(pub S);
@@ -137,10 +137,11 @@ impl<S: Store> Store for Timed<S> {
     async fn set_opt_out(
         &self,
         contact: &ContactKey,
+        scope: OptOutScope,
         opted_out: bool,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        time("set_opt_out", self.0.set_opt_out(contact, opted_out, at)).await
+        time("set_opt_out", self.0.set_opt_out(contact, scope, opted_out, at)).await
     }
     async fn lookup_wamid(&self, wamid: &str) -> StoreResult<Option<WamidEntry>> {
         time("lookup_wamid", self.0.lookup_wamid(wamid)).await

@@ -20,7 +20,7 @@ use std::time::Instant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
 
-use crate::domain::{classify_code, ContactKey, DispatchState, ErrorClass};
+use crate::domain::{classify_code, ContactKey, DispatchState, ErrorClass, OptOutScope};
 use crate::events::{Event, EventError, EventsProducer};
 use crate::ingest::catalog::CampaignCatalog;
 use crate::metrics;
@@ -41,6 +41,8 @@ pub struct WebhookSettings {
     pub verify_token: Option<String>,
     /// Whole-message keywords that opt a contact out (compared uppercase).
     pub opt_out_keywords: Vec<String>,
+    /// What a keyword opt-out covers (`whatsapp.opt_out_keyword_scope`).
+    pub keyword_scope: OptOutScope,
 }
 
 impl std::fmt::Debug for WebhookSettings {
@@ -49,6 +51,7 @@ impl std::fmt::Debug for WebhookSettings {
             .field("app_secret", &self.app_secret.as_ref().map(|_| "***"))
             .field("verify_token", &self.verify_token.as_ref().map(|_| "***"))
             .field("opt_out_keywords", &self.opt_out_keywords)
+            .field("keyword_scope", &self.keyword_scope)
             .finish()
     }
 }
@@ -273,10 +276,14 @@ impl WebhookProcessor {
         if state == DispatchState::Failed {
             if let Some(code) = code {
                 if ErrorClass::marks_opt_out(code) {
-                    self.store.set_opt_out(&contact, true, at).await?;
+                    // 131050: the person stopped marketing messages only.
+                    self.store
+                        .set_opt_out(&contact, OptOutScope::Marketing, true, at)
+                        .await?;
                     events.push(Event::OptOut {
                         contact: contact.to_string(),
                         opted_out: true,
+                        scope: OptOutScope::Marketing,
                         source: "error_131050".into(),
                         campaign_id: Some(campaign.clone()),
                         timestamp: at,
@@ -382,10 +389,12 @@ impl WebhookProcessor {
             }
         }
         if self.is_opt_out_keyword(text.as_deref()) || self.is_opt_out_keyword(payload.as_deref()) {
-            self.store.set_opt_out(&contact, true, at).await?;
+            let scope = self.settings.keyword_scope;
+            self.store.set_opt_out(&contact, scope, true, at).await?;
             events.push(Event::OptOut {
                 contact: contact.to_string(),
                 opted_out: true,
+                scope,
                 source: "keyword".into(),
                 campaign_id: campaign.clone(),
                 timestamp: at,
@@ -432,10 +441,14 @@ impl WebhookProcessor {
             Err(e) => return Ok(rejected("user preference", &e)),
         };
         let contact = contact_from_wa_id(wa_id);
-        self.store.set_opt_out(&contact, opted_out, at).await?;
+        // A `marketing_messages` preference covers marketing templates only.
+        self.store
+            .set_opt_out(&contact, OptOutScope::Marketing, opted_out, at)
+            .await?;
         Ok(vec![Event::OptOut {
             contact: contact.to_string(),
             opted_out,
+            scope: OptOutScope::Marketing,
             source: "user_preferences".into(),
             campaign_id: None,
             timestamp: at,

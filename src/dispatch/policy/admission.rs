@@ -33,6 +33,8 @@ pub struct CampaignFacts<'a> {
     pub halted: bool,
     /// The dispatcher is stopping (shutdown, campaign deleted).
     pub stopping: bool,
+    /// The template's category is marketing: marketing-only opt-outs hold it.
+    pub marketing: bool,
 }
 
 /// What is known about the contact right now.
@@ -134,7 +136,7 @@ pub fn admit(
         Gate::OutsideWindow => return Admission::Exclude(ExclusionReason::OutsideWindow),
     }
     if let Some(c) = contact.contact {
-        if c.opted_out {
+        if c.opted_out_of(campaign.marketing) {
             return Admission::Exclude(ExclusionReason::OptedOut);
         }
         if c.undeliverable_at
@@ -193,6 +195,7 @@ mod tests {
             paused_by_operator: false,
             halted: false,
             stopping: false,
+            marketing: true,
         }
     }
 
@@ -400,5 +403,40 @@ mod tests {
         r.state = DispatchState::Claimed;
         let c = bare(&k, &r);
         assert_eq!(admit(&facts(&s), &c, now), Admission::Skip);
+    }
+
+    #[test]
+    fn a_marketing_opt_out_holds_marketing_templates_only() {
+        let s = schedule(r#"{"timezone":"UTC"}"#);
+        let k = key();
+        let r = row(&k);
+        let now = at("2026-11-22T12:00:00Z");
+        let marketing_only = ContactRecord {
+            marketing_opted_out: true,
+            ..Default::default()
+        };
+        let everything = ContactRecord {
+            opted_out: true,
+            ..Default::default()
+        };
+        fn with<'a>(base: ContactFacts<'a>, c: &'a ContactRecord) -> ContactFacts<'a> {
+            ContactFacts {
+                contact: Some(c),
+                ..base
+            }
+        }
+        let utility = CampaignFacts {
+            marketing: false,
+            ..facts(&s)
+        };
+        assert_eq!(
+            admit(&facts(&s), &with(bare(&k, &r), &marketing_only), now),
+            Admission::Exclude(ExclusionReason::OptedOut)
+        );
+        assert_eq!(admit(&utility, &with(bare(&k, &r), &marketing_only), now), Admission::Ready);
+        assert_eq!(
+            admit(&utility, &with(bare(&k, &r), &everything), now),
+            Admission::Exclude(ExclusionReason::OptedOut)
+        );
     }
 }

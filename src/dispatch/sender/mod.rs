@@ -517,7 +517,12 @@ impl SenderCore {
     async fn note_contact(&self, contact: &ContactKey, fact: &ContactFact) {
         let now = Utc::now();
         let result = match fact {
-            ContactFact::OptedOut => self.store.set_opt_out(contact, true, now).await,
+            // 131050 in the API answer: marketing messages only.
+            ContactFact::OptedOut => {
+                self.store
+                    .set_opt_out(contact, crate::domain::OptOutScope::Marketing, true, now)
+                    .await
+            }
             ContactFact::Undeliverable => self.store.mark_undeliverable(contact, now).await,
         };
         if let Err(e) = result {

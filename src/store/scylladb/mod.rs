@@ -44,7 +44,7 @@ use self::lwt::LwtReply;
 use self::rows::{DispatchRow, JourneyWrite, StageRow, BUCKETS, DISPATCH_COLUMNS};
 use super::*;
 use crate::config::ScyllaStoreConfig;
-use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState};
+use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState, OptOutScope};
 
 /// The schema, applied by `wadispatch store init` or `create_schema = true`.
 pub const SCHEMA: &str = include_str!("../schema.cql");
@@ -90,6 +90,7 @@ struct Statements {
     get_contact: PreparedStatement,
     engage: PreparedStatement,
     set_opt_out: PreparedStatement,
+    set_marketing_opt_out: PreparedStatement,
     set_last_campaign: PreparedStatement,
     set_undeliverable: PreparedStatement,
     put_wamid: PreparedStatement,
@@ -638,10 +639,17 @@ async fn apply_schema(session: &Session, keyspace: &str, rf: u32) -> StoreResult
         .await
         .map_err(|e| unavailable(&format!("using keyspace {keyspace}"), e))?;
     for statement in schema_statements() {
-        session
-            .query_unpaged(statement.clone(), ())
-            .await
-            .map_err(|e| unavailable(&format!("applying `{statement}`"), e))?;
+        match session.query_unpaged(statement.clone(), ()).await {
+            Ok(_) => {}
+            // An upgrade of a table created by an earlier version: it fails
+            // where the column exists already (a new table, or applied
+            // before). Preparing the statements afterwards proves the
+            // schema whatever happened here.
+            Err(e) if statement.starts_with("ALTER TABLE") => {
+                tracing::debug!(%statement, error = %e, "schema upgrade not needed");
+            }
+            Err(e) => return Err(unavailable(&format!("applying `{statement}`"), e)),
+        }
     }
     let _ = session.await_schema_agreement().await;
     Ok(())
@@ -771,7 +779,7 @@ impl Statements {
             delete_cursor: p(s, "DELETE FROM cursors WHERE campaign_id = ? AND shard = ?", true).await?,
             get_contact: p(
                 s,
-                "SELECT engaged_campaign, opted_out, opted_out_at, last_campaign, undeliverable_at FROM contacts WHERE contact = ?",
+                "SELECT engaged_campaign, opted_out, opted_out_at, last_campaign, undeliverable_at, marketing_opted_out, marketing_opt_changed_at FROM contacts WHERE contact = ?",
                 true,
             )
             .await?,
@@ -784,6 +792,12 @@ impl Statements {
             set_opt_out: p(
                 s,
                 "UPDATE contacts SET opted_out = ?, opted_out_at = ? WHERE contact = ?",
+                true,
+            )
+            .await?,
+            set_marketing_opt_out: p(
+                s,
+                "UPDATE contacts SET marketing_opted_out = ?, marketing_opt_changed_at = ? WHERE contact = ?",
                 true,
             )
             .await?,
@@ -860,6 +874,8 @@ struct ContactRow {
     opted_out_at: Option<DateTime<Utc>>,
     last_campaign: Option<String>,
     undeliverable_at: Option<DateTime<Utc>>,
+    marketing_opted_out: Option<bool>,
+    marketing_opt_changed_at: Option<DateTime<Utc>>,
 }
 
 impl From<ContactRow> for ContactRecord {
@@ -871,6 +887,8 @@ impl From<ContactRow> for ContactRecord {
             last_campaign: r.last_campaign,
             undeliverable_at: r.undeliverable_at,
             opt_changed_at: r.opted_out_at,
+            marketing_opted_out: r.marketing_opted_out.unwrap_or(false),
+            marketing_opt_changed_at: r.marketing_opt_changed_at,
         }
     }
 }
@@ -1364,25 +1382,29 @@ impl Store for ScyllaStore {
     async fn set_opt_out(
         &self,
         contact: &ContactKey,
+        scope: OptOutScope,
         opted_out: bool,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        // `opted_out_at` holds the event time of the latest change (stop or
-        // resume): an older event redelivered after a newer one is dropped.
-        // Opt changes of one person are rare and seconds apart; the read and
-        // the write are not one step, which only matters for two changes of
-        // the same contact within the same moment.
-        if let Some(last) = self
-            .get_contact_row(contact)
-            .await?
-            .and_then(|c| c.opted_out_at)
-        {
-            if last > at {
-                return Ok(());
-            }
+        // `opted_out_at` (`marketing_opt_changed_at`) holds the event time
+        // of the scope's latest change (stop or resume): an older event
+        // redelivered after a newer one is dropped. Opt changes of one person
+        // are rare and seconds apart; the read and the write are not one
+        // step, which only matters for two changes of the same contact within
+        // the same moment.
+        let row = self.get_contact_row(contact).await?;
+        let (last, statement) = match scope {
+            OptOutScope::All => (row.and_then(|c| c.opted_out_at), &self.st.set_opt_out),
+            OptOutScope::Marketing => (
+                row.and_then(|c| c.marketing_opt_changed_at),
+                &self.st.set_marketing_opt_out,
+            ),
+        };
+        if last.is_some_and(|last| last > at) {
+            return Ok(());
         }
         self.exec(
-            &self.st.set_opt_out,
+            statement,
             (opted_out, Some(at), contact.as_str()),
             "recording an opt-out",
         )
