@@ -261,6 +261,7 @@ pub fn webhook_processor(
             verify_token: w.verify_token.as_ref().map(|s| s.expose().to_string()),
             opt_out_keywords: w.opt_out_keywords.clone(),
             keyword_scope: w.opt_out_keyword_scope,
+            reply_context_wait: Duration::from_millis(config.http.reply_context_wait_ms),
         },
     )))
 }
@@ -328,6 +329,9 @@ pub struct Daemon {
     pub admin_addr: std::net::SocketAddr,
     server: actix_web::dev::ServerHandle,
     admin: actix_web::dev::ServerHandle,
+    /// Settles replies parked for their `context.id` (they stay in the
+    /// store across a stop).
+    parked_replies: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
@@ -350,6 +354,12 @@ impl Daemon {
             pipeline.catalog.clone(),
             events.clone(),
         )?;
+        // Replies that arrived before the wamid they answer was recorded.
+        let parked_replies = tokio::spawn(
+            processor
+                .clone()
+                .run_parked_replies(Duration::from_millis(500)),
+        );
         let (server, webhook_addr) = crate::webhook::serve(processor, &config.http.listen, 2)
             .with_context(|| {
                 format!(
@@ -406,6 +416,7 @@ impl Daemon {
             admin_addr,
             server: server_handle,
             admin: admin_handle,
+            parked_replies,
         })
     }
 
@@ -439,6 +450,7 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.server.stop(true).await;
+        self.parked_replies.abort();
         self.admin.stop(true).await;
         // Whatever the first steps used comes off the Kafka side's budget,
         // but it always gets a few seconds to commit and leave the group.

@@ -97,6 +97,7 @@ fn processor(dir: &std::path::Path) -> WebhookProcessor {
             verify_token: None,
             opt_out_keywords: vec!["STOP".into()],
             keyword_scope: wadispatch::domain::OptOutScope::All,
+            reply_context_wait: std::time::Duration::ZERO,
         },
     )
 }

@@ -172,7 +172,10 @@ async fn scylla_store_over_cql_protocol() {
     // Contacts: opt-out round trip and undeliverable.
     let who = ContactKey::raw("+5215500000099");
     assert!(store.get_contact(&who).await.unwrap().is_none());
-    store.set_opt_out(&who, wadispatch::domain::OptOutScope::All, true, t0()).await.unwrap();
+    store
+        .set_opt_out(&who, wadispatch::domain::OptOutScope::All, true, t0())
+        .await
+        .unwrap();
     let c = store.get_contact(&who).await.unwrap().unwrap();
     assert!(c.opted_out);
     assert_eq!(c.opted_out_at, Some(t0()));
@@ -186,7 +189,10 @@ async fn scylla_store_over_cql_protocol() {
             .undeliverable_at,
         Some(t0())
     );
-    store.set_opt_out(&who, wadispatch::domain::OptOutScope::All, false, t0()).await.unwrap();
+    store
+        .set_opt_out(&who, wadispatch::domain::OptOutScope::All, false, t0())
+        .await
+        .unwrap();
     assert!(!store.get_contact(&who).await.unwrap().unwrap().opted_out);
     store
         .set_opt_out(&who, wadispatch::domain::OptOutScope::Marketing, true, t0())
@@ -221,6 +227,16 @@ async fn scylla_store_over_cql_protocol() {
         .unwrap();
     assert_eq!(store.campaign_halt("k-scan").await.unwrap(), Some(halt));
     assert_eq!(store.campaign_halt("k-promo").await.unwrap(), None);
+    let parked = wadispatch::store::ParkedReply {
+        message_id: "wamid.in.K".into(),
+        wamid: "wamid.K2".into(),
+        message: "{}".into(),
+        parked_at: t0(),
+    };
+    store.park_reply(&parked).await.unwrap();
+    assert_eq!(store.parked_replies(10).await.unwrap(), vec![parked]);
+    store.drop_parked_reply("wamid.in.K").await.unwrap();
+    assert!(store.parked_replies(10).await.unwrap().is_empty());
     store.delete_campaign("k-scan").await.unwrap();
     assert_eq!(store.campaign_halt("k-scan").await.unwrap(), None);
     assert!(store

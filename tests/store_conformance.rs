@@ -60,6 +60,7 @@ async fn conformance(store: Arc<dyn Store>) {
     deferred_is_claimable_only_when_due(store.as_ref()).await;
     campaigns_round_trip(store.as_ref()).await;
     halts_persist_until_lifted(store.as_ref()).await;
+    parked_replies_wait_once_each(store.as_ref()).await;
     dispatch_scan_pages_through_everything(store.as_ref()).await;
     opt_out_round_trip(store.as_ref()).await;
 }
@@ -579,6 +580,36 @@ async fn campaigns_round_trip(store: &dyn Store) {
         .is_empty());
 }
 
+async fn parked_replies_wait_once_each(store: &dyn Store) {
+    use wadispatch::store::ParkedReply;
+    let reply = |id: &str, secs: i64| ParkedReply {
+        message_id: id.into(),
+        wamid: format!("wamid.for.{id}"),
+        message: format!(r#"{{"id":"{id}"}}"#),
+        parked_at: t0() + Duration::seconds(secs),
+    };
+    assert!(store.parked_replies(10).await.unwrap().is_empty());
+    store.park_reply(&reply("in.2", 2)).await.unwrap();
+    store.park_reply(&reply("in.1", 1)).await.unwrap();
+    store.park_reply(&reply("in.2", 2)).await.unwrap(); // a redelivery
+    assert_eq!(
+        store.parked_replies(10).await.unwrap(),
+        vec![reply("in.1", 1), reply("in.2", 2)],
+        "oldest first, once each"
+    );
+    assert_eq!(
+        store.parked_replies(1).await.unwrap(),
+        vec![reply("in.1", 1)]
+    );
+    store.drop_parked_reply("in.1").await.unwrap();
+    store.drop_parked_reply("in.1").await.unwrap();
+    assert_eq!(
+        store.parked_replies(10).await.unwrap(),
+        vec![reply("in.2", 2)]
+    );
+    store.drop_parked_reply("in.2").await.unwrap();
+}
+
 async fn halts_persist_until_lifted(store: &dyn Store) {
     use wadispatch::store::CampaignHalt;
     assert_eq!(store.campaign_halt("c-halt").await.unwrap(), None);
@@ -662,7 +693,10 @@ async fn is_opted_out(store: &dyn Store) -> bool {
 async fn opt_out_round_trip(store: &dyn Store) {
     use wadispatch::domain::OptOutScope::{All, Marketing};
     assert!(store.get_contact(&contact(99)).await.unwrap().is_none());
-    store.set_opt_out(&contact(99), All, true, t0()).await.unwrap();
+    store
+        .set_opt_out(&contact(99), All, true, t0())
+        .await
+        .unwrap();
     let c = store.get_contact(&contact(99)).await.unwrap().unwrap();
     assert!(c.opted_out);
     assert_eq!(c.opted_out_at, Some(t0()));
@@ -706,13 +740,25 @@ async fn opt_out_round_trip(store: &dyn Store) {
         .set_opt_out(&m, All, false, t0() - Duration::seconds(30))
         .await
         .unwrap();
-    assert!(store.get_contact(&m).await.unwrap().unwrap().marketing_opted_out);
+    assert!(
+        store
+            .get_contact(&m)
+            .await
+            .unwrap()
+            .unwrap()
+            .marketing_opted_out
+    );
     store
         .set_opt_out(&m, Marketing, false, t0() - Duration::seconds(1))
         .await
         .unwrap();
     assert!(
-        store.get_contact(&m).await.unwrap().unwrap().marketing_opted_out,
+        store
+            .get_contact(&m)
+            .await
+            .unwrap()
+            .unwrap()
+            .marketing_opted_out,
         "an older marketing resume does not opt back in"
     );
     store

@@ -29,6 +29,11 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_waiting(std::time::Duration::ZERO).await
+}
+
+/// A harness whose replies wait `reply_context_wait` for their wamid.
+async fn harness_waiting(reply_context_wait: std::time::Duration) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path(), "");
     let kafka = Kafka::start(&config);
@@ -47,6 +52,7 @@ async fn harness() -> Harness {
             verify_token: Some("verify-me".into()),
             opt_out_keywords: vec!["STOP".into(), "baja".into()],
             keyword_scope: wadispatch::domain::OptOutScope::All,
+            reply_context_wait,
         },
     ));
     Harness {
@@ -272,14 +278,10 @@ async fn failed_statuses_classify_and_mark_contacts() {
         .is_some());
     let r2 = state(&h, 2).await;
     assert_eq!(r2.state, DispatchState::Failed);
+    let c2 = h.store.get_contact(&contact(2)).await.unwrap().unwrap();
     assert!(
-        h.store
-            .get_contact(&contact(2))
-            .await
-            .unwrap()
-            .unwrap()
-            .opted_out,
-        "131050 is an opt-out"
+        c2.marketing_opted_out && !c2.opted_out,
+        "131050 is an opt-out of marketing only: {c2:?}"
     );
     let r3 = state(&h, 3).await;
     assert_eq!(
@@ -418,26 +420,121 @@ async fn user_preferences_opt_out_and_back_in() {
         json!({"user_preferences": [{"wa_id": wa_id(5), "category": "marketing_messages", "value": "stop", "timestamp": 1_790_000_000}]}),
     );
     assert_eq!(post(&h, &body).await, Verdict::Ok);
-    assert!(
-        h.store
-            .get_contact(&contact(5))
-            .await
-            .unwrap()
-            .unwrap()
-            .opted_out
-    );
+    let c = h.store.get_contact(&contact(5)).await.unwrap().unwrap();
+    assert!(c.opted_out_of(true), "marketing templates are held");
+    assert!(!c.opted_out_of(false), "utility templates still go");
     let body = envelope(
         json!({"user_preferences": [{"wa_id": wa_id(5), "category": "marketing_messages", "value": "resume", "timestamp": 1_790_000_100}]}),
     );
     assert_eq!(post(&h, &body).await, Verdict::Ok);
-    assert!(
-        !h.store
-            .get_contact(&contact(5))
-            .await
-            .unwrap()
-            .unwrap()
-            .opted_out
+    assert!(!h
+        .store
+        .get_contact(&contact(5))
+        .await
+        .unwrap()
+        .unwrap()
+        .opted_out_of(true));
+}
+
+/// A reply that arrives before the API answer carrying the wamid it
+/// answers was recorded waits for it, then goes to that campaign and its
+/// agent; one whose wamid never comes goes to the latest campaign after the
+/// wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_overtakes_its_wamid_waits_for_it() {
+    let h = harness_waiting(Duration::from_secs(3)).await;
+    let at = Utc.with_ymd_and_hms(2026, 11, 22, 15, 0, 0).unwrap();
+    h.store
+        .stage_batch(&[StageRequest {
+            campaign_id: CAMPAIGN.into(),
+            contact: contact(7),
+            shard: 0,
+            seq: 7,
+            params: FrozenParams::default(),
+            exclusion: None,
+            send_after: None,
+            timezone: None,
+            tags: vec![],
+            staged_at: at,
+        }])
+        .await
+        .unwrap();
+    let claim = ClaimRequest {
+        campaign_id: CAMPAIGN.into(),
+        contact: contact(7),
+        exclusive: false,
+        replace_engagement: None,
+        owner: "t".into(),
+        now: at,
+    };
+    h.store.claim(&claim).await.unwrap();
+    // Contact 8 answers a message we know nothing of; its latest campaign is ours.
+    sent(h.store.as_ref(), 8).await;
+    let body = envelope(json!({
+        "messaging_product": "whatsapp",
+        "messages": [
+            {"from": wa_id(7), "id": "wamid.in.7", "timestamp": "500", "type": "text", "text": {"body": "sí"}, "context": {"id": "wamid.7"}},
+            {"from": wa_id(8), "id": "wamid.in.8", "timestamp": "501", "type": "text", "text": {"body": "hola"}, "context": {"id": "wamid.elsewhere"}}
+        ]
+    }));
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert_eq!(h.store.parked_replies(10).await.unwrap().len(), 2);
+    assert_eq!(
+        h.processor.settle_parked_replies().await,
+        0,
+        "both still wait"
     );
+    // Redelivered by Meta meanwhile: parked once.
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert_eq!(h.store.parked_replies(10).await.unwrap().len(), 2);
+    assert_eq!(state(&h, 7).await.state, DispatchState::Claimed);
+
+    // The API answer arrives: contact 7's reply goes to its campaign.
+    h.store
+        .record_outcome(
+            CAMPAIGN,
+            &contact(7),
+            &Outcome::Accepted {
+                wamid: "wamid.7".into(),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.processor.settle_parked_replies().await, 1);
+    assert_eq!(state(&h, 7).await.state, DispatchState::Replied);
+    let left = h.store.parked_replies(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].message_id, "wamid.in.8");
+
+    // Contact 8's wamid never comes: after the wait, its latest campaign.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.processor.settle_parked_replies().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "the wait never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(h.store.parked_replies(10).await.unwrap().is_empty());
+    assert_eq!(state(&h, 8).await.state, DispatchState::Replied);
+
+    let events = read_all(
+        &h.kafka.brokers,
+        &h.events_topic,
+        2,
+        Duration::from_secs(20),
+    );
+    let replies: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(_, p, _)| serde_json::from_str(p.as_deref().unwrap()).unwrap())
+        .filter(|e: &serde_json::Value| e["type"] == "reply")
+        .collect();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    for r in &replies {
+        assert_eq!(r["campaign_id"], CAMPAIGN, "{r}");
+        assert_eq!(r["agent"], "promo-agent", "{r}");
+    }
+    assert!(replies
+        .iter()
+        .any(|r| r["message_id"] == "wamid.in.7" && r["in_reply_to"] == "wamid.7"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

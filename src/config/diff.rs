@@ -67,6 +67,11 @@ impl Config {
         changes.store(store, &new.store);
         changes.whatsapp(whatsapp, &new.whatsapp);
         changes.field("http.listen", &http.listen, &new.http.listen);
+        changes.field(
+            "http.reply_context_wait_ms",
+            &http.reply_context_wait_ms,
+            &new.http.reply_context_wait_ms,
+        );
         changes.field("admin.listen", &admin.listen, &new.admin.listen);
         changes.field("log.format", &log.format, &new.log.format);
         let MetricsConfig {

@@ -391,12 +391,18 @@ pub struct HttpConfig {
     /// Socket address (`ip:port`) of the webhook receiver (`GET`/`POST /webhook`).
     /// Restart required. Default: `"0.0.0.0:8080"`.
     pub listen: String,
+    /// How long a reply waits for the wamid it answers (`context.id`) when
+    /// it arrives before the API answer carrying that wamid was recorded
+    /// (fast users and auto-replies do that); then it goes to the contact's
+    /// latest campaign. 0 attributes at once. Restart required. Default: 5000.
+    pub reply_context_wait_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".to_owned(),
+            reply_context_wait_ms: 5_000,
         }
     }
 }

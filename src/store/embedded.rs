@@ -74,6 +74,8 @@ struct Inner {
     parked: Keyspace,
     /// `halts (campaign) → CampaignHalt` (JSON).
     halts: Keyspace,
+    /// `replies (message id) → ParkedReply` (JSON).
+    replies: Keyspace,
     stripes: Vec<Mutex<()>>,
     /// Held for the life of the store: the OS releases it when the process
     /// dies, even on kill -9.
@@ -194,6 +196,7 @@ impl EmbeddedStore {
             wamids: ks("wamids")?,
             parked: ks("parked")?,
             halts: ks("halts")?,
+            replies: ks("replies")?,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
             _lock: lock,
@@ -627,6 +630,36 @@ impl Store for EmbeddedStore {
         let id = id.to_string();
         self.point(move |inner| inner.get_json(&inner.campaigns, id.as_bytes()))
             .await
+    }
+
+    async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()> {
+        let reply = reply.clone();
+        self.point(move |inner| inner.put_json(&inner.replies, reply.message_id.as_bytes(), &reply))
+            .await
+    }
+
+    async fn parked_replies(&self, limit: usize) -> StoreResult<Vec<ParkedReply>> {
+        self.blocking(move |inner| {
+            let mut out = Vec::new();
+            for guard in inner.replies.iter() {
+                let (k, v) = guard.into_inner().map_err(io_err)?;
+                out.push(decode::<ParkedReply>(&k, &v)?);
+            }
+            out.sort_by_key(|r| r.parked_at);
+            out.truncate(limit);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn drop_parked_reply(&self, message_id: &str) -> StoreResult<()> {
+        let key = message_id.as_bytes().to_vec();
+        self.point(move |inner| {
+            let mut batch = inner.batch();
+            batch.remove(&inner.replies, key);
+            batch.commit().map_err(io_err)
+        })
+        .await
     }
 
     async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>> {

@@ -151,6 +151,12 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps a status whose wamid is not indexed yet (it overtook the API
     /// answer); it is applied when the wamid is recorded.
     async fn park_status(&self, wamid: &str, update: &StatusUpdate) -> StoreResult<()>;
+    /// Keeps a reply until the wamid it answers is indexed.
+    async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()>;
+    /// Parked replies, oldest first, at most `limit`.
+    async fn parked_replies(&self, limit: usize) -> StoreResult<Vec<ParkedReply>>;
+    /// Forgets a parked reply once its events were published.
+    async fn drop_parked_reply(&self, message_id: &str) -> StoreResult<()>;
     /// Records that Meta could not deliver to this contact (131026).
     async fn mark_undeliverable(&self, contact: &ContactKey, at: DateTime<Utc>) -> StoreResult<()>;
 }

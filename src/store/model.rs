@@ -19,6 +19,21 @@ pub struct CampaignRecord {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+/// A reply whose `context.id` (the wamid it answers) was not indexed yet
+/// when it arrived: the API answer carrying that wamid is still being
+/// written. It waits here until the wamid is known or its wait ends
+/// (docs/ARCHITECTURE.md, "Webhooks").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedReply {
+    /// Meta's id of the inbound message (the key: a redelivery parks once).
+    pub message_id: String,
+    /// The wamid it answers.
+    pub wamid: String,
+    /// The inbound message as Meta sent it (JSON).
+    pub message: String,
+    pub parked_at: DateTime<Utc>,
+}
+
 /// A campaign stopped by a campaign-class error (a missing, paused or
 /// disabled template: 132001, 132015, 132016). It survives restarts and
 /// holds until a different spec arrives or an operator clears it

@@ -27,6 +27,15 @@ impl<S: Store> Store for Timed<S> {
     async fn put_campaign(&self, record: &CampaignRecord) -> StoreResult<()> {
         time("put_campaign", self.0.put_campaign(record)).await
     }
+    async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()> {
+        time("park_reply", self.0.park_reply(reply)).await
+    }
+    async fn parked_replies(&self, limit: usize) -> StoreResult<Vec<ParkedReply>> {
+        time("parked_replies", self.0.parked_replies(limit)).await
+    }
+    async fn drop_parked_reply(&self, message_id: &str) -> StoreResult<()> {
+        time("drop_parked_reply", self.0.drop_parked_reply(message_id)).await
+    }
     async fn get_campaign(&self, id: &str) -> StoreResult<Option<CampaignRecord>> {
         time("get_campaign", self.0.get_campaign(id)).await
     }
@@ -141,7 +150,11 @@ impl<S: Store> Store for Timed<S> {
         opted_out: bool,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        time("set_opt_out", self.0.set_opt_out(contact, scope, opted_out, at)).await
+        time(
+            "set_opt_out",
+            self.0.set_opt_out(contact, scope, opted_out, at),
+        )
+        .await
     }
     async fn lookup_wamid(&self, wamid: &str) -> StoreResult<Option<WamidEntry>> {
         time("lookup_wamid", self.0.lookup_wamid(wamid)).await

@@ -24,7 +24,7 @@ use crate::domain::{classify_code, ContactKey, DispatchState, ErrorClass, OptOut
 use crate::events::{Event, EventError, EventsProducer};
 use crate::ingest::catalog::CampaignCatalog;
 use crate::metrics;
-use crate::store::{StatusApplied, StatusUpdate, Store, StoreError};
+use crate::store::{ParkedReply, StatusApplied, StatusUpdate, Store, StoreError};
 use crate::whatsapp::payload::parse_callback_data;
 use payload::{parse_timestamp, Envelope, Inbound, Lenient, Status, UserPreference};
 
@@ -43,6 +43,10 @@ pub struct WebhookSettings {
     pub opt_out_keywords: Vec<String>,
     /// What a keyword opt-out covers (`whatsapp.opt_out_keyword_scope`).
     pub keyword_scope: OptOutScope,
+    /// How long a reply whose `context.id` is not indexed yet waits for it
+    /// (`http.reply_context_wait_ms`) before it goes to the contact's latest
+    /// campaign.
+    pub reply_context_wait: std::time::Duration,
 }
 
 impl std::fmt::Debug for WebhookSettings {
@@ -70,6 +74,9 @@ pub enum Verdict {
 
 #[derive(Debug, thiserror::Error)]
 enum ProcessError {
+    /// A parked reply whose wamid is still unknown and whose wait runs.
+    #[error("the wamid it answers is not known yet")]
+    NotYet,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -166,7 +173,7 @@ impl WebhookProcessor {
                 }
                 for m in v.messages.iter().filter_map(|m| accepted("message", m)) {
                     work.push(futures::future::Either::Right(
-                        futures::future::Either::Left(self.inbound(m)),
+                        futures::future::Either::Left(self.inbound(m, None)),
                     ));
                 }
                 for p in v
@@ -188,6 +195,63 @@ impl WebhookProcessor {
             producer.publish(&events).await?;
         }
         Ok(())
+    }
+
+    /// Replies parked for their `context.id`: those whose wamid is now
+    /// indexed, or whose wait ended (then the contact's latest campaign),
+    /// are processed and published, then forgotten. A failure keeps the
+    /// reply for the next round (at-least-once: consumers de-duplicate
+    /// replies by `message_id`). Returns how many were settled.
+    pub async fn settle_parked_replies(&self) -> usize {
+        let parked = match self.store.parked_replies(500).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list parked replies; trying again");
+                return 0;
+            }
+        };
+        let mut settled = 0;
+        for reply in parked {
+            let message: Inbound = match serde_json::from_str(&reply.message) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(message_id = %reply.message_id, error = %e, "a parked reply does not parse; dropped");
+                    let _ = self.store.drop_parked_reply(&reply.message_id).await;
+                    continue;
+                }
+            };
+            let published = match self.inbound(&message, Some(reply.parked_at)).await {
+                Ok(events) => match &self.events {
+                    Some(producer) if !events.is_empty() => {
+                        producer.publish(&events).await.map_err(ProcessError::from)
+                    }
+                    _ => Ok(()),
+                },
+                Err(e) => Err(e),
+            };
+            match published {
+                Ok(()) => {
+                    if let Err(e) = self.store.drop_parked_reply(&reply.message_id).await {
+                        tracing::warn!(message_id = %reply.message_id, error = %e, "cannot forget a settled reply; it may be published again");
+                    }
+                    settled += 1;
+                }
+                Err(ProcessError::NotYet) => {}
+                Err(e) => {
+                    tracing::warn!(message_id = %reply.message_id, error = %e, "cannot settle a parked reply; trying again");
+                }
+            }
+        }
+        settled
+    }
+
+    /// Settles parked replies every `every` until the processor is dropped
+    /// elsewhere (the task ends with the runtime).
+    pub async fn run_parked_replies(self: Arc<Self>, every: std::time::Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            self.settle_parked_replies().await;
+        }
     }
 
     /// Resolves the (campaign, contact) of a message we sent.
@@ -348,7 +412,15 @@ impl WebhookProcessor {
             .is_some_and(|t| self.settings.opt_out_keywords.contains(&t))
     }
 
-    async fn inbound(&self, m: &Inbound) -> Result<Vec<Event>, ProcessError> {
+    /// One inbound message. `parked` is when it was parked, for a reply
+    /// taken back from the store; a new one whose `context.id` is not
+    /// indexed yet is parked (nothing published yet) instead of being
+    /// attributed to a guess.
+    async fn inbound(
+        &self,
+        m: &Inbound,
+        parked: Option<chrono::DateTime<Utc>>,
+    ) -> Result<Vec<Event>, ProcessError> {
         let Some(from) = m.from.as_deref() else {
             return Ok(Vec::new());
         };
@@ -359,7 +431,29 @@ impl WebhookProcessor {
         let context = m.context.as_ref().and_then(|c| c.id.as_deref());
         let sender = contact_from_wa_id(from);
         // The campaign message it answers, else the contact's latest campaign.
-        let (campaign, contact) = match self.correlate(context, None).await? {
+        let correlated = self.correlate(context, None).await?;
+        if let (None, Some(wamid), Some(id)) = (&correlated, context, m.id.as_deref()) {
+            let waited = parked.map_or(chrono::Duration::zero(), |p| Utc::now() - p);
+            let wait = chrono::Duration::from_std(self.settings.reply_context_wait)
+                .unwrap_or(chrono::Duration::zero());
+            if parked.is_none() && !wait.is_zero() {
+                self.store
+                    .park_reply(&ParkedReply {
+                        message_id: id.to_string(),
+                        wamid: wamid.to_string(),
+                        message: serde_json::to_string(m).unwrap_or_default(),
+                        parked_at: Utc::now(),
+                    })
+                    .await?;
+                metrics::webhook_status("reply_parked");
+                return Ok(Vec::new());
+            }
+            if waited < wait {
+                return Err(ProcessError::NotYet);
+            }
+            metrics::webhook_status("reply_unattributed");
+        }
+        let (campaign, contact) = match correlated {
             Some((campaign, contact)) => (Some(campaign), contact),
             None => {
                 let last = self

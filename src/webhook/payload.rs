@@ -84,7 +84,7 @@ pub struct ErrorData {
     pub details: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Inbound {
     pub from: Option<String>,
     pub id: Option<String>,
@@ -97,30 +97,30 @@ pub struct Inbound {
     pub context: Option<Context>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Text {
     pub body: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Button {
     pub payload: Option<String>,
     pub text: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Interactive {
     pub button_reply: Option<Reply>,
     pub list_reply: Option<Reply>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Reply {
     pub id: Option<String>,
     pub title: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Context {
     pub id: Option<String>,
 }

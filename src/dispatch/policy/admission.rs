@@ -433,7 +433,10 @@ mod tests {
             admit(&facts(&s), &with(bare(&k, &r), &marketing_only), now),
             Admission::Exclude(ExclusionReason::OptedOut)
         );
-        assert_eq!(admit(&utility, &with(bare(&k, &r), &marketing_only), now), Admission::Ready);
+        assert_eq!(
+            admit(&utility, &with(bare(&k, &r), &marketing_only), now),
+            Admission::Ready
+        );
         assert_eq!(
             admit(&utility, &with(bare(&k, &r), &everything), now),
             Admission::Exclude(ExclusionReason::OptedOut)

@@ -53,6 +53,9 @@ pub const SCHEMA: &str = include_str!("../schema.cql");
 /// writer before the conflict is reported.
 const CAS_ATTEMPTS: usize = 8;
 
+/// The one partition of `parked_replies` (replies wait there for seconds).
+const REPLY_BUCKET: i32 = 0;
+
 /// Concurrent requests of one staging batch or one bucket sweep.
 const FAN_OUT: usize = 64;
 
@@ -66,6 +69,9 @@ struct Statements {
     set_started: PreparedStatement,
     delete_campaign: PreparedStatement,
     get_halt: PreparedStatement,
+    park_reply: PreparedStatement,
+    parked_replies: PreparedStatement,
+    drop_parked_reply: PreparedStatement,
     put_halt: PreparedStatement,
     delete_halt: PreparedStatement,
     campaign_shards: PreparedStatement,
@@ -711,6 +717,9 @@ impl Statements {
             set_started: p(s, "UPDATE campaigns SET started_at = ? WHERE id = ?", true).await?,
             delete_campaign: p(s, "DELETE FROM campaigns WHERE id = ?", true).await?,
             get_halt: p(s, "SELECT halt FROM campaign_halts WHERE id = ?", true).await?,
+            park_reply: p(s, "INSERT INTO parked_replies (bucket, message_id, reply) VALUES (?, ?, ?)", true).await?,
+            parked_replies: p(s, "SELECT reply FROM parked_replies WHERE bucket = ?", true).await?,
+            drop_parked_reply: p(s, "DELETE FROM parked_replies WHERE bucket = ? AND message_id = ?", true).await?,
             put_halt: p(s, "INSERT INTO campaign_halts (id, halt) VALUES (?, ?)", true).await?,
             delete_halt: p(s, "DELETE FROM campaign_halts WHERE id = ?", true).await?,
             campaign_shards: p(s, "SELECT shard FROM campaign_shards WHERE campaign_id = ?", true).await?,
@@ -933,6 +942,52 @@ impl Store for ScyllaStore {
             Some(row) => row.into_record(),
             None => Ok(None),
         }
+    }
+
+    async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()> {
+        let json = serde_json::to_string(reply).map_err(|e| StoreError::Corrupt {
+            key: format!("parked_replies/{}", reply.message_id),
+            message: e.to_string(),
+        })?;
+        self.exec(
+            &self.st.park_reply,
+            (REPLY_BUCKET, reply.message_id.as_str(), json),
+            "parking a reply",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn parked_replies(&self, limit: usize) -> StoreResult<Vec<ParkedReply>> {
+        let rows: Vec<(Option<String>,)> = self
+            .rows(
+                &self.st.parked_replies,
+                (REPLY_BUCKET,),
+                "listing parked replies",
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for json in rows.into_iter().filter_map(|(r,)| r) {
+            let reply: ParkedReply =
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    key: "parked_replies".into(),
+                    message: e.to_string(),
+                })?;
+            out.push(reply);
+        }
+        out.sort_by_key(|r| r.parked_at);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn drop_parked_reply(&self, message_id: &str) -> StoreResult<()> {
+        self.exec(
+            &self.st.drop_parked_reply,
+            (REPLY_BUCKET, message_id),
+            "dropping a parked reply",
+        )
+        .await
+        .map(drop)
     }
 
     async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>> {
