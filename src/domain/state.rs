@@ -549,7 +549,7 @@ mod tests {
         assert_eq!(open.description(), "suppressed: open_case");
         assert_eq!(
             ExclusionReason::OptedOut.description(),
-            "opted out of marketing"
+            "opted out"
         );
         assert_eq!(
             ExclusionReason::NotWhatsappUser.description(),
