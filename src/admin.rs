@@ -32,19 +32,34 @@ pub async fn not_ready(
     ingest: &IngestStats,
     store_timeout: Duration,
 ) -> Option<String> {
+    let mut reasons: Vec<String> = ingest
+        .dead_letters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|f| f.describe())
+        .collect();
+    if let Some(startup) = startup_blockers(store, ingest, store_timeout).await {
+        reasons.push(startup);
+    }
+    (!reasons.is_empty()).then(|| reasons.join("\n"))
+}
+
+/// What keeps the process from starting its work: no Kafka assignment yet,
+/// or a store that fails or is silent for `store_timeout`. systemd's
+/// `READY=1` waits for these only (a failing DLQ later is a readiness reason
+/// and a `STATUS=`, not a failed start).
+pub async fn startup_blockers(
+    store: &dyn Store,
+    ingest: &IngestStats,
+    store_timeout: Duration,
+) -> Option<String> {
     let mut reasons = Vec::new();
     if !ingest.assigned.load(std::sync::atomic::Ordering::Acquire) {
         reasons.push(
             "kafka: no partition assignment from the audience consumer group yet (check kafka.brokers and the broker logs)"
                 .to_string(),
         );
-    }
-    if let Some(f) = &*ingest
-        .dead_letters
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-    {
-        reasons.push(f.describe());
     }
     match tokio::time::timeout(store_timeout, store.ping()).await {
         Ok(Ok(())) => {}

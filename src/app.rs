@@ -473,7 +473,8 @@ async fn supervise(
 ) {
     let mut last_reason = String::new();
     loop {
-        match crate::admin::not_ready(store.as_ref(), &ingest, Duration::from_secs(2)).await {
+        match crate::admin::startup_blockers(store.as_ref(), &ingest, Duration::from_secs(2)).await
+        {
             None => break,
             Some(reason) => {
                 if reason != last_reason {

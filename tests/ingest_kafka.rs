@@ -421,6 +421,79 @@ async fn a_dlq_that_keeps_failing_holds_its_records_and_says_so() {
     assert!(dlq.iter().all(|(k, _, _)| k.as_deref() == Some("k-bad-1")));
 }
 
+/// `wadispatch run` under a systemd-like supervisor (a notify socket and a
+/// 3 s watchdog) while the DLQ refuses records: `READY=1`, then `STATUS=`
+/// names the failing DLQ and `WATCHDOG=1` keeps coming (no restart loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_is_fed_and_status_says_why_while_the_dlq_refuses_records() {
+    const DLQ: &str = "wa.audience.dlq.refused";
+    let dir = tempfile::tempdir().unwrap();
+    let mut probe = test_config(dir.path(), "");
+    probe.kafka.topics.audience_dlq = DLQ.into();
+    let kafka = Kafka::start(&probe);
+    kafka
+        .cluster
+        .topic_error(
+            DLQ,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .unwrap();
+    seed_campaigns(&kafka, &probe).await;
+    let config = write_config(dir.path(), &kafka.brokers, "watchdog-test");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[kafka.topics]\naudience_dlq = \"{DLQ}\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wadispatch"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "3000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wadispatch run");
+    publish(
+        &kafka.producer(),
+        &probe.kafka.topics.audience,
+        "k-bad-1",
+        "{not json",
+    )
+    .await;
+    let (mut ready, mut status, mut pings_after_status) = (false, None, 0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline && !(ready && status.is_some() && pings_after_status >= 3) {
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        ready |= message.contains("READY=1");
+        if message.contains(&format!(
+            "STATUS=waiting: dead-letter topic {DLQ}: 1 audience records"
+        )) {
+            status.get_or_insert(message.clone());
+        }
+        if message == "WATCHDOG=1" && status.is_some() {
+            pings_after_status += 1;
+        }
+    }
+    unsafe_kill(child.id() as i32, 15);
+    let exited = child.wait().unwrap();
+    assert!(ready, "READY=1 while the DLQ refuses records");
+    let status = status.expect("a STATUS= naming the failing DLQ");
+    assert!(status.contains("nothing is lost"), "{status}");
+    assert!(
+        pings_after_status >= 3,
+        "the watchdog is fed while the DLQ fails ({pings_after_status} pings)"
+    );
+    assert!(exited.success(), "clean exit after SIGTERM: {exited:?}");
+}
+
 fn write_config(dir: &std::path::Path, brokers: &str, group: &str) -> std::path::PathBuf {
     let path = dir.join("wadispatch.toml");
     let text = format!(

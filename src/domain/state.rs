@@ -547,10 +547,7 @@ mod tests {
         let open = ExclusionReason::Suppressed("open_case".into());
         assert_eq!(open.label(), "suppressed");
         assert_eq!(open.description(), "suppressed: open_case");
-        assert_eq!(
-            ExclusionReason::OptedOut.description(),
-            "opted out"
-        );
+        assert_eq!(ExclusionReason::OptedOut.description(), "opted out");
         assert_eq!(
             ExclusionReason::NotWhatsappUser.description(),
             "not a WhatsApp user"
