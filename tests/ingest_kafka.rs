@@ -48,6 +48,19 @@ fn workload(n: u32) -> Workload {
     (records, unique, bad)
 }
 
+/// Keyed records and the unique valid (campaign, contact) pairs among them.
+type ValidWorkload = (Vec<(String, String)>, HashSet<(String, String)>);
+
+/// `workload(n)` without its malformed records.
+fn valid_workload(n: u32) -> ValidWorkload {
+    let (records, unique, _) = workload(n);
+    let valid = records
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("k-bad"))
+        .collect();
+    (valid, unique)
+}
+
 async fn seed_campaigns(kafka: &Kafka, config: &wadispatch::config::Config) {
     let p = kafka.producer();
     for id in ["camp-a", "camp-b"] {
@@ -258,11 +271,7 @@ async fn an_oversized_record_goes_to_the_dlq_cut_with_its_size_and_hash() {
         .create()
         .unwrap();
     let (partition, offset) = publish(&big, &config.kafka.topics.audience, "k-huge", &huge).await;
-    let (records, unique, _) = workload(500);
-    let valid: Vec<_> = records
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("k-bad"))
-        .collect();
+    let (valid, unique) = valid_workload(500);
     publish_all(&kafka.producer(), &config.kafka.topics.audience, &valid).await;
 
     let store = app::open_store(&config).await.unwrap();
@@ -324,11 +333,7 @@ async fn a_dlq_that_keeps_failing_holds_its_records_and_says_so() {
         "{not json",
     )
     .await;
-    let (records, unique, _) = workload(2_000);
-    let valid: Vec<_> = records
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("k-bad"))
-        .collect();
+    let (valid, unique) = valid_workload(2_000);
     publish_all(&producer, &config.kafka.topics.audience, &valid).await;
 
     let store = app::open_store(&config).await.unwrap();

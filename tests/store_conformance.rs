@@ -690,6 +690,15 @@ async fn is_opted_out(store: &dyn Store) -> bool {
         .opted_out
 }
 
+async fn marketing_out(store: &dyn Store, c: &ContactKey) -> bool {
+    store
+        .get_contact(c)
+        .await
+        .unwrap()
+        .unwrap()
+        .marketing_opted_out
+}
+
 async fn opt_out_round_trip(store: &dyn Store) {
     use wadispatch::domain::OptOutScope::{All, Marketing};
     assert!(store.get_contact(&contact(99)).await.unwrap().is_none());
@@ -740,25 +749,13 @@ async fn opt_out_round_trip(store: &dyn Store) {
         .set_opt_out(&m, All, false, t0() - Duration::seconds(30))
         .await
         .unwrap();
-    assert!(
-        store
-            .get_contact(&m)
-            .await
-            .unwrap()
-            .unwrap()
-            .marketing_opted_out
-    );
+    assert!(marketing_out(store, &m).await);
     store
         .set_opt_out(&m, Marketing, false, t0() - Duration::seconds(1))
         .await
         .unwrap();
     assert!(
-        store
-            .get_contact(&m)
-            .await
-            .unwrap()
-            .unwrap()
-            .marketing_opted_out,
+        marketing_out(store, &m).await,
         "an older marketing resume does not opt back in"
     );
     store

@@ -72,9 +72,13 @@ fn wa_id(n: u32) -> String {
     format!("5255{:08}", 30_000_000 + n)
 }
 
-/// Stages, claims and accepts contact `n` with wamid `wamid.<n>`.
-async fn sent(store: &dyn Store, n: u32) {
-    let at = Utc.with_ymd_and_hms(2026, 11, 22, 15, 0, 0).unwrap();
+/// When the test contacts were staged and sent.
+fn t0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 15, 0, 0).unwrap()
+}
+
+/// Stages contact `n` (pending).
+async fn staged(store: &dyn Store, n: u32) {
     store
         .stage_batch(&[StageRequest {
             campaign_id: CAMPAIGN.into(),
@@ -86,22 +90,30 @@ async fn sent(store: &dyn Store, n: u32) {
             send_after: None,
             timezone: None,
             tags: vec![],
-            staged_at: at,
+            staged_at: t0(),
         }])
         .await
         .unwrap();
+}
+
+/// Claims staged contact `n` (its request about to leave).
+async fn claimed(store: &dyn Store, n: u32) {
     let claim = ClaimRequest {
         campaign_id: CAMPAIGN.into(),
         contact: contact(n),
         exclusive: true,
         replace_engagement: None,
         owner: "t".into(),
-        now: at,
+        now: t0(),
     };
     assert!(matches!(
         store.claim(&claim).await.unwrap(),
         ClaimOutcome::Claimed { .. }
     ));
+}
+
+/// Records the API answer of claimed contact `n`: wamid `wamid.<n>`.
+async fn answered(store: &dyn Store, n: u32) {
     store
         .record_outcome(
             CAMPAIGN,
@@ -109,10 +121,17 @@ async fn sent(store: &dyn Store, n: u32) {
             &Outcome::Accepted {
                 wamid: format!("wamid.{n}"),
             },
-            at,
+            t0(),
         )
         .await
         .unwrap();
+}
+
+/// Stages, claims and accepts contact `n` with wamid `wamid.<n>`.
+async fn sent(store: &dyn Store, n: u32) {
+    staged(store, n).await;
+    claimed(store, n).await;
+    answered(store, n).await;
 }
 
 fn envelope(value: serde_json::Value) -> Vec<u8> {
@@ -364,48 +383,15 @@ async fn replies_are_attributed_published_and_stop_opts_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_that_overtakes_its_wamid_is_parked_then_applied() {
     let h = harness().await;
-    let at = Utc.with_ymd_and_hms(2026, 11, 22, 15, 0, 0).unwrap();
-    h.store
-        .stage_batch(&[StageRequest {
-            campaign_id: CAMPAIGN.into(),
-            contact: contact(9),
-            shard: 0,
-            seq: 9,
-            params: FrozenParams::default(),
-            exclusion: None,
-            send_after: None,
-            timezone: None,
-            tags: vec![],
-            staged_at: at,
-        }])
-        .await
-        .unwrap();
+    staged(h.store.as_ref(), 9).await;
     // Delivered arrives before the API answer (no callback data either).
     assert_eq!(
         post(&h, &statuses(vec![status(9, "delivered", 100, None)])).await,
         Verdict::Ok
     );
     assert_eq!(state(&h, 9).await.state, DispatchState::Pending);
-    let claim = ClaimRequest {
-        campaign_id: CAMPAIGN.into(),
-        contact: contact(9),
-        exclusive: false,
-        replace_engagement: None,
-        owner: "t".into(),
-        now: at,
-    };
-    h.store.claim(&claim).await.unwrap();
-    h.store
-        .record_outcome(
-            CAMPAIGN,
-            &contact(9),
-            &Outcome::Accepted {
-                wamid: "wamid.9".into(),
-            },
-            at,
-        )
-        .await
-        .unwrap();
+    claimed(h.store.as_ref(), 9).await;
+    answered(h.store.as_ref(), 9).await;
     assert_eq!(
         state(&h, 9).await.state,
         DispatchState::Delivered,
@@ -443,31 +429,8 @@ async fn user_preferences_opt_out_and_back_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_that_overtakes_its_wamid_waits_for_it() {
     let h = harness_waiting(Duration::from_secs(3)).await;
-    let at = Utc.with_ymd_and_hms(2026, 11, 22, 15, 0, 0).unwrap();
-    h.store
-        .stage_batch(&[StageRequest {
-            campaign_id: CAMPAIGN.into(),
-            contact: contact(7),
-            shard: 0,
-            seq: 7,
-            params: FrozenParams::default(),
-            exclusion: None,
-            send_after: None,
-            timezone: None,
-            tags: vec![],
-            staged_at: at,
-        }])
-        .await
-        .unwrap();
-    let claim = ClaimRequest {
-        campaign_id: CAMPAIGN.into(),
-        contact: contact(7),
-        exclusive: false,
-        replace_engagement: None,
-        owner: "t".into(),
-        now: at,
-    };
-    h.store.claim(&claim).await.unwrap();
+    staged(h.store.as_ref(), 7).await;
+    claimed(h.store.as_ref(), 7).await;
     // Contact 8 answers a message we know nothing of; its latest campaign is ours.
     sent(h.store.as_ref(), 8).await;
     let body = envelope(json!({
@@ -490,17 +453,7 @@ async fn a_reply_that_overtakes_its_wamid_waits_for_it() {
     assert_eq!(state(&h, 7).await.state, DispatchState::Claimed);
 
     // The API answer arrives: contact 7's reply goes to its campaign.
-    h.store
-        .record_outcome(
-            CAMPAIGN,
-            &contact(7),
-            &Outcome::Accepted {
-                wamid: "wamid.7".into(),
-            },
-            at,
-        )
-        .await
-        .unwrap();
+    answered(h.store.as_ref(), 7).await;
     assert_eq!(h.processor.settle_parked_replies().await, 1);
     assert_eq!(state(&h, 7).await.state, DispatchState::Replied);
     let left = h.store.parked_replies(10).await.unwrap();
