@@ -601,13 +601,13 @@ async fn parked_replies_wait_once_each(store: &dyn Store) {
         store.parked_replies(1).await.unwrap(),
         vec![reply("in.1", 1)]
     );
-    store.drop_parked_reply("in.1").await.unwrap();
-    store.drop_parked_reply("in.1").await.unwrap();
+    assert!(store.take_parked_reply("in.1").await.unwrap(), "taken once");
+    assert!(!store.take_parked_reply("in.1").await.unwrap(), "not twice");
     assert_eq!(
         store.parked_replies(10).await.unwrap(),
         vec![reply("in.2", 2)]
     );
-    store.drop_parked_reply("in.2").await.unwrap();
+    assert!(store.take_parked_reply("in.2").await.unwrap());
 }
 
 async fn halts_persist_until_lifted(store: &dyn Store) {

@@ -442,6 +442,19 @@ async fn a_reply_that_overtakes_its_wamid_waits_for_it() {
     }));
     assert_eq!(post(&h, &body).await, Verdict::Ok);
     assert_eq!(h.store.parked_replies(10).await.unwrap().len(), 2);
+    // A STOP that waits for its wamid opts the contact out at once.
+    let stop = envelope(json!({
+        "messaging_product": "whatsapp",
+        "messages": [{"from": wa_id(6), "id": "wamid.in.6", "timestamp": "502", "type": "text", "text": {"body": "STOP"}, "context": {"id": "wamid.6"}}]
+    }));
+    assert_eq!(post(&h, &stop).await, Verdict::Ok);
+    assert!(h
+        .store
+        .get_contact(&contact(6))
+        .await
+        .unwrap()
+        .is_some_and(|c| c.opted_out));
+    assert!(h.store.take_parked_reply("wamid.in.6").await.unwrap());
     assert_eq!(
         h.processor.settle_parked_replies().await,
         0,
@@ -469,11 +482,12 @@ async fn a_reply_that_overtakes_its_wamid_waits_for_it() {
     assert!(h.store.parked_replies(10).await.unwrap().is_empty());
     assert_eq!(state(&h, 8).await.state, DispatchState::Replied);
 
+    // Asking for one more than expected: a reply published twice shows.
     let events = read_all(
         &h.kafka.brokers,
         &h.events_topic,
-        2,
-        Duration::from_secs(20),
+        3,
+        Duration::from_secs(10),
     );
     let replies: Vec<serde_json::Value> = events
         .iter()

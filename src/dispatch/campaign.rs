@@ -76,6 +76,8 @@ pub struct CampaignState {
     /// A halt by a campaign-class error, also in the store (it survives
     /// restarts; see `Pump::load_halt`).
     pub halted: Mutex<Option<CampaignHalt>>,
+    /// The halt in memory could not be written to the store yet.
+    halt_unsaved: AtomicBool,
     pub observed: Mutex<Option<ObservedState>>,
     pub wait_reason: Mutex<Option<String>>,
     pub in_flight: AtomicU64,
@@ -116,6 +118,7 @@ impl CampaignState {
             rate_override: RwLock::new(rate_override),
             limiter: RwLock::new(Arc::new(super::sender::drained_limiter(rate))),
             halted: Mutex::new(None),
+            halt_unsaved: AtomicBool::new(false),
             observed: Mutex::new(None),
             wait_reason: Mutex::new(None),
             in_flight: AtomicU64::new(0),
@@ -395,7 +398,7 @@ impl Pump {
             }
         };
         let Some(halt) = halt else { return };
-        if halt.spec == read(&self.state.entry).spec.digest() {
+        if halt.spec == read(&self.state.entry).spec.halt_digest() {
             tracing::error!(campaign = %id, reason = %halt.reason, since = %halt.at, "campaign stays halted by WhatsApp (template problem): fix the template, then publish a changed spec or POST /campaigns/{id}/clear-halt on the admin listener");
             *lock(&self.state.halted) = Some(halt);
         } else {
@@ -409,7 +412,11 @@ impl Pump {
     /// A halt lifted in the store (by an operator, possibly through another
     /// instance) is lifted here too.
     async fn refresh_halt(&self) {
-        if lock(&self.state.halted).is_none() {
+        let Some(halt) = lock(&self.state.halted).clone() else {
+            return;
+        };
+        if self.state.halt_unsaved.load(Ordering::Acquire) {
+            self.save_halt(&halt).await;
             return;
         }
         if let Ok(None) = self.store.campaign_halt(&self.state.id).await {
@@ -767,9 +774,15 @@ impl Pump {
         let state = &self.state;
         let halt = CampaignHalt {
             reason: reason.to_string(),
-            spec: entry.spec.digest(),
+            spec: entry.spec.halt_digest(),
             at: Utc::now(),
         };
+        if read(&state.entry).spec.halt_digest() != halt.spec {
+            // A request built from a spec replaced since: the new template
+            // gets its own chance.
+            tracing::info!(campaign = %state.id, reason = %reason, "template error for a spec replaced meanwhile; not halting the new one");
+            return;
+        }
         if lock(&state.halted)
             .as_ref()
             .is_some_and(|h| h.spec == halt.spec)
@@ -778,8 +791,22 @@ impl Pump {
         }
         tracing::error!(campaign = %state.id, reason = %reason, "campaign halted by WhatsApp (template problem): fix the template, then publish a changed spec or POST /campaigns/{}/clear-halt on the admin listener", state.id);
         *lock(&state.halted) = Some(halt.clone());
-        if let Err(e) = self.store.set_campaign_halt(&state.id, Some(&halt)).await {
-            tracing::warn!(campaign = %state.id, error = %e, "cannot store the campaign's halt: it holds until this process stops");
+        state.halt_unsaved.store(true, Ordering::Release);
+        self.save_halt(&halt).await;
+    }
+
+    /// Writes the halt in memory to the store; until that succeeds the halt
+    /// is written again on every check (and never lifted by the check).
+    async fn save_halt(&self, halt: &CampaignHalt) {
+        match self
+            .store
+            .set_campaign_halt(&self.state.id, Some(halt))
+            .await
+        {
+            Ok(()) => self.state.halt_unsaved.store(false, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(campaign = %self.state.id, error = %e, "cannot store the campaign's halt yet; it holds in memory and is written again in 5 s");
+            }
         }
     }
 
@@ -900,7 +927,7 @@ impl Handler<CampaignControl> for CampaignActor {
                     let mut halted = lock(&state.halted);
                     let changed = halted
                         .as_ref()
-                        .is_some_and(|h| h.spec != entry.spec.digest());
+                        .is_some_and(|h| h.spec != entry.spec.halt_digest());
                     if changed {
                         *halted = None;
                     }
@@ -909,10 +936,16 @@ impl Handler<CampaignControl> for CampaignActor {
                 *state.entry.write().unwrap_or_else(|p| p.into_inner()) = entry;
                 if lifted {
                     tracing::info!(campaign = %state.id, "a changed spec lifts the campaign's halt");
-                    let (store, id) = (self.pump.store.clone(), state.id.clone());
+                    let (store, live) = (self.pump.store.clone(), state.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = store.set_campaign_halt(&id, None).await {
+                        let id = &live.id;
+                        if let Err(e) = store.set_campaign_halt(id, None).await {
                             tracing::warn!(campaign = %id, error = %e, "cannot lift the stored halt; the next start lifts it again");
+                        }
+                        // A halt of the new spec may have come in meanwhile:
+                        // the check writes it again rather than lift it.
+                        if lock(&live.halted).is_some() {
+                            live.halt_unsaved.store(true, Ordering::Release);
                         }
                     });
                 }

@@ -426,12 +426,14 @@ fn join_problems(problems: &[SpecProblem]) -> String {
 }
 
 impl CampaignSpec {
-    /// A fingerprint of the whole spec (SHA-256 of its JSON, hex): two specs
-    /// with the same digest ask for the same thing. A halt holds while the
-    /// spec in force has the digest it was recorded with.
-    pub fn digest(&self) -> String {
+    /// A fingerprint of what a template error depends on: the template and
+    /// the senders (whose WhatsApp Business Account holds the template);
+    /// SHA-256 of their JSON, hex. A halt holds while the spec in force has
+    /// the digest it was recorded with: pausing and resuming, or a new pace,
+    /// does not lift it.
+    pub fn halt_digest(&self) -> String {
         use sha2::{Digest, Sha256};
-        let json = serde_json::to_vec(self).unwrap_or_default();
+        let json = serde_json::to_vec(&(&self.template, &self.senders)).unwrap_or_default();
         hex::encode(Sha256::digest(json))
     }
 

@@ -163,6 +163,8 @@ struct Shared {
 
 pub struct IngestContext {
     topic: String,
+    /// The dead-letter topic (the label of the unwritten-letters gauge).
+    dlq_topic: String,
     shared: Mutex<Shared>,
     stats: Arc<IngestStats>,
     /// Set once the final commit is done: the revoke that closing triggers
@@ -231,14 +233,22 @@ impl ConsumerContext for IngestContext {
         self.stats
             .waiting
             .store(shared.waiting.len() as u64, Ordering::Relaxed);
-        if shared.unwritten.is_empty() {
-            shared.dlq_retry = None;
-            *self
+        // The gauges and the DLQ failure follow what this process still holds.
+        {
+            let mut failure = self
                 .stats
                 .dead_letters
                 .lock()
-                .unwrap_or_else(|p| p.into_inner()) = None;
+                .unwrap_or_else(|p| p.into_inner());
+            if shared.unwritten.is_empty() {
+                shared.dlq_retry = None;
+                *failure = None;
+            } else if let Some(f) = failure.as_mut() {
+                f.records = shared.unwritten.len();
+            }
         }
+        metrics::dead_letters_unwritten(&self.dlq_topic, shared.unwritten.len());
+        metrics::paused_partitions(&self.topic, shared.paused.len());
         drop(shared);
         if commit.count() > 0 {
             if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
@@ -304,6 +314,7 @@ impl AudienceIngest {
         super::set_default(&mut cfg, "queued.max.messages.kbytes", "16384");
         let context = IngestContext {
             topic: config.topic.clone(),
+            dlq_topic: config.dlq_topic.clone(),
             shared: Mutex::default(),
             stats: stats.clone(),
             closing: AtomicBool::new(false),
@@ -577,8 +588,10 @@ impl AudienceIngest {
     /// DLQ keeps failing). A record is marked
     /// complete only once the DLQ acknowledged it: until then its partition's
     /// committed offset stays before it, so neither a restart nor a
-    /// rebalance loses it. The loop around keeps polling meanwhile (the
-    /// heartbeat moves, records of other partitions keep being staged).
+    /// rebalance loses it. Between tries the loop goes on (the heartbeat
+    /// moves, records of other partitions are staged); a try itself blocks
+    /// the loop until the broker answers or the producer's 10 s
+    /// `message.timeout.ms` runs out.
     fn write_dead_letters(&self) {
         let letters = {
             let mut shared = self.consumer.context().shared();

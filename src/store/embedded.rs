@@ -652,12 +652,17 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn drop_parked_reply(&self, message_id: &str) -> StoreResult<()> {
+    async fn take_parked_reply(&self, message_id: &str) -> StoreResult<bool> {
         let key = message_id.as_bytes().to_vec();
         self.point(move |inner| {
+            let _guard = inner.stripe(&ContactKey::raw(String::from_utf8_lossy(&key)));
+            if !inner.replies.contains_key(&key).map_err(io_err)? {
+                return Ok(false);
+            }
             let mut batch = inner.batch();
             batch.remove(&inner.replies, key);
-            batch.commit().map_err(io_err)
+            batch.commit().map_err(io_err)?;
+            Ok(true)
         })
         .await
     }

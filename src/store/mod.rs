@@ -155,8 +155,10 @@ pub trait Store: Send + Sync + 'static {
     async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()>;
     /// Parked replies, oldest first, at most `limit`.
     async fn parked_replies(&self, limit: usize) -> StoreResult<Vec<ParkedReply>>;
-    /// Forgets a parked reply once its events were published.
-    async fn drop_parked_reply(&self, message_id: &str) -> StoreResult<()>;
+    /// Takes a parked reply out of the store: true when this call removed it
+    /// (the caller then owns its processing; several instances may look at
+    /// the same reply), false when it was gone already.
+    async fn take_parked_reply(&self, message_id: &str) -> StoreResult<bool>;
     /// Records that Meta could not deliver to this contact (131026).
     async fn mark_undeliverable(&self, contact: &ContactKey, at: DateTime<Utc>) -> StoreResult<()>;
 }

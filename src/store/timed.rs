@@ -33,8 +33,8 @@ impl<S: Store> Store for Timed<S> {
     async fn parked_replies(&self, limit: usize) -> StoreResult<Vec<ParkedReply>> {
         time("parked_replies", self.0.parked_replies(limit)).await
     }
-    async fn drop_parked_reply(&self, message_id: &str) -> StoreResult<()> {
-        time("drop_parked_reply", self.0.drop_parked_reply(message_id)).await
+    async fn take_parked_reply(&self, message_id: &str) -> StoreResult<bool> {
+        time("take_parked_reply", self.0.take_parked_reply(message_id)).await
     }
     async fn get_campaign(&self, id: &str) -> StoreResult<Option<CampaignRecord>> {
         time("get_campaign", self.0.get_campaign(id)).await

@@ -74,9 +74,6 @@ pub enum Verdict {
 
 #[derive(Debug, thiserror::Error)]
 enum ProcessError {
-    /// A parked reply whose wamid is still unknown and whose wait runs.
-    #[error("the wamid it answers is not known yet")]
-    NotYet,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -199,9 +196,9 @@ impl WebhookProcessor {
 
     /// Replies parked for their `context.id`: those whose wamid is now
     /// indexed, or whose wait ended (then the contact's latest campaign),
-    /// are processed and published, then forgotten. A failure keeps the
-    /// reply for the next round (at-least-once: consumers de-duplicate
-    /// replies by `message_id`). Returns how many were settled.
+    /// are taken out of the store (one instance wins each), processed and
+    /// published. A failure parks the reply again for the next round.
+    /// Returns how many were settled.
     pub async fn settle_parked_replies(&self) -> usize {
         let parked = match self.store.parked_replies(500).await {
             Ok(p) => p,
@@ -210,13 +207,27 @@ impl WebhookProcessor {
                 return 0;
             }
         };
+        let wait = chrono::Duration::from_std(self.settings.reply_context_wait)
+            .unwrap_or(chrono::Duration::zero());
         let mut settled = 0;
         for reply in parked {
+            let due = Utc::now() - reply.parked_at >= wait
+                || matches!(self.store.lookup_wamid(&reply.wamid).await, Ok(Some(_)));
+            if !due {
+                continue;
+            }
+            match self.store.take_parked_reply(&reply.message_id).await {
+                Ok(true) => {}
+                Ok(false) => continue, // another instance took it
+                Err(e) => {
+                    tracing::warn!(message_id = %reply.message_id, error = %e, "cannot take a parked reply; trying again");
+                    continue;
+                }
+            }
             let message: Inbound = match serde_json::from_str(&reply.message) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(message_id = %reply.message_id, error = %e, "a parked reply does not parse; dropped");
-                    let _ = self.store.drop_parked_reply(&reply.message_id).await;
                     continue;
                 }
             };
@@ -230,15 +241,12 @@ impl WebhookProcessor {
                 Err(e) => Err(e),
             };
             match published {
-                Ok(()) => {
-                    if let Err(e) = self.store.drop_parked_reply(&reply.message_id).await {
-                        tracing::warn!(message_id = %reply.message_id, error = %e, "cannot forget a settled reply; it may be published again");
-                    }
-                    settled += 1;
-                }
-                Err(ProcessError::NotYet) => {}
+                Ok(()) => settled += 1,
                 Err(e) => {
-                    tracing::warn!(message_id = %reply.message_id, error = %e, "cannot settle a parked reply; trying again");
+                    tracing::warn!(message_id = %reply.message_id, error = %e, "cannot settle a parked reply; it waits for the next round");
+                    if let Err(e) = self.store.park_reply(&reply).await {
+                        tracing::error!(message_id = %reply.message_id, error = %e, "a reply could not be parked again and is lost to the agent");
+                    }
                 }
             }
         }
@@ -432,11 +440,18 @@ impl WebhookProcessor {
         let sender = contact_from_wa_id(from);
         // The campaign message it answers, else the contact's latest campaign.
         let correlated = self.correlate(context, None).await?;
+        let (kind, text, payload) = m.content();
+        let opts_out =
+            self.is_opt_out_keyword(text.as_deref()) || self.is_opt_out_keyword(payload.as_deref());
         if let (None, Some(wamid), Some(id)) = (&correlated, context, m.id.as_deref()) {
-            let waited = parked.map_or(chrono::Duration::zero(), |p| Utc::now() - p);
-            let wait = chrono::Duration::from_std(self.settings.reply_context_wait)
-                .unwrap_or(chrono::Duration::zero());
-            if parked.is_none() && !wait.is_zero() {
+            if parked.is_none() && !self.settings.reply_context_wait.is_zero() {
+                // A STOP holds from now on, not from when the reply is settled
+                // (its `opt_out` event is published then).
+                if opts_out {
+                    self.store
+                        .set_opt_out(&sender, self.settings.keyword_scope, true, at)
+                        .await?;
+                }
                 self.store
                     .park_reply(&ParkedReply {
                         message_id: id.to_string(),
@@ -448,10 +463,9 @@ impl WebhookProcessor {
                 metrics::webhook_status("reply_parked");
                 return Ok(Vec::new());
             }
-            if waited < wait {
-                return Err(ProcessError::NotYet);
+            if parked.is_some() {
+                metrics::webhook_status("reply_unattributed");
             }
-            metrics::webhook_status("reply_unattributed");
         }
         let (campaign, contact) = match correlated {
             Some((campaign, contact)) => (Some(campaign), contact),
@@ -464,7 +478,6 @@ impl WebhookProcessor {
                 (last, sender)
             }
         };
-        let (kind, text, payload) = m.content();
         let mut events = Vec::new();
         if let Some(campaign) = &campaign {
             let update = StatusUpdate {
@@ -482,7 +495,7 @@ impl WebhookProcessor {
                 metrics::funnel(campaign, to);
             }
         }
-        if self.is_opt_out_keyword(text.as_deref()) || self.is_opt_out_keyword(payload.as_deref()) {
+        if opts_out {
             let scope = self.settings.keyword_scope;
             self.store.set_opt_out(&contact, scope, true, at).await?;
             events.push(Event::OptOut {

@@ -71,7 +71,7 @@ struct Statements {
     get_halt: PreparedStatement,
     park_reply: PreparedStatement,
     parked_replies: PreparedStatement,
-    drop_parked_reply: PreparedStatement,
+    take_parked_reply: PreparedStatement,
     put_halt: PreparedStatement,
     delete_halt: PreparedStatement,
     campaign_shards: PreparedStatement,
@@ -719,7 +719,7 @@ impl Statements {
             get_halt: p(s, "SELECT halt FROM campaign_halts WHERE id = ?", true).await?,
             park_reply: p(s, "INSERT INTO parked_replies (bucket, message_id, reply) VALUES (?, ?, ?)", true).await?,
             parked_replies: p(s, "SELECT reply FROM parked_replies WHERE bucket = ?", true).await?,
-            drop_parked_reply: p(s, "DELETE FROM parked_replies WHERE bucket = ? AND message_id = ?", true).await?,
+            take_parked_reply: p(s, "DELETE FROM parked_replies WHERE bucket = ? AND message_id = ? IF EXISTS", false).await?,
             put_halt: p(s, "INSERT INTO campaign_halts (id, halt) VALUES (?, ?)", true).await?,
             delete_halt: p(s, "DELETE FROM campaign_halts WHERE id = ?", true).await?,
             campaign_shards: p(s, "SELECT shard FROM campaign_shards WHERE campaign_id = ?", true).await?,
@@ -980,14 +980,21 @@ impl Store for ScyllaStore {
         Ok(out)
     }
 
-    async fn drop_parked_reply(&self, message_id: &str) -> StoreResult<()> {
-        self.exec(
-            &self.st.drop_parked_reply,
-            (REPLY_BUCKET, message_id),
-            "dropping a parked reply",
-        )
-        .await
-        .map(drop)
+    async fn take_parked_reply(&self, message_id: &str) -> StoreResult<bool> {
+        // A lightweight transaction: of several instances settling the same
+        // reply, one removes it and publishes it.
+        match self
+            .conditional(&self.st.take_parked_reply, (REPLY_BUCKET, message_id))
+            .await
+        {
+            LwtReply::Applied => Ok(true),
+            LwtReply::NotApplied => Ok(false),
+            // Whether it went is unknown: leave it to the next round (a
+            // reply may then be published twice, never zero times).
+            LwtReply::Failed(m) | LwtReply::Uncertain(m) => Err(StoreError::Unavailable(format!(
+                "taking a parked reply: {m}"
+            ))),
+        }
     }
 
     async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>> {
