@@ -48,6 +48,11 @@ fn workload(n: u32) -> Workload {
     (records, unique, bad)
 }
 
+/// Held by the two tests that move tens of thousands of records through two
+/// group members each: run side by side on two cores, one of them starves
+/// the other's rebalance and shutdown.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Keyed records and the unique valid (campaign, contact) pairs among them.
 type ValidWorkload = (Vec<(String, String)>, HashSet<(String, String)>);
 
@@ -95,6 +100,7 @@ async fn staged_pairs(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_stage_every_valid_contact_exactly_once() {
+    let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let probe = test_config(dir.path(), "");
     let kafka = Kafka::start(&probe);
@@ -167,6 +173,7 @@ async fn two_consumers_stage_every_valid_contact_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_joining_mid_stream_loses_nothing() {
+    let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let kafka = Kafka::start(&test_config(dir.path(), ""));
     let config = test_config(dir.path(), &kafka.brokers);
