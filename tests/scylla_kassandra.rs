@@ -236,6 +236,11 @@ async fn scylla_store_over_cql_protocol() {
     // (Taking one back is a lightweight transaction, which this server does
     // not have: the conformance suite covers it against ScyllaDB.)
     store.park_reply(&parked).await.unwrap();
+    let redelivered = wadispatch::store::ParkedReply {
+        parked_at: t0() + chrono::Duration::seconds(30),
+        ..parked.clone()
+    };
+    store.park_reply(&redelivered).await.unwrap();
     assert_eq!(store.parked_replies(10).await.unwrap(), vec![parked]);
     store.delete_campaign("k-scan").await.unwrap();
     assert_eq!(store.campaign_halt("k-scan").await.unwrap(), None);

@@ -591,7 +591,8 @@ async fn parked_replies_wait_once_each(store: &dyn Store) {
     assert!(store.parked_replies(10).await.unwrap().is_empty());
     store.park_reply(&reply("in.2", 2)).await.unwrap();
     store.park_reply(&reply("in.1", 1)).await.unwrap();
-    store.park_reply(&reply("in.2", 2)).await.unwrap(); // a redelivery
+    // A redelivery keeps the first arrival's wait.
+    store.park_reply(&reply("in.2", 50)).await.unwrap();
     assert_eq!(
         store.parked_replies(10).await.unwrap(),
         vec![reply("in.1", 1), reply("in.2", 2)],

@@ -634,8 +634,16 @@ impl Store for EmbeddedStore {
 
     async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()> {
         let reply = reply.clone();
-        self.point(move |inner| inner.put_json(&inner.replies, reply.message_id.as_bytes(), &reply))
-            .await
+        self.point(move |inner| {
+            let key = reply.message_id.as_bytes();
+            let _guard = inner.stripe(&ContactKey::raw(reply.message_id.as_str()));
+            // A redelivery keeps the first arrival's wait.
+            if inner.replies.contains_key(key).map_err(io_err)? {
+                return Ok(());
+            }
+            inner.put_json(&inner.replies, key, &reply)
+        })
+        .await
     }
 
     async fn parked_replies(&self, limit: usize) -> StoreResult<Vec<ParkedReply>> {

@@ -70,6 +70,7 @@ struct Statements {
     delete_campaign: PreparedStatement,
     get_halt: PreparedStatement,
     park_reply: PreparedStatement,
+    get_parked_reply: PreparedStatement,
     parked_replies: PreparedStatement,
     take_parked_reply: PreparedStatement,
     put_halt: PreparedStatement,
@@ -718,6 +719,7 @@ impl Statements {
             delete_campaign: p(s, "DELETE FROM campaigns WHERE id = ?", true).await?,
             get_halt: p(s, "SELECT halt FROM campaign_halts WHERE id = ?", true).await?,
             park_reply: p(s, "INSERT INTO parked_replies (bucket, message_id, reply) VALUES (?, ?, ?)", true).await?,
+            get_parked_reply: p(s, "SELECT reply FROM parked_replies WHERE bucket = ? AND message_id = ?", true).await?,
             parked_replies: p(s, "SELECT reply FROM parked_replies WHERE bucket = ?", true).await?,
             take_parked_reply: p(s, "DELETE FROM parked_replies WHERE bucket = ? AND message_id = ? IF EXISTS", false).await?,
             put_halt: p(s, "INSERT INTO campaign_halts (id, halt) VALUES (?, ?)", true).await?,
@@ -945,6 +947,19 @@ impl Store for ScyllaStore {
     }
 
     async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()> {
+        // A redelivery keeps the first arrival's wait. Redeliveries come
+        // seconds apart, so the read and the write need not be one step.
+        let existing: Vec<(Option<String>,)> = self
+            .page(
+                &self.st.get_parked_reply,
+                (REPLY_BUCKET, reply.message_id.as_str()),
+                1,
+                "reading a parked reply",
+            )
+            .await?;
+        if !existing.is_empty() {
+            return Ok(());
+        }
         let json = serde_json::to_string(reply).map_err(|e| StoreError::Corrupt {
             key: format!("parked_replies/{}", reply.message_id),
             message: e.to_string(),
