@@ -66,6 +66,24 @@ fn valid_workload(n: u32) -> ValidWorkload {
     (valid, unique)
 }
 
+/// After a pipeline stopped: every unique valid pair is staged; the
+/// dead-letter topic's records (at least one expected).
+async fn staged_and_dead_lettered(
+    kafka: &Kafka,
+    config: &wadispatch::config::Config,
+    store: &dyn Store,
+    unique: &HashSet<(String, String)>,
+) -> Vec<ReadRecord> {
+    let staged = staged_pairs(store, &["camp-a", "camp-b"]).await;
+    assert_eq!(staged.len(), unique.len());
+    read_all(
+        &kafka.brokers,
+        &config.kafka.topics.audience_dlq,
+        1,
+        Duration::from_secs(20),
+    )
+}
+
 async fn seed_campaigns(kafka: &Kafka, config: &wadispatch::config::Config) {
     let p = kafka.producer();
     for id in ["camp-a", "camp-b"] {
@@ -297,14 +315,7 @@ async fn an_oversized_record_goes_to_the_dlq_cut_with_its_size_and_hash() {
     .await;
     assert!(s.troubles().is_empty(), "{:?}", s.troubles());
     assert!(p.shutdown(Duration::from_secs(10)).await);
-    let staged = staged_pairs(store.as_ref(), &["camp-a", "camp-b"]).await;
-    assert_eq!(staged.len(), unique.len());
-    let dlq = read_all(
-        &kafka.brokers,
-        &config.kafka.topics.audience_dlq,
-        1,
-        Duration::from_secs(20),
-    );
+    let dlq = staged_and_dead_lettered(&kafka, &config, store.as_ref(), &unique).await;
     assert_eq!(dlq.len(), 1);
     let (key, payload, headers) = &dlq[0];
     assert_eq!(key.as_deref(), Some("k-huge"));
@@ -426,14 +437,7 @@ async fn a_dlq_that_keeps_failing_holds_its_records_and_says_so() {
             .is_none()
     );
     assert!(p.shutdown(Duration::from_secs(10)).await);
-    let staged = staged_pairs(store.as_ref(), &["camp-a", "camp-b"]).await;
-    assert_eq!(staged.len(), unique.len());
-    let dlq = read_all(
-        &kafka.brokers,
-        &config.kafka.topics.audience_dlq,
-        1,
-        Duration::from_secs(20),
-    );
+    let dlq = staged_and_dead_lettered(&kafka, &config, store.as_ref(), &unique).await;
     assert!(!dlq.is_empty());
     assert!(dlq.iter().all(|(k, _, _)| k.as_deref() == Some("k-bad-1")));
 }
