@@ -116,13 +116,30 @@ async fn staged_pairs(
     out
 }
 
+/// A short session timeout for the tests that move partitions between two
+/// consumers: the mock coordinator waits up to the session timeout for every
+/// member to rejoin, 45 s by default, which on a loaded machine outlasts the
+/// tests' deadlines. Heartbeats come from librdkafka's own thread, so a busy
+/// test process still keeps its membership.
+fn quick_rebalance(mut config: wadispatch::config::Config) -> wadispatch::config::Config {
+    config
+        .kafka
+        .client
+        .insert("session.timeout.ms".into(), "6000".into());
+    config
+        .kafka
+        .client
+        .insert("heartbeat.interval.ms".into(), "1000".into());
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_stage_every_valid_contact_exactly_once() {
     let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let probe = test_config(dir.path(), "");
     let kafka = Kafka::start(&probe);
-    let config = test_config(dir.path(), &kafka.brokers);
+    let config = quick_rebalance(test_config(dir.path(), &kafka.brokers));
     seed_campaigns(&kafka, &config).await;
     let (records, unique, bad) = workload(50_000);
     publish_all(&kafka.producer(), &config.kafka.topics.audience, &records).await;
@@ -199,7 +216,7 @@ async fn a_consumer_joining_mid_stream_loses_nothing() {
     let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let kafka = Kafka::start(&test_config(dir.path(), ""));
-    let config = test_config(dir.path(), &kafka.brokers);
+    let config = quick_rebalance(test_config(dir.path(), &kafka.brokers));
     seed_campaigns(&kafka, &config).await;
     let (records, unique, _) = workload(20_000);
     let (first, second) = records.split_at(records.len() / 2);
