@@ -278,8 +278,9 @@ pub fn system() -> actix_rt::SystemRunner {
     })
 }
 
-/// This instance's name in claims (`owner`): stable across restarts of the
-/// same host, so a restart recognises its own interrupted sends.
+/// This instance's name (`WADISPATCH_INSTANCE_ID`, else the host name); its
+/// leases and claims carry it with a suffix unique to the run
+/// (docs/ARCHITECTURE.md, "Leases").
 pub fn instance_id() -> String {
     std::env::var("WADISPATCH_INSTANCE_ID")
         .ok()
@@ -332,10 +333,22 @@ pub struct Daemon {
     /// Settles replies parked for their `context.id` (they stay in the
     /// store across a stop).
     parked_replies: tokio::task::JoinHandle<()>,
+    /// Renews this run's lease (released on shutdown).
+    lease: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
     pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Daemon> {
+        Self::start_as(config, store, &instance_id()).await
+    }
+
+    /// [`Daemon::start`] under an instance id of the caller's choosing
+    /// (several daemons in one test process).
+    pub async fn start_as(
+        config: Config,
+        store: Arc<dyn Store>,
+        instance: &str,
+    ) -> anyhow::Result<Daemon> {
         use actix::Actor;
         crate::metrics::configure_campaigns(
             config.metrics.max_campaign_series,
@@ -369,7 +382,15 @@ impl Daemon {
             })?;
         let server_handle = server.handle();
         tokio::spawn(server);
+        let owner = crate::dispatch::lease::run_owner(instance);
+        tracing::info!(%owner, "instance lease name");
+        let leases = Arc::new(crate::dispatch::lease::Leases::new(
+            owner.clone(),
+            Duration::from_secs(config.dispatch.lease_secs),
+        ));
+        let lease = tokio::spawn(leases.clone().run(store.clone()));
         let env = Arc::new(crate::dispatch::registry::Env {
+            leases,
             ingest: pipeline.stats.clone(),
             catalog: pipeline.catalog.clone(),
             campaigns: Arc::default(),
@@ -384,7 +405,7 @@ impl Daemon {
             pipeline.catalog.clone(),
             whatsapp_client(&config)?,
             env.clone(),
-            instance_id(),
+            owner,
         );
         let senders = registry.senders();
         let registry = registry.start();
@@ -417,6 +438,7 @@ impl Daemon {
             server: server_handle,
             admin: admin_handle,
             parked_replies,
+            lease,
         })
     }
 
@@ -451,6 +473,10 @@ impl Daemon {
         }
         self.server.stop(true).await;
         self.parked_replies.abort();
+        // What is still claimed now may be on the wire: the next owner of
+        // its shard settles it as soon as the lease is gone.
+        self.lease.abort();
+        self.env.leases.release(self.store.as_ref()).await;
         self.admin.stop(true).await;
         // Whatever the first steps used comes off the Kafka side's budget,
         // but it always gets a few seconds to commit and leave the group.

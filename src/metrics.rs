@@ -213,7 +213,7 @@ impl Metrics {
             campaign_waiting: int_gauge(
                 &r,
                 "wadispatch_campaign_waiting",
-                "1 while a campaign waits, by reason (portfolio_limit, senders_halted, senders_unavailable).",
+                "1 while a campaign waits, by reason (portfolio_limit, senders_halted, senders_unavailable, lease).",
                 &["campaign", "reason"],
             ),
             ingest_paused_partitions: int_gauge(
@@ -491,7 +491,12 @@ pub fn campaign_wait(campaign: &str, reason: Option<&str>) {
     if !has_own_series(campaign) {
         return;
     }
-    for r in ["portfolio_limit", "senders_halted", "senders_unavailable"] {
+    for r in [
+        "portfolio_limit",
+        "senders_halted",
+        "senders_unavailable",
+        "lease",
+    ] {
         metrics()
             .campaign_waiting
             .with_label_values(&[campaign, r])

@@ -985,3 +985,182 @@ fn a_burst_of_reloads_beyond_the_mailboxes_loses_no_change() {
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
 }
+
+/// A pod renamed by its Deployment never comes back under its old name: its
+/// claims are settled by the instance that owns their shards once its lease
+/// lapsed (here it never had one) or was released, and not while it is live.
+#[test]
+fn claims_of_an_instance_gone_are_settled_once_its_lease_lapses() {
+    use wadispatch::domain::{ContactKey, FrozenParams};
+    use wadispatch::store::{ClaimOutcome, ClaimRequest, Lease, StageRequest};
+    app::system().block_on(async {
+        let w = world(&[("4801", 50.0)]).await;
+        let store = app::open_store(&w.config).await.unwrap();
+        // Contacts 0..10 were staged and claimed by two earlier pods: a/… died
+        // without a lease on record, c/… still renews one.
+        let now = chrono::Utc::now();
+        let staged: Vec<StageRequest> = (0..10)
+            .map(|i| StageRequest {
+                campaign_id: "pods".into(),
+                contact: ContactKey::raw(phone(i)),
+                shard: 0,
+                seq: u64::from(i),
+                params: FrozenParams::default(),
+                exclusion: None,
+                send_after: None,
+                timezone: None,
+                tags: Vec::new(),
+                staged_at: now,
+            })
+            .collect();
+        store.stage_batch(&staged).await.unwrap();
+        for i in 0..10 {
+            let owner = if i < 5 { "pod-a/dead" } else { "pod-c/live" };
+            let claimed = store
+                .claim(&ClaimRequest {
+                    campaign_id: "pods".into(),
+                    contact: ContactKey::raw(phone(i)),
+                    exclusive: false,
+                    replace_engagement: None,
+                    owner: owner.into(),
+                    now,
+                })
+                .await
+                .unwrap();
+            assert!(matches!(claimed, ClaimOutcome::Claimed { .. }));
+        }
+        store
+            .renew_lease(&Lease {
+                owner: "pod-c/live".into(),
+                until: now + chrono::Duration::seconds(600),
+            })
+            .await
+            .unwrap();
+        publish_campaign(&w, "pods", &spec("pods", &["4801"], 50.0, false), 10..60).await;
+
+        let daemon = Daemon::start_as(w.config.clone(), store.clone(), "pod-b")
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = summary(&daemon, "pods").await;
+            if s.staged == 60
+                && s.count(DispatchState::Pending) == 0
+                && s.count(DispatchState::Unknown) == 5
+            {
+                assert_eq!(
+                    s.count(DispatchState::Claimed),
+                    5,
+                    "the live pod's claims stay: {:?}",
+                    s.by_state
+                );
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{:?}", s.by_state);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for i in 0..5 {
+            let row = store
+                .get_dispatch("pods", &ContactKey::raw(phone(i)))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(row.state, DispatchState::Unknown, "contact {i}");
+        }
+        assert_eq!(
+            store
+                .claimed("pods", 0)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.owner == "pod-c/live")
+                .count(),
+            5
+        );
+
+        // The live pod stops cleanly: its claims are settled within a few
+        // seconds (the next lease read and settle pass), and the campaign completes.
+        store.release_lease("pod-c/live").await.unwrap();
+        let s = wait_done(&daemon, "pods", 60, Duration::from_secs(30)).await;
+        assert_eq!(s.count(DispatchState::Unknown), 10, "{:?}", s.by_state);
+        assert!(store.claimed("pods", 0).await.unwrap().is_empty());
+        let stats = w.sandbox.stats();
+        assert_eq!(
+            stats.requests, 50,
+            "only the contacts nobody had claimed were sent"
+        );
+        assert_eq!(stats.duplicate_recipients, 0);
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+        // A clean stop releases this run's lease.
+        assert!(!store
+            .leases()
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.owner.starts_with("pod-b/")));
+    });
+}
+
+/// Rows claimed by a version without the claim index (the owner is a bare
+/// host name, with no lease) are found by one scan of the campaign the first
+/// time it runs here, then never scanned for again.
+#[test]
+fn claims_taken_before_the_claim_index_existed_are_settled_once() {
+    use wadispatch::domain::{CampaignSpec, ContactKey, FrozenParams, ObservedState};
+    use wadispatch::store::embedded::{Durability, EmbeddedStore};
+    use wadispatch::store::{CampaignRecord, ClaimRequest, StageRequest, Store};
+    app::system().block_on(async {
+        let w = world(&[("4801", 50.0)]).await;
+        let text = spec("legacy", &["4801"], 50.0, false);
+        let now = chrono::Utc::now();
+        {
+            let old = EmbeddedStore::open(&w.config.store.embedded.data_dir, Durability::Process, 8)
+                .unwrap();
+            old.put_campaign(&CampaignRecord {
+                spec: CampaignSpec::from_json(text.as_bytes()).unwrap(),
+                observed_state: ObservedState::Active,
+                updated_at: now,
+                started_at: Some(now),
+            })
+            .await
+            .unwrap();
+            let staged: Vec<StageRequest> = (0..5)
+                .map(|i| StageRequest {
+                    campaign_id: "legacy".into(),
+                    contact: ContactKey::raw(phone(i)),
+                    shard: 0,
+                    seq: u64::from(i),
+                    params: FrozenParams::default(),
+                    exclusion: None,
+                    send_after: None,
+                    timezone: None,
+                    tags: Vec::new(),
+                    staged_at: now,
+                })
+                .collect();
+            old.stage_batch(&staged).await.unwrap();
+            for i in 0..5 {
+                old.claim(&ClaimRequest {
+                    campaign_id: "legacy".into(),
+                    contact: ContactKey::raw(phone(i)),
+                    exclusive: false,
+                    replace_engagement: None,
+                    owner: "old-host".into(),
+                    now,
+                })
+                .await
+                .unwrap();
+            }
+            assert_eq!(old.forget_claims_of("old-host").unwrap(), 5);
+            assert!(old.claimed("legacy", 0).await.unwrap().is_empty());
+        }
+        publish_campaign(&w, "legacy", &text, 5..30).await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store.clone()).await.unwrap();
+        let s = wait_done(&daemon, "legacy", 30, Duration::from_secs(60)).await;
+        assert_eq!(s.count(DispatchState::Unknown), 5, "{:?}", s.by_state);
+        assert_eq!(w.sandbox.stats().requests, 25);
+        assert!(store.marker("claim-index/legacy").await.unwrap());
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}

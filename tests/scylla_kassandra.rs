@@ -215,6 +215,23 @@ async fn scylla_store_over_cql_protocol() {
     store.park_status("wamid.K1", &update).await.unwrap();
     assert!(store.lookup_wamid("wamid.K1").await.unwrap().is_none());
 
+    // Leases and markers (plain writes); the claim index starts empty.
+    // (Claims themselves are lightweight transactions: the conformance
+    // suite covers the index against ScyllaDB.)
+    let lease = |owner: &str, secs| wadispatch::store::Lease {
+        owner: owner.into(),
+        until: t0() + chrono::Duration::seconds(secs),
+    };
+    store.renew_lease(&lease("a/1", 15)).await.unwrap();
+    store.renew_lease(&lease("b/2", 15)).await.unwrap();
+    store.renew_lease(&lease("a/1", 20)).await.unwrap();
+    store.release_lease("b/2").await.unwrap();
+    assert_eq!(store.leases().await.unwrap(), vec![lease("a/1", 20)]);
+    assert!(store.claimed("k-promo", 0).await.unwrap().is_empty());
+    assert!(!store.marker("claim-index/k-promo").await.unwrap());
+    store.set_marker("claim-index/k-promo").await.unwrap();
+    assert!(store.marker("claim-index/k-promo").await.unwrap());
+
     // Deleting a campaign that never started removes its rows.
     let halt = wadispatch::store::CampaignHalt {
         reason: "(#132015) Template is paused".into(),

@@ -63,6 +63,235 @@ async fn conformance(store: Arc<dyn Store>) {
     parked_replies_wait_once_each(store.as_ref()).await;
     dispatch_scan_pages_through_everything(store.as_ref()).await;
     opt_out_round_trip(store.as_ref()).await;
+    claims_of_lapsed_owners_are_settled_from_the_index(store.as_ref()).await;
+}
+
+fn owned_claim(campaign: &str, n: u32, owner: &str) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.into(),
+        ..claim_req(campaign, n, false)
+    }
+}
+
+/// (contact number, owner) of the claim index of one shard, sorted.
+async fn index_of(store: &dyn Store, campaign: &str, shard: u32) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = store
+        .claimed(campaign, shard)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.contact.to_string(), e.owner))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The claim index follows every way in and out of `claimed`, and only a
+/// claim still held by a lapsed owner is settled. Times are injected: the
+/// store compares none of them with its own clock.
+async fn claims_of_lapsed_owners_are_settled_from_the_index(store: &dyn Store) {
+    use wadispatch::dispatch::lease::lapsed;
+    let c = "c-lease";
+    store
+        .stage_batch(&[
+            req(c, 1, 0, 1),
+            req(c, 2, 0, 2),
+            req(c, 3, 0, 3),
+            req(c, 4, 1, 4),
+            req(c, 5, 0, 5),
+            req(c, 6, 0, 6),
+        ])
+        .await
+        .unwrap();
+    for (n, owner) in [
+        (1, "a/1"),
+        (2, "b/2"),
+        (3, "a/1"),
+        (4, "a/1"),
+        (5, "a/1"),
+        (6, "a/1"),
+    ] {
+        assert!(matches!(
+            store.claim(&owned_claim(c, n, owner)).await.unwrap(),
+            ClaimOutcome::Claimed { .. }
+        ));
+    }
+    let name = |n: u32| contact(n).to_string();
+    assert_eq!(
+        index_of(store, c, 0).await,
+        vec![
+            (name(1), "a/1".into()),
+            (name(2), "b/2".into()),
+            (name(3), "a/1".into()),
+            (name(5), "a/1".into()),
+            (name(6), "a/1".into()),
+        ]
+    );
+    assert_eq!(index_of(store, c, 1).await, vec![(name(4), "a/1".into())]);
+    let entry = store.claimed(c, 1).await.unwrap().remove(0);
+    assert_eq!(entry.claimed_at, t0(), "the claim's time is kept");
+    // A failed second claim of a claimed row leaves its entry alone.
+    assert!(matches!(
+        store.claim(&owned_claim(c, 1, "b/2")).await.unwrap(),
+        ClaimOutcome::NotClaimable { .. }
+    ));
+    // Out of `claimed`: an answer, a retry, a status that overtook the answer.
+    let at = t0() + Duration::seconds(1);
+    store
+        .record_outcome(
+            c,
+            &contact(3),
+            &Outcome::Accepted {
+                wamid: "wamid.LEASE3".into(),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    store
+        .record_outcome(
+            c,
+            &contact(5),
+            &Outcome::Retry {
+                code: None,
+                not_before: None,
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    let delivered = StatusUpdate {
+        state: DispatchState::Delivered,
+        at,
+        wamid: Some("wamid.LEASE6".into()),
+        error_code: None,
+        error_class: None,
+        error_message: None,
+        defer_until: None,
+    };
+    store
+        .apply_status(c, &contact(6), &delivered)
+        .await
+        .unwrap();
+    assert_eq!(
+        index_of(store, c, 0).await,
+        vec![(name(1), "a/1".into()), (name(2), "b/2".into())]
+    );
+    // A re-claim after the retry is indexed again, under its new owner.
+    store.claim(&owned_claim(c, 5, "b/2")).await.unwrap();
+    assert!(index_of(store, c, 0)
+        .await
+        .contains(&(name(5), "b/2".into())));
+
+    // Leases: a/1 renews, b/2 stops cleanly.
+    for owner in ["a/1", "b/2"] {
+        store
+            .renew_lease(&Lease {
+                owner: owner.into(),
+                until: t0() + Duration::seconds(15),
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .renew_lease(&Lease {
+            owner: "a/1".into(),
+            until: t0() + Duration::seconds(20),
+        })
+        .await
+        .unwrap();
+    store.release_lease("b/2").await.unwrap();
+    let leases = store.leases().await.unwrap();
+    assert_eq!(
+        leases
+            .iter()
+            .filter(|l| l.owner == "a/1")
+            .map(|l| l.until)
+            .collect::<Vec<_>>(),
+        vec![t0() + Duration::seconds(20)],
+        "a renewal replaces the lease"
+    );
+    assert!(!leases.iter().any(|l| l.owner == "b/2"), "released");
+    assert!(!lapsed(&leases, "a/1", t0() + Duration::seconds(24)));
+    assert!(lapsed(&leases, "a/1", t0() + Duration::seconds(26)));
+    assert!(lapsed(&leases, "b/2", t0()));
+
+    let msg = "claimed by an instance that stopped";
+    let settle_at = t0() + Duration::seconds(30);
+    for entry in store.claimed(c, 0).await.unwrap() {
+        if lapsed(&leases, &entry.owner, t0() + Duration::seconds(10)) {
+            assert!(store
+                .settle_claim(c, 0, &entry, msg, settle_at)
+                .await
+                .unwrap());
+        }
+    }
+    let row = store.get_dispatch(c, &contact(2)).await.unwrap().unwrap();
+    assert_eq!(row.state, DispatchState::Unknown);
+    assert_eq!(row.error_message.as_deref(), Some(msg));
+    assert_eq!(
+        store
+            .get_dispatch(c, &contact(5))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DispatchState::Unknown,
+        "b/2's re-claim of contact 5 was b/2's too"
+    );
+    assert_eq!(
+        store
+            .get_dispatch(c, &contact(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DispatchState::Claimed,
+        "a/1's lease is live"
+    );
+    assert_eq!(index_of(store, c, 0).await, vec![(name(1), "a/1".into())]);
+    // An entry whose row moved on, or went to another owner, changes no row
+    // and goes from the index.
+    let stale = ClaimEntry {
+        contact: contact(3),
+        owner: "a/1".into(),
+        claimed_at: t0(),
+    };
+    assert!(!store
+        .settle_claim(c, 0, &stale, msg, settle_at)
+        .await
+        .unwrap());
+    let not_b = ClaimEntry {
+        contact: contact(1),
+        owner: "b/2".into(),
+        claimed_at: t0(),
+    };
+    assert!(!store
+        .settle_claim(c, 0, &not_b, msg, settle_at)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .get_dispatch(c, &contact(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DispatchState::Claimed
+    );
+    assert_eq!(
+        store
+            .get_dispatch(c, &contact(3))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DispatchState::Accepted
+    );
+
+    assert!(!store.marker("claim-index/c-lease").await.unwrap());
+    store.set_marker("claim-index/c-lease").await.unwrap();
+    assert!(store.marker("claim-index/c-lease").await.unwrap());
 }
 
 async fn staging_is_idempotent(store: &dyn Store) {

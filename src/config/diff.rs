@@ -55,8 +55,8 @@ impl Config {
             whatsapp,
             http,
             admin,
-            // Live: see `live_changes`.
-            dispatch: _,
+            // Live (but `lease_secs`): see `live_changes`.
+            dispatch,
             log,
             metrics,
             senders: _,
@@ -73,6 +73,11 @@ impl Config {
             &new.http.reply_context_wait_ms,
         );
         changes.field("admin.listen", &admin.listen, &new.admin.listen);
+        changes.field(
+            "dispatch.lease_secs",
+            &dispatch.lease_secs,
+            &new.dispatch.lease_secs,
+        );
         changes.field("log.format", &log.format, &new.log.format);
         let MetricsConfig {
             max_campaign_series,

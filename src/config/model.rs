@@ -483,6 +483,13 @@ pub struct DispatchConfig {
     /// without a country code. Unset rejects such numbers as `invalid_phone`.
     /// Default: unset.
     pub default_region: Option<String>,
+    /// Length of this instance's lease in the store, in seconds; renewed every
+    /// third of it. Claims of an instance whose lease lapsed (it crashed, or
+    /// its pod came back under another name) are settled by the owners of
+    /// their shards this long (plus 5 s) after its last renewal; a clean stop
+    /// releases the lease at once. Claims pause while the store does not take
+    /// the renewals. Restart required. Default: `15`.
+    pub lease_secs: u64,
 }
 
 impl Default for DispatchConfig {
@@ -503,6 +510,7 @@ impl Default for DispatchConfig {
             aimd_decrease_factor: 0.5,
             aimd_increase_per_sec: 1.0,
             default_region: None,
+            lease_secs: 15,
         }
     }
 }

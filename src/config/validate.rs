@@ -460,6 +460,15 @@ fn check_dispatch(report: &mut Report, d: &DispatchConfig) {
         d.max_in_flight_per_sender,
     );
     report.positive("dispatch.transient_max_attempts", d.transient_max_attempts);
+    if d.lease_secs < 3 {
+        report.add(
+            "dispatch.lease_secs",
+            format!(
+                "must be at least 3 (renewed every third of it), got {}",
+                d.lease_secs
+            ),
+        );
+    }
     report.positive(
         "dispatch.circuit_failures_to_open",
         d.circuit_failures_to_open,

@@ -28,7 +28,7 @@ use crate::domain::{ContactKey, DesiredState, DispatchState, ExclusionReason, Ob
 use crate::events::Event;
 use crate::ingest::catalog::CatalogEntry;
 use crate::metrics;
-use crate::store::{CampaignHalt, ClaimOutcome, ClaimRequest, DispatchRecord, Outcome, Store};
+use crate::store::{CampaignHalt, ClaimOutcome, ClaimRequest, DispatchRecord, Store};
 use crate::whatsapp::payload::{callback_data, template_message_bytes};
 
 /// Pending contacts read per scan page.
@@ -55,6 +55,12 @@ pub trait DispatchEnv: Send + Sync + 'static {
     fn suppressions_ready(&self) -> bool;
     /// Publishes events (best effort: the store already holds the truth).
     fn publish(&self, events: Vec<Event>);
+    /// True while this instance's lease is safely ahead: claims wait
+    /// otherwise (docs/ARCHITECTURE.md, "Leases").
+    fn holds_lease(&self) -> bool;
+    /// True when the claims of `owner` may be settled (its lease lapsed or
+    /// was released; never this instance).
+    fn owner_lapsed(&self, owner: &str) -> bool;
     /// `dispatch.resend_unknown_after_secs`: resend an `unknown` contact
     /// that no status webhook settled in this time (None: never).
     fn resend_unknown_after(&self) -> Option<chrono::Duration>;
@@ -62,6 +68,9 @@ pub trait DispatchEnv: Send + Sync + 'static {
 
 /// How often a campaign looks for `unknown` contacts to resend.
 const RESEND_CHECK: Duration = Duration::from_secs(60);
+
+/// How often a campaign settles the claims of instances gone.
+const SETTLE_CHECK: Duration = Duration::from_secs(5);
 
 /// How often a halted campaign looks whether its halt was lifted in the store.
 const HALT_CHECK: Duration = Duration::from_secs(5);
@@ -224,53 +233,6 @@ pub struct Pump {
 }
 
 impl Pump {
-    /// Claimed rows left by an earlier run of this instance become `unknown`:
-    /// the request may have left, and WhatsApp has no idempotency key, so
-    /// they are never resent automatically; webhooks settle them.
-    pub async fn recover(&self) -> usize {
-        let mut after = None;
-        let mut n = 0;
-        loop {
-            let page = match self
-                .store
-                .scan_dispatches(&self.state.id, after.as_ref(), 2_000)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(campaign = %self.state.id, error = %e, "cannot scan for interrupted sends");
-                    return n;
-                }
-            };
-            for row in &page {
-                if row.state == DispatchState::Claimed
-                    && row.owner.as_deref() == Some(self.owner.as_str())
-                {
-                    let outcome = Outcome::Unknown {
-                        message: "claimed when the process stopped; may have been sent, never resent automatically".into(),
-                    };
-                    if self
-                        .store
-                        .record_outcome(&self.state.id, &row.contact, &outcome, Utc::now())
-                        .await
-                        .is_ok()
-                    {
-                        metrics::dispatch(&self.state.id, "-", "unknown");
-                        n += 1;
-                    }
-                }
-            }
-            match page.last() {
-                Some(last) if page.len() == 2_000 => after = Some(last.contact.clone()),
-                _ => break,
-            }
-        }
-        if n > 0 {
-            tracing::warn!(campaign = %self.state.id, contacts = n, "interrupted sends marked unknown (settled by status webhooks)");
-        }
-        n
-    }
-
     async fn counts(&self) -> CampaignCounts {
         // A full scan of the campaign's rows: at most every 5 s, and never
         // more than 5 % of the time (a million rows take about a second to
@@ -428,7 +390,17 @@ impl Pump {
     /// Runs until the campaign is stopped.
     pub async fn run(self: Arc<Self>) {
         self.load_halt().await;
-        self.recover().await;
+        // Nothing is claimed or settled before this instance holds its lease
+        // (and so knows everyone's).
+        while !self.env.holds_lease() && !self.state.stop.load(Ordering::Acquire) {
+            self.state.set_wait(Some((
+                "lease",
+                "waiting for this instance's lease in the store".into(),
+            )));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.state.set_wait(None);
+        self.settle_orphans().await;
         // Claim nothing before the suppression list is loaded; the topic is
         // optional, so after 30 s go on without it (and say so).
         let waited = std::time::Instant::now();
@@ -446,7 +418,12 @@ impl Pump {
         metrics::campaign_pending(&self.state.id, counts.pending);
         let mut resend_checked = std::time::Instant::now();
         let mut halt_checked = std::time::Instant::now();
+        let mut settle_checked = std::time::Instant::now();
         while !self.state.stop.load(Ordering::Acquire) {
+            if settle_checked.elapsed() >= SETTLE_CHECK {
+                settle_checked = std::time::Instant::now();
+                self.settle_orphans().await;
+            }
             if resend_checked.elapsed() >= RESEND_CHECK {
                 resend_checked = std::time::Instant::now();
                 self.resend_unknown().await;
@@ -830,6 +807,13 @@ impl Pump {
                 return false;
             }
             Admission::Wait { .. } | Admission::Hold(_) | Admission::Skip => return false,
+        }
+        if !self.env.holds_lease() {
+            self.state.set_wait(Some((
+                "lease",
+                "this instance's lease is not renewed (is the store reachable?): claims wait so that no other instance settles a send still in flight".into(),
+            )));
+            return false;
         }
         let mut request = ClaimRequest {
             campaign_id: self.state.id.clone(),

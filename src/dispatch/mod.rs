@@ -9,9 +9,12 @@
 //!   outcome) and the pool a campaign picks its sender from.
 //! - [`campaign`]: `CampaignActor` per campaign (scan, checks, claim).
 //! - [`registry`]: `CampaignRegistry` (catalog → actors, overrides, reload).
+//! - [`lease`]: this instance's lease; [`settle`]: claims of instances gone.
 
 pub mod campaign;
 pub mod decision;
+pub mod lease;
 pub mod policy;
 pub mod registry;
 pub mod sender;
+pub mod settle;

@@ -78,6 +78,7 @@ pub struct Env {
     pub campaigns: Arc<RwLock<HashMap<String, Arc<CampaignState>>>>,
     pub suppressions: crate::ingest::suppressions::SuppressionList,
     pub portfolio: PortfolioLimit,
+    pub leases: Arc<crate::dispatch::lease::Leases>,
     pub events: Option<EventsProducer>,
     /// `dispatch.resend_unknown_after_secs`, kept current by reloads.
     pub resend_unknown_after: RwLock<Option<u64>>,
@@ -119,6 +120,14 @@ impl DispatchEnv for Env {
 
     fn note_recipient(&self, contact: &ContactKey) {
         self.portfolio.note(contact, Utc::now());
+    }
+
+    fn holds_lease(&self) -> bool {
+        self.leases.holds(Utc::now())
+    }
+
+    fn owner_lapsed(&self, owner: &str) -> bool {
+        self.leases.lapsed(owner, Utc::now())
     }
 
     fn resend_unknown_after(&self) -> Option<chrono::Duration> {

@@ -17,6 +17,9 @@
 //! - `contacts`:   contact → ContactRecord (JSON)
 //! - `wamids`:     wamid → WamidEntry (JSON)
 //! - `parked`:     wamid → [StatusUpdate] (JSON): statuses that overtook their wamid
+//! - `claims`:     campaign 0 shard(be32) owner 0 contact → claimed at (JSON): the claim index
+//! - `leases`:     owner → Lease (JSON)
+//! - `markers`:    name → done at (JSON)
 
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -76,6 +79,13 @@ struct Inner {
     halts: Keyspace,
     /// `replies (message id) → ParkedReply` (JSON).
     replies: Keyspace,
+    /// `claims (campaign \0 shard owner \0 contact) → claimed at` (JSON):
+    /// the claim index.
+    claims: Keyspace,
+    /// `leases (owner) → Lease` (JSON).
+    leases: Keyspace,
+    /// `markers (name) → done at` (JSON).
+    markers: Keyspace,
     stripes: Vec<Mutex<()>>,
     /// Held for the life of the store: the OS releases it when the process
     /// dies, even on kill -9.
@@ -124,6 +134,22 @@ fn pending_key(campaign: &str, shard: u32, seq: u64) -> Vec<u8> {
     let mut k = shard_key(campaign, shard);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+fn claim_key(campaign: &str, shard: u32, owner: &str, contact: &ContactKey) -> Vec<u8> {
+    let mut k = shard_key(campaign, shard);
+    k.extend_from_slice(owner.as_bytes());
+    k.push(0);
+    k.extend_from_slice(contact.as_str().as_bytes());
+    k
+}
+
+/// The index entry of a row that leaves `claimed` (`before` is the row as
+/// it was), to remove in the same batch as the row's change.
+fn unclaimed_key(before: &DispatchRecord, after: &DispatchRecord) -> Option<Vec<u8>> {
+    let owner = before.owner.as_deref()?;
+    (before.state == DispatchState::Claimed && after.state != DispatchState::Claimed)
+        .then(|| claim_key(&before.campaign_id, before.shard, owner, &before.contact))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,6 +223,9 @@ impl EmbeddedStore {
             parked: ks("parked")?,
             halts: ks("halts")?,
             replies: ks("replies")?,
+            claims: ks("claims")?,
+            leases: ks("leases")?,
+            markers: ks("markers")?,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
             _lock: lock,
@@ -206,6 +235,27 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Removes `owner`'s entries from the claim index, leaving its claimed
+    /// rows as a version without the index wrote them: tests of the upgrade
+    /// path (docs/ARCHITECTURE.md, "Leases") start from such a store.
+    #[doc(hidden)]
+    pub fn forget_claims_of(&self, owner: &str) -> StoreResult<usize> {
+        let inner = &self.inner;
+        let mut batch = inner.batch();
+        let mut n = 0;
+        for guard in inner.claims.iter() {
+            let k = guard.key().map_err(io_err)?;
+            let mut needle = owner.as_bytes().to_vec();
+            needle.push(0);
+            if k.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                batch.remove(&inner.claims, k);
+                n += 1;
+            }
+        }
+        batch.commit().map_err(io_err)?;
+        Ok(n)
     }
 
     async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
@@ -334,6 +384,11 @@ impl Inner {
         record.owner = Some(req.owner.clone());
         record.times.claimed = Some(req.now);
         batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.insert(
+            &self.claims,
+            claim_key(&req.campaign_id, record.shard, &req.owner, &req.contact),
+            encode(&req.now)?,
+        );
         batch.remove(
             &self.pending,
             pending_key(&req.campaign_id, record.shard, record.seq),
@@ -359,8 +414,12 @@ impl Inner {
                 message: "outcome for a contact that was never staged".into(),
             });
         };
+        let before = record.clone();
         record.apply_outcome(outcome, at);
         let mut batch = self.batch();
+        if let Some(k) = unclaimed_key(&before, &record) {
+            batch.remove(&self.claims, k);
+        }
         match outcome {
             Outcome::Accepted { wamid } => {
                 let entry = WamidEntry {
@@ -409,12 +468,16 @@ impl Inner {
         let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
             return Ok(StatusApplied::Missing);
         };
+        let before = record.clone();
         let Some((from, to)) = record.apply_status(update) else {
             return Ok(StatusApplied::Unchanged {
                 state: record.state,
             });
         };
         let mut batch = self.batch();
+        if let Some(k) = unclaimed_key(&before, &record) {
+            batch.remove(&self.claims, k);
+        }
         if to == DispatchState::Deferred {
             batch.insert(
                 &self.pending,
@@ -591,10 +654,69 @@ impl Inner {
         Ok(shards)
     }
 
+    fn claimed(&self, campaign: &str, shard: u32) -> StoreResult<Vec<ClaimEntry>> {
+        let prefix = shard_key(campaign, shard);
+        let mut out = Vec::new();
+        for guard in self.claims.prefix(&prefix) {
+            let (k, v) = guard.into_inner().map_err(io_err)?;
+            let tail = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let Some((owner, contact)) = tail.split_once('\0') else {
+                return Err(StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).replace('\0', "/"),
+                    message: "claim index key without an owner".into(),
+                });
+            };
+            out.push(ClaimEntry {
+                contact: ContactKey::raw(contact),
+                owner: owner.to_string(),
+                claimed_at: decode(&k, &v)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn settle_claim(
+        &self,
+        campaign: &str,
+        shard: u32,
+        entry: &ClaimEntry,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let _guard = self.stripe(&entry.contact);
+        let key = dispatch_key(campaign, &entry.contact);
+        let mut batch = self.batch();
+        batch.remove(
+            &self.claims,
+            claim_key(campaign, shard, &entry.owner, &entry.contact),
+        );
+        let mut changed = false;
+        if let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? {
+            if record.claimed_by(&entry.owner) {
+                record.apply_outcome(
+                    &Outcome::Unknown {
+                        message: message.to_string(),
+                    },
+                    at,
+                );
+                batch.insert(&self.dispatches, key, encode(&record)?);
+                changed = true;
+            }
+        }
+        batch.commit().map_err(io_err)?;
+        Ok(changed)
+    }
+
     fn delete_campaign(&self, id: &str) -> StoreResult<()> {
         let prefix = campaign_prefix(id);
         let mut batch = self.batch();
-        for ks in [&self.dispatches, &self.pending, &self.shards, &self.cursors] {
+        for ks in [
+            &self.dispatches,
+            &self.pending,
+            &self.shards,
+            &self.cursors,
+            &self.claims,
+        ] {
             for guard in ks.prefix(&prefix) {
                 batch.remove(ks, guard.key().map_err(io_err)?);
             }
@@ -678,6 +800,65 @@ impl Store for EmbeddedStore {
     async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>> {
         let id = id.to_string();
         self.point(move |inner| inner.get_json(&inner.halts, id.as_bytes()))
+            .await
+    }
+
+    async fn claimed(&self, campaign: &str, shard: u32) -> StoreResult<Vec<ClaimEntry>> {
+        let campaign = campaign.to_string();
+        self.blocking(move |inner| inner.claimed(&campaign, shard))
+            .await
+    }
+
+    async fn settle_claim(
+        &self,
+        campaign: &str,
+        shard: u32,
+        entry: &ClaimEntry,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (campaign, entry, message) = (campaign.to_string(), entry.clone(), message.to_string());
+        self.point(move |inner| inner.settle_claim(&campaign, shard, &entry, &message, at))
+            .await
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> StoreResult<()> {
+        let lease = lease.clone();
+        self.point(move |inner| inner.put_json(&inner.leases, lease.owner.as_bytes(), &lease))
+            .await
+    }
+
+    async fn release_lease(&self, owner: &str) -> StoreResult<()> {
+        let key = owner.as_bytes().to_vec();
+        self.point(move |inner| {
+            let mut batch = inner.batch();
+            batch.remove(&inner.leases, key);
+            batch.commit().map_err(io_err)
+        })
+        .await
+    }
+
+    async fn leases(&self) -> StoreResult<Vec<Lease>> {
+        self.blocking(|inner| {
+            let mut out = Vec::new();
+            for guard in inner.leases.iter() {
+                let (k, v) = guard.into_inner().map_err(io_err)?;
+                out.push(decode::<Lease>(&k, &v)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn marker(&self, name: &str) -> StoreResult<bool> {
+        let key = name.as_bytes().to_vec();
+        self.point(move |inner| inner.markers.contains_key(&key).map_err(io_err))
+            .await
+    }
+
+    async fn set_marker(&self, name: &str) -> StoreResult<()> {
+        let key = name.as_bytes().to_vec();
+        self.point(move |inner| inner.put_json(&inner.markers, &key, &Utc::now()))
             .await
     }
 

@@ -103,6 +103,22 @@ pub trait Store: Send + Sync + 'static {
     /// engagement null (or `request.replace_engagement`) → this campaign. Only
     /// a caller that gets [`ClaimOutcome::Claimed`] may send.
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<ClaimOutcome>;
+    /// Claimed rows of one shard of a campaign, from the claim index (a
+    /// claim adds its row, any change out of `claimed` removes it), so
+    /// recovery never scans the campaign. Few rows: at most the sends in
+    /// flight of every instance, and the leftovers of instances gone.
+    async fn claimed(&self, campaign: &str, shard: u32) -> StoreResult<Vec<ClaimEntry>>;
+    /// Settles a claim whose owner is gone: the row becomes `unknown` when
+    /// it is still claimed by `entry.owner`, and the index entry goes
+    /// either way. True when the row changed.
+    async fn settle_claim(
+        &self,
+        campaign: &str,
+        shard: u32,
+        entry: &ClaimEntry,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Final or retry outcome of a claimed contact; also indexes the wamid.
     async fn record_outcome(
         &self,
@@ -127,6 +143,19 @@ pub trait Store: Send + Sync + 'static {
         reason: &crate::domain::ExclusionReason,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+
+    // ---- instances ----
+    /// Writes (or extends) `owner`'s lease.
+    async fn renew_lease(&self, lease: &Lease) -> StoreResult<()>;
+    /// Removes `owner`'s lease (a clean stop): its leftover claims are
+    /// settled at once instead of after the lease runs out.
+    async fn release_lease(&self, owner: &str) -> StoreResult<()>;
+    /// Every lease on record, live or expired.
+    async fn leases(&self) -> StoreResult<Vec<Lease>>;
+    /// Whether the one-off step `name` was done (e.g. the claim index of a
+    /// campaign staged before it existed was built).
+    async fn marker(&self, name: &str) -> StoreResult<bool>;
+    async fn set_marker(&self, name: &str) -> StoreResult<()>;
 
     // ---- contacts and webhooks ----
     async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>>;

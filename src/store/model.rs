@@ -47,6 +47,24 @@ pub struct CampaignHalt {
     pub at: DateTime<Utc>,
 }
 
+/// An instance's lease (docs/ARCHITECTURE.md, "Leases"): while `until` is
+/// ahead, the rows `owner` claimed are its own; once it passed (or the
+/// lease is gone), the owners of their shards settle them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The claiming instance: `instance id/run`, unique per process run.
+    pub owner: String,
+    pub until: DateTime<Utc>,
+}
+
+/// A claimed row as the claim index lists it (per campaign and shard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimEntry {
+    pub contact: ContactKey,
+    pub owner: String,
+    pub claimed_at: DateTime<Utc>,
+}
+
 /// One validated audience record, ready to stage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageRequest {
@@ -250,6 +268,11 @@ impl DispatchRecord {
                     .is_none_or(|c| self.error_class.as_deref() == Some(c)),
                 _ => false,
             }
+    }
+
+    /// True when the row is claimed by `owner`.
+    pub fn claimed_by(&self, owner: &str) -> bool {
+        self.state == DispatchState::Claimed && self.owner.as_deref() == Some(owner)
     }
 
     /// True when applying `outcome` re-queues the row (its pending entry

@@ -27,6 +27,38 @@ impl<S: Store> Store for Timed<S> {
     async fn put_campaign(&self, record: &CampaignRecord) -> StoreResult<()> {
         time("put_campaign", self.0.put_campaign(record)).await
     }
+    async fn claimed(&self, campaign: &str, shard: u32) -> StoreResult<Vec<ClaimEntry>> {
+        time("claimed", self.0.claimed(campaign, shard)).await
+    }
+    async fn settle_claim(
+        &self,
+        campaign: &str,
+        shard: u32,
+        entry: &ClaimEntry,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        time(
+            "settle_claim",
+            self.0.settle_claim(campaign, shard, entry, message, at),
+        )
+        .await
+    }
+    async fn renew_lease(&self, lease: &Lease) -> StoreResult<()> {
+        time("renew_lease", self.0.renew_lease(lease)).await
+    }
+    async fn release_lease(&self, owner: &str) -> StoreResult<()> {
+        time("release_lease", self.0.release_lease(owner)).await
+    }
+    async fn leases(&self) -> StoreResult<Vec<Lease>> {
+        time("leases", self.0.leases()).await
+    }
+    async fn marker(&self, name: &str) -> StoreResult<bool> {
+        time("marker", self.0.marker(name)).await
+    }
+    async fn set_marker(&self, name: &str) -> StoreResult<()> {
+        time("set_marker", self.0.set_marker(name)).await
+    }
     async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()> {
         time("park_reply", self.0.park_reply(reply)).await
     }

@@ -105,6 +105,14 @@ struct Statements {
     park: PreparedStatement,
     parked: PreparedStatement,
     unpark: PreparedStatement,
+    add_claim: PreparedStatement,
+    drop_claim: PreparedStatement,
+    list_claims: PreparedStatement,
+    put_lease: PreparedStatement,
+    drop_lease: PreparedStatement,
+    list_leases: PreparedStatement,
+    get_marker: PreparedStatement,
+    put_marker: PreparedStatement,
 }
 
 /// The ScyllaDB store. Cheap to clone.
@@ -545,6 +553,57 @@ impl ScyllaStore {
         .map(drop)
     }
 
+    async fn index_claim(
+        &self,
+        record: &DispatchRecord,
+        owner: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.exec(
+            &self.st.add_claim,
+            (
+                &record.campaign_id,
+                record.shard as i32,
+                owner,
+                record.contact.as_str(),
+                at,
+            ),
+            "indexing a claim",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn unindex_claim(
+        &self,
+        campaign: &str,
+        shard: u32,
+        owner: &str,
+        contact: &ContactKey,
+    ) -> StoreResult<()> {
+        self.exec(
+            &self.st.drop_claim,
+            (campaign, shard as i32, owner, contact.as_str()),
+            "removing a claim from the index",
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The index entry goes once the row left `claimed` (`old` is the row
+    /// before the write that won).
+    async fn after_unclaim(&self, old: &DispatchRecord, new: &DispatchRecord) -> StoreResult<()> {
+        match old.owner.as_deref() {
+            Some(owner)
+                if old.state == DispatchState::Claimed && new.state != DispatchState::Claimed =>
+            {
+                self.unindex_claim(&old.campaign_id, old.shard, owner, &old.contact)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn get_contact_row(&self, contact: &ContactKey) -> StoreResult<Option<ContactRow>> {
         let rows: Vec<ContactRow> = self
             .page(
@@ -839,6 +898,29 @@ impl Statements {
             .await?,
             parked: p(s, "SELECT status FROM parked_statuses WHERE wamid = ?", true).await?,
             unpark: p(s, "DELETE FROM parked_statuses WHERE wamid = ?", true).await?,
+            add_claim: p(
+                s,
+                "INSERT INTO claims (campaign_id, shard, owner, contact, claimed_at) VALUES (?, ?, ?, ?, ?)",
+                true,
+            )
+            .await?,
+            drop_claim: p(
+                s,
+                "DELETE FROM claims WHERE campaign_id = ? AND shard = ? AND owner = ? AND contact = ?",
+                true,
+            )
+            .await?,
+            list_claims: p(
+                s,
+                "SELECT owner, contact, claimed_at FROM claims WHERE campaign_id = ? AND shard = ?",
+                true,
+            )
+            .await?,
+            put_lease: p(s, "INSERT INTO leases (bucket, owner, until) VALUES (?, ?, ?)", true).await?,
+            drop_lease: p(s, "DELETE FROM leases WHERE bucket = ? AND owner = ?", true).await?,
+            list_leases: p(s, "SELECT owner, until FROM leases WHERE bucket = ?", true).await?,
+            get_marker: p(s, "SELECT name FROM markers WHERE name = ?", true).await?,
+            put_marker: p(s, "INSERT INTO markers (name, at) VALUES (?, ?)", true).await?,
         })
     }
 }
@@ -1010,6 +1092,95 @@ impl Store for ScyllaStore {
                 "taking a parked reply: {m}"
             ))),
         }
+    }
+
+    async fn claimed(&self, campaign: &str, shard: u32) -> StoreResult<Vec<ClaimEntry>> {
+        let rows: Vec<(String, String, Option<DateTime<Utc>>)> = self
+            .rows(
+                &self.st.list_claims,
+                (campaign, shard as i32),
+                "reading the claim index",
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(owner, contact, at)| ClaimEntry {
+                contact: ContactKey::raw(contact),
+                owner,
+                claimed_at: at.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn settle_claim(
+        &self,
+        campaign: &str,
+        shard: u32,
+        entry: &ClaimEntry,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let outcome = Outcome::Unknown {
+            message: message.to_string(),
+        };
+        let written = self
+            .update_journey(campaign, &entry.contact, |current| {
+                current.claimed_by(&entry.owner).then(|| {
+                    let mut new = current.clone();
+                    new.apply_outcome(&outcome, at);
+                    new
+                })
+            })
+            .await?;
+        self.unindex_claim(campaign, shard, &entry.owner, &entry.contact)
+            .await?;
+        Ok(matches!(written, Some(Ok(_))))
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> StoreResult<()> {
+        self.exec(
+            &self.st.put_lease,
+            (0i32, &lease.owner, lease.until),
+            "renewing the instance's lease",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn release_lease(&self, owner: &str) -> StoreResult<()> {
+        self.exec(
+            &self.st.drop_lease,
+            (0i32, owner),
+            "releasing the instance's lease",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn leases(&self) -> StoreResult<Vec<Lease>> {
+        let rows: Vec<(String, Option<DateTime<Utc>>)> = self
+            .rows(&self.st.list_leases, (0i32,), "reading instance leases")
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(owner, until)| Lease {
+                owner,
+                until: until.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn marker(&self, name: &str) -> StoreResult<bool> {
+        let rows: Vec<(String,)> = self
+            .page(&self.st.get_marker, (name,), 1, "reading a marker")
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn set_marker(&self, name: &str) -> StoreResult<()> {
+        self.exec(&self.st.put_marker, (name, Utc::now()), "writing a marker")
+            .await
+            .map(drop)
     }
 
     async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>> {
@@ -1266,6 +1437,10 @@ impl Store for ScyllaStore {
     }
 
     async fn claim(&self, req: &ClaimRequest) -> StoreResult<ClaimOutcome> {
+        // Whether this call wrote the claim's index entry (written before the
+        // row's conditional write, so a crash between the two leaves an
+        // entry too many, never a claimed row the index does not know).
+        let mut indexed = false;
         for _ in 0..CAS_ATTEMPTS {
             let Some((old, rev)) = self
                 .read_dispatch(&req.campaign_id, &req.contact, false)
@@ -1274,6 +1449,10 @@ impl Store for ScyllaStore {
                 return Ok(ClaimOutcome::NotClaimable { state: None });
             };
             if !old.claimable(req.now) {
+                if indexed && !old.claimed_by(&req.owner) {
+                    self.unindex_claim(&req.campaign_id, old.shard, &req.owner, &req.contact)
+                        .await?;
+                }
                 return Ok(ClaimOutcome::NotClaimable {
                     state: Some(old.state),
                 });
@@ -1290,6 +1469,15 @@ impl Store for ScyllaStore {
                         if other != &req.campaign_id
                             && req.replace_engagement.as_deref() != Some(other.as_str()) =>
                     {
+                        if indexed {
+                            self.unindex_claim(
+                                &req.campaign_id,
+                                old.shard,
+                                &req.owner,
+                                &req.contact,
+                            )
+                            .await?;
+                        }
                         return Ok(ClaimOutcome::EngagedElsewhere {
                             campaign: other.clone(),
                         });
@@ -1304,6 +1492,10 @@ impl Store for ScyllaStore {
             new.attempts += 1;
             new.owner = Some(req.owner.clone());
             new.times.claimed = Some(req.now);
+            if !indexed {
+                self.index_claim(&old, &req.owner, req.now).await?;
+                indexed = true;
+            }
             let Some(new_rev) = self.write_journey(&old, &new, rev).await? else {
                 // Lost to another writer: look again (it may be claimed now).
                 continue;
@@ -1322,6 +1514,8 @@ impl Store for ScyllaStore {
                 if let Some(holder) = holder {
                     // Another campaign holds the contact: give the row back.
                     self.write_journey(&new, &old, Some(new_rev)).await?;
+                    self.unindex_claim(&req.campaign_id, old.shard, &req.owner, &req.contact)
+                        .await?;
                     return Ok(ClaimOutcome::EngagedElsewhere { campaign: holder });
                 }
             }
@@ -1377,12 +1571,13 @@ impl Store for ScyllaStore {
                 Some(new)
             })
             .await?;
-        let Some(Ok((_, new))) = written else {
+        let Some(Ok((old, new))) = written else {
             return Err(StoreError::Corrupt {
                 key: format!("{campaign}/{contact}"),
                 message: "outcome for a contact that was never staged".into(),
             });
         };
+        self.after_unclaim(&old, &new).await?;
         match outcome {
             Outcome::Accepted { wamid } if !parked.is_empty() => {
                 self.exec(&self.st.unpark, (wamid,), "clearing parked statuses")
@@ -1520,6 +1715,7 @@ impl Store for ScyllaStore {
                 state: current.state,
             }),
             Some(Ok((old, new))) => {
+                self.after_unclaim(&old, &new).await?;
                 if new.state == DispatchState::Deferred {
                     self.add_pending(&new).await?;
                 }
