@@ -1114,8 +1114,9 @@ fn claims_taken_before_the_claim_index_existed_are_settled_once() {
         let text = spec("legacy", &["4801"], 50.0, false);
         let now = chrono::Utc::now();
         {
-            let old = EmbeddedStore::open(&w.config.store.embedded.data_dir, Durability::Process, 8)
-                .unwrap();
+            let old =
+                EmbeddedStore::open(&w.config.store.embedded.data_dir, Durability::Process, 8)
+                    .unwrap();
             old.put_campaign(&CampaignRecord {
                 spec: CampaignSpec::from_json(text.as_bytes()).unwrap(),
                 observed_state: ObservedState::Active,
@@ -1156,11 +1157,100 @@ fn claims_taken_before_the_claim_index_existed_are_settled_once() {
         }
         publish_campaign(&w, "legacy", &text, 5..30).await;
         let store = app::open_store(&w.config).await.unwrap();
-        let daemon = Daemon::start(w.config.clone(), store.clone()).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store.clone())
+            .await
+            .unwrap();
         let s = wait_done(&daemon, "legacy", 30, Duration::from_secs(60)).await;
         assert_eq!(s.count(DispatchState::Unknown), 5, "{:?}", s.by_state);
         assert_eq!(w.sandbox.stats().requests, 25);
         assert!(store.marker("claim-index/legacy").await.unwrap());
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}
+
+/// Contacts (by phone) of `campaigns` that got a request: every state but
+/// pending and excluded.
+async fn reached(daemon: &Daemon, campaigns: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for id in campaigns {
+        for row in daemon
+            .store
+            .scan_dispatches(id, None, 100_000)
+            .await
+            .unwrap()
+        {
+            if !matches!(row.state, DispatchState::Pending | DispatchState::Excluded) {
+                out.insert(row.contact.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The portfolio limit is counted in the store: two campaigns racing for a
+/// window of 20 unique recipients reach 20 people together (contacts they
+/// share count once), and a restart in the middle of the window sends to
+/// nobody new.
+#[test]
+fn the_portfolio_limit_holds_across_campaigns_and_a_restart() {
+    app::system().block_on(async {
+        let mut w = world(&[("4801", 50.0), ("4802", 50.0)]).await;
+        w.config.dispatch.portfolio_daily_limit = Some(20);
+        publish_campaign(&w, "pf-a", &spec("pf-a", &["4801"], 50.0, false), 0..30).await;
+        publish_campaign(&w, "pf-b", &spec("pf-b", &["4802"], 50.0, false), 15..45).await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store.clone())
+            .await
+            .unwrap();
+        let a = live(&daemon, "pf-a").await;
+        let b = live(&daemon, "pf-b").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while reached(&daemon, &["pf-a", "pf-b"]).await.len() < 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the window never filled"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let waits = |s: &std::sync::Arc<wadispatch::dispatch::campaign::CampaignState>| {
+            s.wait_reason
+                .lock()
+                .unwrap()
+                .as_deref()
+                .is_some_and(|r| r.contains("portfolio limit of 20"))
+        };
+        wait_until(
+            Duration::from_secs(20),
+            "both campaigns wait for the limit",
+            || waits(&a) && waits(&b),
+        )
+        .await;
+        let before = reached(&daemon, &["pf-a", "pf-b"]).await;
+        assert_eq!(before.len(), 20, "{before:?}");
+        assert!(w.sandbox.stats().recipients <= 20);
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+
+        // A restart in the middle of the window: the count is read back.
+        let mut again = w.config.clone();
+        again.kafka.group_id.push_str("-restarted");
+        let daemon = Daemon::start(again, store.clone()).await.unwrap();
+        let a = live(&daemon, "pf-a").await;
+        wait_until(
+            Duration::from_secs(30),
+            "the restarted campaign waits for the limit",
+            || waits(&a),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = reached(&daemon, &["pf-a", "pf-b"]).await;
+        assert_eq!(after, before, "nobody new after the restart");
+        let stats = w.sandbox.stats();
+        assert!(
+            stats.recipients <= 20,
+            "{} unique recipients",
+            stats.recipients
+        );
+        assert_eq!(stats.duplicate_recipients, 0);
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
 }

@@ -64,6 +64,7 @@ async fn conformance(store: Arc<dyn Store>) {
     dispatch_scan_pages_through_everything(store.as_ref()).await;
     opt_out_round_trip(store.as_ref()).await;
     claims_of_lapsed_owners_are_settled_from_the_index(store.as_ref()).await;
+    the_portfolio_window_counts_each_recipient_once_up_to_its_limit(store.clone()).await;
 }
 
 fn owned_claim(campaign: &str, n: u32, owner: &str) -> ClaimRequest {
@@ -292,6 +293,57 @@ async fn claims_of_lapsed_owners_are_settled_from_the_index(store: &dyn Store) {
     assert!(!store.marker("claim-index/c-lease").await.unwrap());
     store.set_marker("claim-index/c-lease").await.unwrap();
     assert!(store.marker("claim-index/c-lease").await.unwrap());
+}
+
+/// Unique recipients per rolling 24 h, with injected times: a recipient
+/// counts once, a full window names when its first place frees, places free
+/// 24 h after they were taken, and concurrent counts never pass the limit.
+async fn the_portfolio_window_counts_each_recipient_once_up_to_its_limit(store: Arc<dyn Store>) {
+    let who = |n: u32| ContactKey::raw(format!("+52166{n:08}"));
+    let h = Duration::hours;
+    let count = |n: u32, at| {
+        let store = store.clone();
+        async move { store.count_recipient(&who(n), at, 3).await.unwrap() }
+    };
+    assert_eq!(count(1, t0()).await, RecipientCount::Counted);
+    assert_eq!(count(1, t0() + h(1)).await, RecipientCount::Known);
+    assert_eq!(count(2, t0() + h(1)).await, RecipientCount::Counted);
+    assert_eq!(count(3, t0() + h(2)).await, RecipientCount::Counted);
+    assert_eq!(count(2, t0() + h(3)).await, RecipientCount::Known);
+    assert_eq!(
+        count(4, t0() + h(3)).await,
+        RecipientCount::Full {
+            until: t0() + h(24)
+        }
+    );
+    // Recipient 1's day is over: its place goes to 4, and 1 itself is new
+    // again (and must wait for 2's place).
+    let later = t0() + h(24) + Duration::seconds(1);
+    assert_eq!(count(4, later).await, RecipientCount::Counted);
+    assert_eq!(
+        count(1, later).await,
+        RecipientCount::Full {
+            until: t0() + h(25)
+        }
+    );
+    assert_eq!(count(4, later).await, RecipientCount::Known);
+
+    // Twenty contacts at once against a fresh window of 5 (a day later,
+    // every earlier place has freed).
+    let fresh = t0() + h(72);
+    let racers = (100..120u32).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move { store.count_recipient(&who(n), fresh, 5).await.unwrap() })
+    });
+    let outcomes = futures::future::join_all(racers).await;
+    let counted = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(RecipientCount::Counted)))
+        .count();
+    assert_eq!(counted, 5, "{outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, Ok(RecipientCount::Counted | RecipientCount::Full { .. }))));
 }
 
 async fn staging_is_idempotent(store: &dyn Store) {

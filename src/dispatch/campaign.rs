@@ -28,7 +28,9 @@ use crate::domain::{ContactKey, DesiredState, DispatchState, ExclusionReason, Ob
 use crate::events::Event;
 use crate::ingest::catalog::CatalogEntry;
 use crate::metrics;
-use crate::store::{CampaignHalt, ClaimOutcome, ClaimRequest, DispatchRecord, Store};
+use crate::store::{
+    CampaignHalt, ClaimOutcome, ClaimRequest, DispatchRecord, Outcome, RecipientCount, Store,
+};
 use crate::whatsapp::payload::{callback_data, template_message_bytes};
 
 /// Pending contacts read per scan page.
@@ -49,7 +51,11 @@ pub trait DispatchEnv: Send + Sync + 'static {
     fn suppression(&self, contact: &ContactKey) -> Option<String>;
     /// Why campaigns must wait now (e.g. the portfolio's daily limit), if so.
     fn portfolio_wait(&self, contact: &ContactKey) -> Option<String>;
-    /// Records a unique recipient for the portfolio limit.
+    /// `dispatch.portfolio_daily_limit`, kept current by reloads.
+    fn portfolio_limit(&self) -> Option<u64>;
+    /// The store found the portfolio's window full until `until`.
+    fn portfolio_full(&self, until: DateTime<Utc>);
+    /// Records a recipient the store counted (or knew) for the portfolio limit.
     fn note_recipient(&self, contact: &ContactKey);
     /// True once the suppression list is loaded (claims wait for it).
     fn suppressions_ready(&self) -> bool;
@@ -831,10 +837,7 @@ impl Pump {
             }
         }
         match outcome {
-            Ok(ClaimOutcome::Claimed { .. }) => {
-                self.env.note_recipient(contact);
-                true
-            }
+            Ok(ClaimOutcome::Claimed { .. }) => self.count_recipient(contact).await,
             Ok(ClaimOutcome::EngagedElsewhere { .. }) => {
                 self.exclude(contact, ExclusionReason::EngagedElsewhere)
                     .await;
@@ -846,6 +849,51 @@ impl Pump {
                 false
             }
         }
+    }
+}
+
+impl Pump {
+    /// After the claim, before the request: the contact takes a place of the
+    /// portfolio limit in the store (or is counted already). When the window
+    /// is full, or the store does not answer, the claim goes back (the
+    /// request never left, so it is no attempt) with a retry time.
+    async fn count_recipient(&self, contact: &ContactKey) -> bool {
+        let Some(limit) = self.env.portfolio_limit() else {
+            return true;
+        };
+        let now = Utc::now();
+        let retry_at = match self.store.count_recipient(contact, now, limit).await {
+            Ok(RecipientCount::Counted | RecipientCount::Known) => {
+                self.env.note_recipient(contact);
+                return true;
+            }
+            Ok(RecipientCount::Full { until }) => {
+                self.env.portfolio_full(until);
+                self.state.set_wait(Some((
+                    "portfolio_limit",
+                    format!("portfolio limit of {limit} unique recipients per 24 h reached"),
+                )));
+                until
+            }
+            Err(e) => {
+                tracing::warn!(campaign = %self.state.id, error = %e, "cannot count the recipient against the portfolio limit; the contact goes back to pending");
+                now + chrono::Duration::seconds(1)
+            }
+        };
+        let back = Outcome::Retry {
+            code: None,
+            not_before: Some(retry_at),
+        };
+        if let Err(e) = self
+            .store
+            .record_outcome(&self.state.id, contact, &back, Utc::now())
+            .await
+        {
+            // The row stays claimed by this live instance; a restart
+            // settles it `unknown`, though nothing was sent.
+            tracing::error!(campaign = %self.state.id, contact = %contact, error = %e, "cannot give back a claim held for the portfolio limit");
+        }
+        false
     }
 }
 

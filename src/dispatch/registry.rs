@@ -30,15 +30,32 @@ use crate::whatsapp::client::WhatsAppClient;
 /// Recipients in send order, and the same set for lookups.
 type Window = (VecDeque<(DateTime<Utc>, ContactKey)>, HashSet<ContactKey>);
 
+/// This process's view of the portfolio limit. The count itself is in the
+/// store (`Store::count_recipient`, shared by every instance and kept across
+/// restarts); this view only spares the store the contacts that must wait:
+/// while the store said the window is full, or this process alone filled
+/// it, a contact not counted here already waits without a store call.
 #[derive(Default)]
 pub struct PortfolioLimit {
     limit: Mutex<Option<u64>>,
     window: Mutex<Window>,
+    /// The store found the window full; the first place frees then.
+    full_until: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl PortfolioLimit {
     pub fn set_limit(&self, limit: Option<u64>) {
         *self.limit.lock().unwrap_or_else(|p| p.into_inner()) = limit;
+        *self.full_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn limit(&self) -> Option<u64> {
+        *self.limit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store found every place taken until `until`.
+    pub fn full(&self, until: DateTime<Utc>) {
+        *self.full_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
     }
 
     fn prune(
@@ -57,9 +74,14 @@ impl PortfolioLimit {
 
     pub fn wait(&self, contact: &ContactKey, now: DateTime<Utc>) -> Option<String> {
         let limit = (*self.limit.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let full = self
+            .full_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t > now);
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         Self::prune(&mut w, now);
-        (w.1.len() as u64 >= limit && !w.1.contains(contact))
+        ((full || w.1.len() as u64 >= limit) && !w.1.contains(contact))
             .then(|| format!("portfolio limit of {limit} unique recipients per 24 h reached"))
     }
 
@@ -116,6 +138,14 @@ impl DispatchEnv for Env {
 
     fn portfolio_wait(&self, contact: &ContactKey) -> Option<String> {
         self.portfolio.wait(contact, Utc::now())
+    }
+
+    fn portfolio_limit(&self) -> Option<u64> {
+        self.portfolio.limit()
+    }
+
+    fn portfolio_full(&self, until: DateTime<Utc>) {
+        self.portfolio.full(until);
     }
 
     fn note_recipient(&self, contact: &ContactKey) {

@@ -20,6 +20,7 @@
 //! - `claims`:     campaign 0 shard(be32) owner 0 contact → claimed at (JSON): the claim index
 //! - `leases`:     owner → Lease (JSON)
 //! - `markers`:    name → done at (JSON)
+//! - `recipients`: contact → until (JSON); `recipient_order`: until(be64 ms) contact → ()
 
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -86,6 +87,13 @@ struct Inner {
     leases: Keyspace,
     /// `markers (name) → done at` (JSON).
     markers: Keyspace,
+    /// `recipients (contact) → until` (JSON): the portfolio window.
+    recipients: Keyspace,
+    /// `recipient_order (until ms be64, contact) → ()`: the same, oldest first.
+    recipient_order: Keyspace,
+    /// Recipients in the window (None until first counted), under the lock
+    /// that serialises every change of the window.
+    window: Mutex<Option<u64>>,
     stripes: Vec<Mutex<()>>,
     /// Held for the life of the store: the OS releases it when the process
     /// dies, even on kill -9.
@@ -150,6 +158,13 @@ fn unclaimed_key(before: &DispatchRecord, after: &DispatchRecord) -> Option<Vec<
     let owner = before.owner.as_deref()?;
     (before.state == DispatchState::Claimed && after.state != DispatchState::Claimed)
         .then(|| claim_key(&before.campaign_id, before.shard, owner, &before.contact))
+}
+
+fn recipient_order_key(until: DateTime<Utc>, contact: &ContactKey) -> Vec<u8> {
+    let ms = u64::try_from(until.timestamp_millis()).unwrap_or(0);
+    let mut k = ms.to_be_bytes().to_vec();
+    k.extend_from_slice(contact.as_str().as_bytes());
+    k
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -226,6 +241,9 @@ impl EmbeddedStore {
             claims: ks("claims")?,
             leases: ks("leases")?,
             markers: ks("markers")?,
+            recipients: ks("recipients")?,
+            recipient_order: ks("recipient_order")?,
+            window: Mutex::new(None),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
             _lock: lock,
@@ -707,6 +725,70 @@ impl Inner {
         Ok(changed)
     }
 
+    fn count_recipient(
+        &self,
+        contact: &ContactKey,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<RecipientCount> {
+        let mut window = lock(&self.window);
+        let mut batch = self.batch();
+        // Recipients whose 24 h ended leave the window, oldest first.
+        let mut left = 0u64;
+        let mut first_until = None;
+        for guard in self.recipient_order.iter() {
+            let k = guard.key().map_err(io_err)?;
+            let ms = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    message: "recipient order key too short".into(),
+                })?;
+            let until = i64::try_from(ms)
+                .ok()
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or_default();
+            if until > now {
+                first_until = Some(until);
+                break;
+            }
+            batch.remove(&self.recipients, k[8..].to_vec());
+            batch.remove(&self.recipient_order, k);
+            left += 1;
+        }
+        let count = match *window {
+            Some(n) => n.saturating_sub(left),
+            None => (self.recipient_order.len().map_err(io_err)? as u64).saturating_sub(left),
+        };
+        let key = contact.as_str().as_bytes();
+        let known = self
+            .get_json::<DateTime<Utc>>(&self.recipients, key)?
+            .is_some_and(|until| until > now);
+        let (outcome, count) = if known {
+            (RecipientCount::Known, count)
+        } else if count >= limit {
+            let until = first_until.unwrap_or(now + chrono::TimeDelta::hours(24));
+            (RecipientCount::Full { until }, count)
+        } else {
+            let until = now + chrono::TimeDelta::hours(24);
+            if let Some(old) = self.get_json::<DateTime<Utc>>(&self.recipients, key)? {
+                batch.remove(&self.recipient_order, recipient_order_key(old, contact));
+            }
+            batch.insert(&self.recipients, key.to_vec(), encode(&until)?);
+            batch.insert(
+                &self.recipient_order,
+                recipient_order_key(until, contact),
+                Vec::new(),
+            );
+            (RecipientCount::Counted, count + 1)
+        };
+        batch.commit().map_err(io_err)?;
+        *window = Some(count);
+        Ok(outcome)
+    }
+
     fn delete_campaign(&self, id: &str) -> StoreResult<()> {
         let prefix = campaign_prefix(id);
         let mut batch = self.batch();
@@ -819,6 +901,17 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<bool> {
         let (campaign, entry, message) = (campaign.to_string(), entry.clone(), message.to_string());
         self.point(move |inner| inner.settle_claim(&campaign, shard, &entry, &message, at))
+            .await
+    }
+
+    async fn count_recipient(
+        &self,
+        contact: &ContactKey,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<RecipientCount> {
+        let contact = contact.clone();
+        self.point(move |inner| inner.count_recipient(&contact, now, limit))
             .await
     }
 

@@ -157,6 +157,17 @@ pub trait Store: Send + Sync + 'static {
     async fn marker(&self, name: &str) -> StoreResult<bool>;
     async fn set_marker(&self, name: &str) -> StoreResult<()>;
 
+    // ---- the portfolio limit ----
+    /// Counts `contact` as a recipient of the 24 h window ending at `now`,
+    /// against at most `limit` unique recipients: atomic across instances,
+    /// so concurrent calls never count more than `limit`.
+    async fn count_recipient(
+        &self,
+        contact: &ContactKey,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<RecipientCount>;
+
     // ---- contacts and webhooks ----
     async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>>;
     /// Records an opt-out (or opt-in) of `scope` at its event time; an event

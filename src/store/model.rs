@@ -65,6 +65,18 @@ pub struct ClaimEntry {
     pub claimed_at: DateTime<Utc>,
 }
 
+/// A recipient counted against the portfolio limit (unique recipients per
+/// rolling 24 h, shared by every instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientCount {
+    /// A new recipient of the window: it takes one of the limit's places.
+    Counted,
+    /// Messaged within the last 24 h already: it costs nothing more.
+    Known,
+    /// Every place is taken; the first one frees at `until`.
+    Full { until: DateTime<Utc> },
+}
+
 /// One validated audience record, ready to stage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageRequest {

@@ -44,6 +44,18 @@ impl<S: Store> Store for Timed<S> {
         )
         .await
     }
+    async fn count_recipient(
+        &self,
+        contact: &ContactKey,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<RecipientCount> {
+        time(
+            "count_recipient",
+            self.0.count_recipient(contact, now, limit),
+        )
+        .await
+    }
     async fn renew_lease(&self, lease: &Lease) -> StoreResult<()> {
         time("renew_lease", self.0.renew_lease(lease)).await
     }

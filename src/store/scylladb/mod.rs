@@ -59,6 +59,9 @@ const REPLY_BUCKET: i32 = 0;
 /// Concurrent requests of one staging batch or one bucket sweep.
 const FAN_OUT: usize = 64;
 
+/// Slots of the portfolio limit tried per count before it is reported full.
+const PORTFOLIO_PROBES: i64 = 8;
+
 /// Every prepared statement, built once at start-up.
 struct Statements {
     ping: PreparedStatement,
@@ -113,6 +116,13 @@ struct Statements {
     list_leases: PreparedStatement,
     get_marker: PreparedStatement,
     put_marker: PreparedStatement,
+    get_recipient: PreparedStatement,
+    put_recipient: PreparedStatement,
+    get_portfolio_cursor: PreparedStatement,
+    put_portfolio_cursor: PreparedStatement,
+    get_slot: PreparedStatement,
+    take_slot: PreparedStatement,
+    first_slot: PreparedStatement,
 }
 
 /// The ScyllaDB store. Cheap to clone.
@@ -921,6 +931,23 @@ impl Statements {
             list_leases: p(s, "SELECT owner, until FROM leases WHERE bucket = ?", true).await?,
             get_marker: p(s, "SELECT name FROM markers WHERE name = ?", true).await?,
             put_marker: p(s, "INSERT INTO markers (name, at) VALUES (?, ?)", true).await?,
+            get_recipient: p(s, "SELECT until FROM portfolio_recipients WHERE contact = ?", true).await?,
+            put_recipient: p(s, "INSERT INTO portfolio_recipients (contact, until) VALUES (?, ?)", true).await?,
+            get_portfolio_cursor: p(s, "SELECT next FROM portfolio_cursor WHERE id = ?", true).await?,
+            put_portfolio_cursor: p(s, "UPDATE portfolio_cursor SET next = ? WHERE id = ?", true).await?,
+            get_slot: p(s, "SELECT until FROM portfolio_slots WHERE slot = ?", true).await?,
+            take_slot: p(
+                s,
+                "UPDATE portfolio_slots SET contact = ?, until = ? WHERE slot = ? IF until < ?",
+                false,
+            )
+            .await?,
+            first_slot: p(
+                s,
+                "INSERT INTO portfolio_slots (slot, contact, until) VALUES (?, ?, ?) IF NOT EXISTS",
+                false,
+            )
+            .await?,
         })
     }
 }
@@ -1135,6 +1162,87 @@ impl Store for ScyllaStore {
         self.unindex_claim(campaign, shard, &entry.owner, &entry.contact)
             .await?;
         Ok(matches!(written, Some(Ok(_))))
+    }
+
+    async fn count_recipient(
+        &self,
+        contact: &ContactKey,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<RecipientCount> {
+        let known: Vec<(Option<DateTime<Utc>>,)> = self
+            .page(
+                &self.st.get_recipient,
+                (contact.as_str(),),
+                1,
+                "reading a portfolio recipient",
+            )
+            .await?;
+        if known.first().and_then(|(u,)| *u).is_some_and(|u| u > now) {
+            return Ok(RecipientCount::Known);
+        }
+        let slots = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let cursor: Vec<(Option<i64>,)> = self
+            .page(
+                &self.st.get_portfolio_cursor,
+                (0i32,),
+                1,
+                "reading the portfolio cursor",
+            )
+            .await?;
+        let next = cursor.first().and_then(|(n,)| *n).unwrap_or(0);
+        let until = now + chrono::TimeDelta::hours(24);
+        // The slot the cursor names is the oldest; a few after it cover
+        // places taken concurrently by other instances.
+        for step in 0..slots.min(PORTFOLIO_PROBES) {
+            let position = next.saturating_add(step);
+            let slot = i32::try_from(position.rem_euclid(slots)).unwrap_or(0);
+            let mut reply = self
+                .conditional(&self.st.take_slot, (contact.as_str(), until, slot, now))
+                .await;
+            if reply == LwtReply::NotApplied {
+                // Also false for a slot never used: create it then.
+                reply = self
+                    .conditional(&self.st.first_slot, (slot, contact.as_str(), until))
+                    .await;
+            }
+            match reply {
+                LwtReply::Applied => {
+                    self.exec(
+                        &self.st.put_portfolio_cursor,
+                        (position.saturating_add(1), 0i32),
+                        "moving the portfolio cursor",
+                    )
+                    .await?;
+                    self.exec(
+                        &self.st.put_recipient,
+                        (contact.as_str(), until),
+                        "recording a portfolio recipient",
+                    )
+                    .await?;
+                    return Ok(RecipientCount::Counted);
+                }
+                // Taken, or perhaps taken by this very write (an uncertain
+                // answer): either way not counted on, which errs on the
+                // side of fewer recipients.
+                LwtReply::NotApplied | LwtReply::Uncertain(_) => {}
+                LwtReply::Failed(m) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "taking a place of the portfolio limit: {m}"
+                    )))
+                }
+            }
+        }
+        let oldest = i32::try_from(next.rem_euclid(slots)).unwrap_or(0);
+        let row: Vec<(Option<DateTime<Utc>>,)> = self
+            .page(&self.st.get_slot, (oldest,), 1, "reading a portfolio slot")
+            .await?;
+        let frees = row
+            .first()
+            .and_then(|(u,)| *u)
+            .filter(|u| *u > now)
+            .unwrap_or(now + chrono::TimeDelta::seconds(1));
+        Ok(RecipientCount::Full { until: frees })
     }
 
     async fn renew_lease(&self, lease: &Lease) -> StoreResult<()> {
