@@ -13,7 +13,8 @@
 //!   and through the dispatcher's `wait_turn`), a per-recipient keyed limiter,
 //!   and the portfolio's unique-recipient window.
 //! - `store/*`: the embedded store (fjall, `durability = "process"`) staging
-//!   batches of 1,000 new contacts, and one claim plus its `accepted` outcome.
+//!   batches of 1,000 new contacts, one claim plus its `accepted` outcome, and
+//!   one new recipient counted against the portfolio limit.
 //! - `webhook/*`: signature check and parsing of a signed Meta status webhook
 //!   carrying 50 statuses.
 //!
@@ -376,6 +377,25 @@ fn store_claim(c: &mut Criterion) {
     group.finish();
 }
 
+/// The portfolio limit's count in the embedded store: a new recipient of a
+/// window far from full, as each send under a limit pays it.
+fn store_portfolio(c: &mut Criterion) {
+    let bench = BenchStore::open();
+    let (rt, store, now) = (&bench.rt, &bench.store, bench.now);
+    let mut next: u64 = 0;
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("count_recipient", |b| {
+        b.iter(|| {
+            next += 1;
+            let contact = ContactKey::raw(phone(next));
+            rt.block_on(store.count_recipient(&contact, now, u64::MAX))
+                .expect("counting succeeds")
+        })
+    });
+    group.finish();
+}
+
 /// A Meta status webhook carrying `STATUSES_PER_POST` `delivered` statuses.
 fn status_webhook() -> Vec<u8> {
     let timestamp = Utc::now().timestamp().to_string();
@@ -477,6 +497,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = micro;
     config = config();
-    targets = template, audience, phone_numbers, limiter, store_stage, store_claim, webhook
+    targets = template, audience, phone_numbers, limiter, store_stage, store_claim, store_portfolio, webhook
 }
 criterion_main!(micro);

@@ -55,6 +55,11 @@ pub async fn startup_blockers(
     store_timeout: Duration,
 ) -> Option<String> {
     let mut reasons = Vec::new();
+    if ingest.sole_wait.load(std::sync::atomic::Ordering::Acquire) {
+        reasons.push(
+            "kafka: another member of the consumer group holds audience partitions; with the embedded store this instance stages nothing until it holds all of them, and stops if that does not happen within the group's session timeout (plus 15 s)".to_string(),
+        );
+    }
     if !ingest.assigned.load(std::sync::atomic::Ordering::Acquire) {
         reasons.push(
             "kafka: no partition assignment from the audience consumer group yet (check kafka.brokers and the broker logs)"

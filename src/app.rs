@@ -125,7 +125,23 @@ pub fn audience_config(config: &Config) -> AudienceIngestConfig {
         unknown_campaign_wait: Duration::from_secs(k.unknown_campaign_wait_secs),
         shutdown_timeout: Duration::from_secs(k.shutdown_timeout_secs),
         default_region: config.dispatch.default_region.clone(),
+        sole_member_within: matches!(config.store.backend, StoreBackend::Embedded)
+            .then(|| sole_member_grace(config)),
     }
+}
+
+/// How long an instance on the embedded store waits to hold every audience
+/// partition: a member that died keeps its share until its session times
+/// out (`session.timeout.ms`, 45 s unless set in `[kafka.client]`), then
+/// a rebalance gives everything to the live one; 15 s more for that.
+fn sole_member_grace(config: &Config) -> Duration {
+    let session_ms = config
+        .kafka
+        .client
+        .get("session.timeout.ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(45_000);
+    Duration::from_millis(session_ms) + Duration::from_secs(15)
 }
 
 /// The Kafka side of a running daemon: campaign reader and audience ingest
@@ -140,6 +156,22 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        Self::start_with(config, store, audience_config(config)).await
+    }
+
+    /// A pipeline beside others of this process over one store: they may
+    /// share a consumer group whatever the backend (tests of rebalances).
+    pub async fn start_beside(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let mut audience = audience_config(config);
+        audience.sole_member_within = None;
+        Self::start_with(config, store, audience).await
+    }
+
+    async fn start_with(
+        config: &Config,
+        store: Arc<dyn Store>,
+        audience: AudienceIngestConfig,
+    ) -> anyhow::Result<Self> {
         let catalog = CampaignCatalog::default();
         let known = catalog.load_from_store(store.as_ref()).await?;
         tracing::info!(campaigns = known, "campaigns loaded from the store");
@@ -191,20 +223,17 @@ impl Pipeline {
                     tracing::error!(error = %e, "suppressions reader stopped");
                 }
             })?;
-        let ingest = AudienceIngest::new(
-            audience_config(config),
-            store,
-            catalog.clone(),
-            rt,
-            stats.clone(),
-        )?;
+        let ingest = AudienceIngest::new(audience, store, catalog.clone(), rt, stats.clone())?;
         let st = stop.clone();
+        let fatal = stats.clone();
         let ingest_thread =
             std::thread::Builder::new()
                 .name("wa-ingest".into())
                 .spawn(move || {
                     if let Err(e) = ingest.run(st) {
                         tracing::error!(error = %e, "audience ingest stopped");
+                        *fatal.fatal.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(e.to_string());
                     }
                 })?;
         Ok(Pipeline {
@@ -576,6 +605,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut stopped_by = None;
         loop {
             let reload = tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM received"); break }
@@ -583,6 +613,18 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 _ = hup.recv() => { tracing::info!("SIGHUP received: reloading"); true }
                 _ = tick.tick() => watch.poll(),
             };
+            let fatal = daemon
+                .pipeline
+                .stats
+                .fatal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(why) = fatal {
+                tracing::error!(error = %why, "stopping: audience ingest cannot go on");
+                stopped_by = Some(why);
+                break;
+            }
             if reload {
                 let decision = crate::reload::evaluate(&running, config_path);
                 if let Some(new) = crate::reload::report(decision, config_path) {
@@ -600,6 +642,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         tracing::info!(timeout_secs = timeout.as_secs(), "shutting down");
         if !daemon.shutdown(timeout).await {
             anyhow::bail!("shutdown did not finish within {} s; offsets not committed are re-read on the next start", timeout.as_secs());
+        }
+        if let Some(why) = stopped_by {
+            anyhow::bail!("{why}");
         }
         tracing::info!("stopped cleanly");
         Ok(())

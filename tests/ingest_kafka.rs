@@ -145,8 +145,12 @@ async fn two_consumers_stage_every_valid_contact_exactly_once() {
     publish_all(&kafka.producer(), &config.kafka.topics.audience, &records).await;
 
     let store = app::open_store(&config).await.unwrap();
-    let a = Pipeline::start(&config, store.clone()).await.unwrap();
-    let b = Pipeline::start(&config, store.clone()).await.unwrap();
+    let a = Pipeline::start_beside(&config, store.clone())
+        .await
+        .unwrap();
+    let b = Pipeline::start_beside(&config, store.clone())
+        .await
+        .unwrap();
     let total = records.len() as u64;
     let (sa, sb) = (a.stats.clone(), b.stats.clone());
     wait_until(Duration::from_secs(120), "all records consumed", || {
@@ -224,7 +228,9 @@ async fn a_consumer_joining_mid_stream_loses_nothing() {
     publish_all(&producer, &config.kafka.topics.audience, first).await;
 
     let store = app::open_store(&config).await.unwrap();
-    let a = Pipeline::start(&config, store.clone()).await.unwrap();
+    let a = Pipeline::start_beside(&config, store.clone())
+        .await
+        .unwrap();
     let sa = a.stats.clone();
     wait_until(
         Duration::from_secs(60),
@@ -232,7 +238,9 @@ async fn a_consumer_joining_mid_stream_loses_nothing() {
         || sa.total() > 1_000,
     )
     .await;
-    let b = Pipeline::start(&config, store.clone()).await.unwrap();
+    let b = Pipeline::start_beside(&config, store.clone())
+        .await
+        .unwrap();
     let sb = b.stats.clone();
     wait_until(
         Duration::from_secs(60),
@@ -727,4 +735,79 @@ fn unsafe_kill(pid: i32, sig: i32) -> i32 {
     } else {
         1
     }
+}
+
+/// Two `wadispatch run` processes with their own embedded stores in one
+/// consumer group would both send to the contacts that move between them:
+/// the one that joins second never holds every partition, stages nothing
+/// and exits with an error that says what to do; the first stages everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_embedded_instance_in_the_group_is_refused() {
+    use wadispatch::store::embedded::{Durability, EmbeddedStore};
+    let _heavy = HEAVY.lock().await;
+    let first_dir = tempfile::tempdir().unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let probe = test_config(first_dir.path(), "");
+    let kafka = Kafka::start(&probe);
+    seed_campaigns(&kafka, &probe).await;
+    let (records, unique, _) = workload(2_000);
+    publish_all(&kafka.producer(), &probe.kafka.topics.audience, &records).await;
+    let configs: Vec<std::path::PathBuf> = [first_dir.path(), second_dir.path()]
+        .iter()
+        .map(|dir| {
+            let path = write_config(dir, &kafka.brokers, "pair-test");
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text.push_str("\n[kafka.client]\n\"session.timeout.ms\" = \"6000\"\n");
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let mut first = spawn_daemon(&configs[0]);
+    // The first holds every partition before the second joins.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let started = Instant::now();
+    let second = Command::new(env!("CARGO_BIN_EXE_wadispatch"))
+        .args(["run", "--config"])
+        .arg(&configs[1])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the second wadispatch run");
+    let out = tokio::task::spawn_blocking(move || second.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the second instance must not run: {stderr}"
+    );
+    assert!(
+        stderr.contains("another wadispatch instance is in consumer group pair-test")
+            && stderr.contains("store.backend = \"scylla\""),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "refused within the session timeout and its grace"
+    );
+    unsafe_kill(first.id() as i32, 15);
+    assert!(first.wait().unwrap().success());
+
+    let second_store =
+        EmbeddedStore::open(&second_dir.path().join("store"), Durability::Process, 8).unwrap();
+    assert!(
+        staged_pairs(&second_store, &["camp-a", "camp-b"])
+            .await
+            .is_empty(),
+        "the refused instance staged nothing"
+    );
+    let first_store =
+        EmbeddedStore::open(&first_dir.path().join("store"), Durability::Process, 8).unwrap();
+    assert_eq!(
+        staged_pairs(&first_store, &["camp-a", "camp-b"])
+            .await
+            .len(),
+        unique.len()
+    );
 }

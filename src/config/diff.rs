@@ -332,6 +332,18 @@ per_second = 20.0
 "#;
 
     #[test]
+    fn the_lease_length_needs_a_restart_and_the_portfolio_limit_does_not() {
+        let old = config(BASE);
+        let mut new = old.clone();
+        new.dispatch.lease_secs = 30;
+        assert_eq!(old.restart_required_changes(&new), ["dispatch.lease_secs"]);
+        let mut limit = old.clone();
+        limit.dispatch.portfolio_daily_limit = Some(1_234);
+        assert!(old.restart_required_changes(&limit).is_empty());
+        assert!(old.live_changes(&limit).portfolio_limit_changed);
+    }
+
+    #[test]
     fn identical_configs_have_no_changes() {
         let old = config(BASE);
         assert!(old.restart_required_changes(&old.clone()).is_empty());

@@ -642,6 +642,15 @@ per_hour = 100.0
     }
 
     #[test]
+    fn a_lease_shorter_than_three_seconds_is_refused() {
+        let found = problems("[dispatch]\nlease_secs = 2\n");
+        assert_eq!(keys(&found), ["dispatch.lease_secs"]);
+        assert!(found[0].message.contains("at least 3"), "{found:?}");
+        let ok = Config::from_toml_str("[dispatch]\nlease_secs = 3\n").unwrap();
+        assert_eq!(ok.validate(), Ok(()));
+    }
+
+    #[test]
     fn invalid_error_lists_one_problem_per_line() {
         let found = problems("[http]\nlisten = \"x\"\n[admin]\nlisten = \"y\"\n");
         let text = ConfigError::Invalid(found).to_string();

@@ -43,6 +43,13 @@ pub struct AudienceIngestConfig {
     pub unknown_campaign_wait: Duration,
     pub shutdown_timeout: Duration,
     pub default_region: Option<String>,
+    /// With a store of this process only (the embedded backend), another
+    /// member of the group would stage and send contacts this process also
+    /// holds after a rebalance. Until this process has held every partition
+    /// at once, its partitions stay paused and nothing is staged; when that
+    /// does not happen within this time (a dead member's session expires
+    /// well before), ingest stops with [`IngestError::SharedGroup`].
+    pub sole_member_within: Option<Duration>,
 }
 
 /// Counters the CLI and health checks read.
@@ -55,6 +62,10 @@ pub struct IngestStats {
     pub waiting: AtomicU64,
     /// Set once the group gave this process an assignment.
     pub assigned: AtomicBool,
+    /// Why ingest stopped for good, if it did (the daemon exits with it).
+    pub fatal: Mutex<Option<String>>,
+    /// Waiting to be the consumer group's only member (embedded store).
+    pub sole_wait: AtomicBool,
     /// Bumped on every loop iteration (systemd watchdog: progress, not a timer).
     pub heartbeat: AtomicU64,
     /// Audience partitions this process owns: the shards it dispatches.
@@ -159,6 +170,14 @@ struct Shared {
     dlq_retry: Option<(Instant, Duration)>,
     assigned: BTreeSet<i32>,
     paused: BTreeSet<i32>,
+    /// Since when this process waits to hold every partition (see
+    /// `AudienceIngestConfig::sole_member_within`); nothing is staged
+    /// meanwhile.
+    sole_wait: Option<Instant>,
+    /// This process held every partition once: the check is over.
+    held_all: bool,
+    /// Partitions paused by the wait are to be resumed by the loop.
+    resume_due: bool,
 }
 
 pub struct IngestContext {
@@ -170,6 +189,8 @@ pub struct IngestContext {
     /// Set once the final commit is done: the revoke that closing triggers
     /// then has nothing left to commit.
     closing: AtomicBool,
+    /// `AudienceIngestConfig::sole_member_within` is set.
+    sole: bool,
 }
 
 impl IngestContext {
@@ -257,7 +278,7 @@ impl ConsumerContext for IngestContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut shared = self.shared();
             let mut owned = self.stats.owned.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,6 +289,31 @@ impl ConsumerContext for IngestContext {
             drop(owned);
             tracing::info!(partitions = ?shared.assigned, "audience partitions assigned");
             self.stats.assigned.store(true, Ordering::Release);
+            let total = self.stats.total_partitions.load(Ordering::Relaxed) as usize;
+            if self.sole && !shared.held_all && total > 0 && shared.assigned.len() >= total {
+                // The only member (the usual case): nothing was held back,
+                // or what the wait paused goes on now.
+                shared.held_all = true;
+                shared.resume_due = shared.sole_wait.take().is_some() && !shared.paused.is_empty();
+                self.stats.sole_wait.store(false, Ordering::Release);
+                tracing::info!(
+                    partitions = total,
+                    "this process holds every audience partition: the only member of its group"
+                );
+            } else if self.sole && !shared.held_all {
+                // Held until this process is the group's only member.
+                let mut tpl = TopicPartitionList::new();
+                for &p in &shared.assigned {
+                    tpl.add_partition(&self.topic, p);
+                }
+                if let Err(e) = consumer.pause(&tpl) {
+                    tracing::warn!(error = %e, "cannot pause audience partitions while waiting to be the group's only member (nothing is staged meanwhile)");
+                }
+                let assigned = shared.assigned.clone();
+                shared.paused.extend(assigned);
+                shared.sole_wait.get_or_insert_with(Instant::now);
+                self.stats.sole_wait.store(true, Ordering::Release);
+            }
         }
     }
 }
@@ -318,6 +364,7 @@ impl AudienceIngest {
             shared: Mutex::default(),
             stats: stats.clone(),
             closing: AtomicBool::new(false),
+            sole: config.sole_member_within.is_some(),
         };
         let consumer: BaseConsumer<IngestContext> = cfg
             .create_with_context(context)
@@ -356,6 +403,10 @@ impl AudienceIngest {
     pub fn run(self, stop: Arc<AtomicBool>) -> Result<(), IngestError> {
         while !stop.load(Ordering::Acquire) {
             self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.check_sole_member() {
+                self.shutdown();
+                return Err(e);
+            }
             self.fill_batch(&stop);
             let batch = self.take_work();
             if !batch.is_empty() {
@@ -371,6 +422,14 @@ impl AudienceIngest {
 
     fn fill_batch(&self, stop: &AtomicBool) {
         let started = Instant::now();
+        if self.consumer.context().shared().sole_wait.is_some() {
+            // Partitions paused: a poll serves the group (heartbeats,
+            // rebalances) and waits instead of spinning on a full buffer.
+            if let Some(Ok(msg)) = self.consumer.poll(Duration::from_millis(100)) {
+                self.buffer(&msg);
+            }
+            return;
+        }
         loop {
             let buffered = self.consumer.context().shared().buffer.len();
             if buffered >= self.config.batch_size || stop.load(Ordering::Acquire) {
@@ -386,18 +445,7 @@ impl AudienceIngest {
                 Duration::from_millis(100)
             };
             match self.consumer.poll(wait) {
-                Some(Ok(msg)) => {
-                    let raw = Raw {
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        key: msg.key().map(<[u8]>::to_vec),
-                        payload: msg.payload().map(<[u8]>::to_vec),
-                        fetched_at: Instant::now(),
-                    };
-                    let mut shared = self.consumer.context().shared();
-                    shared.marks.begin(raw.partition, raw.offset);
-                    shared.buffer.push(raw);
-                }
+                Some(Ok(msg)) => self.buffer(&msg),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "audience consumer error; librdkafka retries");
                     return;
@@ -412,10 +460,91 @@ impl AudienceIngest {
         }
     }
 
+    fn buffer(&self, msg: &rdkafka::message::BorrowedMessage<'_>) {
+        let raw = Raw {
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            fetched_at: Instant::now(),
+        };
+        let mut shared = self.consumer.context().shared();
+        shared.marks.begin(raw.partition, raw.offset);
+        shared.buffer.push(raw);
+    }
+
+    /// Ends the wait to be the group's only member: resumes the partitions
+    /// once this process holds all of them, or fails past the deadline.
+    fn check_sole_member(&self) -> Result<(), IngestError> {
+        let Some(within) = self.config.sole_member_within else {
+            return Ok(());
+        };
+        let (since, held) = {
+            let shared = self.consumer.context().shared();
+            if shared.resume_due {
+                // The callback found every partition assigned at last.
+                drop(shared);
+                self.consumer.context().shared().resume_due = false;
+                self.resume_all();
+                return Ok(());
+            }
+            match shared.sole_wait {
+                Some(since) => (since, shared.assigned.len()),
+                None => return Ok(()),
+            }
+        };
+        let mut total = self.stats.total_partitions.load(Ordering::Relaxed) as usize;
+        if total == 0 {
+            total = self.partition_count();
+        }
+        if total > 0 && held >= total {
+            {
+                let mut shared = self.consumer.context().shared();
+                shared.sole_wait = None;
+                shared.held_all = true;
+            }
+            self.stats.sole_wait.store(false, Ordering::Release);
+            tracing::info!(partitions = total, "this process holds every audience partition: the only member of its group; staging starts");
+            self.resume_all();
+            return Ok(());
+        }
+        if since.elapsed() > within {
+            return Err(IngestError::SharedGroup {
+                group: self.config.group_id.clone(),
+                held,
+                total,
+            });
+        }
+        Ok(())
+    }
+
+    fn partition_count(&self) -> usize {
+        let n = self
+            .consumer
+            .fetch_metadata(Some(&self.config.topic), Duration::from_secs(2))
+            .ok()
+            .and_then(|md| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == self.config.topic)
+                    .map(|t| t.partitions().len())
+            })
+            .unwrap_or(0);
+        self.stats
+            .total_partitions
+            .store(n as u32, Ordering::Relaxed);
+        n
+    }
+
     /// The buffered batch plus waiting records whose campaign is now known
     /// (or whose wait expired: they go to the DLQ).
     fn take_work(&self) -> Vec<Raw> {
         let mut shared = self.consumer.context().shared();
+        if shared.sole_wait.is_some() {
+            // Not the group's only member (yet): fetched records stay
+            // buffered, unstaged and uncommitted.
+            return Vec::new();
+        }
         let mut batch = std::mem::take(&mut shared.buffer);
         if !shared.waiting.is_empty() {
             let waiting = std::mem::take(&mut shared.waiting);
@@ -781,6 +910,9 @@ impl AudienceIngest {
     fn apply_backpressure(&self) {
         let (waiting_partitions, count, paused) = {
             let shared = self.consumer.context().shared();
+            if shared.sole_wait.is_some() {
+                return; // paused until this process is the only member
+            }
             let parts: BTreeSet<i32> = shared
                 .waiting
                 .iter()

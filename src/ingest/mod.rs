@@ -28,6 +28,12 @@ pub enum IngestError {
     MissingTopic(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("another wadispatch instance is in consumer group {group}: this one held {held} of the {total} audience partitions and never all of them. The embedded store serves one instance, and two instances with their own stores would both send to the contacts that move between them: stop the other instance, give each its own kafka.group_id (and audience), or use store.backend = \"scylla\" for several instances. Nothing was staged or committed by this instance")]
+    SharedGroup {
+        group: String,
+        held: usize,
+        total: usize,
+    },
 }
 
 pub(crate) fn kafka_error(what: &'static str) -> impl Fn(KafkaError) -> IngestError {
