@@ -56,8 +56,12 @@ const DISPATCH_SENDERS: u32 = 20;
 const PACING_RATE: f64 = 50.0;
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` does not: skip then.
+    // `cargo bench` passes --bench; `cargo test --benches` does not: skip
+    // then, and say so (the CI runs it at small sizes with `cargo bench`).
     if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "load benchmark skipped: it runs under `cargo bench --bench load` (sizes from WADISPATCH_BENCH_*), not in test mode"
+        );
         return;
     }
     let result = match (arg("--role").as_deref(), arg("--scenario")) {

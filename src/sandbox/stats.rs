@@ -372,6 +372,42 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
 
+    /// How many of `sends` requests, one every `gap` after the burst was
+    /// spent, the number's quota at `mps` admits (a clock of our own).
+    fn admitted_at(mps: f64, gap: std::time::Duration, sends: u32) -> u32 {
+        use governor::clock::FakeRelativeClock;
+        let clock = FakeRelativeClock::default();
+        let quota = number_quota(mps, mps.ceil() as u32).unwrap();
+        let limiter = governor::RateLimiter::direct_with_clock(quota, clock.clone());
+        while limiter.check().is_ok() {} // the burst
+        let mut admitted = 0;
+        for _ in 0..sends {
+            clock.advance(gap);
+            admitted += u32::from(limiter.check().is_ok());
+        }
+        admitted
+    }
+
+    #[test]
+    fn the_number_limit_admits_its_rate_and_refuses_just_above_it() {
+        let ms = std::time::Duration::from_micros;
+        // Exactly 10/s for 100 s: every one.
+        assert_eq!(admitted_at(10.0, ms(100_000), 1_000), 1_000);
+        // 11/s: one in eleven refused (1,000 sends in 90.9 s earn 909 cells).
+        let over = admitted_at(10.0, ms(90_910), 1_000);
+        assert!(
+            (908..=910).contains(&over),
+            "{over} of 1,000 admitted at 11/s"
+        );
+        // 80/s against 80 mps, and 81/s against it.
+        assert_eq!(admitted_at(80.0, ms(12_500), 800), 800);
+        let over = admitted_at(80.0, ms(12_346), 810);
+        assert!(
+            (799..=801).contains(&over),
+            "{over} of 810 admitted at 81/s"
+        );
+    }
+
     #[test]
     fn duplicates_count_recipients_not_messages() {
         let stats = Stats::new([]);

@@ -303,7 +303,9 @@ async fn per_number_limit_answers_130429_above_the_rate_and_not_below() {
     .unwrap();
     let api = Arc::new(Api::new(&sandbox));
 
-    // Below the rate: 10 messages paced at 5/s, on a fresh number.
+    // Below the rate: 10 messages paced at 5/s, on a fresh number (the
+    // limit at and just above its rate is tested with a clock of its own in
+    // `stats::tests`).
     let mut pace = tokio::time::interval(Duration::from_millis(200));
     for i in 0..10 {
         pace.tick().await;

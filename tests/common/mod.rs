@@ -150,6 +150,31 @@ pub type ReadRecord = (Option<String>, Option<String>, HashMap<String, String>);
 
 /// Reads every record of a topic: (key, payload, headers).
 pub fn read_all(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
+    read_while(brokers, topic, timeout, |read| read.len() < expected)
+}
+
+/// Reads `topic` from the beginning until `done` holds for what was read;
+/// panics naming `what` when it does not within `timeout`. For a check
+/// that something did not arrive: wait for what must arrive first.
+#[allow(dead_code)] // not every test binary uses it
+pub fn read_until(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut(&[ReadRecord]) -> bool,
+) -> Vec<ReadRecord> {
+    let out = read_while(brokers, topic, timeout, |read| !done(read));
+    assert!(done(&out), "timed out after {timeout:?} waiting for {what}");
+    out
+}
+
+fn read_while(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    mut more: impl FnMut(&[ReadRecord]) -> bool,
+) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(
@@ -170,7 +195,7 @@ pub fn read_all(brokers: &str, topic: &str, expected: usize, timeout: Duration) 
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    while out.len() < expected && Instant::now() < deadline {
+    while more(&out) && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let mut headers = HashMap::new();
             if let Some(h) = m.headers() {
