@@ -1069,49 +1069,73 @@ fn a_burst_of_reloads_beyond_the_mailboxes_loses_no_change() {
     });
 }
 
+/// Contacts `range` of `campaign` staged straight into `store` (shard 0, as
+/// an earlier run left them) and claimed by `owner(i)`.
+async fn staged_and_claimed(
+    store: &dyn wadispatch::store::Store,
+    campaign: &str,
+    range: std::ops::Range<u32>,
+    owner: impl Fn(u32) -> &'static str,
+) {
+    use wadispatch::domain::{ContactKey, FrozenParams};
+    use wadispatch::store::{ClaimOutcome, ClaimRequest, StageRequest};
+    let now = chrono::Utc::now();
+    let staged: Vec<StageRequest> = range
+        .clone()
+        .map(|i| StageRequest {
+            campaign_id: campaign.into(),
+            contact: ContactKey::raw(phone(i)),
+            shard: 0,
+            seq: u64::from(i),
+            params: FrozenParams::default(),
+            exclusion: None,
+            send_after: None,
+            timezone: None,
+            tags: Vec::new(),
+            staged_at: now,
+        })
+        .collect();
+    store.stage_batch(&staged).await.unwrap();
+    for i in range {
+        let claimed = store
+            .claim(&ClaimRequest {
+                campaign_id: campaign.into(),
+                contact: ContactKey::raw(phone(i)),
+                exclusive: false,
+                replace_engagement: None,
+                owner: owner(i).into(),
+                now,
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(claimed, ClaimOutcome::Claimed { .. }),
+            "{i}: {claimed:?}"
+        );
+    }
+}
+
 /// A pod renamed by its Deployment never comes back under its old name: its
 /// claims are settled by the instance that owns their shards once its lease
 /// lapsed (here it never had one) or was released, and not while it is live.
 #[test]
 fn claims_of_an_instance_gone_are_settled_once_its_lease_lapses() {
-    use wadispatch::domain::{ContactKey, FrozenParams};
-    use wadispatch::store::{ClaimOutcome, ClaimRequest, Lease, StageRequest};
+    use wadispatch::domain::ContactKey;
+    use wadispatch::store::Lease;
     app::system().block_on(async {
         let w = world(&[("4801", 50.0)]).await;
         let store = app::open_store(&w.config).await.unwrap();
         // Contacts 0..10 were staged and claimed by two earlier pods: a/… died
         // without a lease on record, c/… still renews one.
         let now = chrono::Utc::now();
-        let staged: Vec<StageRequest> = (0..10)
-            .map(|i| StageRequest {
-                campaign_id: "pods".into(),
-                contact: ContactKey::raw(phone(i)),
-                shard: 0,
-                seq: u64::from(i),
-                params: FrozenParams::default(),
-                exclusion: None,
-                send_after: None,
-                timezone: None,
-                tags: Vec::new(),
-                staged_at: now,
-            })
-            .collect();
-        store.stage_batch(&staged).await.unwrap();
-        for i in 0..10 {
-            let owner = if i < 5 { "pod-a/dead" } else { "pod-c/live" };
-            let claimed = store
-                .claim(&ClaimRequest {
-                    campaign_id: "pods".into(),
-                    contact: ContactKey::raw(phone(i)),
-                    exclusive: false,
-                    replace_engagement: None,
-                    owner: owner.into(),
-                    now,
-                })
-                .await
-                .unwrap();
-            assert!(matches!(claimed, ClaimOutcome::Claimed { .. }));
-        }
+        staged_and_claimed(store.as_ref(), "pods", 0..10, |i| {
+            if i < 5 {
+                "pod-a/dead"
+            } else {
+                "pod-c/live"
+            }
+        })
+        .await;
         store
             .renew_lease(&Lease {
                 owner: "pod-c/live".into(),
@@ -1189,9 +1213,9 @@ fn claims_of_an_instance_gone_are_settled_once_its_lease_lapses() {
 /// time it runs here, then never scanned for again.
 #[test]
 fn claims_taken_before_the_claim_index_existed_are_settled_once() {
-    use wadispatch::domain::{CampaignSpec, ContactKey, FrozenParams, ObservedState};
+    use wadispatch::domain::{CampaignSpec, ObservedState};
     use wadispatch::store::embedded::{Durability, EmbeddedStore};
-    use wadispatch::store::{CampaignRecord, ClaimRequest, StageRequest, Store};
+    use wadispatch::store::{CampaignRecord, Store};
     app::system().block_on(async {
         let w = world(&[("4801", 50.0)]).await;
         let text = spec("legacy", &["4801"], 50.0, false);
@@ -1208,33 +1232,7 @@ fn claims_taken_before_the_claim_index_existed_are_settled_once() {
             })
             .await
             .unwrap();
-            let staged: Vec<StageRequest> = (0..5)
-                .map(|i| StageRequest {
-                    campaign_id: "legacy".into(),
-                    contact: ContactKey::raw(phone(i)),
-                    shard: 0,
-                    seq: u64::from(i),
-                    params: FrozenParams::default(),
-                    exclusion: None,
-                    send_after: None,
-                    timezone: None,
-                    tags: Vec::new(),
-                    staged_at: now,
-                })
-                .collect();
-            old.stage_batch(&staged).await.unwrap();
-            for i in 0..5 {
-                old.claim(&ClaimRequest {
-                    campaign_id: "legacy".into(),
-                    contact: ContactKey::raw(phone(i)),
-                    exclusive: false,
-                    replace_engagement: None,
-                    owner: "old-host".into(),
-                    now,
-                })
-                .await
-                .unwrap();
-            }
+            staged_and_claimed(&old, "legacy", 0..5, |_| "old-host").await;
             assert_eq!(old.forget_claims_of("old-host").unwrap(), 5);
             assert!(old.claimed("legacy", 0).await.unwrap().is_empty());
         }

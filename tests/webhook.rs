@@ -197,6 +197,45 @@ async fn bad_missing_or_tampered_signatures_change_nothing() {
     assert_eq!(state(&h, 1).await.state, DispatchState::Delivered);
 }
 
+/// Empty ids name nothing: a status with `"id": ""` is matched by its
+/// callback data (or not at all) and a reply with empty ids is published
+/// unattributed; neither is parked under an empty key (the embedded store
+/// refuses those, and the fuzz test once found the process aborting on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_ids_are_no_ids() {
+    let h = harness_waiting(Duration::from_secs(5)).await;
+    sent(h.store.as_ref(), 1).await;
+    let mut nameless = status(1, "delivered", 1_790_000_000, None);
+    nameless["id"] = json!("");
+    nameless["biz_opaque_callback_data"] = json!(wadispatch::whatsapp::payload::callback_data(
+        CAMPAIGN,
+        &contact(1)
+    ));
+    let mut stranger = status(2, "delivered", 1_790_000_000, None);
+    stranger["id"] = json!("  ");
+    stranger["biz_opaque_callback_data"] = json!(null);
+    assert_eq!(
+        post(&h, &statuses(vec![nameless, stranger])).await,
+        Verdict::Ok
+    );
+    assert_eq!(
+        state(&h, 1).await.state,
+        DispatchState::Delivered,
+        "matched by its callback data"
+    );
+    let reply = envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "N"}, "wa_id": wa_id(3)}],
+        "messages": [{
+            "from": wa_id(3), "id": "", "timestamp": "1790000000", "type": "text",
+            "text": {"body": "hola"}, "context": {"from": "15550001111", "id": ""}
+        }]
+    }));
+    assert_eq!(post(&h, &reply).await, Verdict::Ok);
+    assert!(h.store.parked_replies(10).await.unwrap().is_empty());
+}
+
 /// With no app secret configured nothing can be verified: every POST is
 /// refused, signed or not, and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

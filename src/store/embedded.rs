@@ -106,6 +106,15 @@ fn io_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+/// fjall refuses an empty key (it asserts): ids that come from outside are
+/// checked before they become one.
+fn empty_key(what: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::new(),
+        message: format!("a {what} needs a non-empty id"),
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(value).map_err(io_err)
 }
@@ -439,6 +448,9 @@ impl Inner {
             batch.remove(&self.claims, k);
         }
         match outcome {
+            // An empty wamid from the API indexes nothing (fjall refuses
+            // empty keys); the callback data still correlates statuses.
+            Outcome::Accepted { wamid } if wamid.is_empty() => {}
             Outcome::Accepted { wamid } => {
                 let entry = WamidEntry {
                     campaign_id: campaign.to_string(),
@@ -513,6 +525,9 @@ impl Inner {
     }
 
     fn park_status(&self, wamid: &str, update: &StatusUpdate) -> StoreResult<()> {
+        if wamid.is_empty() {
+            return Err(empty_key("parked status"));
+        }
         // Parking is keyed by wamid; the stripe of the wamid string is enough
         // to serialise concurrent parks of the same message.
         let _guard = self.stripe(&ContactKey::raw(wamid));
@@ -837,6 +852,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()> {
+        if reply.message_id.is_empty() {
+            return Err(empty_key("parked reply"));
+        }
         let reply = reply.clone();
         self.point(move |inner| {
             let key = reply.message_id.as_bytes();
@@ -865,6 +883,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn take_parked_reply(&self, message_id: &str) -> StoreResult<bool> {
+        if message_id.is_empty() {
+            return Ok(false);
+        }
         let key = message_id.as_bytes().to_vec();
         self.point(move |inner| {
             let _guard = inner.stripe(&ContactKey::raw(String::from_utf8_lossy(&key)));
@@ -1160,6 +1181,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn lookup_wamid(&self, wamid: &str) -> StoreResult<Option<WamidEntry>> {
+        if wamid.is_empty() {
+            return Ok(None);
+        }
         let key = wamid.as_bytes().to_vec();
         self.point(move |inner| inner.get_json(&inner.wamids, &key))
             .await

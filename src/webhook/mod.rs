@@ -263,6 +263,7 @@ impl WebhookProcessor {
     }
 
     /// Resolves the (campaign, contact) of a message we sent.
+    /// Looks up by wamid first, then by callback data.
     async fn correlate(
         &self,
         wamid: Option<&str>,
@@ -277,6 +278,9 @@ impl WebhookProcessor {
     }
 
     async fn status(&self, s: &Status) -> Result<Vec<Event>, ProcessError> {
+        // An empty id names no message: the status is matched by its
+        // callback data alone, and never parked under "".
+        let wamid = present(s.id.as_deref());
         let state = match s.status.as_deref() {
             Some("sent") => DispatchState::Sent,
             Some("delivered") => DispatchState::Delivered,
@@ -307,7 +311,7 @@ impl WebhookProcessor {
         let update = StatusUpdate {
             state,
             at,
-            wamid: s.id.clone(),
+            wamid: wamid.map(String::from),
             error_code: code,
             error_class: class.map(|c| c.as_str().to_string()),
             error_message: message.clone(),
@@ -316,11 +320,11 @@ impl WebhookProcessor {
                 .flatten(),
         };
         let correlated = match self
-            .correlate(s.id.as_deref(), s.biz_opaque_callback_data.as_deref())
+            .correlate(wamid, s.biz_opaque_callback_data.as_deref())
             .await?
         {
             Some(found) => Some(found),
-            None => match s.id.as_deref() {
+            None => match wamid {
                 Some(w) => {
                     // The API answer carrying this wamid is not written yet.
                     self.store.park_status(w, &update).await?;
@@ -436,14 +440,14 @@ impl WebhookProcessor {
             Ok(at) => at,
             Err(e) => return Ok(rejected("message", &e)),
         };
-        let context = m.context.as_ref().and_then(|c| c.id.as_deref());
+        let context = present(m.context.as_ref().and_then(|c| c.id.as_deref()));
         let sender = contact_from_wa_id(from);
         // The campaign message it answers, else the contact's latest campaign.
         let correlated = self.correlate(context, None).await?;
         let (kind, text, payload) = m.content();
         let opts_out =
             self.is_opt_out_keyword(text.as_deref()) || self.is_opt_out_keyword(payload.as_deref());
-        if let (None, Some(wamid), Some(id)) = (&correlated, context, m.id.as_deref()) {
+        if let (None, Some(wamid), Some(id)) = (&correlated, context, present(m.id.as_deref())) {
             if parked.is_none() && !self.settings.reply_context_wait.is_zero() {
                 // A STOP holds from now on, not from when the reply is settled
                 // (its `opt_out` event is published then).
@@ -685,4 +689,9 @@ pub fn serve(
         .copied()
         .ok_or_else(|| std::io::Error::other(format!("no address bound for {listen}")))?;
     Ok((http.run(), addr))
+}
+
+/// An id from a webhook, unless it is empty or blank (which names nothing).
+fn present(id: Option<&str>) -> Option<&str> {
+    id.map(str::trim).filter(|id| !id.is_empty())
 }
