@@ -268,6 +268,7 @@ fi
 log "waiting up to ${TIMEOUT} s for the campaign; broker restart at accepted > 2000, daemon SIGKILL at accepted > 5000"
 start=$(date +%s)
 broker_restarted=0 daemon_killed=0 daemon_died=0
+broker_proof="(not restarted)" daemon_proof="(not killed)"
 last_accepted=-1 stable_since=$start
 while :; do
   now=$(date +%s)
@@ -282,16 +283,25 @@ while :; do
   fi
   if [ "$broker_restarted" = 0 ] && [ "$accepted" -gt 2000 ]; then
     note "restarting the broker (SIG$BROKER_SIGNAL, then the same sqlite file and port)"
+    old_broker=$PIDS_TANSU
     stop_pid "$PIDS_TANSU" "$BROKER_SIGNAL"
+    gone=$(kill -0 "$old_broker" 2>/dev/null && echo 0 || echo 1)
     start_tansu
-    broker_restarted=1
+    # Restarted means: the old process is gone, a new one runs, mid-campaign.
+    if [ "$gone" = 1 ] && [ "$PIDS_TANSU" != "$old_broker" ] && kill -0 "$PIDS_TANSU" 2>/dev/null &&
+       [ "$accepted" -lt "$ELIGIBLE" ]; then
+      broker_restarted=1
+    fi
+    broker_proof="(pid $old_broker gone: $gone, new pid $PIDS_TANSU, at accepted=$accepted of $ELIGIBLE)"
     note "broker back after $(( $(date +%s) - now )) s"
     # The spec published before the restart is still there: storage persisted.
     n=$(KT count "$BROKER" wa.campaigns 2>>"$TMP/kafka-tool.log" || echo "?")
     check "broker-persisted-across-restart" "$([ "$n" = 1 ] && echo 0 || echo 1)" "(wa.campaigns holds $n record(s) after the restart)"
   elif [ "$daemon_killed" = 0 ] && [ "$broker_restarted" = 1 ] && [ "$accepted" -gt 5000 ]; then
     note "killing the daemon with SIGKILL and starting it again once its group session expired"
-    stop_pid "$PID_DAEMON" KILL
+    old_daemon=$PID_DAEMON
+    kill -KILL "$old_daemon" 2>/dev/null || true
+    wait "$old_daemon" 2>/dev/null && killed_rc=0 || killed_rc=$?
     # The killed member stays in the consumer group until its session times
     # out (session.timeout.ms, 10 s in this config). tansu 0.6.0 does not
     # always rebalance when such a member expires after a new one joined (the
@@ -299,7 +309,12 @@ while :; do
     # expiry: the test is about wadispatch, not about that coordinator.
     sleep 15
     start_daemon
-    daemon_killed=1
+    # Killed means: it ended by SIGKILL (status 128 + 9), mid-campaign, and
+    # another process took over.
+    if [ "$killed_rc" = 137 ] && [ "$accepted" -lt "$ELIGIBLE" ] && [ "$PID_DAEMON" != "$old_daemon" ]; then
+      daemon_killed=1
+    fi
+    daemon_proof="(pid $old_daemon ended with status $killed_rc at accepted=$accepted of $ELIGIBLE; new pid $PID_DAEMON)"
   fi
   if [ "$accepted" != "$last_accepted" ]; then
     last_accepted=$accepted stable_since=$now
@@ -320,8 +335,8 @@ while :; do
   fi
   sleep 1
 done
-check "broker-restarted-mid-campaign" $((1 - broker_restarted))
-check "daemon-killed-mid-campaign" $((1 - daemon_killed))
+check "broker-restarted-mid-campaign" $((1 - broker_restarted)) "$broker_proof"
+check "daemon-killed-mid-campaign" $((1 - daemon_killed)) "$daemon_proof"
 check "daemon-survived" "$daemon_died" "(the daemon must not exit by itself)"
 
 # ---------------------------------------------------------------- invariants
@@ -341,6 +356,8 @@ if kill -0 "$PID_DAEMON" 2>/dev/null; then
     wait "$PID_DAEMON" && rc=0 || rc=$?
     check "daemon-sigterm-exit" "$rc" "(exit status $rc)"
   fi
+else
+  check "daemon-sigterm-exit" 1 "(the daemon was not running when SIGTERM was due)"
 fi
 PID_DAEMON=""
 
@@ -353,17 +370,18 @@ if ! timeout 60 "$BIN" report --campaign "$CAMPAIGN" --summary --format json --c
 fi
 note "report: $(tr -d '\n' <"$TMP/report.json" | cut -c1-600)"
 # One "NAME VALUE" per line from the report.
-"$PY" - "$TMP/report.json" >"$TMP/report.vals" <<'EOF'
+# The keys read are required: a report without them (empty, renamed) fails
+# here instead of passing on defaults. A state absent from by_state has no
+# contacts, so those counts default to 0.
+if ! "$PY" - "$TMP/report.json" >"$TMP/report.vals" 2>"$TMP/report-parse.log" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 if isinstance(r, list):  # a report of several campaigns: take ours
-    r = next(c for c in r if c.get("campaign_id") == "bday-2026-11")
-s = r.get("by_state", {})
-openc = r.get("open")
-if openc is None:
-    openc = s.get("pending", 0) + s.get("claimed", 0) + s.get("deferred", 0)
-ex = r.get("excluded_by_reason", {})
-print("staged", r.get("staged", -1))
+    r = next(c for c in r if c["campaign_id"] == "bday-2026-11")
+s = r["by_state"]
+ex = r["excluded_by_reason"]
+openc = s.get("pending", 0) + s.get("claimed", 0) + s.get("deferred", 0)
+print("staged", r["staged"])
 print("open", openc)
 print("unknown", s.get("unknown", 0))
 print("excluded", sum(ex.values()))
@@ -371,6 +389,9 @@ print("invalid_phone", ex.get("invalid_phone", 0))
 print("missing_coupon", ex.get("missing_variable:coupon", 0))
 print("by_state", " ".join(f"{k}={v}" for k, v in sorted(s.items())))
 EOF
+then
+  cat "$TMP/report-parse.log"; abort "report-parsed" "(the summary lacks a key the checks read; see report.json)"
+fi
 val() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print }' "$TMP/report.vals"; }
 note "by_state: $(val by_state)"
 staged=$(val staged) openc=$(val open) unknown=$(val unknown)
