@@ -236,6 +236,9 @@ pub struct Pump {
     pub max_in_flight: usize,
     /// The last full count and the instant until which it is reused.
     pub counts_cache: Mutex<Option<(std::time::Instant, CampaignCounts)>>,
+    /// The campaign's claims are all in the claim index (its one-off scan
+    /// of older claims is done; see `dispatch/settle.rs`).
+    pub claims_indexed: AtomicBool,
 }
 
 impl Pump {

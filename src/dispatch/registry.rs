@@ -315,6 +315,7 @@ impl CampaignRegistry {
                 * spec_senders.max(1))
             .min(4096),
             counts_cache: Mutex::new(None),
+            claims_indexed: std::sync::atomic::AtomicBool::new(false),
         };
         tracing::info!(campaign = id, "campaign dispatcher started");
         self.actors

@@ -81,9 +81,19 @@ impl Pump {
     /// settles those of lapsed owners, then a marker says it is done.
     async fn index_legacy_claims(&self) -> usize {
         let id = &self.state.id;
+        if self
+            .claims_indexed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return 0; // known from an earlier pass: no store read every 5 s
+        }
         let marker = format!("claim-index/{id}");
         match self.store.marker(&marker).await {
-            Ok(true) => return 0,
+            Ok(true) => {
+                self.claims_indexed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                return 0;
+            }
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(campaign = %id, error = %e, "cannot read the claim index marker; trying again later");
@@ -106,8 +116,13 @@ impl Pump {
         } else {
             0
         };
-        if let Err(e) = self.store.set_marker(&marker).await {
-            tracing::warn!(campaign = %id, error = %e, "cannot record that the claim index is complete; the scan runs again");
+        match self.store.set_marker(&marker).await {
+            Ok(()) => self
+                .claims_indexed
+                .store(true, std::sync::atomic::Ordering::Release),
+            Err(e) => {
+                tracing::warn!(campaign = %id, error = %e, "cannot record that the claim index is complete; the scan runs again");
+            }
         }
         settled
     }

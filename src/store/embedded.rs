@@ -334,6 +334,23 @@ impl Inner {
         }
     }
 
+    /// Removes one key in a batch of its own.
+    fn remove(&self, ks: &Keyspace, key: Vec<u8>) -> StoreResult<()> {
+        let mut batch = self.batch();
+        batch.remove(ks, key);
+        batch.commit().map_err(io_err)
+    }
+
+    /// Every value of a (small) keyspace.
+    fn all_json<T: DeserializeOwned>(&self, ks: &Keyspace) -> StoreResult<Vec<T>> {
+        let mut out = Vec::new();
+        for guard in ks.iter() {
+            let (k, v) = guard.into_inner().map_err(io_err)?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
     fn put_json<T: Serialize>(&self, ks: &Keyspace, key: &[u8], value: &T) -> StoreResult<()> {
         let mut b = self.batch();
         b.insert(ks, key.to_vec(), encode(value)?);
@@ -778,17 +795,15 @@ impl Inner {
             None => (self.recipient_order.len().map_err(io_err)? as u64).saturating_sub(left),
         };
         let key = contact.as_str().as_bytes();
-        let known = self
-            .get_json::<DateTime<Utc>>(&self.recipients, key)?
-            .is_some_and(|until| until > now);
-        let (outcome, count) = if known {
+        let previous = self.get_json::<DateTime<Utc>>(&self.recipients, key)?;
+        let (outcome, count) = if previous.is_some_and(|until| until > now) {
             (RecipientCount::Known, count)
         } else if count >= limit {
             let until = first_until.unwrap_or(now + chrono::TimeDelta::hours(24));
             (RecipientCount::Full { until }, count)
         } else {
             let until = now + chrono::TimeDelta::hours(24);
-            if let Some(old) = self.get_json::<DateTime<Utc>>(&self.recipients, key)? {
+            if let Some(old) = previous {
                 batch.remove(&self.recipient_order, recipient_order_key(old, contact));
             }
             batch.insert(&self.recipients, key.to_vec(), encode(&until)?);
@@ -870,11 +885,7 @@ impl Store for EmbeddedStore {
 
     async fn parked_replies(&self, limit: usize) -> StoreResult<Vec<ParkedReply>> {
         self.blocking(move |inner| {
-            let mut out = Vec::new();
-            for guard in inner.replies.iter() {
-                let (k, v) = guard.into_inner().map_err(io_err)?;
-                out.push(decode::<ParkedReply>(&k, &v)?);
-            }
+            let mut out: Vec<ParkedReply> = inner.all_json(&inner.replies)?;
             out.sort_by_key(|r| r.parked_at);
             out.truncate(limit);
             Ok(out)
@@ -892,9 +903,7 @@ impl Store for EmbeddedStore {
             if !inner.replies.contains_key(&key).map_err(io_err)? {
                 return Ok(false);
             }
-            let mut batch = inner.batch();
-            batch.remove(&inner.replies, key);
-            batch.commit().map_err(io_err)?;
+            inner.remove(&inner.replies, key)?;
             Ok(true)
         })
         .await
@@ -944,24 +953,12 @@ impl Store for EmbeddedStore {
 
     async fn release_lease(&self, owner: &str) -> StoreResult<()> {
         let key = owner.as_bytes().to_vec();
-        self.point(move |inner| {
-            let mut batch = inner.batch();
-            batch.remove(&inner.leases, key);
-            batch.commit().map_err(io_err)
-        })
-        .await
+        self.point(move |inner| inner.remove(&inner.leases, key))
+            .await
     }
 
     async fn leases(&self) -> StoreResult<Vec<Lease>> {
-        self.blocking(|inner| {
-            let mut out = Vec::new();
-            for guard in inner.leases.iter() {
-                let (k, v) = guard.into_inner().map_err(io_err)?;
-                out.push(decode::<Lease>(&k, &v)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.blocking(|inner| inner.all_json(&inner.leases)).await
     }
 
     async fn marker(&self, name: &str) -> StoreResult<bool> {
@@ -981,25 +978,14 @@ impl Store for EmbeddedStore {
         let halt = halt.cloned();
         self.point(move |inner| match &halt {
             Some(h) => inner.put_json(&inner.halts, id.as_bytes(), h),
-            None => {
-                let mut batch = inner.batch();
-                batch.remove(&inner.halts, id.as_bytes().to_vec());
-                batch.commit().map_err(io_err)
-            }
+            None => inner.remove(&inner.halts, id.as_bytes().to_vec()),
         })
         .await
     }
 
     async fn list_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
-        self.blocking(|inner| {
-            let mut out = Vec::new();
-            for guard in inner.campaigns.iter() {
-                let (k, v) = guard.into_inner().map_err(io_err)?;
-                out.push(decode(&k, &v)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.blocking(|inner| inner.all_json(&inner.campaigns))
+            .await
     }
 
     async fn set_observed_state(
