@@ -15,8 +15,10 @@
 //! - `store/*`: the embedded store (fjall, `durability = "process"`) staging
 //!   batches of 1,000 new contacts, one claim plus its `accepted` outcome, and
 //!   one new recipient counted against the portfolio limit.
-//! - `webhook/*`: signature check and parsing of a signed Meta status webhook
-//!   carrying 50 statuses.
+//! - `webhook/*`: the signature check of a Meta status webhook carrying 50
+//!   statuses, and the whole POST through the receiver's own
+//!   `WebhookProcessor::handle` (verify, parse, correlate, apply to the
+//!   embedded store), for new statuses and for a redelivered POST.
 //!
 //! Run with `cargo bench --bench micro`; add a filter to run one group, e.g.
 //! `cargo bench --bench micro -- phone/`.
@@ -37,14 +39,14 @@ use wadispatch::demo::PROMO_SPEC;
 use wadispatch::dispatch::registry::PortfolioLimit;
 use wadispatch::dispatch::sender::wait_turn;
 use wadispatch::domain::{
-    normalize_phone, stage, AudienceRecord, CampaignSpec, ContactKey, FrozenParams,
+    normalize_phone, stage, AudienceRecord, CampaignSpec, ContactKey, DispatchState, FrozenParams,
+    OptOutScope,
 };
 use wadispatch::ingest::catalog::{CampaignCatalog, CatalogEntry};
 use wadispatch::store::embedded::{Durability, EmbeddedStore};
 use wadispatch::store::{ClaimOutcome, ClaimRequest, Outcome, StageRequest, Store};
-use wadispatch::webhook::payload::{parse_timestamp, Envelope, Lenient};
-use wadispatch::webhook::signature;
-use wadispatch::whatsapp::payload::{callback_data, parse_callback_data, template_message_bytes};
+use wadispatch::webhook::{signature, Verdict, WebhookProcessor, WebhookSettings};
+use wadispatch::whatsapp::payload::{callback_data, template_message_bytes};
 
 /// The id of the example promo campaign (`config/examples/promo.json`).
 const CAMPAIGN: &str = "bday-2026-11";
@@ -396,14 +398,20 @@ fn store_portfolio(c: &mut Criterion) {
     group.finish();
 }
 
-/// A Meta status webhook carrying `STATUSES_PER_POST` `delivered` statuses.
-fn status_webhook() -> Vec<u8> {
+/// The wamid the sandbox-like answers give contact `i` (as `store_claim`).
+fn wamid(i: u64) -> String {
+    format!("wamid.HBgNNTI1NTEwMDAwMDAwFQIAERgS{i:016X}")
+}
+
+/// A Meta status webhook: `delivered` for contacts `first..first + 50`,
+/// with the conversation and pricing objects Meta sends along.
+fn status_webhook(first: u64) -> Vec<u8> {
     let timestamp = Utc::now().timestamp().to_string();
-    let statuses: Vec<serde_json::Value> = (0..STATUSES_PER_POST as u64)
+    let statuses: Vec<serde_json::Value> = (first..first + STATUSES_PER_POST as u64)
         .map(|i| {
             let contact = ContactKey::raw(phone(i));
             json!({
-                "id": format!("wamid.HBgNNTI1NTEwMDAwMDAwFQIAERgS{i:016X}"),
+                "id": wamid(i),
                 "status": "delivered",
                 "timestamp": timestamp,
                 "recipient_id": contact.as_str().trim_start_matches('+'),
@@ -430,60 +438,143 @@ fn status_webhook() -> Vec<u8> {
     .expect("a JSON value serialises")
 }
 
-/// Decodes a webhook body as the receiver does and reads what it needs of
-/// each status (its time and the campaign and contact it belongs to).
-/// Returns the statuses that correlate to a campaign.
-fn parse_statuses(body: &[u8]) -> usize {
-    let envelope: Envelope = serde_json::from_slice(body).expect("the body is a webhook");
-    assert_eq!(
-        envelope.object.as_deref(),
-        Some("whatsapp_business_account")
-    );
-    envelope
-        .entry
-        .iter()
-        .flat_map(|entry| &entry.changes)
-        .flat_map(|change| &change.value.statuses)
-        .filter_map(|status| match status {
-            Lenient::Ok(status) => Some(status),
-            Lenient::Bad(_) => None,
-        })
-        .filter(|status| {
-            let _ = black_box(parse_timestamp(
-                status.timestamp.as_ref(),
-                chrono::Utc::now(),
-            ));
-            status
-                .biz_opaque_callback_data
-                .as_deref()
-                .and_then(parse_callback_data)
-                .is_some()
-        })
-        .count()
+/// The receiver's own processor over an embedded store (no events topic:
+/// publishing is the Kafka client's cost, measured by the load benchmark).
+struct Receiver {
+    rt: Runtime,
+    store: Arc<dyn Store>,
+    processor: WebhookProcessor,
+    params: FrozenParams,
+    now: DateTime<Utc>,
+    _dir: tempfile::TempDir,
+}
+
+impl Receiver {
+    fn open() -> Receiver {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(dir.path(), Durability::Process, 64).expect("the store opens"),
+        );
+        let catalog = CampaignCatalog::default();
+        catalog.insert(promo());
+        let processor = WebhookProcessor::new(
+            Arc::clone(&store),
+            None,
+            catalog,
+            WebhookSettings {
+                app_secret: Some(String::from_utf8_lossy(APP_SECRET).into_owned()),
+                verify_token: None,
+                opt_out_keywords: vec!["STOP".into()],
+                keyword_scope: OptOutScope::All,
+                reply_context_wait: Duration::ZERO,
+            },
+        );
+        Receiver {
+            rt: runtime(),
+            store,
+            processor,
+            params: promo_params(&promo(), 0),
+            now: Utc::now(),
+            _dir: dir,
+        }
+    }
+
+    /// Stages, claims and accepts contacts `range`, as dispatch leaves them
+    /// before their first status arrives.
+    fn accept(&self, range: std::ops::Range<u64>) {
+        let batch: Vec<StageRequest> = range
+            .clone()
+            .map(|i| stage_request(i, &self.params, self.now))
+            .collect();
+        self.rt.block_on(async {
+            for chunk in batch.chunks(STAGE_BATCH as usize) {
+                self.store
+                    .stage_batch(chunk)
+                    .await
+                    .expect("staging succeeds");
+            }
+            for i in range {
+                let contact = ContactKey::raw(phone(i));
+                let request = ClaimRequest {
+                    campaign_id: CAMPAIGN.to_string(),
+                    contact: contact.clone(),
+                    exclusive: false,
+                    replace_engagement: None,
+                    owner: "bench".to_string(),
+                    now: self.now,
+                };
+                let claimed = self.store.claim(&request).await.expect("claiming succeeds");
+                assert!(matches!(claimed, ClaimOutcome::Claimed { .. }));
+                let outcome = Outcome::Accepted { wamid: wamid(i) };
+                self.store
+                    .record_outcome(CAMPAIGN, &contact, &outcome, self.now)
+                    .await
+                    .expect("recording the outcome succeeds");
+            }
+        });
+    }
+
+    /// One signed POST through `WebhookProcessor::handle`, as the HTTP
+    /// listener hands it over.
+    fn handle(&self, body: &[u8], signature: &str) {
+        let verdict = self
+            .rt
+            .block_on(self.processor.handle(body, Some(signature)));
+        assert_eq!(verdict, Verdict::Ok);
+    }
 }
 
 fn webhook(c: &mut Criterion) {
-    let body = status_webhook();
+    let receiver = Receiver::open();
+    let posts = STATUSES_PER_POST as u64;
+    // A POST applied once: the state of every contact moves.
+    receiver.accept(0..posts);
+    let body = status_webhook(0);
     let header = signature::sign(APP_SECRET, &body);
-    assert!(signature::verify(APP_SECRET, &body, Some(&header)));
-    assert_eq!(parse_statuses(&body), STATUSES_PER_POST);
+    receiver.handle(&body, &header);
+    let delivered = receiver
+        .rt
+        .block_on(receiver.store.scan_dispatches(CAMPAIGN, None, 100))
+        .expect("scanning succeeds");
+    assert!(
+        delivered
+            .iter()
+            .all(|r| r.state == DispatchState::Delivered),
+        "the receiver applied the statuses"
+    );
 
     let mut group = c.benchmark_group("webhook");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("verify", |b| {
         b.iter(|| signature::verify(APP_SECRET, black_box(&body), Some(&header)))
     });
-    group.throughput(Throughput::Elements(STATUSES_PER_POST as u64));
-    group.bench_function("parse", |b| b.iter(|| parse_statuses(black_box(&body))));
-    group.bench_function("verify_parse", |b| {
-        b.iter(|| {
-            assert!(signature::verify(
-                APP_SECRET,
-                black_box(&body),
-                Some(&header)
-            ));
-            parse_statuses(&body)
+    group.throughput(Throughput::Elements(posts));
+    // Fresh contacts each POST: verify, parse, correlate, apply, as a first
+    // delivery of each status.
+    let mut next = posts;
+    group.bench_function("handle/new", |b| {
+        b.iter_custom(|iters| {
+            let first = next;
+            next += iters * posts;
+            receiver.accept(first..next);
+            let signed: Vec<(Vec<u8>, String)> = (0..iters)
+                .map(|k| {
+                    let body = status_webhook(first + k * posts);
+                    let header = signature::sign(APP_SECRET, &body);
+                    (body, header)
+                })
+                .collect();
+            let started = Instant::now();
+            for (body, header) in &signed {
+                receiver.handle(body, header);
+            }
+            started.elapsed()
         })
+    });
+    // The same POST again (Meta redelivers): every status is read and
+    // changes nothing.
+    group.bench_function("handle/redelivered", |b| {
+        b.iter(|| receiver.handle(black_box(&body), &header))
     });
     group.finish();
 }

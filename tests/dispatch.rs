@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use common::*;
 use wadispatch::app::{self, Daemon};
-use wadispatch::config::{CampaignOverride, Config, SenderConfig};
+use wadispatch::config::{CampaignOverride, SenderConfig};
 use wadispatch::domain::DispatchState;
 use wadispatch::report::CampaignSummary;
-use wadispatch::sandbox::{FailureRule, Sandbox, SandboxConfig, SandboxHandle};
-
-const SECRET: &str = "dispatch-test-secret";
+use wadispatch::sandbox::{FailureRule, Sandbox, SandboxConfig};
 
 fn spec(id: &str, senders: &[&str], per_second: f64, exclusive: bool) -> String {
     let senders: Vec<String> = senders.iter().map(|s| format!("\"{s}\"")).collect();
@@ -34,66 +32,19 @@ fn audience(campaign: &str, i: u32) -> (String, String) {
     )
 }
 
-struct World {
-    _dir: tempfile::TempDir,
-    kafka: Kafka,
-    sandbox: SandboxHandle,
-    config: Config,
-}
-
-/// Mock cluster, a sandbox whose failures are all final (no 24 h deferrals,
-/// so every contact can end final within the test), and a config for them.
+/// The world of these tests: a sandbox whose failures are all final (no
+/// 24 h deferrals, so every contact can end final within the test) and
+/// come by webhook.
 async fn world(senders: &[(&str, f64)]) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path(), "");
-    let kafka = Kafka::start(&config);
-    let port = free_port();
-    let sandbox = Sandbox::start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        per_number_mps: 0.0,
-        webhook_url: Some(format!("http://127.0.0.1:{port}/webhook")),
-        app_secret: SECRET.into(),
-        failure_rules: vec![
-            FailureRule {
-                suffix: "13".into(),
-                code: 131026,
-                stage: Default::default(),
-            },
-            FailureRule {
-                suffix: "50".into(),
-                code: 131050,
-                stage: Default::default(),
-            },
-        ],
-        // No random STOP replies: the exclusions the tests count come from
-        // the failure rules alone (a STOP reply has a test of its own).
-        stop_share: 0.0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    config.kafka.brokers = kafka.brokers.clone();
-    config.http.listen = format!("127.0.0.1:{port}");
-    config.admin.listen = "127.0.0.1:0".into();
-    config.whatsapp.api_base_url = sandbox.base_url();
-    config.whatsapp.token = Some(wadispatch::config::Secret::new("t"));
-    config.whatsapp.app_secret = Some(wadispatch::config::Secret::new(SECRET));
-    for (id, rate) in senders {
-        config.senders.insert(
-            id.to_string(),
-            SenderConfig {
-                per_second: *rate,
-                paused: false,
-                display_name: None,
-            },
-        );
-    }
-    World {
-        _dir: dir,
-        kafka,
-        sandbox,
-        config,
-    }
+    let rules = [("13", 131026), ("50", 131050)]
+        .into_iter()
+        .map(|(suffix, code)| FailureRule {
+            suffix: suffix.into(),
+            code,
+            stage: Default::default(),
+        })
+        .collect();
+    World::start(senders, rules).await
 }
 
 async fn publish_campaign(w: &World, id: &str, spec: &str, contacts: std::ops::Range<u32>) {
@@ -708,7 +659,7 @@ fn a_stop_reply_while_the_next_message_waits_excludes_it() {
             }}]}]
         }))
         .unwrap();
-        let sig = wadispatch::webhook::signature::sign(SECRET.as_bytes(), &body);
+        let sig = wadispatch::webhook::signature::sign(WEBHOOK_SECRET.as_bytes(), &body);
         let answer = reqwest::Client::new()
             .post(format!("http://{}/webhook", daemon.webhook_addr))
             .header("X-Hub-Signature-256", sig)
@@ -794,7 +745,7 @@ fn an_api_outage_fails_nobody_and_everyone_is_sent_once_it_ends() {
             listen: format!("127.0.0.1:{api_port}").parse().unwrap(),
             per_number_mps: 0.0,
             webhook_url: Some(format!("http://127.0.0.1:{port}/webhook")),
-            app_secret: SECRET.into(),
+            app_secret: WEBHOOK_SECRET.into(),
             failure_rules: vec![],
             ..Default::default()
         })

@@ -33,6 +33,11 @@ pub struct SandboxStats {
     pub http_5xx: u64,
     /// Accepted messages per phone_number_id.
     pub per_number: BTreeMap<String, u64>,
+    /// Valid send requests per phone_number_id, admitted or answered 130429
+    /// by the throughput limit: what a client sent, whatever the limit let
+    /// through (the pacing benchmark measures overshoot with it).
+    #[serde(default)]
+    pub requests_per_number: BTreeMap<String, u64>,
     /// Distinct recipients that got at least one accepted message.
     pub recipients: u64,
     /// Most accepted messages any one recipient got.
@@ -59,12 +64,15 @@ pub(crate) struct NumberState {
     pub(crate) idx: u32,
     pub(crate) id: Arc<str>,
     limiter: Option<DefaultDirectRateLimiter>,
+    requests: AtomicU64,
     accepted: AtomicU64,
 }
 
 impl NumberState {
-    /// Per-number throughput check (error 130429 when false).
+    /// Per-number throughput check (error 130429 when false); counts the
+    /// request either way.
     pub(crate) fn admit(&self) -> bool {
+        self.requests.fetch_add(1, Relaxed);
         self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
     }
 }
@@ -239,6 +247,7 @@ impl Stats {
                 idx: next.fetch_add(1, Relaxed),
                 id: id.into(),
                 limiter: quota.map(RateLimiter::direct),
+                requests: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
             })
         });
@@ -302,11 +311,17 @@ impl Stats {
                 rejected_by_code.insert(*code, n);
             }
         }
-        let per_number = read(&self.numbers)
-            .values()
-            .map(|n| (n.id.to_string(), n.accepted.load(Relaxed)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let numbers = read(&self.numbers);
+        let per = |count: fn(&NumberState) -> &AtomicU64| {
+            numbers
+                .values()
+                .map(|n| (n.id.to_string(), count(n).load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        };
+        let per_number = per(|n| &n.accepted);
+        let requests_per_number = per(|n| &n.requests);
+        drop(numbers);
         SandboxStats {
             requests: self.requests.load(Relaxed),
             in_flight: self.answering.load(Relaxed),
@@ -314,6 +329,7 @@ impl Stats {
             rejected_by_code,
             http_5xx: self.http_5xx.load(Relaxed),
             per_number,
+            requests_per_number,
             recipients: self.distinct_recipients.load(Relaxed),
             per_recipient_max: self.per_recipient_max.load(Relaxed),
             duplicate_recipients: self.duplicate_recipients.load(Relaxed),

@@ -352,6 +352,9 @@ async fn per_number_limit_answers_130429_above_the_rate_and_not_below() {
     assert_eq!(stats.rejected_by_code.get(&130_429), Some(&limited));
     assert_eq!(stats.per_number.get("111"), Some(&10));
     assert_eq!(stats.per_number.get("222"), Some(&ok));
+    // Requests per number count the refused ones too.
+    assert_eq!(stats.requests_per_number.get("111"), Some(&10));
+    assert_eq!(stats.requests_per_number.get("222"), Some(&60));
     assert_eq!(stats.requests, 70);
     sandbox.stop().await;
 }

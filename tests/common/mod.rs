@@ -239,3 +239,65 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ha
         })
         .collect()
 }
+
+/// Signs the webhooks the sandbox of a [`World`] posts to the daemon.
+pub const WEBHOOK_SECRET: &str = "dispatch-test-secret";
+
+/// Everything a daemon of a test runs against: a mock cluster, a sandbox
+/// posting signed webhooks to the daemon's listener, and a config for them.
+pub struct World {
+    pub _dir: tempfile::TempDir,
+    pub kafka: Kafka,
+    pub sandbox: wadispatch::sandbox::SandboxHandle,
+    pub config: Config,
+}
+
+impl World {
+    /// `senders` are (phone_number_id, messages per second); the sandbox
+    /// fails the recipients of `rules` and sends no random STOP replies, so
+    /// every exclusion a test counts comes from its rules.
+    pub async fn start(
+        senders: &[(&str, f64)],
+        rules: Vec<wadispatch::sandbox::FailureRule>,
+    ) -> World {
+        use wadispatch::config::{Secret, SenderConfig};
+        use wadispatch::sandbox::{Sandbox, SandboxConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path(), "");
+        let kafka = Kafka::start(&config);
+        let port = free_port();
+        let sandbox = Sandbox::start(SandboxConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            per_number_mps: 0.0,
+            webhook_url: Some(format!("http://127.0.0.1:{port}/webhook")),
+            app_secret: WEBHOOK_SECRET.into(),
+            failure_rules: rules,
+            stop_share: 0.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        config.kafka.brokers = kafka.brokers.clone();
+        config.http.listen = format!("127.0.0.1:{port}");
+        config.admin.listen = "127.0.0.1:0".into();
+        config.whatsapp.api_base_url = sandbox.base_url();
+        config.whatsapp.token = Some(Secret::new("t"));
+        config.whatsapp.app_secret = Some(Secret::new(WEBHOOK_SECRET));
+        for (id, rate) in senders {
+            config.senders.insert(
+                id.to_string(),
+                SenderConfig {
+                    per_second: *rate,
+                    paused: false,
+                    display_name: None,
+                },
+            );
+        }
+        World {
+            _dir: dir,
+            kafka,
+            sandbox,
+            config,
+        }
+    }
+}

@@ -57,9 +57,7 @@ abort() { # a step the rest depends on failed: count it and stop
 # ---------------------------------------------------------------- tools
 if ! command -v tansu >/dev/null; then
   log "installing tansu with cargo (sqlite storage); this takes several minutes, once per machine"
-  started=$(date +%s)
-  nice cargo install tansu --locked --features dynostore,libsql
-  note "tansu installed in $(( $(date +%s) - started )) s"
+  bash "$ROOT/tests/e2e/install-tansu.sh"
 fi
 # Kafka client for the test itself (publishing the spec, reading the DLQ):
 # Debian's kafka-python, run by the system interpreter. kcat is not usable:
