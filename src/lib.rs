@@ -1,28 +1,28 @@
 //! wadispatch: paced WhatsApp template campaigns from Kafka.
 //!
-//! Layout (one concern per module; pure logic apart from I/O glue):
-//! - [`domain`]: campaign specs, audience records, contact keys, template
-//!   expressions, dispatch states, exclusion reasons, WhatsApp error classes.
-//!   Pure and synchronous.
-//! - [`config`]: the TOML file model, environment overrides, validation and
-//!   the diff a reload applies.
-//! - [`store`]: the `Store` trait and its backends (embedded fjall).
-//! - [`ingest`]: Kafka consumers of `wa.campaigns` and `wa.audience`, the
-//!   contiguous offset watermark and the dead-letter producer.
-//! - [`dispatch`]: the engine: campaign and sender actors, pacing, claims.
-//! - [`reload`]: SIGHUP and file-change reload, validated, restart keys refused.
-//! - [`import`]: `audience import`, CSV → keyed records on `wa.audience`.
-//! - [`report`]: funnel summaries computed by scanning the store.
-//! - [`requeue`]: `unknown`/`failed` contacts back to pending (operator or automatic).
-//! - [`app`]: wiring of a running daemon (`run`) and its shutdown.
-//! - [`demo`]: the self-contained demo on an in-process Kafka mock cluster.
-//! - [`whatsapp`]: Cloud API payloads and the HTTP client (error classes).
-//! - [`sandbox`]: a WhatsApp Cloud API simulator for demos, tests and load
-//!   tests (stand-alone: depends on nothing else in the crate).
+//! Layout (one concern per module; pure logic apart from I/O glue; the same
+//! list, with more on each part, is in docs/ARCHITECTURE.md, "Layout"):
+//! - [`domain`]: specs, audience records, contacts, templates, states, error classes (pure).
+//! - [`config`]: the TOML file model, environment overrides, validation, reload diff.
+//! - [`ingest`]: Kafka readers of campaigns, audience, suppressions; watermark; DLQ.
+//! - [`store`]: the `Store` trait, its rows and the latency wrapper [`store::timed`].
+//! - [`store::embedded`]: the embedded backend: fjall on local disk, one process.
+//! - [`store::scylladb`]: the ScyllaDB backend: several instances on one cluster.
+//! - [`dispatch`]: the engine: pure policy, actors, pacing, claims, leases.
+//! - [`whatsapp`]: Cloud API payloads and the HTTP client.
 //! - [`webhook`]: Meta's webhooks: signature, statuses, replies, opt-outs.
 //! - [`events`]: the `wa.events` producer for downstream consumers.
+//! - [`sandbox`]: the Cloud API simulator (depends on nothing else in the crate).
+//! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`, `/campaigns`.
 //! - [`metrics`]: every Prometheus metric, defined once.
+//! - [`notify`]: systemd readiness, status and watchdog notifications.
+//! - [`reload`]: reload on SIGHUP or a file change: validated, restart keys refused.
+//! - [`requeue`]: `unknown` or `failed` contacts back to pending (operator or automatic).
+//! - [`app`]: the wiring of a running daemon and its shutdown.
 //! - [`cli`]: the command line.
+//! - [`demo`]: the self-contained demo on an in-process Kafka mock cluster.
+//! - [`import`]: `audience import`: a CSV file to keyed records on `wa.audience`.
+//! - [`report`]: funnel summaries computed by scanning the store.
 
 pub mod admin;
 pub mod app;

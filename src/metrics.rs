@@ -1,4 +1,5 @@
-//! Every Prometheus metric wadispatch exports, defined in one place (DESIGN §9).
+//! Every Prometheus metric wadispatch exports, defined in one place
+//! (docs/ARCHITECTURE.md, "Metrics").
 //!
 //! Call sites use the typed helpers below, never ad-hoc registration. Labels
 //! are bounded: campaign ids the process knows, sender ids from config or

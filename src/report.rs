@@ -1,7 +1,8 @@
 //! Funnel summaries computed by scanning a campaign's dispatch rows.
 //!
 //! Counts come from the store, never from counters kept on the side, so a
-//! summary is right after any crash or restart (DESIGN §5).
+//! summary is right after any crash or restart (docs/ARCHITECTURE.md,
+//! "Store").
 
 use std::collections::BTreeMap;
 

@@ -160,7 +160,7 @@ impl fmt::Debug for KafkaConfig {
     }
 }
 
-/// `[kafka.topics]`: topic names (DESIGN §3).
+/// `[kafka.topics]`: topic names (docs/ARCHITECTURE.md, "Kafka contracts").
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicsConfig {
@@ -193,7 +193,8 @@ impl Default for TopicsConfig {
     }
 }
 
-/// `[store]`: which backend holds the contacts and their journey (DESIGN §5).
+/// `[store]`: which backend holds the contacts and their journey
+/// (docs/ARCHITECTURE.md, "Store").
 /// Every store setting needs a restart.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -316,7 +317,8 @@ impl Default for ScyllaStoreConfig {
     }
 }
 
-/// `[whatsapp]`: the Cloud API client and the webhook credentials (DESIGN §8).
+/// `[whatsapp]`: the Cloud API client and the webhook credentials
+/// (docs/ARCHITECTURE.md, "Cloud API and sandbox").
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WhatsAppConfig {
@@ -547,7 +549,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[metrics]`: bounds on Prometheus series (DESIGN §9).
+/// `[metrics]`: bounds on Prometheus series (docs/ARCHITECTURE.md, "Metrics").
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {

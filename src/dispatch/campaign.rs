@@ -707,7 +707,7 @@ impl Pump {
                 &row.params,
                 &callback_data(id, contact),
             ),
-            deferred_before: row.error_code == Some(131049),
+            claim: super::decision::claim_number(row.attempts, row.error_code),
             retries: lock(&self.state.retries).get(contact).copied().unwrap_or(0),
         };
         self.state.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -44,8 +44,24 @@ pub fn contact_fact(result: &SendResult) -> Option<ContactFact> {
     }
 }
 
-/// Decides what to do with `result` of the `attempt`-th try of a contact
-/// that has been claimed `claims` times in all (deferrals count).
+/// Which claim of a contact a send is, for [`decide`]: 1 while no earlier
+/// request of it may have reached Meta, 2 after one did (the retry after a
+/// deferral, a requeued `unknown` or `failed` row). `attempts_before` is
+/// the row's count before this claim: claims released because their
+/// request never left (throttles, outages) were taken back from it, so they
+/// do not count. A deferral is remembered by `attempts_before` even after a
+/// throttle overwrote the row's last code; the code covers rows written
+/// before attempts were counted this way.
+pub fn claim_number(attempts_before: u32, last_code: Option<i64>) -> u32 {
+    if attempts_before > 0 || last_code == Some(131049) {
+        2
+    } else {
+        1
+    }
+}
+
+/// Decides what to do with `result` of a contact's `claims`-th claim
+/// ([`claim_number`]).
 pub fn decide(result: &SendResult, claims: u32, now: DateTime<Utc>) -> Decision {
     match result {
         SendResult::Accepted { wamid, .. } => Decision::Record(Outcome::Accepted {
@@ -118,6 +134,25 @@ mod tests {
     use super::*;
     use crate::domain::classify_code;
     use crate::whatsapp::client::ApiError;
+
+    /// 131049 defers a contact once: a throttle between the deferral and
+    /// its retry does not make the next 131049 a first one.
+    #[test]
+    fn a_deferral_is_remembered_through_a_throttle() {
+        assert_eq!(claim_number(0, None), 1);
+        assert_eq!(claim_number(0, Some(130429)), 1, "a throttle never left");
+        assert_eq!(claim_number(1, Some(131049)), 2, "the retry of a deferral");
+        assert_eq!(claim_number(1, Some(130429)), 2, "deferred, then throttled");
+        let n = claim_number(1, Some(130429));
+        assert!(matches!(
+            decide(&rejected(131049), n, now()),
+            Decision::Record(Outcome::Failed { .. })
+        ));
+        assert!(matches!(
+            decide(&rejected(131049), claim_number(0, None), now()),
+            Decision::Record(Outcome::Deferred { .. })
+        ));
+    }
 
     fn rejected(code: i64) -> SendResult {
         SendResult::Rejected {

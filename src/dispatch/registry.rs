@@ -2,7 +2,7 @@
 //! actors, owns the sender actors, applies operator overrides and reloads,
 //! and keeps every sender's rate at this instance's share of the audience
 //! partitions (several instances split each sender's limit with no
-//! coordinator, DESIGN §2).
+//! coordinator; docs/ARCHITECTURE.md, "Data flow").
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};

@@ -1,6 +1,6 @@
-//! Audience records from `wa.audience` (DESIGN §3) and the pure staging
-//! decision made for each at ingest: who the contact is, whether it is
-//! excluded, and the parameters frozen for it.
+//! Audience records from `wa.audience` (docs/ARCHITECTURE.md, "Kafka
+//! contracts") and the pure staging decision made for each at ingest: who
+//! the contact is, whether it is excluded, and the parameters frozen for it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -319,8 +319,8 @@ mod tests {
     use super::super::template::ParamKind;
     use super::*;
 
-    /// The DESIGN §3 example, verbatim.
-    const DESIGN_RECORD: &str = r#"{"campaign_id": "bday-2026-11",
+    /// A full example record: every top-level field present.
+    const EXAMPLE_RECORD: &str = r#"{"campaign_id": "bday-2026-11",
  "contact": {"phone": "+5215512345678", "name": "María", "timezone": null},
  "variables": {"name": "María", "discount": "20%", "coupon": "MARIA20"},
  "tags": ["vip"], "send_after": null}"#;
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn design_example_parses() {
-        let r = record(DESIGN_RECORD);
+        let r = record(EXAMPLE_RECORD);
         assert_eq!(r.campaign_id, "bday-2026-11");
         assert_eq!(r.contact.phone.as_deref(), Some("+5215512345678"));
         assert_eq!(r.contact.name.as_deref(), Some("María"));
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn design_example_stages_with_frozen_params() {
-        let staged = stage_json(DESIGN_RECORD, Some("+5215512345678"), None);
+        let staged = stage_json(EXAMPLE_RECORD, Some("+5215512345678"), None);
         assert_eq!(staged.exclusion, None);
         assert_eq!(staged.contact.as_str(), "+525512345678");
         let body: Vec<_> = staged.params.body.iter().map(|p| p.kind.clone()).collect();

@@ -1,5 +1,5 @@
-//! The campaign definition published on `wa.campaigns` (DESIGN §3): what to
-//! send, from which senders, when, and how fast.
+//! The campaign definition published on `wa.campaigns` (docs/ARCHITECTURE.md,
+//! "Kafka contracts"): what to send, from which senders, when, and how fast.
 
 use std::fmt;
 
@@ -764,8 +764,8 @@ mod tests {
     use super::super::template::{BodyParams, HeaderType, ParamSpec};
     use super::*;
 
-    /// The DESIGN §3 example, verbatim.
-    const DESIGN_SPEC: &str = r#"{
+    /// A full example spec: every top-level field present.
+    const EXAMPLE_SPEC: &str = r#"{
   "id": "bday-2026-11", "name": "Birthday promo November", "kind": "real",
   "state": "active",
   "senders": ["106540352242922"],
@@ -791,7 +791,7 @@ mod tests {
 
     #[test]
     fn design_example_parses_and_validates() {
-        let spec = CampaignSpec::from_json(DESIGN_SPEC.as_bytes()).unwrap();
+        let spec = CampaignSpec::from_json(EXAMPLE_SPEC.as_bytes()).unwrap();
         assert_eq!(spec.id, "bday-2026-11");
         assert_eq!(spec.name, "Birthday promo November");
         assert_eq!(spec.kind, CampaignKind::Real);
@@ -951,12 +951,12 @@ mod tests {
             err.to_string(),
             "campaign c1: senders: at least one phone_number_id is required"
         );
-        assert!(CampaignSpec::from_json_validated(DESIGN_SPEC.as_bytes()).is_ok());
+        assert!(CampaignSpec::from_json_validated(EXAMPLE_SPEC.as_bytes()).is_ok());
     }
 
     #[test]
     fn start_at_in_mexico_city_is_utc_minus_six() {
-        let spec = CampaignSpec::from_json(DESIGN_SPEC.as_bytes()).unwrap();
+        let spec = CampaignSpec::from_json(EXAMPLE_SPEC.as_bytes()).unwrap();
         // Mexico City has had no DST since 2022: UTC-6 all year.
         assert_eq!(spec.schedule.start_utc(), Some(utc("2026-11-22T15:00:00Z")));
         assert_eq!(spec.schedule.end_utc(), None);
@@ -1043,7 +1043,7 @@ mod tests {
 
     #[test]
     fn quiet_hours_on_the_recipient_clock() {
-        let spec = CampaignSpec::from_json(DESIGN_SPEC.as_bytes()).unwrap();
+        let spec = CampaignSpec::from_json(EXAMPLE_SPEC.as_bytes()).unwrap();
         // 04:00 UTC is 22:00 in Mexico City (quiet) and 05:00 in Madrid (quiet),
         // 10:00 UTC is 04:00 in Mexico City (quiet) and 11:00 in Madrid (not).
         let madrid = Some(chrono_tz::Europe::Madrid);

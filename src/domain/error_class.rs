@@ -1,6 +1,6 @@
 //! Classification of WhatsApp Cloud API errors into what dispatch does next
-//! (DESIGN §4). The numbers come from Meta's error-code reference; the
-//! grouping is ours.
+//! (docs/ARCHITECTURE.md, "Error classes"). The numbers come from Meta's
+//! error-code reference; the grouping is ours.
 
 use std::fmt;
 use std::str::FromStr;
@@ -199,7 +199,7 @@ mod tests {
     use super::ErrorClass::*;
     use super::*;
 
-    /// The DESIGN §4 table, row by row.
+    /// The table of README.md, "Error classes", row by row.
     const TABLE: &[(ErrorClass, &[i64])] = &[
         (Throttled, &[130429, 131056, 131057, 4, 80007]),
         (Transient, &[1, 2, 131000, 131016, 133004]),

@@ -1,14 +1,15 @@
 //! States of a (campaign, contact) dispatch, exclusion reasons, and the
-//! observed state of a campaign (DESIGN §4).
+//! observed state of a campaign (docs/ARCHITECTURE.md, "States").
 //!
 //! The journey of one contact in one campaign:
 //!
 //! ```text
 //! pending ─► excluded{reason}                      (final)
 //!         ─► claimed ─► accepted{wamid} ─► sent ─► delivered ─► read ─► replied
-//!                     ─► failed{code, class}
-//!                     ─► unknown      (timeout after the request left; never resent)
-//!                     ─► deferred{until}
+//!                     ─► failed{code, class}        (final)
+//!                     ─► unknown                    (may have been sent; never resent)
+//!                     ─► deferred{until}            (131049: one more try a day later)
+//!                     ─► pending{retry at}          (not sent, or refused for now)
 //! ```
 
 use std::fmt;
@@ -56,7 +57,10 @@ pub enum DispatchState {
     Replied,
     /// The Cloud API or a webhook reported an error.
     Failed,
-    /// The request timed out after it was written: it may have been delivered.
+    /// The request may have reached Meta without a usable answer (a timeout
+    /// or reset after the connection was up, a gateway error, a 2xx without
+    /// a wamid), or its claim was settled after its instance stopped: it may
+    /// have been delivered.
     Unknown,
     /// To be tried again later (e.g. 131049, after 24 h).
     Deferred,

@@ -136,7 +136,8 @@ impl IngestStats {
             .collect()
     }
 
-    /// This instance's share of every sender's rate (DESIGN §2).
+    /// This instance's share of every sender's rate: owned partitions over
+    /// all partitions (docs/ARCHITECTURE.md, "Data flow").
     pub fn share(&self) -> f64 {
         let total = self.total_partitions.load(Ordering::Relaxed);
         let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;

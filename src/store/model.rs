@@ -1,4 +1,5 @@
-//! Rows of the logical tables (DESIGN §5), shared by every backend.
+//! Rows of the logical tables (docs/ARCHITECTURE.md, "Store"), shared by
+//! every backend.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,8 +14,8 @@ pub struct CampaignRecord {
     pub spec: CampaignSpec,
     pub observed_state: ObservedState,
     pub updated_at: DateTime<Utc>,
-    /// Set once the first contact of the campaign was claimed; a campaign that
-    /// started can no longer be deleted by a tombstone.
+    /// Set the first time the campaign's observed state is `active`; a
+    /// campaign that started can no longer be deleted by a tombstone.
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
 }
@@ -82,7 +83,8 @@ pub enum RecipientCount {
 pub struct StageRequest {
     pub campaign_id: String,
     pub contact: ContactKey,
-    /// Kafka partition of the audience record (DESIGN §2).
+    /// Kafka partition of the audience record: the contact's shard
+    /// (docs/ARCHITECTURE.md, "Data flow").
     pub shard: u32,
     /// Kafka offset of the audience record: orders the pending queue.
     pub seq: u64,

@@ -4,7 +4,7 @@
 //! WhatsApp has no idempotency key: a message whose request reached Meta
 //! may have been sent even when no answer came back, and sending it again
 //! would reach the customer twice. So [`SendResult`] keeps four outcomes
-//! apart (DESIGN §4):
+//! apart (docs/ARCHITECTURE.md, "Error classes"):
 //!
 //! - [`SendResult::Accepted`]: 2xx with `messages[0].id` (the wamid).
 //! - [`SendResult::Rejected`]: Meta (or something in front of it) answered
@@ -269,7 +269,8 @@ pub enum SendResult {
         reason: String,
     },
     /// The request may have reached the server but no usable answer came
-    /// back: must never be resent automatically (DESIGN §4 `unknown`).
+    /// back: must never be resent automatically (`unknown`;
+    /// docs/ARCHITECTURE.md, "Error classes").
     Unknown {
         /// What failed, for logs.
         reason: String,

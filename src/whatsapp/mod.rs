@@ -8,7 +8,8 @@
 //! - [`client`]: [`WhatsAppClient`], a pooled HTTP/1.1 + HTTP/2 client for
 //!   `POST {base}/{version}/{phone_number_id}/messages`, and
 //!   [`SendResult`], which keeps "provably not sent" apart from "may have
-//!   been sent" because WhatsApp has no idempotency key (DESIGN §4).
+//!   been sent" because WhatsApp has no idempotency key
+//!   (docs/ARCHITECTURE.md, "Error classes").
 //!
 //! Error classes come from [`crate::domain::classify_code`]; this module
 //! only reads them off the response.

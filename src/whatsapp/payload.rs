@@ -38,9 +38,10 @@ const CALLBACK_SEPARATOR: char = '|';
 /// The `biz_opaque_callback_data` of a message: `"<campaign>|<contact>"`.
 ///
 /// Meta returns it untouched in the message's status webhooks, which is how
-/// a status (even for a send whose response was lost, DESIGN §4 `unknown`)
-/// finds its (campaign, contact). Meta allows 512 characters; a campaign id
-/// (at most 128) and a contact key (at most 128) stay well below.
+/// a status (even for a send whose response was lost, an `unknown` one;
+/// docs/ARCHITECTURE.md, "Error classes") finds its (campaign, contact).
+/// Meta allows 512 characters; a campaign id (at most 128) and a contact key
+/// (at most 128) stay well below.
 pub fn callback_data(campaign: &str, contact: &ContactKey) -> String {
     let mut out = String::with_capacity(campaign.len() + 1 + contact.as_str().len());
     out.push_str(campaign);

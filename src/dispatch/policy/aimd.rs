@@ -1,8 +1,8 @@
 //! Additive-increase / multiplicative-decrease rate control for one
-//! WhatsApp sender (DESIGN §4, §6): error 130429 ("rate limit hit") means
-//! Meta's throughput for this phone number is below what we send, so the
-//! sender's rate is cut by a factor, then regained linearly with time while
-//! sends succeed, never above the configured rate.
+//! WhatsApp sender (docs/ARCHITECTURE.md, "Error classes"): error 130429
+//! ("rate limit hit") means Meta's throughput for this phone number is below
+//! what we send, so the sender's rate is cut by a factor, then regained
+//! linearly with time while sends succeed, never above the configured rate.
 //!
 //! Time is passed in as seconds on a monotonic clock with any fixed origin
 //! (e.g. `Instant::elapsed` since the actor started), never read here.

@@ -1,6 +1,7 @@
-//! Retry delays for transient and throttled sends (DESIGN §4): exponential
-//! backoff with "full jitter" (AWS Architecture Blog, "Exponential Backoff
-//! And Jitter": `sleep = random_between(0, min(cap, base * 2^attempt))`).
+//! Retry delays for transient and throttled sends (docs/ARCHITECTURE.md,
+//! "Error classes"): exponential backoff with "full jitter" (AWS
+//! Architecture Blog, "Exponential Backoff And Jitter":
+//! `sleep = random_between(0, min(cap, base * 2^attempt))`).
 //!
 //! Full jitter spreads the retries of contacts that failed together (a
 //! sender's 5xx burst, a broker hiccup) over the whole interval, so they do

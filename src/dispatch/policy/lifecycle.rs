@@ -1,6 +1,7 @@
-//! A campaign's observed state (DESIGN §3, §4): what the daemon reports
-//! after reconciling the upstream's desired state with operator overrides,
-//! campaign-level errors, the schedule and the progress of its contacts.
+//! A campaign's observed state (docs/ARCHITECTURE.md, "States"): what the
+//! daemon reports after reconciling the upstream's desired state with
+//! operator overrides, campaign-level errors, the schedule and the progress
+//! of its contacts.
 //!
 //! The state is recomputed from scratch on every look rather than stepped
 //! by events, so a restart, a reload or a new spec on `wa.campaigns` can
@@ -39,9 +40,10 @@ impl CampaignCounts {
 ///    an alert must say so whatever else is asked.
 /// 2. desired `ended`, or `end_at` reached → `Ended`.
 /// 3. desired `paused`, or paused by the operator's config → `Paused`.
-/// 4. desired `scheduled`, or `start_at` still ahead → `Scheduled`. A
-///    desired `scheduled` holds even after `start_at`: the upstream owns the
-///    desired state and the daemon does not promote it on its own.
+/// 4. `start_at` still ahead, or desired `scheduled` without a `start_at`
+///    → `Scheduled`. A desired `scheduled` with a `start_at` starts by
+///    itself once `start_at` is reached; without one it waits for the
+///    upstream to publish `active`.
 /// 5. contacts were staged and all are final → `Completed`; else `Active`.
 ///    `Completed` is not terminal: when new contacts are staged the next
 ///    look finds them pending and the campaign is `Active` again.
@@ -65,8 +67,9 @@ pub fn observe(
     if desired == DesiredState::Paused || paused_by_operator {
         return ObservedState::Paused;
     }
-    // A scheduled campaign starts by itself at `start_at` (DESIGN §4); one
-    // without `start_at` waits for the upstream to make it active.
+    // A scheduled campaign starts by itself at `start_at` (README.md,
+    // "Campaign states"); one without `start_at` waits for the upstream to
+    // make it active.
     let start = schedule.start_utc();
     if start.is_some_and(|start| now < start)
         || (desired == DesiredState::Scheduled && start.is_none())
@@ -86,8 +89,8 @@ pub fn may_claim(observed: ObservedState) -> bool {
 }
 
 /// True when a contact engaged by a campaign in this state may be claimed
-/// by another exclusive campaign (DESIGN §3: the engagement lasts until the
-/// campaign ends): only `Ended`.
+/// by another exclusive campaign (the engagement lasts until the campaign
+/// ends; docs/ARCHITECTURE.md, "States"): only `Ended`.
 ///
 /// `Completed` keeps them: every contact was messaged and conversations
 /// (replies routed to the campaign's agent) go on; another exclusive

@@ -1,6 +1,6 @@
 //! Dispatch policy: the decisions the campaign and sender actors make,
-//! as pure synchronous functions and plain structs (DESIGN §6: logic apart
-//! from actor glue).
+//! as pure synchronous functions and plain structs, apart from the actors
+//! that carry them out (docs/ARCHITECTURE.md, "Actors").
 //!
 //! Nothing here reads a clock, does I/O or draws random numbers: the
 //! current time and any random draw are parameters, so every decision is

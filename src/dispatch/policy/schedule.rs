@@ -1,6 +1,6 @@
-//! When a contact may be sent (DESIGN §3, §6): the campaign window
-//! (`start_at`, `end_at`), the contact's own `send_after`, and quiet hours
-//! read on the recipient's clock.
+//! When a contact may be sent (README.md, "Schedule and quiet hours"): the
+//! campaign window (`start_at`, `end_at`), the contact's own `send_after`,
+//! and quiet hours read on the recipient's clock.
 //!
 //! The answer is a [`Gate`]: send now, wait until a given instant, or never
 //! (the window closes first). Waits are exact instants, DST included, so the

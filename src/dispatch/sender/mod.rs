@@ -57,8 +57,9 @@ pub struct SendJob {
     pub contact: ContactKey,
     /// The request body, built before the claim.
     pub body: Bytes,
-    /// Already deferred once for 131049: a second 131049 is final.
-    pub deferred_before: bool,
+    /// Which claim of the contact this is ([`decision::claim_number`]): on
+    /// any but the first, 131049 is final.
+    pub claim: u32,
     /// Earlier tries of this contact that never left (back in the queue
     /// each time): the backoff grows with them.
     pub retries: u32,
@@ -396,7 +397,7 @@ impl SenderCore {
         }
         drop(turn);
         let now = Utc::now();
-        match decision::decide(&result, if job.deferred_before { 2 } else { 1 }, now) {
+        match decision::decide(&result, job.claim, now) {
             Decision::Record(outcome) => {
                 if matches!(outcome, Outcome::Accepted { .. }) {
                     lock(&self.aimd).on_success(monotonic_secs());
