@@ -14,6 +14,7 @@ use crate::dispatch::campaign::CampaignState;
 use crate::domain::DispatchState;
 use crate::ingest::audience::IngestStats;
 use crate::store::Store;
+use crate::sync::{MutexExt, RwLockExt};
 
 /// What the admin handlers read.
 pub struct AdminState {
@@ -34,8 +35,7 @@ pub async fn not_ready(
 ) -> Option<String> {
     let mut reasons: Vec<String> = ingest
         .dead_letters
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .lock_or_recover()
         .iter()
         .map(|f| f.describe())
         .collect();
@@ -136,16 +136,8 @@ pub struct CampaignView {
 /// The view of one campaign from its live state.
 pub fn campaign_view(state: &CampaignState) -> CampaignView {
     use std::sync::atomic::Ordering;
-    let entry = state
-        .entry
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let progress = state
-        .progress
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let entry = state.entry.read_or_recover().clone();
+    let progress = state.progress.lock_or_recover().clone();
     let summary = progress
         .as_ref()
         .map(|p| p.summary.clone())
@@ -169,11 +161,7 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
         id: state.id.clone(),
         name: entry.spec.name.clone(),
         desired_state: entry.spec.state.as_str(),
-        observed_state: state
-            .observed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map(|s| s.as_str()),
+        observed_state: state.observed.lock_or_recover().map(|s| s.as_str()),
         staged: summary.staged,
         pending: summary.count(DispatchState::Pending),
         deferred: summary.count(DispatchState::Deferred),
@@ -184,11 +172,7 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
         failed_by_class: summary.failed_by_class.clone(),
         configured_rate: state.rate(),
         current_rate: progress.as_ref().map(|p| p.rate).unwrap_or(0.0),
-        wait_reason: state
-            .wait_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        wait_reason: state.wait_reason.lock_or_recover().clone(),
         halted: state.halt_reason(),
         eta_seconds: progress.as_ref().and_then(|p| p.eta_seconds),
         counted_at: progress.as_ref().map(|p| p.at),
@@ -198,8 +182,7 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
 async fn campaigns(state: web::Data<AdminState>) -> HttpResponse {
     let live: Vec<Arc<CampaignState>> = state
         .campaigns
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
+        .read_or_recover()
         .values()
         .cloned()
         .collect();
@@ -213,12 +196,7 @@ async fn campaigns(state: web::Data<AdminState>) -> HttpResponse {
 /// Other instances see it within seconds (they read the store).
 async fn clear_halt(state: web::Data<AdminState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    let live = state
-        .campaigns
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&id)
-        .cloned();
+    let live = state.campaigns.read_or_recover().get(&id).cloned();
     let stored = match state.store.campaign_halt(&id).await {
         Ok(h) => h,
         Err(e) => {
@@ -248,7 +226,7 @@ async fn clear_halt(state: web::Data<AdminState>, id: web::Path<String>) -> Http
             ));
     }
     if let Some(c) = live {
-        *c.halted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *c.halted.lock_or_recover() = None;
     }
     let body = match reason {
         Some(r) => {

@@ -16,6 +16,7 @@ use crate::store::embedded::{Durability, EmbeddedStore};
 use crate::store::scylladb::{SchemaMode, ScyllaStore};
 use crate::store::timed::Timed;
 use crate::store::Store;
+use crate::sync::{MutexExt, RwLockExt};
 
 type FilterHandle =
     tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
@@ -232,8 +233,7 @@ impl Pipeline {
                 .spawn(move || {
                     if let Err(e) = ingest.run(st) {
                         tracing::error!(error = %e, "audience ingest stopped");
-                        *fatal.fatal.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(e.to_string());
+                        *fatal.fatal.lock_or_recover() = Some(e.to_string());
                     }
                 })?;
         Ok(Pipeline {
@@ -490,8 +490,7 @@ impl Daemon {
             let in_flight: u64 = self
                 .env
                 .campaigns
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
+                .read_or_recover()
                 .values()
                 .map(|c| c.in_flight.load(std::sync::atomic::Ordering::Acquire))
                 .sum();
@@ -617,8 +616,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 .pipeline
                 .stats
                 .fatal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .lock_or_recover()
                 .clone();
             if let Some(why) = fatal {
                 tracing::error!(error = %why, "stopping: audience ingest cannot go on");

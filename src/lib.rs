@@ -15,14 +15,15 @@
 //! - [`sandbox`]: the Cloud API simulator (depends on nothing else in the crate).
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`, `/campaigns`.
 //! - [`metrics`]: every Prometheus metric, defined once.
-//! - [`notify`]: systemd readiness, status and watchdog notifications.
-//! - [`reload`]: reload on SIGHUP or a file change: validated, restart keys refused.
-//! - [`requeue`]: `unknown` or `failed` contacts back to pending (operator or automatic).
+//! - `notify` (crate-private): systemd readiness, status and watchdog notifications.
+//! - `reload` (crate-private): reload on SIGHUP or a file change: validated, restart keys refused.
+//! - `requeue` (crate-private): `unknown` or `failed` contacts back to pending (operator or automatic).
 //! - [`app`]: the wiring of a running daemon and its shutdown.
 //! - [`cli`]: the command line.
 //! - [`demo`]: the self-contained demo on an in-process Kafka mock cluster.
-//! - [`import`]: `audience import`: a CSV file to keyed records on `wa.audience`.
+//! - `import` (crate-private): `audience import`: a CSV file to keyed records on `wa.audience`.
 //! - [`report`]: funnel summaries computed by scanning the store.
+//! - `sync` (crate-private): locks that stay usable after a panic of their holder.
 
 pub mod admin;
 pub mod app;
@@ -32,14 +33,15 @@ pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod events;
-pub mod import;
+pub(crate) mod import;
 pub mod ingest;
 pub mod metrics;
-pub mod notify;
-pub mod reload;
+pub(crate) mod notify;
+pub(crate) mod reload;
 pub mod report;
-pub mod requeue;
+pub(crate) mod requeue;
 pub mod sandbox;
 pub mod store;
+pub(crate) mod sync;
 pub mod webhook;
 pub mod whatsapp;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::sync::RwLockExt;
 use prometheus::{
     exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -528,7 +529,7 @@ fn labels() -> &'static RwLock<CampaignLabels> {
 }
 
 fn lock_labels() -> std::sync::RwLockWriteGuard<'static, CampaignLabels> {
-    labels().write().unwrap_or_else(|p| p.into_inner())
+    labels().write_or_recover()
 }
 
 /// Sets the cap (`metrics.max_campaign_series`) and the grace period after a
@@ -553,7 +554,7 @@ pub fn campaign_label(id: &str) -> &str {
 /// recorded message: a known campaign costs a shared read lock, no allocation.
 fn has_own_series(id: &str) -> bool {
     {
-        let l = labels().read().unwrap_or_else(|p| p.into_inner());
+        let l = labels().read_or_recover();
         if l.own.contains_key(id) {
             return true;
         }

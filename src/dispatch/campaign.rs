@@ -31,6 +31,7 @@ use crate::metrics;
 use crate::store::{
     CampaignHalt, ClaimOutcome, ClaimRequest, DispatchRecord, Outcome, RecipientCount, Store,
 };
+use crate::sync::{MutexExt, RwLockExt};
 use crate::whatsapp::payload::{callback_data, template_message_bytes};
 
 /// Pending contacts read per scan page.
@@ -151,20 +152,19 @@ impl CampaignState {
     pub fn holds(&self) -> bool {
         self.stop.load(Ordering::Acquire)
             || self.paused_by_operator.load(Ordering::Acquire)
-            || lock(&self.halted).is_some()
+            || self.halted.lock_or_recover().is_some()
             || matches!(
-                self.entry
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .spec
-                    .state,
+                self.entry.read_or_recover().spec.state,
                 DesiredState::Paused | DesiredState::Ended
             )
     }
 
     /// Why the campaign is halted, if it is.
     pub fn halt_reason(&self) -> Option<String> {
-        lock(&self.halted).as_ref().map(|h| h.reason.clone())
+        self.halted
+            .lock_or_recover()
+            .as_ref()
+            .map(|h| h.reason.clone())
     }
 
     fn facts<'a>(&self, entry: &'a CatalogEntry) -> CampaignFacts<'a> {
@@ -172,14 +172,14 @@ impl CampaignState {
             desired: entry.spec.state,
             schedule: &entry.spec.schedule,
             paused_by_operator: self.paused_by_operator.load(Ordering::Acquire),
-            halted: lock(&self.halted).is_some(),
+            halted: self.halted.lock_or_recover().is_some(),
             stopping: self.stop.load(Ordering::Acquire),
             marketing: entry.spec.template.category == crate::domain::TemplateCategory::Marketing,
         }
     }
 
     fn note_retry(&self, contact: &ContactKey, requeued: bool) {
-        let mut retries = lock(&self.retries);
+        let mut retries = self.retries.lock_or_recover();
         if requeued {
             if retries.len() >= MAX_RETRY_ENTRIES {
                 retries.clear();
@@ -191,19 +191,19 @@ impl CampaignState {
     }
 
     pub fn rate(&self) -> f64 {
-        read(&self.rate_override).unwrap_or_else(|| read(&self.entry).spec.pacing.rate_per_second())
+        let rate_override = *self.rate_override.read_or_recover();
+        rate_override.unwrap_or_else(|| self.entry.read_or_recover().spec.pacing.rate_per_second())
     }
 
     /// Rebuilds the pacing limiter (reload or new spec), without a burst.
     pub fn repace(&self) {
-        *self.limiter.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(super::sender::drained_limiter(self.rate()));
+        *self.limiter.write_or_recover() = Arc::new(super::sender::drained_limiter(self.rate()));
     }
 
     /// Records why the campaign waits (`kind` is the bounded metric label:
     /// `portfolio_limit`, `senders_halted`), or that it no longer does.
     pub fn set_wait(&self, reason: Option<(&'static str, String)>) {
-        let mut w = lock(&self.wait_reason);
+        let mut w = self.wait_reason.lock_or_recover();
         let text = reason.as_ref().map(|(_, r)| r.clone());
         if *w != text {
             match &reason {
@@ -216,14 +216,6 @@ impl CampaignState {
             *w = text;
         }
     }
-}
-
-fn read<T: Clone>(l: &RwLock<T>) -> T {
-    l.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Everything the pump needs.
@@ -247,7 +239,7 @@ impl Pump {
         // more than 5 % of the time (a million rows take about a second to
         // scan), so a paused, idle or finished large campaign does not keep
         // a core busy counting.
-        if let Some((fresh_until, c)) = *lock(&self.counts_cache) {
+        if let Some((fresh_until, c)) = *self.counts_cache.lock_or_recover() {
             if std::time::Instant::now() < fresh_until {
                 return c;
             }
@@ -256,7 +248,7 @@ impl Pump {
         let counts = self.count_now().await;
         let fresh_until =
             std::time::Instant::now() + (started.elapsed() * 20).max(Duration::from_secs(5));
-        *lock(&self.counts_cache) = Some((fresh_until, counts));
+        *self.counts_cache.lock_or_recover() = Some((fresh_until, counts));
         counts
     }
 
@@ -284,7 +276,7 @@ impl Pump {
     fn note_progress(&self, summary: crate::report::CampaignSummary, counts: CampaignCounts) {
         let now = std::time::Instant::now();
         let dispatched = self.state.dispatched.load(Ordering::Acquire);
-        let mut slot = lock(&self.state.progress);
+        let mut slot = self.state.progress.lock_or_recover();
         let rate = match slot.as_ref() {
             Some(prev) => {
                 let secs = now.duration_since(prev.sampled).as_secs_f64();
@@ -321,8 +313,8 @@ impl Pump {
     }
 
     async fn observe(&self, counts: &CampaignCounts) -> ObservedState {
-        let entry = read(&self.state.entry);
-        let halted = lock(&self.state.halted).is_some();
+        let entry = self.state.entry.read_or_recover().clone();
+        let halted = self.state.halted.lock_or_recover().is_some();
         let next = lifecycle::observe(
             entry.spec.state,
             self.state.paused_by_operator.load(Ordering::Acquire),
@@ -331,10 +323,10 @@ impl Pump {
             counts,
             Utc::now(),
         );
-        let prev = *lock(&self.state.observed);
+        let prev = *self.state.observed.lock_or_recover();
         if lifecycle::transition(prev, next).is_some() {
             tracing::info!(campaign = %self.state.id, from = ?prev, to = ?next, "campaign state");
-            *lock(&self.state.observed) = Some(next);
+            *self.state.observed.lock_or_recover() = Some(next);
             metrics::campaign_state(&self.state.id, next);
             if let Err(e) = self
                 .store
@@ -369,9 +361,9 @@ impl Pump {
             }
         };
         let Some(halt) = halt else { return };
-        if halt.spec == read(&self.state.entry).spec.halt_digest() {
+        if halt.spec == self.state.entry.read_or_recover().spec.halt_digest() {
             tracing::error!(campaign = %id, reason = %halt.reason, since = %halt.at, "campaign stays halted by WhatsApp (template problem): fix the template, then publish a changed spec or POST /campaigns/{id}/clear-halt on the admin listener");
-            *lock(&self.state.halted) = Some(halt);
+            *self.state.halted.lock_or_recover() = Some(halt);
         } else {
             tracing::info!(campaign = %id, reason = %halt.reason, "the spec changed since the campaign was halted: halt lifted");
             if let Err(e) = self.store.set_campaign_halt(id, None).await {
@@ -383,7 +375,7 @@ impl Pump {
     /// A halt lifted in the store (by an operator, possibly through another
     /// instance) is lifted here too.
     async fn refresh_halt(&self) {
-        let Some(halt) = lock(&self.state.halted).clone() else {
+        let Some(halt) = self.state.halted.lock_or_recover().clone() else {
             return;
         };
         if self.state.halt_unsaved.load(Ordering::Acquire) {
@@ -392,7 +384,7 @@ impl Pump {
         }
         if let Ok(None) = self.store.campaign_halt(&self.state.id).await {
             tracing::info!(campaign = %self.state.id, "the campaign's halt was lifted in the store");
-            *lock(&self.state.halted) = None;
+            *self.state.halted.lock_or_recover() = None;
         }
     }
 
@@ -444,7 +436,7 @@ impl Pump {
                 }
                 if observed == ObservedState::Ended && counts.pending + counts.deferred > 0 {
                     self.close_window().await;
-                    *lock(&self.counts_cache) = None;
+                    *self.counts_cache.lock_or_recover() = None;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 counts = self.counts().await;
@@ -537,11 +529,19 @@ impl Pump {
         let Some(age) = self.env.resend_unknown_after() else {
             return;
         };
-        let any = lock(&self.state.progress)
+        let any = self
+            .state
+            .progress
+            .lock_or_recover()
             .as_ref()
             .is_some_and(|p| p.summary.count(DispatchState::Unknown) > 0);
         if !any
-            || !lifecycle::may_claim(lock(&self.state.observed).unwrap_or(ObservedState::Scheduled))
+            || !lifecycle::may_claim(
+                self.state
+                    .observed
+                    .lock_or_recover()
+                    .unwrap_or(ObservedState::Scheduled),
+            )
         {
             return;
         }
@@ -562,7 +562,7 @@ impl Pump {
         {
             Ok(s) if s.requeued > 0 => {
                 tracing::warn!(campaign = %self.state.id, contacts = s.requeued, "unknown contacts not settled by a webhook in time are resent (dispatch.resend_unknown_after_secs; a duplicate is possible)");
-                *lock(&self.counts_cache) = None;
+                *self.counts_cache.lock_or_recover() = None;
             }
             Ok(_) => {}
             Err(e) => {
@@ -649,13 +649,13 @@ impl Pump {
         in_flight: &Arc<Semaphore>,
     ) -> Considered {
         let id = &self.state.id;
-        if lock(&self.state.in_hand).contains(contact) {
+        if self.state.in_hand.lock_or_recover().contains(contact) {
             return Considered::Skipped;
         }
         let Ok(Some(row)) = self.store.get_dispatch(id, contact).await else {
             return Considered::Skipped;
         };
-        let entry = read(&self.state.entry);
+        let entry = self.state.entry.read_or_recover().clone();
         match self.admit(&entry, &row, None) {
             Admission::Ready => {}
             Admission::Wait { until, reason } => {
@@ -692,10 +692,12 @@ impl Pump {
             return Considered::Skipped;
         };
         let holds = || self.state.holds();
-        if !super::sender::wait_turn_unless(|| read(&self.state.limiter), &holds).await {
+        if !super::sender::wait_turn_unless(|| self.state.limiter.read_or_recover().clone(), &holds)
+            .await
+        {
             return Considered::Skipped;
         }
-        if !lock(&self.state.in_hand).insert(contact.clone()) {
+        if !self.state.in_hand.lock_or_recover().insert(contact.clone()) {
             return Considered::Skipped;
         }
         let job = SendJob {
@@ -708,7 +710,13 @@ impl Pump {
                 &callback_data(id, contact),
             ),
             claim: super::decision::claim_number(row.attempts, row.error_code),
-            retries: lock(&self.state.retries).get(contact).copied().unwrap_or(0),
+            retries: self
+                .state
+                .retries
+                .lock_or_recover()
+                .get(contact)
+                .copied()
+                .unwrap_or(0),
         };
         self.state.in_flight.fetch_add(1, Ordering::Relaxed);
         // The send runs on the tokio pool straight on the sender's core: a
@@ -749,7 +757,7 @@ impl Pump {
                 state.dispatched.fetch_add(1, Ordering::Relaxed);
             }
         }
-        lock(&state.in_hand).remove(&row.contact);
+        state.in_hand.lock_or_recover().remove(&row.contact);
         state.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -763,20 +771,22 @@ impl Pump {
             spec: entry.spec.halt_digest(),
             at: Utc::now(),
         };
-        if read(&state.entry).spec.halt_digest() != halt.spec {
+        if state.entry.read_or_recover().spec.halt_digest() != halt.spec {
             // A request built from a spec replaced since: the new template
             // gets its own chance.
             tracing::info!(campaign = %state.id, reason = %reason, "template error for a spec replaced meanwhile; not halting the new one");
             return;
         }
-        if lock(&state.halted)
+        if state
+            .halted
+            .lock_or_recover()
             .as_ref()
             .is_some_and(|h| h.spec == halt.spec)
         {
             return; // another send of the same spec got there first
         }
         tracing::error!(campaign = %state.id, reason = %reason, "campaign halted by WhatsApp (template problem): fix the template, then publish a changed spec or POST /campaigns/{}/clear-halt on the admin listener", state.id);
-        *lock(&state.halted) = Some(halt.clone());
+        *state.halted.lock_or_recover() = Some(halt.clone());
         state.halt_unsaved.store(true, Ordering::Release);
         self.save_halt(&halt).await;
     }
@@ -808,7 +818,7 @@ impl Pump {
                 return false;
             }
         };
-        let entry = read(&self.state.entry);
+        let entry = self.state.entry.read_or_recover().clone();
         match self.admit(&entry, row, record.as_ref()) {
             Admission::Ready => {}
             Admission::Exclude(reason) => {
@@ -959,7 +969,7 @@ impl Handler<CampaignControl> for CampaignActor {
                 // A changed spec (a fixed template) lifts a halt; the same
                 // spec read again (a restart, a catalog refresh) does not.
                 let lifted = {
-                    let mut halted = lock(&state.halted);
+                    let mut halted = state.halted.lock_or_recover();
                     let changed = halted
                         .as_ref()
                         .is_some_and(|h| h.spec != entry.spec.halt_digest());
@@ -968,7 +978,7 @@ impl Handler<CampaignControl> for CampaignActor {
                     }
                     changed
                 };
-                *state.entry.write().unwrap_or_else(|p| p.into_inner()) = entry;
+                *state.entry.write_or_recover() = entry;
                 if lifted {
                     tracing::info!(campaign = %state.id, "a changed spec lifts the campaign's halt");
                     let (store, live) = (self.pump.store.clone(), state.clone());
@@ -979,7 +989,7 @@ impl Handler<CampaignControl> for CampaignActor {
                         }
                         // A halt of the new spec may have come in meanwhile:
                         // the check writes it again rather than lift it.
-                        if lock(&live.halted).is_some() {
+                        if live.halted.lock_or_recover().is_some() {
                             live.halt_unsaved.store(true, Ordering::Release);
                         }
                     });
@@ -987,10 +997,7 @@ impl Handler<CampaignControl> for CampaignActor {
                 state.repace();
             }
             CampaignControl::Override { per_second, paused } => {
-                *state
-                    .rate_override
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = per_second;
+                *state.rate_override.write_or_recover() = per_second;
                 state.paused_by_operator.store(paused, Ordering::Release);
                 state.repace();
             }

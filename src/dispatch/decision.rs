@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::domain::{ErrorClass, ExclusionReason};
+use crate::domain::{code, ErrorClass, ExclusionReason};
 use crate::store::Outcome;
 use crate::whatsapp::client::SendResult;
 
@@ -36,8 +36,8 @@ pub enum ContactFact {
 pub fn contact_fact(result: &SendResult) -> Option<ContactFact> {
     match result {
         SendResult::Rejected { error, .. } => match error.code {
-            Some(131050) => Some(ContactFact::OptedOut),
-            Some(131026) => Some(ContactFact::Undeliverable),
+            Some(code::MARKETING_OPT_OUT) => Some(ContactFact::OptedOut),
+            Some(code::NOT_WHATSAPP_USER) => Some(ContactFact::Undeliverable),
             _ => None,
         },
         _ => None,
@@ -53,7 +53,7 @@ pub fn contact_fact(result: &SendResult) -> Option<ContactFact> {
 /// throttle overwrote the row's last code; the code covers rows written
 /// before attempts were counted this way.
 pub fn claim_number(attempts_before: u32, last_code: Option<i64>) -> u32 {
-    if attempts_before > 0 || last_code == Some(131049) {
+    if attempts_before > 0 || last_code == Some(code::MARKETING_LIMIT) {
         2
     } else {
         1

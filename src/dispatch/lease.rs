@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::store::{Lease, Store, StoreResult};
+use crate::sync::RwLockExt;
 
 /// Extra time past a lapsed lease before its claims are settled: covers
 /// clock differences between instances and a renewal on its way.
@@ -73,7 +74,7 @@ impl Leases {
     /// True while our lease is ahead of `now` by more than a third of its
     /// length: claims stop before the lease can lapse.
     pub fn holds(&self, now: DateTime<Utc>) -> bool {
-        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
+        let view = self.view.read_or_recover();
         view.own_until
             .is_some_and(|until| until - now > self.ttl / 3)
     }
@@ -84,7 +85,7 @@ impl Leases {
         if owner == self.owner {
             return false;
         }
-        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
+        let view = self.view.read_or_recover();
         view.all
             .as_deref()
             .is_some_and(|all| lapsed(all, owner, now))
@@ -101,7 +102,7 @@ impl Leases {
             .await?;
         // Both at once: whoever sees the lease held also sees everyone's.
         let all = store.leases().await?;
-        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut view = self.view.write_or_recover();
         view.own_until = Some(until);
         view.all = Some(all);
         Ok(())
@@ -129,10 +130,7 @@ impl Leases {
     /// Gives the lease up (a clean stop): the owners of our shards settle
     /// what we left claimed at once.
     pub async fn release(&self, store: &dyn Store) {
-        self.view
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .own_until = None;
+        self.view.write_or_recover().own_until = None;
         if let Err(e) = store.release_lease(&self.owner).await {
             tracing::warn!(owner = %self.owner, error = %e, "cannot release the instance lease; it lapses on its own");
         }

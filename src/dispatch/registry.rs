@@ -23,6 +23,7 @@ use crate::events::{Event, EventsProducer};
 use crate::ingest::audience::IngestStats;
 use crate::ingest::catalog::{CampaignCatalog, CatalogChange};
 use crate::store::Store;
+use crate::sync::{MutexExt, RwLockExt};
 use crate::whatsapp::client::WhatsAppClient;
 
 /// Unique recipients per rolling 24 h, across campaigns (Meta's messaging
@@ -45,17 +46,17 @@ pub struct PortfolioLimit {
 
 impl PortfolioLimit {
     pub fn set_limit(&self, limit: Option<u64>) {
-        *self.limit.lock().unwrap_or_else(|p| p.into_inner()) = limit;
-        *self.full_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.limit.lock_or_recover() = limit;
+        *self.full_until.lock_or_recover() = None;
     }
 
     pub fn limit(&self) -> Option<u64> {
-        *self.limit.lock().unwrap_or_else(|p| p.into_inner())
+        *self.limit.lock_or_recover()
     }
 
     /// The store found every place taken until `until`.
     pub fn full(&self, until: DateTime<Utc>) {
-        *self.full_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        *self.full_until.lock_or_recover() = Some(until);
     }
 
     fn prune(
@@ -73,20 +74,16 @@ impl PortfolioLimit {
     }
 
     pub fn wait(&self, contact: &ContactKey, now: DateTime<Utc>) -> Option<String> {
-        let limit = (*self.limit.lock().unwrap_or_else(|p| p.into_inner()))?;
-        let full = self
-            .full_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t > now);
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = (*self.limit.lock_or_recover())?;
+        let full = self.full_until.lock_or_recover().is_some_and(|t| t > now);
+        let mut w = self.window.lock_or_recover();
         Self::prune(&mut w, now);
         ((full || w.1.len() as u64 >= limit) && !w.1.contains(contact))
             .then(|| format!("portfolio limit of {limit} unique recipients per 24 h reached"))
     }
 
     pub fn note(&self, contact: &ContactKey, now: DateTime<Utc>) {
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.window.lock_or_recover();
         if w.1.insert(contact.clone()) {
             w.0.push_back((now, contact.clone()));
         }
@@ -115,13 +112,8 @@ impl DispatchEnv for Env {
         let Some(entry) = self.catalog.get(campaign) else {
             return true; // deleted: nothing holds the contact any more
         };
-        if let Some(state) = self
-            .campaigns
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(campaign)
-        {
-            if let Some(observed) = *state.observed.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(state) = self.campaigns.read_or_recover().get(campaign) {
+            if let Some(observed) = *state.observed.lock_or_recover() {
                 return lifecycle::releases_engagements(observed);
             }
         }
@@ -161,11 +153,8 @@ impl DispatchEnv for Env {
     }
 
     fn resend_unknown_after(&self) -> Option<chrono::Duration> {
-        (*self
-            .resend_unknown_after
-            .read()
-            .unwrap_or_else(|p| p.into_inner()))
-        .and_then(|secs| chrono::Duration::try_seconds(i64::try_from(secs).ok()?))
+        (*self.resend_unknown_after.read_or_recover())
+            .and_then(|secs| chrono::Duration::try_seconds(i64::try_from(secs).ok()?))
     }
 
     fn publish(&self, events: Vec<Event>) {
@@ -202,9 +191,7 @@ impl CampaignRegistry {
     ) -> Self {
         env.portfolio
             .set_limit(config.dispatch.portfolio_daily_limit);
-        *env.resend_unknown_after
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = config.dispatch.resend_unknown_after_secs;
+        *env.resend_unknown_after.write_or_recover() = config.dispatch.resend_unknown_after_secs;
         CampaignRegistry {
             store,
             catalog,
@@ -246,12 +233,7 @@ impl CampaignRegistry {
     }
 
     fn ensure_sender(&mut self, id: &str) {
-        if self
-            .senders
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(id)
-        {
+        if self.senders.read_or_recover().contains_key(id) {
             return;
         }
         let settings = self.sender_settings(id);
@@ -268,8 +250,7 @@ impl CampaignRegistry {
         }
         let addr = SenderActor { core: core.clone() }.start();
         self.senders
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_or_recover()
             .insert(id.to_string(), (addr, core));
     }
 
@@ -277,11 +258,7 @@ impl CampaignRegistry {
         let Some(entry) = self.catalog.get(id) else {
             if let Some(addr) = self.actors.remove(id) {
                 addr.do_send(CampaignControl::Stop);
-                self.env
-                    .campaigns
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(id);
+                self.env.campaigns.write_or_recover().remove(id);
             }
             return;
         };
@@ -301,8 +278,7 @@ impl CampaignRegistry {
         let state = Arc::new(CampaignState::new(entry, rate, o.is_some_and(|o| o.paused)));
         self.env
             .campaigns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_or_recover()
             .insert(id.to_string(), state.clone());
         let pump = Pump {
             state,
@@ -331,15 +307,11 @@ impl CampaignRegistry {
         self.env
             .portfolio
             .set_limit(self.config.dispatch.portfolio_daily_limit);
-        *self
-            .env
-            .resend_unknown_after
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = self.config.dispatch.resend_unknown_after_secs;
+        *self.env.resend_unknown_after.write_or_recover() =
+            self.config.dispatch.resend_unknown_after_secs;
         let senders: Vec<(String, Addr<SenderActor>, Arc<SenderCore>)> = self
             .senders
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_or_recover()
             .iter()
             .map(|(id, (addr, core))| (id.clone(), addr.clone(), core.clone()))
             .collect();
@@ -417,12 +389,7 @@ impl Actor for CampaignRegistry {
             if (share - act.share).abs() > f64::EPSILON {
                 tracing::info!(share, "instance share of sender rates changed");
                 act.share = share;
-                for (addr, _) in act
-                    .senders
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                {
+                for (addr, _) in act.senders.read_or_recover().values() {
                     addr.do_send(Reconfigure {
                         per_second: None,
                         share: Some(share),

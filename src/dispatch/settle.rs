@@ -14,6 +14,7 @@ use super::campaign::Pump;
 use crate::domain::DispatchState;
 use crate::metrics;
 use crate::store::ClaimEntry;
+use crate::sync::MutexExt;
 
 /// Why a settled row is `unknown`, as its error message says.
 const SETTLED: &str =
@@ -53,7 +54,7 @@ impl Pump {
         }
         if settled > 0 {
             tracing::warn!(campaign = %id, contacts = settled, "sends interrupted by a stopped instance marked unknown (settled by status webhooks)");
-            *self.counts_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *self.counts_cache.lock_or_recover() = None;
         }
         settled
     }

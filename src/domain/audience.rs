@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use super::campaign::{parse_local_datetime, parse_timezone, CampaignSpec};
 use super::contact::{
-    default_timezone_for_region, is_bsuid, normalize_phone_with_region, ContactKey,
+    default_timezone_for_region, is_bsuid, normalize_phone_with_region, ContactKey, ContactValues,
 };
 use super::state::ExclusionReason;
 use super::template::{CompiledTemplate, FrozenParams};
@@ -59,6 +59,18 @@ pub struct ContactInfo {
     /// Meta business-scoped user id, for contacts known without a phone.
     #[serde(default)]
     pub user_id: Option<String>,
+}
+
+impl<'a> From<&'a AudienceRecord> for ContactValues<'a> {
+    fn from(r: &'a AudienceRecord) -> ContactValues<'a> {
+        ContactValues {
+            variables: &r.variables,
+            phone: r.contact.phone.as_deref(),
+            name: r.contact.name.as_deref(),
+            timezone: r.contact.timezone.as_deref(),
+            user_id: r.contact.user_id.as_deref(),
+        }
+    }
 }
 
 /// A record that cannot be staged; it goes to the dead-letter topic with

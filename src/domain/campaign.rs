@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::problem::SpecProblem;
 use super::template::{CompiledTemplate, TemplateSpec};
 
 /// Default pace when a spec gives none: 20 contacts per second.
@@ -243,39 +244,6 @@ impl Pacing {
         }
     }
 }
-
-/// One thing wrong with a spec, with the path of the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecProblem {
-    /// Path of the field (`senders[1]`, `schedule.timezone`).
-    pub field: String,
-    /// What is wrong, naming the value.
-    pub message: String,
-}
-
-impl SpecProblem {
-    /// A problem with `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> SpecProblem {
-        SpecProblem {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for SpecProblem {
-    /// `field: message`; a message that is a predicate about the field
-    /// ("is missing") reads as a sentence: `template.name is missing`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.message.starts_with("is ") {
-            write!(f, "{} {}", self.field, self.message)
-        } else {
-            write!(f, "{}: {}", self.field, self.message)
-        }
-    }
-}
-
-impl std::error::Error for SpecProblem {}
 
 /// A campaign spec that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

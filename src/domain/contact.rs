@@ -1,7 +1,8 @@
 //! Contact identity: an E.164 phone number or a Meta business-scoped user id
 //! (BSUID), phone normalisation, and the region and default timezone a phone
-//! number implies.
+//! number implies; and the values a template reads of a contact.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono_tz::Tz;
@@ -76,6 +77,19 @@ impl AsRef<str> for ContactKey {
     fn as_ref(&self) -> &str {
         &self.0
     }
+}
+
+/// What a template reads of one contact: the variables of its audience
+/// record and the fields of its `contact` object. Borrowed, so freezing a
+/// record's parameters copies nothing but the values it keeps; an
+/// `AudienceRecord` converts into it.
+#[derive(Debug, Clone, Copy)]
+pub struct ContactValues<'a> {
+    pub variables: &'a BTreeMap<String, String>,
+    pub phone: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub timezone: Option<&'a str>,
+    pub user_id: Option<&'a str>,
 }
 
 /// True when `s` has the shape of a business-scoped user id: 1 to 128

@@ -83,7 +83,7 @@ impl ErrorClass {
     /// True when the code means the contact opted out of marketing messages
     /// (131050), which must be remembered across campaigns.
     pub fn marks_opt_out(code: i64) -> bool {
-        code == 131050
+        code == code::MARKETING_OPT_OUT
     }
 }
 
@@ -143,12 +143,25 @@ pub fn classify_http(status: u16) -> Option<ErrorClass> {
     }
 }
 
+/// The Cloud API error codes the daemon acts on by name; every other code
+/// acts only through its class ([`classify_code`]).
+pub mod code {
+    /// Throughput limit of the business number: lowers the sender's rate.
+    pub const THROUGHPUT: i64 = 130_429;
+    /// Not a WhatsApp user: the contact is marked undeliverable.
+    pub const NOT_WHATSAPP_USER: i64 = 131_026;
+    /// Meta's per-user marketing limit: deferred once, a day later.
+    pub const MARKETING_LIMIT: i64 = 131_049;
+    /// The user stopped marketing messages: a marketing opt-out.
+    pub const MARKETING_OPT_OUT: i64 = 131_050;
+}
+
 /// The exclusion a code implies for the contact in every later campaign:
-/// 131026 (not on WhatsApp) and 131050 (opted out of marketing).
+/// not on WhatsApp, or opted out of marketing.
 pub fn exclusion_for_code(code: i64) -> Option<ExclusionReason> {
     match code {
-        131026 => Some(ExclusionReason::NotWhatsappUser),
-        131050 => Some(ExclusionReason::OptedOut),
+        code::NOT_WHATSAPP_USER => Some(ExclusionReason::NotWhatsappUser),
+        code::MARKETING_OPT_OUT => Some(ExclusionReason::OptedOut),
         _ => None,
     }
 }
@@ -214,7 +227,7 @@ mod tests {
     ];
 
     #[test]
-    fn classify_code_follows_the_design_table() {
+    fn classify_code_follows_the_error_class_table() {
         for (class, codes) in TABLE {
             for code in *codes {
                 assert_eq!(classify_code(*code), *class, "code {code}");

@@ -16,11 +16,17 @@
 //! - [`state`]: `DispatchState` and its monotonic rule, `ExclusionReason`,
 //!   `ObservedState`.
 //! - [`error_class`]: Cloud API error codes → `ErrorClass`.
+//! - [`problem`]: `SpecProblem`, one thing wrong with a spec.
+//!
+//! Imports run one way: `audience` → `campaign` → `template` →
+//! (`contact`, `problem`); a template reads a contact only through
+//! `ContactValues`.
 
 pub mod audience;
 pub mod campaign;
 pub mod contact;
 pub mod error_class;
+pub mod problem;
 pub mod state;
 pub mod template;
 
@@ -28,5 +34,6 @@ pub use audience::*;
 pub use campaign::*;
 pub use contact::*;
 pub use error_class::*;
+pub use problem::*;
 pub use state::*;
 pub use template::*;

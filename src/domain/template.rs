@@ -17,9 +17,8 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-use super::audience::AudienceRecord;
-use super::campaign::SpecProblem;
-use super::contact::ContactKey;
+use super::contact::{ContactKey, ContactValues};
+use super::problem::SpecProblem;
 
 /// Meta's template categories; they decide pricing and which limits apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -315,7 +314,7 @@ impl VarRef {
 
     fn resolve<'a>(
         &'a self,
-        record: &'a AudienceRecord,
+        record: ContactValues<'a>,
         contact: &'a ContactKey,
     ) -> Option<&'a str> {
         let value = match self {
@@ -337,17 +336,17 @@ fn non_blank(value: Option<&str>) -> Option<&str> {
 
 fn contact_field<'a>(
     field: ContactField,
-    record: &'a AudienceRecord,
+    record: ContactValues<'a>,
     contact: &'a ContactKey,
 ) -> Option<&'a str> {
-    let info = &record.contact;
     match field {
         ContactField::Phone if contact.is_phone() => Some(contact.as_str()),
-        ContactField::Phone => info.phone.as_deref(),
-        ContactField::Name => info.name.as_deref(),
-        ContactField::Timezone => info.timezone.as_deref(),
-        ContactField::UserId => non_blank(info.user_id.as_deref())
-            .or_else(|| contact.is_user_id().then(|| contact.as_str())),
+        ContactField::Phone => record.phone,
+        ContactField::Name => record.name,
+        ContactField::Timezone => record.timezone,
+        ContactField::UserId => {
+            non_blank(record.user_id).or_else(|| contact.is_user_id().then(|| contact.as_str()))
+        }
     }
 }
 
@@ -431,7 +430,7 @@ impl Expr {
     /// The expression's text for one contact.
     pub fn render(
         &self,
-        record: &AudienceRecord,
+        record: ContactValues<'_>,
         contact: &ContactKey,
     ) -> Result<String, MissingVariable> {
         // The common shapes ("{{name}}" and a literal) need no concatenation.
@@ -454,7 +453,7 @@ impl Expr {
 
 fn resolve<'a>(
     var: &'a VarRef,
-    record: &'a AudienceRecord,
+    record: ContactValues<'a>,
     contact: &'a ContactKey,
 ) -> Result<&'a str, MissingVariable> {
     var.resolve(record, contact)
@@ -697,9 +696,9 @@ impl TemplateSpec {
     /// call, so use [`CompiledTemplate::freeze`] on hot paths. An invalid
     /// template reports the field of its first problem as the missing
     /// variable.
-    pub fn freeze(
+    pub fn freeze<'a>(
         &self,
-        record: &AudienceRecord,
+        record: impl Into<ContactValues<'a>>,
         contact: &ContactKey,
     ) -> Result<FrozenParams, MissingVariable> {
         match self.compile() {
@@ -974,13 +973,15 @@ fn compile_buttons(buttons: &[ButtonSpec], problems: &mut Problems) -> Vec<Compi
 }
 
 impl CompiledTemplate {
-    /// Resolves every parameter for one record. Fails with the first
-    /// variable that has no value.
-    pub fn freeze(
+    /// Resolves every parameter for one record (an `AudienceRecord`, or
+    /// any [`ContactValues`]). Fails with the first variable that has no
+    /// value.
+    pub fn freeze<'a>(
         &self,
-        record: &AudienceRecord,
+        record: impl Into<ContactValues<'a>>,
         contact: &ContactKey,
     ) -> Result<FrozenParams, MissingVariable> {
+        let record = record.into();
         let mut body = Vec::with_capacity(self.body.len());
         for param in &self.body {
             let kind = match &param.kind {
@@ -1320,24 +1321,37 @@ impl<'de> Deserialize<'de> for ParamSpec {
 
 #[cfg(test)]
 mod tests {
-    use super::super::audience::ContactInfo;
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    fn record(vars: &[(&str, &str)]) -> AudienceRecord {
-        AudienceRecord {
-            campaign_id: "c1".into(),
-            contact: ContactInfo {
-                phone: Some("+5215512345678".into()),
-                name: Some("María".into()),
+    /// A contact's values, owned (an audience record's, in the daemon).
+    struct Record {
+        variables: BTreeMap<String, String>,
+        phone: Option<String>,
+        name: Option<String>,
+    }
+
+    impl<'a> From<&'a Record> for ContactValues<'a> {
+        fn from(r: &'a Record) -> ContactValues<'a> {
+            ContactValues {
+                variables: &r.variables,
+                phone: r.phone.as_deref(),
+                name: r.name.as_deref(),
                 timezone: None,
                 user_id: None,
-            },
+            }
+        }
+    }
+
+    fn record(vars: &[(&str, &str)]) -> Record {
+        Record {
             variables: vars
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            tags: Vec::new(),
-            send_after: None,
+            phone: Some("+5215512345678".into()),
+            name: Some("María".into()),
         }
     }
 
@@ -1500,7 +1514,7 @@ mod tests {
             MissingVariable("slug".into())
         );
         let mut no_name = record(&[("coupon", "X"), ("slug", "s")]);
-        no_name.contact.name = None;
+        no_name.name = None;
         assert_eq!(
             compiled.freeze(&no_name, &phone()).unwrap_err().to_string(),
             "template variable name has no value"

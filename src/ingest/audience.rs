@@ -28,6 +28,7 @@ use super::{client_config, kafka_error, IngestError};
 use crate::domain::{self, AudienceRecord, DesiredState, ExclusionReason, RecordError};
 use crate::metrics::{self, AudienceResult};
 use crate::store::{StageOutcome, StageRequest, Store};
+use crate::sync::MutexExt;
 
 /// Settings of the audience consumer (from `[kafka]` and `[dispatch]`).
 #[derive(Debug, Clone)]
@@ -113,15 +114,10 @@ impl IngestStats {
     /// retried, a failing DLQ), one line each; empty when nothing does.
     pub fn troubles(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(what) = self
-            .retrying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(what) = self.retrying.lock_or_recover().clone() {
             out.push(format!("retrying: {what}"));
         }
-        if let Some(f) = &*self.dead_letters.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(f) = &*self.dead_letters.lock_or_recover() {
             out.push(f.describe());
         }
         out
@@ -129,8 +125,7 @@ impl IngestStats {
 
     pub fn owned_shards(&self) -> Vec<u32> {
         self.owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .iter()
             .map(|p| *p as u32)
             .collect()
@@ -140,7 +135,7 @@ impl IngestStats {
     /// all partitions (docs/ARCHITECTURE.md, "Data flow").
     pub fn share(&self) -> f64 {
         let total = self.total_partitions.load(Ordering::Relaxed);
-        let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;
+        let owned = self.owned.lock_or_recover().len() as u32;
         if total == 0 {
             0.0
         } else {
@@ -196,7 +191,7 @@ pub struct IngestContext {
 
 impl IngestContext {
     fn shared(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock_or_recover()
     }
 }
 
@@ -245,11 +240,7 @@ impl ConsumerContext for IngestContext {
             }
             shared.assigned.remove(&p);
             shared.paused.remove(&p);
-            self.stats
-                .owned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&p);
+            self.stats.owned.lock_or_recover().remove(&p);
             tracing::info!(partition = p, dropped, lost, "audience partition revoked");
         }
         self.stats
@@ -257,11 +248,7 @@ impl ConsumerContext for IngestContext {
             .store(shared.waiting.len() as u64, Ordering::Relaxed);
         // The gauges and the DLQ failure follow what this process still holds.
         {
-            let mut failure = self
-                .stats
-                .dead_letters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut failure = self.stats.dead_letters.lock_or_recover();
             if shared.unwritten.is_empty() {
                 shared.dlq_retry = None;
                 *failure = None;
@@ -282,7 +269,7 @@ impl ConsumerContext for IngestContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut shared = self.shared();
-            let mut owned = self.stats.owned.lock().unwrap_or_else(|p| p.into_inner());
+            let mut owned = self.stats.owned.lock_or_recover();
             for e in tpl.elements_for_topic(&self.topic) {
                 shared.assigned.insert(e.partition());
                 owned.insert(e.partition());
@@ -748,11 +735,7 @@ impl AudienceIngest {
         let result = self.rt.block_on(self.dlq.send_all(&dead));
         drop(dead);
         let mut shared = self.consumer.context().shared();
-        let mut failure = self
-            .stats
-            .dead_letters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut failure = self.stats.dead_letters.lock_or_recover();
         match result {
             Ok(()) => {
                 self.count(AudienceResult::Dlq, &self.stats.dlq, letters.len() as u64);
@@ -818,31 +801,19 @@ impl AudienceIngest {
                 Ok(v) => {
                     if paused {
                         self.resume_all();
-                        *self
-                            .stats
-                            .retrying
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = None;
+                        *self.stats.retrying.lock_or_recover() = None;
                     }
                     return Some(v);
                 }
                 Err(e) => {
-                    *self
-                        .stats
-                        .retrying
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(format!("cannot {what}: {e}"));
+                    *self.stats.retrying.lock_or_recover() = Some(format!("cannot {what}: {e}"));
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot {what}; retrying (offsets are not stored meanwhile)");
                     if !paused {
                         self.pause_all();
                         paused = true;
                     }
                     if deadline.is_some_and(|d| Instant::now() + delay > d) {
-                        *self
-                            .stats
-                            .retrying
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = None;
+                        *self.stats.retrying.lock_or_recover() = None;
                         return None;
                     }
                     std::thread::sleep(delay);

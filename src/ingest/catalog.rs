@@ -18,6 +18,7 @@ use super::IngestError;
 use crate::domain::{CampaignSpec, CompiledTemplate, DesiredState, ObservedState};
 use crate::metrics;
 use crate::store::{CampaignRecord, Store};
+use crate::sync::RwLockExt;
 
 /// A validated campaign with its template compiled once.
 #[derive(Debug)]
@@ -66,21 +67,11 @@ pub enum SpecRejection {
 
 impl CampaignCatalog {
     pub fn get(&self, id: &str) -> Option<Arc<CatalogEntry>> {
-        self.entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.entries.read_or_recover().get(id).cloned()
     }
 
     pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let mut ids: Vec<String> = self.entries.read_or_recover().keys().cloned().collect();
         ids.sort();
         ids
     }
@@ -125,17 +116,13 @@ impl CampaignCatalog {
     pub fn insert(&self, entry: CatalogEntry) {
         let id = entry.spec.id.clone();
         self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_or_recover()
             .insert(id.clone(), Arc::new(entry));
         let _ = self.changes.send(CatalogChange::Upserted(id));
     }
 
     fn remove(&self, id: &str) {
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.entries.write_or_recover().remove(id);
         let _ = self.changes.send(CatalogChange::Deleted(id.to_string()));
     }
 

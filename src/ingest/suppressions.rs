@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::domain::ContactKey;
+use crate::sync::RwLockExt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suppression {
@@ -57,7 +58,7 @@ impl SuppressionList {
         let raw = String::from_utf8_lossy(key);
         let contact = ContactKey::parse_id(raw.trim(), self.region.as_deref())
             .unwrap_or_else(|_| ContactKey::raw(raw.trim()));
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.write_or_recover();
         let Some(value) = value else {
             entries.remove(contact.as_str());
             return;
@@ -86,7 +87,7 @@ impl SuppressionList {
 
     /// The reason a contact is suppressed now, if it is.
     pub fn reason(&self, contact: &ContactKey, now: DateTime<Utc>) -> Option<String> {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.read_or_recover();
         entries
             .get(contact.as_str())
             .filter(|s| s.until.is_none_or(|u| u > now))
@@ -94,7 +95,7 @@ impl SuppressionList {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries.read_or_recover().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -34,6 +34,7 @@ use serde::Serialize;
 
 use super::*;
 use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState, OptOutScope};
+use crate::sync::MutexExt;
 
 /// Memtable size of every keyspace.
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
@@ -102,8 +103,8 @@ struct Inner {
     staging: Mutex<()>,
 }
 
-fn io_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::io("embedded store", e)
 }
 
 /// fjall refuses an empty key (it asserts): ids that come from outside are
@@ -176,20 +177,11 @@ fn recipient_order_key(until: DateTime<Utc>, contact: &ContactKey) -> Vec<u8> {
     k
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means another thread panicked while holding it; in
-    // release builds a panic aborts the process, so this is test-only territory.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, durability: Durability, cache_mb: u64) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Io(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
+            StoreError::io(format!("cannot create data directory {}", dir.display()), e)
         })?;
         let lock_path = dir.join("wadispatch.lock");
         let lock = std::fs::OpenOptions::new()
@@ -197,7 +189,7 @@ impl EmbeddedStore {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", lock_path.display())))?;
+            .map_err(|e| StoreError::io(format!("cannot create {}", lock_path.display()), e))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -206,10 +198,10 @@ impl EmbeddedStore {
                 })
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StoreError::Io(format!(
-                    "cannot lock {}: {e}",
-                    lock_path.display()
-                )))
+                return Err(StoreError::io(
+                    format!("cannot lock {}", lock_path.display()),
+                    e,
+                ))
             }
         }
         let db = Database::builder(dir)
@@ -222,7 +214,7 @@ impl EmbeddedStore {
                         path: dir.display().to_string(),
                     }
                 } else {
-                    StoreError::Io(format!("cannot open store at {}: {text}", dir.display()))
+                    StoreError::io(format!("cannot open store at {}", dir.display()), e)
                 }
             })?;
         // Memtables of 8 MiB instead of fjall's 64: a million staged
@@ -294,7 +286,7 @@ impl EmbeddedStore {
         match tokio::runtime::Handle::try_current() {
             Ok(_) => tokio::task::spawn_blocking(move || f(&inner))
                 .await
-                .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?,
+                .map_err(|e| StoreError::io("store task failed", e))?,
             Err(_) => f(&inner),
         }
     }
@@ -320,7 +312,7 @@ impl Inner {
     fn stripe(&self, contact: &ContactKey) -> MutexGuard<'_, ()> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         contact.as_str().hash(&mut h);
-        lock(&self.stripes[(h.finish() as usize) % LOCK_STRIPES])
+        self.stripes[(h.finish() as usize) % LOCK_STRIPES].lock_or_recover()
     }
 
     fn batch(&self) -> fjall::OwnedWriteBatch {
@@ -358,7 +350,7 @@ impl Inner {
     }
 
     fn stage_batch(&self, items: &[StageRequest]) -> StoreResult<Vec<StageOutcome>> {
-        let _guard = lock(&self.staging);
+        let _guard = self.staging.lock_or_recover();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut batch = self.batch();
         // The same contact twice inside one batch must collapse too.
@@ -763,7 +755,7 @@ impl Inner {
         now: DateTime<Utc>,
         limit: u64,
     ) -> StoreResult<RecipientCount> {
-        let mut window = lock(&self.window);
+        let mut window = self.window.lock_or_recover();
         let mut batch = self.batch();
         // Recipients whose 24 h ended leave the window, oldest first.
         let mut left = 0u64;
@@ -1203,5 +1195,29 @@ impl Store for EmbeddedStore {
             inner.put_json(&inner.contacts, key, &record)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory that cannot be created says which and why, and
+    /// keeps the operating system's error as its source.
+    #[test]
+    fn an_open_failure_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let Err(e) = EmbeddedStore::open(&file.join("store"), Durability::Process, 8) else {
+            panic!("a store under a file opened");
+        };
+        let text = e.to_string();
+        assert!(text.contains("cannot create data directory"), "{text}");
+        let source = std::error::Error::source(&e).expect("the cause is kept");
+        assert!(
+            source.downcast_ref::<std::io::Error>().is_some(),
+            "{source:?}"
+        );
     }
 }

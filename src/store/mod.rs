@@ -27,14 +27,34 @@ use crate::domain::{ContactKey, ObservedState, OptOutScope};
 /// it says otherwise; none means a write half-happened.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store i/o: {0}")]
-    Io(String),
+    /// A read, write or encoding failed. The message carries the cause's
+    /// text (logs print only the message); `source()` returns the cause.
+    #[error("store i/o: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     #[error("store record {key} is corrupt: {message}")]
     Corrupt { key: String, message: String },
     #[error("store is unavailable: {0}")]
     Unavailable(String),
     #[error("store data directory {path} is in use by another wadispatch process (stop it, or point store.embedded.data_dir elsewhere)")]
     Locked { path: String },
+}
+
+impl StoreError {
+    /// An i/o failure of `context` ("cannot open store at /x"), caused by
+    /// `source`.
+    pub fn io(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> StoreError {
+        StoreError::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

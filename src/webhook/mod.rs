@@ -20,7 +20,7 @@ use std::time::Instant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
 
-use crate::domain::{classify_code, ContactKey, DispatchState, ErrorClass, OptOutScope};
+use crate::domain::{classify_code, code, ContactKey, DispatchState, ErrorClass, OptOutScope};
 use crate::events::{Event, EventError, EventsProducer};
 use crate::ingest::catalog::CampaignCatalog;
 use crate::metrics;
@@ -364,7 +364,7 @@ impl WebhookProcessor {
                         campaign_id: Some(campaign.clone()),
                         timestamp: at,
                     });
-                } else if code == 131026 {
+                } else if code == code::NOT_WHATSAPP_USER {
                     self.store.mark_undeliverable(&contact, at).await?;
                 }
             }

@@ -33,9 +33,10 @@ use super::decision::{self, ContactFact, Decision};
 use super::policy::aimd::Aimd;
 use super::policy::backoff::RetryPolicy;
 use super::policy::circuit::{Circuit, CircuitSettings, Pass};
-use crate::domain::{ContactKey, ErrorClass};
+use crate::domain::{code, ContactKey, ErrorClass};
 use crate::metrics;
 use crate::store::{Outcome, Store};
+use crate::sync::{MutexExt, RwLockExt};
 use crate::whatsapp::client::{SendResult, WhatsAppClient};
 
 /// Settings of one sender (from `[senders]` and `[dispatch]`).
@@ -95,7 +96,10 @@ pub struct Turn<'a> {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         if self.probe && !self.used {
-            lock(&self.core.circuit).probe_abandoned(monotonic_secs());
+            self.core
+                .circuit
+                .lock_or_recover()
+                .probe_abandoned(monotonic_secs());
         }
     }
 }
@@ -221,7 +225,7 @@ impl SenderCore {
     }
 
     pub fn halt_reason(&self) -> Option<String> {
-        lock(&self.halted).clone()
+        self.halted.lock_or_recover().clone()
     }
 
     /// True while the circuit is open (an outage): the sender is given no
@@ -239,7 +243,7 @@ impl SenderCore {
         if !self.is_circuit_open() {
             return true;
         }
-        match lock(&self.circuit).state() {
+        match self.circuit.lock_or_recover().state() {
             super::policy::circuit::CircuitState::Open { until, .. } => monotonic_secs() >= until,
             super::policy::circuit::CircuitState::Probing { .. } => false,
             super::policy::circuit::CircuitState::Closed { .. } => true,
@@ -251,21 +255,18 @@ impl SenderCore {
     /// then anyway (no owned shard), so the full rate stands until the share
     /// arrives, rather than a crawl that waiting sends would inherit.
     pub fn rate(&self) -> f64 {
-        let share = *lock(&self.share);
-        lock(&self.aimd).rate() * if share > 0.0 { share } else { 1.0 }
+        let share = *self.share.lock_or_recover();
+        self.aimd.lock_or_recover().rate() * if share > 0.0 { share } else { 1.0 }
     }
 
     pub fn configured(&self) -> f64 {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .per_second
+        self.settings.read_or_recover().per_second
     }
 
     fn rebuild(&self) {
         let rate = self.rate();
-        *self.limiter.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(drained_limiter(rate));
-        *lock(&self.last_rebuild) = Instant::now();
+        *self.limiter.write_or_recover() = Arc::new(drained_limiter(rate));
+        *self.last_rebuild.lock_or_recover() = Instant::now();
         metrics::sender_rate(&self.id, rate, self.configured());
     }
 
@@ -275,25 +276,18 @@ impl SenderCore {
     pub fn reconfigure(&self, per_second: Option<f64>, share: Option<f64>) {
         let mut changed = false;
         if let Some(rate) = per_second.filter(|r| (*r - self.configured()).abs() > f64::EPSILON) {
-            self.settings
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .per_second = rate;
+            self.settings.write_or_recover().per_second = rate;
             // The operator's new rate applies at once, up or down: a fresh
             // controller at that rate (a 130429 lowers it again).
-            let s = self
-                .settings
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let s = self.settings.read_or_recover().clone();
             match Aimd::new(rate, s.aimd_decrease_factor, s.aimd_increase_per_sec, 1.0) {
-                Ok(a) => *lock(&self.aimd) = a,
+                Ok(a) => *self.aimd.lock_or_recover() = a,
                 Err(e) => tracing::error!(sender = %self.id, error = %e, "rate not applied"),
             }
             changed = true;
         }
         if let Some(s) = share {
-            let mut current = lock(&self.share);
+            let mut current = self.share.lock_or_recover();
             if (*current - s).abs() > f64::EPSILON {
                 *current = s;
                 changed = true;
@@ -311,18 +305,13 @@ impl SenderCore {
 
     pub fn set_halted(&self, reason: Option<String>) {
         self.is_halted.store(reason.is_some(), Ordering::Release);
-        *lock(&self.halted) = reason;
+        *self.halted.lock_or_recover() = reason;
     }
 
     /// Waits for the sender's pace; false when `stop` said so first.
     async fn pace(&self, stop: &(dyn Fn() -> bool + Sync)) -> bool {
         let started = Instant::now();
-        let current = || {
-            self.limiter
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        };
+        let current = || self.limiter.read_or_recover().clone();
         // A permit at hand is taken at once; otherwise wait in line.
         let paced = if current().check().is_ok() {
             true
@@ -366,7 +355,7 @@ impl SenderCore {
         if !self.pace(stop).await || self.is_halted() {
             return None;
         }
-        let probe = match lock(&self.circuit).admit(monotonic_secs()) {
+        let probe = match self.circuit.lock_or_recover().admit(monotonic_secs()) {
             Pass::Send => false,
             Pass::Probe => true,
             Pass::Wait(_) => return None,
@@ -400,7 +389,7 @@ impl SenderCore {
         match decision::decide(&result, job.claim, now) {
             Decision::Record(outcome) => {
                 if matches!(outcome, Outcome::Accepted { .. }) {
-                    lock(&self.aimd).on_success(monotonic_secs());
+                    self.aimd.lock_or_recover().on_success(monotonic_secs());
                     self.maybe_recover();
                 }
                 let label = outcome_label(&outcome);
@@ -409,17 +398,13 @@ impl SenderCore {
             }
             Decision::Retry { code, throttled } => {
                 if throttled
-                    && code == Some(130429)
-                    && lock(&self.aimd).on_throttled(monotonic_secs())
+                    && code == Some(code::THROUGHPUT)
+                    && self.aimd.lock_or_recover().on_throttled(monotonic_secs())
                 {
                     tracing::warn!(sender = %self.id, rate = self.rate(), "130429 from WhatsApp: lowering the sender's rate");
                     self.rebuild();
                 }
-                let retry = self
-                    .settings
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retry;
+                let retry = self.settings.read_or_recover().retry;
                 let attempts = job.retries + 1;
                 let delay = retry.next(attempts, rand::random::<f64>());
                 // Retries run out only for a contact-specific transient
@@ -481,7 +466,7 @@ impl SenderCore {
             SendResult::Rejected { class, .. } => *class == ErrorClass::Transient,
             SendResult::Accepted { .. } => false,
         };
-        let mut circuit = lock(&self.circuit);
+        let mut circuit = self.circuit.lock_or_recover();
         if transient {
             if circuit.on_transient(monotonic_secs()) {
                 tracing::warn!(sender = %self.id, "sends keep failing transiently (outage?): circuit open, contacts stay pending, probing again shortly");
@@ -503,11 +488,11 @@ impl SenderCore {
         // AIMD recovers continuously; rebuilding the limiter costs a little,
         // so follow the recovered rate at most once a second, and only while
         // below the configured rate.
-        if lock(&self.last_rebuild).elapsed() < Duration::from_secs(1) {
+        if self.last_rebuild.lock_or_recover().elapsed() < Duration::from_secs(1) {
             return;
         }
         let below = {
-            let aimd = lock(&self.aimd);
+            let aimd = self.aimd.lock_or_recover();
             aimd.rate() < aimd.configured()
         };
         if below {
@@ -628,10 +613,6 @@ pub fn outcome_label(o: &Outcome) -> &'static str {
         Outcome::Retry { .. } => "retry",
         Outcome::Excluded { .. } => "excluded",
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 // ---- actix glue ----

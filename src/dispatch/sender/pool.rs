@@ -9,6 +9,7 @@ use actix::Addr;
 
 use super::{SenderActor, SenderCore};
 use crate::domain::ContactKey;
+use crate::sync::RwLockExt;
 
 /// Every sender actor of the process with its core, by phone_number_id.
 pub type SenderMap = Arc<RwLock<BTreeMap<String, (Addr<SenderActor>, Arc<SenderCore>)>>>;
@@ -32,7 +33,7 @@ pub fn pick(
     pool: &[String],
     contact: &ContactKey,
 ) -> Result<Arc<SenderCore>, NoSender> {
-    let senders = senders.read().unwrap_or_else(|p| p.into_inner());
+    let senders = senders.read_or_recover();
     let known: Vec<&Arc<SenderCore>> = pool
         .iter()
         .filter_map(|s| senders.get(s))

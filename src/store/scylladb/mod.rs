@@ -1029,7 +1029,7 @@ impl Store for ScyllaStore {
 
     async fn put_campaign(&self, record: &CampaignRecord) -> StoreResult<()> {
         let spec = serde_json::to_string(&record.spec)
-            .map_err(|e| StoreError::Io(format!("cannot encode campaign spec: {e}")))?;
+            .map_err(|e| StoreError::io("cannot encode campaign spec", e))?;
         self.exec(
             &self.st.put_campaign,
             (
@@ -1838,7 +1838,7 @@ impl Store for ScyllaStore {
 
     async fn park_status(&self, wamid: &str, update: &StatusUpdate) -> StoreResult<()> {
         let json = serde_json::to_string(update)
-            .map_err(|e| StoreError::Io(format!("cannot encode a status: {e}")))?;
+            .map_err(|e| StoreError::io("cannot encode a status", e))?;
         self.exec(
             &self.st.park,
             (wamid, status_id(&json), &json),

@@ -162,7 +162,7 @@ impl StageRow {
                 message: format!("seq {} does not fit a CQL bigint", req.seq),
             })?,
             params: serde_json::to_string(&req.params)
-                .map_err(|e| StoreError::Io(format!("cannot encode params: {e}")))?,
+                .map_err(|e| StoreError::io("cannot encode params", e))?,
             tags: req.tags.clone(),
             timezone: req.timezone.clone(),
             send_after: req.send_after,
