@@ -1,0 +1,333 @@
+//! One contact from the queue to a sender: the admission rules checked at
+//! claim time, the claim, the portfolio count after it, and the send handed
+//! to the pool; exclusions and halts on the way.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+
+use crate::dispatch::policy::admission::{self, Admission, ContactFacts, WaitReason};
+use crate::dispatch::sender::pool::{self, NoSender};
+use crate::dispatch::sender::{QueuedSend, SendJob, SendReport};
+use crate::domain::{ContactKey, ExclusionReason};
+use crate::events::Event;
+use crate::ingest::catalog::CatalogEntry;
+use crate::metrics;
+use crate::store::{
+    CampaignHalt, ClaimOutcome, ClaimRequest, DispatchRecord, Outcome, RecipientCount,
+};
+use crate::sync::{MutexExt, RwLockExt};
+use crate::whatsapp::payload::{callback_data, template_message_bytes};
+
+use super::*;
+
+impl Pump {
+    pub(super) async fn exclude(&self, contact: &ContactKey, reason: ExclusionReason) {
+        if let Ok(true) = self
+            .store
+            .exclude(&self.state.id, contact, &reason, Utc::now())
+            .await
+        {
+            metrics::exclusion(&self.state.id, reason.label());
+            self.env.publish(vec![Event::Excluded {
+                campaign_id: self.state.id.clone(),
+                contact: contact.to_string(),
+                reason: reason.to_string(),
+                timestamp: Utc::now(),
+            }]);
+        }
+    }
+
+    /// Admission of one contact at `now` with what is known of it.
+    pub(super) fn admit(
+        &self,
+        entry: &CatalogEntry,
+        row: &DispatchRecord,
+        contact: Option<&crate::store::ContactRecord>,
+    ) -> Admission {
+        let suppression = self.env.suppression(&row.contact);
+        let portfolio = self.env.portfolio_wait(&row.contact);
+        admission::admit(
+            &self.state.facts(entry),
+            &ContactFacts {
+                key: &row.contact,
+                row,
+                contact,
+                suppression: suppression.as_deref(),
+                portfolio_wait: portfolio.as_deref(),
+            },
+            Utc::now(),
+        )
+    }
+
+    /// Picks up a pending contact: admission on what the row says, a
+    /// sender, the campaign's in-flight slot and pace, then hands it to a
+    /// task that waits for the sender's turn and only then claims it.
+    pub(super) async fn consider(
+        self: &Arc<Self>,
+        contact: &ContactKey,
+        in_flight: &Arc<Semaphore>,
+    ) -> Considered {
+        let id = &self.state.id;
+        if self.state.in_hand.lock_or_recover().contains(contact) {
+            return Considered::Skipped;
+        }
+        let Ok(Some(row)) = self.store.get_dispatch(id, contact).await else {
+            return Considered::Skipped;
+        };
+        let entry = self.state.entry.read_or_recover().clone();
+        match self.admit(&entry, &row, None) {
+            Admission::Ready => {}
+            Admission::Wait { until, reason } => {
+                if let WaitReason::Portfolio(r) = reason {
+                    self.state.set_wait(Some(("portfolio_limit", r)));
+                }
+                return Considered::Wait(until);
+            }
+            Admission::Exclude(reason) => {
+                self.exclude(contact, reason).await;
+                return Considered::Skipped;
+            }
+            Admission::Hold(_) | Admission::Skip => return Considered::Skipped,
+        }
+        // Pick a sender first: with none available, don't take a slot.
+        let sender = match pool::pick(&self.senders, &entry.spec.senders, contact) {
+            Ok(core) => QueuedSend::new(core),
+            Err(NoSender::Halted) => {
+                self.state.set_wait(Some((
+                    "senders_halted",
+                    "every sender of the campaign is halted".into(),
+                )));
+                return Considered::Wait(Utc::now() + chrono::Duration::seconds(5));
+            }
+            Err(NoSender::Unavailable) => {
+                self.state.set_wait(Some((
+                    "senders_unavailable",
+                    "the campaign's senders are failing transiently (outage): contacts stay pending until a probe gets through".into(),
+                )));
+                return Considered::Wait(Utc::now() + chrono::Duration::milliseconds(500));
+            }
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return Considered::Skipped;
+        };
+        let holds = || self.state.holds();
+        if !crate::dispatch::sender::wait_turn_unless(
+            || self.state.limiter.read_or_recover().clone(),
+            &holds,
+        )
+        .await
+        {
+            return Considered::Skipped;
+        }
+        if !self.state.in_hand.lock_or_recover().insert(contact.clone()) {
+            return Considered::Skipped;
+        }
+        let job = SendJob {
+            campaign: id.clone(),
+            contact: contact.clone(),
+            body: template_message_bytes(
+                &entry.spec.template,
+                contact,
+                &row.params,
+                &callback_data(id, contact),
+            ),
+            claim: crate::dispatch::decision::claim_number(row.attempts, row.error_code),
+            retries: self
+                .state
+                .retries
+                .lock_or_recover()
+                .get(contact)
+                .copied()
+                .unwrap_or(0),
+        };
+        self.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        // The send runs on the tokio pool straight on the sender's core: a
+        // round trip through the sender actor's mailbox for every message
+        // cost two thread hops and a third of the daemon's CPU per send. The
+        // actor keeps the sender's lifecycle and control messages. Every log
+        // line of the send carries the campaign and the sender.
+        let span = tracing::info_span!("send", campaign = %id, sender = %sender.core().id);
+        let pump = self.clone();
+        tokio::spawn(async move {
+            use tracing::Instrument;
+            pump.send(sender, row, job, entry).instrument(span).await;
+            drop(permit);
+        });
+        Considered::Dispatched
+    }
+
+    /// The sender's turn, the claim, the request: nothing in between the
+    /// last two. A contact whose turn never came (a stop, a halt, an open
+    /// circuit) was never claimed and stays pending as it was.
+    pub(super) async fn send(
+        &self,
+        sender: QueuedSend,
+        row: DispatchRecord,
+        job: SendJob,
+        entry: Arc<CatalogEntry>,
+    ) {
+        let state = &self.state;
+        let holds = || state.holds();
+        if let Some(turn) = sender.core().take_turn(&job.contact, &holds).await {
+            if self.claim(&row).await {
+                let contact = job.contact.clone();
+                let report = sender.core().deliver(turn, job).await;
+                state.note_retry(&contact, report == SendReport::Requeued);
+                if let SendReport::CampaignHalted(reason) = &report {
+                    self.halt(reason, &entry).await;
+                }
+                state.dispatched.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        state.in_hand.lock_or_recover().remove(&row.contact);
+        state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A campaign-class error stops the campaign, in memory at once and in
+    /// the store for the next start, bound to the spec the request was built
+    /// from.
+    pub(super) async fn halt(&self, reason: &str, entry: &CatalogEntry) {
+        let state = &self.state;
+        let halt = CampaignHalt {
+            reason: reason.to_string(),
+            spec: entry.spec.halt_digest(),
+            at: Utc::now(),
+        };
+        if state.entry.read_or_recover().spec.halt_digest() != halt.spec {
+            // A request built from a spec replaced since: the new template
+            // gets its own chance.
+            tracing::info!(campaign = %state.id, reason = %reason, "template error for a spec replaced meanwhile; not halting the new one");
+            return;
+        }
+        if state
+            .halted
+            .lock_or_recover()
+            .as_ref()
+            .is_some_and(|h| h.spec == halt.spec)
+        {
+            return; // another send of the same spec got there first
+        }
+        tracing::error!(campaign = %state.id, reason = %reason, "campaign halted by WhatsApp (template problem): fix the template, then publish a changed spec or POST /campaigns/{}/clear-halt on the admin listener", state.id);
+        *state.halted.lock_or_recover() = Some(halt.clone());
+        state.halt_unsaved.store(true, Ordering::Release);
+        self.save_halt(&halt).await;
+    }
+
+    /// Writes the halt in memory to the store; until that succeeds the halt
+    /// is written again on every check (and never lifted by the check).
+    pub(super) async fn save_halt(&self, halt: &CampaignHalt) {
+        match self
+            .store
+            .set_campaign_halt(&self.state.id, Some(halt))
+            .await
+        {
+            Ok(()) => self.state.halt_unsaved.store(false, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(campaign = %self.state.id, error = %e, "cannot store the campaign's halt yet; it holds in memory and is written again in 5 s");
+            }
+        }
+    }
+
+    /// Claim time: every check again with the contact's current record, the
+    /// current spec and overrides, then the compare-and-set. True when this
+    /// process now owns the send.
+    pub(super) async fn claim(&self, row: &DispatchRecord) -> bool {
+        let contact = &row.contact;
+        let record = match self.store.get_contact(contact).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(campaign = %self.state.id, error = %e, "cannot read the contact before its claim; it stays pending");
+                return false;
+            }
+        };
+        let entry = self.state.entry.read_or_recover().clone();
+        match self.admit(&entry, row, record.as_ref()) {
+            Admission::Ready => {}
+            Admission::Exclude(reason) => {
+                self.exclude(contact, reason).await;
+                return false;
+            }
+            Admission::Wait { .. } | Admission::Hold(_) | Admission::Skip => return false,
+        }
+        if !self.env.holds_lease() {
+            self.state.set_wait(Some((
+                "lease",
+                "this instance's lease is not renewed (is the store reachable?): claims wait so that no other instance settles a send still in flight".into(),
+            )));
+            return false;
+        }
+        let mut request = ClaimRequest {
+            campaign_id: self.state.id.clone(),
+            contact: contact.clone(),
+            exclusive: entry.spec.exclusive,
+            replace_engagement: None,
+            owner: self.owner.clone(),
+            now: Utc::now(),
+        };
+        let mut outcome = self.store.claim(&request).await;
+        if let Ok(ClaimOutcome::EngagedElsewhere { campaign }) = &outcome {
+            if self.env.releases_engagement(campaign) {
+                request.replace_engagement = Some(campaign.clone());
+                outcome = self.store.claim(&request).await;
+            }
+        }
+        match outcome {
+            Ok(ClaimOutcome::Claimed { .. }) => self.count_recipient(contact).await,
+            Ok(ClaimOutcome::EngagedElsewhere { .. }) => {
+                self.exclude(contact, ExclusionReason::EngagedElsewhere)
+                    .await;
+                false
+            }
+            Ok(ClaimOutcome::NotClaimable { .. }) => false,
+            Err(e) => {
+                tracing::warn!(campaign = %self.state.id, error = %e, "claim failed; the contact stays pending");
+                false
+            }
+        }
+    }
+    /// After the claim, before the request: the contact takes a place of the
+    /// portfolio limit in the store (or is counted already). When the window
+    /// is full, or the store does not answer, the claim goes back (the
+    /// request never left, so it is no attempt) with a retry time.
+    pub(super) async fn count_recipient(&self, contact: &ContactKey) -> bool {
+        let Some(limit) = self.env.portfolio_limit() else {
+            return true;
+        };
+        let now = Utc::now();
+        let retry_at = match self.store.count_recipient(contact, now, limit).await {
+            Ok(RecipientCount::Counted | RecipientCount::Known) => {
+                self.env.note_recipient(contact);
+                return true;
+            }
+            Ok(RecipientCount::Full { until }) => {
+                self.env.portfolio_full(until);
+                self.state.set_wait(Some((
+                    "portfolio_limit",
+                    format!("portfolio limit of {limit} unique recipients per 24 h reached"),
+                )));
+                until
+            }
+            Err(e) => {
+                tracing::warn!(campaign = %self.state.id, error = %e, "cannot count the recipient against the portfolio limit; the contact goes back to pending");
+                now + chrono::Duration::seconds(1)
+            }
+        };
+        let back = Outcome::Retry {
+            code: None,
+            not_before: Some(retry_at),
+        };
+        if let Err(e) = self
+            .store
+            .record_outcome(&self.state.id, contact, &back, Utc::now())
+            .await
+        {
+            // The row stays claimed by this live instance; a restart
+            // settles it `unknown`, though nothing was sent.
+            tracing::error!(campaign = %self.state.id, contact = %contact, error = %e, "cannot give back a claim held for the portfolio limit");
+        }
+        false
+    }
+}

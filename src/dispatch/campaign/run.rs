@@ -1,0 +1,235 @@
+//! The pump's loop: scan the owned shards' pending queues in staging order,
+//! pace, consider each contact; settle orphaned claims, resend `unknown`
+//! contacts when configured, and close the window at `end_at`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+
+use crate::dispatch::policy::lifecycle;
+use crate::domain::{DispatchState, ExclusionReason, ObservedState};
+use crate::metrics;
+use crate::sync::MutexExt;
+
+use super::*;
+
+impl Pump {
+    /// Runs until the campaign is stopped.
+    pub async fn run(self: Arc<Self>) {
+        self.load_halt().await;
+        // Nothing is claimed or settled before this instance holds its lease
+        // (and so knows everyone's).
+        while !self.env.holds_lease() && !self.state.stop.load(Ordering::Acquire) {
+            self.state.set_wait(Some((
+                "lease",
+                "waiting for this instance's lease in the store".into(),
+            )));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.state.set_wait(None);
+        self.settle_orphans().await;
+        // Claim nothing before the suppression list is loaded; the topic is
+        // optional, so after 30 s go on without it (and say so).
+        let waited = std::time::Instant::now();
+        while !self.env.suppressions_ready() && !self.state.stop.load(Ordering::Acquire) {
+            if waited.elapsed() > Duration::from_secs(30) {
+                tracing::warn!(campaign = %self.state.id, "suppressions topic not read after 30 s (missing?): dispatching without it");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut cursors: HashMap<u32, Option<u64>> = HashMap::new();
+        let mut counts = self.counts().await;
+        let mut observed = self.observe(&counts).await;
+        metrics::campaign_pending(&self.state.id, counts.pending);
+        let mut resend_checked = std::time::Instant::now();
+        let mut halt_checked = std::time::Instant::now();
+        let mut settle_checked = std::time::Instant::now();
+        while !self.state.stop.load(Ordering::Acquire) {
+            if settle_checked.elapsed() >= SETTLE_CHECK {
+                settle_checked = std::time::Instant::now();
+                self.settle_orphans().await;
+            }
+            if resend_checked.elapsed() >= RESEND_CHECK {
+                resend_checked = std::time::Instant::now();
+                self.resend_unknown().await;
+            }
+            if !lifecycle::may_claim(observed) {
+                if observed == ObservedState::Failed && halt_checked.elapsed() >= HALT_CHECK {
+                    halt_checked = std::time::Instant::now();
+                    self.refresh_halt().await;
+                }
+                if observed == ObservedState::Ended && counts.pending + counts.deferred > 0 {
+                    self.close_window().await;
+                    *self.counts_cache.lock_or_recover() = None;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                counts = self.counts().await;
+                observed = self.observe(&counts).await;
+                continue;
+            }
+            let mut dispatched = 0u64;
+            let mut earliest: Option<DateTime<Utc>> = None;
+            let shards = {
+                let owned = self.env.owned_shards();
+                match self.store.campaign_shards(&self.state.id).await {
+                    Ok(s) => s
+                        .into_iter()
+                        .filter(|x| owned.contains(x))
+                        .collect::<Vec<_>>(),
+                    Err(_) => Vec::new(),
+                }
+            };
+            for shard in shards {
+                let after = cursors.get(&shard).copied().flatten();
+                let page = match self
+                    .store
+                    .scan_pending(&self.state.id, shard, after, PAGE)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(campaign = %self.state.id, error = %e, "pending scan failed; retrying");
+                        continue;
+                    }
+                };
+                if page.len() < PAGE {
+                    // End of the queue: the next pass starts over, so contacts
+                    // re-queued behind the cursor (retries, deferrals) are seen.
+                    cursors.insert(shard, None);
+                } else {
+                    cursors.insert(shard, page.last().map(|e| e.seq));
+                }
+                // Contacts of a page are checked and claimed concurrently:
+                // each needs a few store round trips, and the claim is an
+                // atomic compare-and-set, so order within a page is free.
+                let this: &Arc<Pump> = &self;
+                let results: Vec<Considered> = futures::stream::iter(page)
+                    .map(|entry| {
+                        let in_flight = &in_flight;
+                        async move {
+                            if this.state.holds() {
+                                return Considered::Skipped;
+                            }
+                            this.consider(&entry.contact, in_flight).await
+                        }
+                    })
+                    .buffer_unordered(CONCURRENT_CHECKS)
+                    .collect()
+                    .await;
+                for r in results {
+                    match r {
+                        Considered::Dispatched => dispatched += 1,
+                        Considered::Wait(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+                        Considered::Skipped => {}
+                    }
+                }
+            }
+            counts = if dispatched == 0 {
+                self.counts().await
+            } else {
+                counts
+            };
+            if dispatched == 0 {
+                metrics::campaign_pending(&self.state.id, counts.pending);
+                observed = self.observe(&counts).await;
+                let sleep = earliest
+                    .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+                    .unwrap_or(Duration::from_millis(500))
+                    .clamp(Duration::from_millis(50), Duration::from_secs(2));
+                tokio::time::sleep(sleep).await;
+            } else {
+                self.state.set_wait(None);
+                observed = self.observe(&counts).await;
+            }
+        }
+        // Paused or stopped: in-flight sends finish on their own.
+        let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
+    }
+
+    /// Puts back to pending the `unknown` contacts older than
+    /// `dispatch.resend_unknown_after_secs` (when set and while the latest
+    /// count has any): the operator chose resending over reach lost.
+    pub(super) async fn resend_unknown(&self) {
+        let Some(age) = self.env.resend_unknown_after() else {
+            return;
+        };
+        let any = self
+            .state
+            .progress
+            .lock_or_recover()
+            .as_ref()
+            .is_some_and(|p| p.summary.count(DispatchState::Unknown) > 0);
+        if !any
+            || !lifecycle::may_claim(
+                self.state
+                    .observed
+                    .lock_or_recover()
+                    .unwrap_or(ObservedState::Scheduled),
+            )
+        {
+            return;
+        }
+        let from = crate::store::Requeue {
+            state: DispatchState::Unknown,
+            class: None,
+        };
+        match crate::requeue::requeue(
+            self.store.as_ref(),
+            &self.state.id,
+            &from,
+            Some(age),
+            false,
+            Utc::now(),
+            |_| {},
+        )
+        .await
+        {
+            Ok(s) if s.requeued > 0 => {
+                tracing::warn!(campaign = %self.state.id, contacts = s.requeued, "unknown contacts not settled by a webhook in time are resent (dispatch.resend_unknown_after_secs; a duplicate is possible)");
+                *self.counts_cache.lock_or_recover() = None;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(campaign = %self.state.id, error = %e, "cannot look for unknown contacts to resend")
+            }
+        }
+    }
+
+    /// The campaign ended before these contacts were sent: they become
+    /// `outside_window` (final, visible in the report) instead of waiting.
+    pub(super) async fn close_window(&self) {
+        let owned = self.env.owned_shards();
+        let shards = self
+            .store
+            .campaign_shards(&self.state.id)
+            .await
+            .unwrap_or_default();
+        for shard in shards.into_iter().filter(|s| owned.contains(s)) {
+            let mut after = None;
+            loop {
+                let Ok(page) = self
+                    .store
+                    .scan_pending(&self.state.id, shard, after, PAGE)
+                    .await
+                else {
+                    break;
+                };
+                for entry in &page {
+                    self.exclude(&entry.contact, ExclusionReason::OutsideWindow)
+                        .await;
+                }
+                if page.len() < PAGE {
+                    break;
+                }
+                after = page.last().map(|e| e.seq);
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! A campaign's shared state: what the registry, the admin listener and
+//! the sender tasks read of it (rate, holds, wait reason, retries).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::dispatch::policy::admission::CampaignFacts;
+use crate::domain::{ContactKey, DesiredState};
+use crate::ingest::catalog::CatalogEntry;
+use crate::metrics;
+use crate::sync::{MutexExt, RwLockExt};
+
+use super::*;
+
+impl CampaignState {
+    pub fn new(entry: Arc<CatalogEntry>, rate_override: Option<f64>, paused: bool) -> Self {
+        let rate = rate_override.unwrap_or_else(|| entry.spec.pacing.rate_per_second());
+        CampaignState {
+            id: entry.spec.id.clone(),
+            entry: RwLock::new(entry),
+            paused_by_operator: AtomicBool::new(paused),
+            rate_override: RwLock::new(rate_override),
+            limiter: RwLock::new(Arc::new(crate::dispatch::sender::drained_limiter(rate))),
+            halted: Mutex::new(None),
+            halt_unsaved: AtomicBool::new(false),
+            observed: Mutex::new(None),
+            wait_reason: Mutex::new(None),
+            in_flight: AtomicU64::new(0),
+            dispatched: AtomicU64::new(0),
+            progress: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            in_hand: Mutex::new(HashSet::new()),
+            retries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True when no contact of the campaign may be claimed now, whatever
+    /// the contact (stopping, operator pause, halt, spec paused or ended).
+    /// Cheap: waiting sends poll it.
+    pub fn holds(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+            || self.paused_by_operator.load(Ordering::Acquire)
+            || self.halted.lock_or_recover().is_some()
+            || matches!(
+                self.entry.read_or_recover().spec.state,
+                DesiredState::Paused | DesiredState::Ended
+            )
+    }
+
+    /// Why the campaign is halted, if it is.
+    pub fn halt_reason(&self) -> Option<String> {
+        self.halted
+            .lock_or_recover()
+            .as_ref()
+            .map(|h| h.reason.clone())
+    }
+
+    pub(super) fn facts<'a>(&self, entry: &'a CatalogEntry) -> CampaignFacts<'a> {
+        CampaignFacts {
+            desired: entry.spec.state,
+            schedule: &entry.spec.schedule,
+            paused_by_operator: self.paused_by_operator.load(Ordering::Acquire),
+            halted: self.halted.lock_or_recover().is_some(),
+            stopping: self.stop.load(Ordering::Acquire),
+            marketing: entry.spec.template.category == crate::domain::TemplateCategory::Marketing,
+        }
+    }
+
+    pub(super) fn note_retry(&self, contact: &ContactKey, requeued: bool) {
+        let mut retries = self.retries.lock_or_recover();
+        if requeued {
+            if retries.len() >= MAX_RETRY_ENTRIES {
+                retries.clear();
+            }
+            *retries.entry(contact.clone()).or_default() += 1;
+        } else if !retries.is_empty() {
+            retries.remove(contact);
+        }
+    }
+
+    pub fn rate(&self) -> f64 {
+        let rate_override = *self.rate_override.read_or_recover();
+        rate_override.unwrap_or_else(|| self.entry.read_or_recover().spec.pacing.rate_per_second())
+    }
+
+    /// Rebuilds the pacing limiter (reload or new spec), without a burst.
+    pub fn repace(&self) {
+        *self.limiter.write_or_recover() =
+            Arc::new(crate::dispatch::sender::drained_limiter(self.rate()));
+    }
+
+    /// Records why the campaign waits (`kind` is the bounded metric label:
+    /// `portfolio_limit`, `senders_halted`), or that it no longer does.
+    pub fn set_wait(&self, reason: Option<(&'static str, String)>) {
+        let mut w = self.wait_reason.lock_or_recover();
+        let text = reason.as_ref().map(|(_, r)| r.clone());
+        if *w != text {
+            match &reason {
+                Some((kind, r)) => {
+                    tracing::info!(campaign = %self.id, reason = %r, "campaign waits");
+                    metrics::campaign_wait(&self.id, Some(kind));
+                }
+                None => metrics::campaign_wait(&self.id, None),
+            }
+            *w = text;
+        }
+    }
+}
