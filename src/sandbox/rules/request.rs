@@ -1,0 +1,278 @@
+//! The shape of a send request: what `POST /{version}/{phone_number_id}/messages`
+//! must carry, checked as the Cloud API checks it.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::TemplateSpec;
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SendRequest {
+    messaging_product: Option<String>,
+    recipient_type: Option<String>,
+    to: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    template: Option<TemplateRequest>,
+    biz_opaque_callback_data: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TemplateRequest {
+    name: Option<String>,
+    language: Option<Language>,
+    components: Option<Vec<Component>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Language {
+    code: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Component {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    sub_type: Option<String>,
+    index: Option<ButtonIndex>,
+    parameters: Option<Vec<Parameter>>,
+}
+
+/// Meta documents the button index as a string; numbers are accepted too.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum ButtonIndex {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Parameter {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+    payload: Option<String>,
+    coupon_code: Option<String>,
+    currency: Option<serde_json::Value>,
+    date_time: Option<serde_json::Value>,
+    image: Option<serde_json::Value>,
+    video: Option<serde_json::Value>,
+    document: Option<serde_json::Value>,
+    location: Option<serde_json::Value>,
+    action: Option<serde_json::Value>,
+}
+
+/// A validated template send, reduced to what the sandbox needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ValidSend {
+    /// `to` as given, echoed in `contacts[].input`.
+    pub(crate) input: String,
+    pub(crate) recipient: Recipient,
+    pub(crate) template: String,
+    pub(crate) biz_opaque: Option<String>,
+    /// First quick-reply payload the request sets (button replies echo it).
+    pub(crate) quick_reply_payload: Option<String>,
+}
+
+impl ValidSend {
+    /// The campaign a message belongs to: `biz_opaque_callback_data` up to the
+    /// first `|` (the daemon writes `<campaign>|<contact>`), else the template.
+    pub(crate) fn campaign(&self) -> &str {
+        match self.biz_opaque.as_deref() {
+            Some(b) if !b.is_empty() => b.split('|').next().unwrap_or(b),
+            _ => &self.template,
+        }
+    }
+}
+
+/// Parse and validate a `POST /messages` body.
+pub(crate) fn validate_send(
+    body: &[u8],
+    templates: &HashMap<String, TemplateSpec>,
+) -> Result<ValidSend, PayloadError> {
+    let req: SendRequest =
+        serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+
+    match req.messaging_product.as_deref() {
+        None => return Err(PayloadError::Required("messaging_product")),
+        Some("whatsapp") => {}
+        Some(other) => return Err(PayloadError::MessagingProduct(other.to_owned())),
+    }
+    if let Some(rt) = req.recipient_type.as_deref() {
+        if rt != "individual" {
+            return Err(PayloadError::RecipientType(rt.to_owned()));
+        }
+    }
+    let input = req
+        .to
+        .filter(|t| !t.is_empty())
+        .ok_or(PayloadError::Required("to"))?;
+    let recipient = Recipient::parse(&input).ok_or_else(|| PayloadError::Phone(input.clone()))?;
+    // Graph defaults a missing type to "text"; the sandbox simulates template
+    // campaigns only.
+    match req.kind.as_deref() {
+        Some("template") => {}
+        other => {
+            return Err(PayloadError::MessageType(
+                other.unwrap_or("text").to_owned(),
+            ))
+        }
+    }
+    if let Some(b) = &req.biz_opaque_callback_data {
+        if b.len() > MAX_BIZ_OPAQUE_BYTES {
+            return Err(PayloadError::BizOpaqueTooLong(b.len()));
+        }
+    }
+    let template = req.template.ok_or(PayloadError::Required("template"))?;
+    let name = template
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or(PayloadError::Required("template.name"))?;
+    template
+        .language
+        .and_then(|l| l.code)
+        .filter(|c| !c.trim().is_empty())
+        .ok_or(PayloadError::Required("template.language.code"))?;
+
+    let mut body_params = 0usize;
+    let mut seen_body = false;
+    let mut seen_header = false;
+    let mut quick_reply: Option<(u64, String)> = None;
+    for (index, component) in template.components.iter().flatten().enumerate() {
+        let kind = component.kind.as_deref().unwrap_or("");
+        match kind {
+            "body" | "header" => {
+                let seen = if kind == "body" {
+                    &mut seen_body
+                } else {
+                    &mut seen_header
+                };
+                if std::mem::replace(seen, true) {
+                    return Err(PayloadError::DuplicateComponent(if kind == "body" {
+                        "body"
+                    } else {
+                        "header"
+                    }));
+                }
+                let params = component.parameters.as_deref().unwrap_or(&[]);
+                if component.parameters.is_some() && params.is_empty() {
+                    return Err(PayloadError::EmptyParameters {
+                        index,
+                        kind: kind.to_owned(),
+                    });
+                }
+                for (param, p) in params.iter().enumerate() {
+                    check_parameter(index, param, p, ParamContext::Content)?;
+                }
+                if kind == "body" {
+                    body_params = params.len();
+                }
+            }
+            "button" => {
+                let sub_type = component.sub_type.as_deref().unwrap_or("");
+                let button_index = match &component.index {
+                    Some(ButtonIndex::Number(n)) => Some(*n),
+                    Some(ButtonIndex::Text(t)) => t.parse::<u64>().ok(),
+                    None => None,
+                };
+                let button_index = match button_index {
+                    Some(i) if i <= 9 && !sub_type.is_empty() => i,
+                    _ => return Err(PayloadError::Button { index }),
+                };
+                for (param, p) in component.parameters.iter().flatten().enumerate() {
+                    check_parameter(index, param, p, ParamContext::Button)?;
+                    if sub_type == "quick_reply" {
+                        if let Some(payload) = p.payload.as_deref() {
+                            let earlier = quick_reply
+                                .as_ref()
+                                .is_some_and(|(i, _)| *i <= button_index);
+                            if !earlier {
+                                quick_reply = Some((button_index, payload.to_owned()));
+                            }
+                        }
+                    }
+                }
+            }
+            // Limited-time-offer and carousel components carry parameters the
+            // sandbox does not inspect.
+            "limited_time_offer" | "carousel" => {}
+            other => {
+                return Err(PayloadError::ComponentType {
+                    index,
+                    kind: other.to_owned(),
+                })
+            }
+        }
+    }
+
+    if let Some(spec) = templates.get(&name) {
+        if spec.paused {
+            return Err(PayloadError::PausedTemplate(name));
+        }
+        if spec.body_params != body_params {
+            return Err(PayloadError::ParameterCount {
+                name,
+                expected: spec.body_params,
+                given: body_params,
+            });
+        }
+    } else if !templates.is_empty() {
+        return Err(PayloadError::UnknownTemplate(name));
+    }
+
+    Ok(ValidSend {
+        input,
+        recipient,
+        template: name,
+        biz_opaque: req.biz_opaque_callback_data,
+        quick_reply_payload: quick_reply.map(|(_, p)| p),
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum ParamContext {
+    Content,
+    Button,
+}
+
+pub(super) fn check_parameter(
+    index: usize,
+    param: usize,
+    p: &Parameter,
+    context: ParamContext,
+) -> Result<(), PayloadError> {
+    let kind = p.kind.as_deref().unwrap_or("");
+    let has_value = match (kind, context) {
+        ("text", _) => p.text.as_deref().is_some_and(|t| !t.trim().is_empty()),
+        ("currency", ParamContext::Content) => p.currency.is_some(),
+        ("date_time", ParamContext::Content) => p.date_time.is_some(),
+        ("image", ParamContext::Content) => p.image.is_some(),
+        ("video", ParamContext::Content) => p.video.is_some(),
+        ("document", ParamContext::Content) => p.document.is_some(),
+        ("location", ParamContext::Content) => p.location.is_some(),
+        ("payload", ParamContext::Button) => p.payload.as_deref().is_some_and(|t| !t.is_empty()),
+        ("coupon_code", ParamContext::Button) => {
+            p.coupon_code.as_deref().is_some_and(|t| !t.is_empty())
+        }
+        ("action", ParamContext::Button) => p.action.is_some(),
+        _ => {
+            return Err(PayloadError::ParameterType {
+                index,
+                param,
+                kind: kind.to_owned(),
+            })
+        }
+    };
+    if has_value {
+        Ok(())
+    } else {
+        Err(PayloadError::ParameterValue {
+            index,
+            param,
+            kind: kind.to_owned(),
+        })
+    }
+}
