@@ -85,28 +85,65 @@ async fn run_async(
     let tmp = tempfile::tempdir()?;
     let data_dir = options.data_dir.unwrap_or_else(|| tmp.path().join("store"));
     let webhook_port = free_port()?;
-    let app_secret = "demo-app-secret";
     let sandbox = crate::sandbox::Sandbox::start(crate::sandbox::SandboxConfig {
         listen: "127.0.0.1:0".parse()?,
         per_number_mps: 300.0,
         webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-        app_secret: app_secret.into(),
+        app_secret: DEMO_APP_SECRET.into(),
         ..Default::default()
     })
     .await
     .context("starting the sandbox")?;
+    let config = demo_config(cluster, &data_dir, &sandbox.base_url(), webhook_port);
+    create_topics(cluster, &config)?;
 
+    let producer: FutureProducer = crate::ingest::client_config(&config.kafka.brokers, &[])
+        .create()
+        .context("creating a producer")?;
+    let campaign_ids = publish_specs(&producer, &config).await?;
+    let expected = publish_audiences(&producer, &config, &campaign_ids).await?;
+
+    println!(
+        "\nrunning wadispatch: ingest into {}, dispatch to the sandbox, webhooks back",
+        data_dir.display()
+    );
+    let store = app::open_store(&config).await?;
+    let daemon = app::Daemon::start(config.clone(), store.clone()).await?;
+    let started = Instant::now();
+    wait_until_settled(&daemon, &sandbox, &campaign_ids, expected).await?;
+    let elapsed = started.elapsed();
+    let stats = daemon.pipeline.stats.clone();
+    daemon.shutdown(Duration::from_secs(10)).await;
+
+    print_results(&config, store.as_ref(), &sandbox, &stats, &campaign_ids).await?;
+    println!("\nfinished in {:.1} s", elapsed.as_secs_f64());
+    sandbox.stop().await;
+    drop(producer);
+    Ok(())
+}
+
+const DEMO_APP_SECRET: &str = "demo-app-secret";
+
+/// The daemon's config for the demo: the mock cluster, the store in
+/// `data_dir`, the sandbox as the Cloud API, webhooks on `webhook_port`,
+/// the demo senders, and faster rates than the example specs' own.
+fn demo_config(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    data_dir: &std::path::Path,
+    api_base_url: &str,
+    webhook_port: u16,
+) -> Config {
     let mut config = Config::default();
     config.kafka.brokers = cluster.bootstrap_servers();
-    config.store.embedded.data_dir = data_dir.clone();
+    config.store.embedded.data_dir = data_dir.to_path_buf();
     // The demo's misspelt campaign should reach the DLQ in seconds, not minutes.
     config.kafka.unknown_campaign_wait_secs = 3;
     config.http.listen = format!("127.0.0.1:{webhook_port}");
     // Loopback, any free port: a demo must not collide with a running daemon.
     config.admin.listen = "127.0.0.1:0".into();
-    config.whatsapp.api_base_url = sandbox.base_url();
+    config.whatsapp.api_base_url = api_base_url.to_string();
     config.whatsapp.token = Some(crate::config::Secret::new("demo-token"));
-    config.whatsapp.app_secret = Some(crate::config::Secret::new(app_secret));
+    config.whatsapp.app_secret = Some(crate::config::Secret::new(DEMO_APP_SECRET));
     for (id, rate) in DEMO_SENDERS {
         config.senders.insert(
             id.to_string(),
@@ -129,7 +166,14 @@ async fn run_async(
             },
         );
     }
-    let topics = config.kafka.topics.clone();
+    config
+}
+
+fn create_topics(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let topics = &config.kafka.topics;
     for (topic, partitions) in [
         (&topics.campaigns, 1),
         (&topics.audience, 8),
@@ -141,17 +185,20 @@ async fn run_async(
             .create_topic(topic, partitions, 1)
             .with_context(|| format!("creating topic {topic}"))?;
     }
+    Ok(())
+}
 
-    let producer: FutureProducer = crate::ingest::client_config(&config.kafka.brokers, &[])
-        .create()
-        .context("creating a producer")?;
+/// Publishes the two example campaigns; answers their ids.
+async fn publish_specs(producer: &FutureProducer, config: &Config) -> anyhow::Result<Vec<String>> {
     let mut campaign_ids = Vec::new();
     for spec in [promo_spec_for_demo()?, REMINDER_SPEC.to_string()] {
         let parsed: serde_json::Value = serde_json::from_str(&spec)?;
         let id = parsed["id"].as_str().unwrap_or_default().to_string();
         producer
             .send(
-                FutureRecord::to(&topics.campaigns).key(&id).payload(&spec),
+                FutureRecord::to(&config.kafka.topics.campaigns)
+                    .key(&id)
+                    .payload(&spec),
                 Duration::from_secs(10),
             )
             .await
@@ -160,9 +207,19 @@ async fn run_async(
         campaign_ids.push(id);
     }
     println!("  (quiet hours of the promo removed so the demo sends at any hour)");
+    Ok(campaign_ids)
+}
 
+/// Imports the example audience for each campaign, as `audience import`
+/// does, and a few malformed records; answers the records published.
+async fn publish_audiences(
+    producer: &FutureProducer,
+    config: &Config,
+    campaign_ids: &[String],
+) -> anyhow::Result<u64> {
+    let topics = &config.kafka.topics;
     let mut produced = 0u64;
-    for id in &campaign_ids {
+    for id in campaign_ids {
         let (records, report) = import::parse_csv(
             AUDIENCE_CSV.as_bytes(),
             "config/examples/audience.csv",
@@ -192,26 +249,28 @@ async fn run_async(
             .await
             .map_err(|(e, _)| anyhow::anyhow!("publishing a malformed record: {e}"))?;
     }
-    let expected = produced + BAD_RECORDS.len() as u64;
     println!(
         "\npublished {} malformed records to show the dead-letter path",
         BAD_RECORDS.len()
     );
+    Ok(produced + BAD_RECORDS.len() as u64)
+}
 
-    println!(
-        "\nrunning wadispatch: ingest into {}, dispatch to the sandbox, webhooks back",
-        data_dir.display()
-    );
-    let store = app::open_store(&config).await?;
-    let daemon = app::Daemon::start(config.clone(), store.clone()).await?;
-    let started = Instant::now();
-    let deadline = started
-        + Duration::from_secs(
-            std::env::var("WADISPATCH_DEMO_TIMEOUT")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(300),
-        );
+/// Shows ingest and each campaign's progress until every record is taken,
+/// no contact is pending or claimed, and the sandbox has sent no webhook for
+/// 1.5 s; fails after `WADISPATCH_DEMO_TIMEOUT` seconds (300).
+async fn wait_until_settled(
+    daemon: &app::Daemon,
+    sandbox: &crate::sandbox::SandboxHandle,
+    campaign_ids: &[String],
+    expected: u64,
+) -> anyhow::Result<()> {
+    let timeout = std::env::var("WADISPATCH_DEMO_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let store = daemon.store.as_ref();
     let bars = indicatif::MultiProgress::new();
     let ingest_bar = bars.add(import::progress_bar(expected, "ingest"));
     let campaign_bars: Vec<_> = campaign_ids
@@ -229,7 +288,7 @@ async fn run_async(
         ingest_bar.set_position(consumed);
         let mut open = 0;
         for (id, bar) in campaign_ids.iter().zip(&campaign_bars) {
-            let s = CampaignSummary::compute(store.as_ref(), id).await?;
+            let s = CampaignSummary::compute(store, id).await?;
             // Deferred contacts (131049) wait a day for their one retry:
             // they are settled for the demo's purpose.
             let waiting = s.count(crate::domain::DispatchState::Pending)
@@ -248,11 +307,11 @@ async fn run_async(
             }
         }
         if Instant::now() > deadline {
-            for id in &campaign_ids {
-                let s = CampaignSummary::compute(store.as_ref(), id).await?;
+            for id in campaign_ids {
+                let s = CampaignSummary::compute(store, id).await?;
                 eprintln!("{id}: {:?}", s.by_state);
             }
-            anyhow::bail!("the demo did not finish within 300 s (ingested {consumed} of {expected}, {open} contacts open); run with RUST_LOG=info to see why");
+            anyhow::bail!("the demo did not finish within {timeout} s (ingested {consumed} of {expected}, {open} contacts open); run with RUST_LOG=info to see why, or raise WADISPATCH_DEMO_TIMEOUT");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -260,31 +319,31 @@ async fn run_async(
     for b in &campaign_bars {
         b.finish();
     }
-    let elapsed = started.elapsed();
-    let stats = daemon.pipeline.stats.clone();
-    daemon.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
 
+/// The demo's closing report: ingest counts, each campaign's funnel, what
+/// the sandbox saw, the dead letters, and where the CSV reports are.
+async fn print_results(
+    config: &Config,
+    store: &dyn crate::store::Store,
+    sandbox: &crate::sandbox::SandboxHandle,
+    stats: &crate::ingest::audience::IngestStats,
+    campaign_ids: &[String],
+) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
     println!("\n=== ingest ===");
     println!("{:<34}{:>8}", "audience records consumed", stats.total());
-    println!(
-        "{:<34}{:>8}",
-        "  staged (new contacts, pending)",
-        stats.staged.load(Relaxed)
-    );
-    println!(
-        "{:<34}{:>8}",
-        "  staged as excluded",
-        stats.excluded.load(Relaxed)
-    );
-    println!(
-        "{:<34}{:>8}",
-        "  duplicates collapsed",
-        stats.duplicate.load(Relaxed)
-    );
-    println!("{:<34}{:>8}", "  dead-lettered", stats.dlq.load(Relaxed));
-    for id in &campaign_ids {
-        let s = CampaignSummary::compute(store.as_ref(), id).await?;
+    for (what, n) in [
+        ("  staged (new contacts, pending)", &stats.staged),
+        ("  staged as excluded", &stats.excluded),
+        ("  duplicates collapsed", &stats.duplicate),
+        ("  dead-lettered", &stats.dlq),
+    ] {
+        println!("{what:<34}{:>8}", n.load(Relaxed));
+    }
+    for id in campaign_ids {
+        let s = CampaignSummary::compute(store, id).await?;
         print_funnel(id, &s);
     }
     let sb = sandbox.stats();
@@ -297,21 +356,17 @@ async fn run_async(
         config.kafka.topics.audience_dlq,
         stats.dlq.load(Relaxed)
     );
-    for (key, error) in read_dead_letters(&config, stats.dlq.load(Relaxed) as usize)? {
+    for (key, error) in read_dead_letters(config, stats.dlq.load(Relaxed) as usize)? {
         println!("  key {key}: {error}");
     }
     let report_dir = std::env::temp_dir().join("wadispatch-demo");
     std::fs::create_dir_all(&report_dir)?;
-    for id in &campaign_ids {
+    for id in campaign_ids {
         let path = report_dir.join(format!("{id}.csv"));
         let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        let n = crate::report::export(store.as_ref(), id, crate::report::Format::Csv, file, None)
-            .await?;
+        let n = crate::report::export(store, id, crate::report::Format::Csv, file, None).await?;
         println!("per-contact report of {id} ({n} rows): {}", path.display());
     }
-    println!("\nfinished in {:.1} s", elapsed.as_secs_f64());
-    sandbox.stop().await;
-    drop(producer);
     Ok(())
 }
 
