@@ -22,27 +22,7 @@ impl Pump {
     /// Runs until the campaign is stopped.
     pub async fn run(self: Arc<Self>) {
         self.load_halt().await;
-        // Nothing is claimed or settled before this instance holds its lease
-        // (and so knows everyone's).
-        while !self.env.holds_lease() && !self.state.stop.load(Ordering::Acquire) {
-            self.state.set_wait(Some((
-                "lease",
-                "waiting for this instance's lease in the store".into(),
-            )));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.state.set_wait(None);
-        self.settle_orphans().await;
-        // Claim nothing before the suppression list is loaded; the topic is
-        // optional, so after 30 s go on without it (and say so).
-        let waited = std::time::Instant::now();
-        while !self.env.suppressions_ready() && !self.state.stop.load(Ordering::Acquire) {
-            if waited.elapsed() > Duration::from_secs(30) {
-                tracing::warn!(campaign = %self.state.id, "suppressions topic not read after 30 s (missing?): dispatching without it");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_before_claiming().await;
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
         let mut cursors: HashMap<u32, Option<u64>> = HashMap::new();
         let mut counts = self.counts().await;
@@ -74,69 +54,9 @@ impl Pump {
                 observed = self.observe(&counts).await;
                 continue;
             }
-            let mut dispatched = 0u64;
-            let mut earliest: Option<DateTime<Utc>> = None;
-            let shards = {
-                let owned = self.env.owned_shards();
-                match self.store.campaign_shards(&self.state.id).await {
-                    Ok(s) => s
-                        .into_iter()
-                        .filter(|x| owned.contains(x))
-                        .collect::<Vec<_>>(),
-                    Err(_) => Vec::new(),
-                }
-            };
-            for shard in shards {
-                let after = cursors.get(&shard).copied().flatten();
-                let page = match self
-                    .store
-                    .scan_pending(&self.state.id, shard, after, PAGE)
-                    .await
-                {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(campaign = %self.state.id, error = %e, "pending scan failed; retrying");
-                        continue;
-                    }
-                };
-                if page.len() < PAGE {
-                    // End of the queue: the next pass starts over, so contacts
-                    // re-queued behind the cursor (retries, deferrals) are seen.
-                    cursors.insert(shard, None);
-                } else {
-                    cursors.insert(shard, page.last().map(|e| e.seq));
-                }
-                // Contacts of a page are checked and claimed concurrently:
-                // each needs a few store round trips, and the claim is an
-                // atomic compare-and-set, so order within a page is free.
-                let this: &Arc<Pump> = &self;
-                let results: Vec<Considered> = futures::stream::iter(page)
-                    .map(|entry| {
-                        let in_flight = &in_flight;
-                        async move {
-                            if this.state.holds() {
-                                return Considered::Skipped;
-                            }
-                            this.consider(&entry.contact, in_flight).await
-                        }
-                    })
-                    .buffer_unordered(CONCURRENT_CHECKS)
-                    .collect()
-                    .await;
-                for r in results {
-                    match r {
-                        Considered::Dispatched => dispatched += 1,
-                        Considered::Wait(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
-                        Considered::Skipped => {}
-                    }
-                }
-            }
-            counts = if dispatched == 0 {
-                self.counts().await
-            } else {
-                counts
-            };
+            let (dispatched, earliest) = self.scan_pass(&in_flight, &mut cursors).await;
             if dispatched == 0 {
+                counts = self.counts().await;
                 metrics::campaign_pending(&self.state.id, counts.pending);
                 observed = self.observe(&counts).await;
                 let sleep = earliest
@@ -151,6 +71,89 @@ impl Pump {
         }
         // Paused or stopped: in-flight sends finish on their own.
         let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
+    }
+
+    /// Nothing is claimed or settled before this instance holds its lease
+    /// (and so knows everyone's), and nothing is claimed before the
+    /// suppression list is loaded; the topic is optional, so after 30 s the
+    /// pump goes on without it (and says so).
+    async fn wait_before_claiming(&self) {
+        while !self.env.holds_lease() && !self.state.stop.load(Ordering::Acquire) {
+            self.state.set_wait(Some((
+                "lease",
+                "waiting for this instance's lease in the store".into(),
+            )));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.state.set_wait(None);
+        self.settle_orphans().await;
+        let waited = std::time::Instant::now();
+        while !self.env.suppressions_ready() && !self.state.stop.load(Ordering::Acquire) {
+            if waited.elapsed() > Duration::from_secs(30) {
+                tracing::warn!(campaign = %self.state.id, "suppressions topic not read after 30 s (missing?): dispatching without it");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One pass over the pending queues of the shards this process owns, a
+    /// page each from its cursor: answers the contacts dispatched and the
+    /// earliest time a waiting one may go.
+    async fn scan_pass(
+        self: &Arc<Self>,
+        in_flight: &Arc<Semaphore>,
+        cursors: &mut HashMap<u32, Option<u64>>,
+    ) -> (u64, Option<DateTime<Utc>>) {
+        let mut dispatched = 0u64;
+        let mut earliest: Option<DateTime<Utc>> = None;
+        let owned = self.env.owned_shards();
+        let shards = match self.store.campaign_shards(&self.state.id).await {
+            Ok(s) => s.into_iter().filter(|x| owned.contains(x)).collect(),
+            Err(_) => Vec::new(),
+        };
+        for shard in shards {
+            let after = cursors.get(&shard).copied().flatten();
+            let page = match self
+                .store
+                .scan_pending(&self.state.id, shard, after, PAGE)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(campaign = %self.state.id, error = %e, "pending scan failed; retrying");
+                    continue;
+                }
+            };
+            if page.len() < PAGE {
+                // End of the queue: the next pass starts over, so contacts
+                // re-queued behind the cursor (retries, deferrals) are seen.
+                cursors.insert(shard, None);
+            } else {
+                cursors.insert(shard, page.last().map(|e| e.seq));
+            }
+            // Contacts of a page are checked and claimed concurrently: each
+            // needs a few store round trips, and the claim is an atomic
+            // compare-and-set, so order within a page is free.
+            let results: Vec<Considered> = futures::stream::iter(page)
+                .map(|entry| async move {
+                    if self.state.holds() {
+                        return Considered::Skipped;
+                    }
+                    self.consider(&entry.contact, in_flight).await
+                })
+                .buffer_unordered(CONCURRENT_CHECKS)
+                .collect()
+                .await;
+            for r in results {
+                match r {
+                    Considered::Dispatched => dispatched += 1,
+                    Considered::Wait(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+                    Considered::Skipped => {}
+                }
+            }
+        }
+        (dispatched, earliest)
     }
 
     /// Puts back to pending the `unknown` contacts older than
