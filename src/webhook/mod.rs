@@ -439,29 +439,12 @@ impl WebhookProcessor {
         let (kind, text, payload) = m.content();
         let opts_out =
             self.is_opt_out_keyword(text.as_deref()) || self.is_opt_out_keyword(payload.as_deref());
-        if let (None, Some(wamid), Some(id)) = (&correlated, context, present(m.id.as_deref())) {
-            if parked.is_none() && !self.settings.reply_context_wait.is_zero() {
-                // A STOP holds from now on, not from when the reply is settled
-                // (its `opt_out` event is published then).
-                if opts_out {
-                    self.store
-                        .set_opt_out(&sender, self.settings.keyword_scope, true, at)
-                        .await?;
-                }
-                self.store
-                    .park_reply(&ParkedReply {
-                        message_id: id.to_string(),
-                        wamid: wamid.to_string(),
-                        message: serde_json::to_string(m).unwrap_or_default(),
-                        parked_at: Utc::now(),
-                    })
-                    .await?;
-                metrics::webhook_status("reply_parked");
-                return Ok(Vec::new());
-            }
-            if parked.is_some() {
-                metrics::webhook_status("reply_unattributed");
-            }
+        if correlated.is_none()
+            && self
+                .park_for_context(m, context, parked, &sender, opts_out, at)
+                .await?
+        {
+            return Ok(Vec::new());
         }
         let (campaign, contact) = match correlated {
             Some((campaign, contact)) => (Some(campaign), contact),
@@ -474,23 +457,10 @@ impl WebhookProcessor {
                 (last, sender)
             }
         };
-        let mut events = Vec::new();
         if let Some(campaign) = &campaign {
-            let update = StatusUpdate {
-                state: DispatchState::Replied,
-                at,
-                wamid: None,
-                error_code: None,
-                error_class: None,
-                error_message: None,
-                defer_until: None,
-            };
-            if let StatusApplied::Changed { to, .. } =
-                self.store.apply_status(campaign, &contact, &update).await?
-            {
-                metrics::funnel(campaign, to);
-            }
+            self.mark_replied(campaign, &contact, at).await?;
         }
+        let mut events = Vec::new();
         if opts_out {
             let scope = self.settings.keyword_scope;
             self.store.set_opt_out(&contact, scope, true, at).await?;
@@ -522,6 +492,71 @@ impl WebhookProcessor {
             timestamp: at,
         });
         Ok(events)
+    }
+
+    /// A reply to a message whose wamid is not indexed yet waits for it
+    /// (`http.reply_context_wait_ms`): it is parked and answers true. A STOP
+    /// holds from now on, not from when the reply is settled (its `opt_out`
+    /// event is published then). A parked reply taken back after its wait
+    /// (`parked` set) is not parked again: it goes to the contact's latest
+    /// campaign.
+    async fn park_for_context(
+        &self,
+        m: &Inbound,
+        context: Option<&str>,
+        parked: Option<chrono::DateTime<Utc>>,
+        sender: &ContactKey,
+        opts_out: bool,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<bool, ProcessError> {
+        let (Some(wamid), Some(id)) = (context, present(m.id.as_deref())) else {
+            return Ok(false);
+        };
+        if parked.is_some() {
+            metrics::webhook_status("reply_unattributed");
+            return Ok(false);
+        }
+        if self.settings.reply_context_wait.is_zero() {
+            return Ok(false);
+        }
+        if opts_out {
+            self.store
+                .set_opt_out(sender, self.settings.keyword_scope, true, at)
+                .await?;
+        }
+        self.store
+            .park_reply(&ParkedReply {
+                message_id: id.to_string(),
+                wamid: wamid.to_string(),
+                message: serde_json::to_string(m).unwrap_or_default(),
+                parked_at: Utc::now(),
+            })
+            .await?;
+        metrics::webhook_status("reply_parked");
+        Ok(true)
+    }
+
+    async fn mark_replied(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        let update = StatusUpdate {
+            state: DispatchState::Replied,
+            at,
+            wamid: None,
+            error_code: None,
+            error_class: None,
+            error_message: None,
+            defer_until: None,
+        };
+        if let StatusApplied::Changed { to, .. } =
+            self.store.apply_status(campaign, contact, &update).await?
+        {
+            metrics::funnel(campaign, to);
+        }
+        Ok(())
     }
 
     async fn preference(&self, p: &UserPreference) -> Result<Vec<Event>, ProcessError> {

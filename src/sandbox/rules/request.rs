@@ -95,7 +95,32 @@ pub(crate) fn validate_send(
 ) -> Result<ValidSend, PayloadError> {
     let req: SendRequest =
         serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+    let (input, recipient) = check_envelope(&req)?;
+    let template = req.template.ok_or(PayloadError::Required("template"))?;
+    let name = template
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or(PayloadError::Required("template.name"))?;
+    template
+        .language
+        .and_then(|l| l.code)
+        .filter(|c| !c.trim().is_empty())
+        .ok_or(PayloadError::Required("template.language.code"))?;
+    let components = check_components(template.components.iter().flatten())?;
+    check_known_template(&name, components.body_params, templates)?;
+    Ok(ValidSend {
+        input,
+        recipient,
+        template: name,
+        biz_opaque: req.biz_opaque_callback_data,
+        quick_reply_payload: components.quick_reply.map(|(_, p)| p),
+    })
+}
 
+/// What the message around the template must be: a WhatsApp template
+/// message to one individual, with a callback data of at most 512 bytes.
+/// Answers `to` as given and the recipient it names.
+fn check_envelope(req: &SendRequest) -> Result<(String, Recipient), PayloadError> {
     match req.messaging_product.as_deref() {
         None => return Err(PayloadError::Required("messaging_product")),
         Some("whatsapp") => {}
@@ -108,6 +133,7 @@ pub(crate) fn validate_send(
     }
     let input = req
         .to
+        .clone()
         .filter(|t| !t.is_empty())
         .ok_or(PayloadError::Required("to"))?;
     let recipient = Recipient::parse(&input).ok_or_else(|| PayloadError::Phone(input.clone()))?;
@@ -126,76 +152,32 @@ pub(crate) fn validate_send(
             return Err(PayloadError::BizOpaqueTooLong(b.len()));
         }
     }
-    let template = req.template.ok_or(PayloadError::Required("template"))?;
-    let name = template
-        .name
-        .filter(|n| !n.trim().is_empty())
-        .ok_or(PayloadError::Required("template.name"))?;
-    template
-        .language
-        .and_then(|l| l.code)
-        .filter(|c| !c.trim().is_empty())
-        .ok_or(PayloadError::Required("template.language.code"))?;
+    Ok((input, recipient))
+}
 
-    let mut body_params = 0usize;
-    let mut seen_body = false;
-    let mut seen_header = false;
-    let mut quick_reply: Option<(u64, String)> = None;
-    for (index, component) in template.components.iter().flatten().enumerate() {
-        let kind = component.kind.as_deref().unwrap_or("");
-        match kind {
-            "body" | "header" => {
-                let seen = if kind == "body" {
-                    &mut seen_body
-                } else {
-                    &mut seen_header
-                };
-                if std::mem::replace(seen, true) {
-                    return Err(PayloadError::DuplicateComponent(if kind == "body" {
-                        "body"
-                    } else {
-                        "header"
-                    }));
-                }
-                let params = component.parameters.as_deref().unwrap_or(&[]);
-                if component.parameters.is_some() && params.is_empty() {
-                    return Err(PayloadError::EmptyParameters {
-                        index,
-                        kind: kind.to_owned(),
-                    });
-                }
-                for (param, p) in params.iter().enumerate() {
-                    check_parameter(index, param, p, ParamContext::Content)?;
-                }
-                if kind == "body" {
-                    body_params = params.len();
-                }
+/// What the components of a template send carry, once checked.
+#[derive(Default)]
+struct Components {
+    body_params: usize,
+    /// (button index, payload) of the first quick reply by index.
+    quick_reply: Option<(u64, String)>,
+}
+
+/// Checks each component: one body and one header at most, each with a
+/// non-empty parameter list when it has one; buttons with an index of 0 to
+/// 9 and a sub-type; no component of a kind the Cloud API does not know.
+fn check_components<'a>(
+    components: impl Iterator<Item = &'a Component>,
+) -> Result<Components, PayloadError> {
+    let mut out = Components::default();
+    let (mut seen_body, mut seen_header) = (false, false);
+    for (index, component) in components.enumerate() {
+        match component.kind.as_deref().unwrap_or("") {
+            "body" => out.body_params = check_content(index, component, "body", &mut seen_body)?,
+            "header" => {
+                check_content(index, component, "header", &mut seen_header)?;
             }
-            "button" => {
-                let sub_type = component.sub_type.as_deref().unwrap_or("");
-                let button_index = match &component.index {
-                    Some(ButtonIndex::Number(n)) => Some(*n),
-                    Some(ButtonIndex::Text(t)) => t.parse::<u64>().ok(),
-                    None => None,
-                };
-                let button_index = match button_index {
-                    Some(i) if i <= 9 && !sub_type.is_empty() => i,
-                    _ => return Err(PayloadError::Button { index }),
-                };
-                for (param, p) in component.parameters.iter().flatten().enumerate() {
-                    check_parameter(index, param, p, ParamContext::Button)?;
-                    if sub_type == "quick_reply" {
-                        if let Some(payload) = p.payload.as_deref() {
-                            let earlier = quick_reply
-                                .as_ref()
-                                .is_some_and(|(i, _)| *i <= button_index);
-                            if !earlier {
-                                quick_reply = Some((button_index, payload.to_owned()));
-                            }
-                        }
-                    }
-                }
-            }
+            "button" => check_button(index, component, &mut out.quick_reply)?,
             // Limited-time-offer and carousel components carry parameters the
             // sandbox does not inspect.
             "limited_time_offer" | "carousel" => {}
@@ -207,29 +189,83 @@ pub(crate) fn validate_send(
             }
         }
     }
+    Ok(out)
+}
 
-    if let Some(spec) = templates.get(&name) {
-        if spec.paused {
-            return Err(PayloadError::PausedTemplate(name));
-        }
-        if spec.body_params != body_params {
-            return Err(PayloadError::ParameterCount {
-                name,
-                expected: spec.body_params,
-                given: body_params,
-            });
-        }
-    } else if !templates.is_empty() {
-        return Err(PayloadError::UnknownTemplate(name));
+/// A body or header component; answers its parameter count.
+fn check_content(
+    index: usize,
+    component: &Component,
+    kind: &'static str,
+    seen: &mut bool,
+) -> Result<usize, PayloadError> {
+    if std::mem::replace(seen, true) {
+        return Err(PayloadError::DuplicateComponent(kind));
     }
+    let params = component.parameters.as_deref().unwrap_or(&[]);
+    if component.parameters.is_some() && params.is_empty() {
+        return Err(PayloadError::EmptyParameters {
+            index,
+            kind: kind.to_owned(),
+        });
+    }
+    for (param, p) in params.iter().enumerate() {
+        check_parameter(index, param, p, ParamContext::Content)?;
+    }
+    Ok(params.len())
+}
 
-    Ok(ValidSend {
-        input,
-        recipient,
-        template: name,
-        biz_opaque: req.biz_opaque_callback_data,
-        quick_reply_payload: quick_reply.map(|(_, p)| p),
-    })
+/// A button component; keeps the payload of the quick reply with the
+/// lowest index seen so far.
+fn check_button(
+    index: usize,
+    component: &Component,
+    quick_reply: &mut Option<(u64, String)>,
+) -> Result<(), PayloadError> {
+    let sub_type = component.sub_type.as_deref().unwrap_or("");
+    let button_index = match &component.index {
+        Some(ButtonIndex::Number(n)) => Some(*n),
+        Some(ButtonIndex::Text(t)) => t.parse::<u64>().ok(),
+        None => None,
+    };
+    let button_index = match button_index {
+        Some(i) if i <= 9 && !sub_type.is_empty() => i,
+        _ => return Err(PayloadError::Button { index }),
+    };
+    for (param, p) in component.parameters.iter().flatten().enumerate() {
+        check_parameter(index, param, p, ParamContext::Button)?;
+        if sub_type == "quick_reply" {
+            if let Some(payload) = p.payload.as_deref() {
+                let earlier = quick_reply
+                    .as_ref()
+                    .is_some_and(|(i, _)| *i <= button_index);
+                if !earlier {
+                    *quick_reply = Some((button_index, payload.to_owned()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// With templates configured, the send must name one of them, not paused,
+/// with its number of body parameters.
+fn check_known_template(
+    name: &str,
+    body_params: usize,
+    templates: &HashMap<String, TemplateSpec>,
+) -> Result<(), PayloadError> {
+    match templates.get(name) {
+        Some(spec) if spec.paused => Err(PayloadError::PausedTemplate(name.to_owned())),
+        Some(spec) if spec.body_params != body_params => Err(PayloadError::ParameterCount {
+            name: name.to_owned(),
+            expected: spec.body_params,
+            given: body_params,
+        }),
+        Some(_) => Ok(()),
+        None if templates.is_empty() => Ok(()),
+        None => Err(PayloadError::UnknownTemplate(name.to_owned())),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
