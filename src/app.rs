@@ -366,6 +366,70 @@ pub struct Daemon {
     lease: tokio::task::JoinHandle<()>,
 }
 
+/// The webhook receiver of a starting daemon: its listener and the task
+/// that settles replies parked for their `context.id`.
+struct Webhooks {
+    addr: std::net::SocketAddr,
+    server: actix_web::dev::ServerHandle,
+    parked_replies: tokio::task::JoinHandle<()>,
+}
+
+fn start_webhooks(
+    config: &Config,
+    store: Arc<dyn Store>,
+    pipeline: &Pipeline,
+    events: crate::events::EventsProducer,
+) -> anyhow::Result<Webhooks> {
+    let processor = webhook_processor(config, store, pipeline.catalog.clone(), events)?;
+    // Replies that arrived before the wamid they answer was recorded.
+    let parked_replies = tokio::spawn(
+        processor
+            .clone()
+            .run_parked_replies(Duration::from_millis(500)),
+    );
+    let (server, addr) =
+        crate::webhook::serve(processor, &config.http.listen, 2).with_context(|| {
+            format!(
+                "listening for webhooks on {} (http.listen)",
+                config.http.listen
+            )
+        })?;
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok(Webhooks {
+        addr,
+        server: handle,
+        parked_replies,
+    })
+}
+
+/// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/campaigns`).
+fn start_admin(
+    config: &Config,
+    store: Arc<dyn Store>,
+    pipeline: &Pipeline,
+    env: &crate::dispatch::registry::Env,
+) -> anyhow::Result<(actix_web::dev::ServerHandle, std::net::SocketAddr)> {
+    let (admin, addr) = crate::admin::serve(
+        crate::admin::AdminState {
+            store,
+            ingest: pipeline.stats.clone(),
+            campaigns: env.campaigns.clone(),
+            store_timeout: Duration::from_secs(2),
+        },
+        &config.admin.listen,
+    )
+    .with_context(|| {
+        format!(
+            "listening for the admin API on {} (admin.listen)",
+            config.admin.listen
+        )
+    })?;
+    let handle = admin.handle();
+    tokio::spawn(admin);
+    Ok((handle, addr))
+}
+
 impl Daemon {
     pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Daemon> {
         Self::start_as(config, store, &instance_id()).await
@@ -390,27 +454,7 @@ impl Daemon {
             &config.kafka.topics.events,
             &kafka_extra(&config),
         )?;
-        let processor = webhook_processor(
-            &config,
-            store.clone(),
-            pipeline.catalog.clone(),
-            events.clone(),
-        )?;
-        // Replies that arrived before the wamid they answer was recorded.
-        let parked_replies = tokio::spawn(
-            processor
-                .clone()
-                .run_parked_replies(Duration::from_millis(500)),
-        );
-        let (server, webhook_addr) = crate::webhook::serve(processor, &config.http.listen, 2)
-            .with_context(|| {
-                format!(
-                    "listening for webhooks on {} (http.listen)",
-                    config.http.listen
-                )
-            })?;
-        let server_handle = server.handle();
-        tokio::spawn(server);
+        let webhooks = start_webhooks(&config, store.clone(), &pipeline, events.clone())?;
         let owner = crate::dispatch::lease::run_owner(instance);
         tracing::info!(%owner, "instance lease name");
         let leases = Arc::new(crate::dispatch::lease::Leases::new(
@@ -438,23 +482,7 @@ impl Daemon {
         );
         let senders = registry.senders();
         let registry = registry.start();
-        let (admin, admin_addr) = crate::admin::serve(
-            crate::admin::AdminState {
-                store: store.clone(),
-                ingest: pipeline.stats.clone(),
-                campaigns: env.campaigns.clone(),
-                store_timeout: Duration::from_secs(2),
-            },
-            &config.admin.listen,
-        )
-        .with_context(|| {
-            format!(
-                "listening for the admin API on {} (admin.listen)",
-                config.admin.listen
-            )
-        })?;
-        let admin_handle = admin.handle();
-        tokio::spawn(admin);
+        let (admin, admin_addr) = start_admin(&config, store.clone(), &pipeline, &env)?;
         Ok(Daemon {
             config,
             store,
@@ -462,11 +490,11 @@ impl Daemon {
             registry,
             env,
             senders,
-            webhook_addr,
+            webhook_addr: webhooks.addr,
             admin_addr,
-            server: server_handle,
-            admin: admin_handle,
-            parked_replies,
+            server: webhooks.server,
+            admin,
+            parked_replies: webhooks.parked_replies,
             lease,
         })
     }

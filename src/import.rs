@@ -152,59 +152,9 @@ pub fn parse_csv(
         })?;
         let line = row.position().map_or(0, |p| p.line());
         report.rows += 1;
-        let mut record = AudienceRecord {
-            campaign_id: campaign_id.to_string(),
-            contact: ContactInfo::default(),
-            variables: Default::default(),
-            tags: Vec::new(),
-            send_after: None,
-        };
-        for (column, value) in columns.iter().zip(row.iter()) {
-            if value.is_empty() {
-                continue;
-            }
-            match column.as_str() {
-                "phone" => record.contact.phone = Some(value.to_string()),
-                "user_id" => record.contact.user_id = Some(value.to_string()),
-                "name" => record.contact.name = Some(value.to_string()),
-                "timezone" => record.contact.timezone = Some(value.to_string()),
-                "send_after" => record.send_after = Some(value.to_string()),
-                "tags" => {
-                    record.tags = value
-                        .split(';')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .map(String::from)
-                        .collect()
-                }
-                other => {
-                    record
-                        .variables
-                        .insert(other.to_string(), value.to_string());
-                }
-            }
-        }
-        let key = match (&record.contact.phone, &record.contact.user_id) {
-            // A phone column holds phones: "not-a-phone" is an invalid phone,
-            // not a business-scoped user id.
-            (Some(phone), _) => match crate::domain::normalize_phone(phone, default_region) {
-                Ok(k) => k.as_str().to_string(),
-                Err(e) => {
-                    report.invalid_phone.push(RowProblem {
-                        line,
-                        message: e.to_string(),
-                    });
-                    phone.clone()
-                }
-            },
-            (None, Some(user_id)) => user_id.clone(),
-            (None, None) => {
-                report.missing_contact.push(RowProblem {
-                    line,
-                    message: "no phone and no user_id".into(),
-                });
-                continue;
-            }
+        let record = row_record(campaign_id, &columns, &row);
+        let Some(key) = row_key(&record, default_region, line, &mut report) else {
+            continue;
         };
         if let Some(first) = first_line.get(&key) {
             report.duplicates.push((line, *first));
@@ -214,6 +164,77 @@ pub fn parse_csv(
         out.push(KeyedRecord { line, key, record });
     }
     Ok((out, report))
+}
+
+/// The audience record of one row: the contact columns by name, `tags`
+/// split on `;`, every other column a variable; empty cells left out.
+fn row_record(campaign_id: &str, columns: &[String], row: &csv::StringRecord) -> AudienceRecord {
+    let mut record = AudienceRecord {
+        campaign_id: campaign_id.to_string(),
+        contact: ContactInfo::default(),
+        variables: Default::default(),
+        tags: Vec::new(),
+        send_after: None,
+    };
+    for (column, value) in columns.iter().zip(row.iter()) {
+        if value.is_empty() {
+            continue;
+        }
+        match column.as_str() {
+            "phone" => record.contact.phone = Some(value.to_string()),
+            "user_id" => record.contact.user_id = Some(value.to_string()),
+            "name" => record.contact.name = Some(value.to_string()),
+            "timezone" => record.contact.timezone = Some(value.to_string()),
+            "send_after" => record.send_after = Some(value.to_string()),
+            "tags" => {
+                record.tags = value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            other => {
+                record
+                    .variables
+                    .insert(other.to_string(), value.to_string());
+            }
+        }
+    }
+    record
+}
+
+/// The Kafka key of a row: its phone in E.164 (an invalid phone is reported
+/// and kept as written, so ingest excludes it visibly), else its user id;
+/// `None`, reported, for a row with neither.
+fn row_key(
+    record: &AudienceRecord,
+    default_region: Option<&str>,
+    line: u64,
+    report: &mut ImportReport,
+) -> Option<String> {
+    match (&record.contact.phone, &record.contact.user_id) {
+        // A phone column holds phones: "not-a-phone" is an invalid phone,
+        // not a business-scoped user id.
+        (Some(phone), _) => match crate::domain::normalize_phone(phone, default_region) {
+            Ok(k) => Some(k.as_str().to_string()),
+            Err(e) => {
+                report.invalid_phone.push(RowProblem {
+                    line,
+                    message: e.to_string(),
+                });
+                Some(phone.clone())
+            }
+        },
+        (None, Some(user_id)) => Some(user_id.clone()),
+        (None, None) => {
+            report.missing_contact.push(RowProblem {
+                line,
+                message: "no phone and no user_id".into(),
+            });
+            None
+        }
+    }
 }
 
 /// Produces the records to `topic`, waiting for every delivery report.

@@ -149,6 +149,29 @@ pub(super) fn quote(key: &str) -> String {
 }
 
 fn check_kafka(report: &mut Report, kafka: &KafkaConfig) {
+    check_brokers(report, kafka);
+    if kafka.group_id.trim().is_empty() {
+        report.add("kafka.group_id", "must not be empty");
+    }
+    check_topics(report, kafka);
+    check_client_keys(report, kafka);
+    report.positive("kafka.max_buffered_records", kafka.max_buffered_records);
+    report.positive("kafka.stage_batch_size", kafka.stage_batch_size);
+    if kafka.stage_batch_size > kafka.max_buffered_records && kafka.max_buffered_records > 0 {
+        // Partitions pause before such a batch could fill, so it would only ever
+        // be flushed by the linger timer.
+        report.add(
+            "kafka.stage_batch_size",
+            format!(
+                "must not exceed kafka.max_buffered_records ({}), got {}",
+                kafka.max_buffered_records, kafka.stage_batch_size
+            ),
+        );
+    }
+    report.positive("kafka.shutdown_timeout_secs", kafka.shutdown_timeout_secs);
+}
+
+fn check_brokers(report: &mut Report, kafka: &KafkaConfig) {
     let brokers: Vec<&str> = kafka.brokers.split(',').map(str::trim).collect();
     if kafka.brokers.trim().is_empty() {
         report.add(
@@ -167,10 +190,10 @@ fn check_kafka(report: &mut Report, kafka: &KafkaConfig) {
             ),
         );
     }
-    if kafka.group_id.trim().is_empty() {
-        report.add("kafka.group_id", "must not be empty");
-    }
+}
 
+/// Every topic name valid, and each role on a topic of its own.
+fn check_topics(report: &mut Report, kafka: &KafkaConfig) {
     let topics = [
         ("kafka.topics.campaigns", &kafka.topics.campaigns),
         ("kafka.topics.audience", &kafka.topics.audience),
@@ -189,7 +212,11 @@ fn check_kafka(report: &mut Report, kafka: &KafkaConfig) {
             );
         }
     }
+}
 
+/// `[kafka.client]` keys: librdkafka property names, none of those the
+/// daemon manages itself.
+fn check_client_keys(report: &mut Report, kafka: &KafkaConfig) {
     for key in kafka.client.keys() {
         let path = format!("kafka.client.{}", quote(key));
         let well_formed = !key.is_empty()
@@ -214,21 +241,6 @@ fn check_kafka(report: &mut Report, kafka: &KafkaConfig) {
             );
         }
     }
-
-    report.positive("kafka.max_buffered_records", kafka.max_buffered_records);
-    report.positive("kafka.stage_batch_size", kafka.stage_batch_size);
-    if kafka.stage_batch_size > kafka.max_buffered_records && kafka.max_buffered_records > 0 {
-        // Partitions pause before such a batch could fill, so it would only ever
-        // be flushed by the linger timer.
-        report.add(
-            "kafka.stage_batch_size",
-            format!(
-                "must not exceed kafka.max_buffered_records ({}), got {}",
-                kafka.max_buffered_records, kafka.stage_batch_size
-            ),
-        );
-    }
-    report.positive("kafka.shutdown_timeout_secs", kafka.shutdown_timeout_secs);
 }
 
 fn topic_name_problem(name: &str) -> Option<&'static str> {
