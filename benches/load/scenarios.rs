@@ -1,0 +1,569 @@
+//! The four scenarios, each in a process of its own: ingest, dispatch,
+//! pacing and webhooks, with the raw floor each is compared against.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use futures::StreamExt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message};
+use serde_json::{json, Value};
+use wadispatch::app::{self, Daemon};
+use wadispatch::config::{CampaignOverride, Config, Secret, SenderConfig};
+use wadispatch::domain::{ContactKey, DispatchState, FrozenParams};
+use wadispatch::metrics::metrics;
+use wadispatch::report::CampaignSummary;
+use wadispatch::sandbox::SandboxStats;
+use wadispatch::store::{ClaimRequest, Outcome, StageRequest, Store};
+use wadispatch::whatsapp::payload::{callback_data, template_message_bytes};
+
+use super::*;
+
+pub(super) fn scenario(name: &str) -> anyhow::Result<()> {
+    let sizes = Sizes::from_env();
+    let mut world = World::start(name)?;
+    let name = name.to_string();
+    let result = app::system().block_on(async {
+        match name.as_str() {
+            "ingest" => ingest(&sizes, &world).await,
+            "dispatch" => dispatch(&sizes, &world).await,
+            "pacing" => pacing(&sizes, &world).await,
+            "webhooks" => webhooks(&sizes, &mut world).await,
+            other => bail!("unknown scenario {other:?}"),
+        }
+    })?;
+    println!("RESULT {result}");
+    Ok(())
+}
+
+/// A daemon configuration on the world's broker, a fresh store directory and
+/// loopback listeners; `paused` campaigns stage but do not send.
+pub(super) fn daemon_config(world: &World, dir: &std::path::Path, paused: &str) -> Config {
+    let mut config = Config::default();
+    config.kafka.brokers = world.brokers.clone();
+    config.store.embedded.data_dir = dir.join("store");
+    config.http.listen = "127.0.0.1:0".into();
+    config.admin.listen = "127.0.0.1:0".into();
+    config.whatsapp.api_base_url = world
+        .sandbox
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:9".into());
+    config.whatsapp.token = Some(Secret::new("bench"));
+    config.campaigns.insert(
+        paused.to_string(),
+        CampaignOverride {
+            per_second: Some(1_000_000.0),
+            per_hour: None,
+            paused: true,
+        },
+    );
+    config
+}
+
+pub(super) fn add_senders(config: &mut Config, ids: &[String], per_second: f64) {
+    for id in ids {
+        config.senders.insert(
+            id.clone(),
+            SenderConfig {
+                per_second,
+                paused: false,
+                display_name: None,
+            },
+        );
+    }
+}
+
+pub(super) fn unpause(config: &mut Config, campaign: &str) {
+    if let Some(c) = config.campaigns.get_mut(campaign) {
+        c.paused = false;
+    }
+}
+
+/// Waits until the daemon has taken `n` audience records; answers when its
+/// audience consumer was given its partitions (the event the raw floor's
+/// window also starts at) and when the last record was taken.
+pub(super) async fn wait_staged(daemon: &Daemon, n: u64, what: &str) -> (Instant, Instant) {
+    let progress = bar(n, what);
+    let stats = &daemon.pipeline.stats;
+    let mut assigned = None;
+    loop {
+        let done = stats.total();
+        progress.set_position(done);
+        if assigned.is_none() && stats.assigned.load(std::sync::atomic::Ordering::Acquire) {
+            assigned = Some(Instant::now());
+        }
+        if done >= n {
+            progress.finish_and_clear();
+            let now = Instant::now();
+            return (assigned.unwrap_or(now), now);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub(super) async fn ingest(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
+    let n = sizes.ingest_records;
+    let dir = tempfile::tempdir()?;
+    let config = daemon_config(world, dir.path(), PROMO);
+    let rss_idle = status_mib(me(), "VmRSS");
+    let store = app::open_store(&config).await?;
+    let cpu0 = cpu_seconds(me());
+    let started = Instant::now();
+    let daemon = Daemon::start(config.clone(), store).await?;
+    let (assigned, done) = wait_staged(&daemon, n, "ingest (wadispatch)").await;
+    let cpu = cpu_seconds(me()) - cpu0;
+    let peak_rss = status_mib(me(), "VmHWM");
+    let staging = metrics()
+        .store_operation_duration
+        .with_label_values(&["stage_batch"]);
+    let staging_secs = staging.get_sample_sum();
+    // Memory with every contact staged: the daemon keeps running (campaign
+    // paused) while its caches settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_staged = status_mib(me(), "VmRSS");
+    let summary = CampaignSummary::compute(daemon.store.as_ref(), PROMO).await?;
+    daemon.shutdown(Duration::from_secs(10)).await;
+    if summary.staged != n {
+        bail!("{} of {n} records staged", summary.staged);
+    }
+
+    // Raw floor: librdkafka alone, consuming the same records.
+    let raw = raw_consume(&world.brokers, &config.kafka.topics.audience, n).await?;
+    let steady = done.duration_since(assigned).as_secs_f64();
+    let rate = n as f64 / steady;
+    Ok(json!({
+        "records": n,
+        "audience_partitions": 64,
+        "durability": format!("{:?}", config.store.embedded.durability).to_lowercase(),
+        "records_per_s": rate,
+        "records_per_s_with_group_join": n as f64 / done.duration_since(started).as_secs_f64(),
+        "seconds": steady,
+        "staging_store_seconds": staging_secs,
+        "staging_us_per_record": staging_secs / n as f64 * 1e6,
+        "cpu_s_per_1000": cpu / n as f64 * 1000.0,
+        "peak_rss_mib": peak_rss,
+        "rss_idle_mib": rss_idle,
+        "rss_staged_mib": rss_staged,
+        "raw_records_per_s": raw,
+        "ratio_raw_over_wadispatch": raw / rate,
+    }))
+}
+
+/// The moment a consumer was given its partitions: the start of both
+/// ingest windows.
+#[derive(Default)]
+pub(super) struct AssignedAt(std::sync::OnceLock<Instant>);
+
+impl rdkafka::ClientContext for AssignedAt {}
+
+impl rdkafka::consumer::ConsumerContext for AssignedAt {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
+            self.0.get_or_init(Instant::now);
+        }
+    }
+}
+
+pub(super) async fn raw_consume(brokers: &str, topic: &str, n: u64) -> anyhow::Result<f64> {
+    let brokers = brokers.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let consumer: BaseConsumer<AssignedAt> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "bench-raw-floor")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create_with_context(AssignedAt::default())?;
+        consumer.subscribe(&[&topic])?;
+        let progress = bar(n, "ingest (raw librdkafka)");
+        let mut seen = 0u64;
+        let mut bytes = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while seen < n {
+            if Instant::now() > deadline {
+                bail!("raw consumer read {seen} of {n} records in 10 minutes");
+            }
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m?;
+                bytes += m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+                seen += 1;
+                if seen.is_multiple_of(10_000) {
+                    progress.set_position(seen);
+                }
+            }
+        }
+        progress.finish_and_clear();
+        let assigned = consumer
+            .context()
+            .0
+            .get()
+            .context("the raw consumer read records without an assignment")?;
+        // `bytes` keeps the payloads read, as a consumer that uses them would.
+        std::hint::black_box(bytes);
+        Ok(n as f64 / assigned.elapsed().as_secs_f64())
+    })
+    .await?
+}
+
+/// The `q` quantile of a Prometheus histogram, interpolated inside its bucket
+/// as `histogram_quantile` does.
+pub(super) fn histogram_quantile(q: f64, buckets: &[(f64, u64)]) -> f64 {
+    let total = buckets.last().map_or(0, |b| b.1);
+    if total == 0 {
+        return f64::NAN;
+    }
+    let rank = q * total as f64;
+    let mut lower = (0.0, 0u64);
+    for &(bound, cumulative) in buckets {
+        if cumulative as f64 >= rank {
+            let in_bucket = (cumulative - lower.1) as f64;
+            let share = if in_bucket > 0.0 {
+                (rank - lower.1 as f64) / in_bucket
+            } else {
+                0.0
+            };
+            return lower.0 + (bound - lower.0) * share;
+        }
+        lower = (bound, cumulative);
+    }
+    lower.0
+}
+
+/// Cumulative buckets of the daemon's send latency histogram, all senders.
+pub(super) fn send_latency_buckets(senders: &[String]) -> Vec<(f64, u64)> {
+    let mut sum: BTreeMap<u64, u64> = BTreeMap::new();
+    for s in senders {
+        let h = metrics()
+            .whatsapp_request_duration
+            .with_label_values(&[s.as_str()]);
+        let proto = prometheus::core::Collector::collect(&h);
+        for family in proto {
+            for m in family.get_metric() {
+                for b in m.get_histogram().get_bucket() {
+                    *sum.entry(b.upper_bound().to_bits()).or_default() += b.cumulative_count();
+                }
+            }
+        }
+    }
+    let mut out: Vec<(f64, u64)> = sum
+        .into_iter()
+        .map(|(k, v)| (f64::from_bits(k), v))
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The same estimate for raw latencies, with the daemon's buckets.
+pub(super) fn bucketed(latencies: &[Duration], bounds: &[f64]) -> Vec<(f64, u64)> {
+    bounds
+        .iter()
+        .map(|&b| {
+            let n = latencies.partition_point(|d| d.as_secs_f64() <= b);
+            (b, n as u64)
+        })
+        .collect()
+}
+
+pub(super) async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
+    let n = sizes.dispatch_messages;
+    let senders = sender_ids(7000, DISPATCH_SENDERS);
+    let sandbox = world.sandbox()?.to_string();
+    let dir = tempfile::tempdir()?;
+    let mut config = daemon_config(world, dir.path(), "bench");
+    config.dispatch.max_in_flight_per_sender = IN_FLIGHT_PER_SENDER;
+    add_senders(&mut config, &senders, 1_000_000.0);
+    let store = app::open_store(&config).await?;
+    let daemon = Daemon::start(config.clone(), store).await?;
+    wait_staged(&daemon, n, "staging (campaign paused)").await;
+    // The clock stops when the API has accepted every contact: retries and
+    // repeats do not count towards `n`.
+    let accepted = || -> u64 {
+        senders
+            .iter()
+            .map(|s| {
+                metrics()
+                    .dispatch
+                    .with_label_values(&["bench", s, "accepted"])
+                    .get()
+            })
+            .sum()
+    };
+    let http = reqwest::Client::new();
+    let (cpu0, world0) = (cpu_seconds(me()), cpu_seconds(world.pid()));
+    let started = Instant::now();
+    unpause(&mut config, "bench");
+    daemon.apply(config.clone()).await;
+    let progress = bar(n, "dispatch (wadispatch)");
+    let mut last = (0, Instant::now());
+    loop {
+        let done = accepted();
+        progress.set_position(done);
+        if done >= n {
+            break;
+        }
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(30) {
+            bail!("dispatch stalled at {done} of {n} contacts accepted");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(me()) - cpu0;
+    let world_cpu = cpu_seconds(world.pid()) - world0;
+    progress.finish_and_clear();
+    let stats = sandbox_stats(&http, &sandbox).await?;
+    // A recipient messaged twice fails the run, at any size.
+    if stats.duplicate_recipients > 0 || stats.accepted != n {
+        bail!(
+            "the sandbox accepted {} messages for {n} contacts, {} recipients messaged twice",
+            stats.accepted,
+            stats.duplicate_recipients
+        );
+    }
+    let latency = send_latency_buckets(&senders);
+    let rate = n as f64 / seconds;
+
+    // The raw floor: the very payloads the daemon sent, as plain POSTs at the
+    // same concurrency, from the same process.
+    let catalog_entry = daemon
+        .pipeline
+        .catalog
+        .get("bench")
+        .context("the campaign left the catalog")?;
+    let mut rows = Vec::with_capacity(n as usize);
+    let mut after: Option<ContactKey> = None;
+    loop {
+        let page = daemon
+            .store
+            .scan_dispatches("bench", after.as_ref(), 5_000)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.contact.clone());
+        rows.extend(page);
+    }
+    let summary = CampaignSummary::compute(daemon.store.as_ref(), "bench").await?;
+    daemon.shutdown(Duration::from_secs(10)).await;
+    let accepted = summary.count(DispatchState::Accepted);
+    if accepted != n {
+        bail!("{accepted} of {n} contacts accepted");
+    }
+    let concurrency = IN_FLIGHT_PER_SENDER * senders.len();
+    let raw_http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let requests = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let url = format!(
+                "{sandbox}/{}/{}/messages",
+                config.whatsapp.api_version,
+                senders[i % senders.len()]
+            );
+            let body = template_message_bytes(
+                &catalog_entry.spec.template,
+                &r.contact,
+                &r.params,
+                &callback_data("raw", &r.contact),
+            );
+            let request = raw_http
+                .post(url)
+                .bearer_auth("bench")
+                .header("content-type", "application/json")
+                .body(body);
+            (request, 1)
+        })
+        .collect();
+    let progress = bar(n, "dispatch (raw POSTs)");
+    let (raw_cpu0, raw_world0) = (cpu_seconds(me()), cpu_seconds(world.pid()));
+    let raw_started = Instant::now();
+    let raw_latencies = timed_posts(requests, concurrency, &progress).await?;
+    let raw_seconds = raw_started.elapsed().as_secs_f64();
+    let raw_cpu = cpu_seconds(me()) - raw_cpu0;
+    let raw_world_cpu = cpu_seconds(world.pid()) - raw_world0;
+    progress.finish_and_clear();
+    let raw_n = raw_latencies.len() as f64;
+    let raw_rate = raw_n / raw_seconds;
+    let bounds: Vec<f64> = latency.iter().map(|b| b.0).collect();
+    let raw_buckets = bucketed(&raw_latencies, &bounds);
+    Ok(json!({
+        "messages": n,
+        "senders": senders.len(),
+        "in_flight": concurrency,
+        "messages_per_s": rate,
+        "seconds": seconds,
+        "send_latency_p50_ms": histogram_quantile(0.5, &latency) * 1000.0,
+        "send_latency_p99_ms": histogram_quantile(0.99, &latency) * 1000.0,
+        "cpu_s_per_1000": cpu / n as f64 * 1000.0,
+        "world_cpu_s_per_1000": world_cpu / n as f64 * 1000.0,
+        "sandbox_accepted": stats.accepted,
+        "sandbox_duplicate_recipients": stats.duplicate_recipients,
+        "raw_messages_per_s": raw_rate,
+        "raw_latency_p50_ms": histogram_quantile(0.5, &raw_buckets) * 1000.0,
+        "raw_latency_p99_ms": histogram_quantile(0.99, &raw_buckets) * 1000.0,
+        "raw_latency_exact_p50_ms": quantile_ms(&raw_latencies, 0.5),
+        "raw_latency_exact_p99_ms": quantile_ms(&raw_latencies, 0.99),
+        "raw_cpu_s_per_1000": raw_cpu / raw_n * 1000.0,
+        "raw_world_cpu_s_per_1000": raw_world_cpu / raw_n * 1000.0,
+        "ratio_raw_over_wadispatch": raw_rate / rate,
+    }))
+}
+
+pub(super) async fn pacing(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
+    let senders = sender_ids(8000, sizes.pacing_senders);
+    let sandbox = world.sandbox()?.to_string();
+    let dir = tempfile::tempdir()?;
+    let mut config = daemon_config(world, dir.path(), "pace");
+    add_senders(&mut config, &senders, PACING_RATE);
+    let store = app::open_store(&config).await?;
+    let daemon = Daemon::start(config.clone(), store).await?;
+    wait_staged(
+        &daemon,
+        sizes.pacing_contacts(),
+        "staging (campaign paused)",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    unpause(&mut config, "pace");
+    daemon.apply(config.clone()).await;
+    // Warm-up: every sender starts with an empty limiter; measure a steady
+    // window after it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = sandbox_stats(&http, &sandbox).await?;
+    let t0 = Instant::now();
+    let cpu0 = cpu_seconds(me());
+    let progress = bar(sizes.pacing_secs, "pacing window (seconds)");
+    for s in 1..=sizes.pacing_secs {
+        tokio::time::sleep_until((t0 + Duration::from_secs(s)).into()).await;
+        progress.set_position(s);
+    }
+    let after = sandbox_stats(&http, &sandbox).await?;
+    let window = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(me()) - cpu0;
+    progress.finish_and_clear();
+    daemon.shutdown(Duration::from_secs(10)).await;
+    // Every request a sender made, whether the sandbox's limit (equal to
+    // the target) let it through or answered 130429: overshoot shows as
+    // requests above the rate, not as throttles alone.
+    let mut deviations: Vec<f64> = senders
+        .iter()
+        .map(|id| {
+            let count = |s: &SandboxStats| s.requests_per_number.get(id).copied().unwrap_or(0);
+            let sent = count(&after) - count(&before);
+            (sent as f64 / window - PACING_RATE) / PACING_RATE * 100.0
+        })
+        .collect();
+    deviations.sort_by(f64::total_cmp);
+    let requests = after.requests - before.requests;
+    let (lowest, highest) = (deviations[0], deviations[deviations.len() - 1]);
+    Ok(json!({
+        "senders": senders.len(),
+        "rate_per_sender": PACING_RATE,
+        "sandbox_limit_per_number": PACING_RATE,
+        "window_s": window,
+        "requests_in_window": requests,
+        "accepted_in_window": after.accepted - before.accepted,
+        "deviation_min_pct": lowest,
+        "deviation_median_pct": deviations[deviations.len() / 2],
+        "deviation_max_pct": highest,
+        "overshoot_pct": highest.max(0.0),
+        "undershoot_pct": (-lowest).max(0.0),
+        "throttled_130429": after.rejected_by_code.get(&130429).copied().unwrap_or(0),
+        "cpu_s_per_1000": cpu / requests.max(1) as f64 * 1000.0,
+    }))
+}
+
+pub(super) async fn webhooks(sizes: &Sizes, world: &mut World) -> anyhow::Result<Value> {
+    let contacts = sizes.webhook_contacts();
+    let dir = tempfile::tempdir()?;
+    let mut config = daemon_config(world, dir.path(), PROMO);
+    config.whatsapp.app_secret = Some(Secret::new(WEBHOOK_SECRET));
+    let store = app::open_store(&config).await?;
+    accept_contacts(store.as_ref(), contacts).await?;
+    let daemon = Daemon::start(config.clone(), store).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while daemon.pipeline.catalog.get(PROMO).is_none() {
+        if Instant::now() > deadline {
+            bail!("the campaign did not reach the catalog in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu0 = cpu_seconds(me());
+    let url = format!("http://{}/webhook", daemon.webhook_addr);
+    let report = world.command(format!("WEBHOOKS {url} {contacts}")).await?;
+    let cpu = cpu_seconds(me()) - cpu0;
+    let summary = CampaignSummary::compute(daemon.store.as_ref(), PROMO).await?;
+    daemon.shutdown(Duration::from_secs(10)).await;
+    let read = summary.count(DispatchState::Read);
+    if read != contacts {
+        bail!("{read} of {contacts} contacts reached `read`");
+    }
+    let events = report["events"].as_f64().unwrap_or(f64::NAN);
+    let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "events": events,
+        "statuses_per_post": STATUSES_PER_POST,
+        "posts_in_flight": POSTS_IN_FLIGHT,
+        "events_per_s": events / seconds,
+        "seconds": seconds,
+        "post_latency_p50_ms": report["p50_ms"],
+        "post_latency_p99_ms": report["p99_ms"],
+        "post_latency_max_ms": report["max_ms"],
+        "cpu_s_per_1000": cpu / events * 1000.0,
+    }))
+}
+
+/// Stages `n` contacts of the promo campaign and records each as accepted
+/// with wamid `wamid.<i>`: the state the status webhooks then advance.
+pub(super) async fn accept_contacts(store: &dyn Store, n: u64) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let progress = bar(n, "staging and accepting");
+    for start in (0..n).step_by(5_000) {
+        let ids: Vec<u64> = (start..(start + 5_000).min(n)).collect();
+        let requests: Vec<StageRequest> = ids
+            .iter()
+            .map(|&i| StageRequest {
+                campaign_id: PROMO.into(),
+                contact: ContactKey::raw(phone(i)),
+                shard: (i % 8) as u32,
+                seq: i,
+                params: FrozenParams::default(),
+                exclusion: None,
+                send_after: None,
+                timezone: None,
+                tags: vec![],
+                staged_at: now,
+            })
+            .collect();
+        store.stage_batch(&requests).await?;
+        futures::stream::iter(ids)
+            .map(|i| async move {
+                let contact = ContactKey::raw(phone(i));
+                let claim = ClaimRequest {
+                    campaign_id: PROMO.into(),
+                    contact: contact.clone(),
+                    exclusive: false,
+                    replace_engagement: None,
+                    owner: "bench".into(),
+                    now,
+                };
+                store.claim(&claim).await?;
+                let wamid = format!("wamid.{i}");
+                store
+                    .record_outcome(PROMO, &contact, &Outcome::Accepted { wamid }, now)
+                    .await?;
+                anyhow::Ok(())
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<()>>()?;
+        progress.set_position(start + 5_000);
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
