@@ -127,42 +127,16 @@ impl Shared {
     /// state happens here, before any added latency.
     fn decide(&self, req: &HttpRequest, body: &[u8], seq: u64) -> Answer {
         let cfg = &self.config;
-        if cfg.http_5xx_share > 0.0 {
-            let d = rules::draw(cfg.seed, seq, 0, 0x5_0_0);
-            if d < cfg.http_5xx_share {
-                return Answer::Unavailable(if rules::mix64(seq ^ cfg.seed) & 1 == 0 {
-                    ApiError::with_default_details(code::SOMETHING_WENT_WRONG)
-                } else {
-                    ApiError::with_default_details(code::SERVICE_UNAVAILABLE)
-                });
-            }
+        if let Some(e) = self.injected_5xx(seq) {
+            return Answer::Unavailable(e);
         }
         if let Err(e) = self.check_token(req) {
             return Answer::Error(e);
         }
-        let version = req.match_info().get("version").unwrap_or_default();
-        let number_id = req.match_info().get("phone_number_id").unwrap_or_default();
-        let version_ok = match &cfg.api_version {
-            Some(v) => v == version,
-            None => is_graph_version(version),
+        let number_id = match self.check_path(req) {
+            Ok(id) => id,
+            Err(e) => return Answer::Error(e),
         };
-        if !version_ok {
-            return Answer::Error(ApiError::new(
-                code::UNKNOWN_PATH,
-                format!("unknown path components: /{version}/{number_id}/messages"),
-            ));
-        }
-        if number_id.is_empty()
-            || (!cfg.phone_number_ids.is_empty()
-                && !cfg.phone_number_ids.iter().any(|n| n == number_id))
-        {
-            let mut e = ApiError::new(
-                code::INVALID_PARAMETER,
-                format!("object with id '{number_id}' does not exist or cannot be loaded"),
-            );
-            e.subcode = Some(33);
-            return Answer::Error(e);
-        }
         let send = match rules::validate_send(body, &cfg.templates) {
             Ok(s) => s,
             Err(e) => return Answer::Error(e.into()),
@@ -186,34 +160,107 @@ impl Shared {
             self.nonce,
             self.wamid_seq.fetch_add(1, Relaxed) + 1
         );
-        if let Some(queue) = &self.webhooks {
-            let failure = rules::webhook_failure(&cfg.failure_rules, &send.recipient.wa_id);
-            let outcome: Outcome =
-                rules::decide(cfg.seed, send.recipient.key, ordinal, &self.shares, failure);
-            queue.offer(Outbound {
-                message: Arc::new(MessageInfo {
-                    wamid: wamid.as_str().into(),
-                    wa_id: send.recipient.wa_id.as_str().into(),
-                    recipient_key: send.recipient.key,
-                    biz_opaque: send.biz_opaque.map(String::into_boxed_str),
-                    quick_reply_payload: send.quick_reply_payload.map(String::into_boxed_str),
-                    number,
-                }),
-                outcome,
-                accepted_at: Instant::now(),
-            });
-        }
+        let rules::ValidSend {
+            input,
+            recipient,
+            biz_opaque,
+            quick_reply_payload,
+            ..
+        } = send;
+        self.schedule_webhooks(
+            &recipient,
+            (biz_opaque, quick_reply_payload),
+            &wamid,
+            ordinal,
+            number,
+        );
         Answer::Accepted(AcceptedBody {
             messaging_product: "whatsapp",
             contacts: [ContactBody {
-                input: send.input,
-                wa_id: send.recipient.wa_id,
+                input,
+                wa_id: recipient.wa_id,
             }],
             messages: [MessageBody {
                 id: wamid,
                 message_status: "accepted",
             }],
         })
+    }
+
+    /// A 500 or 503 for the share of requests `http_5xx_share` asks for,
+    /// drawn from the request's sequence number.
+    fn injected_5xx(&self, seq: u64) -> Option<ApiError> {
+        let cfg = &self.config;
+        if cfg.http_5xx_share <= 0.0 || rules::draw(cfg.seed, seq, 0, 0x5_0_0) >= cfg.http_5xx_share
+        {
+            return None;
+        }
+        Some(if rules::mix64(seq ^ cfg.seed) & 1 == 0 {
+            ApiError::with_default_details(code::SOMETHING_WENT_WRONG)
+        } else {
+            ApiError::with_default_details(code::SERVICE_UNAVAILABLE)
+        })
+    }
+
+    /// The Graph version and the phone number id of the path; answers the
+    /// number id.
+    fn check_path<'r>(&self, req: &'r HttpRequest) -> Result<&'r str, ApiError> {
+        let cfg = &self.config;
+        let version = req.match_info().get("version").unwrap_or_default();
+        let number_id = req.match_info().get("phone_number_id").unwrap_or_default();
+        let version_ok = match &cfg.api_version {
+            Some(v) => v == version,
+            None => is_graph_version(version),
+        };
+        if !version_ok {
+            return Err(ApiError::new(
+                code::UNKNOWN_PATH,
+                format!("unknown path components: /{version}/{number_id}/messages"),
+            ));
+        }
+        if number_id.is_empty()
+            || (!cfg.phone_number_ids.is_empty()
+                && !cfg.phone_number_ids.iter().any(|n| n == number_id))
+        {
+            let mut e = ApiError::new(
+                code::INVALID_PARAMETER,
+                format!("object with id '{number_id}' does not exist or cannot be loaded"),
+            );
+            e.subcode = Some(33);
+            return Err(e);
+        }
+        Ok(number_id)
+    }
+
+    /// Queues the timeline of an accepted message (its statuses, a reply,
+    /// or a failure its recipient's rule asks for) when webhooks are on.
+    fn schedule_webhooks(
+        &self,
+        recipient: &rules::Recipient,
+        (biz_opaque, quick_reply_payload): (Option<String>, Option<String>),
+        wamid: &str,
+        ordinal: u32,
+        number: Arc<super::stats::NumberState>,
+    ) {
+        let Some(queue) = &self.webhooks else {
+            return;
+        };
+        let cfg = &self.config;
+        let failure = rules::webhook_failure(&cfg.failure_rules, &recipient.wa_id);
+        let outcome: Outcome =
+            rules::decide(cfg.seed, recipient.key, ordinal, &self.shares, failure);
+        queue.offer(Outbound {
+            message: Arc::new(MessageInfo {
+                wamid: wamid.into(),
+                wa_id: recipient.wa_id.as_str().into(),
+                recipient_key: recipient.key,
+                biz_opaque: biz_opaque.map(String::into_boxed_str),
+                quick_reply_payload: quick_reply_payload.map(String::into_boxed_str),
+                number,
+            }),
+            outcome,
+            accepted_at: Instant::now(),
+        });
     }
 
     fn check_token(&self, req: &HttpRequest) -> Result<(), ApiError> {
