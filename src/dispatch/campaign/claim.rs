@@ -78,37 +78,13 @@ impl Pump {
             return Considered::Skipped;
         };
         let entry = self.state.entry.read_or_recover().clone();
-        match self.admit(&entry, &row, None) {
-            Admission::Ready => {}
-            Admission::Wait { until, reason } => {
-                if let WaitReason::Portfolio(r) = reason {
-                    self.state.set_wait(Some(("portfolio_limit", r)));
-                }
-                return Considered::Wait(until);
-            }
-            Admission::Exclude(reason) => {
-                self.exclude(contact, reason).await;
-                return Considered::Skipped;
-            }
-            Admission::Hold(_) | Admission::Skip => return Considered::Skipped,
+        if let Some(not_now) = self.admission(&entry, &row, contact).await {
+            return not_now;
         }
         // Pick a sender first: with none available, don't take a slot.
-        let sender = match pool::pick(&self.senders, &entry.spec.senders, contact) {
-            Ok(core) => QueuedSend::new(core),
-            Err(NoSender::Halted) => {
-                self.state.set_wait(Some((
-                    "senders_halted",
-                    "every sender of the campaign is halted".into(),
-                )));
-                return Considered::Wait(Utc::now() + chrono::Duration::seconds(5));
-            }
-            Err(NoSender::Unavailable) => {
-                self.state.set_wait(Some((
-                    "senders_unavailable",
-                    "the campaign's senders are failing transiently (outage): contacts stay pending until a probe gets through".into(),
-                )));
-                return Considered::Wait(Utc::now() + chrono::Duration::milliseconds(500));
-            }
+        let sender = match self.pick_sender(&entry, contact) {
+            Ok(sender) => sender,
+            Err(wait) => return wait,
         };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return Considered::Skipped;
@@ -125,7 +101,85 @@ impl Pump {
         if !self.state.in_hand.lock_or_recover().insert(contact.clone()) {
             return Considered::Skipped;
         }
-        let job = SendJob {
+        let job = self.send_job(&entry, &row, contact);
+        self.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        // The send runs on the tokio pool straight on the sender's core: a
+        // round trip through the sender actor's mailbox for every message
+        // cost two thread hops and a third of the daemon's CPU per send. The
+        // actor keeps the sender's lifecycle and control messages. Every log
+        // line of the send carries the campaign and the sender.
+        let span = tracing::info_span!("send", campaign = %id, sender = %sender.core().id);
+        let pump = self.clone();
+        tokio::spawn(async move {
+            use tracing::Instrument;
+            pump.send(sender, row, job, entry).instrument(span).await;
+            drop(permit);
+        });
+        Considered::Dispatched
+    }
+
+    /// Admission on what the row says: `None` when the contact may go now,
+    /// else what the pump does with it (wait, or skip after excluding it).
+    async fn admission(
+        &self,
+        entry: &CatalogEntry,
+        row: &DispatchRecord,
+        contact: &ContactKey,
+    ) -> Option<Considered> {
+        match self.admit(entry, row, None) {
+            Admission::Ready => None,
+            Admission::Wait { until, reason } => {
+                if let WaitReason::Portfolio(r) = reason {
+                    self.state.set_wait(Some(("portfolio_limit", r)));
+                }
+                Some(Considered::Wait(until))
+            }
+            Admission::Exclude(reason) => {
+                self.exclude(contact, reason).await;
+                Some(Considered::Skipped)
+            }
+            Admission::Hold(_) | Admission::Skip => Some(Considered::Skipped),
+        }
+    }
+
+    /// A sender of the campaign's pool for the contact, or how long to
+    /// wait when every one is halted or failing.
+    fn pick_sender(
+        &self,
+        entry: &CatalogEntry,
+        contact: &ContactKey,
+    ) -> Result<QueuedSend, Considered> {
+        match pool::pick(&self.senders, &entry.spec.senders, contact) {
+            Ok(core) => Ok(QueuedSend::new(core)),
+            Err(NoSender::Halted) => {
+                self.state.set_wait(Some((
+                    "senders_halted",
+                    "every sender of the campaign is halted".into(),
+                )));
+                Err(Considered::Wait(Utc::now() + chrono::Duration::seconds(5)))
+            }
+            Err(NoSender::Unavailable) => {
+                self.state.set_wait(Some((
+                    "senders_unavailable",
+                    "the campaign's senders are failing transiently (outage): contacts stay pending until a probe gets through".into(),
+                )));
+                Err(Considered::Wait(
+                    Utc::now() + chrono::Duration::milliseconds(500),
+                ))
+            }
+        }
+    }
+
+    /// The request of one contact, built before the claim: its body from
+    /// the frozen parameters, which claim of it this is, and its retries.
+    fn send_job(
+        &self,
+        entry: &CatalogEntry,
+        row: &DispatchRecord,
+        contact: &ContactKey,
+    ) -> SendJob {
+        let id = &self.state.id;
+        SendJob {
             campaign: id.clone(),
             contact: contact.clone(),
             body: template_message_bytes(
@@ -142,21 +196,7 @@ impl Pump {
                 .get(contact)
                 .copied()
                 .unwrap_or(0),
-        };
-        self.state.in_flight.fetch_add(1, Ordering::Relaxed);
-        // The send runs on the tokio pool straight on the sender's core: a
-        // round trip through the sender actor's mailbox for every message
-        // cost two thread hops and a third of the daemon's CPU per send. The
-        // actor keeps the sender's lifecycle and control messages. Every log
-        // line of the send carries the campaign and the sender.
-        let span = tracing::info_span!("send", campaign = %id, sender = %sender.core().id);
-        let pump = self.clone();
-        tokio::spawn(async move {
-            use tracing::Instrument;
-            pump.send(sender, row, job, entry).instrument(span).await;
-            drop(permit);
-        });
-        Considered::Dispatched
+        }
     }
 
     /// The sender's turn, the claim, the request: nothing in between the
