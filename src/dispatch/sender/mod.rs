@@ -397,35 +397,7 @@ impl SenderCore {
                     .await
             }
             Decision::Retry { code, throttled } => {
-                if throttled
-                    && code == Some(code::THROUGHPUT)
-                    && self.aimd.lock_or_recover().on_throttled(monotonic_secs())
-                {
-                    tracing::warn!(sender = %self.id, rate = self.rate(), "130429 from WhatsApp: lowering the sender's rate");
-                    self.rebuild();
-                }
-                let retry = self.settings.read_or_recover().retry;
-                let attempts = job.retries + 1;
-                let delay = retry.next(attempts, rand::random::<f64>());
-                // Retries run out only for a contact-specific transient
-                // answer while the sender is healthy: during an outage (the
-                // circuit open) or for a request that never left, the
-                // contact waits instead of failing for good.
-                let outcome = match delay {
-                    Some(delay) => retry_after(code, delay),
-                    None if !throttled
-                        && matches!(result, SendResult::Rejected { .. })
-                        && !self.is_circuit_open() =>
-                    {
-                        decision::exhausted(code)
-                    }
-                    None => retry_after(code, retry.max),
-                };
-                let report = if matches!(outcome, Outcome::Retry { .. }) {
-                    SendReport::Requeued
-                } else {
-                    SendReport::Done(outcome_label(&outcome))
-                };
+                let (outcome, report) = self.retry_outcome(&result, code, throttled, job.retries);
                 self.finish(campaign, &job.contact, outcome, report).await
             }
             Decision::HaltSender { code, reason } => {
@@ -455,6 +427,45 @@ impl SenderCore {
                 .await
             }
         }
+    }
+
+    /// The outcome of a retryable answer: back to the queue after a backoff
+    /// (130429 also lowers the sender's rate), or `failed` once the retries
+    /// of a contact-specific transient answer run out while the sender is
+    /// healthy. During an outage (the circuit open) or for a request that
+    /// never left, the contact waits instead of failing for good.
+    fn retry_outcome(
+        &self,
+        result: &SendResult,
+        code: Option<i64>,
+        throttled: bool,
+        retries: u32,
+    ) -> (Outcome, SendReport) {
+        if throttled
+            && code == Some(code::THROUGHPUT)
+            && self.aimd.lock_or_recover().on_throttled(monotonic_secs())
+        {
+            tracing::warn!(sender = %self.id, rate = self.rate(), "130429 from WhatsApp: lowering the sender's rate");
+            self.rebuild();
+        }
+        let retry = self.settings.read_or_recover().retry;
+        let delay = retry.next(retries + 1, rand::random::<f64>());
+        let outcome = match delay {
+            Some(delay) => retry_after(code, delay),
+            None if !throttled
+                && matches!(result, SendResult::Rejected { .. })
+                && !self.is_circuit_open() =>
+            {
+                decision::exhausted(code)
+            }
+            None => retry_after(code, retry.max),
+        };
+        let report = if matches!(outcome, Outcome::Retry { .. }) {
+            SendReport::Requeued
+        } else {
+            SendReport::Done(outcome_label(&outcome))
+        };
+        (outcome, report)
     }
 
     /// Feeds the circuit: an answer from the API proves the path works
