@@ -84,29 +84,7 @@ impl AudienceIngest {
     /// Decides, stages and dead-letters one batch; marks every record that
     /// became durable complete. `deadline` bounds retries during shutdown.
     pub(super) fn process(&self, batch: Vec<Raw>, deadline: Option<Instant>) -> bool {
-        // Decoding and phone validation are CPU work: split large batches
-        // across two threads (the machine profile we size for has 2 cores).
-        let decisions: Vec<Decision> = if batch.len() >= 1024 {
-            let mid = batch.len() / 2;
-            std::thread::scope(|s| {
-                let (a, b) = batch.split_at(mid);
-                let h = s.spawn(|| {
-                    let mut cache = HashMap::new();
-                    a.iter()
-                        .map(|r| self.decide(r, &mut cache))
-                        .collect::<Vec<_>>()
-                });
-                let mut cache = HashMap::new();
-                let tail: Vec<Decision> = b.iter().map(|r| self.decide(r, &mut cache)).collect();
-                let mut head = h.join().unwrap_or_default();
-                head.extend(tail);
-                head
-            })
-        } else {
-            let mut cache = HashMap::new();
-            batch.iter().map(|r| self.decide(r, &mut cache)).collect()
-        };
-
+        let decisions = self.decide_all(&batch);
         let mut requests = Vec::new();
         let mut request_src = Vec::new();
         let mut letters = Vec::new();
@@ -122,35 +100,8 @@ impl AudienceIngest {
             }
         }
 
-        if !requests.is_empty() {
-            let outcomes = match self.retry("stage audience batch", deadline, || {
-                self.rt
-                    .block_on(self.store.stage_batch(&requests))
-                    .map_err(IngestError::from)
-            }) {
-                Some(o) => o,
-                None => return false,
-            };
-            let (mut staged, mut excluded, mut dup) = (0u64, 0u64, 0u64);
-            for (req, outcome) in requests.iter().zip(&outcomes) {
-                match outcome {
-                    StageOutcome::Staged => staged += 1,
-                    StageOutcome::Excluded => {
-                        excluded += 1;
-                        if let Some(reason) = &req.exclusion {
-                            metrics::exclusion(&req.campaign_id, reason.label());
-                        }
-                    }
-                    StageOutcome::Duplicate => dup += 1,
-                }
-            }
-            self.count(AudienceResult::Staged, &self.stats.staged, staged);
-            self.count(AudienceResult::Excluded, &self.stats.excluded, excluded);
-            self.count(AudienceResult::Duplicate, &self.stats.duplicate, dup);
-            let mut shared = self.consumer.context().shared();
-            for (p, o) in request_src {
-                shared.marks.complete(p, o);
-            }
+        if !requests.is_empty() && !self.stage(&requests, request_src, deadline) {
+            return false;
         }
 
         if !letters.is_empty() {
@@ -168,6 +119,70 @@ impl AudienceIngest {
         self.stats
             .waiting
             .store(shared.waiting.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// Decides every record of a batch. Decoding and phone validation are
+    /// CPU work: a large batch is split across two threads (the machine
+    /// profile we size for has 2 cores).
+    fn decide_all(&self, batch: &[Raw]) -> Vec<Decision> {
+        if batch.len() < 1024 {
+            let mut cache = HashMap::new();
+            return batch.iter().map(|r| self.decide(r, &mut cache)).collect();
+        }
+        let mid = batch.len() / 2;
+        std::thread::scope(|s| {
+            let (a, b) = batch.split_at(mid);
+            let h = s.spawn(|| {
+                let mut cache = HashMap::new();
+                a.iter()
+                    .map(|r| self.decide(r, &mut cache))
+                    .collect::<Vec<_>>()
+            });
+            let mut cache = HashMap::new();
+            let tail: Vec<Decision> = b.iter().map(|r| self.decide(r, &mut cache)).collect();
+            let mut head = h.join().unwrap_or_default();
+            head.extend(tail);
+            head
+        })
+    }
+
+    /// Stages the requests of a batch in one durable write (retried until
+    /// `deadline`), counts them by outcome and marks their offsets
+    /// complete. False when the write never succeeded.
+    fn stage(
+        &self,
+        requests: &[StageRequest],
+        sources: Vec<(i32, i64)>,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let Some(outcomes) = self.retry("stage audience batch", deadline, || {
+            self.rt
+                .block_on(self.store.stage_batch(requests))
+                .map_err(IngestError::from)
+        }) else {
+            return false;
+        };
+        let (mut staged, mut excluded, mut dup) = (0u64, 0u64, 0u64);
+        for (req, outcome) in requests.iter().zip(&outcomes) {
+            match outcome {
+                StageOutcome::Staged => staged += 1,
+                StageOutcome::Excluded => {
+                    excluded += 1;
+                    if let Some(reason) = &req.exclusion {
+                        metrics::exclusion(&req.campaign_id, reason.label());
+                    }
+                }
+                StageOutcome::Duplicate => dup += 1,
+            }
+        }
+        self.count(AudienceResult::Staged, &self.stats.staged, staged);
+        self.count(AudienceResult::Excluded, &self.stats.excluded, excluded);
+        self.count(AudienceResult::Duplicate, &self.stats.duplicate, dup);
+        let mut shared = self.consumer.context().shared();
+        for (p, o) in sources {
+            shared.marks.complete(p, o);
+        }
         true
     }
 
