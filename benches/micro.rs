@@ -109,7 +109,7 @@ fn stage_request(i: u64, params: &FrozenParams, now: DateTime<Utc>) -> StageRequ
 /// the frozen parameters every staged contact carries.
 struct BenchStore {
     rt: Runtime,
-    store: EmbeddedStore,
+    store: Arc<EmbeddedStore>,
     params: FrozenParams,
     now: DateTime<Utc>,
     _dir: tempfile::TempDir,
@@ -118,8 +118,9 @@ struct BenchStore {
 impl BenchStore {
     fn open() -> BenchStore {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let store =
-            EmbeddedStore::open(dir.path(), Durability::Process, 64).expect("the store opens");
+        let store = Arc::new(
+            EmbeddedStore::open(dir.path(), Durability::Process, 64).expect("the store opens"),
+        );
         BenchStore {
             rt: runtime(),
             store,
@@ -327,6 +328,34 @@ fn store_stage(c: &mut Criterion) {
     group.finish();
 }
 
+/// Claims staged contact `i` and records its `accepted` outcome, as a send
+/// that the API accepted leaves it.
+async fn claim_and_accept(store: &dyn Store, i: u64, exclusive: bool, now: DateTime<Utc>) {
+    let contact = ContactKey::raw(phone(i));
+    let request = ClaimRequest {
+        campaign_id: CAMPAIGN.to_string(),
+        contact: contact.clone(),
+        exclusive,
+        replace_engagement: None,
+        owner: "bench".to_string(),
+        now,
+    };
+    let claimed = store.claim(&request).await.expect("claiming succeeds");
+    assert!(
+        matches!(claimed, ClaimOutcome::Claimed { .. }),
+        "{contact} was not claimable: {claimed:?}"
+    );
+    store
+        .record_outcome(
+            CAMPAIGN,
+            &contact,
+            &Outcome::Accepted { wamid: wamid(i) },
+            now,
+        )
+        .await
+        .expect("recording the outcome succeeds");
+}
+
 fn store_claim(c: &mut Criterion) {
     let bench = BenchStore::open();
     let (rt, store, now) = (&bench.rt, &bench.store, bench.now);
@@ -349,29 +378,7 @@ fn store_claim(c: &mut Criterion) {
 
             let started = Instant::now();
             for i in first..next {
-                let contact = ContactKey::raw(phone(i));
-                let request = ClaimRequest {
-                    campaign_id: CAMPAIGN.to_string(),
-                    contact: contact.clone(),
-                    exclusive: true,
-                    replace_engagement: None,
-                    owner: "bench".to_string(),
-                    now,
-                };
-                let outcome = Outcome::Accepted {
-                    wamid: format!("wamid.HBgNNTI1NTEwMDAwMDAwFQIAERgS{i:016X}"),
-                };
-                rt.block_on(async {
-                    let claimed = store.claim(&request).await.expect("claiming succeeds");
-                    assert!(
-                        matches!(claimed, ClaimOutcome::Claimed { .. }),
-                        "{contact} was not claimable: {claimed:?}"
-                    );
-                    store
-                        .record_outcome(CAMPAIGN, &contact, &outcome, now)
-                        .await
-                        .expect("recording the outcome succeeds");
-                });
+                rt.block_on(claim_and_accept(store.as_ref(), i, true, now));
             }
             started.elapsed()
         })
@@ -441,24 +448,18 @@ fn status_webhook(first: u64) -> Vec<u8> {
 /// The receiver's own processor over an embedded store (no events topic:
 /// publishing is the Kafka client's cost, measured by the load benchmark).
 struct Receiver {
-    rt: Runtime,
-    store: Arc<dyn Store>,
+    bench: BenchStore,
     processor: WebhookProcessor,
-    params: FrozenParams,
-    now: DateTime<Utc>,
-    _dir: tempfile::TempDir,
 }
 
 impl Receiver {
     fn open() -> Receiver {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(dir.path(), Durability::Process, 64).expect("the store opens"),
-        );
+        let bench = BenchStore::open();
+        let store: Arc<dyn Store> = bench.store.clone();
         let catalog = CampaignCatalog::default();
         catalog.insert(promo());
         let processor = WebhookProcessor::new(
-            Arc::clone(&store),
+            store,
             None,
             catalog,
             WebhookSettings {
@@ -469,47 +470,19 @@ impl Receiver {
                 reply_context_wait: Duration::ZERO,
             },
         );
-        Receiver {
-            rt: runtime(),
-            store,
-            processor,
-            params: promo_params(&promo(), 0),
-            now: Utc::now(),
-            _dir: dir,
-        }
+        Receiver { bench, processor }
     }
 
     /// Stages, claims and accepts contacts `range`, as dispatch leaves them
     /// before their first status arrives.
     fn accept(&self, range: std::ops::Range<u64>) {
-        let batch: Vec<StageRequest> = range
-            .clone()
-            .map(|i| stage_request(i, &self.params, self.now))
-            .collect();
-        self.rt.block_on(async {
-            for chunk in batch.chunks(STAGE_BATCH as usize) {
-                self.store
-                    .stage_batch(chunk)
-                    .await
-                    .expect("staging succeeds");
+        let b = &self.bench;
+        b.rt.block_on(async {
+            for chunk in b.batch(range.clone()).chunks(STAGE_BATCH as usize) {
+                b.store.stage_batch(chunk).await.expect("staging succeeds");
             }
             for i in range {
-                let contact = ContactKey::raw(phone(i));
-                let request = ClaimRequest {
-                    campaign_id: CAMPAIGN.to_string(),
-                    contact: contact.clone(),
-                    exclusive: false,
-                    replace_engagement: None,
-                    owner: "bench".to_string(),
-                    now: self.now,
-                };
-                let claimed = self.store.claim(&request).await.expect("claiming succeeds");
-                assert!(matches!(claimed, ClaimOutcome::Claimed { .. }));
-                let outcome = Outcome::Accepted { wamid: wamid(i) };
-                self.store
-                    .record_outcome(CAMPAIGN, &contact, &outcome, self.now)
-                    .await
-                    .expect("recording the outcome succeeds");
+                claim_and_accept(b.store.as_ref(), i, false, b.now).await;
             }
         });
     }
@@ -518,6 +491,7 @@ impl Receiver {
     /// listener hands it over.
     fn handle(&self, body: &[u8], signature: &str) {
         let verdict = self
+            .bench
             .rt
             .block_on(self.processor.handle(body, Some(signature)));
         assert_eq!(verdict, Verdict::Ok);
@@ -533,8 +507,9 @@ fn webhook(c: &mut Criterion) {
     let header = signature::sign(APP_SECRET, &body);
     receiver.handle(&body, &header);
     let delivered = receiver
+        .bench
         .rt
-        .block_on(receiver.store.scan_dispatches(CAMPAIGN, None, 100))
+        .block_on(receiver.bench.store.scan_dispatches(CAMPAIGN, None, 100))
         .expect("scanning succeeds");
     assert!(
         delivered

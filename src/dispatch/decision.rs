@@ -50,10 +50,10 @@ pub fn contact_fact(result: &SendResult) -> Option<ContactFact> {
 /// the row's count before this claim: claims released because their
 /// request never left (throttles, outages) were taken back from it, so they
 /// do not count. A deferral is remembered by `attempts_before` even after a
-/// throttle overwrote the row's last code; the code covers rows written
-/// before attempts were counted this way.
-pub fn claim_number(attempts_before: u32, last_code: Option<i64>) -> u32 {
-    if attempts_before > 0 || last_code == Some(code::MARKETING_LIMIT) {
+/// throttle overwrote the row's last code (a 131049 only ever answers a
+/// request that left, so its row always counts one).
+pub fn claim_number(attempts_before: u32) -> u32 {
+    if attempts_before > 0 {
         2
     } else {
         1
@@ -139,17 +139,17 @@ mod tests {
     /// its retry does not make the next 131049 a first one.
     #[test]
     fn a_deferral_is_remembered_through_a_throttle() {
-        assert_eq!(claim_number(0, None), 1);
-        assert_eq!(claim_number(0, Some(130429)), 1, "a throttle never left");
-        assert_eq!(claim_number(1, Some(131049)), 2, "the retry of a deferral");
-        assert_eq!(claim_number(1, Some(130429)), 2, "deferred, then throttled");
-        let n = claim_number(1, Some(130429));
+        assert_eq!(claim_number(0), 1);
+        assert_eq!(claim_number(0), 1, "a throttle never left");
+        assert_eq!(claim_number(1), 2, "the retry of a deferral");
+        assert_eq!(claim_number(1), 2, "deferred, then throttled");
+        let n = claim_number(1);
         assert!(matches!(
             decide(&rejected(131049), n, now()),
             Decision::Record(Outcome::Failed { .. })
         ));
         assert!(matches!(
-            decide(&rejected(131049), claim_number(0, None), now()),
+            decide(&rejected(131049), claim_number(0), now()),
             Decision::Record(Outcome::Deferred { .. })
         ));
     }

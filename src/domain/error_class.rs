@@ -150,8 +150,6 @@ pub mod code {
     pub const THROUGHPUT: i64 = 130_429;
     /// Not a WhatsApp user: the contact is marked undeliverable.
     pub const NOT_WHATSAPP_USER: i64 = 131_026;
-    /// Meta's per-user marketing limit: deferred once, a day later.
-    pub const MARKETING_LIMIT: i64 = 131_049;
     /// The user stopped marketing messages: a marketing opt-out.
     pub const MARKETING_OPT_OUT: i64 = 131_050;
 }

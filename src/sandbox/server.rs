@@ -169,7 +169,8 @@ impl Shared {
         } = send;
         self.schedule_webhooks(
             &recipient,
-            (biz_opaque, quick_reply_payload),
+            biz_opaque,
+            quick_reply_payload,
             &wamid,
             ordinal,
             number,
@@ -237,7 +238,8 @@ impl Shared {
     fn schedule_webhooks(
         &self,
         recipient: &rules::Recipient,
-        (biz_opaque, quick_reply_payload): (Option<String>, Option<String>),
+        biz_opaque: Option<String>,
+        quick_reply_payload: Option<String>,
         wamid: &str,
         ordinal: u32,
         number: Arc<super::stats::NumberState>,

@@ -188,7 +188,7 @@ impl Pump {
                 &row.params,
                 &callback_data(id, contact),
             ),
-            claim: crate::dispatch::decision::claim_number(row.attempts, row.error_code),
+            claim: crate::dispatch::decision::claim_number(row.attempts),
             retries: self
                 .state
                 .retries
