@@ -9,6 +9,7 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
+use super::contacts::ContactRow;
 use super::lwt::LwtReply;
 use super::rows::{DispatchRow, JourneyWrite, StageRow};
 use super::*;
