@@ -102,6 +102,7 @@ fn stage_request(i: u64, params: &FrozenParams, now: DateTime<Utc>) -> StageRequ
         timezone: Some("America/Mexico_City".to_string()),
         tags: vec!["vip".to_string()],
         staged_at: now,
+        journey: Default::default(),
     }
 }
 

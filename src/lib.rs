@@ -2,7 +2,7 @@
 //!
 //! Layout (one concern per module; pure logic apart from I/O glue; the same
 //! list, with more on each part, is in docs/ARCHITECTURE.md, "Layout"):
-//! - [`domain`]: specs, audience records, contacts, templates, states, error classes (pure).
+//! - [`domain`]: specs, journeys, audience records, contacts, templates, states, error classes (pure).
 //! - [`config`]: the TOML file model, environment overrides, validation, reload diff.
 //! - [`ingest`]: Kafka readers of campaigns, audience, suppressions; watermark; DLQ.
 //! - [`store`]: the `Store` trait, its rows and the latency wrapper [`store::timed`].

@@ -75,6 +75,7 @@ fn requeue_puts_unknown_contacts_back_and_states_the_risk() {
                 timezone: None,
                 tags: vec![],
                 staged_at: now,
+                journey: Default::default(),
             })
             .collect();
         store.stage_batch(&items).await.unwrap();

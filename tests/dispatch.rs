@@ -1044,6 +1044,7 @@ async fn staged_and_claimed(
             timezone: None,
             tags: Vec::new(),
             staged_at: now,
+            journey: Default::default(),
         })
         .collect();
     store.stage_batch(&staged).await.unwrap();

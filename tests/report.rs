@@ -29,6 +29,7 @@ async fn journey(store: &dyn Store, n: u32, exclusion: Option<ExclusionReason>) 
             timezone: None,
             tags: vec![],
             staged_at: at,
+            journey: Default::default(),
         }])
         .await
         .unwrap();

@@ -44,6 +44,7 @@ fn req(campaign: &str, n: u32, shard: u32, seq: u64) -> StageRequest {
         timezone: Some("America/Mexico_City".into()),
         tags: vec!["vip".into()],
         staged_at: t0(),
+        journey: Default::default(),
     }
 }
 

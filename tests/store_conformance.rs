@@ -31,6 +31,7 @@ fn req(campaign: &str, n: u32, shard: u32, seq: u64) -> StageRequest {
         timezone: None,
         tags: vec!["vip".into()],
         staged_at: t0(),
+        journey: Default::default(),
     }
 }
 

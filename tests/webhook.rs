@@ -91,6 +91,7 @@ async fn staged(store: &dyn Store, n: u32) {
             timezone: None,
             tags: vec![],
             staged_at: t0(),
+            journey: Default::default(),
         }])
         .await
         .unwrap();

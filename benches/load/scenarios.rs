@@ -536,6 +536,7 @@ pub(super) async fn accept_contacts(store: &dyn Store, n: u64) -> anyhow::Result
                 timezone: None,
                 tags: vec![],
                 staged_at: now,
+                journey: Default::default(),
             })
             .collect();
         store.stage_batch(&requests).await?;

@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::journey::{Journey, StepSpec};
 use super::problem::SpecProblem;
 use super::template::{CompiledTemplate, TemplateSpec};
 
@@ -58,6 +59,10 @@ pub struct CampaignSpec {
     /// Free labels for reports.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// A journey: the primary message and the steps that follow it
+    /// (docs/ARCHITECTURE.md, "Journeys"). Empty: the template, once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpec>,
 }
 
 fn default_true() -> bool {
@@ -279,8 +284,11 @@ const SPEC_KEYS: &[(&str, &[&str])] = &[
             "exclusive",
             "reply_routing",
             "tags",
+            "steps",
         ],
     ),
+    ("steps[]", &["id", "channel", "template", "text", "when"]),
+    ("steps[].when", &["after", "on", "delay"]),
     (
         "schedule",
         &["start_at", "end_at", "timezone", "quiet_hours"],
@@ -312,13 +320,20 @@ const SPEC_KEYS: &[(&str, &[&str])] = &[
 pub fn unknown_fields(spec: &serde_json::Value) -> Vec<SpecProblem> {
     let mut problems = Vec::new();
     for (path, allowed) in SPEC_KEYS {
-        let objects: Vec<(String, &serde_json::Value)> = match path.strip_suffix("[]") {
-            Some(list) => lookup(spec, list)
+        let objects: Vec<(String, &serde_json::Value)> = match path.split_once("[]") {
+            Some((list, inner)) => lookup(spec, list)
                 .and_then(|v| v.as_array())
                 .map(|a| {
+                    let inner = inner.trim_start_matches('.');
                     a.iter()
                         .enumerate()
-                        .map(|(i, v)| (format!("{list}[{i}]"), v))
+                        .filter_map(|(i, v)| {
+                            let at = format!("{list}[{i}]");
+                            if inner.is_empty() {
+                                return Some((at, v));
+                            }
+                            lookup(v, inner).map(|v| (format!("{at}.{inner}"), v))
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -407,7 +422,41 @@ impl CampaignSpec {
 
     /// Parses a spec from JSON. Only the shape is checked; see `validate`.
     pub fn from_json(bytes: &[u8]) -> Result<CampaignSpec, SpecError> {
-        serde_json::from_slice(bytes).map_err(|e| SpecError::Json(e.to_string()))
+        let mut spec: CampaignSpec =
+            serde_json::from_slice(bytes).map_err(|e| SpecError::Json(e.to_string()))?;
+        spec.normalize();
+        Ok(spec)
+    }
+
+    /// The primary template may be written in `steps[0].template`: it moves
+    /// to `template`, where everything that sends the primary reads it
+    /// (given in both places, it stays for `validate` to report).
+    pub fn normalize(&mut self) {
+        if let Some(first) = self.steps.first_mut() {
+            if first.template.is_some() && self.template == TemplateSpec::default() {
+                self.template = first.template.take().unwrap_or_default();
+            }
+        }
+    }
+
+    /// The journey: the steps checked and compiled, or the one-step
+    /// journey of a spec without `steps`.
+    pub fn journey(&self) -> Result<Journey, Vec<SpecProblem>> {
+        let mut problems = Vec::new();
+        if self.steps.first().is_some_and(|s| s.template.is_some()) {
+            problems.push(SpecProblem::new(
+                "steps[0].template",
+                "the primary template is given twice, here and as template; keep one",
+            ));
+        }
+        match Journey::plan(&self.steps) {
+            Ok(journey) if problems.is_empty() => Ok(journey),
+            Ok(_) => Err(problems),
+            Err(more) => {
+                problems.extend(more);
+                Err(problems)
+            }
+        }
     }
 
     /// Parses and validates a spec, returning its compiled template. A
@@ -452,6 +501,9 @@ impl CampaignSpec {
         }
         self.check_schedule(&mut problems);
         self.check_pacing(&mut problems);
+        if let Err(journey_problems) = self.journey() {
+            problems.extend(journey_problems);
+        }
         if let Some(routing) = &self.reply_routing {
             if routing.agent.trim().is_empty() {
                 problems.push(SpecProblem::new("reply_routing.agent", "is missing"));

@@ -17,8 +17,10 @@
 //!   `ObservedState`.
 //! - [`error_class`]: Cloud API error codes → `ErrorClass`.
 //! - [`problem`]: `SpecProblem`, one thing wrong with a spec.
+//! - [`journey`]: the steps of a campaign, their validation and the state
+//!   machine that decides which step follows and when.
 //!
-//! Imports run one way: `audience` → `campaign` → `template` →
+//! Imports run one way: `audience` → `campaign` → `journey` → `template` →
 //! (`contact`, `problem`); a template reads a contact only through
 //! `ContactValues`.
 
@@ -26,6 +28,7 @@ pub mod audience;
 pub mod campaign;
 pub mod contact;
 pub mod error_class;
+pub mod journey;
 pub mod problem;
 pub mod state;
 pub mod template;
@@ -34,6 +37,7 @@ pub use audience::*;
 pub use campaign::*;
 pub use contact::*;
 pub use error_class::*;
+pub use journey::*;
 pub use problem::*;
 pub use state::*;
 pub use template::*;

@@ -105,6 +105,16 @@ impl CampaignCatalog {
                 spec.id
             )]));
         }
+        if spec.steps.len() > 1 {
+            // Validated in full above, so the upstream learns every problem
+            // of its journey now; dispatching later steps is not in this
+            // version, and a campaign that silently sent only its primary
+            // message would be worse than a refusal.
+            return Err(invalid(vec![format!(
+                "steps: this journey of {} steps is valid, but this version sends one-step campaigns only and would leave its later steps unsent; publish it with its primary message alone (README, \"Journeys\")",
+                spec.steps.len()
+            )]));
+        }
         let template = spec
             .template
             .compile()
@@ -277,5 +287,50 @@ impl CampaignReader {
                 caught_up.store(true, Ordering::Release);
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journey(sms_text: &str) -> Vec<u8> {
+        serde_json::json!({
+            "id": "j", "senders": ["1001"],
+            "steps": [
+                {"id": "primary", "template": {"name": "t", "language": "en"}},
+                {"id": "sms", "channel": "sms", "text": sms_text, "when": {"after": "primary", "on": "failed"}},
+            ],
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn problems(value: &[u8]) -> Vec<String> {
+        match CampaignCatalog::parse("j", value) {
+            Err(SpecRejection::Invalid { problems, .. }) => problems,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_journey_is_validated_then_refused_rather_than_half_sent() {
+        assert_eq!(
+            problems(&journey("Hola {{name")),
+            vec!["steps[1].text: \"Hola {{name\" has a {{ without a closing }}".to_string()]
+        );
+        let refused = problems(&journey("Hola {{name}}"));
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].starts_with("steps: this journey of 2 steps is valid"),
+            "{refused:?}"
+        );
+        // A journey of its primary message alone is a one-step campaign.
+        let one = serde_json::json!({
+            "id": "j", "senders": ["1001"],
+            "steps": [{"id": "primary", "template": {"name": "t", "language": "en"}}],
+        });
+        let entry = CampaignCatalog::parse("j", one.to_string().as_bytes()).unwrap();
+        assert_eq!(entry.spec.template.name, "t");
     }
 }

@@ -179,6 +179,7 @@ mod tests {
             timezone: None,
             tags: vec![],
             staged_at: at("2026-11-22T10:00:00Z"),
+            journey: Default::default(),
         });
         r.times = StageTimes::default();
         r

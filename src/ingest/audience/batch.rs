@@ -78,6 +78,7 @@ impl AudienceIngest {
             timezone: staged.timezone,
             tags: record.tags,
             staged_at: Utc::now(),
+            journey: Default::default(),
         }))
     }
 

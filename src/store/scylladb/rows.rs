@@ -126,6 +126,13 @@ impl DispatchRow {
                 failed: self.failed_at,
                 excluded: excluded_at,
             },
+            // One-step campaigns only: the catalog refuses journeys until
+            // both backends keep their steps (README, "Journeys").
+            step: String::new(),
+            next: Vec::new(),
+            wait: None,
+            history: Vec::new(),
+            later: Vec::new(),
         };
         Ok(Some((record, self.rev)))
     }
@@ -417,6 +424,7 @@ mod tests {
             timezone: None,
             tags: vec!["a".into()],
             staged_at: t(9),
+            journey: Default::default(),
         };
         let row = StageRow::new(&req).unwrap();
         assert_eq!(row.bucket, 82);

@@ -4,8 +4,15 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod journey;
+#[cfg(test)]
+mod tests;
+
+pub use journey::*;
+
 use crate::domain::{
-    CampaignSpec, ContactKey, DispatchState, ExclusionReason, FrozenParams, ObservedState,
+    CampaignSpec, ContactKey, DispatchState, Edge, ExclusionReason, FrozenParams, ObservedState,
+    StepParams, Wait,
 };
 
 /// `campaigns (id) → spec, observed_state, updated_at`.
@@ -94,6 +101,9 @@ pub struct StageRequest {
     pub timezone: Option<String>,
     pub tags: Vec<String>,
     pub staged_at: DateTime<Utc>,
+    /// The journey's later steps for this contact (none for a one-step
+    /// campaign).
+    pub journey: StagedJourney,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +153,23 @@ pub struct DispatchRecord {
     /// Instance that holds the claim (diagnostics for multi-instance runs).
     pub owner: Option<String>,
     pub times: StageTimes,
+    /// The journey step the row is at; empty for the first
+    /// (docs/ARCHITECTURE.md, "Journeys"). The fields above are that
+    /// step's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub step: String,
+    /// The edges leaving the current step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next: Vec<Edge>,
+    /// The step due next and when: the row's timer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Wait>,
+    /// The steps the contact went through before the current one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<StepRecord>,
+    /// What the later steps send to this contact, frozen at staging.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later: Vec<StepParams>,
 }
 
 impl DispatchRecord {
@@ -177,6 +204,11 @@ impl DispatchRecord {
             deferred_until: None,
             owner: None,
             times,
+            step: String::new(),
+            next: req.journey.next.clone(),
+            wait: None,
+            history: Vec::new(),
+            later: req.journey.later.clone(),
         }
     }
 
@@ -255,6 +287,7 @@ impl DispatchRecord {
                 self.times.excluded = Some(at);
             }
         }
+        self.refresh_wait();
     }
 
     /// Puts an `unknown` row, or a `failed` one (of `class` when given), back
@@ -302,6 +335,32 @@ impl DispatchRecord {
     /// read < replied`; redelivered or late statuses change nothing). Returns
     /// the (from, to) transition when the row changed.
     pub fn apply_status(
+        &mut self,
+        update: &StatusUpdate,
+    ) -> Option<(DispatchState, DispatchState)> {
+        // A status of an earlier step's message (a late `read`, a reply to
+        // the primary after the follow-up went) belongs to that step.
+        if let Some(wamid) = update.wamid.as_deref() {
+            if self.wamid.as_deref() != Some(wamid) {
+                if let Some(h) = self
+                    .history
+                    .iter_mut()
+                    .find(|h| h.wamid.as_deref() == Some(wamid))
+                {
+                    let changed = h.apply_status(update);
+                    self.refresh_wait();
+                    return changed;
+                }
+            }
+        }
+        let changed = self.apply_current_status(update);
+        if changed.is_some() {
+            self.refresh_wait();
+        }
+        changed
+    }
+
+    fn apply_current_status(
         &mut self,
         update: &StatusUpdate,
     ) -> Option<(DispatchState, DispatchState)> {

@@ -1,0 +1,186 @@
+//! A row's journey: the step it is at, the steps before it, its timer and
+//! the move to the next step (docs/ARCHITECTURE.md, "Journeys").
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::domain::{next_wait, FrozenStep, StepFacts};
+
+/// What staging stores of a journey with more than one step: the edges
+/// leaving the primary message, and what each later step sends to this
+/// contact (frozen like the primary's parameters).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StagedJourney {
+    pub next: Vec<Edge>,
+    pub later: Vec<StepParams>,
+}
+
+/// A journey step the contact went through, as its row keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    /// The step's id; empty for the first.
+    #[serde(default)]
+    pub step: String,
+    pub state: DispatchState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The wamid (or the SMS provider's message id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wamid: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub times: StageTimes,
+}
+
+impl StepRecord {
+    /// A status of this earlier step's message, under the same monotonic
+    /// rule as the current step's.
+    pub(super) fn apply_status(
+        &mut self,
+        update: &StatusUpdate,
+    ) -> Option<(DispatchState, DispatchState)> {
+        let from = self.state;
+        let to = from.advance(update.state)?;
+        self.state = to;
+        let at = Some(update.at);
+        match to {
+            DispatchState::Sent => self.times.sent = at,
+            DispatchState::Delivered => self.times.delivered = at,
+            DispatchState::Read => self.times.read = at,
+            DispatchState::Replied => self.times.replied = at,
+            DispatchState::Failed => {
+                self.times.failed = at;
+                self.error_code = update.error_code;
+                self.error_class = update.error_class.clone();
+                self.error_message = update.error_message.clone();
+            }
+            _ => {}
+        }
+        Some((from, to))
+    }
+}
+
+impl DispatchRecord {
+    /// What the journey reads of the current step.
+    pub fn facts(&self) -> StepFacts<'_> {
+        let t = &self.times;
+        StepFacts {
+            state: Some(self.state),
+            reason: self.reason.as_deref(),
+            first: self.step.is_empty(),
+            replied_before: self.history.iter().any(|h| h.times.replied.is_some()),
+            accepted: t.accepted,
+            sent: t.sent,
+            delivered: t.delivered,
+            read: t.read,
+            replied: t.replied,
+            failed: t.failed,
+            excluded: t.excluded,
+        }
+    }
+
+    /// Recomputes the row's timer from the current step (after any change
+    /// of its state): the step due next, or none.
+    pub fn refresh_wait(&mut self) {
+        self.wait = next_wait(&self.next, &self.facts());
+    }
+
+    /// Moves the row to the step its timer names (`edges` are the ones
+    /// leaving that step in the spec in force): the current step goes to the
+    /// history and the new one starts `pending` with the content staged for
+    /// it, or `excluded` (skipped) when the contact lacks what it needs.
+    /// False, and no change, unless the row waits for `step` and it is due
+    /// at `now` (or `force`: the campaign ended, and the step is ended at
+    /// its claim as `outside_window`).
+    pub fn promote(
+        &mut self,
+        step: &str,
+        edges: Vec<Edge>,
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> bool {
+        let due = self
+            .wait
+            .as_ref()
+            .is_some_and(|w| w.step == step && (force || w.due <= now));
+        if !due {
+            return false;
+        }
+        self.history.push(StepRecord {
+            step: std::mem::take(&mut self.step),
+            state: self.state,
+            reason: self.reason.take(),
+            wamid: self.wamid.take(),
+            attempts: std::mem::take(&mut self.attempts),
+            error_code: self.error_code.take(),
+            error_class: self.error_class.take(),
+            error_message: self.error_message.take(),
+            times: std::mem::take(&mut self.times),
+        });
+        self.step = step.to_string();
+        self.next = edges;
+        self.wait = None;
+        self.deferred_until = None;
+        self.owner = None;
+        self.times.staged = Some(now);
+        let content = self
+            .later
+            .iter()
+            .find(|p| p.step == step)
+            .map(|p| p.content.clone());
+        match content {
+            Some(FrozenStep::Template(params)) => {
+                self.params = params;
+                self.state = DispatchState::Pending;
+            }
+            Some(FrozenStep::Text(_)) => {
+                self.params = FrozenParams::default();
+                self.state = DispatchState::Pending;
+            }
+            Some(FrozenStep::Skip(reason)) => self.skip(reason, now),
+            // Staged before the spec had this step: nothing frozen for it.
+            None => self.skip(
+                ExclusionReason::InvalidField(format!("steps.{step}")).to_string(),
+                now,
+            ),
+        }
+        true
+    }
+
+    fn skip(&mut self, reason: String, now: DateTime<Utc>) {
+        self.params = FrozenParams::default();
+        self.state = DispatchState::Excluded;
+        self.reason = Some(reason);
+        self.times.excluded = Some(now);
+        self.refresh_wait();
+    }
+
+    /// The SMS text of the current step, when it is an SMS step.
+    pub fn sms_text(&self) -> Option<&str> {
+        self.later
+            .iter()
+            .find(|p| p.step == self.step)
+            .and_then(|p| match &p.content {
+                FrozenStep::Text(text) => Some(text.as_str()),
+                _ => None,
+            })
+    }
+
+    /// The id of the current step in `journey`'s terms (the first step's
+    /// id for an empty one).
+    pub fn step_id<'a>(&'a self, first: &'a str) -> &'a str {
+        if self.step.is_empty() {
+            first
+        } else {
+            &self.step
+        }
+    }
+}
