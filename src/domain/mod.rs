@@ -13,7 +13,7 @@
 //! - [`contact`]: `ContactKey`, phone normalisation, region and timezone.
 //! - [`template`]: template spec, `{{var}}` expressions, compilation and
 //!   the parameters frozen per contact.
-//! - [`state`]: `DispatchState` and its monotonic rule, `ExclusionReason`,
+//! - [`state`]: `DispatchState` and its monotonic rule, `StageTimes`, `ExclusionReason`,
 //!   `ObservedState`.
 //! - [`error_class`]: Cloud API error codes → `ErrorClass`.
 //! - [`problem`]: `SpecProblem`, one thing wrong with a spec.

@@ -15,6 +15,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
@@ -578,5 +579,34 @@ mod tests {
             assert_eq!(serde_json::from_str::<ObservedState>(&json).unwrap(), state);
         }
         assert!("done".parse::<ObservedState>().is_err());
+    }
+}
+
+/// Timestamps of each stage a contact went through.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StageTimes {
+    pub staged: Option<DateTime<Utc>>,
+    pub claimed: Option<DateTime<Utc>>,
+    pub accepted: Option<DateTime<Utc>>,
+    pub sent: Option<DateTime<Utc>>,
+    pub delivered: Option<DateTime<Utc>>,
+    pub read: Option<DateTime<Utc>>,
+    pub replied: Option<DateTime<Utc>>,
+    pub failed: Option<DateTime<Utc>>,
+    pub excluded: Option<DateTime<Utc>>,
+}
+
+impl StageTimes {
+    /// Records when a webhook status was reached.
+    pub fn reached(&mut self, to: DispatchState, at: DateTime<Utc>) {
+        let slot = match to {
+            DispatchState::Sent => &mut self.sent,
+            DispatchState::Delivered => &mut self.delivered,
+            DispatchState::Read => &mut self.read,
+            DispatchState::Replied => &mut self.replied,
+            DispatchState::Failed => &mut self.failed,
+            _ => return,
+        };
+        *slot = Some(at);
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::Edge;
 use super::spec::On;
-use crate::domain::state::DispatchState;
+use crate::domain::state::{DispatchState, StageTimes};
 
 /// A step a contact waits for: its timer. The row holds it (the truth);
 /// the store's timer queue indexes it by due time.
@@ -18,7 +18,7 @@ pub struct Wait {
 }
 
 /// What the journey reads of the contact's current step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepFacts<'a> {
     pub state: Option<DispatchState>,
     /// The exclusion reason, as stored (`missing_variable:coupon`).
@@ -29,13 +29,8 @@ pub struct StepFacts<'a> {
     /// The contact replied to an earlier step's message: no follow-up on
     /// silence applies any more.
     pub replied_before: bool,
-    pub accepted: Option<DateTime<Utc>>,
-    pub sent: Option<DateTime<Utc>>,
-    pub delivered: Option<DateTime<Utc>>,
-    pub read: Option<DateTime<Utc>>,
-    pub replied: Option<DateTime<Utc>>,
-    pub failed: Option<DateTime<Utc>>,
-    pub excluded: Option<DateTime<Utc>>,
+    /// When the step reached each state.
+    pub times: &'a StageTimes,
 }
 
 /// How the current step stands for the journey.
@@ -69,12 +64,12 @@ impl StepFacts<'_> {
             .map(|r| r.split(':').next().unwrap_or(r))
             .unwrap_or("");
         match self.state {
-            Some(DispatchState::Failed) => StepEnd::Failed(self.failed.unwrap_or_default()),
+            Some(DispatchState::Failed) => StepEnd::Failed(self.times.failed.unwrap_or_default()),
             Some(DispatchState::Excluded) if FAILED_REASONS.contains(&label) => {
-                StepEnd::Failed(self.excluded.unwrap_or_default())
+                StepEnd::Failed(self.times.excluded.unwrap_or_default())
             }
             Some(DispatchState::Excluded) if !self.first && SKIP_REASONS.contains(&label) => {
-                StepEnd::Skipped(self.excluded.unwrap_or_default())
+                StepEnd::Skipped(self.times.excluded.unwrap_or_default())
             }
             Some(DispatchState::Excluded) => StepEnd::Stopped,
             Some(s) if s.delivery_rank() > 0 => StepEnd::Reached,
@@ -93,15 +88,25 @@ impl StepFacts<'_> {
             (StepEnd::Reached, On::NoReply)
                 if self.state != Some(DispatchState::Replied) && !self.replied_before =>
             {
-                first_of(&[self.sent, self.accepted, self.delivered, self.read])
+                first_of(&[
+                    self.times.sent,
+                    self.times.accepted,
+                    self.times.delivered,
+                    self.times.read,
+                ])
             }
-            (StepEnd::Reached, On::Sent) if rank >= 2 => {
-                first_of(&[self.sent, self.delivered, self.read, self.replied])
-            }
+            (StepEnd::Reached, On::Sent) if rank >= 2 => first_of(&[
+                self.times.sent,
+                self.times.delivered,
+                self.times.read,
+                self.times.replied,
+            ]),
             (StepEnd::Reached, On::Delivered) if rank >= 3 => {
-                first_of(&[self.delivered, self.read, self.replied])
+                first_of(&[self.times.delivered, self.times.read, self.times.replied])
             }
-            (StepEnd::Reached, On::Read) if rank >= 4 => first_of(&[self.read, self.replied]),
+            (StepEnd::Reached, On::Read) if rank >= 4 => {
+                first_of(&[self.times.read, self.times.replied])
+            }
             _ => None,
         }
     }

@@ -315,21 +315,7 @@ fn check_when(
         ));
         return None;
     }
-    match when.delay.as_deref().map(parse_delay) {
-        Some(Err(message)) => problems.push(SpecProblem::new(at("when.delay"), message)),
-        Some(Ok(secs)) if secs > MAX_DELAY_SECS => problems.push(SpecProblem::new(
-            at("when.delay"),
-            format!(
-                "\"{}\" is longer than 90 days",
-                when.delay.as_deref().unwrap_or_default()
-            ),
-        )),
-        Some(Ok(0)) | None if when.on == On::NoReply => problems.push(SpecProblem::new(
-            at("when.delay"),
-            "no_reply needs a delay: how long to wait for a reply (like \"3d\")",
-        )),
-        _ => {}
-    }
+    check_delay(&at("when.delay"), when, problems);
     let known = || {
         steps
             .iter()
@@ -382,6 +368,24 @@ fn check_when(
         ));
     }
     Some(parent)
+}
+
+fn check_delay(field: &str, when: &When, problems: &mut Vec<SpecProblem>) {
+    match when.delay.as_deref().map(parse_delay) {
+        Some(Err(message)) => problems.push(SpecProblem::new(field, message)),
+        Some(Ok(secs)) if secs > MAX_DELAY_SECS => problems.push(SpecProblem::new(
+            field,
+            format!(
+                "\"{}\" is longer than 90 days",
+                when.delay.as_deref().unwrap_or_default()
+            ),
+        )),
+        Some(Ok(0)) | None if when.on == On::NoReply => problems.push(SpecProblem::new(
+            field,
+            "no_reply needs a delay: how long to wait for a reply (like \"3d\")",
+        )),
+        _ => {}
+    }
 }
 
 /// Every step must lead back to the first: following `after` from any step

@@ -2,7 +2,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
 use crate::domain::campaign::CampaignSpec;
-use crate::domain::state::DispatchState;
+use crate::domain::state::{DispatchState, StageTimes};
 
 fn t(minutes: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap() + chrono::TimeDelta::minutes(minutes)
@@ -219,13 +219,16 @@ fn facts(state: DispatchState) -> StepFacts<'static> {
         reason: None,
         first: true,
         replied_before: false,
-        accepted: (rank >= 1).then(|| t(0)),
-        sent: (rank >= 2).then(|| t(1)),
-        delivered: (rank >= 3).then(|| t(2)),
-        read: (rank >= 4).then(|| t(3)),
-        replied: (state == Replied).then(|| t(4)),
-        failed: (state == Failed).then(|| t(5)),
-        excluded: (state == Excluded).then(|| t(6)),
+        times: Box::leak(Box::new(StageTimes {
+            accepted: (rank >= 1).then(|| t(0)),
+            sent: (rank >= 2).then(|| t(1)),
+            delivered: (rank >= 3).then(|| t(2)),
+            read: (rank >= 4).then(|| t(3)),
+            replied: (state == Replied).then(|| t(4)),
+            failed: (state == Failed).then(|| t(5)),
+            excluded: (state == Excluded).then(|| t(6)),
+            ..StageTimes::default()
+        })),
     }
 }
 
@@ -267,8 +270,12 @@ fn every_condition_starts_its_step_from_its_own_time() {
         );
     }
     // Read without delivered (normal on WhatsApp) still counts as delivered.
-    let mut read = facts(DispatchState::Read);
-    read.delivered = None;
+    let mut times = facts(DispatchState::Read).times.clone();
+    times.delivered = None;
+    let read = StepFacts {
+        times: &times,
+        ..facts(DispatchState::Read)
+    };
     assert_eq!(read.met_at(On::Delivered), Some(t(3)));
     // Nothing follows a step that is not settled.
     for open in [Pending, Claimed, Deferred, Unknown] {

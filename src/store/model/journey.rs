@@ -50,19 +50,9 @@ impl StepRecord {
         let from = self.state;
         let to = from.advance(update.state)?;
         self.state = to;
-        let at = Some(update.at);
-        match to {
-            DispatchState::Sent => self.times.sent = at,
-            DispatchState::Delivered => self.times.delivered = at,
-            DispatchState::Read => self.times.read = at,
-            DispatchState::Replied => self.times.replied = at,
-            DispatchState::Failed => {
-                self.times.failed = at;
-                self.error_code = update.error_code;
-                self.error_class = update.error_class.clone();
-                self.error_message = update.error_message.clone();
-            }
-            _ => {}
+        self.times.reached(to, update.at);
+        if to == DispatchState::Failed {
+            (self.error_code, self.error_class, self.error_message) = update.error();
         }
         Some((from, to))
     }
@@ -71,19 +61,12 @@ impl StepRecord {
 impl DispatchRecord {
     /// What the journey reads of the current step.
     pub fn facts(&self) -> StepFacts<'_> {
-        let t = &self.times;
         StepFacts {
             state: Some(self.state),
             reason: self.reason.as_deref(),
             first: self.step.is_empty(),
             replied_before: self.history.iter().any(|h| h.times.replied.is_some()),
-            accepted: t.accepted,
-            sent: t.sent,
-            delivered: t.delivered,
-            read: t.read,
-            replied: t.replied,
-            failed: t.failed,
-            excluded: t.excluded,
+            times: &self.times,
         }
     }
 

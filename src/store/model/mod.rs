@@ -116,19 +116,7 @@ pub enum StageOutcome {
     Duplicate,
 }
 
-/// Timestamps of each stage a contact went through.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct StageTimes {
-    pub staged: Option<DateTime<Utc>>,
-    pub claimed: Option<DateTime<Utc>>,
-    pub accepted: Option<DateTime<Utc>>,
-    pub sent: Option<DateTime<Utc>>,
-    pub delivered: Option<DateTime<Utc>>,
-    pub read: Option<DateTime<Utc>>,
-    pub replied: Option<DateTime<Utc>>,
-    pub failed: Option<DateTime<Utc>>,
-    pub excluded: Option<DateTime<Utc>>,
-}
+pub use crate::domain::StageTimes;
 
 /// `dispatches ((campaign_id, shard), contact)`: one contact's journey in one campaign.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -391,19 +379,9 @@ impl DispatchRecord {
         if self.wamid.is_none() {
             self.wamid = update.wamid.clone();
         }
-        let at = Some(update.at);
-        match to {
-            DispatchState::Sent => self.times.sent = at,
-            DispatchState::Delivered => self.times.delivered = at,
-            DispatchState::Read => self.times.read = at,
-            DispatchState::Replied => self.times.replied = at,
-            DispatchState::Failed => {
-                self.times.failed = at;
-                self.error_code = update.error_code;
-                self.error_class = update.error_class.clone();
-                self.error_message = update.error_message.clone();
-            }
-            _ => {}
+        self.times.reached(to, update.at);
+        if to == DispatchState::Failed {
+            (self.error_code, self.error_class, self.error_message) = update.error();
         }
         Some((from, to))
     }
@@ -429,6 +407,17 @@ pub struct StatusUpdate {
     pub error_message: Option<String>,
     /// Set for a failure that is retried later (131049).
     pub defer_until: Option<DateTime<Utc>>,
+}
+
+impl StatusUpdate {
+    /// The error code, class and message a failure carries.
+    fn error(&self) -> (Option<i64>, Option<String>, Option<String>) {
+        (
+            self.error_code,
+            self.error_class.clone(),
+            self.error_message.clone(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
