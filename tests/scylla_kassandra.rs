@@ -78,6 +78,35 @@ async fn scylla_store_over_cql_protocol() {
         .await
         .expect("an applied schema verifies");
 
+    // A journey's staged cells come back with the row (its journey writes
+    // are conditional: they run in the conformance suite).
+    let mut journey = req("k-journey", 1, 0, 1);
+    journey.journey = StagedJourney {
+        next: vec![wadispatch::domain::Edge {
+            on: wadispatch::domain::On::NoReply,
+            delay_secs: 60,
+            to: "nudge".into(),
+        }],
+        later: vec![wadispatch::domain::StepParams {
+            step: "nudge".into(),
+            content: wadispatch::domain::FrozenStep::Text("hola".into()),
+        }],
+    };
+    store
+        .stage_batch(std::slice::from_ref(&journey))
+        .await
+        .unwrap();
+    let row = store
+        .get_dispatch("k-journey", &journey.contact)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.next, row.later),
+        (journey.journey.next, journey.journey.later)
+    );
+    assert_eq!((row.step.as_str(), row.wait), ("", None));
+
     // Campaigns.
     store.put_campaign(&campaign("k-promo")).await.unwrap();
     let got = store.get_campaign("k-promo").await.unwrap().unwrap();

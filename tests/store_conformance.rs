@@ -66,6 +66,8 @@ async fn conformance(store: Arc<dyn Store>) {
     opt_out_round_trip(store.as_ref()).await;
     claims_of_lapsed_owners_are_settled_from_the_index(store.as_ref()).await;
     the_portfolio_window_counts_each_recipient_once_up_to_its_limit(store.clone()).await;
+    journey_rows_keep_their_steps_and_timers(store.as_ref()).await;
+    timers_fire_in_due_order_once_each(store.as_ref()).await;
 }
 
 fn owned_claim(campaign: &str, n: u32, owner: &str) -> ClaimRequest {
@@ -1225,4 +1227,352 @@ fn acknowledged_writes_survive_kill_9() {
         };
         assert_eq!(row.state, expected, "contact {n}");
     }
+}
+
+/// A journey contact staged with its edges and later steps: an accepted
+/// send sets the follow-up's timer, a reply clears it, and a failure of
+/// another contact sets its fallback due at once, each read back from the
+/// store (the row's rules are shared; the backend must keep every cell).
+async fn journey_rows_keep_their_steps_and_timers(store: &dyn Store) {
+    use wadispatch::domain::{Edge, FrozenStep, On, StepParams, Wait};
+    let campaign = "journey";
+    let staged = |n: u32| {
+        let mut r = req(campaign, n, 0, u64::from(n));
+        r.journey = StagedJourney {
+            next: vec![
+                Edge {
+                    on: On::Failed,
+                    delay_secs: 0,
+                    to: "sms".into(),
+                },
+                Edge {
+                    on: On::NoReply,
+                    delay_secs: 3_600,
+                    to: "nudge".into(),
+                },
+            ],
+            later: vec![StepParams {
+                step: "sms".into(),
+                content: FrozenStep::Text("hola".into()),
+            }],
+        };
+        r
+    };
+    store.stage_batch(&[staged(1), staged(2)]).await.unwrap();
+    let row = store
+        .get_dispatch(campaign, &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.next, staged(1).journey.next);
+    assert_eq!(row.later, staged(1).journey.later);
+    assert_eq!((row.step.as_str(), row.wait.clone()), ("", None));
+
+    for n in [1, 2] {
+        assert!(matches!(
+            store.claim(&claim_req(campaign, n, false)).await.unwrap(),
+            ClaimOutcome::Claimed { .. }
+        ));
+    }
+    store
+        .record_outcome(
+            campaign,
+            &contact(1),
+            &Outcome::Accepted {
+                wamid: "wamid.j1".into(),
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let row = store
+        .get_dispatch(campaign, &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.wait,
+        Some(Wait {
+            step: "nudge".into(),
+            due: t0() + Duration::hours(1)
+        })
+    );
+
+    let reply = StatusUpdate {
+        state: DispatchState::Replied,
+        at: t0() + Duration::minutes(5),
+        wamid: Some("wamid.j1".into()),
+        error_code: None,
+        error_class: None,
+        error_message: None,
+        defer_until: None,
+    };
+    store
+        .apply_status(campaign, &contact(1), &reply)
+        .await
+        .unwrap();
+    let row = store
+        .get_dispatch(campaign, &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.wait, None,
+        "a reply cancels the follow-up, in the store"
+    );
+    assert_eq!(row.next, staged(1).journey.next, "the edges stay");
+
+    let failed = Outcome::Failed {
+        code: Some(131026),
+        class: "recipient".into(),
+        message: "not on WhatsApp".into(),
+    };
+    store
+        .record_outcome(campaign, &contact(2), &failed, t0())
+        .await
+        .unwrap();
+    let row = store
+        .get_dispatch(campaign, &contact(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.wait,
+        Some(Wait {
+            step: "sms".into(),
+            due: t0()
+        })
+    );
+    assert_eq!(row.sms_text(), None, "still at the primary");
+}
+
+/// The timer queue: entries by shard in due order, fired once, kept while
+/// not due, dropped when the row no longer waits for them, and deleted with
+/// their campaign.
+async fn timers_fire_in_due_order_once_each(store: &dyn Store) {
+    use wadispatch::domain::{Edge, FrozenStep, On, StepParams};
+    let campaign = "timers";
+    let staged = |n: u32, shard: u32| {
+        let mut r = req(campaign, n, shard, u64::from(n));
+        r.journey = StagedJourney {
+            next: vec![
+                Edge {
+                    on: On::Failed,
+                    delay_secs: 0,
+                    to: "sms".into(),
+                },
+                Edge {
+                    on: On::NoReply,
+                    delay_secs: 3_600,
+                    to: "nudge".into(),
+                },
+            ],
+            later: vec![
+                StepParams {
+                    step: "sms".into(),
+                    content: FrozenStep::Text("hola".into()),
+                },
+                StepParams {
+                    step: "nudge".into(),
+                    content: FrozenStep::Text("¿sigues ahí?".into()),
+                },
+            ],
+        };
+        r
+    };
+    store
+        .stage_batch(&[staged(1, 0), staged(2, 0), staged(3, 0), staged(4, 1)])
+        .await
+        .unwrap();
+    let drained: Vec<_> = store.scan_pending(campaign, 0, None, 10).await.unwrap();
+    assert_eq!(drained.len(), 3);
+    for n in 1..=4 {
+        assert!(matches!(
+            store.claim(&claim_req(campaign, n, false)).await.unwrap(),
+            ClaimOutcome::Claimed { .. }
+        ));
+    }
+    // 1 and 3 accepted a minute apart, 2 failed, 4 accepted on shard 1.
+    let accepted = |n: u32| Outcome::Accepted {
+        wamid: format!("wamid.t{n}"),
+    };
+    store
+        .record_outcome(
+            campaign,
+            &contact(3),
+            &accepted(3),
+            t0() + Duration::minutes(1),
+        )
+        .await
+        .unwrap();
+    store
+        .record_outcome(campaign, &contact(1), &accepted(1), t0())
+        .await
+        .unwrap();
+    let failed = Outcome::Failed {
+        code: Some(131026),
+        class: "recipient".into(),
+        message: "x".into(),
+    };
+    store
+        .record_outcome(campaign, &contact(2), &failed, t0())
+        .await
+        .unwrap();
+    store
+        .record_outcome(campaign, &contact(4), &accepted(4), t0())
+        .await
+        .unwrap();
+
+    let due = |until| async move {
+        store
+            .due_timers(campaign, 0, until, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.contact.as_str().to_string(), e.step, e.due))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        due(t0()).await,
+        vec![(contact(2).as_str().to_string(), "sms".to_string(), t0())]
+    );
+    let hour = Duration::hours(1);
+    assert_eq!(
+        due(t0() + hour * 2).await,
+        vec![
+            (contact(2).as_str().to_string(), "sms".to_string(), t0()),
+            (
+                contact(1).as_str().to_string(),
+                "nudge".to_string(),
+                t0() + hour
+            ),
+            (
+                contact(3).as_str().to_string(),
+                "nudge".to_string(),
+                t0() + hour + Duration::minutes(1)
+            ),
+        ],
+        "due order within the shard, other shards apart"
+    );
+    assert_eq!(
+        store
+            .due_timers(campaign, 0, t0() + hour * 2, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .due_timers(campaign, 1, t0() + hour * 2, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let entries = store
+        .due_timers(campaign, 0, t0() + hour * 2, 10)
+        .await
+        .unwrap();
+    let (fallback, nudge1, nudge3) = (&entries[0], &entries[1], &entries[2]);
+    // The fallback fires at once: the row is at `sms`, pending again.
+    let fired = store
+        .fire_timer(campaign, fallback, &[], t0(), false)
+        .await
+        .unwrap();
+    assert_eq!(fired, Some(DispatchState::Pending));
+    let row = store
+        .get_dispatch(campaign, &contact(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.step.as_str(), row.sms_text()), ("sms", Some("hola")));
+    assert_eq!(row.history.len(), 1);
+    let pending = store.scan_pending(campaign, 0, None, 10).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|e| e.contact.clone())
+            .collect::<Vec<_>>(),
+        vec![contact(2)]
+    );
+    assert_eq!(
+        store
+            .fire_timer(campaign, fallback, &[], t0(), false)
+            .await
+            .unwrap(),
+        None,
+        "once"
+    );
+
+    // Not due yet: declined and kept.
+    assert_eq!(
+        store
+            .fire_timer(campaign, nudge3, &[], t0(), false)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(due(t0() + hour * 2).await.len(), 2);
+    // A reply cancels 1's follow-up: its entry fires nothing and goes.
+    let reply = StatusUpdate {
+        state: DispatchState::Replied,
+        at: t0() + Duration::minutes(5),
+        wamid: Some("wamid.t1".into()),
+        error_code: None,
+        error_class: None,
+        error_message: None,
+        defer_until: None,
+    };
+    store
+        .apply_status(campaign, &contact(1), &reply)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .fire_timer(campaign, nudge1, &[], t0() + hour * 2, false)
+            .await
+            .unwrap(),
+        None
+    );
+    let row = store
+        .get_dispatch(campaign, &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.step.as_str(), row.state), ("", DispatchState::Replied));
+    assert_eq!(due(t0() + hour * 2).await.len(), 1);
+    // Due: 3 moves to its follow-up.
+    assert_eq!(
+        store
+            .fire_timer(campaign, nudge3, &[], t0() + hour * 2, false)
+            .await
+            .unwrap(),
+        Some(DispatchState::Pending)
+    );
+    assert!(due(t0() + hour * 2).await.is_empty());
+
+    // Once the campaign is deleted its timers start nothing: an entry still
+    // listed (ScyllaDB deletes only rows, since a deleted campaign never
+    // started and so has no waits) fires nothing and goes.
+    store.delete_campaign(campaign).await.unwrap();
+    for entry in store
+        .due_timers(campaign, 1, t0() + hour * 2, 10)
+        .await
+        .unwrap()
+    {
+        assert_eq!(
+            store
+                .fire_timer(campaign, &entry, &[], t0() + hour * 2, true)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert!(store
+        .due_timers(campaign, 1, t0() + hour * 2, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -21,7 +21,7 @@ pub use model::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ContactKey, ObservedState, OptOutScope};
+use crate::domain::{ContactKey, DispatchState, Edge, ObservedState, OptOutScope};
 
 /// Errors a store backend reports. Every one is retryable by the caller unless
 /// it says otherwise; none means a write half-happened.
@@ -107,6 +107,29 @@ pub trait Store: Send + Sync + 'static {
         after: Option<u64>,
         limit: usize,
     ) -> StoreResult<Vec<PendingEntry>>;
+    /// Timer entries of one shard due at or before `until`, earliest first
+    /// (docs/ARCHITECTURE.md, "Journeys"). Every backend writes an entry
+    /// with the row change that sets a wait, before or in the same batch.
+    async fn due_timers(
+        &self,
+        campaign: &str,
+        shard: u32,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<TimerEntry>>;
+    /// Fires one timer: when the row still waits for that step and it is due
+    /// at `now` (or `force`), it moves to the step (`edges` leave it) and a
+    /// pending step enters the pending queue. The entry is removed, unless
+    /// the row waits for exactly it and it is not due yet. Answers the row's
+    /// new state, or `None` when it did not move.
+    async fn fire_timer(
+        &self,
+        campaign: &str,
+        entry: &TimerEntry,
+        edges: &[Edge],
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> StoreResult<Option<DispatchState>>;
     /// Every dispatch row of a campaign (any state), in contact order, strictly
     /// after `after`; pages of at most `limit`. Reports and counts use this.
     async fn scan_dispatches(

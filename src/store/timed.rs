@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::domain::{ContactKey, ExclusionReason, ObservedState, OptOutScope};
+use crate::domain::{ContactKey, DispatchState, Edge, ExclusionReason, ObservedState, OptOutScope};
 
 /// Wraps a backend and observes each call's duration under its method name.
 pub struct Timed<S>(pub S);
@@ -119,6 +119,33 @@ impl<S: Store> Store for Timed<S> {
         contact: &ContactKey,
     ) -> StoreResult<Option<DispatchRecord>> {
         time("get_dispatch", self.0.get_dispatch(campaign, contact)).await
+    }
+    async fn due_timers(
+        &self,
+        campaign: &str,
+        shard: u32,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<TimerEntry>> {
+        time(
+            "due_timers",
+            self.0.due_timers(campaign, shard, until, limit),
+        )
+        .await
+    }
+    async fn fire_timer(
+        &self,
+        campaign: &str,
+        entry: &TimerEntry,
+        edges: &[Edge],
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> StoreResult<Option<DispatchState>> {
+        time(
+            "fire_timer",
+            self.0.fire_timer(campaign, entry, edges, now, force),
+        )
+        .await
     }
     async fn scan_pending(
         &self,

@@ -81,3 +81,34 @@ pub(super) fn recipient_order_key(until: DateTime<Utc>, contact: &ContactKey) ->
     k.extend_from_slice(contact.as_str().as_bytes());
     k
 }
+
+/// `timers`: campaign 0 shard(be32) due(be64 ms) contact 0 step.
+pub(super) fn timer_key(campaign: &str, entry: &TimerEntry) -> Vec<u8> {
+    let mut k = shard_key(campaign, entry.shard);
+    let ms = u64::try_from(entry.due.timestamp_millis()).unwrap_or(0);
+    k.extend_from_slice(&ms.to_be_bytes());
+    k.extend_from_slice(entry.contact.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(entry.step.as_bytes());
+    k
+}
+
+/// The entry a `timers` key names (`prefix` is its shard's key).
+pub(super) fn timer_entry(prefix_len: usize, shard: u32, key: &[u8]) -> StoreResult<TimerEntry> {
+    let corrupt = || StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        message: "not a timer key".into(),
+    };
+    let rest = key.get(prefix_len..).ok_or_else(corrupt)?;
+    let (ms, rest) = rest.split_at_checked(8).ok_or_else(corrupt)?;
+    let ms = i64::try_from(u64::from_be_bytes(ms.try_into().map_err(|_| corrupt())?))
+        .map_err(|_| corrupt())?;
+    let split = rest.iter().position(|&b| b == 0).ok_or_else(corrupt)?;
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| corrupt());
+    Ok(TimerEntry {
+        shard,
+        due: DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(corrupt)?,
+        contact: ContactKey::raw(text(&rest[..split])?),
+        step: text(&rest[split + 1..])?,
+    })
+}

@@ -21,6 +21,7 @@
 //! - `leases`:     owner → Lease (JSON)
 //! - `markers`:    name → done at (JSON)
 //! - `recipients`: contact → until (JSON); `recipient_order`: until(be64 ms) contact → ()
+//! - `timers`:     campaign 0 shard(be32) due(be64 ms) contact 0 step → (): journey timers
 
 mod journey;
 mod keys;
@@ -33,7 +34,7 @@ use chrono::{DateTime, Utc};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::*;
-use crate::domain::{ContactKey, ExclusionReason, ObservedState, OptOutScope};
+use crate::domain::{ContactKey, DispatchState, Edge, ExclusionReason, ObservedState, OptOutScope};
 use keys::*;
 
 /// Memtable size of every keyspace.
@@ -92,6 +93,8 @@ struct Inner {
     recipients: Keyspace,
     /// `recipient_order (until ms be64, contact) → ()`: the same, oldest first.
     recipient_order: Keyspace,
+    /// The timer queue of journeys, by (campaign, shard) and due time.
+    timers: Keyspace,
     /// Recipients in the window (None until first counted), under the lock
     /// that serialises every change of the window.
     window: Mutex<Option<u64>>,
@@ -170,6 +173,7 @@ impl EmbeddedStore {
             markers: ks("markers")?,
             recipients: ks("recipients")?,
             recipient_order: ks("recipient_order")?,
+            timers: ks("timers")?,
             window: Mutex::new(None),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
@@ -428,6 +432,31 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<Option<DispatchRecord>> {
         let key = dispatch_key(campaign, contact);
         self.point(move |inner| inner.get_json(&inner.dispatches, &key))
+            .await
+    }
+
+    async fn due_timers(
+        &self,
+        campaign: &str,
+        shard: u32,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<TimerEntry>> {
+        let campaign = campaign.to_string();
+        self.blocking(move |s| s.due_timers(&campaign, shard, until, limit))
+            .await
+    }
+
+    async fn fire_timer(
+        &self,
+        campaign: &str,
+        entry: &TimerEntry,
+        edges: &[Edge],
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> StoreResult<Option<DispatchState>> {
+        let (campaign, entry, edges) = (campaign.to_string(), entry.clone(), edges.to_vec());
+        self.point(move |s| s.fire_timer(&campaign, &entry, edges, now, force))
             .await
     }
 

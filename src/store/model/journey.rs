@@ -167,3 +167,36 @@ impl DispatchRecord {
         }
     }
 }
+
+/// An entry of the timer queue of one (campaign, shard), ordered by due
+/// time: the index of a row's `wait`. The row decides whether it fires
+/// (`DispatchRecord::promote`); an entry the row no longer names fires
+/// nothing and is removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerEntry {
+    pub shard: u32,
+    pub due: DateTime<Utc>,
+    pub contact: ContactKey,
+    pub step: String,
+}
+
+impl TimerEntry {
+    /// The entry of `record`'s wait, if it has one.
+    pub fn of(record: &DispatchRecord) -> Option<TimerEntry> {
+        record.wait.as_ref().map(|w| TimerEntry {
+            shard: record.shard,
+            due: w.due,
+            contact: record.contact.clone(),
+            step: w.step.clone(),
+        })
+    }
+
+    /// The entry a change of a row from `before` to `after` adds to the
+    /// queue: a new wait (a wait dropped leaves its entry, which fires
+    /// nothing).
+    pub fn added(before: Option<&Wait>, after: &DispatchRecord) -> Option<TimerEntry> {
+        (after.wait.as_ref() != before)
+            .then(|| TimerEntry::of(after))
+            .flatten()
+    }
+}

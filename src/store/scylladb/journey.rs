@@ -159,6 +159,12 @@ impl ScyllaStore {
         new: &DispatchRecord,
         expected: Option<i64>,
     ) -> StoreResult<Option<i64>> {
+        // The timer entry of a new wait goes first: a crash between the two
+        // leaves an entry the row does not name (it fires nothing), never a
+        // wait without its entry.
+        if let Some(entry) = TimerEntry::added(old.wait.as_ref(), new) {
+            self.index_timer(&new.campaign_id, &entry).await?;
+        }
         let new_rev: i64 = rand::random();
         let write = JourneyWrite::between(old, new, expected, new_rev);
         let reply = self.conditional(&self.st.journey, &write).await;
@@ -270,6 +276,44 @@ impl ScyllaStore {
                 record.contact.as_str(),
             ),
             "re-queueing a contact",
+        )
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn index_timer(&self, campaign: &str, entry: &TimerEntry) -> StoreResult<()> {
+        let ttl = (entry.due - Utc::now()).num_seconds().max(0) + TIMER_GRACE_SECS;
+        self.exec(
+            &self.st.put_timer,
+            (
+                campaign,
+                entry.shard as i32,
+                entry.due,
+                entry.contact.as_str(),
+                entry.step.as_str(),
+                i32::try_from(ttl).unwrap_or(i32::MAX),
+            ),
+            "indexing a journey timer",
+        )
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn unindex_timer(
+        &self,
+        campaign: &str,
+        entry: &TimerEntry,
+    ) -> StoreResult<()> {
+        self.exec(
+            &self.st.delete_timer,
+            (
+                campaign,
+                entry.shard as i32,
+                entry.due,
+                entry.contact.as_str(),
+                entry.step.as_str(),
+            ),
+            "removing a fired timer",
         )
         .await
         .map(drop)

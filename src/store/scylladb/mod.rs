@@ -48,11 +48,14 @@ use scylla::DeserializeRow;
 use self::lwt::LwtReply;
 use self::rows::{DispatchRow, BUCKETS};
 use super::*;
-use crate::domain::{ContactKey, DispatchState, ExclusionReason, ObservedState, OptOutScope};
+use crate::domain::{ContactKey, DispatchState, Edge, ExclusionReason, ObservedState, OptOutScope};
 
 /// How often a journey write is retried after losing a race to another
 /// writer before the conflict is reported.
 const CAS_ATTEMPTS: usize = 8;
+
+/// How long a timer entry outlives its due time (its TTL beyond it).
+const TIMER_GRACE_SECS: i64 = 30 * 86_400;
 
 /// Concurrent requests of one staging batch or one bucket sweep.
 const FAN_OUT: usize = 64;
@@ -180,6 +183,27 @@ impl Store for ScyllaStore {
         contact: &ContactKey,
     ) -> StoreResult<Option<DispatchRecord>> {
         queue::get_dispatch(self, campaign, contact).await
+    }
+
+    async fn due_timers(
+        &self,
+        campaign: &str,
+        shard: u32,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<TimerEntry>> {
+        queue::due_timers(self, campaign, shard, until, limit).await
+    }
+
+    async fn fire_timer(
+        &self,
+        campaign: &str,
+        entry: &TimerEntry,
+        edges: &[Edge],
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> StoreResult<Option<DispatchState>> {
+        queue::fire_timer(self, campaign, entry, edges, now, force).await
     }
 
     async fn scan_pending(

@@ -163,3 +163,64 @@ pub(super) async fn save_cursor(
         .await
         .map(drop)
 }
+
+pub(super) async fn due_timers(
+    store: &ScyllaStore,
+    campaign: &str,
+    shard: u32,
+    until: DateTime<Utc>,
+    limit: usize,
+) -> StoreResult<Vec<TimerEntry>> {
+    let rows: Vec<(DateTime<Utc>, String, String)> = store
+        .page(
+            &store.st.due_timers,
+            (campaign, shard as i32, until),
+            limit,
+            "scanning journey timers",
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(due, contact, step)| TimerEntry {
+            shard,
+            due,
+            contact: ContactKey::raw(contact),
+            step,
+        })
+        .collect())
+}
+
+pub(super) async fn fire_timer(
+    store: &ScyllaStore,
+    campaign: &str,
+    entry: &TimerEntry,
+    edges: &[Edge],
+    now: DateTime<Utc>,
+    force: bool,
+) -> StoreResult<Option<DispatchState>> {
+    let written = store
+        .update_journey(campaign, &entry.contact, |current| {
+            let mut new = current.clone();
+            new.promote(&entry.step, edges.to_vec(), now, force)
+                .then_some(new)
+        })
+        .await?;
+    let (moved, keep) = match written {
+        Some(Ok((_, new))) => {
+            if new.state == DispatchState::Pending {
+                store.add_pending(&new).await?;
+            }
+            (Some(new.state), false)
+        }
+        // Declined while the row waits for exactly this entry: not due yet,
+        // so it stays queued.
+        Some(Err(current)) => (None, TimerEntry::of(&current).as_ref() == Some(entry)),
+        None => (None, false),
+    };
+    // Only once the row moved (or declined): a crash before this line fires
+    // the entry again, and the row then declines.
+    if !keep {
+        store.unindex_timer(campaign, entry).await?;
+    }
+    Ok(moved)
+}

@@ -3,9 +3,10 @@
 use chrono::{DateTime, Utc};
 use scylla::value::MaybeUnset;
 use scylla::{DeserializeRow, SerializeRow};
+use serde::{Deserialize, Serialize};
 
-use crate::domain::{ContactKey, DispatchState, FrozenParams};
-use crate::store::{DispatchRecord, StageRequest, StageTimes, StoreError, StoreResult};
+use crate::domain::{ContactKey, DispatchState, Edge, FrozenParams, StepParams, Wait};
+use crate::store::{DispatchRecord, StageRequest, StageTimes, StepRecord, StoreError, StoreResult};
 
 /// Dispatch partitions per campaign. Part of the schema: changing it moves
 /// every row, so it is fixed.
@@ -26,7 +27,48 @@ pub fn bucket(contact: &ContactKey) -> i32 {
 pub const DISPATCH_COLUMNS: &str = "campaign_id, contact, shard, seq, params, tags, timezone, \
      send_after, staged_at, stage_exclusion, rev, state, reason, wamid, attempts, error_code, \
      error_class, error_message, deferred_until, owner, claimed_at, accepted_at, sent_at, \
-     delivered_at, read_at, replied_at, failed_at, excluded_at";
+     delivered_at, read_at, replied_at, failed_at, excluded_at, staged_journey, journey";
+
+/// `staged_journey`: what staging knows of a multi-step journey.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct StagedJourneyCell {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    next: Vec<Edge>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    later: Vec<StepParams>,
+}
+
+/// `journey`: the row's place in its journey once it left the first step
+/// or has a timer (null before).
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct JourneyCell {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    step: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    next: Vec<Edge>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wait: Option<Wait>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    history: Vec<StepRecord>,
+}
+
+impl JourneyCell {
+    /// The cell of `record`, or none while it is at its first step without
+    /// a timer (its edges are then the staged ones: only a move to another
+    /// step changes them).
+    fn of(record: &DispatchRecord) -> Option<String> {
+        let moved = !record.step.is_empty() || record.wait.is_some() || !record.history.is_empty();
+        moved.then(|| {
+            serde_json::to_string(&JourneyCell {
+                step: record.step.clone(),
+                next: record.next.clone(),
+                wait: record.wait.clone(),
+                history: record.history.clone(),
+            })
+            .unwrap_or_default()
+        })
+    }
+}
 
 /// One row of `dispatches` as read.
 #[derive(Debug, Clone, PartialEq, DeserializeRow)]
@@ -59,6 +101,8 @@ pub struct DispatchRow {
     pub replied_at: Option<DateTime<Utc>>,
     pub failed_at: Option<DateTime<Utc>>,
     pub excluded_at: Option<DateTime<Utc>>,
+    pub staged_journey: Option<String>,
+    pub journey: Option<String>,
 }
 
 impl DispatchRow {
@@ -93,6 +137,19 @@ impl DispatchRow {
             ),
             (None, None) => (DispatchState::Pending, None, None),
         };
+        let staged: StagedJourneyCell = match &self.staged_journey {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| corrupt(format!("staged_journey is not valid JSON: {e}")))?,
+            None => StagedJourneyCell::default(),
+        };
+        let journey: JourneyCell = match &self.journey {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| corrupt(format!("journey is not valid JSON: {e}")))?,
+            None => JourneyCell {
+                next: staged.next,
+                ..JourneyCell::default()
+            },
+        };
         let shard = u32::try_from(self.shard.unwrap_or_default())
             .map_err(|_| corrupt("negative shard".into()))?;
         let seq = u64::try_from(self.seq.unwrap_or_default())
@@ -126,13 +183,11 @@ impl DispatchRow {
                 failed: self.failed_at,
                 excluded: excluded_at,
             },
-            // One-step campaigns only: the catalog refuses journeys until
-            // both backends keep their steps (README, "Journeys").
-            step: String::new(),
-            next: Vec::new(),
-            wait: None,
-            history: Vec::new(),
-            later: Vec::new(),
+            step: journey.step,
+            next: journey.next,
+            wait: journey.wait,
+            history: journey.history,
+            later: staged.later,
         };
         Ok(Some((record, self.rev)))
     }
@@ -152,6 +207,7 @@ pub struct StageRow {
     pub send_after: Option<DateTime<Utc>>,
     pub staged_at: DateTime<Utc>,
     pub stage_exclusion: Option<String>,
+    pub staged_journey: Option<String>,
 }
 
 impl StageRow {
@@ -175,6 +231,17 @@ impl StageRow {
             send_after: req.send_after,
             staged_at: req.staged_at,
             stage_exclusion: req.exclusion.as_ref().map(|r| r.to_string()),
+            staged_journey: if req.journey.next.is_empty() && req.journey.later.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::to_string(&StagedJourneyCell {
+                        next: req.journey.next.clone(),
+                        later: req.journey.later.clone(),
+                    })
+                    .map_err(|e| StoreError::io("cannot encode a journey", e))?,
+                )
+            },
         })
     }
 }
@@ -205,6 +272,7 @@ pub struct JourneyWrite {
     pub replied_at: MaybeUnset<Option<DateTime<Utc>>>,
     pub failed_at: MaybeUnset<Option<DateTime<Utc>>>,
     pub excluded_at: MaybeUnset<Option<DateTime<Utc>>>,
+    pub journey: MaybeUnset<Option<String>>,
     pub campaign_id: String,
     pub bucket: i32,
     pub contact: String,
@@ -215,8 +283,8 @@ pub struct JourneyWrite {
 pub const JOURNEY_UPDATE: &str = "UPDATE dispatches SET rev = ?, state = ?, reason = ?, \
      wamid = ?, attempts = ?, error_code = ?, error_class = ?, error_message = ?, \
      deferred_until = ?, owner = ?, claimed_at = ?, accepted_at = ?, sent_at = ?, \
-     delivered_at = ?, read_at = ?, replied_at = ?, failed_at = ?, excluded_at = ? \
-     WHERE campaign_id = ? AND bucket = ? AND contact = ? IF rev = ?";
+     delivered_at = ?, read_at = ?, replied_at = ?, failed_at = ?, excluded_at = ?, \
+     journey = ? WHERE campaign_id = ? AND bucket = ? AND contact = ? IF rev = ?";
 
 fn changed<T: Clone + PartialEq>(old: &T, new: &T) -> MaybeUnset<T> {
     if old == new {
@@ -258,6 +326,7 @@ impl JourneyWrite {
             replied_at: changed(&o.replied, &n.replied),
             failed_at: changed(&o.failed, &n.failed),
             excluded_at: changed(&o.excluded, &n.excluded),
+            journey: changed(&JourneyCell::of(old), &JourneyCell::of(new)),
             campaign_id: new.campaign_id.clone(),
             bucket: bucket(&new.contact),
             contact: new.contact.as_str().to_owned(),
@@ -306,6 +375,8 @@ mod tests {
             replied_at: None,
             failed_at: None,
             excluded_at: None,
+            staged_journey: None,
+            journey: None,
         }
     }
 
@@ -436,5 +507,69 @@ mod tests {
             ..req
         };
         assert!(StageRow::new(&too_big).is_err());
+    }
+
+    #[test]
+    fn a_journey_lives_in_its_two_cells() {
+        use crate::domain::{Edge, FrozenStep, On, StepParams, Wait};
+        let next = vec![Edge {
+            on: On::NoReply,
+            delay_secs: 3_600,
+            to: "nudge".into(),
+        }];
+        let later = vec![StepParams {
+            step: "nudge".into(),
+            content: FrozenStep::Text("hi".into()),
+        }];
+        let mut req = StageRequest {
+            campaign_id: "c1".into(),
+            contact: ContactKey::raw("+5215512345678"),
+            shard: 0,
+            seq: 1,
+            params: FrozenParams::default(),
+            exclusion: None,
+            send_after: None,
+            timezone: None,
+            tags: Vec::new(),
+            staged_at: t(9),
+            journey: Default::default(),
+        };
+        assert_eq!(
+            StageRow::new(&req).unwrap().staged_journey,
+            None,
+            "a one-step row"
+        );
+        req.journey.next = next.clone();
+        req.journey.later = later.clone();
+        let staged = StageRow::new(&req).unwrap().staged_journey;
+        // Read back before any journey write: the staged edges.
+        let row = DispatchRow {
+            staged_journey: staged,
+            ..staged_row()
+        };
+        let (old, _) = row.clone().into_record().unwrap().unwrap();
+        assert_eq!((old.next.clone(), old.later.clone()), (next.clone(), later));
+        assert_eq!(old.wait, None);
+        // A timer is a journey write of its own cell, read back whole.
+        let mut new = old.clone();
+        new.wait = Some(Wait {
+            step: "nudge".into(),
+            due: t(11),
+        });
+        let write = JourneyWrite::between(&old, &new, Some(1), 2);
+        let Some(Some(cell)) = set(&write.journey) else {
+            panic!("the journey cell is written when the timer is set");
+        };
+        let (back, _) = DispatchRow {
+            journey: Some(cell),
+            ..row
+        }
+        .into_record()
+        .unwrap()
+        .unwrap();
+        assert_eq!(back.wait, new.wait);
+        assert_eq!(back.next, next);
+        // Unchanged, it is not written at all.
+        assert!(set(&JourneyWrite::between(&new, &new, Some(2), 3).journey).is_none());
     }
 }

@@ -44,6 +44,9 @@ pub(super) struct Statements {
     pub(super) load_cursor: PreparedStatement,
     pub(super) save_cursor: PreparedStatement,
     pub(super) delete_cursor: PreparedStatement,
+    pub(super) put_timer: PreparedStatement,
+    pub(super) due_timers: PreparedStatement,
+    pub(super) delete_timer: PreparedStatement,
     pub(super) get_contact: PreparedStatement,
     pub(super) engage: PreparedStatement,
     pub(super) set_opt_out: PreparedStatement,
@@ -127,7 +130,7 @@ impl Statements {
             delete_shards: p(s, "DELETE FROM campaign_shards WHERE campaign_id = ?", true).await?,
             stage: p(
                 s,
-                "INSERT INTO dispatches (campaign_id, bucket, contact, shard, seq, params, tags, timezone, send_after, staged_at, stage_exclusion) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO dispatches (campaign_id, bucket, contact, shard, seq, params, tags, timezone, send_after, staged_at, stage_exclusion, staged_journey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 true,
             )
             .await?,
@@ -186,6 +189,24 @@ impl Statements {
             )
             .await?,
             delete_cursor: p(s, "DELETE FROM cursors WHERE campaign_id = ? AND shard = ?", true).await?,
+            put_timer: p(
+                s,
+                "INSERT INTO timers (campaign_id, shard, due_at, contact, step) VALUES (?, ?, ?, ?, ?) USING TTL ?",
+                true,
+            )
+            .await?,
+            due_timers: p(
+                s,
+                "SELECT due_at, contact, step FROM timers WHERE campaign_id = ? AND shard = ? AND due_at <= ?",
+                true,
+            )
+            .await?,
+            delete_timer: p(
+                s,
+                "DELETE FROM timers WHERE campaign_id = ? AND shard = ? AND due_at = ? AND contact = ? AND step = ?",
+                true,
+            )
+            .await?,
             get_contact: p(
                 s,
                 "SELECT engaged_campaign, opted_out, opted_out_at, last_campaign, undeliverable_at, marketing_opted_out, marketing_opt_changed_at FROM contacts WHERE contact = ?",
