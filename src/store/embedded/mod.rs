@@ -25,6 +25,7 @@
 
 mod journey;
 mod keys;
+mod timers;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
