@@ -1229,41 +1229,65 @@ fn acknowledged_writes_survive_kill_9() {
     }
 }
 
+/// A contact staged with a journey's edges leaving the primary (fallback
+/// `sms` at once on failure, follow-up `nudge` after an hour of silence)
+/// and the SMS texts of `later` steps.
+fn journey_req(campaign: &str, n: u32, shard: u32, later: &[(&str, &str)]) -> StageRequest {
+    use wadispatch::domain::{Edge, FrozenStep, On, StepParams};
+    let edge = |on, delay_secs, to: &str| Edge {
+        on,
+        delay_secs,
+        to: to.into(),
+    };
+    let mut r = req(campaign, n, shard, u64::from(n));
+    r.journey = StagedJourney {
+        next: vec![
+            edge(On::Failed, 0, "sms"),
+            edge(On::NoReply, 3_600, "nudge"),
+        ],
+        later: later
+            .iter()
+            .map(|(step, text)| StepParams {
+                step: (*step).into(),
+                content: FrozenStep::Text((*text).into()),
+            })
+            .collect(),
+    };
+    r
+}
+
+/// A reply to `wamid` at `at`, as the webhook reports it.
+fn reply(wamid: &str, at: chrono::DateTime<Utc>) -> StatusUpdate {
+    StatusUpdate {
+        state: DispatchState::Replied,
+        at,
+        wamid: Some(wamid.into()),
+        error_code: None,
+        error_class: None,
+        error_message: None,
+        defer_until: None,
+    }
+}
+
+/// The row of contact `n`, which must exist.
+async fn row_of(store: &dyn Store, campaign: &str, n: u32) -> DispatchRecord {
+    store
+        .get_dispatch(campaign, &contact(n))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// A journey contact staged with its edges and later steps: an accepted
 /// send sets the follow-up's timer, a reply clears it, and a failure of
 /// another contact sets its fallback due at once, each read back from the
 /// store (the row's rules are shared; the backend must keep every cell).
 async fn journey_rows_keep_their_steps_and_timers(store: &dyn Store) {
-    use wadispatch::domain::{Edge, FrozenStep, On, StepParams, Wait};
+    use wadispatch::domain::Wait;
     let campaign = "journey";
-    let staged = |n: u32| {
-        let mut r = req(campaign, n, 0, u64::from(n));
-        r.journey = StagedJourney {
-            next: vec![
-                Edge {
-                    on: On::Failed,
-                    delay_secs: 0,
-                    to: "sms".into(),
-                },
-                Edge {
-                    on: On::NoReply,
-                    delay_secs: 3_600,
-                    to: "nudge".into(),
-                },
-            ],
-            later: vec![StepParams {
-                step: "sms".into(),
-                content: FrozenStep::Text("hola".into()),
-            }],
-        };
-        r
-    };
+    let staged = |n: u32| journey_req(campaign, n, 0, &[("sms", "hola")]);
     store.stage_batch(&[staged(1), staged(2)]).await.unwrap();
-    let row = store
-        .get_dispatch(campaign, &contact(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = row_of(store, campaign, 1).await;
     assert_eq!(row.next, staged(1).journey.next);
     assert_eq!(row.later, staged(1).journey.later);
     assert_eq!((row.step.as_str(), row.wait.clone()), ("", None));
@@ -1285,11 +1309,7 @@ async fn journey_rows_keep_their_steps_and_timers(store: &dyn Store) {
         )
         .await
         .unwrap();
-    let row = store
-        .get_dispatch(campaign, &contact(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = row_of(store, campaign, 1).await;
     assert_eq!(
         row.wait,
         Some(Wait {
@@ -1298,24 +1318,12 @@ async fn journey_rows_keep_their_steps_and_timers(store: &dyn Store) {
         })
     );
 
-    let reply = StatusUpdate {
-        state: DispatchState::Replied,
-        at: t0() + Duration::minutes(5),
-        wamid: Some("wamid.j1".into()),
-        error_code: None,
-        error_class: None,
-        error_message: None,
-        defer_until: None,
-    };
+    let reply = reply("wamid.j1", t0() + Duration::minutes(5));
     store
         .apply_status(campaign, &contact(1), &reply)
         .await
         .unwrap();
-    let row = store
-        .get_dispatch(campaign, &contact(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = row_of(store, campaign, 1).await;
     assert_eq!(
         row.wait, None,
         "a reply cancels the follow-up, in the store"
@@ -1331,11 +1339,7 @@ async fn journey_rows_keep_their_steps_and_timers(store: &dyn Store) {
         .record_outcome(campaign, &contact(2), &failed, t0())
         .await
         .unwrap();
-    let row = store
-        .get_dispatch(campaign, &contact(2))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = row_of(store, campaign, 2).await;
     assert_eq!(
         row.wait,
         Some(Wait {
@@ -1350,35 +1354,14 @@ async fn journey_rows_keep_their_steps_and_timers(store: &dyn Store) {
 /// not due, dropped when the row no longer waits for them, and deleted with
 /// their campaign.
 async fn timers_fire_in_due_order_once_each(store: &dyn Store) {
-    use wadispatch::domain::{Edge, FrozenStep, On, StepParams};
     let campaign = "timers";
     let staged = |n: u32, shard: u32| {
-        let mut r = req(campaign, n, shard, u64::from(n));
-        r.journey = StagedJourney {
-            next: vec![
-                Edge {
-                    on: On::Failed,
-                    delay_secs: 0,
-                    to: "sms".into(),
-                },
-                Edge {
-                    on: On::NoReply,
-                    delay_secs: 3_600,
-                    to: "nudge".into(),
-                },
-            ],
-            later: vec![
-                StepParams {
-                    step: "sms".into(),
-                    content: FrozenStep::Text("hola".into()),
-                },
-                StepParams {
-                    step: "nudge".into(),
-                    content: FrozenStep::Text("¿sigues ahí?".into()),
-                },
-            ],
-        };
-        r
+        journey_req(
+            campaign,
+            n,
+            shard,
+            &[("sms", "hola"), ("nudge", "¿sigues ahí?")],
+        )
     };
     store
         .stage_batch(&[staged(1, 0), staged(2, 0), staged(3, 0), staged(4, 1)])
@@ -1482,11 +1465,7 @@ async fn timers_fire_in_due_order_once_each(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(fired, Some(DispatchState::Pending));
-    let row = store
-        .get_dispatch(campaign, &contact(2))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = row_of(store, campaign, 2).await;
     assert_eq!((row.step.as_str(), row.sms_text()), ("sms", Some("hola")));
     assert_eq!(row.history.len(), 1);
     let pending = store.scan_pending(campaign, 0, None, 10).await.unwrap();
@@ -1516,15 +1495,7 @@ async fn timers_fire_in_due_order_once_each(store: &dyn Store) {
     );
     assert_eq!(due(t0() + hour * 2).await.len(), 2);
     // A reply cancels 1's follow-up: its entry fires nothing and goes.
-    let reply = StatusUpdate {
-        state: DispatchState::Replied,
-        at: t0() + Duration::minutes(5),
-        wamid: Some("wamid.t1".into()),
-        error_code: None,
-        error_class: None,
-        error_message: None,
-        defer_until: None,
-    };
+    let reply = reply("wamid.t1", t0() + Duration::minutes(5));
     store
         .apply_status(campaign, &contact(1), &reply)
         .await
@@ -1536,11 +1507,7 @@ async fn timers_fire_in_due_order_once_each(store: &dyn Store) {
             .unwrap(),
         None
     );
-    let row = store
-        .get_dispatch(campaign, &contact(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = row_of(store, campaign, 1).await;
     assert_eq!((row.step.as_str(), row.state), ("", DispatchState::Replied));
     assert_eq!(due(t0() + hour * 2).await.len(), 1);
     // Due: 3 moves to its follow-up.

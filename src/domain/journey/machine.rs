@@ -20,7 +20,7 @@ pub struct Wait {
 /// What the journey reads of the contact's current step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepFacts<'a> {
-    pub state: Option<DispatchState>,
+    pub state: DispatchState,
     /// The exclusion reason, as stored (`missing_variable:coupon`).
     pub reason: Option<&'a str>,
     /// The primary message: an exclusion of it ends the journey (as a
@@ -64,29 +64,29 @@ impl StepFacts<'_> {
             .map(|r| r.split(':').next().unwrap_or(r))
             .unwrap_or("");
         match self.state {
-            Some(DispatchState::Failed) => StepEnd::Failed(self.times.failed.unwrap_or_default()),
-            Some(DispatchState::Excluded) if FAILED_REASONS.contains(&label) => {
+            DispatchState::Failed => StepEnd::Failed(self.times.failed.unwrap_or_default()),
+            DispatchState::Excluded if FAILED_REASONS.contains(&label) => {
                 StepEnd::Failed(self.times.excluded.unwrap_or_default())
             }
-            Some(DispatchState::Excluded) if !self.first && SKIP_REASONS.contains(&label) => {
+            DispatchState::Excluded if !self.first && SKIP_REASONS.contains(&label) => {
                 StepEnd::Skipped(self.times.excluded.unwrap_or_default())
             }
-            Some(DispatchState::Excluded) => StepEnd::Stopped,
-            Some(s) if s.delivery_rank() > 0 => StepEnd::Reached,
+            DispatchState::Excluded => StepEnd::Stopped,
+            s if s.delivery_rank() > 0 => StepEnd::Reached,
             _ => StepEnd::Open,
         }
     }
 
     /// When the condition `on` was met, if it was.
     pub fn met_at(&self, on: On) -> Option<DateTime<Utc>> {
-        let rank = self.state.map_or(0, |s| s.delivery_rank());
+        let rank = self.state.delivery_rank();
         let first_of = |times: &[Option<DateTime<Utc>>]| times.iter().flatten().next().copied();
         match (self.end(), on) {
             (StepEnd::Failed(at), On::Failed) => Some(at),
             (StepEnd::Skipped(_), On::NoReply) if self.replied_before => None,
             (StepEnd::Skipped(at), On::NoReply | On::Sent | On::Delivered | On::Read) => Some(at),
             (StepEnd::Reached, On::NoReply)
-                if self.state != Some(DispatchState::Replied) && !self.replied_before =>
+                if self.state != DispatchState::Replied && !self.replied_before =>
             {
                 first_of(&[
                     self.times.sent,

@@ -168,24 +168,26 @@ impl Journey {
         self.step(id).map(|s| s.edges.clone()).unwrap_or_default()
     }
 
-    /// Freezes every later step for one contact, as staging stores them.
+    /// Freezes every later step for one contact, as staging stores them
+    /// (the primary's template is frozen with the spec's, not here).
     pub fn freeze_later(&self, record: ContactValues<'_>, contact: &ContactKey) -> Vec<StepParams> {
+        let skip = |missing: String| FrozenStep::Skip(format!("missing_variable:{missing}"));
         self.steps
             .iter()
-            .skip(1)
-            .map(|step| StepParams {
-                step: step.id.clone(),
-                content: match &step.content {
-                    StepContent::Template(t) => match t.freeze(record, contact) {
-                        Ok(params) => FrozenStep::Template(params),
-                        Err(missing) => FrozenStep::Skip(format!("missing_variable:{}", missing.0)),
-                    },
-                    StepContent::Text(expr) => match expr.render(record, contact) {
-                        Ok(text) => FrozenStep::Text(text),
-                        Err(missing) => FrozenStep::Skip(format!("missing_variable:{}", missing.0)),
-                    },
-                    StepContent::Primary => FrozenStep::Skip("missing_variable:template".into()),
-                },
+            .filter_map(|step| {
+                let content = match &step.content {
+                    StepContent::Primary => return None,
+                    StepContent::Template(t) => t
+                        .freeze(record, contact)
+                        .map_or_else(|m| skip(m.0), FrozenStep::Template),
+                    StepContent::Text(expr) => expr
+                        .render(record, contact)
+                        .map_or_else(|m| skip(m.0), FrozenStep::Text),
+                };
+                Some(StepParams {
+                    step: step.id.clone(),
+                    content,
+                })
             })
             .collect()
     }

@@ -215,7 +215,7 @@ fn facts(state: DispatchState) -> StepFacts<'static> {
     use DispatchState::*;
     let rank = state.delivery_rank();
     StepFacts {
-        state: Some(state),
+        state,
         reason: None,
         first: true,
         replied_before: false,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::domain::{next_wait, FrozenStep, StepFacts};
+use crate::domain::{fires, next_wait, FrozenStep, StepFacts};
 
 /// What staging stores of a journey with more than one step: the edges
 /// leaving the primary message, and what each later step sends to this
@@ -62,7 +62,7 @@ impl DispatchRecord {
     /// What the journey reads of the current step.
     pub fn facts(&self) -> StepFacts<'_> {
         StepFacts {
-            state: Some(self.state),
+            state: self.state,
             reason: self.reason.as_deref(),
             first: self.step.is_empty(),
             replied_before: self.history.iter().any(|h| h.times.replied.is_some()),
@@ -90,11 +90,9 @@ impl DispatchRecord {
         now: DateTime<Utc>,
         force: bool,
     ) -> bool {
-        let due = self
-            .wait
-            .as_ref()
-            .is_some_and(|w| w.step == step && (force || w.due <= now));
-        if !due {
+        // An ended campaign fires every wait now, due or not.
+        let at = if force { DateTime::<Utc>::MAX_UTC } else { now };
+        if !fires(self.wait.as_ref(), step, at) {
             return false;
         }
         self.history.push(StepRecord {
@@ -155,16 +153,6 @@ impl DispatchRecord {
                 FrozenStep::Text(text) => Some(text.as_str()),
                 _ => None,
             })
-    }
-
-    /// The id of the current step in `journey`'s terms (the first step's
-    /// id for an empty one).
-    pub fn step_id<'a>(&'a self, first: &'a str) -> &'a str {
-        if self.step.is_empty() {
-            first
-        } else {
-            &self.step
-        }
     }
 }
 
