@@ -340,6 +340,7 @@ async fn claim_and_accept(store: &dyn Store, i: u64, exclusive: bool, now: DateT
         replace_engagement: None,
         owner: "bench".to_string(),
         now,
+        step: String::new(),
     };
     let claimed = store.claim(&request).await.expect("claiming succeeds");
     assert!(

@@ -23,6 +23,9 @@ pub struct CampaignSummary {
     pub excluded_by_reason: BTreeMap<String, u64>,
     /// Failures by error class.
     pub failed_by_class: BTreeMap<String, u64>,
+    /// Contacts whose journey waits for a later step: a timer in the store
+    /// (their current step's state is counted in `by_state` too).
+    pub waiting: u64,
     /// Contacts that reached each funnel stage or a later one (a `read`
     /// contact was also sent and delivered, even without that webhook).
     pub reached: BTreeMap<String, u64>,
@@ -50,6 +53,7 @@ impl CampaignSummary {
                 .await?;
             for row in &page {
                 summary.staged += 1;
+                summary.waiting += u64::from(row.wait.is_some());
                 *summary
                     .by_state
                     .entry(row.state.as_str().to_string())
@@ -96,11 +100,13 @@ impl CampaignSummary {
         self.reached.get(stage.as_str()).copied().unwrap_or(0)
     }
 
-    /// Contacts not yet in a final state (pending, claimed, deferred).
+    /// Contacts whose journey is not final: pending, claimed, deferred, or
+    /// waiting for a later step.
     pub fn open(&self) -> u64 {
         self.count(DispatchState::Pending)
             + self.count(DispatchState::Claimed)
             + self.count(DispatchState::Deferred)
+            + self.waiting
     }
 }
 

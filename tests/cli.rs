@@ -88,6 +88,7 @@ fn requeue_puts_unknown_contacts_back_and_states_the_risk() {
                     replace_engagement: None,
                     owner: "test".into(),
                     now,
+                    step: String::new(),
                 })
                 .await
                 .unwrap();

@@ -55,46 +55,19 @@ async fn sigkill_during_a_campaign_never_sends_twice_and_loses_nothing() {
     .await
     .unwrap();
     let path = dir.path().join("wadispatch.toml");
-    std::fs::write(
+    write_config(
         &path,
-        format!(
-            r#"[kafka]
-brokers = "{brokers}"
-group_id = "crash"
-
-# A killed member keeps its partitions until its session times out: keep
-# that short so the restarted instance owns every shard again quickly.
-[kafka.client]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "1000"
-
-[store.embedded]
-data_dir = "{data}"
-
-[http]
-listen = "127.0.0.1:{webhook_port}"
-
-[admin]
-listen = "127.0.0.1:{admin_port}"
-
-[whatsapp]
-api_base_url = "{api}"
-
-[dispatch]
-max_in_flight_per_sender = {IN_FLIGHT}
-
-[senders."5001"]
-per_second = 700
-
-[senders."5002"]
-per_second = 700
-"#,
-            brokers = kafka.brokers,
-            data = config.store.embedded.data_dir.display(),
-            api = sandbox.base_url(),
-        ),
-    )
-    .unwrap();
+        &kafka.brokers,
+        &config.store.embedded.data_dir,
+        (webhook_port, admin_port),
+        &sandbox.base_url(),
+        &Run {
+            group: "crash",
+            in_flight: IN_FLIGHT,
+            senders: &[("5001", 700), ("5002", 700)],
+            ..Run::default()
+        },
+    );
     let producer = kafka.producer();
     let spec = r#"{"id":"crash","state":"active","senders":["5001","5002"],"exclusive":true,
         "template":{"name":"promo","language":"es_MX","body":["{{name}}"]},"pacing":{"per_second":1000}}"#;
@@ -139,41 +112,7 @@ per_second = 700
     // Last run: until the daemon itself reports the campaign completed
     // with every contact staged (its admin listener: the store is the
     // daemon's while it runs), then a clean stop.
-    let mut child = spawn(&path);
-    let url = format!("http://127.0.0.1:{admin_port}/campaigns");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let view = match reqwest::get(&url).await {
-            Ok(r) => r.json::<serde_json::Value>().await.ok(),
-            Err(_) => None,
-        };
-        let done = view.as_ref().and_then(|v| v.as_array()).is_some_and(|all| {
-            all.iter().any(|c| {
-                c["id"] == "crash"
-                    && c["observed_state"] == "completed"
-                    && c["staged"] == u64::from(CONTACTS)
-            })
-        });
-        if done {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the campaign did not complete: {view:?}"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the daemon exited on its own"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "clean stop after SIGTERM: {status}");
+    run_to_completion(&path, admin_port, "crash", u64::from(CONTACTS), 240).await;
 
     let stats = sandbox.stats();
     assert_eq!(
@@ -225,22 +164,52 @@ const PACED_CONTACTS: u32 = 300;
 /// The config of the paced test: two senders far slower than the campaign,
 /// so contacts queue at the senders (the case where a claim taken before the
 /// sender's turn left hundreds of contacts `unknown` at every restart).
-fn paced_config(
+/// What differs between the configs of these tests.
+struct Run<'a> {
+    group: &'a str,
+    in_flight: usize,
+    /// (phone_number_id, messages per second).
+    senders: &'a [(&'a str, u32)],
+    /// Lines added to `[kafka]` and `[whatsapp]`.
+    kafka: &'a str,
+    whatsapp: &'a str,
+}
+
+impl Default for Run<'_> {
+    fn default() -> Self {
+        Run {
+            group: "crash",
+            in_flight: IN_FLIGHT,
+            senders: &[],
+            kafka: "",
+            whatsapp: "",
+        }
+    }
+}
+
+/// The daemon's config file for one test. A killed member keeps its
+/// partitions until its session times out: that is kept short so the
+/// restarted instance owns every shard again quickly.
+fn write_config(
     path: &std::path::Path,
     brokers: &str,
     data: &std::path::Path,
-    webhook_port: u16,
-    admin_port: u16,
+    (webhook_port, admin_port): (u16, u16),
     api: &str,
+    run: &Run<'_>,
 ) {
+    let senders: String = run
+        .senders
+        .iter()
+        .map(|(id, rate)| format!("\n[senders.\"{id}\"]\nper_second = {rate}\n"))
+        .collect();
     std::fs::write(
         path,
         format!(
             r#"[kafka]
 brokers = "{brokers}"
-group_id = "paced"
-shutdown_timeout_secs = 20
-
+group_id = "{group}"
+{kafka}
 [kafka.client]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
@@ -256,35 +225,63 @@ listen = "127.0.0.1:{admin_port}"
 
 [whatsapp]
 api_base_url = "{api}"
-request_timeout_ms = 5000
-
+{whatsapp}
 [dispatch]
-max_in_flight_per_sender = 64
-
-[senders."6001"]
-per_second = 8
-
-[senders."6002"]
-per_second = 8
-"#,
+max_in_flight_per_sender = {in_flight}
+{senders}"#,
+            group = run.group,
+            kafka = run.kafka,
+            whatsapp = run.whatsapp,
+            in_flight = run.in_flight,
             data = data.display(),
         ),
     )
     .unwrap();
 }
 
-/// The campaign's observed state from `/campaigns` (None while unreachable).
-async fn observed(admin_port: u16) -> Option<String> {
-    let body: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{admin_port}/campaigns"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    body.as_array()?
-        .iter()
-        .find(|c| c["id"] == "paced")
-        .and_then(|c| c["observed_state"].as_str().map(str::to_string))
+/// The last run: until the daemon itself reports `campaign` completed
+/// with all of its `staged` contacts (its admin listener: the store is the
+/// daemon's while it runs), then a clean stop by SIGTERM.
+async fn run_to_completion(
+    path: &std::path::Path,
+    admin_port: u16,
+    campaign: &str,
+    staged: u64,
+    timeout_secs: u64,
+) {
+    let mut child = spawn(path);
+    let url = format!("http://127.0.0.1:{admin_port}/campaigns");
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        let view = match reqwest::get(&url).await {
+            Ok(r) => r.json::<serde_json::Value>().await.ok(),
+            Err(_) => None,
+        };
+        let done = view.as_ref().and_then(|v| v.as_array()).is_some_and(|all| {
+            all.iter().any(|c| {
+                c["id"] == campaign && c["observed_state"] == "completed" && c["staged"] == staged
+            })
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{campaign} did not complete: {view:?}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon exited on its own"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean stop after SIGTERM: {status}");
 }
 
 async fn wait_accepted(sandbox: &wadispatch::sandbox::SandboxHandle, child: &mut Child, n: u64) {
@@ -321,13 +318,19 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
     .await
     .unwrap();
     let path = dir.path().join("wadispatch.toml");
-    paced_config(
+    write_config(
         &path,
         &kafka.brokers,
         &config.store.embedded.data_dir,
-        webhook_port,
-        admin_port,
+        (webhook_port, admin_port),
         &sandbox.base_url(),
+        &Run {
+            group: "paced",
+            in_flight: 64,
+            senders: &[("6001", 8), ("6002", 8)],
+            kafka: "shutdown_timeout_secs = 20\n",
+            whatsapp: "request_timeout_ms = 5000\n",
+        },
     );
     let producer = kafka.producer();
     let spec = r#"{"id":"paced","state":"active","senders":["6001","6002"],
@@ -392,22 +395,7 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
     let on_the_wire = before.in_flight + (after.requests - before.requests);
 
     // 3. Restart and let it finish.
-    let mut child = spawn(&path);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while observed(admin_port).await.as_deref() != Some("completed") {
-        assert!(Instant::now() < deadline, "the campaign did not complete");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the daemon exited on its own"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "clean stop after SIGTERM");
+    run_to_completion(&path, admin_port, "paced", u64::from(PACED_CONTACTS), 120).await;
 
     let stats = sandbox.stats();
     assert_eq!(stats.duplicate_recipients, 0, "nobody messaged twice");
@@ -434,5 +422,144 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
         "paced crash test: {:?}, unknown {unknown}, on the wire at the kill {on_the_wire}, 130429 × {}",
         s.by_state,
         stats.rejected_by_code.get(&130429).copied().unwrap_or(0)
+    );
+}
+
+const JOURNEY_CONTACTS: u32 = 3_000;
+
+/// The journey of `jcrash`: the primary, then a follow-up 4 s after it was
+/// sent unless the contact replied.
+const JOURNEY_SPEC: &str = r#"{"id":"jcrash","state":"active","senders":["7001","7002"],
+    "pacing":{"per_second":1000},
+    "steps":[{"id":"primary","template":{"name":"promo","language":"es_MX","body":["{{name}}"]}},
+             {"id":"nudge","template":{"name":"nudge","language":"es_MX","body":["{{name}}"]},
+              "when":{"after":"primary","on":"no_reply","delay":"4s"}}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_journeys_wait_and_follow_ups_go_sends_each_step_at_most_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), "");
+    let kafka = Kafka::start(&config);
+    config.kafka.brokers = kafka.brokers.clone();
+    let ports = (free_port(), free_port());
+    let sandbox = Sandbox::start(SandboxConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        per_number_mps: 0.0,
+        webhook_url: Some(format!("http://127.0.0.1:{}/webhook", ports.0)),
+        app_secret: "crash-secret".into(),
+        failure_rules: vec![FailureRule {
+            suffix: "13".into(),
+            code: 131026,
+            stage: Default::default(),
+        }],
+        // Replies, but no STOP: every exclusion below is a journey's own.
+        stop_share: 0.0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let path = dir.path().join("wadispatch.toml");
+    write_config(
+        &path,
+        &kafka.brokers,
+        &config.store.embedded.data_dir,
+        ports,
+        &sandbox.base_url(),
+        &Run {
+            group: "jcrash",
+            senders: &[("7001", 700), ("7002", 700)],
+            ..Run::default()
+        },
+    );
+    let producer = kafka.producer();
+    publish(
+        &producer,
+        &config.kafka.topics.campaigns,
+        "jcrash",
+        JOURNEY_SPEC,
+    )
+    .await;
+    let records: Vec<(String, String)> = (0..JOURNEY_CONTACTS)
+        .map(|i| {
+            let phone = phone(i);
+            let value = format!(
+                r#"{{"campaign_id":"jcrash","contact":{{"phone":"{phone}","name":"N{i}"}}}}"#
+            );
+            (phone, value)
+        })
+        .collect();
+    publish_all(&producer, &config.kafka.topics.audience, &records).await;
+
+    // Killed while primaries go, once they are all out and their timers
+    // wait (some falling due), and while follow-ups go.
+    let marks = [1_200, 3_100, 4_300];
+    for mark in marks {
+        let mut child = spawn(&path);
+        wait_accepted(&sandbox, &mut child, mark).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    run_to_completion(&path, ports.1, "jcrash", u64::from(JOURNEY_CONTACTS), 120).await;
+
+    let stats = sandbox.stats();
+    assert_eq!(stats.duplicate_recipients, 0, "no step sent twice");
+    assert!(stats.per_recipient_max <= 2);
+    let store = app::open_store(&config).await.unwrap();
+    let s = CampaignSummary::compute(store.as_ref(), "jcrash")
+        .await
+        .unwrap();
+    assert_eq!(s.staged, u64::from(JOURNEY_CONTACTS));
+    assert_eq!(s.open(), 0, "every journey final: {:?}", s.by_state);
+    let rows = store
+        .scan_dispatches("jcrash", None, JOURNEY_CONTACTS as usize + 1)
+        .await
+        .unwrap();
+    let (mut messages, mut unknown, mut nudged) = (0u64, 0u64, 0u64);
+    for row in &rows {
+        let steps: Vec<(&str, DispatchState, bool)> = row
+            .history
+            .iter()
+            .map(|h| (h.step.as_str(), h.state, h.wamid.is_some()))
+            .chain([(row.step.as_str(), row.state, row.wamid.is_some())])
+            .collect();
+        for (_, state, wamid) in &steps {
+            messages += u64::from(*wamid || *state == DispatchState::Unknown);
+            unknown += u64::from(*state == DispatchState::Unknown);
+        }
+        let primary = steps[0].1;
+        let nudge = steps.iter().find(|s| s.0 == "nudge").map(|s| s.1);
+        nudged += u64::from(nudge.is_some_and(|n| n.delivery_rank() > 0));
+        match primary {
+            // A reply before the timer fired leaves no follow-up; one after
+            // it excludes the follow-up at its claim.
+            DispatchState::Replied => assert!(
+                nudge.is_none_or(|n| n == DispatchState::Excluded),
+                "{row:?}"
+            ),
+            p if p.delivery_rank() > 0 => assert!(
+                nudge.is_some_and(|n| n.delivery_rank() > 0
+                    || matches!(n, DispatchState::Unknown | DispatchState::Failed)),
+                "a silent contact's follow-up was skipped: {row:?}"
+            ),
+            // Failed, or unknown after a kill: nothing follows.
+            _ => assert_eq!(nudge, None, "{row:?}"),
+        }
+    }
+    assert!(nudged > 1_000, "{nudged} follow-ups delivered");
+    let bound = (marks.len() * IN_FLIGHT * 2) as u64;
+    assert!(
+        unknown <= bound,
+        "unknown {unknown} above the in-flight bound {bound}"
+    );
+    // What the sandbox accepted is what the store recorded, but for
+    // requests whose answer a kill cut off.
+    assert!(
+        stats.accepted <= messages && messages - unknown <= stats.accepted,
+        "sandbox {} vs store {messages} ({unknown} unknown)",
+        stats.accepted
+    );
+    eprintln!(
+        "journey crash test: {:?}, {nudged} follow-ups delivered, unknown {unknown} (bound {bound})",
+        s.by_state
     );
 }

@@ -1057,6 +1057,7 @@ async fn staged_and_claimed(
                 replace_engagement: None,
                 owner: owner(i).into(),
                 now,
+                step: String::new(),
             })
             .await
             .unwrap();

@@ -43,6 +43,7 @@ async fn claim(store: &dyn Store, n: u32) {
         replace_engagement: None,
         owner: "t".into(),
         now: Utc::now(),
+        step: String::new(),
     };
     assert!(matches!(
         store.claim(&r).await.unwrap(),

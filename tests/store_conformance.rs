@@ -43,6 +43,7 @@ fn claim_req(campaign: &str, n: u32, exclusive: bool) -> ClaimRequest {
         replace_engagement: None,
         owner: "test".into(),
         now: t0(),
+        step: String::new(),
     }
 }
 

@@ -106,6 +106,7 @@ async fn claimed(store: &dyn Store, n: u32) {
         replace_engagement: None,
         owner: "t".into(),
         now: t0(),
+        step: String::new(),
     };
     assert!(matches!(
         store.claim(&claim).await.unwrap(),

@@ -550,6 +550,7 @@ pub(super) async fn accept_contacts(store: &dyn Store, n: u64) -> anyhow::Result
                     replace_engagement: None,
                     owner: "bench".into(),
                     now,
+                    step: String::new(),
                 };
                 store.claim(&claim).await?;
                 let wamid = format!("wamid.{i}");

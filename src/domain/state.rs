@@ -237,6 +237,9 @@ pub enum ExclusionReason {
     OutsideWindow,
     /// A record field other than the phone holds an unusable value.
     InvalidField(String),
+    /// A follow-up on silence whose contact replied to an earlier step
+    /// after its timer fired and before its claim.
+    Replied,
 }
 
 impl ExclusionReason {
@@ -252,6 +255,7 @@ impl ExclusionReason {
             ExclusionReason::NotWhatsappUser => "not_whatsapp_user",
             ExclusionReason::OutsideWindow => "outside_window",
             ExclusionReason::InvalidField(_) => "invalid_field",
+            ExclusionReason::Replied => "replied",
         }
     }
 
@@ -266,6 +270,7 @@ impl ExclusionReason {
             ExclusionReason::NotWhatsappUser => "not a WhatsApp user".to_string(),
             ExclusionReason::OutsideWindow => "campaign window ended before sending".to_string(),
             ExclusionReason::InvalidField(field) => format!("invalid value in field {field}"),
+            ExclusionReason::Replied => "replied before this follow-up was sent".to_string(),
         }
     }
 
@@ -306,6 +311,7 @@ impl FromStr for ExclusionReason {
             ("invalid_phone", None) => ExclusionReason::InvalidPhone,
             ("not_whatsapp_user", None) => ExclusionReason::NotWhatsappUser,
             ("outside_window", None) => ExclusionReason::OutsideWindow,
+            ("replied", None) => ExclusionReason::Replied,
             ("suppressed", Some(d)) => ExclusionReason::Suppressed(d.to_string()),
             ("missing_variable", Some(d)) => ExclusionReason::MissingVariable(d.to_string()),
             ("invalid_field", Some(d)) => ExclusionReason::InvalidField(d.to_string()),
@@ -501,6 +507,7 @@ mod tests {
             ),
             (ExclusionReason::NotWhatsappUser, "not_whatsapp_user"),
             (ExclusionReason::OutsideWindow, "outside_window"),
+            (ExclusionReason::Replied, "replied"),
             (
                 ExclusionReason::InvalidField("send_after".into()),
                 "invalid_field:send_after",

@@ -15,16 +15,70 @@ use chrono::Utc;
 use tokio::sync::broadcast;
 
 use super::IngestError;
-use crate::domain::{CampaignSpec, CompiledTemplate, DesiredState, ObservedState};
+use crate::domain::template::TemplateSpec;
+use crate::domain::{
+    CampaignSpec, Channel, CompiledTemplate, ContactKey, ContactValues, DesiredState, Journey,
+    ObservedState, SpecProblem,
+};
 use crate::metrics;
-use crate::store::{CampaignRecord, Store};
+use crate::store::{CampaignRecord, StagedJourney, Store};
 use crate::sync::RwLockExt;
 
-/// A validated campaign with its template compiled once.
+/// A validated campaign with its template and journey compiled once.
 #[derive(Debug)]
 pub struct CatalogEntry {
     pub spec: CampaignSpec,
     pub template: CompiledTemplate,
+    pub journey: Journey,
+}
+
+impl CatalogEntry {
+    /// Compiles a spec (already validated, or stored by an earlier version)
+    /// into an entry: every problem of its template and journey at once.
+    pub fn compile(spec: CampaignSpec) -> Result<CatalogEntry, Vec<SpecProblem>> {
+        let template = spec.template.compile();
+        let journey = spec.journey();
+        match (template, journey) {
+            (Ok(template), Ok(journey)) => Ok(CatalogEntry {
+                spec,
+                template,
+                journey,
+            }),
+            (template, journey) => Err(template
+                .err()
+                .into_iter()
+                .chain(journey.err())
+                .flatten()
+                .collect()),
+        }
+    }
+
+    /// The WhatsApp template of a step of the journey ("" is the first):
+    /// `None` for an SMS step or a step the spec no longer has.
+    pub fn template_of(&self, step: &str) -> Option<&TemplateSpec> {
+        if step.is_empty() {
+            return Some(&self.spec.template);
+        }
+        self.spec
+            .steps
+            .iter()
+            .skip(1)
+            .find(|s| s.id == step)
+            .and_then(|s| s.template.as_ref())
+    }
+
+    /// What staging stores of the journey for one contact: nothing for a
+    /// one-step campaign; else the edges leaving the primary message and
+    /// every later step frozen for this contact.
+    pub fn staged_journey(&self, values: ContactValues<'_>, contact: &ContactKey) -> StagedJourney {
+        if !self.journey.has_steps() {
+            return StagedJourney::default();
+        }
+        StagedJourney {
+            next: self.journey.edges(""),
+            later: self.journey.freeze_later(values, contact),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,21 +159,17 @@ impl CampaignCatalog {
                 spec.id
             )]));
         }
-        if spec.steps.len() > 1 {
+        if let Some(i) = spec.steps.iter().position(|s| s.channel == Channel::Sms) {
             // Validated in full above, so the upstream learns every problem
-            // of its journey now; dispatching later steps is not in this
-            // version, and a campaign that silently sent only its primary
-            // message would be worse than a refusal.
+            // of its journey now; this version has no SMS channel, and a
+            // journey that silently skipped its SMS steps would be worse
+            // than a refusal.
             return Err(invalid(vec![format!(
-                "steps: this journey of {} steps is valid, but this version sends one-step campaigns only and would leave its later steps unsent; publish it with its primary message alone (README, \"Journeys\")",
-                spec.steps.len()
+                "steps[{i}].channel: this journey is valid, but this version sends WhatsApp steps only and would leave its sms steps unsent; publish it without them (README, \"Journeys\")"
             )]));
         }
-        let template = spec
-            .template
-            .compile()
-            .map_err(|problems| invalid(problems.iter().map(|p| p.to_string()).collect()))?;
-        Ok(CatalogEntry { spec, template })
+        CatalogEntry::compile(spec)
+            .map_err(|problems| invalid(problems.iter().map(|p| p.to_string()).collect()))
     }
 
     /// Inserts an entry directly (used by tests and the demo's catalog seeding).
@@ -142,16 +192,14 @@ impl CampaignCatalog {
         let records = store.list_campaigns().await?;
         let mut n = 0;
         for record in records {
-            match record.spec.template.compile() {
-                Ok(template) => {
-                    self.insert(CatalogEntry {
-                        spec: record.spec,
-                        template,
-                    });
+            let id = record.spec.id.clone();
+            match CatalogEntry::compile(record.spec) {
+                Ok(entry) => {
+                    self.insert(entry);
                     n += 1;
                 }
                 Err(problems) => tracing::warn!(
-                    campaign = %record.spec.id,
+                    campaign = %id,
                     problems = ?problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                     "stored campaign spec no longer compiles; waiting for a new one on the topic"
                 ),
@@ -314,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn a_journey_is_validated_then_refused_rather_than_half_sent() {
+    fn a_journey_with_sms_steps_is_validated_then_refused_rather_than_half_sent() {
         assert_eq!(
             problems(&journey("Hola {{name")),
             vec!["steps[1].text: \"Hola {{name\" has a {{ without a closing }}".to_string()]
@@ -322,7 +370,7 @@ mod tests {
         let refused = problems(&journey("Hola {{name}}"));
         assert_eq!(refused.len(), 1);
         assert!(
-            refused[0].starts_with("steps: this journey of 2 steps is valid"),
+            refused[0].starts_with("steps[1].channel: this journey is valid"),
             "{refused:?}"
         );
         // A journey of its primary message alone is a one-step campaign.
@@ -332,5 +380,58 @@ mod tests {
         });
         let entry = CampaignCatalog::parse("j", one.to_string().as_bytes()).unwrap();
         assert_eq!(entry.spec.template.name, "t");
+    }
+
+    #[test]
+    fn a_whatsapp_journey_is_compiled_with_its_steps() {
+        let spec = serde_json::json!({
+            "id": "j", "senders": ["1001"],
+            "template": {"name": "t", "language": "en"},
+            "steps": [
+                {"id": "primary"},
+                {"id": "nudge", "template": {"name": "t2", "language": "es", "body": ["{{name}}"]},
+                 "when": {"after": "primary", "on": "no_reply", "delay": "1h"}},
+            ],
+        });
+        let entry = CampaignCatalog::parse("j", spec.to_string().as_bytes()).unwrap();
+        assert_eq!(entry.template_of("").map(|t| t.name.as_str()), Some("t"));
+        assert_eq!(
+            entry.template_of("nudge").map(|t| t.name.as_str()),
+            Some("t2")
+        );
+        assert_eq!(entry.template_of("gone"), None);
+        assert_eq!(
+            entry.journey.entered_on("nudge"),
+            Some(crate::domain::On::NoReply)
+        );
+        assert_eq!(entry.journey.entered_on(""), None);
+        let variables = [("name".to_string(), "Ana".to_string())].into();
+        let values = ContactValues {
+            variables: &variables,
+            phone: None,
+            name: None,
+            timezone: None,
+            user_id: None,
+        };
+        let staged = entry.staged_journey(values, &ContactKey::raw("+5215550001"));
+        assert_eq!(staged.next.len(), 1);
+        assert_eq!(
+            (staged.next[0].to.as_str(), staged.next[0].delay_secs),
+            ("nudge", 3_600)
+        );
+        assert_eq!(staged.later.len(), 1);
+        assert_eq!(staged.later[0].step, "nudge");
+        // A one-step campaign stages no journey.
+        let one = CampaignCatalog::parse("j", &journey_free()).unwrap();
+        assert_eq!(
+            one.staged_journey(values, &ContactKey::raw("+5215550001")),
+            StagedJourney::default()
+        );
+    }
+
+    fn journey_free() -> Vec<u8> {
+        serde_json::json!({"id": "j", "senders": ["1001"], "template": {"name": "t", "language": "en"}})
+            .to_string()
+            .into_bytes()
     }
 }

@@ -42,8 +42,9 @@ pub struct SandboxStats {
     pub recipients: u64,
     /// Most accepted messages any one recipient got.
     pub per_recipient_max: u64,
-    /// Recipients that got the same campaign more than once (campaign:
-    /// `biz_opaque_callback_data` before `|`, else the template name).
+    /// Recipients that got the same campaign (or journey step) more than
+    /// once (campaign: `biz_opaque_callback_data` before `|`, else the
+    /// template name).
     pub duplicate_recipients: u64,
     /// Events (statuses and inbound messages) delivered in 2xx webhook POSTs.
     pub webhooks_sent: u64,

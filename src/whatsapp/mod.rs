@@ -19,5 +19,6 @@ pub mod payload;
 
 pub use client::{ApiError, ClientError, ClientSettings, SendResult, WhatsAppClient};
 pub use payload::{
-    callback_data, parse_callback_data, template_message, template_message_bytes, TemplateMessage,
+    callback_data, parse_callback_data, step_callback_data, template_message,
+    template_message_bytes, TemplateMessage,
 };

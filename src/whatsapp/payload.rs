@@ -43,8 +43,24 @@ const CALLBACK_SEPARATOR: char = '|';
 /// Meta allows 512 characters; a campaign id (at most 128) and a contact key
 /// (at most 128) stay well below.
 pub fn callback_data(campaign: &str, contact: &ContactKey) -> String {
-    let mut out = String::with_capacity(campaign.len() + 1 + contact.as_str().len());
+    step_callback_data(campaign, "", contact)
+}
+
+/// Separates a later journey step from the campaign id in the callback
+/// data: neither campaign nor step ids contain it.
+const STEP_SEPARATOR: char = '/';
+
+/// The callback data of a journey step's message: `"<campaign>/<step>|<contact>"`
+/// for a later step, [`callback_data`]'s form for the first (`step` empty),
+/// so each step's message is told apart wherever the data is read (the
+/// row itself finds the step by its wamid).
+pub fn step_callback_data(campaign: &str, step: &str, contact: &ContactKey) -> String {
+    let mut out = String::with_capacity(campaign.len() + 2 + step.len() + contact.as_str().len());
     out.push_str(campaign);
+    if !step.is_empty() {
+        out.push(STEP_SEPARATOR);
+        out.push_str(step);
+    }
     out.push(CALLBACK_SEPARATOR);
     out.push_str(contact.as_str());
     out
@@ -56,6 +72,9 @@ pub fn callback_data(campaign: &str, contact: &ContactKey) -> String {
 /// WhatsApp Business Account may set its own).
 pub fn parse_callback_data(s: &str) -> Option<(String, ContactKey)> {
     let (campaign, contact) = s.split_once(CALLBACK_SEPARATOR)?;
+    let campaign = campaign
+        .split_once(STEP_SEPARATOR)
+        .map_or(campaign, |(campaign, _step)| campaign);
     if campaign.is_empty() || contact.is_empty() {
         return None;
     }

@@ -11,7 +11,8 @@ use tokio::sync::Semaphore;
 use crate::dispatch::policy::admission::{self, Admission, ContactFacts, WaitReason};
 use crate::dispatch::sender::pool::{self, NoSender};
 use crate::dispatch::sender::{QueuedSend, SendJob, SendReport};
-use crate::domain::{ContactKey, ExclusionReason};
+use crate::domain::template::TemplateSpec;
+use crate::domain::{ContactKey, ExclusionReason, On};
 use crate::events::Event;
 use crate::ingest::catalog::CatalogEntry;
 use crate::metrics;
@@ -19,7 +20,7 @@ use crate::store::{
     CampaignHalt, ClaimOutcome, ClaimRequest, DispatchRecord, Outcome, RecipientCount,
 };
 use crate::sync::{MutexExt, RwLockExt};
-use crate::whatsapp::payload::{callback_data, template_message_bytes};
+use crate::whatsapp::payload::{step_callback_data, template_message_bytes};
 
 use super::*;
 
@@ -57,6 +58,7 @@ impl Pump {
                 contact,
                 suppression: suppression.as_deref(),
                 portfolio_wait: portfolio.as_deref(),
+                follows_silence: entry.journey.entered_on(&row.step) == Some(On::NoReply),
             },
             Utc::now(),
         )
@@ -81,6 +83,15 @@ impl Pump {
         if let Some(not_now) = self.admission(&entry, &row, contact).await {
             return not_now;
         }
+        let Some(template) = entry.template_of(&row.step) else {
+            // A step the spec in force no longer has (replaced meanwhile).
+            self.exclude(
+                contact,
+                ExclusionReason::InvalidField(format!("steps.{}", row.step)),
+            )
+            .await;
+            return Considered::Skipped;
+        };
         // Pick a sender first: with none available, don't take a slot.
         let sender = match self.pick_sender(&entry, contact) {
             Ok(sender) => sender,
@@ -101,7 +112,7 @@ impl Pump {
         if !self.state.in_hand.lock_or_recover().insert(contact.clone()) {
             return Considered::Skipped;
         }
-        let job = self.send_job(&entry, &row, contact);
+        let job = self.send_job(template, &row, contact);
         self.state.in_flight.fetch_add(1, Ordering::Relaxed);
         // The send runs on the tokio pool straight on the sender's core: a
         // round trip through the sender actor's mailbox for every message
@@ -171,10 +182,11 @@ impl Pump {
     }
 
     /// The request of one contact, built before the claim: its body from
-    /// the frozen parameters, which claim of it this is, and its retries.
+    /// the template of the row's step and the frozen parameters, which
+    /// claim of it this is, and its retries.
     fn send_job(
         &self,
-        entry: &CatalogEntry,
+        template: &TemplateSpec,
         row: &DispatchRecord,
         contact: &ContactKey,
     ) -> SendJob {
@@ -183,10 +195,10 @@ impl Pump {
             campaign: id.clone(),
             contact: contact.clone(),
             body: template_message_bytes(
-                &entry.spec.template,
+                template,
                 contact,
                 &row.params,
-                &callback_data(id, contact),
+                &step_callback_data(id, &row.step, contact),
             ),
             claim: crate::dispatch::decision::claim_number(row.attempts),
             retries: self
@@ -306,6 +318,7 @@ impl Pump {
             replace_engagement: None,
             owner: self.owner.clone(),
             now: Utc::now(),
+            step: row.step.clone(),
         };
         let mut outcome = self.store.claim(&request).await;
         if let Ok(ClaimOutcome::EngagedElsewhere { campaign }) = &outcome {

@@ -14,6 +14,7 @@ mod claim;
 mod observe;
 mod run;
 mod state;
+mod timers;
 
 pub use actor::*;
 

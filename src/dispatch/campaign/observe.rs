@@ -42,6 +42,7 @@ impl Pump {
                     pending: s.count(DispatchState::Pending),
                     claimed: s.count(DispatchState::Claimed),
                     deferred: s.count(DispatchState::Deferred),
+                    waiting: s.waiting,
                 };
                 self.note_progress(s, counts);
                 counts

@@ -1,6 +1,7 @@
-//! The pump's loop: scan the owned shards' pending queues in staging order,
-//! pace, consider each contact; settle orphaned claims, resend `unknown`
-//! contacts when configured, and close the window at `end_at`.
+//! The pump's loop: fire the owned shards' due journey timers, scan their
+//! pending queues in staging order, pace, consider each contact; settle
+//! orphaned claims, resend `unknown` contacts when configured, and close the
+//! window at `end_at`.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -45,7 +46,13 @@ impl Pump {
                     halt_checked = std::time::Instant::now();
                     self.refresh_halt().await;
                 }
-                if observed == ObservedState::Ended && counts.pending + counts.deferred > 0 {
+                if observed == ObservedState::Ended
+                    && counts.pending + counts.deferred + counts.waiting > 0
+                {
+                    // Waiting journeys start their next step now, which the
+                    // window then ends (`outside_window`) like any pending
+                    // contact.
+                    while self.fire_timers(true).await > 0 {}
                     self.close_window().await;
                     *self.counts_cache.lock_or_recover() = None;
                 }
@@ -54,6 +61,7 @@ impl Pump {
                 observed = self.observe(&counts).await;
                 continue;
             }
+            self.fire_timers(false).await;
             let (dispatched, earliest) = self.scan_pass(&in_flight, &mut cursors).await;
             if dispatched == 0 {
                 counts = self.counts().await;

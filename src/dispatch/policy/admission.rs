@@ -49,6 +49,8 @@ pub struct ContactFacts<'a> {
     pub suppression: Option<&'a str>,
     /// Why the portfolio's unique-recipient limit holds this contact back.
     pub portfolio_wait: Option<&'a str>,
+    /// The row's current step is a follow-up on silence (`no_reply`).
+    pub follows_silence: bool,
 }
 
 /// Why the campaign as a whole does not send now.
@@ -117,6 +119,11 @@ pub fn admit(
     let row = contact.row;
     if !matches!(row.state, DispatchState::Pending | DispatchState::Deferred) {
         return Admission::Skip;
+    }
+    if contact.follows_silence && row.history.iter().any(|h| h.times.replied.is_some()) {
+        // The reply came after the follow-up's timer fired: it still
+        // cancels the follow-up.
+        return Admission::Exclude(ExclusionReason::Replied);
     }
     if let Some(until) = row.deferred_until.filter(|u| *u > now) {
         return Admission::Wait {
@@ -208,6 +215,7 @@ mod tests {
             contact: None,
             suppression: None,
             portfolio_wait: None,
+            follows_silence: false,
         }
     }
 
@@ -238,11 +246,8 @@ mod tests {
             ..Default::default()
         };
         let c = ContactFacts {
-            key: &k,
-            row: &r,
             contact: Some(&opted),
-            suppression: None,
-            portfolio_wait: None,
+            ..bare(&k, &r)
         };
         let now = at("2026-11-22T12:00:00Z");
         let cases = [
@@ -349,11 +354,8 @@ mod tests {
             ..Default::default()
         };
         let c = ContactFacts {
-            key: &k,
-            row: &r,
             contact: Some(&undeliverable),
-            suppression: None,
-            portfolio_wait: None,
+            ..bare(&k, &r)
         };
         assert_eq!(
             admit(&facts(&s), &c, now),
@@ -442,5 +444,42 @@ mod tests {
             admit(&utility, &with(bare(&k, &r), &everything), now),
             Admission::Exclude(ExclusionReason::OptedOut)
         );
+    }
+
+    #[test]
+    fn a_reply_after_the_timer_fired_still_cancels_the_follow_up() {
+        use crate::store::StepRecord;
+        let s = schedule(r#"{"timezone":"UTC"}"#);
+        let k = key();
+        let now = at("2026-11-22T12:00:00Z");
+        let mut r = row(&k);
+        r.step = "nudge".into();
+        r.history.push(StepRecord {
+            step: String::new(),
+            state: DispatchState::Delivered,
+            reason: None,
+            wamid: Some("wamid.1".into()),
+            attempts: 1,
+            error_code: None,
+            error_class: None,
+            error_message: None,
+            times: StageTimes::default(),
+        });
+        let silence = ContactFacts {
+            follows_silence: true,
+            ..bare(&k, &r)
+        };
+        assert_eq!(admit(&facts(&s), &silence, now), Admission::Ready);
+        r.history[0].times.replied = Some(now);
+        let silence = ContactFacts {
+            follows_silence: true,
+            ..bare(&k, &r)
+        };
+        assert_eq!(
+            admit(&facts(&s), &silence, now),
+            Admission::Exclude(ExclusionReason::Replied)
+        );
+        // A drip step is not about silence: the reply does not stop it.
+        assert_eq!(admit(&facts(&s), &bare(&k, &r), now), Admission::Ready);
     }
 }

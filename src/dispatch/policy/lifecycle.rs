@@ -23,13 +23,19 @@ pub struct CampaignCounts {
     pub claimed: u64,
     /// Waiting for a retry (`deferred{until}`).
     pub deferred: u64,
+    /// Waiting for a later step of their journey (a timer).
+    pub waiting: u64,
 }
 
 impl CampaignCounts {
     /// True when contacts were staged and none has work left: every one is
-    /// in a final state.
+    /// in a final state and no journey waits for a later step.
     pub fn all_final(&self) -> bool {
-        self.staged > 0 && self.pending == 0 && self.claimed == 0 && self.deferred == 0
+        self.staged > 0
+            && self.pending == 0
+            && self.claimed == 0
+            && self.deferred == 0
+            && self.waiting == 0
     }
 }
 
@@ -165,6 +171,7 @@ mod tests {
             pending: 4,
             claimed: 1,
             deferred: 0,
+            waiting: 0,
         }
     }
 
@@ -261,6 +268,11 @@ mod tests {
             },
             CampaignCounts {
                 deferred: 1,
+                ..done()
+            },
+            // A journey waiting for its follow-up is not done.
+            CampaignCounts {
+                waiting: 1,
                 ..done()
             },
         ] {

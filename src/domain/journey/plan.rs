@@ -163,6 +163,19 @@ impl Journey {
         self.steps.first().map_or(PRIMARY_STEP, |s| s.id.as_str())
     }
 
+    /// The condition that starts a step (none for the first or an unknown
+    /// id).
+    pub fn entered_on(&self, id: &str) -> Option<On> {
+        if id.is_empty() {
+            return None;
+        }
+        self.steps
+            .iter()
+            .flat_map(|s| &s.edges)
+            .find(|e| e.to == id)
+            .map(|e| e.on)
+    }
+
     /// The edges leaving a step (none for an unknown id).
     pub fn edges(&self, id: &str) -> Vec<Edge> {
         self.step(id).map(|s| s.edges.clone()).unwrap_or_default()

@@ -67,6 +67,11 @@ impl AudienceIngest {
         if exclusion.is_none() && entry.spec.state == DesiredState::Ended {
             exclusion = Some(ExclusionReason::OutsideWindow);
         }
+        // Excluded at staging, the journey ends there: nothing to freeze.
+        let journey = match exclusion {
+            None => entry.staged_journey((&record).into(), &staged.contact),
+            Some(_) => Default::default(),
+        };
         Decision::Stage(Box::new(StageRequest {
             campaign_id: record.campaign_id,
             contact: staged.contact,
@@ -78,7 +83,7 @@ impl AudienceIngest {
             timezone: staged.timezone,
             tags: record.tags,
             staged_at: Utc::now(),
-            journey: Default::default(),
+            journey,
         }))
     }
 

@@ -79,7 +79,9 @@ pub(crate) struct ValidSend {
 
 impl ValidSend {
     /// The campaign a message belongs to: `biz_opaque_callback_data` up to the
-    /// first `|` (the daemon writes `<campaign>|<contact>`), else the template.
+    /// first `|` (the daemon writes `<campaign>|<contact>`, and
+    /// `<campaign>/<step>|<contact>` for a later journey step, so each step
+    /// counts as its own campaign), else the template.
     pub(crate) fn campaign(&self) -> &str {
         match self.biz_opaque.as_deref() {
             Some(b) if !b.is_empty() => b.split('|').next().unwrap_or(b),

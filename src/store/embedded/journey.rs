@@ -106,7 +106,7 @@ impl Inner {
         let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
             return Ok(ClaimOutcome::NotClaimable { state: None });
         };
-        if !record.claimable(req.now) {
+        if !record.claimable_by(req) {
             return Ok(ClaimOutcome::NotClaimable {
                 state: Some(record.state),
             });

@@ -213,6 +213,12 @@ impl DispatchRecord {
         }
     }
 
+    /// Whether `req` may take this row: the step it was built for, and
+    /// [`Self::claimable`] at its time.
+    pub fn claimable_by(&self, req: &ClaimRequest) -> bool {
+        self.step == req.step && self.claimable(req.now)
+    }
+
     /// Applies an outcome to the row (same rules on every backend).
     ///
     /// An outcome settles a claim, so only a `claimed` row takes its state:
@@ -451,6 +457,11 @@ pub struct ClaimRequest {
     pub replace_engagement: Option<String>,
     pub owner: String,
     pub now: DateTime<Utc>,
+    /// The journey step the claim is for (the row's `step`; empty for the
+    /// first): a row that moved on to another step since it was read is
+    /// not claimed, so a request built for one step never goes out as
+    /// another's.
+    pub step: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

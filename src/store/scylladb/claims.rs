@@ -135,7 +135,7 @@ pub(super) async fn claim(store: &ScyllaStore, req: &ClaimRequest) -> StoreResul
         else {
             return Ok(ClaimOutcome::NotClaimable { state: None });
         };
-        if !old.claimable(req.now) {
+        if !old.claimable_by(req) {
             if indexed && !old.claimed_by(&req.owner) {
                 unindex(&old).await?;
             }

@@ -375,6 +375,19 @@ fn callback_round_trip() {
             Some(("bday-2026-11".to_string(), key))
         );
     }
+    // A later journey step's message names its step; the contact is the
+    // same.
+    let key = ContactKey::raw("+5215512345678");
+    let data = step_callback_data("bday-2026-11", "nudge", &key);
+    assert_eq!(data, "bday-2026-11/nudge|+5215512345678");
+    assert_eq!(
+        parse_callback_data(&data),
+        Some(("bday-2026-11".to_string(), key.clone()))
+    );
+    assert_eq!(
+        step_callback_data("bday-2026-11", "", &key),
+        callback_data("bday-2026-11", &key)
+    );
     // Only the first '|' separates.
     assert_eq!(
         parse_callback_data("c1|a|b"),
