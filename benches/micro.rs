@@ -470,6 +470,7 @@ impl Receiver {
                 opt_out_keywords: vec!["STOP".into()],
                 keyword_scope: OptOutScope::All,
                 reply_context_wait: Duration::ZERO,
+                sms_reports: None,
             },
         );
         Receiver { bench, processor }

@@ -291,6 +291,12 @@ pub fn webhook_processor(
             opt_out_keywords: w.opt_out_keywords.clone(),
             keyword_scope: w.opt_out_keyword_scope,
             reply_context_wait: Duration::from_millis(config.http.reply_context_wait_ms),
+            sms_reports: config.sms.report_password.as_ref().map(|password| {
+                crate::webhook::BasicAuth {
+                    username: config.sms.report_username.clone(),
+                    password: password.expose().to_string(),
+                }
+            }),
         },
     )))
 }
@@ -477,6 +483,7 @@ impl Daemon {
             store.clone(),
             pipeline.catalog.clone(),
             whatsapp_client(&config)?,
+            crate::dispatch::sms::SmsChannel::from_config(&config, store.clone())?,
             env.clone(),
             owner,
         );

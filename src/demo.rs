@@ -21,6 +21,18 @@ use crate::report::CampaignSummary;
 
 pub const PROMO_SPEC: &str = include_str!("../config/examples/promo.json");
 pub const REMINDER_SPEC: &str = include_str!("../config/examples/reminder.json");
+pub const JOURNEY_SPEC: &str = include_str!("../config/examples/journey.json");
+
+/// Contacts of the example audience the journey campaign gets: its
+/// follow-up doubles the sends, and the demo should stay short.
+const JOURNEY_CONTACTS: usize = 2_000;
+
+/// The follow-up's delay in the demo, instead of the example's three days.
+const DEMO_FOLLOW_UP_DELAY: &str = "20s";
+
+/// The SMS sender id and delivery report password of the demo.
+const DEMO_SMS_SENDER: &str = "WADEMO";
+const DEMO_SMS_REPORT_PASSWORD: &str = "demo-report-password";
 pub const AUDIENCE_CSV: &str = include_str!("../config/examples/audience.csv");
 
 /// Records a careless upstream might publish: each must end in the DLQ with a
@@ -67,6 +79,20 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// The journey spec with its follow-up due seconds after the primary, not
+/// days.
+fn journey_spec_for_demo() -> anyhow::Result<String> {
+    let mut v: serde_json::Value = serde_json::from_str(JOURNEY_SPEC)?;
+    if let Some(steps) = v.get_mut("steps").and_then(|s| s.as_array_mut()) {
+        for when in steps.iter_mut().filter_map(|s| s.get_mut("when")) {
+            if when.get("delay").is_some() {
+                when["delay"] = DEMO_FOLLOW_UP_DELAY.into();
+            }
+        }
+    }
+    Ok(serde_json::to_string(&v)?)
 }
 
 /// The promo spec without its quiet hours, so the demo sends at any hour.
@@ -144,6 +170,13 @@ fn demo_config(
     config.whatsapp.api_base_url = api_base_url.to_string();
     config.whatsapp.token = Some(crate::config::Secret::new("demo-token"));
     config.whatsapp.app_secret = Some(crate::config::Secret::new(DEMO_APP_SECRET));
+    // The sandbox's SMS API is the journey's SMS provider; its delivery
+    // reports come back to the webhook listener.
+    config.sms.api_base_url = Some(api_base_url.to_string());
+    config.sms.api_key = Some(crate::config::Secret::new("demo-sms-key"));
+    config.sms.default_sender = Some(DEMO_SMS_SENDER.into());
+    config.sms.report_url = Some(format!("http://127.0.0.1:{webhook_port}/sms/reports"));
+    config.sms.report_password = Some(crate::config::Secret::new(DEMO_SMS_REPORT_PASSWORD));
     for (id, rate) in DEMO_SENDERS {
         config.senders.insert(
             id.to_string(),
@@ -156,7 +189,11 @@ fn demo_config(
     }
     // Operator overrides: the example specs pace for production (20/s and
     // 36,000/h); the demo runs them faster.
-    for (id, rate) in [("bday-2026-11", 400.0), ("payment-reminder-2026-11", 300.0)] {
+    for (id, rate) in [
+        ("bday-2026-11", 400.0),
+        ("payment-reminder-2026-11", 300.0),
+        ("collections-journey-2026-12", 300.0),
+    ] {
         config.campaigns.insert(
             id.to_string(),
             crate::config::CampaignOverride {
@@ -191,7 +228,11 @@ fn create_topics(
 /// Publishes the two example campaigns; answers their ids.
 async fn publish_specs(producer: &FutureProducer, config: &Config) -> anyhow::Result<Vec<String>> {
     let mut campaign_ids = Vec::new();
-    for spec in [promo_spec_for_demo()?, REMINDER_SPEC.to_string()] {
+    for spec in [
+        promo_spec_for_demo()?,
+        REMINDER_SPEC.to_string(),
+        journey_spec_for_demo()?,
+    ] {
         let parsed: serde_json::Value = serde_json::from_str(&spec)?;
         let id = parsed["id"].as_str().unwrap_or_default().to_string();
         producer
@@ -206,7 +247,8 @@ async fn publish_specs(producer: &FutureProducer, config: &Config) -> anyhow::Re
         println!("published campaign spec {id}");
         campaign_ids.push(id);
     }
-    println!("  (quiet hours of the promo removed so the demo sends at any hour)");
+    println!("  (quiet hours of the promo removed so the demo sends at any hour;");
+    println!("   the journey's follow-up due {DEMO_FOLLOW_UP_DELAY} after a silent primary instead of 3 days)");
     Ok(campaign_ids)
 }
 
@@ -220,13 +262,17 @@ async fn publish_audiences(
     let topics = &config.kafka.topics;
     let mut produced = 0u64;
     for id in campaign_ids {
-        let (records, report) = import::parse_csv(
+        let (mut records, report) = import::parse_csv(
             AUDIENCE_CSV.as_bytes(),
             "config/examples/audience.csv",
             id,
             config.dispatch.default_region.as_deref(),
         )?;
         println!("\naudience import for {id}:\n{}", report.render(3));
+        if is_journey(id) {
+            records.truncate(JOURNEY_CONTACTS);
+            println!("  (the journey campaign gets the first {JOURNEY_CONTACTS} of them)");
+        }
         let pb = import::progress_bar(records.len() as u64, "producing");
         produced += import::produce(
             &records,
@@ -292,7 +338,8 @@ async fn wait_until_settled(
             // Deferred contacts (131049) wait a day for their one retry:
             // they are settled for the demo's purpose.
             let waiting = s.count(crate::domain::DispatchState::Pending)
-                + s.count(crate::domain::DispatchState::Claimed);
+                + s.count(crate::domain::DispatchState::Claimed)
+                + s.waiting;
             bar.set_length(s.staged);
             bar.set_position(s.staged - waiting);
             open += waiting;
@@ -345,11 +392,18 @@ async fn print_results(
     for id in campaign_ids {
         let s = CampaignSummary::compute(store, id).await?;
         print_funnel(id, &s);
+        if is_journey(id) {
+            print_steps(&crate::report::StepFunnel::compute(store, id).await?);
+        }
     }
     let sb = sandbox.stats();
     println!(
-        "\nsandbox: {} requests, {} accepted, rejected by code {:?}, recipients that got the same campaign twice: {}",
+        "\nsandbox: {} requests, {} accepted, rejected by code {:?}, recipients that got the same campaign (or step) twice: {}",
         sb.requests, sb.accepted, sb.rejected_by_code, sb.duplicate_recipients
+    );
+    println!(
+        "sandbox SMS: {} requests, {} accepted, {} delivery reports posted, destinations that got the same step twice: {}",
+        sb.sms.requests, sb.sms.accepted, sb.sms.reports_sent, sb.sms.duplicate_recipients
     );
     println!(
         "\ndead-letter topic {} ({} records), `error` header of each:",
@@ -413,6 +467,34 @@ fn print_funnel(id: &str, s: &CampaignSummary) {
         s.count(S::Deferred),
         String::new(),
     );
+}
+
+fn is_journey(id: &str) -> bool {
+    id.starts_with("collections-journey")
+}
+
+/// The journey's funnel step by step: how many contacts each step reached
+/// and where they ended there.
+fn print_steps(funnel: &crate::report::StepFunnel) {
+    use crate::domain::DispatchState as S;
+    println!("\n  journey, step by step:");
+    for (step, label) in [
+        ("", "primary (WhatsApp)"),
+        ("sms", "sms (fallback on failure)"),
+        ("nudge", "nudge (WhatsApp, after silence)"),
+    ] {
+        let reached: u64 = funnel.steps.get(step).map_or(0, |s| s.values().sum());
+        let delivered = [S::Delivered, S::Read, S::Replied]
+            .iter()
+            .map(|st| funnel.count(step, *st))
+            .sum::<u64>();
+        println!(
+            "  {label:<32}{reached:>8}  delivered {delivered}, replied {}, failed {}, excluded {}",
+            funnel.count(step, S::Replied),
+            funnel.count(step, S::Failed),
+            funnel.count(step, S::Excluded)
+        );
+    }
 }
 
 fn read_dead_letters(config: &Config, expected: usize) -> anyhow::Result<Vec<(String, String)>> {

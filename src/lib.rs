@@ -41,6 +41,7 @@ pub(crate) mod reload;
 pub mod report;
 pub(crate) mod requeue;
 pub mod sandbox;
+pub mod sms;
 pub mod store;
 pub(crate) mod sync;
 pub mod webhook;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::DispatchState;
-use crate::store::{Store, StoreResult};
+use crate::store::{DispatchRecord, Store, StoreResult};
 
 /// Rows per scan page: large enough to amortise a round trip, small enough to
 /// keep memory flat on a 10M-contact campaign.
@@ -40,52 +40,58 @@ pub const FUNNEL: [DispatchState; 5] = [
     DispatchState::Replied,
 ];
 
+/// Calls `f` with every row of a campaign, a page at a time.
+async fn scan_rows(
+    store: &dyn Store,
+    campaign: &str,
+    mut f: impl FnMut(&DispatchRecord),
+) -> StoreResult<()> {
+    let mut after = None;
+    loop {
+        let page = store
+            .scan_dispatches(campaign, after.as_ref(), PAGE)
+            .await?;
+        page.iter().for_each(&mut f);
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.contact.clone()),
+            _ => return Ok(()),
+        }
+    }
+}
+
 impl CampaignSummary {
     pub async fn compute(store: &dyn Store, campaign: &str) -> StoreResult<Self> {
         let mut summary = CampaignSummary {
             campaign_id: campaign.to_string(),
             ..Default::default()
         };
-        let mut after = None;
-        loop {
-            let page = store
-                .scan_dispatches(campaign, after.as_ref(), PAGE)
-                .await?;
-            for row in &page {
-                summary.staged += 1;
-                summary.waiting += u64::from(row.wait.is_some());
-                *summary
-                    .by_state
-                    .entry(row.state.as_str().to_string())
-                    .or_default() += 1;
-                for stage in FUNNEL {
-                    if row.state.delivery_rank() >= stage.delivery_rank()
-                        && row.state.delivery_rank() > 0
-                    {
-                        *summary
-                            .reached
-                            .entry(stage.as_str().to_string())
-                            .or_default() += 1;
-                    }
-                }
-                match row.state {
-                    DispatchState::Excluded => {
-                        let reason = row.reason.clone().unwrap_or_else(|| "unknown".into());
-                        *summary.excluded_by_reason.entry(reason).or_default() += 1;
-                    }
-                    DispatchState::Failed => {
-                        let class = row.error_class.clone().unwrap_or_else(|| "unknown".into());
-                        *summary.failed_by_class.entry(class).or_default() += 1;
-                    }
-                    _ => {}
-                }
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.contact.clone()),
-                _ => break,
+        scan_rows(store, campaign, |row| summary.add(row)).await?;
+        Ok(summary)
+    }
+
+    fn add(&mut self, row: &DispatchRecord) {
+        self.staged += 1;
+        self.waiting += u64::from(row.wait.is_some());
+        *self
+            .by_state
+            .entry(row.state.as_str().to_string())
+            .or_default() += 1;
+        for stage in FUNNEL {
+            if row.state.delivery_rank() >= stage.delivery_rank() && row.state.delivery_rank() > 0 {
+                *self.reached.entry(stage.as_str().to_string()).or_default() += 1;
             }
         }
-        Ok(summary)
+        match row.state {
+            DispatchState::Excluded => {
+                let reason = row.reason.clone().unwrap_or_else(|| "unknown".into());
+                *self.excluded_by_reason.entry(reason).or_default() += 1;
+            }
+            DispatchState::Failed => {
+                let class = row.error_class.clone().unwrap_or_else(|| "unknown".into());
+                *self.failed_by_class.entry(class).or_default() += 1;
+            }
+            _ => {}
+        }
     }
 
     pub fn count(&self, state: DispatchState) -> u64 {
@@ -107,6 +113,46 @@ impl CampaignSummary {
             + self.count(DispatchState::Claimed)
             + self.count(DispatchState::Deferred)
             + self.waiting
+    }
+}
+
+/// Contacts by journey step and the state they reached there: every step
+/// a contact went through (its record in the row's history, or the current
+/// step). Steps are named by their id; the first step is `""`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepFunnel {
+    pub steps: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl StepFunnel {
+    pub async fn compute(store: &dyn Store, campaign: &str) -> StoreResult<Self> {
+        let mut funnel = StepFunnel::default();
+        scan_rows(store, campaign, |row| {
+            let steps = row
+                .history
+                .iter()
+                .map(|h| (&h.step, h.state))
+                .chain([(&row.step, row.state)]);
+            for (step, state) in steps {
+                *funnel
+                    .steps
+                    .entry(step.clone())
+                    .or_default()
+                    .entry(state.as_str().to_string())
+                    .or_default() += 1;
+            }
+        })
+        .await?;
+        Ok(funnel)
+    }
+
+    /// Contacts of `step` in `state`.
+    pub fn count(&self, step: &str, state: DispatchState) -> u64 {
+        self.steps
+            .get(step)
+            .and_then(|s| s.get(state.as_str()))
+            .copied()
+            .unwrap_or(0)
     }
 }
 

@@ -24,6 +24,7 @@ fn validate_checks_campaign_specs_and_names_unknown_fields() {
     for example in [
         "config/examples/promo.json",
         "config/examples/reminder.json",
+        "config/examples/journey.json",
     ] {
         let (ok, out, err) = wadispatch(&["validate", example]);
         assert!(ok, "{example}: {out}{err}");

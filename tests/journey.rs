@@ -310,3 +310,72 @@ fn ending_the_campaign_ends_the_journeys_still_waiting() {
         daemon.shutdown(Duration::from_secs(5)).await;
     });
 }
+
+/// The world with the sandbox's SMS API as the SMS provider, its delivery
+/// reports posted to the daemon's webhook listener.
+fn with_sms(w: &mut World) {
+    use wadispatch::config::{Secret, SmsConfig};
+    let listen = w.config.http.listen.clone();
+    w.config.sms = SmsConfig {
+        api_base_url: Some(w.sandbox.base_url()),
+        api_key: Some(Secret::new("sms-key")),
+        default_sender: Some("InfoSMS".into()),
+        report_url: Some(format!("http://{listen}/sms/reports")),
+        report_password: Some(Secret::new("report-pw")),
+        ..SmsConfig::default()
+    };
+}
+
+#[test]
+fn the_sms_fallback_reaches_exactly_the_contacts_whatsapp_failed() {
+    app::system().block_on(async {
+        // 13 and 78 fail on WhatsApp; by SMS, 78 is undeliverable.
+        let rules = ["13", "78"]
+            .map(|suffix| FailureRule {
+                suffix: suffix.into(),
+                code: 131026,
+                stage: Default::default(),
+            })
+            .to_vec();
+        let mut w = World::start(&[(SENDER, 500.0)], rules).await;
+        with_sms(&mut w);
+        let id = "sms-fallback";
+        let later = r#"{"id":"sms","channel":"sms","text":"Hola {{name}}, te escribimos por SMS",
+                        "when":{"after":"primary","on":"failed"}}"#;
+        let daemon = start(&w, id, &spec(id, later), 300).await;
+        let rows = final_rows(&daemon, id, 300).await;
+        let mut by_sms = 0;
+        for row in &rows {
+            let number = row.contact.as_str();
+            let failed_on_whatsapp = number.ends_with("13") || number.ends_with("78");
+            let sms = step_state(row, "sms");
+            if !failed_on_whatsapp {
+                assert_eq!(sms, None, "{row:?}");
+                continue;
+            }
+            by_sms += 1;
+            assert_eq!(step_state(row, ""), Some(DispatchState::Failed), "{row:?}");
+            assert!(
+                row.wamid
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("SBXSMS")),
+                "{row:?}"
+            );
+            if number.ends_with("78") {
+                assert_eq!(sms, Some(DispatchState::Failed), "{row:?}");
+                assert_eq!(row.error_code, Some(27), "absent subscriber: {row:?}");
+            } else {
+                assert_eq!(sms, Some(DispatchState::Delivered), "{row:?}");
+            }
+        }
+        assert_eq!(by_sms, 6, "13, 113, 213, 78, 178, 278");
+        let stats = w.sandbox.stats();
+        assert_eq!(stats.sms.accepted, 6);
+        assert_eq!(stats.sms.duplicate_recipients, 0);
+        assert_eq!(stats.sms.reports_sent, 6);
+        assert_eq!(stats.duplicate_recipients, 0);
+        assert_eq!(stats.accepted, 300, "WhatsApp: the primaries alone");
+        wait_completed(&daemon, id).await;
+        daemon.shutdown(Duration::from_secs(5)).await;
+    });
+}

@@ -53,6 +53,7 @@ async fn harness_waiting(reply_context_wait: std::time::Duration) -> Harness {
             opt_out_keywords: vec!["STOP".into(), "baja".into()],
             keyword_scope: wadispatch::domain::OptOutScope::All,
             reply_context_wait,
+            sms_reports: None,
         },
     ));
     Harness {
@@ -257,6 +258,7 @@ async fn without_an_app_secret_every_post_is_refused() {
             opt_out_keywords: vec!["STOP".into()],
             keyword_scope: wadispatch::domain::OptOutScope::All,
             reply_context_wait: Duration::ZERO,
+            sms_reports: None,
         },
     );
     let body = statuses(vec![status(1, "delivered", 1_790_000_000, None)]);

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{
-    Config, EmbeddedStoreConfig, KafkaConfig, MetricsConfig, ScyllaStoreConfig, StoreConfig,
-    TopicsConfig, WhatsAppConfig,
+    Config, EmbeddedStoreConfig, KafkaConfig, MetricsConfig, ScyllaStoreConfig, SmsConfig,
+    StoreConfig, TopicsConfig, WhatsAppConfig,
 };
 use super::validate::quote;
 
@@ -59,6 +59,7 @@ impl Config {
             dispatch,
             log,
             metrics,
+            sms,
             senders: _,
             campaigns: _,
         } = self;
@@ -66,6 +67,7 @@ impl Config {
         changes.kafka(kafka, &new.kafka);
         changes.store(store, &new.store);
         changes.whatsapp(whatsapp, &new.whatsapp);
+        changes.sms(sms, &new.sms);
         changes.field("http.listen", &http.listen, &new.http.listen);
         changes.field(
             "http.reply_context_wait_ms",
@@ -261,6 +263,37 @@ impl Changes {
         self.field("store.scylla.tls_ca_file", tls_ca_file, &s.tls_ca_file);
         self.field("store.scylla.username", username, &s.username);
         self.field("store.scylla.password", password, &s.password);
+    }
+
+    fn sms(&mut self, old: &SmsConfig, new: &SmsConfig) {
+        let SmsConfig {
+            api_base_url,
+            api_key,
+            default_sender,
+            senders,
+            report_url,
+            report_username,
+            report_password,
+            connect_timeout_ms,
+            request_timeout_ms,
+        } = old;
+        self.field("sms.api_base_url", api_base_url, &new.api_base_url);
+        self.field("sms.api_key", api_key, &new.api_key);
+        self.field("sms.default_sender", default_sender, &new.default_sender);
+        self.field("sms.senders", senders, &new.senders);
+        self.field("sms.report_url", report_url, &new.report_url);
+        self.field("sms.report_username", report_username, &new.report_username);
+        self.field("sms.report_password", report_password, &new.report_password);
+        self.field(
+            "sms.connect_timeout_ms",
+            connect_timeout_ms,
+            &new.connect_timeout_ms,
+        );
+        self.field(
+            "sms.request_timeout_ms",
+            request_timeout_ms,
+            &new.request_timeout_ms,
+        );
     }
 
     fn whatsapp(&mut self, old: &WhatsAppConfig, new: &WhatsAppConfig) {

@@ -19,7 +19,8 @@ pub use self::diff::LiveChanges;
 pub use self::model::{
     AdminConfig, CampaignOverride, Config, DispatchConfig, Durability, EmbeddedStoreConfig,
     HttpConfig, KafkaConfig, LogConfig, LogFormat, MetricsConfig, ScyllaStoreConfig, Secret,
-    SenderConfig, StoreBackend, StoreConfig, TopicsConfig, WhatsAppConfig,
+    SenderConfig, SmsConfig, SmsSenderConfig, StoreBackend, StoreConfig, TopicsConfig,
+    WhatsAppConfig,
 };
 pub use self::validate::Problem;
 
@@ -30,6 +31,10 @@ pub const ENV_WHATSAPP_TOKEN: &str = "WADISPATCH_WHATSAPP_TOKEN";
 pub const ENV_APP_SECRET: &str = "WADISPATCH_APP_SECRET";
 /// Webhook verification token (`whatsapp.verify_token`).
 pub const ENV_VERIFY_TOKEN: &str = "WADISPATCH_VERIFY_TOKEN";
+/// The SMS provider's API key (`sms.api_key`).
+pub const ENV_SMS_API_KEY: &str = "WADISPATCH_SMS_API_KEY";
+/// Password of SMS delivery reports (`sms.report_password`).
+pub const ENV_SMS_REPORT_PASSWORD: &str = "WADISPATCH_SMS_REPORT_PASSWORD";
 /// Bootstrap brokers (`kafka.brokers`).
 pub const ENV_KAFKA_BROKERS: &str = "WADISPATCH_KAFKA_BROKERS";
 /// SASL password, set as `kafka.client."sasl.password"`.
@@ -129,6 +134,12 @@ impl Config {
         }
         if let Some(token) = var(ENV_VERIFY_TOKEN) {
             self.whatsapp.verify_token = Some(Secret::new(token));
+        }
+        if let Some(key) = var(ENV_SMS_API_KEY) {
+            self.sms.api_key = Some(Secret::new(key));
+        }
+        if let Some(password) = var(ENV_SMS_REPORT_PASSWORD) {
+            self.sms.report_password = Some(Secret::new(password));
         }
         if let Some(brokers) = var(ENV_KAFKA_BROKERS) {
             self.kafka.brokers = brokers;
@@ -402,8 +413,15 @@ mod tests {
             (ENV_KAFKA_SASL_PASSWORD, "sasl-pw"),
             (ENV_SCYLLA_USERNAME, "scylla-user"),
             (ENV_SCYLLA_PASSWORD, "scylla-pw"),
+            (ENV_SMS_API_KEY, "sms-key"),
+            (ENV_SMS_REPORT_PASSWORD, "report-pw"),
         ]));
         let expose = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_owned());
+        assert_eq!(expose(&config.sms.api_key).as_deref(), Some("sms-key"));
+        assert_eq!(
+            expose(&config.sms.report_password).as_deref(),
+            Some("report-pw")
+        );
         assert_eq!(expose(&config.whatsapp.token).as_deref(), Some("from-env"));
         assert_eq!(
             expose(&config.whatsapp.app_secret).as_deref(),

@@ -37,6 +37,8 @@ pub struct Config {
     /// here runs at `dispatch.default_sender_per_second`. Applied live on reload.
     /// Default: none.
     pub senders: BTreeMap<String, SenderConfig>,
+    /// The SMS channel of journeys (`[sms]`).
+    pub sms: SmsConfig,
     /// Operator overrides keyed by campaign id (`[campaigns."bday-2026-11"]`). They
     /// win over the campaign spec read from Kafka, so an operator can slow down or
     /// pause a campaign without touching the upstream system. Applied live on
@@ -586,6 +588,72 @@ pub struct SenderConfig {
     /// Name shown to operators (logs, admin API). Default: unset.
     #[serde(default)]
     pub display_name: Option<String>,
+}
+
+/// `[sms]`: the SMS provider of journeys' `sms` steps (README, "SMS
+/// channel").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    /// Base URL of the account's SMS API, as the provider's portal shows it;
+    /// messages go to `{api_base_url}/sms/2/text/advanced`. Point it at the
+    /// sandbox for demos and tests. Restart required. Default: unset (no SMS
+    /// channel).
+    pub api_base_url: Option<String>,
+    /// API key, sent as `Authorization: App <key>`; set it from
+    /// `WADISPATCH_SMS_API_KEY`. Restart required. Default: unset.
+    pub api_key: Option<Secret>,
+    /// Sender id (`from`) of SMS steps that name none. Restart required.
+    /// Default: unset.
+    pub default_sender: Option<String>,
+    /// Rate per sender id (`[sms.senders."InfoSMS"] per_second = 10`).
+    /// Restart required. Default: none; a sender id not listed runs at
+    /// 10 messages per second.
+    pub senders: BTreeMap<String, SmsSenderConfig>,
+    /// Public URL of this daemon's `/sms/reports` on the `[http]` listener,
+    /// given to the provider as each message's `notifyUrl`, with
+    /// `report_username` and the report password as its user info. Unset:
+    /// no delivery report is asked for, and SMS steps end `accepted`.
+    /// Restart required. Default: unset.
+    pub report_url: Option<String>,
+    /// User name delivery reports must present (HTTP Basic). Restart
+    /// required. Default: `"wadispatch"`.
+    pub report_username: String,
+    /// Password of delivery reports; set it from
+    /// `WADISPATCH_SMS_REPORT_PASSWORD`. Unset: every report is refused
+    /// with 401. Restart required. Default: unset.
+    pub report_password: Option<Secret>,
+    /// TCP + TLS connect timeout, in milliseconds (a failure to connect is
+    /// "not sent" and retried). Restart required. Default: `2000`.
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout, in milliseconds (a timeout after the request
+    /// was written is `unknown`, never resent). Restart required. Default:
+    /// `10000`.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            api_base_url: None,
+            api_key: None,
+            default_sender: None,
+            senders: BTreeMap::new(),
+            report_url: None,
+            report_username: "wadispatch".to_owned(),
+            report_password: None,
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[sms.senders."<sender id>"]`: one SMS sender id.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSenderConfig {
+    /// Messages per second from this sender id, for this instance.
+    pub per_second: f64,
 }
 
 /// `[campaigns."<campaign id>"]`: operator override of one campaign.

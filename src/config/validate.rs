@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::model::{
     CampaignOverride, Config, DispatchConfig, KafkaConfig, ScyllaStoreConfig, SenderConfig,
-    StoreBackend, WhatsAppConfig,
+    SmsConfig, StoreBackend, WhatsAppConfig,
 };
 
 /// One unusable value: `key` is the dotted path in the file
@@ -77,6 +77,7 @@ impl Config {
         check_kafka(&mut report, &self.kafka);
         check_store(&mut report, self);
         check_whatsapp(&mut report, &self.whatsapp);
+        check_sms(&mut report, &self.sms);
         check_listeners(&mut report, &self.http.listen, &self.admin.listen);
         check_dispatch(&mut report, &self.dispatch);
         if self.log.level.trim().is_empty() {
@@ -352,6 +353,78 @@ fn check_scylla(report: &mut Report, scylla: &ScyllaStoreConfig) {
     }
 }
 
+fn check_sms(report: &mut Report, sms: &SmsConfig) {
+    for (key, url) in [
+        ("sms.api_base_url", &sms.api_base_url),
+        ("sms.report_url", &sms.report_url),
+    ] {
+        let Some(url) = url else { continue };
+        let parsed = reqwest::Url::parse(url).ok();
+        if !parsed.as_ref().is_some_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+        }) {
+            report.add(
+                key,
+                format!("must be an http(s) URL with a host and no user info, got {url:?}"),
+            );
+        }
+    }
+    for (key, secret) in [
+        ("sms.api_key", &sms.api_key),
+        ("sms.report_password", &sms.report_password),
+    ] {
+        report.non_empty_optional(key, secret.as_ref().map(|s| s.expose()));
+    }
+    if sms.report_username.is_empty() || sms.report_username.contains(':') {
+        report.add(
+            "sms.report_username",
+            format!(
+                "must be non-empty and without ':', got {:?}",
+                sms.report_username
+            ),
+        );
+    }
+    if let Some(sender) = &sms.default_sender {
+        if sender.trim().is_empty() {
+            report.add(
+                "sms.default_sender",
+                "must not be blank; leave it out instead",
+            );
+        }
+    }
+    for (id, sender) in &sms.senders {
+        if !sender.per_second.is_finite() || sender.per_second <= 0.0 {
+            report.add(
+                format!("sms.senders.\"{id}\".per_second"),
+                format!("must be a number above 0, got {}", sender.per_second),
+            );
+        }
+    }
+    check_timeouts(
+        report,
+        "sms",
+        sms.connect_timeout_ms,
+        sms.request_timeout_ms,
+    );
+}
+
+/// `<section>.connect_timeout_ms` and `request_timeout_ms`: positive, and
+/// the connect timeout the shorter.
+fn check_timeouts(report: &mut Report, section: &str, connect: u64, request: u64) {
+    report.positive(&format!("{section}.connect_timeout_ms"), connect);
+    report.positive(&format!("{section}.request_timeout_ms"), request);
+    if connect >= request {
+        report.add(
+            format!("{section}.connect_timeout_ms"),
+            format!(
+                "must be shorter than {section}.request_timeout_ms ({request}): the request timer also runs while connecting, and a send that never left would be reported unknown; got {connect}"
+            ),
+        );
+    }
+}
+
 fn check_whatsapp(report: &mut Report, wa: &WhatsAppConfig) {
     let url = &wa.api_base_url;
     let rest = url
@@ -393,17 +466,12 @@ fn check_whatsapp(report: &mut Report, wa: &WhatsAppConfig) {
     if let Some(path) = &wa.token_file {
         report.existing_file("whatsapp.token_file", path);
     }
-    report.positive("whatsapp.connect_timeout_ms", wa.connect_timeout_ms);
-    report.positive("whatsapp.request_timeout_ms", wa.request_timeout_ms);
-    if wa.connect_timeout_ms >= wa.request_timeout_ms {
-        report.add(
-            "whatsapp.connect_timeout_ms",
-            format!(
-                "must be shorter than whatsapp.request_timeout_ms ({}): the request timer also runs while connecting, and a send that never left would be reported unknown; got {}",
-                wa.request_timeout_ms, wa.connect_timeout_ms
-            ),
-        );
-    }
+    check_timeouts(
+        report,
+        "whatsapp",
+        wa.connect_timeout_ms,
+        wa.request_timeout_ms,
+    );
     report.positive(
         "whatsapp.max_connections_per_sender",
         wa.max_connections_per_sender,

@@ -18,3 +18,4 @@ pub mod policy;
 pub mod registry;
 pub mod sender;
 pub mod settle;
+pub mod sms;

@@ -17,6 +17,7 @@ use super::policy::circuit::CircuitSettings;
 use super::policy::lifecycle;
 use super::sender::pool::SenderMap;
 use super::sender::{Reconfigure, SenderActor, SenderCore, SenderSettings};
+use super::sms::SmsChannel;
 use crate::config::Config;
 use crate::domain::ContactKey;
 use crate::events::{Event, EventsProducer};
@@ -172,6 +173,7 @@ pub struct CampaignRegistry {
     store: Arc<dyn Store>,
     catalog: CampaignCatalog,
     client: WhatsAppClient,
+    sms: Option<Arc<SmsChannel>>,
     config: Config,
     env: Arc<Env>,
     senders: SenderMap,
@@ -186,6 +188,7 @@ impl CampaignRegistry {
         store: Arc<dyn Store>,
         catalog: CampaignCatalog,
         client: WhatsAppClient,
+        sms: Option<Arc<SmsChannel>>,
         env: Arc<Env>,
         owner: String,
     ) -> Self {
@@ -196,6 +199,7 @@ impl CampaignRegistry {
             store,
             catalog,
             client,
+            sms,
             config,
             env,
             senders: Arc::default(),
@@ -284,6 +288,7 @@ impl CampaignRegistry {
             state,
             store: self.store.clone(),
             senders: self.senders.clone(),
+            sms: self.sms.clone(),
             env: self.env.clone(),
             owner: self.owner.clone(),
             // Enough for every sender of the pool to stay busy, bounded.

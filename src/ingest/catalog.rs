@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use super::IngestError;
 use crate::domain::template::TemplateSpec;
 use crate::domain::{
-    CampaignSpec, Channel, CompiledTemplate, ContactKey, ContactValues, DesiredState, Journey,
+    CampaignSpec, CompiledTemplate, ContactKey, ContactValues, DesiredState, Journey,
     ObservedState, SpecProblem,
 };
 use crate::metrics;
@@ -157,15 +157,6 @@ impl CampaignCatalog {
             return Err(invalid(vec![format!(
                 "record key {key:?} differs from spec id {:?} (the key must be the campaign id)",
                 spec.id
-            )]));
-        }
-        if let Some(i) = spec.steps.iter().position(|s| s.channel == Channel::Sms) {
-            // Validated in full above, so the upstream learns every problem
-            // of its journey now; this version has no SMS channel, and a
-            // journey that silently skipped its SMS steps would be worse
-            // than a refusal.
-            return Err(invalid(vec![format!(
-                "steps[{i}].channel: this journey is valid, but this version sends WhatsApp steps only and would leave its sms steps unsent; publish it without them (README, \"Journeys\")"
             )]));
         }
         CatalogEntry::compile(spec)
@@ -362,16 +353,18 @@ mod tests {
     }
 
     #[test]
-    fn a_journey_with_sms_steps_is_validated_then_refused_rather_than_half_sent() {
+    fn a_journey_with_an_sms_step_is_validated_and_compiled() {
         assert_eq!(
             problems(&journey("Hola {{name")),
             vec!["steps[1].text: \"Hola {{name\" has a {{ without a closing }}".to_string()]
         );
-        let refused = problems(&journey("Hola {{name}}"));
-        assert_eq!(refused.len(), 1);
-        assert!(
-            refused[0].starts_with("steps[1].channel: this journey is valid"),
-            "{refused:?}"
+        let entry = CampaignCatalog::parse("j", &journey("Hola {{name}}")).unwrap();
+        assert_eq!(entry.journey.channel("sms"), crate::domain::Channel::Sms);
+        assert_eq!(entry.journey.channel(""), crate::domain::Channel::Whatsapp);
+        assert_eq!(
+            entry.template_of("sms"),
+            None,
+            "an SMS step has no template"
         );
         // A journey of its primary message alone is a one-step campaign.
         let one = serde_json::json!({
@@ -380,6 +373,7 @@ mod tests {
         });
         let entry = CampaignCatalog::parse("j", one.to_string().as_bytes()).unwrap();
         assert_eq!(entry.spec.template.name, "t");
+        assert!(!entry.journey.has_steps());
     }
 
     #[test]

@@ -43,6 +43,7 @@
 
 mod rules;
 mod server;
+mod sms;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use sms::{SmsFate, SmsRule, SmsStats};
 pub use stats::SandboxStats;
 
 /// Settings of a sandbox (the `[sandbox]` table of the config file, or the
@@ -161,6 +163,17 @@ pub struct SandboxConfig {
     /// drawn per (seed, recipient, how many messages that recipient got), so
     /// runs with the same seed and traffic agree. Default 0x5EED.
     pub seed: u64,
+    /// The SMS API key (`Authorization: App <key>`); unset accepts any
+    /// non-empty key. Default unset.
+    pub sms_api_key: Option<String>,
+    /// SMS per sender id (`from`) per second; above it the SMS API answers
+    /// 429. 0 disables the limit. Default 20.
+    pub sms_per_sender_mps: f64,
+    /// SMS destinations whose digits end in `suffix` are rejected in the
+    /// answer or reported undeliverable; the others are delivered, each
+    /// reported to the message's `notifyUrl` after `status_delay_ms`.
+    /// Default: 77 → rejected, 78 → undeliverable.
+    pub sms_rules: Vec<SmsRule>,
 }
 
 impl Default for SandboxConfig {
@@ -198,6 +211,9 @@ impl Default for SandboxConfig {
             webhook_retry_base_ms: 100,
             webhook_timeout_ms: 2_000,
             seed: 0x5EED,
+            sms_api_key: None,
+            sms_per_sender_mps: 20.0,
+            sms_rules: SmsRule::defaults(),
         }
     }
 }
@@ -226,6 +242,7 @@ impl SandboxConfig {
         for (name, v) in [
             ("per_number_mps", self.per_number_mps),
             ("pair_interval_secs", self.pair_interval_secs),
+            ("sms_per_sender_mps", self.sms_per_sender_mps),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return invalid(format!("sandbox: {name} is {v}, it must be a number >= 0"));
@@ -242,6 +259,14 @@ impl SandboxConfig {
                 return invalid(format!(
                     "sandbox: failure rule {:?} has code {}",
                     rule.suffix, rule.code
+                ));
+            }
+        }
+        for rule in &self.sms_rules {
+            if rule.suffix.is_empty() || !rule.suffix.bytes().all(|b| b.is_ascii_digit()) {
+                return invalid(format!(
+                    "sandbox: sms rule suffix {:?} must be digits",
+                    rule.suffix
                 ));
             }
         }
@@ -355,7 +380,7 @@ impl SandboxHandle {
 
     /// The counters, as `GET /sandbox/stats` serves them.
     pub fn stats(&self) -> SandboxStats {
-        self.shared.stats.snapshot()
+        self.shared.snapshot()
     }
 
     /// The settings this sandbox runs with.

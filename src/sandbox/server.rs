@@ -20,6 +20,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::rules::{self, code, ApiError, Outcome, PairLimit, Recipient, Shares};
+use super::sms::{self, SmsSim};
 use super::stats::{number_quota, Stats};
 use super::webhooks::{self, MessageInfo, Outbound, WebhookQueue};
 use super::SandboxConfig;
@@ -39,6 +40,17 @@ pub(crate) struct Shared {
     nonce: u32,
     wamid_seq: AtomicU64,
     webhooks: Option<WebhookQueue>,
+    sms: Arc<SmsSim>,
+}
+
+impl Shared {
+    /// Every counter, the SMS API's included.
+    pub(crate) fn snapshot(&self) -> super::SandboxStats {
+        super::SandboxStats {
+            sms: self.sms.stats(),
+            ..self.stats.snapshot()
+        }
+    }
 }
 
 /// What a decided request answers.
@@ -375,7 +387,7 @@ async fn send_message(
 }
 
 async fn stats(shared: web::Data<Shared>) -> HttpResponse {
-    HttpResponse::Ok().json(shared.stats.snapshot())
+    HttpResponse::Ok().json(shared.snapshot())
 }
 
 #[derive(Serialize)]
@@ -403,6 +415,7 @@ async fn recipient(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse 
 
 async fn reset(shared: web::Data<Shared>) -> HttpResponse {
     shared.stats.reset();
+    shared.sms.reset();
     HttpResponse::Ok().json(serde_json::json!({ "reset": true }))
 }
 
@@ -451,11 +464,14 @@ pub(crate) async fn start(config: SandboxConfig) -> std::io::Result<Running> {
                     }
                 };
                 let data = web::Data::from(Arc::clone(&shared));
+                let sms_data = web::Data::from(Arc::clone(&shared.sms));
                 let workers = shared.config.workers.max(1);
                 let listen = shared.config.listen;
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(data.clone())
+                        .app_data(sms_data.clone())
+                        .route("/sms/2/text/advanced", web::post().to(sms::send_sms))
                         .route("/sandbox/stats", web::get().to(stats))
                         .route("/sandbox/recipients/{to}", web::get().to(recipient))
                         .route("/sandbox/reset", web::post().to(reset))
@@ -533,6 +549,7 @@ fn build_shared(config: SandboxConfig) -> std::io::Result<Arc<Shared>> {
         wamid_seq: AtomicU64::new(0),
         stats,
         webhooks,
+        sms: Arc::new(SmsSim::new(&config, nonce)?),
         config,
     }))
 }

@@ -57,6 +57,9 @@ pub struct SandboxStats {
     pub webhooks_dropped: u64,
     /// Inbound reply messages delivered.
     pub replies_sent: u64,
+    /// The SMS API's counters.
+    #[serde(default)]
+    pub sms: super::SmsStats,
 }
 
 /// One business phone number.
@@ -339,6 +342,7 @@ impl Stats {
             webhook_failures: self.webhook_failures.load(Relaxed),
             webhooks_dropped: self.webhooks_dropped.load(Relaxed),
             replies_sent: self.replies_sent.load(Relaxed),
+            sms: Default::default(),
         }
     }
 

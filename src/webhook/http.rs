@@ -64,13 +64,33 @@ async fn post_webhook(
     }
 }
 
+async fn post_sms_reports(
+    processor: web::Data<WebhookProcessor>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let authorization = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match processor.handle_sms_reports(&body, authorization).await {
+        Verdict::Ok => HttpResponse::Ok().finish(),
+        Verdict::Unauthorized => HttpResponse::Unauthorized()
+            .insert_header(("WWW-Authenticate", "Basic realm=\"sms-reports\""))
+            .body("bad or missing credentials"),
+        Verdict::BadRequest(m) => HttpResponse::BadRequest().body(m),
+        Verdict::Failed(m) => HttpResponse::InternalServerError().body(m),
+    }
+}
+
 /// Routes of the webhook receiver, for the daemon's HTTP listener.
 pub fn configure(processor: web::Data<WebhookProcessor>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(processor)
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .route("/webhook", web::get().to(get_webhook))
-            .route("/webhook", web::post().to(post_webhook));
+            .route("/webhook", web::post().to(post_webhook))
+            .route("/sms/reports", web::post().to(post_sms_reports));
     }
 }
 

@@ -15,9 +15,11 @@ mod http;
 pub mod payload;
 mod replies;
 pub mod signature;
+mod sms;
 mod status;
 
 pub use http::{configure, serve};
+pub use sms::BasicAuth;
 
 use std::sync::Arc;
 
@@ -48,6 +50,9 @@ pub struct WebhookSettings {
     /// (`http.reply_context_wait_ms`) before it goes to the contact's latest
     /// campaign.
     pub reply_context_wait: std::time::Duration,
+    /// The credentials SMS delivery reports must carry; `None` refuses
+    /// every report.
+    pub sms_reports: Option<BasicAuth>,
 }
 
 impl std::fmt::Debug for WebhookSettings {
@@ -57,6 +62,10 @@ impl std::fmt::Debug for WebhookSettings {
             .field("verify_token", &self.verify_token.as_ref().map(|_| "***"))
             .field("opt_out_keywords", &self.opt_out_keywords)
             .field("keyword_scope", &self.keyword_scope)
+            .field(
+                "sms_reports",
+                &self.sms_reports.as_ref().map(|a| &a.username),
+            )
             .finish()
     }
 }

@@ -543,13 +543,17 @@ fn status_fallback(status: u16) -> Fallback {
     }
 }
 
-struct Body {
-    bytes: Vec<u8>,
-    /// More than [`MAX_RESPONSE_BYTES`] arrived; `bytes` holds the start.
-    truncated: bool,
+/// A response body read up to a limit (shared with the SMS client).
+pub(crate) struct Body {
+    pub(crate) bytes: Vec<u8>,
+    /// More than the limit arrived; `bytes` holds the start.
+    pub(crate) truncated: bool,
 }
 
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Body> {
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> reqwest::Result<Body> {
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = limit - bytes.len();
@@ -569,7 +573,7 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> reqwest:
 }
 
 /// The start of a body, on one line, for an error message.
-fn excerpt(bytes: &[u8], truncated: bool) -> String {
+pub(crate) fn excerpt(bytes: &[u8], truncated: bool) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut out: String = text
         .split_whitespace()
@@ -588,7 +592,7 @@ fn excerpt(bytes: &[u8], truncated: bool) -> String {
 
 /// reqwest's Display names only the outermost error ("error sending
 /// request"); the cause ("connection refused") is further down the chain.
-fn error_chain(e: &reqwest::Error) -> String {
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -164,3 +164,32 @@ fn api_version_shape() {
         assert!(!is_api_version(bad), "{bad}");
     }
 }
+
+#[test]
+fn the_sms_section_is_checked() {
+    let found = problems(
+        r#"
+[sms]
+api_base_url = "https://user:pw@sms.example"
+report_url = "hooks.example/sms/reports"
+report_username = "a:b"
+connect_timeout_ms = 5000
+request_timeout_ms = 1000
+
+[sms.senders."InfoSMS"]
+per_second = 0
+"#,
+    );
+    assert_eq!(
+        keys(&found),
+        [
+            "sms.api_base_url",
+            "sms.report_url",
+            "sms.report_username",
+            "sms.senders.\"InfoSMS\".per_second",
+            "sms.connect_timeout_ms",
+        ]
+    );
+    let fine = Config::from_toml_str("[sms]\napi_base_url = \"https://sms.example\"\n").unwrap();
+    assert_eq!(fine.validate(), Ok(()));
+}

@@ -12,7 +12,7 @@ use crate::dispatch::policy::admission::{self, Admission, ContactFacts, WaitReas
 use crate::dispatch::sender::pool::{self, NoSender};
 use crate::dispatch::sender::{QueuedSend, SendJob, SendReport};
 use crate::domain::template::TemplateSpec;
-use crate::domain::{ContactKey, ExclusionReason, On};
+use crate::domain::{Channel, ContactKey, ExclusionReason, On};
 use crate::events::Event;
 use crate::ingest::catalog::CatalogEntry;
 use crate::metrics;
@@ -59,6 +59,7 @@ impl Pump {
                 suppression: suppression.as_deref(),
                 portfolio_wait: portfolio.as_deref(),
                 follows_silence: entry.journey.entered_on(&row.step) == Some(On::NoReply),
+                whatsapp: entry.journey.channel(&row.step) == Channel::Whatsapp,
             },
             Utc::now(),
         )
@@ -83,6 +84,9 @@ impl Pump {
         if let Some(not_now) = self.admission(&entry, &row, contact).await {
             return not_now;
         }
+        if entry.journey.channel(&row.step) == Channel::Sms {
+            return self.consider_sms(row, in_flight).await;
+        }
         let Some(template) = entry.template_of(&row.step) else {
             // A step the spec in force no longer has (replaced meanwhile).
             self.exclude(
@@ -97,23 +101,10 @@ impl Pump {
             Ok(sender) => sender,
             Err(wait) => return wait,
         };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        let Some(permit) = self.take_slot(contact, in_flight).await else {
             return Considered::Skipped;
         };
-        let holds = || self.state.holds();
-        if !crate::dispatch::sender::wait_turn_unless(
-            || self.state.limiter.read_or_recover().clone(),
-            &holds,
-        )
-        .await
-        {
-            return Considered::Skipped;
-        }
-        if !self.state.in_hand.lock_or_recover().insert(contact.clone()) {
-            return Considered::Skipped;
-        }
         let job = self.send_job(template, &row, contact);
-        self.state.in_flight.fetch_add(1, Ordering::Relaxed);
         // The send runs on the tokio pool straight on the sender's core: a
         // round trip through the sender actor's mailbox for every message
         // cost two thread hops and a third of the daemon's CPU per send. The
@@ -127,6 +118,37 @@ impl Pump {
             drop(permit);
         });
         Considered::Dispatched
+    }
+
+    /// The campaign's in-flight slot and pace for a contact about to go to
+    /// a sender, and the contact marked in hand; `None` (nothing held) when
+    /// the campaign stops holding or the contact is in hand already.
+    pub(super) async fn take_slot(
+        &self,
+        contact: &ContactKey,
+        in_flight: &Arc<Semaphore>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = in_flight.clone().acquire_owned().await.ok()?;
+        let holds = || self.state.holds();
+        if !crate::dispatch::sender::wait_turn_unless(
+            || self.state.limiter.read_or_recover().clone(),
+            &holds,
+        )
+        .await
+        {
+            return None;
+        }
+        if !self.state.in_hand.lock_or_recover().insert(contact.clone()) {
+            return None;
+        }
+        self.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(permit)
+    }
+
+    /// The end of a send taken by [`Self::take_slot`], whatever became of it.
+    pub(super) fn release(&self, contact: &ContactKey) {
+        self.state.in_hand.lock_or_recover().remove(contact);
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Admission on what the row says: `None` when the contact may go now,
@@ -201,13 +223,7 @@ impl Pump {
                 &step_callback_data(id, &row.step, contact),
             ),
             claim: crate::dispatch::decision::claim_number(row.attempts),
-            retries: self
-                .state
-                .retries
-                .lock_or_recover()
-                .get(contact)
-                .copied()
-                .unwrap_or(0),
+            retries: self.state.retries_of(contact),
         }
     }
 
@@ -234,8 +250,7 @@ impl Pump {
                 state.dispatched.fetch_add(1, Ordering::Relaxed);
             }
         }
-        state.in_hand.lock_or_recover().remove(&row.contact);
-        state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.release(&row.contact);
     }
 
     /// A campaign-class error stops the campaign, in memory at once and in
@@ -328,7 +343,13 @@ impl Pump {
             }
         }
         match outcome {
-            Ok(ClaimOutcome::Claimed { .. }) => self.count_recipient(contact).await,
+            // The portfolio's limit counts WhatsApp recipients only.
+            Ok(ClaimOutcome::Claimed { .. })
+                if entry.journey.channel(&row.step) == Channel::Whatsapp =>
+            {
+                self.count_recipient(contact).await
+            }
+            Ok(ClaimOutcome::Claimed { .. }) => true,
             Ok(ClaimOutcome::EngagedElsewhere { .. }) => {
                 self.exclude(contact, ExclusionReason::EngagedElsewhere)
                     .await;

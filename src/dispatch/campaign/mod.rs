@@ -13,6 +13,7 @@ mod actor;
 mod claim;
 mod observe;
 mod run;
+mod sms;
 mod state;
 mod timers;
 
@@ -128,6 +129,8 @@ pub struct Pump {
     pub state: Arc<CampaignState>,
     pub store: Arc<dyn Store>,
     pub senders: SenderMap,
+    /// The SMS channel, when `[sms]` configures one.
+    pub sms: Option<Arc<crate::dispatch::sms::SmsChannel>>,
     pub env: Arc<dyn DispatchEnv>,
     pub owner: String,
     pub max_in_flight: usize,

@@ -67,6 +67,15 @@ impl CampaignState {
         }
     }
 
+    /// Earlier tries of a contact that went back to the queue unsent.
+    pub(super) fn retries_of(&self, contact: &ContactKey) -> u32 {
+        self.retries
+            .lock_or_recover()
+            .get(contact)
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub(super) fn note_retry(&self, contact: &ContactKey, requeued: bool) {
         let mut retries = self.retries.lock_or_recover();
         if requeued {

@@ -51,6 +51,10 @@ pub struct ContactFacts<'a> {
     pub portfolio_wait: Option<&'a str>,
     /// The row's current step is a follow-up on silence (`no_reply`).
     pub follows_silence: bool,
+    /// The row's current step goes by WhatsApp: a number Meta called
+    /// undeliverable and the portfolio's limit concern it; an SMS step
+    /// neither.
+    pub whatsapp: bool,
 }
 
 /// Why the campaign as a whole does not send now.
@@ -146,8 +150,9 @@ pub fn admit(
         if c.opted_out_of(campaign.marketing) {
             return Admission::Exclude(ExclusionReason::OptedOut);
         }
-        if c.undeliverable_at
-            .is_some_and(|t| now - t < Duration::days(UNDELIVERABLE_DAYS))
+        if contact.whatsapp
+            && c.undeliverable_at
+                .is_some_and(|t| now - t < Duration::days(UNDELIVERABLE_DAYS))
         {
             return Admission::Exclude(ExclusionReason::NotWhatsappUser);
         }
@@ -155,7 +160,7 @@ pub fn admit(
     if let Some(reason) = contact.suppression {
         return Admission::Exclude(ExclusionReason::Suppressed(reason.to_string()));
     }
-    if let Some(reason) = contact.portfolio_wait {
+    if let Some(reason) = contact.portfolio_wait.filter(|_| contact.whatsapp) {
         return Admission::Wait {
             until: now + Duration::seconds(PORTFOLIO_RECHECK_SECS),
             reason: WaitReason::Portfolio(reason.to_string()),
@@ -216,6 +221,7 @@ mod tests {
             suppression: None,
             portfolio_wait: None,
             follows_silence: false,
+            whatsapp: true,
         }
     }
 
@@ -361,6 +367,12 @@ mod tests {
             admit(&facts(&s), &c, now),
             Admission::Exclude(ExclusionReason::NotWhatsappUser)
         );
+        // An SMS step reaches a number WhatsApp could not.
+        let sms = ContactFacts {
+            whatsapp: false,
+            ..c
+        };
+        assert_eq!(admit(&facts(&s), &sms, now), Admission::Ready);
         let old = ContactRecord {
             undeliverable_at: Some(now - Duration::days(UNDELIVERABLE_DAYS)),
             ..Default::default()
@@ -390,6 +402,12 @@ mod tests {
                 reason: WaitReason::Portfolio("limit".into())
             }
         );
+        // The portfolio's limit counts WhatsApp recipients only.
+        let sms = ContactFacts {
+            whatsapp: false,
+            ..c
+        };
+        assert_eq!(admit(&facts(&s), &sms, now), Admission::Ready);
     }
 
     #[test]

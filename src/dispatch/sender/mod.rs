@@ -535,26 +535,15 @@ impl SenderCore {
         outcome: Outcome,
         report: SendReport,
     ) -> SendReport {
-        metrics::dispatch(campaign, &self.id, outcome_label(&outcome));
-        let mut delay = Duration::from_millis(50);
-        for _ in 0..5 {
-            match self
-                .store
-                .record_outcome(campaign, contact, &outcome, Utc::now())
-                .await
-            {
-                Ok(()) => {
-                    return report;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot write a send outcome; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
-        }
-        tracing::error!(campaign, sender = %self.id, "send outcome not written; the claim is settled as unknown at the next start or by a webhook");
-        SendReport::StoreFailed
+        finish(
+            self.store.as_ref(),
+            &self.id,
+            campaign,
+            contact,
+            outcome,
+            report,
+        )
+        .await
     }
 
     /// Drops pair-limiter state of recipients not seen for a while.
@@ -563,8 +552,38 @@ impl SenderCore {
     }
 }
 
+/// Writes a send's outcome (retrying the store briefly) and counts it
+/// under `sender`; `report` is what the campaign learns, unless the store
+/// cannot be written.
+pub(crate) async fn finish(
+    store: &dyn Store,
+    sender: &str,
+    campaign: &str,
+    contact: &ContactKey,
+    outcome: Outcome,
+    report: SendReport,
+) -> SendReport {
+    metrics::dispatch(campaign, sender, outcome_label(&outcome));
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..5 {
+        match store
+            .record_outcome(campaign, contact, &outcome, Utc::now())
+            .await
+        {
+            Ok(()) => return report,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write a send outcome; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    tracing::error!(campaign, sender, "send outcome not written; the claim is settled as unknown at the next start or by a webhook");
+    SendReport::StoreFailed
+}
+
 /// Back to the queue, claimable again after `delay`.
-fn retry_after(code: Option<i64>, delay: Duration) -> Outcome {
+pub(crate) fn retry_after(code: Option<i64>, delay: Duration) -> Outcome {
     Outcome::Retry {
         code,
         not_before: chrono::Duration::from_std(delay)

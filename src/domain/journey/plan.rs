@@ -163,6 +163,12 @@ impl Journey {
         self.steps.first().map_or(PRIMARY_STEP, |s| s.id.as_str())
     }
 
+    /// The channel of a step ("" is the first); WhatsApp for an id the
+    /// journey does not have.
+    pub fn channel(&self, id: &str) -> Channel {
+        self.step(id).map_or(Channel::Whatsapp, |s| s.channel)
+    }
+
     /// The condition that starts a step (none for the first or an unknown
     /// id).
     pub fn entered_on(&self, id: &str) -> Option<On> {
