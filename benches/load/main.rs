@@ -13,11 +13,14 @@
 //!   `target/bench-results.json`.
 //!
 //! Scenarios: `ingest` (with the memory of the staged contacts), `dispatch`,
-//! `pacing`, `webhooks`. `WADISPATCH_BENCH_ONLY=dispatch,pacing` runs some of
-//! them; sizes change with `WADISPATCH_BENCH_INGEST_RECORDS` (1,000,000),
+//! `pacing`, `webhooks`, `journeys` (the memory while every contact waits
+//! for a follow-up timer, and the rate they fire at when all fall due).
+//! `WADISPATCH_BENCH_ONLY=dispatch,pacing` runs some of them; sizes change
+//! with `WADISPATCH_BENCH_INGEST_RECORDS` (1,000,000),
 //! `WADISPATCH_BENCH_DISPATCH_MESSAGES` (200,000),
 //! `WADISPATCH_BENCH_PACING_SENDERS` (100), `WADISPATCH_BENCH_PACING_SECS`
-//! (60) and `WADISPATCH_BENCH_WEBHOOK_EVENTS` (300,000).
+//! (60), `WADISPATCH_BENCH_WEBHOOK_EVENTS` (300,000) and
+//! `WADISPATCH_BENCH_JOURNEY_CONTACTS` (1,000,000).
 //!
 //! Files: this one (sizes, the process helpers), `world.rs` (the world
 //! process), `scenarios.rs` (the four scenarios and their raw floors),
@@ -34,10 +37,18 @@ use report::*;
 use scenarios::*;
 use world::*;
 
-const SCENARIOS: [&str; 4] = ["ingest", "dispatch", "pacing", "webhooks"];
+const SCENARIOS: [&str; 5] = ["ingest", "dispatch", "pacing", "webhooks", "journeys"];
 /// The campaign of the ingest and webhook scenarios (config/examples/promo.json).
 const PROMO: &str = "bday-2026-11";
 const WEBHOOK_SECRET: &str = "bench-webhook-secret";
+/// The campaign of the journeys scenario: a primary and a follow-up on
+/// silence, the follow-up skipped for a missing variable when it starts (so
+/// firing its timers sends nothing and measures the timers alone).
+const JOURNEY: &str = "follow-up";
+const JOURNEY_SPEC: &str = r#"{"id":"follow-up","state":"active","senders":["7001"],
+    "steps":[{"id":"primary","template":{"name":"promo","language":"es_MX","body":["{{name}}"]}},
+             {"id":"nudge","template":{"name":"nudge","language":"es_MX","body":["{{coupon}}"]},
+              "when":{"after":"primary","on":"no_reply","delay":"1h"}}]}"#;
 /// Statuses per webhook POST (Meta batches them) and POSTs in flight.
 const STATUSES_PER_POST: usize = 50;
 const POSTS_IN_FLIGHT: usize = 32;
@@ -78,6 +89,7 @@ struct Sizes {
     pacing_senders: u32,
     pacing_secs: u64,
     webhook_events: u64,
+    journey_contacts: u64,
 }
 
 impl Sizes {
@@ -88,6 +100,7 @@ impl Sizes {
             pacing_senders: env_u64("WADISPATCH_BENCH_PACING_SENDERS", 100) as u32,
             pacing_secs: env_u64("WADISPATCH_BENCH_PACING_SECS", 60),
             webhook_events: env_u64("WADISPATCH_BENCH_WEBHOOK_EVENTS", 300_000),
+            journey_contacts: env_u64("WADISPATCH_BENCH_JOURNEY_CONTACTS", 1_000_000),
         }
     }
 

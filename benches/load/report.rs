@@ -259,6 +259,24 @@ pub(super) fn print_table(name: &str, v: &Value) {
                 format!("{:.3}", num(v, "cpu_s_per_1000")),
             ),
         ],
+        "journeys" => vec![
+            (
+                "contacts waiting for a follow-up".into(),
+                format!("{}", num(v, "contacts")),
+            ),
+            (
+                "RSS while every timer waits, MiB".into(),
+                format!("{:.0}", num(v, "rss_waiting_mib")),
+            ),
+            (
+                "timers fired, all due at once, per s".into(),
+                format!("{:.0}", num(v, "timers_fired_per_s")),
+            ),
+            (
+                "CPU s per 1,000 timers".into(),
+                format!("{:.3}", num(v, "cpu_s_per_1000")),
+            ),
+        ],
         _ => vec![],
     };
     println!("\n{name}");
@@ -331,6 +349,34 @@ pub(super) fn targets(results: &serde_json::Map<String, Value>) -> Vec<Value> {
             r >= 30_000.0,
             sizes.webhook_events >= 300_000,
         );
+    }
+    if let Some(v) = results.get("journeys").filter(|v| v.get("error").is_none()) {
+        let full = sizes.journey_contacts >= 1_000_000;
+        let r = num(v, "timers_fired_per_s");
+        check(
+            "timers fired ≥ 10,000/s when all fall due",
+            format!("{r:.0} timers/s"),
+            r >= 10_000.0,
+            full,
+        );
+        let waiting = num(v, "rss_waiting_mib");
+        match results.get("ingest").filter(|i| i.get("error").is_none()) {
+            Some(i) => {
+                let staged = num(i, "rss_staged_mib");
+                check(
+                    "RSS with 1,000,000 timers ≤ RSS with 1,000,000 staged + 10 %",
+                    format!("{waiting:.0} MiB vs {staged:.0} MiB"),
+                    waiting <= staged * 1.1,
+                    full && sizes.ingest_records >= 1_000_000,
+                );
+            }
+            None => check(
+                "RSS with 1,000,000 timers ≤ RSS with 1,000,000 staged + 10 %",
+                format!("{waiting:.0} MiB (ingest not run: nothing to compare)"),
+                false,
+                false,
+            ),
+        }
     }
     out
 }

@@ -1,5 +1,5 @@
-//! The four scenarios, each in a process of its own: ingest, dispatch,
-//! pacing and webhooks, with the raw floor each is compared against.
+//! The scenarios, each in a process of its own: ingest, dispatch, pacing and
+//! webhooks, with the raw floor each is compared against, and journeys.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,11 +12,13 @@ use rdkafka::{ClientConfig, Message};
 use serde_json::{json, Value};
 use wadispatch::app::{self, Daemon};
 use wadispatch::config::{CampaignOverride, Config, Secret, SenderConfig};
-use wadispatch::domain::{ContactKey, DispatchState, FrozenParams};
+use wadispatch::domain::{
+    ContactKey, DispatchState, Edge, FrozenParams, FrozenStep, On, StepParams,
+};
 use wadispatch::metrics::metrics;
 use wadispatch::report::CampaignSummary;
 use wadispatch::sandbox::SandboxStats;
-use wadispatch::store::{ClaimRequest, Outcome, StageRequest, Store};
+use wadispatch::store::{ClaimRequest, Outcome, StageRequest, StagedJourney, Store};
 use wadispatch::whatsapp::payload::{callback_data, template_message_bytes};
 
 use super::*;
@@ -31,6 +33,7 @@ pub(super) fn scenario(name: &str) -> anyhow::Result<()> {
             "dispatch" => dispatch(&sizes, &world).await,
             "pacing" => pacing(&sizes, &world).await,
             "webhooks" => webhooks(&sizes, &mut world).await,
+            "journeys" => journeys(&sizes, &world).await,
             other => bail!("unknown scenario {other:?}"),
         }
     })?;
@@ -482,7 +485,7 @@ pub(super) async fn webhooks(sizes: &Sizes, world: &mut World) -> anyhow::Result
     let mut config = daemon_config(world, dir.path(), PROMO);
     config.whatsapp.app_secret = Some(Secret::new(WEBHOOK_SECRET));
     let store = app::open_store(&config).await?;
-    accept_contacts(store.as_ref(), contacts).await?;
+    accept_contacts(store.as_ref(), PROMO, contacts, &StagedJourney::default()).await?;
     let daemon = Daemon::start(config.clone(), store).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while daemon.pipeline.catalog.get(PROMO).is_none() {
@@ -516,9 +519,103 @@ pub(super) async fn webhooks(sizes: &Sizes, world: &mut World) -> anyhow::Result
     }))
 }
 
-/// Stages `n` contacts of the promo campaign and records each as accepted
-/// with wamid `wamid.<i>`: the state the status webhooks then advance.
-pub(super) async fn accept_contacts(store: &dyn Store, n: u64) -> anyhow::Result<()> {
+/// `n` contacts whose primary was accepted and whose follow-up on silence
+/// is due at once, held by the campaign's pause: the memory while they all
+/// wait, then, unpaused, how fast the pump fires their timers (each
+/// follow-up starts and is skipped, so nothing is sent).
+pub(super) async fn journeys(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
+    let n = sizes.journey_contacts;
+    let dir = tempfile::tempdir()?;
+    let config = daemon_config(world, dir.path(), JOURNEY);
+    let store = app::open_store(&config).await?;
+    let journey = StagedJourney {
+        next: vec![Edge {
+            on: On::NoReply,
+            delay_secs: 0,
+            to: "nudge".into(),
+        }],
+        later: vec![StepParams {
+            step: "nudge".into(),
+            content: FrozenStep::Skip("missing_variable:coupon".into()),
+        }],
+    };
+    accept_contacts(store.as_ref(), JOURNEY, n, &journey).await?;
+    let daemon = Daemon::start(config.clone(), store.clone()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while daemon.pipeline.catalog.get(JOURNEY).is_none()
+        || daemon.pipeline.stats.owned_shards().len() < 8
+    {
+        if Instant::now() > deadline {
+            bail!("the campaign did not reach the catalog, or the shards this instance, in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The daemon runs (campaign paused) while its caches settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_waiting = status_mib(me(), "VmRSS");
+    let waiting = CampaignSummary::compute(store.as_ref(), JOURNEY)
+        .await?
+        .waiting;
+    if waiting != n {
+        bail!("{waiting} of {n} contacts wait for their follow-up");
+    }
+    let mut running = config.clone();
+    unpause(&mut running, JOURNEY);
+    let cpu0 = cpu_seconds(me());
+    let started = Instant::now();
+    daemon.apply(running).await;
+    let progress = bar(n, "timers fired");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let mut left = 0;
+        for shard in 0..8 {
+            left += store
+                .due_timers(JOURNEY, shard, Utc::now() + chrono::Duration::days(1), 1)
+                .await?
+                .len();
+        }
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("timers still due after 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(me()) - cpu0;
+    progress.finish_and_clear();
+    let summary = CampaignSummary::compute(store.as_ref(), JOURNEY).await?;
+    daemon.shutdown(Duration::from_secs(10)).await;
+    let skipped = summary
+        .excluded_by_reason
+        .get("missing_variable:coupon")
+        .copied()
+        .unwrap_or(0);
+    if summary.waiting != 0 || skipped != n {
+        bail!(
+            "after firing: {} waiting, {skipped} of {n} follow-ups started",
+            summary.waiting
+        );
+    }
+    Ok(json!({
+        "contacts": n,
+        "rss_waiting_mib": rss_waiting,
+        "timers_fired_per_s": n as f64 / seconds,
+        "seconds": seconds,
+        "cpu_s_per_1000": cpu / n as f64 * 1000.0,
+    }))
+}
+
+/// Stages `n` contacts of `campaign` (with `journey`) and records each as
+/// accepted with wamid `wamid.<i>`: the state the status webhooks then
+/// advance, and the moment a follow-up's timer is set.
+pub(super) async fn accept_contacts(
+    store: &dyn Store,
+    campaign: &str,
+    n: u64,
+    journey: &StagedJourney,
+) -> anyhow::Result<()> {
     let now = Utc::now();
     let progress = bar(n, "staging and accepting");
     for start in (0..n).step_by(5_000) {
@@ -526,7 +623,7 @@ pub(super) async fn accept_contacts(store: &dyn Store, n: u64) -> anyhow::Result
         let requests: Vec<StageRequest> = ids
             .iter()
             .map(|&i| StageRequest {
-                campaign_id: PROMO.into(),
+                campaign_id: campaign.into(),
                 contact: ContactKey::raw(phone(i)),
                 shard: (i % 8) as u32,
                 seq: i,
@@ -536,7 +633,7 @@ pub(super) async fn accept_contacts(store: &dyn Store, n: u64) -> anyhow::Result
                 timezone: None,
                 tags: vec![],
                 staged_at: now,
-                journey: Default::default(),
+                journey: journey.clone(),
             })
             .collect();
         store.stage_batch(&requests).await?;
@@ -544,7 +641,7 @@ pub(super) async fn accept_contacts(store: &dyn Store, n: u64) -> anyhow::Result
             .map(|i| async move {
                 let contact = ContactKey::raw(phone(i));
                 let claim = ClaimRequest {
-                    campaign_id: PROMO.into(),
+                    campaign_id: campaign.into(),
                     contact: contact.clone(),
                     exclusive: false,
                     replace_engagement: None,
@@ -555,7 +652,7 @@ pub(super) async fn accept_contacts(store: &dyn Store, n: u64) -> anyhow::Result
                 store.claim(&claim).await?;
                 let wamid = format!("wamid.{i}");
                 store
-                    .record_outcome(PROMO, &contact, &Outcome::Accepted { wamid }, now)
+                    .record_outcome(campaign, &contact, &Outcome::Accepted { wamid }, now)
                     .await?;
                 anyhow::Ok(())
             })

@@ -144,6 +144,10 @@ pub(super) fn world(scenario: &str) -> anyhow::Result<()> {
                 produce(&brokers, &config, (PROMO, wadispatch::demo::PROMO_SPEC), 0, |_| String::new())
                     .await?;
             }
+            "journeys" => {
+                create_topics(&cluster, &config, 8)?;
+                produce(&brokers, &config, (JOURNEY, JOURNEY_SPEC), 0, |_| String::new()).await?;
+            }
             other => bail!("unknown scenario {other:?}"),
         }
         let url = sandbox.as_ref().map(|s| s.base_url()).unwrap_or_else(|| "-".into());
