@@ -343,6 +343,17 @@ fn the_sms_fallback_reaches_exactly_the_contacts_whatsapp_failed() {
         let later = r#"{"id":"sms","channel":"sms","text":"Hola {{name}}, te escribimos por SMS",
                         "when":{"after":"primary","on":"failed"}}"#;
         let daemon = start(&w, id, &spec(id, later), 300).await;
+        // An accepted SMS is final until its report says more: wait for the
+        // six reports (answered 200 only once applied).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while w.sandbox.stats().sms.reports_sent < 6 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                w.sandbox.stats().sms
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let rows = final_rows(&daemon, id, 300).await;
         let mut by_sms = 0;
         for row in &rows {

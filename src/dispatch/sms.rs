@@ -36,15 +36,26 @@ pub struct SmsSender {
 
 impl SmsSender {
     fn new(id: &str, per_second: f64) -> SmsSender {
-        // Whole messages per second, at least one.
-        let rate =
-            NonZeroU32::new(per_second.round().clamp(1.0, 1e6) as u32).unwrap_or(NonZeroU32::MIN);
+        // One message every 1/rate seconds, fractions of a message per
+        // second included; a burst of one second's worth (at least one).
+        let period = std::time::Duration::from_secs_f64(1.0 / per_second.clamp(1e-6, 1e6));
+        let burst =
+            NonZeroU32::new(per_second.ceil().clamp(1.0, 1e6) as u32).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
         SmsSender {
             id: id.to_string(),
-            limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate))),
+            limiter: Arc::new(RateLimiter::direct(quota)),
             slots: Semaphore::new(MAX_IN_FLIGHT),
             halted: Mutex::new(None),
         }
+    }
+
+    /// True when every in-flight slot is taken: a contact picked now would
+    /// hold a slot of its campaign while it waits here.
+    pub fn busy(&self) -> bool {
+        self.slots.available_permits() == 0
     }
 
     /// Why this sender sends nothing, if it is halted.
@@ -123,6 +134,14 @@ impl SmsChannel {
                 if credentials.is_err() {
                     anyhow::bail!("sms.report_url cannot carry credentials: {url}");
                 }
+                // The URL's user info is sent as it is written: a character
+                // the URL must escape would reach the listener escaped and
+                // never match.
+                if url.username() != sms.report_username
+                    || url.password() != Some(password.expose())
+                {
+                    anyhow::bail!("the SMS report user name and password (WADISPATCH_SMS_REPORT_PASSWORD) go in the notifyUrl: use only letters, digits and - . _ ~ in them");
+                }
                 Some(url.to_string())
             }
             (Some(_), None) => anyhow::bail!("sms.report_url is set but no report password is: set WADISPATCH_SMS_REPORT_PASSWORD, or delivery reports would be refused"),
@@ -179,7 +198,7 @@ impl SmsChannel {
     /// Sends a claimed step now and writes what became of it.
     pub async fn deliver(&self, sender: &SmsSender, job: SmsJob) -> SendReport {
         let result = self.client.send(job.body).await;
-        let (outcome, report) = self.outcome(sender, &result, job.retries);
+        let (outcome, report) = outcome(&self.retry, sender, &result, job.retries);
         match &result {
             SmsResult::Accepted { .. } => {}
             other => {
@@ -196,66 +215,132 @@ impl SmsChannel {
         )
         .await
     }
+}
 
-    fn outcome(
-        &self,
-        sender: &SmsSender,
-        result: &SmsResult,
-        retries: u32,
-    ) -> (Outcome, SendReport) {
-        let retry = |code: Option<i64>| {
-            let delay = self
-                .retry
-                .next(retries + 1, rand::random::<f64>())
-                .unwrap_or(self.retry.max);
-            (retry_after(code, delay), SendReport::Requeued)
-        };
-        match result {
-            SmsResult::Accepted { message_id } => (
-                Outcome::Accepted {
-                    wamid: message_id.clone(),
-                },
-                SendReport::Done("accepted"),
-            ),
-            SmsResult::NotSent { .. } => retry(None),
-            SmsResult::Unknown { reason } => (
-                Outcome::Unknown {
-                    message: reason.clone(),
-                },
-                SendReport::Done("unknown"),
-            ),
-            SmsResult::Rejected {
-                class: ErrorClass::Sender,
+/// What the store records of a send's result, and what the campaign learns.
+fn outcome(
+    retry_policy: &RetryPolicy,
+    sender: &SmsSender,
+    result: &SmsResult,
+    retries: u32,
+) -> (Outcome, SendReport) {
+    // A request that never left, or a passing refusal, is tried again
+    // with a growing delay; once the attempts are spent the step fails
+    // (class `transient`) and the journey goes on from there, as a
+    // WhatsApp send's does. Throttling is retried without a limit.
+    let retry = |code: Option<i64>, throttled: bool| match retry_policy
+        .next(retries + 1, rand::random::<f64>())
+    {
+        Some(delay) => (retry_after(code, delay), SendReport::Requeued),
+        None if throttled => (retry_after(code, retry_policy.max), SendReport::Requeued),
+        None => (
+            Outcome::Failed {
                 code,
-                message,
-            } => {
-                tracing::error!(sender = %sender.id, reason = %message, "SMS sender halted: the provider refuses its key or address; fix [sms] and restart");
-                *sender.halted.lock_or_recover() = Some(message.clone());
-                (
-                    Outcome::Retry {
-                        code: *code,
-                        not_before: None,
-                    },
-                    SendReport::SenderHalted,
-                )
-            }
-            SmsResult::Rejected {
-                class: ErrorClass::Throttled | ErrorClass::Transient,
-                code,
-                ..
-            } => retry(*code),
-            SmsResult::Rejected {
-                class,
-                code,
-                message,
-            } => (
-                Outcome::Failed {
+                class: ErrorClass::Transient.as_str().to_string(),
+                message: format!("not sent after {} attempts", retries + 1),
+            },
+            SendReport::Done("failed"),
+        ),
+    };
+    match result {
+        SmsResult::Accepted { message_id } => (
+            Outcome::Accepted {
+                wamid: message_id.clone(),
+            },
+            SendReport::Done("accepted"),
+        ),
+        SmsResult::NotSent { .. } => retry(None, false),
+        SmsResult::Unknown { reason } => (
+            Outcome::Unknown {
+                message: reason.clone(),
+            },
+            SendReport::Done("unknown"),
+        ),
+        SmsResult::Rejected {
+            class: ErrorClass::Sender,
+            code,
+            message,
+        } => {
+            tracing::error!(sender = %sender.id, reason = %message, "SMS sender halted: the provider refuses its key or address; fix [sms] and restart");
+            *sender.halted.lock_or_recover() = Some(message.clone());
+            (
+                Outcome::Retry {
                     code: *code,
-                    class: class.as_str().to_string(),
-                    message: message.clone(),
+                    not_before: None,
                 },
-                SendReport::Done("failed"),
-            ),
+                SendReport::SenderHalted,
+            )
         }
+        SmsResult::Rejected {
+            class: class @ (ErrorClass::Throttled | ErrorClass::Transient),
+            code,
+            ..
+        } => retry(*code, *class == ErrorClass::Throttled),
+        SmsResult::Rejected {
+            class,
+            code,
+            message,
+        } => (
+            Outcome::Failed {
+                code: *code,
+                class: class.as_str().to_string(),
+                message: message.clone(),
+            },
+            SendReport::Done("failed"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_of_a_message_per_second_are_kept() {
+        let slow = SmsSender::new("s", 0.5);
+        assert!(slow.limiter.check().is_ok());
+        assert!(slow.limiter.check().is_err(), "one message per 2 s");
+        let fast = SmsSender::new("f", 3.0);
+        assert_eq!((0..5).filter(|_| fast.limiter.check().is_ok()).count(), 3);
+    }
+
+    #[test]
+    fn attempts_run_out_except_for_throttling() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base: std::time::Duration::from_millis(10),
+            max: std::time::Duration::from_secs(1),
+        };
+        let sender = SmsSender::new("s", 10.0);
+        let not_sent = SmsResult::NotSent {
+            reason: "refused".into(),
+        };
+        let (first, report) = outcome(&policy, &sender, &not_sent, 0);
+        assert!(matches!(first, Outcome::Retry { .. }));
+        assert_eq!(report, SendReport::Requeued);
+        let (last, _) = outcome(&policy, &sender, &not_sent, 2);
+        assert!(
+            matches!(&last, Outcome::Failed { class, .. } if class == "transient"),
+            "{last:?}"
+        );
+        let throttled = SmsResult::Rejected {
+            class: ErrorClass::Throttled,
+            code: Some(429),
+            message: "too many".into(),
+        };
+        assert!(matches!(
+            outcome(&policy, &sender, &throttled, 9).0,
+            Outcome::Retry { .. }
+        ));
+        let halted = SmsResult::Rejected {
+            class: ErrorClass::Sender,
+            code: Some(401),
+            message: "UNAUTHORIZED".into(),
+        };
+        assert_eq!(
+            outcome(&policy, &sender, &halted, 0).1,
+            SendReport::SenderHalted
+        );
+        assert_eq!(sender.halted().as_deref(), Some("UNAUTHORIZED"));
     }
 }

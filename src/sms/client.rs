@@ -209,6 +209,32 @@ impl SmsClient {
     }
 }
 
+/// What a refusal in the answer says: most are about the destination
+/// (final for the contact), but some are about the account or the sender id
+/// (every message would be refused alike: the sender halts) or passing
+/// (retried). Told apart by the status name, as the provider's status
+/// tables name them (README, "SMS channel").
+fn rejection_class(status: &super::payload::Status) -> ErrorClass {
+    let name = status
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    if ["NOT_ENOUGH_CREDITS", "REJECTED_SENDER", "REJECTED_SOURCE"]
+        .iter()
+        .any(|n| name.contains(n))
+    {
+        ErrorClass::Sender
+    } else if ["FLOODING", "SYSTEM_ERROR"]
+        .iter()
+        .any(|n| name.contains(n))
+    {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Contact
+    }
+}
+
 /// What an answer means, given its status and (bounded) body.
 fn interpret(status: u16, body: &Body) -> SmsResult {
     if (200..300).contains(&status) {
@@ -223,16 +249,16 @@ fn interpret(status: u16, body: &Body) -> SmsResult {
                 ),
             };
         };
-        let status = message.status.unwrap_or_default();
-        return match (status.group(), message.message_id) {
+        let answer = message.status.unwrap_or_default();
+        return match (answer.group(), message.message_id) {
             (Group::Rejected | Group::Undeliverable | Group::Expired, _) => SmsResult::Rejected {
-                class: ErrorClass::Contact,
-                code: status.id,
-                message: status.text(),
+                class: rejection_class(&answer),
+                code: answer.id,
+                message: answer.text(),
             },
             (_, Some(message_id)) if !message_id.is_empty() => SmsResult::Accepted { message_id },
             _ => SmsResult::Unknown {
-                reason: format!("http {status:?} without a message id"),
+                reason: format!("http {status} without a message id: {}", answer.text()),
             },
         };
     }
@@ -292,6 +318,21 @@ mod tests {
             interpret(200, &body(r#"{"messages":[]}"#)),
             SmsResult::Unknown { .. }
         ));
+        // Refusals about the account or the sender id halt it; passing ones
+        // are retried.
+        let refused = |name: &str| {
+            let answer = format!(
+                r#"{{"messages":[{{"messageId":"m","status":{{"groupId":5,"groupName":"REJECTED","name":"{name}"}}}}]}}"#
+            );
+            match interpret(200, &body(&answer)) {
+                SmsResult::Rejected { class, .. } => class,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(refused("REJECTED_NOT_ENOUGH_CREDITS"), ErrorClass::Sender);
+        assert_eq!(refused("REJECTED_SENDER"), ErrorClass::Sender);
+        assert_eq!(refused("REJECTED_FLOODING_FILTER"), ErrorClass::Transient);
+        assert_eq!(refused("REJECTED_DESTINATION"), ErrorClass::Contact);
         let unauthorized = r#"{"requestError":{"serviceException":{"messageId":"UNAUTHORIZED","text":"Invalid login details"}}}"#;
         assert_eq!(
             interpret(401, &body(unauthorized)),

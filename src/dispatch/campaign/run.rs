@@ -63,9 +63,9 @@ impl Pump {
             }
             let fired = self.fire_timers(false).await;
             let (dispatched, earliest) = self.scan_pass(&in_flight, &mut cursors).await;
-            // Timers falling due in bulk fire pass after pass, with no
-            // pause between (each pass takes at most 20 pages per shard).
-            if dispatched == 0 && fired == 0 {
+            // Timers falling due in bulk (a full page fired) fire pass after
+            // pass, with no pause between; a trickle waits like the queue.
+            if dispatched == 0 && fired < PAGE as u64 {
                 counts = self.counts().await;
                 metrics::campaign_pending(&self.state.id, counts.pending);
                 observed = self.observe(&counts).await;

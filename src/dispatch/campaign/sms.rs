@@ -52,6 +52,11 @@ impl Pump {
             )));
             return recheck();
         }
+        if sender.busy() {
+            // Every request of the SMS sender is in flight: taking a slot of
+            // the campaign now would hold it from its WhatsApp sends.
+            return Considered::Wait(Utc::now() + chrono::Duration::milliseconds(100));
+        }
         // A contact known by a WhatsApp user id only has no SMS number: the
         // step is skipped and the journey goes on.
         let Some(to) = destination(contact) else {

@@ -231,6 +231,15 @@ impl DispatchRecord {
     pub fn apply_outcome(&mut self, outcome: &Outcome, at: DateTime<Utc>) {
         let claimed = self.state == DispatchState::Claimed;
         match outcome {
+            // A late answer to a row that moved on to a later step (its
+            // failure came by webhook first and started the fallback)
+            // belongs to no step the row is at: the new step has sent
+            // nothing yet, and must not take the old message as its own.
+            Outcome::Accepted { .. }
+                if matches!(
+                    self.state,
+                    DispatchState::Pending | DispatchState::Deferred | DispatchState::Excluded
+                ) => {}
             Outcome::Accepted { wamid } => {
                 if claimed || self.state == DispatchState::Unknown {
                     self.state = DispatchState::Accepted;

@@ -129,6 +129,29 @@ fn a_final_failure_sets_the_fallback_due_at_once_and_promotion_moves_the_row() {
 }
 
 #[test]
+fn a_late_answer_of_the_step_before_is_not_the_new_steps() {
+    // The failure came by webhook before the API answered; the fallback
+    // started; then the primary's answer arrives.
+    let mut r = claimed(staged(), t(1));
+    r.apply_status(&StatusUpdate {
+        error_code: Some(131026),
+        error_class: Some("contact".into()),
+        error_message: Some("not on WhatsApp".into()),
+        ..status(DispatchState::Failed, "wamid.P", t(2))
+    });
+    assert!(r.promote("sms", Vec::new(), t(2), false));
+    r.apply_outcome(
+        &Outcome::Accepted {
+            wamid: "wamid.P".into(),
+        },
+        t(3),
+    );
+    assert_eq!((r.step.as_str(), r.state), ("sms", DispatchState::Pending));
+    assert_eq!(r.wamid, None, "the SMS step has sent nothing");
+    assert_eq!(r.times.accepted, None);
+}
+
+#[test]
 fn a_reply_at_any_time_cancels_the_follow_up() {
     let mut r = claimed(staged(), t(1));
     r.apply_outcome(&Outcome::Accepted { wamid: "w1".into() }, t(1));
