@@ -18,6 +18,23 @@ const KILLS: usize = 5;
 /// dispatch.max_in_flight_per_sender; a campaign holds at most twice this.
 const IN_FLIGHT: usize = 16;
 
+/// The sandbox of these tests, webhooks to `webhook_port`: only final
+/// failures (13: 131026), no 24 h deferral, so a campaign can finish.
+fn final_failures(webhook_port: u16) -> SandboxConfig {
+    SandboxConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        per_number_mps: 0.0,
+        webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
+        app_secret: "crash-secret".into(),
+        failure_rules: vec![FailureRule {
+            suffix: "13".into(),
+            code: 131026,
+            stage: Default::default(),
+        }],
+        ..Default::default()
+    }
+}
+
 fn spawn(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_wadispatch"))
         .args(["run", "--config"])
@@ -39,21 +56,7 @@ async fn sigkill_during_a_campaign_never_sends_twice_and_loses_nothing() {
     config.kafka.brokers = kafka.brokers.clone();
     let webhook_port = free_port();
     let admin_port = free_port();
-    let sandbox = Sandbox::start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        per_number_mps: 0.0,
-        webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-        app_secret: "crash-secret".into(),
-        // Final failures only: no 24 h deferral, so the campaign can finish.
-        failure_rules: vec![FailureRule {
-            suffix: "13".into(),
-            code: 131026,
-            stage: Default::default(),
-        }],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sandbox = Sandbox::start(final_failures(webhook_port)).await.unwrap();
     let path = dir.path().join("wadispatch.toml");
     write_config(
         &path,
@@ -443,18 +446,9 @@ async fn sigkill_while_journeys_wait_and_follow_ups_go_sends_each_step_at_most_o
     config.kafka.brokers = kafka.brokers.clone();
     let ports = (free_port(), free_port());
     let sandbox = Sandbox::start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        per_number_mps: 0.0,
-        webhook_url: Some(format!("http://127.0.0.1:{}/webhook", ports.0)),
-        app_secret: "crash-secret".into(),
-        failure_rules: vec![FailureRule {
-            suffix: "13".into(),
-            code: 131026,
-            stage: Default::default(),
-        }],
         // Replies, but no STOP: every exclusion below is a journey's own.
         stop_share: 0.0,
-        ..Default::default()
+        ..final_failures(ports.0)
     })
     .await
     .unwrap();
