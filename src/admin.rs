@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::dispatch::campaign::CampaignState;
 use crate::domain::DispatchState;
 use crate::ingest::audience::IngestStats;
+use crate::report::{stages, Stage, StepView};
 use crate::store::Store;
 use crate::sync::{MutexExt, RwLockExt};
 
@@ -98,15 +99,6 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     }
 }
 
-/// One funnel stage: contacts that reached it and the conversion from the
-/// stage before (`percent`, one decimal; absent when the base is 0).
-#[derive(Debug, Serialize)]
-pub struct Stage {
-    pub stage: &'static str,
-    pub contacts: u64,
-    pub percent: Option<f64>,
-}
-
 /// One entry of `/campaigns`.
 #[derive(Debug, Serialize)]
 pub struct CampaignView {
@@ -122,6 +114,11 @@ pub struct CampaignView {
     pub funnel: Vec<Stage>,
     pub excluded_by_reason: std::collections::BTreeMap<String, u64>,
     pub failed_by_class: std::collections::BTreeMap<String, u64>,
+    /// Contacts waiting for a later step of their journey (timers).
+    pub waiting: u64,
+    /// The journey step by step: where contacts are (one entry for a
+    /// one-step campaign).
+    pub steps: Vec<StepView>,
     /// Configured pace (messages per second).
     pub configured_rate: f64,
     /// Pace measured on this instance since the previous count.
@@ -142,21 +139,7 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
         .as_ref()
         .map(|p| p.summary.clone())
         .unwrap_or_default();
-    let mut funnel = vec![Stage {
-        stage: "staged",
-        contacts: summary.staged,
-        percent: None,
-    }];
-    let mut previous = summary.staged;
-    for stage in crate::report::FUNNEL {
-        let n = summary.reached(stage);
-        funnel.push(Stage {
-            stage: stage.as_str(),
-            contacts: n,
-            percent: crate::report::ratio(n, previous),
-        });
-        previous = n;
-    }
+    let funnel = stages("staged", summary.staged, &summary.contacts);
     CampaignView {
         id: state.id.clone(),
         name: entry.spec.name.clone(),
@@ -166,10 +149,12 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
         pending: summary.count(DispatchState::Pending),
         deferred: summary.count(DispatchState::Deferred),
         in_flight: state.in_flight.load(Ordering::Acquire),
-        by_state: summary.by_state.clone(),
+        by_state: summary.contacts.by_state.clone(),
         funnel,
-        excluded_by_reason: summary.excluded_by_reason.clone(),
-        failed_by_class: summary.failed_by_class.clone(),
+        excluded_by_reason: summary.contacts.excluded_by_reason.clone(),
+        failed_by_class: summary.contacts.failed_by_class.clone(),
+        waiting: summary.waiting,
+        steps: summary.steps_view(Some(&entry.journey)),
         configured_rate: state.rate(),
         current_rate: progress.as_ref().map(|p| p.rate).unwrap_or(0.0),
         wait_reason: state.wait_reason.lock_or_recover().clone(),

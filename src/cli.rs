@@ -489,20 +489,22 @@ fn report(
         .build()?;
     rt.block_on(async {
         let store = crate::app::open_store(&config).await?;
-        if store.get_campaign(campaign).await?.is_none()
-            && store.scan_dispatches(campaign, None, 1).await?.is_empty()
-        {
+        let stored = store.get_campaign(campaign).await?;
+        if stored.is_none() && store.scan_dispatches(campaign, None, 1).await?.is_empty() {
             let place = match config.store.backend {
                 crate::config::StoreBackend::Embedded => config.store.embedded.data_dir.display().to_string(),
                 crate::config::StoreBackend::Scylla => format!("keyspace {}", config.store.scylla.keyspace),
             };
             anyhow::bail!("campaign {campaign} is not in the store at {place} (check --config and the campaign id)");
         }
+        // The journey of the spec in the store names and orders the steps.
+        let journey = stored.and_then(|c| c.spec.journey().ok());
+        let journey = journey.as_ref();
         if summary {
             let s = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?;
             let text = match format {
-                crate::report::Format::Json => serde_json::to_string_pretty(&s.view())? + "\n",
-                crate::report::Format::Csv => s.render(),
+                crate::report::Format::Json => serde_json::to_string_pretty(&s.view(journey))? + "\n",
+                crate::report::Format::Csv => s.render(journey),
             };
             match out {
                 Some(path) => std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
@@ -515,12 +517,12 @@ fn report(
                 let file = std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
                 let staged = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?.staged;
                 let pb = crate::import::progress_bar(staged, "exporting");
-                let n = crate::report::export(store.as_ref(), campaign, format, std::io::BufWriter::new(file), Some(&pb)).await?;
+                let n = crate::report::export(store.as_ref(), campaign, format, journey, std::io::BufWriter::new(file), Some(&pb)).await?;
                 pb.finish();
                 eprintln!("{n} contacts written to {}", path.display());
             }
             None => {
-                crate::report::export(store.as_ref(), campaign, format, std::io::stdout().lock(), None).await?;
+                crate::report::export(store.as_ref(), campaign, format, journey, std::io::stdout().lock(), None).await?;
             }
         }
         Ok(())

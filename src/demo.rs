@@ -356,7 +356,7 @@ async fn wait_until_settled(
         if Instant::now() > deadline {
             for id in campaign_ids {
                 let s = CampaignSummary::compute(store, id).await?;
-                eprintln!("{id}: {:?}", s.by_state);
+                eprintln!("{id}: {:?}", s.contacts.by_state);
             }
             anyhow::bail!("the demo did not finish within {timeout} s (ingested {consumed} of {expected}, {open} contacts open); run with RUST_LOG=info to see why, or raise WADISPATCH_DEMO_TIMEOUT");
         }
@@ -389,12 +389,21 @@ async fn print_results(
     ] {
         println!("{what:<34}{:>8}", n.load(Relaxed));
     }
+    let mut journeys = Vec::new();
     for id in campaign_ids {
         let s = CampaignSummary::compute(store, id).await?;
+        let journey = store
+            .get_campaign(id)
+            .await?
+            .and_then(|c| c.spec.journey().ok());
         print_funnel(id, &s);
-        if is_journey(id) {
-            print_steps(&crate::report::StepFunnel::compute(store, id).await?);
+        if let Some(j) = journey.as_ref().filter(|j| j.has_steps()) {
+            println!();
+            for line in crate::report::render_steps(&s.steps_view(Some(j))).lines() {
+                println!("  {line}");
+            }
         }
+        journeys.push(journey);
     }
     let sb = sandbox.stats();
     println!(
@@ -415,10 +424,11 @@ async fn print_results(
     }
     let report_dir = std::env::temp_dir().join("wadispatch-demo");
     std::fs::create_dir_all(&report_dir)?;
-    for id in campaign_ids {
+    for (id, journey) in campaign_ids.iter().zip(&journeys) {
         let path = report_dir.join(format!("{id}.csv"));
         let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        let n = crate::report::export(store, id, crate::report::Format::Csv, file, None).await?;
+        let csv = crate::report::Format::Csv;
+        let n = crate::report::export(store, id, csv, journey.as_ref(), file, None).await?;
         println!("per-contact report of {id} ({n} rows): {}", path.display());
     }
     Ok(())
@@ -436,14 +446,14 @@ fn print_funnel(id: &str, s: &CampaignSummary) {
     let row = |label: &str, n: u64, of: String| println!("{label:<34}{n:>8}  {of}");
     row("contacts staged", s.staged, String::new());
     row("excluded", s.excluded(), pct(s.excluded(), s.staged));
-    for (reason, n) in &s.excluded_by_reason {
+    for (reason, n) in &s.contacts.excluded_by_reason {
         row(&format!("  {reason}"), *n, String::new());
     }
     let accepted = s.reached(S::Accepted);
     row("accepted by WhatsApp", accepted, String::new());
     row("sent", s.reached(S::Sent), String::new());
     // The seeds' percentages, as `report --summary` computes them.
-    let v = s.view();
+    let v = s.contacts.ratios();
     let delivered = format!("received by {}", shown(v.received_by));
     row("delivered", s.reached(S::Delivered), delivered);
     row(
@@ -454,7 +464,7 @@ fn print_funnel(id: &str, s: &CampaignSummary) {
     let replied = format!("replied by {}", shown(v.replied_by));
     row("replied", s.reached(S::Replied), replied);
     row("failed", s.count(S::Failed), String::new());
-    for (class, n) in &s.failed_by_class {
+    for (class, n) in &s.contacts.failed_by_class {
         row(&format!("  {class}"), *n, String::new());
     }
     row(
@@ -471,30 +481,6 @@ fn print_funnel(id: &str, s: &CampaignSummary) {
 
 fn is_journey(id: &str) -> bool {
     id.starts_with("collections-journey")
-}
-
-/// The journey's funnel step by step: how many contacts each step reached
-/// and where they ended there.
-fn print_steps(funnel: &crate::report::StepFunnel) {
-    use crate::domain::DispatchState as S;
-    println!("\n  journey, step by step:");
-    for (step, label) in [
-        ("", "primary (WhatsApp)"),
-        ("sms", "sms (fallback on failure)"),
-        ("nudge", "nudge (WhatsApp, after silence)"),
-    ] {
-        let reached: u64 = funnel.steps.get(step).map_or(0, |s| s.values().sum());
-        let delivered = [S::Delivered, S::Read, S::Replied]
-            .iter()
-            .map(|st| funnel.count(step, *st))
-            .sum::<u64>();
-        println!(
-            "  {label:<32}{reached:>8}  delivered {delivered}, replied {}, failed {}, excluded {}",
-            funnel.count(step, S::Replied),
-            funnel.count(step, S::Failed),
-            funnel.count(step, S::Excluded)
-        );
-    }
 }
 
 fn read_dead_letters(config: &Config, expected: usize) -> anyhow::Result<Vec<(String, String)>> {

@@ -19,6 +19,9 @@ pub enum Event {
     /// A delivery status of a campaign message.
     Status {
         campaign_id: String,
+        /// The journey step whose message it is (the first step's id for a
+        /// one-step campaign).
+        step: String,
         contact: String,
         status: String,
         wamid: Option<String>,
@@ -29,6 +32,8 @@ pub enum Event {
     /// A customer's message, attributed to the campaign it answers.
     Reply {
         campaign_id: Option<String>,
+        /// The journey step the contact was at when it replied.
+        step: Option<String>,
         contact: String,
         /// From the campaign's `reply_routing.agent`.
         agent: Option<String>,
@@ -69,6 +74,9 @@ pub enum Event {
     /// A contact that will not be sent, with its reason.
     Excluded {
         campaign_id: String,
+        /// The journey step skipped (the first step's id for a contact
+        /// excluded from the campaign).
+        step: String,
         contact: String,
         reason: String,
         timestamp: DateTime<Utc>,
@@ -181,6 +189,7 @@ mod tests {
         assert_eq!(v["source"], "keyword");
         let s = Event::Status {
             campaign_id: "bday".into(),
+            step: "primary".into(),
             contact: "+525512345678".into(),
             status: "delivered".into(),
             wamid: Some("wamid.X".into()),
@@ -189,6 +198,7 @@ mod tests {
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["type"], "status");
+        assert_eq!(v["step"], "primary");
         assert!(v.get("error").is_none(), "no error key without an error");
     }
 }

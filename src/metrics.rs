@@ -41,6 +41,8 @@ pub struct Metrics {
     pub dead_letters_unwritten: IntGaugeVec,
     pub campaign_waiting: IntGaugeVec,
     pub campaign_contacts: IntGaugeVec,
+    pub campaign_step_contacts: IntGaugeVec,
+    pub campaign_timers: IntGaugeVec,
     pub campaign_eta: GaugeVec,
 }
 
@@ -104,14 +106,14 @@ impl Metrics {
             dispatch: counter(
                 &r,
                 "wadispatch_dispatch_total",
-                "Send attempts by outcome (accepted, failed, unknown, excluded, deferred, retry).",
-                &["campaign", "sender", "status"],
+                "Send attempts by journey step and outcome (accepted, failed, unknown, excluded, deferred, retry).",
+                &["campaign", "step", "sender", "status"],
             ),
             funnel: counter(
                 &r,
                 "wadispatch_funnel_total",
-                "Contacts reaching a funnel stage (sent, delivered, read, replied, failed).",
-                &["campaign", "stage"],
+                "Contacts reaching a funnel stage (sent, delivered, read, replied, failed) at a journey step.",
+                &["campaign", "step", "stage"],
             ),
             failures: counter(
                 &r,
@@ -122,8 +124,8 @@ impl Metrics {
             exclusions: counter(
                 &r,
                 "wadispatch_exclusions_total",
-                "Contacts excluded, by reason.",
-                &["campaign", "reason"],
+                "Contacts excluded (or journey steps skipped), by step and reason.",
+                &["campaign", "step", "reason"],
             ),
             whatsapp_request_duration: histogram(
                 &r,
@@ -236,6 +238,18 @@ impl Metrics {
                 "Contacts of a campaign by dispatch state, from the store (every instance reports the same numbers; aggregate with max).",
                 &["campaign", "state"],
             ),
+            campaign_step_contacts: int_gauge(
+                &r,
+                "wadispatch_campaign_step_contacts",
+                "Contacts that reached a journey step, by the state they are (or ended) in at that step, from the store (aggregate with max).",
+                &["campaign", "step", "state"],
+            ),
+            campaign_timers: int_gauge(
+                &r,
+                "wadispatch_campaign_timers",
+                "Contacts whose journey waits for a later step (a timer in the store), by the step they wait for.",
+                &["campaign", "step"],
+            ),
             campaign_eta: gauge(
                 &r,
                 "wadispatch_campaign_eta_seconds",
@@ -250,7 +264,7 @@ impl Metrics {
     /// counters, without the `_bucket`/`_sum`/`_count` series suffixes).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 24] = [
+        let collectors: [&dyn Collector; 26] = [
             &self.audience_records,
             &self.campaign_specs,
             &self.dispatch,
@@ -274,6 +288,8 @@ impl Metrics {
             &self.dead_letters_unwritten,
             &self.campaign_waiting,
             &self.campaign_contacts,
+            &self.campaign_step_contacts,
+            &self.campaign_timers,
             &self.campaign_eta,
         ];
         collectors
@@ -326,11 +342,13 @@ pub fn campaign_spec(result: &str) {
     metrics().campaign_specs.with_label_values(&[result]).inc();
 }
 
-pub fn exclusion(campaign: &str, reason: &str) {
-    let campaign = campaign_label(campaign);
+/// A contact excluded at `step` (a journey step's id: the first step's
+/// for an exclusion at staging).
+pub fn exclusion(campaign: &str, step: &str, reason: &str) {
+    let (campaign, step) = step_labels(campaign, step);
     metrics()
         .exclusions
-        .with_label_values(&[campaign, reason])
+        .with_label_values(&[campaign, step, reason])
         .inc();
 }
 
@@ -381,13 +399,13 @@ pub fn webhook_duration(seconds: f64) {
 }
 
 /// A contact reached a funnel stage (only stages of the funnel count).
-pub fn funnel(campaign: &str, stage: crate::domain::DispatchState) {
+pub fn funnel(campaign: &str, step: &str, stage: crate::domain::DispatchState) {
     use crate::domain::DispatchState::*;
     if matches!(stage, Sent | Delivered | Read | Replied | Failed) {
-        let campaign = campaign_label(campaign);
+        let (campaign, step) = step_labels(campaign, step);
         metrics()
             .funnel
-            .with_label_values(&[campaign, stage.as_str()])
+            .with_label_values(&[campaign, step, stage.as_str()])
             .inc();
     }
 }
@@ -430,11 +448,11 @@ pub fn whatsapp_request(sender: &str, seconds: f64) {
         .observe(seconds);
 }
 
-pub fn dispatch(campaign: &str, sender: &str, status: &str) {
-    let campaign = campaign_label(campaign);
+pub fn dispatch(campaign: &str, step: &str, sender: &str, status: &str) {
+    let (campaign, step) = step_labels(campaign, step);
     metrics()
         .dispatch
-        .with_label_values(&[campaign, sender, status])
+        .with_label_values(&[campaign, step, sender, status])
         .inc();
 }
 
@@ -449,17 +467,40 @@ pub fn campaign_pending(campaign: &str, n: u64) {
     }
 }
 
-/// Contacts by dispatch state and the estimated time to completion.
-pub fn campaign_progress(campaign: &str, by_state: &[(&str, u64)], eta_seconds: Option<f64>) {
+/// What one count of a campaign's rows found, for its gauges.
+pub struct Progress<'a> {
+    /// Contacts by the state of their current step.
+    pub by_state: &'a [(&'a str, u64)],
+    /// (step, state, contacts) for every step contacts went through.
+    pub by_step: &'a [(&'a str, &'a str, u64)],
+    /// (step, contacts waiting for it).
+    pub timers: &'a [(&'a str, u64)],
+    pub eta_seconds: Option<f64>,
+}
+
+/// Contacts by dispatch state (overall and per journey step), timers
+/// waiting, and the estimated time to completion.
+pub fn campaign_progress(campaign: &str, p: &Progress<'_>) {
     if !has_own_series(campaign) {
         return;
     }
     let m = metrics();
-    for (state, n) in by_state {
+    for (state, n) in p.by_state {
         m.campaign_contacts
             .with_label_values(&[campaign, state])
             .set(*n as i64);
     }
+    for (step, state, n) in p.by_step {
+        m.campaign_step_contacts
+            .with_label_values(&[campaign, step, state])
+            .set(*n as i64);
+    }
+    for (step, n) in p.timers {
+        m.campaign_timers
+            .with_label_values(&[campaign, step])
+            .set(*n as i64);
+    }
+    let eta_seconds = p.eta_seconds;
     match eta_seconds {
         Some(eta) => m.campaign_eta.with_label_values(&[campaign]).set(eta),
         None => {
@@ -538,6 +579,17 @@ pub fn configure_campaigns(cap: usize, grace: Duration) {
     let mut l = lock_labels();
     l.cap = cap;
     l.grace = grace;
+}
+
+/// The `campaign` and `step` labels: a campaign folded into
+/// [`OTHER_CAMPAIGNS`] folds its steps too (step ids are bounded per
+/// campaign, not across the campaigns beyond the cap).
+fn step_labels<'a>(campaign: &'a str, step: &'a str) -> (&'a str, &'a str) {
+    if has_own_series(campaign) {
+        (campaign, step)
+    } else {
+        (OTHER_CAMPAIGNS, OTHER_CAMPAIGNS)
+    }
 }
 
 /// The `campaign` label for `id`: its own id while there is room under the
@@ -637,6 +689,8 @@ fn forget_campaign_series(id: &str) {
     purge_vec!(m.campaign_state);
     purge_vec!(m.campaign_waiting);
     purge_vec!(m.campaign_contacts);
+    purge_vec!(m.campaign_step_contacts);
+    purge_vec!(m.campaign_timers);
     purge_vec!(m.campaign_eta);
 }
 
@@ -647,7 +701,7 @@ mod tests {
     #[test]
     fn names_lists_every_family() {
         let names = metrics().names();
-        assert_eq!(names.len(), 24);
+        assert_eq!(names.len(), 26);
         assert!(names.contains(&"wadispatch_sender_circuit_open".to_string()));
         assert!(names.contains(&"wadispatch_funnel_total".to_string()));
         assert!(names.contains(&"wadispatch_store_operation_duration_seconds".to_string()));

@@ -163,6 +163,11 @@ fn requeue_puts_unknown_contacts_back_and_states_the_risk() {
         let s = wadispatch::report::CampaignSummary::compute(store.as_ref(), "rq")
             .await
             .unwrap();
-        assert_eq!(s.count(DispatchState::Pending), 3, "{:?}", s.by_state);
+        assert_eq!(
+            s.count(DispatchState::Pending),
+            3,
+            "{:?}",
+            s.contacts.by_state
+        );
     });
 }

@@ -128,12 +128,17 @@ async fn sigkill_during_a_campaign_never_sends_twice_and_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(s.staged, u64::from(CONTACTS));
-    assert_eq!(s.open(), 0, "every contact final: {:?}", s.by_state);
+    assert_eq!(
+        s.open(),
+        0,
+        "every contact final: {:?}",
+        s.contacts.by_state
+    );
     assert_eq!(
         s.excluded(),
         0,
         "nobody excluded: {:?}",
-        s.excluded_by_reason
+        s.contacts.excluded_by_reason
     );
     let unknown = s.count(DispatchState::Unknown);
     // Everybody but the unknown ones reached the sandbox (the failures too:
@@ -153,12 +158,12 @@ async fn sigkill_during_a_campaign_never_sends_twice_and_loses_nothing() {
         s.reached(DispatchState::Accepted) + unknown + s.count(DispatchState::Failed)
             >= stats.accepted,
         "{:?} vs {}",
-        s.by_state,
+        s.contacts.by_state,
         stats.accepted
     );
     eprintln!(
         "crash test: {:?}, unknown {unknown} (bound {bound})",
-        s.by_state
+        s.contacts.by_state
     );
 }
 
@@ -371,13 +376,13 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
             s.count(DispatchState::Claimed),
             0,
             "after SIGTERM: {:?}",
-            s.by_state
+            s.contacts.by_state
         );
         assert_eq!(
             s.count(DispatchState::Unknown),
             0,
             "after SIGTERM: {:?}",
-            s.by_state
+            s.contacts.by_state
         );
         assert!(
             s.count(DispatchState::Pending) > 0,
@@ -407,9 +412,24 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
         .await
         .unwrap();
     assert_eq!(s.staged, u64::from(PACED_CONTACTS));
-    assert_eq!(s.open(), 0, "every contact final: {:?}", s.by_state);
-    assert_eq!(s.count(DispatchState::Excluded), 0, "{:?}", s.by_state);
-    assert_eq!(s.count(DispatchState::Failed), 0, "{:?}", s.by_state);
+    assert_eq!(
+        s.open(),
+        0,
+        "every contact final: {:?}",
+        s.contacts.by_state
+    );
+    assert_eq!(
+        s.count(DispatchState::Excluded),
+        0,
+        "{:?}",
+        s.contacts.by_state
+    );
+    assert_eq!(
+        s.count(DispatchState::Failed),
+        0,
+        "{:?}",
+        s.contacts.by_state
+    );
     let unknown = s.count(DispatchState::Unknown);
     assert!(
         unknown <= on_the_wire,
@@ -423,7 +443,7 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
     );
     eprintln!(
         "paced crash test: {:?}, unknown {unknown}, on the wire at the kill {on_the_wire}, 130429 × {}",
-        s.by_state,
+        s.contacts.by_state,
         stats.rejected_by_code.get(&130429).copied().unwrap_or(0)
     );
 }
@@ -503,7 +523,12 @@ async fn sigkill_while_journeys_wait_and_follow_ups_go_sends_each_step_at_most_o
         .await
         .unwrap();
     assert_eq!(s.staged, u64::from(JOURNEY_CONTACTS));
-    assert_eq!(s.open(), 0, "every journey final: {:?}", s.by_state);
+    assert_eq!(
+        s.open(),
+        0,
+        "every journey final: {:?}",
+        s.contacts.by_state
+    );
     let rows = store
         .scan_dispatches("jcrash", None, JOURNEY_CONTACTS as usize + 1)
         .await
@@ -554,6 +579,6 @@ async fn sigkill_while_journeys_wait_and_follow_ups_go_sends_each_step_at_most_o
     );
     eprintln!(
         "journey crash test: {:?}, {nudged} follow-ups delivered, unknown {unknown} (bound {bound})",
-        s.by_state
+        s.contacts.by_state
     );
 }

@@ -348,3 +348,48 @@ fn provisioning_files_point_at_the_dashboards() {
         "grafana/prometheus.yml does not scrape /metrics"
     );
 }
+
+#[test]
+fn journeys_have_a_panel_per_step_and_their_timers() {
+    let dashboard = dashboard();
+    let variables = template_variables(&dashboard);
+    let step = variables
+        .iter()
+        .find(|v| v["name"].as_str() == Some("step"))
+        .unwrap_or_else(|| panic!("{DASHBOARD}: no template variable `step`"));
+    assert!(
+        variable_queries(step)
+            .iter()
+            .any(|q| q.contains("label_values(wadispatch_campaign_step_contacts")),
+        "$step lists the steps of wadispatch_campaign_step_contacts"
+    );
+    let all = panels(&dashboard);
+    let queries = |p: &Value| -> Vec<String> {
+        p["targets"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|t| t["expr"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let per_step = all
+        .iter()
+        .find(|p| p["repeat"].as_str() == Some("step"))
+        .unwrap_or_else(|| panic!("{DASHBOARD}: no panel repeated by $step"));
+    let exprs = queries(per_step);
+    assert!(
+        !exprs.is_empty()
+            && exprs
+                .iter()
+                .all(|e| e.contains("wadispatch_campaign_step_contacts") && e.contains("$step")),
+        "the per-step panel reads each step's contacts: {exprs:?}"
+    );
+    assert!(
+        all.iter()
+            .flat_map(|p| queries(p))
+            .any(|e| e.contains("wadispatch_campaign_timers")),
+        "{DASHBOARD}: no panel shows the timers waiting"
+    );
+}

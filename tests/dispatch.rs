@@ -72,7 +72,7 @@ async fn wait_failed(daemon: &Daemon, id: &str, failed: u64) -> CampaignSummary 
         assert!(
             std::time::Instant::now() < deadline,
             "{id}: {failed} failures expected: {:?}",
-            s.by_state
+            s.contacts.by_state
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -88,7 +88,7 @@ async fn wait_done(daemon: &Daemon, id: &str, staged: u64, timeout: Duration) ->
         assert!(
             std::time::Instant::now() < deadline,
             "{id} not done: {:?}",
-            s.by_state
+            s.contacts.by_state
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -123,13 +123,18 @@ fn a_campaign_over_four_senders_completes_without_duplicates() {
         // Nobody was given up on unsent, or left not knowing: every contact
         // got its request, and the API accepted each one (the failures came
         // later, by webhook).
-        assert_eq!(s.count(DispatchState::Unknown), 0, "{:?}", s.by_state);
-        assert_eq!(s.excluded(), 0, "{:?}", s.excluded_by_reason);
+        assert_eq!(
+            s.count(DispatchState::Unknown),
+            0,
+            "{:?}",
+            s.contacts.by_state
+        );
+        assert_eq!(s.excluded(), 0, "{:?}", s.contacts.excluded_by_reason);
         assert_eq!(
             stats.recipients,
             s.reached(DispatchState::Accepted) + s.count(DispatchState::Failed),
             "{:?}",
-            s.by_state
+            s.contacts.by_state
         );
         assert_eq!(stats.recipients, 5_000);
         assert!(
@@ -184,8 +189,9 @@ fn overlapping_exclusive_campaigns_never_reach_the_same_contact() {
             stats.per_recipient_max, 1,
             "no contact received both exclusive campaigns"
         );
-        assert_eq!(a.excluded_by_reason.get("engaged_elsewhere"), None);
+        assert_eq!(a.contacts.excluded_by_reason.get("engaged_elsewhere"), None);
         let engaged = b
+            .contacts
             .excluded_by_reason
             .get("engaged_elsewhere")
             .copied()
@@ -194,30 +200,48 @@ fn overlapping_exclusive_campaigns_never_reach_the_same_contact() {
         // the 10 ending in 13 as undeliverable and the 10 ending in 50 as
         // (marketing) opted out, both learned from ex-a's failures; the
         // other 980 as engaged by ex-a.
-        assert_eq!(b.excluded(), 1_000, "{:?}", b.excluded_by_reason);
-        assert_eq!(engaged, 980, "{:?}", b.excluded_by_reason);
+        assert_eq!(b.excluded(), 1_000, "{:?}", b.contacts.excluded_by_reason);
+        assert_eq!(engaged, 980, "{:?}", b.contacts.excluded_by_reason);
         assert_eq!(
-            b.excluded_by_reason.get("not_whatsapp_user").copied(),
+            b.contacts
+                .excluded_by_reason
+                .get("not_whatsapp_user")
+                .copied(),
             Some(10),
             "{:?}",
-            b.excluded_by_reason
+            b.contacts.excluded_by_reason
         );
         assert_eq!(
-            b.excluded_by_reason.get("opted_out").copied(),
+            b.contacts.excluded_by_reason.get("opted_out").copied(),
             Some(10),
             "{:?}",
-            b.excluded_by_reason
+            b.contacts.excluded_by_reason
         );
         // ex-b reaches its own 500 (1500..2000): 490 accepted and beyond,
         // 10 failed by the sandbox's rules.
-        assert_eq!(b.reached(DispatchState::Accepted), 490, "{:?}", b.by_state);
-        assert_eq!(b.count(DispatchState::Failed), 10, "{:?}", b.by_state);
-        assert_eq!(a.count(DispatchState::Failed), 30, "{:?}", a.by_state);
+        assert_eq!(
+            b.reached(DispatchState::Accepted),
+            490,
+            "{:?}",
+            b.contacts.by_state
+        );
+        assert_eq!(
+            b.count(DispatchState::Failed),
+            10,
+            "{:?}",
+            b.contacts.by_state
+        );
+        assert_eq!(
+            a.count(DispatchState::Failed),
+            30,
+            "{:?}",
+            a.contacts.by_state
+        );
         assert_eq!(
             a.reached(DispatchState::Accepted),
             1_470,
             "{:?}",
-            a.by_state
+            a.contacts.by_state
         );
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
@@ -380,10 +404,10 @@ fn suppressed_contacts_are_excluded_with_their_reason() {
         let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
         let s = wait_done(&daemon, "sup", 200, Duration::from_secs(60)).await;
         assert_eq!(
-            s.excluded_by_reason.get("suppressed:open_case"),
+            s.contacts.excluded_by_reason.get("suppressed:open_case"),
             Some(&3),
             "{:?}",
-            s.excluded_by_reason
+            s.contacts.excluded_by_reason
         );
         let row = daemon
             .store
@@ -465,15 +489,25 @@ fn admin_endpoints_show_a_small_campaign() {
         let pct = accepted["percent"].as_f64().unwrap();
         let expected = (accepted["contacts"].as_f64().unwrap() / 100.0 * 1000.0).round() / 10.0;
         assert_eq!(pct, expected, "accepted / staged, one decimal");
+        // A one-step campaign is one journey step, named by the spec's
+        // first step id, with every contact entered there.
+        let steps = campaign["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert_eq!(steps[0]["step"], "primary");
+        assert_eq!(steps[0]["channel"], "whatsapp");
+        assert_eq!(steps[0]["entered"], 100);
+        assert_eq!(steps[0]["waiting"], 0);
+        assert_eq!(campaign["waiting"], 0);
 
         let (code, text) = get(&format!("{base}/metrics")).await;
         assert_eq!(code, 200);
         for series in [
             // Process-wide counters: other tests of this binary add to them.
             r#"wadispatch_audience_records_total{result="staged"} "#,
-            r#"wadispatch_dispatch_total{campaign="adm",sender="1001",status="accepted"}"#,
-            r#"wadispatch_funnel_total{campaign="adm",stage="sent"}"#,
-            r#"wadispatch_funnel_total{campaign="adm",stage="delivered"}"#,
+            r#"wadispatch_dispatch_total{campaign="adm",sender="1001",status="accepted",step="primary"}"#,
+            r#"wadispatch_funnel_total{campaign="adm",stage="sent",step="primary"}"#,
+            r#"wadispatch_funnel_total{campaign="adm",stage="delivered",step="primary"}"#,
+            r#"wadispatch_campaign_step_contacts{campaign="adm",state="pending",step="primary"} 0"#,
             r#"wadispatch_campaign_contacts{campaign="adm",state="pending"} 0"#,
             r#"wadispatch_campaign_state{campaign="adm",state="completed"} 1"#,
             r#"wadispatch_campaign_pending{campaign="adm"} 0"#,
@@ -574,13 +608,14 @@ fn an_ended_spec_stops_claims_and_sends_at_once() {
             "{further} requests after the ended spec arrived"
         );
         assert!(
-            s.excluded_by_reason
+            s.contacts
+                .excluded_by_reason
                 .get("outside_window")
                 .copied()
                 .unwrap_or(0)
                 > 150,
             "{:?}",
-            s.by_state
+            s.contacts.by_state
         );
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
@@ -670,7 +705,7 @@ fn a_stop_reply_while_the_next_message_waits_excludes_it() {
             .unwrap();
         assert!(answer.status().is_success(), "{}", answer.status());
         let s = wait_done(&daemon, "after-stop", 1, Duration::from_secs(30)).await;
-        assert_eq!(s.excluded_by_reason.get("opted_out"), Some(&1), "{:?}", s.by_state);
+        assert_eq!(s.contacts.excluded_by_reason.get("opted_out"), Some(&1), "{:?}", s.contacts.by_state);
         assert_eq!(w.sandbox.stats().requests, 0, "the opted-out person got nothing");
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
@@ -732,13 +767,13 @@ fn an_api_outage_fails_nobody_and_everyone_is_sent_once_it_ends() {
             during.count(DispatchState::Failed),
             0,
             "{:?}",
-            during.by_state
+            during.contacts.by_state
         );
         assert_eq!(
             during.count(DispatchState::Unknown),
             0,
             "{:?}",
-            during.by_state
+            during.contacts.by_state
         );
         let port = w.config.http.listen.rsplit(':').next().unwrap().to_string();
         let api = Sandbox::start(SandboxConfig {
@@ -753,9 +788,19 @@ fn an_api_outage_fails_nobody_and_everyone_is_sent_once_it_ends() {
         .unwrap();
         let s = wait_done(&daemon, "outage", 300, Duration::from_secs(60)).await;
         let stats = api.stats();
-        assert_eq!(s.count(DispatchState::Failed), 0, "{:?}", s.by_state);
-        assert_eq!(s.count(DispatchState::Unknown), 0, "{:?}", s.by_state);
-        assert_eq!(s.excluded(), 0, "{:?}", s.by_state);
+        assert_eq!(
+            s.count(DispatchState::Failed),
+            0,
+            "{:?}",
+            s.contacts.by_state
+        );
+        assert_eq!(
+            s.count(DispatchState::Unknown),
+            0,
+            "{:?}",
+            s.contacts.by_state
+        );
+        assert_eq!(s.excluded(), 0, "{:?}", s.contacts.by_state);
         assert_eq!(stats.recipients, 300, "everyone was sent");
         assert_eq!(stats.per_recipient_max, 1, "nobody twice");
         assert!(!sender.is_circuit_open());
@@ -958,10 +1003,10 @@ fn a_template_halt_survives_a_restart_until_lifted() {
         .await;
         let s = wait_done(&daemon, "halt", 150, Duration::from_secs(60)).await;
         assert_eq!(
-            s.by_state.get("accepted").copied(),
+            s.contacts.by_state.get("accepted").copied(),
             Some(150),
             "{:?}",
-            s.by_state
+            s.contacts.by_state
         );
         assert_eq!(meta.stats().accepted, 150);
         assert_eq!(meta.stats().duplicate_recipients, 0);
@@ -1112,11 +1157,15 @@ fn claims_of_an_instance_gone_are_settled_once_its_lease_lapses() {
                     s.count(DispatchState::Claimed),
                     5,
                     "the live pod's claims stay: {:?}",
-                    s.by_state
+                    s.contacts.by_state
                 );
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "{:?}", s.by_state);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                s.contacts.by_state
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for i in 0..5 {
@@ -1142,7 +1191,12 @@ fn claims_of_an_instance_gone_are_settled_once_its_lease_lapses() {
         // seconds (the next lease read and settle pass), and the campaign completes.
         store.release_lease("pod-c/live").await.unwrap();
         let s = wait_done(&daemon, "pods", 60, Duration::from_secs(30)).await;
-        assert_eq!(s.count(DispatchState::Unknown), 10, "{:?}", s.by_state);
+        assert_eq!(
+            s.count(DispatchState::Unknown),
+            10,
+            "{:?}",
+            s.contacts.by_state
+        );
         assert!(store.claimed("pods", 0).await.unwrap().is_empty());
         let stats = w.sandbox.stats();
         assert_eq!(
@@ -1195,7 +1249,12 @@ fn claims_taken_before_the_claim_index_existed_are_settled_once() {
             .await
             .unwrap();
         let s = wait_done(&daemon, "legacy", 30, Duration::from_secs(60)).await;
-        assert_eq!(s.count(DispatchState::Unknown), 5, "{:?}", s.by_state);
+        assert_eq!(
+            s.count(DispatchState::Unknown),
+            5,
+            "{:?}",
+            s.contacts.by_state
+        );
         assert_eq!(w.sandbox.stats().requests, 25);
         assert!(store.marker("claim-index/legacy").await.unwrap());
         assert!(daemon.shutdown(Duration::from_secs(10)).await);

@@ -77,7 +77,7 @@ async fn final_rows(daemon: &Daemon, id: &str, staged: u64) -> Vec<DispatchRecor
         assert!(
             std::time::Instant::now() < deadline,
             "{id} not final: {:?}, {} waiting",
-            s.by_state,
+            s.contacts.by_state,
             s.waiting
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -387,6 +387,76 @@ fn the_sms_fallback_reaches_exactly_the_contacts_whatsapp_failed() {
         assert_eq!(stats.duplicate_recipients, 0);
         assert_eq!(stats.accepted, 300, "WhatsApp: the primaries alone");
         wait_completed(&daemon, id).await;
+        funnel_per_step(&daemon, id).await;
         daemon.shutdown(Duration::from_secs(5)).await;
     });
+}
+
+/// The funnel of the SMS fallback journey step by step, as `report` and
+/// the metrics show it: 300 primaries, 6 of them failed; the fallback
+/// reached those 6, delivered to the 3 ending in 13.
+async fn funnel_per_step(daemon: &Daemon, id: &str) {
+    let store = daemon.store.as_ref();
+    let s = CampaignSummary::compute(store, id).await.unwrap();
+    let journey = store
+        .get_campaign(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .spec
+        .journey()
+        .unwrap();
+    let steps = s.steps_view(Some(&journey));
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    let (primary, sms) = (&steps[0], &steps[1]);
+    assert_eq!(
+        (primary.step.as_str(), primary.channel),
+        ("primary", "whatsapp")
+    );
+    assert_eq!(primary.entered, 300);
+    assert_eq!(primary.tally.count(DispatchState::Failed), 6);
+    assert_eq!((sms.step.as_str(), sms.channel), ("sms", "sms"));
+    assert_eq!(sms.when.as_deref(), Some("on failed of primary"));
+    assert_eq!(sms.entered, 6);
+    assert_eq!(sms.tally.reached(DispatchState::Delivered), 3);
+    assert_eq!(sms.tally.count(DispatchState::Failed), 3, "the 78s");
+    // A message that failed never counts as sent (as for the campaign).
+    assert_eq!(sms.ratios.received_by, Some(100.0), "3 delivered of 3 sent");
+    let text = s.render(Some(&journey));
+    assert!(
+        text.contains("step sms (sms, on failed of primary)"),
+        "{text}"
+    );
+
+    // The export: one column group per step.
+    let mut buf = Vec::new();
+    let csv = wadispatch::report::Format::Csv;
+    wadispatch::report::export(store, id, csv, Some(&journey), &mut buf, None)
+        .await
+        .unwrap();
+    let out = String::from_utf8(buf).unwrap();
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.starts_with("contact,step,primary.state,primary.reason,"),
+        "{header}"
+    );
+    assert!(header.contains(",sms.state,sms.reason,"), "{header}");
+    let fallback = out.lines().filter(|l| l.contains(",sms,failed,")).count();
+    assert_eq!(fallback, 6, "rows at step sms whose primary failed:\n{out}");
+
+    // The metrics: the fallback's deliveries are counted under its step.
+    let metrics = wadispatch::metrics::metrics().render();
+    let counted = |step: &str, stage: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("wadispatch_funnel_total{"))
+            .filter(|l| l.contains(&format!("campaign=\"{id}\"")))
+            .filter(|l| l.contains(&format!("step=\"{step}\"")))
+            .filter(|l| l.contains(&format!("stage=\"{stage}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(counted("sms", "delivered"), 3.0, "{metrics}");
+    assert_eq!(counted("sms", "failed"), 3.0);
+    assert_eq!(counted("primary", "failed"), 6.0);
 }

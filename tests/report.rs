@@ -134,7 +134,7 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
         .unwrap();
 
     let mut buf = Vec::new();
-    let n = export(&store, "rep", Format::Csv, &mut buf, None)
+    let n = export(&store, "rep", Format::Csv, None, &mut buf, None)
         .await
         .unwrap();
     assert_eq!(n, 8);
@@ -162,15 +162,21 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     );
 
     let s = CampaignSummary::compute(&store, "rep").await.unwrap();
-    let v = s.view();
+    let v = s.view(None);
     assert_eq!(s.reached(DispatchState::Sent), 4);
-    assert_eq!(v.received_by, Some(75.0), "3 delivered of 4 sent");
-    assert_eq!(v.read_by, Some(66.7), "2 read of 3 delivered");
-    assert_eq!(v.replied_by, Some(33.3), "1 replied of 3 delivered");
+    assert_eq!(v.ratios.received_by, Some(75.0), "3 delivered of 4 sent");
+    assert_eq!(v.ratios.read_by, Some(66.7), "2 read of 3 delivered");
+    assert_eq!(v.ratios.replied_by, Some(33.3), "1 replied of 3 delivered");
     assert_eq!(v.not_sent_to, 4, "1 excluded + 3 failed");
     let json = serde_json::to_value(&v).unwrap();
     assert_eq!(json["open"], 0);
     assert_eq!(json["staged"], 8);
+    assert_eq!(json["received_by"], 75.0);
+    // A one-step campaign is one step, named as the spec's first.
+    assert_eq!(json["steps"].as_array().unwrap().len(), 1);
+    assert_eq!(json["steps"][0]["step"], "primary");
+    assert_eq!(json["steps"][0]["entered"], 8);
+    assert!(!s.render(None).contains("step by step"));
 }
 
 /// A campaign run by the daemon against the sandbox, whose failure rules
@@ -251,15 +257,22 @@ fn every_error_class_has_its_row_and_message() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "not settled: {:?}",
-                s.by_state
+                s.contacts.by_state
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
 
         let mut buf = Vec::new();
-        export(daemon.store.as_ref(), "rep", Format::Csv, &mut buf, None)
-            .await
-            .unwrap();
+        export(
+            daemon.store.as_ref(),
+            "rep",
+            Format::Csv,
+            None,
+            &mut buf,
+            None,
+        )
+        .await
+        .unwrap();
         let text = String::from_utf8(buf).unwrap();
         let row = |i: u32| {
             text.lines()
@@ -298,8 +311,8 @@ fn every_error_class_has_its_row_and_message() {
                 *expected.entry(class.as_str().to_string()).or_insert(0u64) += 1;
             }
         }
-        assert_eq!(s.failed_by_class, expected);
-        assert_eq!(s.excluded(), 1, "{:?}", s.excluded_by_reason);
+        assert_eq!(s.contacts.failed_by_class, expected);
+        assert_eq!(s.excluded(), 1, "{:?}", s.contacts.excluded_by_reason);
         // The sandbox had one request for each contact but the excluded
         // one, and accepted all but the two the API refused.
         let stats = w.sandbox.stats();

@@ -588,6 +588,7 @@ pub(super) async fn journeys(sizes: &Sizes, world: &World) -> anyhow::Result<Val
     let summary = CampaignSummary::compute(store.as_ref(), JOURNEY).await?;
     daemon.shutdown(Duration::from_secs(10)).await;
     let skipped = summary
+        .contacts
         .excluded_by_reason
         .get("missing_variable:coupon")
         .copied()

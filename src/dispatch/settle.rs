@@ -66,7 +66,14 @@ impl Pump {
             .await
         {
             Ok(true) => {
-                metrics::dispatch(&self.state.id, "-", "unknown");
+                // Which step was interrupted, for its label: read once, on
+                // this rare path only.
+                let row = self
+                    .store
+                    .get_dispatch(&self.state.id, &entry.contact)
+                    .await;
+                let step = row.ok().flatten().map(|r| r.step).unwrap_or_default();
+                metrics::dispatch(&self.state.id, &self.step_name(&step), "-", "unknown");
                 1
             }
             Ok(false) => 0,

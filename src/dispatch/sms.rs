@@ -14,7 +14,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::policy::backoff::RetryPolicy;
-use super::sender::{finish, retry_after, wait_turn_unless, SendReport};
+use super::sender::{finish, poll_until, retry_after, wait_turn_unless, SendReport, SendTarget};
 use crate::config::Config;
 use crate::domain::{ContactKey, ErrorClass};
 use crate::sms::{SmsClient, SmsResult, SmsSettings};
@@ -68,7 +68,7 @@ impl SmsSender {
     pub async fn take_turn(&self, stop: &(dyn Fn() -> bool + Sync)) -> Option<SemaphorePermit<'_>> {
         let slot = tokio::select! {
             slot = self.slots.acquire() => slot.ok()?,
-            _ = until(stop) => return None,
+            _ = poll_until(stop) => return None,
         };
         let limiter = self.limiter.clone();
         (wait_turn_unless(|| limiter.clone(), stop).await && self.halted().is_none())
@@ -76,15 +76,11 @@ impl SmsSender {
     }
 }
 
-async fn until(stop: &(dyn Fn() -> bool + Sync)) {
-    while !stop() {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 /// A claimed SMS step to send.
 pub struct SmsJob {
     pub campaign: String,
+    /// The journey step's id (its metrics label).
+    pub step: String,
     pub contact: ContactKey,
     /// The request body, built before the claim.
     pub body: Bytes,
@@ -205,15 +201,12 @@ impl SmsChannel {
                 tracing::info!(campaign = %job.campaign, contact = %job.contact, sender = %sender.id, result = other.label(), outcome = ?outcome, "sms not accepted")
             }
         }
-        finish(
-            self.store.as_ref(),
-            &sender.id,
-            &job.campaign,
-            &job.contact,
-            outcome,
-            report,
-        )
-        .await
+        let on = SendTarget {
+            campaign: &job.campaign,
+            step: &job.step,
+            contact: &job.contact,
+        };
+        finish(self.store.as_ref(), &sender.id, on, outcome, report).await
     }
 }
 

@@ -124,6 +124,19 @@ impl CampaignCatalog {
         self.entries.read_or_recover().get(id).cloned()
     }
 
+    /// The id a row's step is shown by in metrics and events: its own, or
+    /// for `""` the first step's id in the campaign's spec (`primary` when
+    /// the campaign is not known here).
+    pub fn step_name(&self, campaign: &str, step: &str) -> String {
+        if !step.is_empty() {
+            return step.to_string();
+        }
+        self.get(campaign).map_or_else(
+            || crate::domain::PRIMARY_STEP.to_string(),
+            |e| e.journey.first_id().to_string(),
+        )
+    }
+
     pub fn ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.entries.read_or_recover().keys().cloned().collect();
         ids.sort();

@@ -15,6 +15,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::stats::lock;
 use super::SandboxConfig;
 
 /// What happens to an SMS whose destination ends in a suffix.
@@ -148,7 +149,11 @@ impl SmsSim {
     }
 
     pub(crate) fn stats(&self) -> SmsStats {
-        lock(&self.counters).stats.clone()
+        let c = lock(&self.counters);
+        SmsStats {
+            recipients: c.destinations.len() as u64,
+            ..c.stats.clone()
+        }
     }
 
     pub(crate) fn reset(&self) {
@@ -181,9 +186,7 @@ impl SmsSim {
             .to_string();
         let mut c = lock(&self.counters);
         c.stats.accepted += 1;
-        if c.destinations.insert(to.to_string()) {
-            c.stats.recipients += 1;
-        }
+        c.destinations.insert(to.to_string());
         let n = c.ledger.entry((campaign, to.to_string())).or_default();
         *n += 1;
         if *n == 2 {
@@ -318,10 +321,6 @@ impl SmsSim {
         }
         self.count(|s| s.reports_failed += 1);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `POST /sms/2/text/advanced`.

@@ -377,7 +377,7 @@ impl Stats {
 
 // A panic while holding one of these locks is a bug that aborts the process
 // in release builds; in tests, keep serving what is there.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

@@ -178,14 +178,16 @@ pub trait Store: Send + Sync + 'static {
         contact: &ContactKey,
         from: &Requeue,
     ) -> StoreResult<bool>;
-    /// Marks a pending contact excluded with a reason (final).
+    /// Marks a pending contact's current step excluded with a reason
+    /// (final for that step). Answers the step excluded (`""` for the
+    /// first), or `None` when the row was not pending or deferred.
     async fn exclude(
         &self,
         campaign: &str,
         contact: &ContactKey,
         reason: &crate::domain::ExclusionReason,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<String>>;
 
     // ---- instances ----
     /// Writes (or extends) `owner`'s lease.

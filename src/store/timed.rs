@@ -200,7 +200,7 @@ impl<S: Store> Store for Timed<S> {
         contact: &ContactKey,
         reason: &ExclusionReason,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<String>> {
         time("exclude", self.0.exclude(campaign, contact, reason, at)).await
     }
     async fn requeue(

@@ -129,9 +129,10 @@ impl WebhookProcessor {
                 (last, sender)
             }
         };
-        if let Some(campaign) = &campaign {
-            self.mark_replied(campaign, &contact, at).await?;
-        }
+        let step = match &campaign {
+            Some(campaign) => self.mark_replied(campaign, &contact, at).await?,
+            None => None,
+        };
         let mut events = Vec::new();
         if opts_out {
             let scope = self.settings.keyword_scope;
@@ -148,6 +149,7 @@ impl WebhookProcessor {
         let entry = campaign.as_deref().and_then(|c| self.catalog.get(c));
         events.push(Event::Reply {
             campaign_id: campaign,
+            step,
             contact: contact.to_string(),
             agent: entry
                 .as_ref()
@@ -208,12 +210,14 @@ impl WebhookProcessor {
         Ok(true)
     }
 
+    /// Marks the contact's current step replied; answers that step (none
+    /// when the contact has no row in the campaign).
     pub(super) async fn mark_replied(
         &self,
         campaign: &str,
         contact: &ContactKey,
         at: chrono::DateTime<Utc>,
-    ) -> Result<(), ProcessError> {
+    ) -> Result<Option<String>, ProcessError> {
         let update = StatusUpdate {
             state: DispatchState::Replied,
             at,
@@ -223,12 +227,16 @@ impl WebhookProcessor {
             error_message: None,
             defer_until: None,
         };
-        if let StatusApplied::Changed { to, .. } =
-            self.store.apply_status(campaign, contact, &update).await?
-        {
-            metrics::funnel(campaign, to);
-        }
-        Ok(())
+        let step = match self.store.apply_status(campaign, contact, &update).await? {
+            StatusApplied::Changed { to, step, .. } => {
+                let step = self.catalog.step_name(campaign, &step);
+                metrics::funnel(campaign, &step, to);
+                step
+            }
+            StatusApplied::Unchanged { step, .. } => self.catalog.step_name(campaign, &step),
+            StatusApplied::Missing => return Ok(None),
+        };
+        Ok(Some(step))
     }
 
     pub(super) async fn preference(&self, p: &UserPreference) -> Result<Vec<Event>, ProcessError> {

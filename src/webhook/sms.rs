@@ -79,12 +79,13 @@ impl WebhookProcessor {
                 }
             };
             let update = &applied.update;
-            if let Some(state) = self
+            if let Some((state, step)) = self
                 .apply_status(&applied.campaign, &applied.contact, update)
                 .await?
             {
                 events.push(Event::Status {
                     campaign_id: applied.campaign.clone(),
+                    step,
                     contact: applied.contact.to_string(),
                     status: state.as_str().to_string(),
                     wamid: update.wamid.clone(),

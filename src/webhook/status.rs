@@ -31,9 +31,10 @@ impl WebhookProcessor {
             return Ok(Vec::new());
         };
         let mut events = self.contact_facts(&update, &campaign, &contact).await?;
-        if let Some(state) = self.apply_status(&campaign, &contact, &update).await? {
+        if let Some((state, step)) = self.apply_status(&campaign, &contact, &update).await? {
             events.push(Event::Status {
                 campaign_id: campaign,
+                step,
                 contact: contact.to_string(),
                 status: state.as_str().to_string(),
                 wamid: s.id.clone(),
@@ -111,33 +112,36 @@ impl WebhookProcessor {
         Ok(Vec::new())
     }
 
-    /// Applies a status to the contact's row; answers the state to publish:
-    /// a change, or a redelivery of the same status.
+    /// Applies a status to the contact's row; answers the state to publish
+    /// (a change, or a redelivery of the same status) and the journey step
+    /// it belongs to.
     pub(super) async fn apply_status(
         &self,
         campaign: &str,
         contact: &ContactKey,
         update: &StatusUpdate,
-    ) -> Result<Option<DispatchState>, ProcessError> {
+    ) -> Result<Option<(DispatchState, String)>, ProcessError> {
         Ok(
             match self.store.apply_status(campaign, contact, update).await? {
-                StatusApplied::Changed { to, .. } => {
-                    metrics::funnel(campaign, to);
+                StatusApplied::Changed { to, step, .. } => {
+                    let step = self.catalog.step_name(campaign, &step);
+                    metrics::funnel(campaign, &step, to);
                     if to == DispatchState::Failed {
                         let class = update.error_class.as_deref().unwrap_or("unknown");
                         metrics::failure(campaign, class, update.error_code);
                     }
                     metrics::webhook_status("applied");
-                    Some(to)
+                    Some((to, step))
                 }
-                StatusApplied::Unchanged { state } => {
+                StatusApplied::Unchanged { state, step } => {
                     metrics::webhook_status("duplicate");
                     // Meta redelivers a webhook we did not answer 200, e.g.
                     // when publishing its events failed: publish the same
                     // status event again (at-least-once; consumers
                     // de-duplicate by wamid and status). A stale status
                     // (sent after read) publishes nothing.
-                    (state == update.state).then_some(state)
+                    (state == update.state)
+                        .then(|| (state, self.catalog.step_name(campaign, &step)))
                 }
                 StatusApplied::Missing => {
                     metrics::webhook_status("unknown_contact");

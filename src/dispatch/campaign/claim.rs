@@ -26,19 +26,32 @@ use super::*;
 
 impl Pump {
     pub(super) async fn exclude(&self, contact: &ContactKey, reason: ExclusionReason) {
-        if let Ok(true) = self
+        if let Ok(Some(step)) = self
             .store
             .exclude(&self.state.id, contact, &reason, Utc::now())
             .await
         {
-            metrics::exclusion(&self.state.id, reason.label());
+            let step = self.step_name(&step);
+            metrics::exclusion(&self.state.id, &step, reason.label());
             self.env.publish(vec![Event::Excluded {
                 campaign_id: self.state.id.clone(),
+                step,
                 contact: contact.to_string(),
                 reason: reason.to_string(),
                 timestamp: Utc::now(),
             }]);
         }
+    }
+
+    /// The id a row's step is shown by (metrics, events): the first step's
+    /// id for `""`.
+    pub(crate) fn step_name(&self, step: &str) -> String {
+        self.state
+            .entry
+            .read_or_recover()
+            .journey
+            .name(step)
+            .to_string()
     }
 
     /// Admission of one contact at `now` with what is known of it.
@@ -215,6 +228,7 @@ impl Pump {
         let id = &self.state.id;
         SendJob {
             campaign: id.clone(),
+            step: self.step_name(&row.step),
             contact: contact.clone(),
             body: template_message_bytes(
                 template,

@@ -88,7 +88,43 @@ impl Pump {
             .iter()
             .map(|s| (s.as_str(), summary.count(*s)))
             .collect();
-        metrics::campaign_progress(&self.state.id, &by_state, eta_seconds);
+        // Per step: every state of every step of the journey (zeros too, so
+        // that a gauge falls back when its contacts move on).
+        let journey = self.state.entry.read_or_recover().journey.clone();
+        let names: Vec<(String, &str)> = journey
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    if i == 0 { String::new() } else { s.id.clone() },
+                    s.id.as_str(),
+                )
+            })
+            .collect();
+        let by_step: Vec<(&str, &str, u64)> = names
+            .iter()
+            .flat_map(|(raw, name)| {
+                let tally = summary.steps.get(raw);
+                DispatchState::ALL
+                    .iter()
+                    .map(move |s| (*name, s.as_str(), tally.map_or(0, |t| t.count(*s))))
+            })
+            .collect();
+        let timers: Vec<(&str, u64)> = names
+            .iter()
+            .skip(1)
+            .map(|(_, name)| (*name, summary.timers.get(*name).copied().unwrap_or(0)))
+            .collect();
+        metrics::campaign_progress(
+            &self.state.id,
+            &metrics::Progress {
+                by_state: &by_state,
+                by_step: &by_step,
+                timers: &timers,
+                eta_seconds,
+            },
+        );
         *slot = Some(Progress {
             summary,
             at: Utc::now(),

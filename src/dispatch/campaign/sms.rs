@@ -84,6 +84,7 @@ impl Pump {
         };
         let job = SmsJob {
             campaign: self.state.id.clone(),
+            step: self.step_name(&row.step),
             contact: contact.clone(),
             body,
             retries: self.state.retries_of(contact),

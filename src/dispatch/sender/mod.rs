@@ -55,6 +55,8 @@ pub struct SenderSettings {
 /// A claimed contact to send.
 pub struct SendJob {
     pub campaign: String,
+    /// The journey step's id (its metrics label).
+    pub step: String,
     pub contact: ContactKey,
     /// The request body, built before the claim.
     pub body: Bytes,
@@ -375,7 +377,8 @@ impl SenderCore {
         turn.used = true;
         let campaign = job.campaign.as_str();
         let started = Instant::now();
-        let result = self.client.send_raw(&self.id, job.body).await;
+        // `Bytes` clones share the buffer; the job stays whole for finish.
+        let result = self.client.send_raw(&self.id, job.body.clone()).await;
         metrics::whatsapp_request(&self.id, started.elapsed().as_secs_f64());
         if let SendResult::Rejected { error, class, .. } = &result {
             metrics::failure(campaign, class.as_str(), error.code);
@@ -393,19 +396,17 @@ impl SenderCore {
                     self.maybe_recover();
                 }
                 let label = outcome_label(&outcome);
-                self.finish(campaign, &job.contact, outcome, SendReport::Done(label))
-                    .await
+                self.finish(&job, outcome, SendReport::Done(label)).await
             }
             Decision::Retry { code, throttled } => {
                 let (outcome, report) = self.retry_outcome(&result, code, throttled, job.retries);
-                self.finish(campaign, &job.contact, outcome, report).await
+                self.finish(&job, outcome, report).await
             }
             Decision::HaltSender { code, reason } => {
                 tracing::error!(sender = %self.id, code, reason = %reason, "sender halted: fix the account or token, then reload or restart; its campaigns continue on the rest of their pool");
                 self.set_halted(Some(reason));
                 self.finish(
-                    campaign,
-                    &job.contact,
+                    &job,
                     Outcome::Retry {
                         code,
                         not_before: None,
@@ -416,8 +417,7 @@ impl SenderCore {
             }
             Decision::HaltCampaign { code, reason } => {
                 self.finish(
-                    campaign,
-                    &job.contact,
+                    &job,
                     Outcome::Retry {
                         code,
                         not_before: None,
@@ -528,22 +528,13 @@ impl SenderCore {
     }
 
     /// Writes the outcome (retrying the store briefly) and counts it.
-    async fn finish(
-        &self,
-        campaign: &str,
-        contact: &ContactKey,
-        outcome: Outcome,
-        report: SendReport,
-    ) -> SendReport {
-        finish(
-            self.store.as_ref(),
-            &self.id,
-            campaign,
-            contact,
-            outcome,
-            report,
-        )
-        .await
+    async fn finish(&self, job: &SendJob, outcome: Outcome, report: SendReport) -> SendReport {
+        let on = SendTarget {
+            campaign: &job.campaign,
+            step: &job.step,
+            contact: &job.contact,
+        };
+        finish(self.store.as_ref(), &self.id, on, outcome, report).await
     }
 
     /// Drops pair-limiter state of recipients not seen for a while.
@@ -552,18 +543,31 @@ impl SenderCore {
     }
 }
 
+/// The contact and journey step a send was for.
+#[derive(Clone, Copy)]
+pub(crate) struct SendTarget<'a> {
+    pub campaign: &'a str,
+    /// The step's id (its metrics label).
+    pub step: &'a str,
+    pub contact: &'a ContactKey,
+}
+
 /// Writes a send's outcome (retrying the store briefly) and counts it
 /// under `sender`; `report` is what the campaign learns, unless the store
 /// cannot be written.
 pub(crate) async fn finish(
     store: &dyn Store,
     sender: &str,
-    campaign: &str,
-    contact: &ContactKey,
+    on: SendTarget<'_>,
     outcome: Outcome,
     report: SendReport,
 ) -> SendReport {
-    metrics::dispatch(campaign, sender, outcome_label(&outcome));
+    let SendTarget {
+        campaign,
+        step,
+        contact,
+    } = on;
+    metrics::dispatch(campaign, step, sender, outcome_label(&outcome));
     let mut delay = Duration::from_millis(50);
     for _ in 0..5 {
         match store
@@ -593,7 +597,7 @@ pub(crate) fn retry_after(code: Option<i64>, delay: Duration) -> Outcome {
 }
 
 /// Resolves once `stop()` is true (polled every 50 ms).
-async fn poll_until(stop: &(dyn Fn() -> bool + Sync)) {
+pub(crate) async fn poll_until(stop: &(dyn Fn() -> bool + Sync)) {
     while !stop() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -169,17 +169,45 @@ impl Journey {
         self.step(id).map_or(Channel::Whatsapp, |s| s.channel)
     }
 
-    /// The condition that starts a step (none for the first or an unknown
-    /// id).
-    pub fn entered_on(&self, id: &str) -> Option<On> {
+    /// The id a row's step is shown by: its own, or the first step's for
+    /// `""` (rows at the first step carry no id).
+    pub fn name<'a>(&'a self, step: &'a str) -> &'a str {
+        if step.is_empty() {
+            self.first_id()
+        } else {
+            step
+        }
+    }
+
+    /// The step a step follows and the edge that starts it (none for the
+    /// first or an unknown id).
+    pub fn entry(&self, id: &str) -> Option<(&str, &Edge)> {
         if id.is_empty() {
             return None;
         }
-        self.steps
-            .iter()
-            .flat_map(|s| &s.edges)
-            .find(|e| e.to == id)
-            .map(|e| e.on)
+        self.steps.iter().find_map(|s| {
+            s.edges
+                .iter()
+                .find(|e| e.to == id)
+                .map(|e| (s.id.as_str(), e))
+        })
+    }
+
+    /// The condition that starts a step (none for the first or an unknown
+    /// id).
+    pub fn entered_on(&self, id: &str) -> Option<On> {
+        self.entry(id).map(|(_, e)| e.on)
+    }
+
+    /// How a step starts, as reports print it: `on failed of primary`,
+    /// `3d after no_reply to primary`… (none for the first step).
+    pub fn when_text(&self, id: &str) -> Option<String> {
+        let (from, edge) = self.entry(id)?;
+        let on = edge.on.as_str();
+        Some(match edge.delay_secs {
+            0 => format!("on {on} of {from}"),
+            d => format!("{} after {on} of {from}", delay_text(d)),
+        })
     }
 
     /// The edges leaving a step (none for an unknown id).
@@ -210,6 +238,22 @@ impl Journey {
             })
             .collect()
     }
+}
+
+/// A delay in the units specs write it in (`3d`, `1d12h`, `20s`).
+pub fn delay_text(secs: u64) -> String {
+    let mut out = String::new();
+    let mut rest = secs;
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
 }
 
 fn check_ids(steps: &[StepSpec], problems: &mut Vec<SpecProblem>) {

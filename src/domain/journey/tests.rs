@@ -44,6 +44,15 @@ fn delays_parse_with_units_and_name_what_is_wrong() {
 }
 
 #[test]
+fn delays_print_as_specs_write_them() {
+    for text in ["30s", "20m", "3d", "1d12h", "2h5m7s"] {
+        assert_eq!(delay_text(parse_delay(text).unwrap()), text);
+    }
+    assert_eq!(delay_text(0), "0s");
+    assert_eq!(delay_text(86_400 * 7 + 60), "7d1m");
+}
+
+#[test]
 fn a_spec_without_steps_is_a_one_step_journey() {
     let spec = CampaignSpec::from_json(
         br#"{"id": "c", "senders": ["1"], "template": {"name": "t", "language": "en"}}"#,
@@ -88,6 +97,18 @@ fn the_seed_journey_plans_its_edges_and_moves_the_primary_template() {
         ]
     );
     assert!(journey.edges("sms").is_empty());
+    assert_eq!(journey.name(""), "primary");
+    assert_eq!(journey.name("nudge"), "nudge");
+    assert_eq!(journey.when_text(""), None);
+    assert_eq!(
+        journey.when_text("sms").as_deref(),
+        Some("on failed of primary")
+    );
+    assert_eq!(
+        journey.when_text("nudge").as_deref(),
+        Some("3d after no_reply of primary")
+    );
+    assert_eq!(journey.entered_on("nudge"), Some(On::NoReply));
     // Stored and read back, the spec is the same (normalised once).
     let again: CampaignSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
     assert_eq!(again, spec);

@@ -176,7 +176,9 @@ impl AudienceIngest {
                 StageOutcome::Excluded => {
                     excluded += 1;
                     if let Some(reason) = &req.exclusion {
-                        metrics::exclusion(&req.campaign_id, reason.label());
+                        // Staging excludes from the first step.
+                        let step = self.catalog.step_name(&req.campaign_id, "");
+                        metrics::exclusion(&req.campaign_id, &step, reason.label());
                     }
                 }
                 StageOutcome::Duplicate => dup += 1,

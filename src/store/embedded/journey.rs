@@ -227,8 +227,10 @@ impl Inner {
         };
         let before = record.clone();
         let Some((from, to)) = record.apply_status(update) else {
+            let (step, state) = record.status_step(update);
             return Ok(StatusApplied::Unchanged {
-                state: record.state,
+                state,
+                step: step.to_string(),
             });
         };
         let mut batch = self.batch();
@@ -248,6 +250,7 @@ impl Inner {
         Ok(StatusApplied::Changed {
             from,
             to,
+            step: record.status_step(update).0.to_string(),
             record: Box::new(record),
         })
     }
@@ -299,17 +302,17 @@ impl Inner {
         contact: &ContactKey,
         reason: &ExclusionReason,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<String>> {
         let _guard = self.stripe(contact);
         let key = dispatch_key(campaign, contact);
         let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
-            return Ok(false);
+            return Ok(None);
         };
         if !matches!(
             record.state,
             DispatchState::Pending | DispatchState::Deferred
         ) {
-            return Ok(false);
+            return Ok(None);
         }
         let before = record.wait.clone();
         record.apply_outcome(
@@ -326,7 +329,7 @@ impl Inner {
         self.index_wait(&mut batch, before.as_ref(), &record);
         batch.insert(&self.dispatches, key, encode(&record)?);
         batch.commit().map_err(io_err)?;
-        Ok(true)
+        Ok(Some(record.step))
     }
 
     pub(super) fn scan_pending(

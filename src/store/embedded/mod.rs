@@ -531,7 +531,7 @@ impl Store for EmbeddedStore {
         contact: &ContactKey,
         reason: &ExclusionReason,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<String>> {
         let (campaign, contact, reason) = (campaign.to_string(), contact.clone(), reason.clone());
         self.point(move |inner| inner.exclude(&campaign, &contact, &reason, at))
             .await

@@ -341,26 +341,38 @@ impl DispatchRecord {
         &mut self,
         update: &StatusUpdate,
     ) -> Option<(DispatchState, DispatchState)> {
-        // A status of an earlier step's message (a late `read`, a reply to
-        // the primary after the follow-up went) belongs to that step.
-        if let Some(wamid) = update.wamid.as_deref() {
-            if self.wamid.as_deref() != Some(wamid) {
-                if let Some(h) = self
-                    .history
-                    .iter_mut()
-                    .find(|h| h.wamid.as_deref() == Some(wamid))
-                {
-                    let changed = h.apply_status(update);
-                    self.refresh_wait();
-                    return changed;
-                }
-            }
+        if let Some(i) = self.earlier_step_of(update) {
+            let changed = self.history[i].apply_status(update);
+            self.refresh_wait();
+            return changed;
         }
         let changed = self.apply_current_status(update);
         if changed.is_some() {
             self.refresh_wait();
         }
         changed
+    }
+
+    /// The earlier step (its index in the history) a status belongs to:
+    /// its wamid names that step's message (a late `read`, a reply to the
+    /// primary after the follow-up went). None for the current step.
+    fn earlier_step_of(&self, update: &StatusUpdate) -> Option<usize> {
+        let wamid = update.wamid.as_deref()?;
+        if self.wamid.as_deref() == Some(wamid) {
+            return None;
+        }
+        self.history
+            .iter()
+            .position(|h| h.wamid.as_deref() == Some(wamid))
+    }
+
+    /// The step a status belongs to (`""` for the first) and that step's
+    /// state.
+    pub fn status_step(&self, update: &StatusUpdate) -> (&str, DispatchState) {
+        match self.earlier_step_of(update) {
+            Some(i) => (self.history[i].step.as_str(), self.history[i].state),
+            None => (self.step.as_str(), self.state),
+        }
     }
 
     fn apply_current_status(
@@ -437,13 +449,17 @@ impl StatusUpdate {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatusApplied {
+    /// The step the status belongs to (`""` for the first) went from
+    /// `from` to `to`.
     Changed {
         from: DispatchState,
         to: DispatchState,
+        step: String,
         record: Box<DispatchRecord>,
     },
-    /// Already at or past this status (redelivery, out of order).
-    Unchanged { state: DispatchState },
+    /// Already at or past this status (redelivery, out of order): the
+    /// step's state.
+    Unchanged { state: DispatchState, step: String },
     /// No such (campaign, contact).
     Missing,
 }

@@ -197,6 +197,12 @@ fn statuses_of_an_earlier_step_stay_with_it() {
         .is_some());
     assert_eq!(r.history[0].state, DispatchState::Read);
     assert_eq!(r.state, DispatchState::Accepted);
+    // The status names its own step (metrics, events): the primary's
+    // ("" for the first) by its wamid, the current one otherwise.
+    let late = status(DispatchState::Read, "w1", t(70));
+    assert_eq!(r.status_step(&late), ("", DispatchState::Read));
+    let now = status(DispatchState::Delivered, "w2", t(70));
+    assert_eq!(r.status_step(&now), ("nudge", DispatchState::Accepted));
     // A reply to the primary cancels the nudge's own follow-up on silence.
     r.apply_status(&status(DispatchState::Replied, "w1", t(71)));
     assert_eq!(r.history[0].state, DispatchState::Replied);

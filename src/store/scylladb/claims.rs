@@ -247,7 +247,7 @@ pub(super) async fn exclude(
     contact: &ContactKey,
     reason: &ExclusionReason,
     at: DateTime<Utc>,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<String>> {
     let written = store
         .update_journey(campaign, contact, |current| {
             if !matches!(
@@ -269,9 +269,9 @@ pub(super) async fn exclude(
     match written {
         Some(Ok((old, _))) => {
             store.remove_pending(&old).await?;
-            Ok(true)
+            Ok(Some(old.step))
         }
-        _ => Ok(false),
+        _ => Ok(None),
     }
 }
 

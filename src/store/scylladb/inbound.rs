@@ -106,25 +106,35 @@ pub(super) async fn apply_status(
     contact: &ContactKey,
     update: &StatusUpdate,
 ) -> StoreResult<StatusApplied> {
+    let mut change = None;
     let written = store
         .update_journey(campaign, contact, |current| {
             let mut new = current.clone();
-            new.apply_status(update).map(|_| new)
+            change = new.apply_status(update);
+            change.map(|_| new)
         })
         .await?;
     match written {
         None => Ok(StatusApplied::Missing),
-        Some(Err(current)) => Ok(StatusApplied::Unchanged {
-            state: current.state,
-        }),
+        Some(Err(current)) => {
+            let (step, state) = current.status_step(update);
+            Ok(StatusApplied::Unchanged {
+                state,
+                step: step.to_string(),
+            })
+        }
         Some(Ok((old, new))) => {
             store.after_unclaim(&old, &new).await?;
             if new.state == DispatchState::Deferred {
                 store.add_pending(&new).await?;
             }
+            // The step's own transition: a status of an earlier step's
+            // message leaves the current step's state as it was.
+            let (from, to) = change.unwrap_or((old.state, new.state));
             Ok(StatusApplied::Changed {
-                from: old.state,
-                to: new.state,
+                from,
+                to,
+                step: new.status_step(update).0.to_string(),
                 record: Box::new(new),
             })
         }

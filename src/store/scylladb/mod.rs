@@ -253,7 +253,7 @@ impl Store for ScyllaStore {
         contact: &ContactKey,
         reason: &ExclusionReason,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<String>> {
         claims::exclude(self, campaign, contact, reason, at).await
     }
 

@@ -1,0 +1,326 @@
+//! The per-contact export (`report`, CSV or JSON): one row per contact,
+//! with one column group per journey step for a journey of more than one.
+
+use serde::Serialize;
+
+use super::PAGE;
+use crate::domain::{ExclusionReason, Journey};
+use crate::store::{DispatchRecord, StepRecord, Store};
+
+/// One row of the per-contact export: the contact's current step.
+#[derive(Debug, Serialize)]
+pub struct ContactRow {
+    pub contact: String,
+    pub state: String,
+    pub reason: String,
+    pub error_code: String,
+    pub message: String,
+    pub wamid: String,
+    pub staged_at: String,
+    pub claimed_at: String,
+    pub accepted_at: String,
+    pub sent_at: String,
+    pub delivered_at: String,
+    pub read_at: String,
+    pub replied_at: String,
+    pub failed_at: String,
+    pub excluded_at: String,
+}
+
+/// One journey step of a contact, as its column group shows it (empty
+/// when the contact never reached the step).
+#[derive(Debug, Default, Serialize)]
+pub struct StepColumns {
+    pub state: String,
+    pub reason: String,
+    pub error_code: String,
+    pub message: String,
+    /// The wamid, or the SMS provider's message id.
+    pub message_id: String,
+    /// When the contact reached the step.
+    pub entered_at: String,
+    pub claimed_at: String,
+    pub accepted_at: String,
+    pub sent_at: String,
+    pub delivered_at: String,
+    pub read_at: String,
+    pub replied_at: String,
+    pub failed_at: String,
+    pub excluded_at: String,
+}
+
+/// The names of a step's columns, in the order of [`StepColumns::cells`].
+const STEP_COLUMNS: [&str; 14] = [
+    "state",
+    "reason",
+    "error_code",
+    "message",
+    "message_id",
+    "entered_at",
+    "claimed_at",
+    "accepted_at",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+    "replied_at",
+    "failed_at",
+    "excluded_at",
+];
+
+impl StepColumns {
+    fn of(step: &StepRecord) -> Self {
+        let t = |x: &Option<chrono::DateTime<chrono::Utc>>| {
+            x.map(|t| t.to_rfc3339()).unwrap_or_default()
+        };
+        // A human-readable why, from the exclusion reason or the error code.
+        let message = match (&step.reason, step.error_code) {
+            (Some(reason), _) => reason
+                .parse::<ExclusionReason>()
+                .map(|e| e.description())
+                .unwrap_or_else(|_| reason.clone()),
+            (None, Some(code)) => crate::domain::describe_code(code).to_string(),
+            (None, None) => step.error_message.clone().unwrap_or_default(),
+        };
+        let times = &step.times;
+        StepColumns {
+            state: step.state.as_str().to_string(),
+            reason: step
+                .reason
+                .clone()
+                .or_else(|| step.error_class.clone())
+                .unwrap_or_default(),
+            error_code: step.error_code.map(|c| c.to_string()).unwrap_or_default(),
+            message,
+            message_id: step.wamid.clone().unwrap_or_default(),
+            entered_at: t(&times.staged),
+            claimed_at: t(&times.claimed),
+            accepted_at: t(&times.accepted),
+            sent_at: t(&times.sent),
+            delivered_at: t(&times.delivered),
+            read_at: t(&times.read),
+            replied_at: t(&times.replied),
+            failed_at: t(&times.failed),
+            excluded_at: t(&times.excluded),
+        }
+    }
+
+    fn cells(&self) -> [&str; 14] {
+        [
+            &self.state,
+            &self.reason,
+            &self.error_code,
+            &self.message,
+            &self.message_id,
+            &self.entered_at,
+            &self.claimed_at,
+            &self.accepted_at,
+            &self.sent_at,
+            &self.delivered_at,
+            &self.read_at,
+            &self.replied_at,
+            &self.failed_at,
+            &self.excluded_at,
+        ]
+    }
+}
+
+/// The current step of a row as a step record (what the history keeps of
+/// the steps before it).
+fn current_step(r: &DispatchRecord) -> StepRecord {
+    StepRecord {
+        step: r.step.clone(),
+        state: r.state,
+        reason: r.reason.clone(),
+        wamid: r.wamid.clone(),
+        attempts: r.attempts,
+        error_code: r.error_code,
+        error_class: r.error_class.clone(),
+        error_message: r.error_message.clone(),
+        times: r.times.clone(),
+    }
+}
+
+impl ContactRow {
+    pub fn from_record(r: &DispatchRecord) -> Self {
+        let c = StepColumns::of(&current_step(r));
+        ContactRow {
+            contact: r.contact.to_string(),
+            state: c.state,
+            reason: c.reason,
+            error_code: c.error_code,
+            message: c.message,
+            wamid: c.message_id,
+            staged_at: c.entered_at,
+            claimed_at: c.claimed_at,
+            accepted_at: c.accepted_at,
+            sent_at: c.sent_at,
+            delivered_at: c.delivered_at,
+            read_at: c.read_at,
+            replied_at: c.replied_at,
+            failed_at: c.failed_at,
+            excluded_at: c.excluded_at,
+        }
+    }
+}
+
+/// The steps of a journey export: their ids in the spec's order, the
+/// first as rows name it (`""`) and as columns show it.
+struct StepOrder {
+    raw: Vec<String>,
+    names: Vec<String>,
+}
+
+impl StepOrder {
+    fn of(journey: &Journey) -> Self {
+        let raw = journey
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| if i == 0 { String::new() } else { s.id.clone() })
+            .collect();
+        let names = journey.steps.iter().map(|s| s.id.clone()).collect();
+        StepOrder { raw, names }
+    }
+
+    /// `contact`, `step` (the current one), then `<step>.<column>` for
+    /// every step.
+    fn header(&self) -> Vec<String> {
+        let mut out = vec!["contact".to_string(), "step".to_string()];
+        for name in &self.names {
+            out.extend(STEP_COLUMNS.iter().map(|c| format!("{name}.{c}")));
+        }
+        out
+    }
+
+    /// A row's column groups, one per step (empty when not reached).
+    fn groups(&self, r: &DispatchRecord) -> Vec<StepColumns> {
+        self.raw
+            .iter()
+            .map(|id| {
+                if *id == r.step {
+                    StepColumns::of(&current_step(r))
+                } else {
+                    r.history
+                        .iter()
+                        .find(|h| h.step == *id)
+                        .map(StepColumns::of)
+                        .unwrap_or_default()
+                }
+            })
+            .collect()
+    }
+
+    /// The current step's id as columns show it.
+    fn name<'a>(&'a self, r: &'a DispatchRecord) -> &'a str {
+        match self.raw.iter().position(|id| *id == r.step) {
+            Some(i) => &self.names[i],
+            None => &r.step,
+        }
+    }
+}
+
+/// A journey contact in the JSON export: the current step's fields, its
+/// id, and every step's group by id.
+#[derive(Serialize)]
+struct JourneyRow<'a> {
+    #[serde(flatten)]
+    row: ContactRow,
+    step: &'a str,
+    steps: StepGroups<'a>,
+}
+
+struct StepGroups<'a>(&'a [String], Vec<StepColumns>);
+
+impl Serialize for StepGroups<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().zip(&self.1))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+/// Streams every contact of a campaign to `out` (constant memory: one page
+/// at a time). Returns the number of rows written. With a `journey` of more
+/// than one step, each contact gets one column group per step.
+pub async fn export(
+    store: &dyn Store,
+    campaign: &str,
+    format: Format,
+    journey: Option<&Journey>,
+    mut out: impl std::io::Write,
+    progress: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<u64> {
+    let steps = journey.filter(|j| j.has_steps()).map(StepOrder::of);
+    let mut n = 0u64;
+    let mut after = None;
+    if format == Format::Json {
+        out.write_all(b"[\n")?;
+    }
+    let mut csv = csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
+    if let (Some(steps), Format::Csv) = (&steps, format) {
+        csv.write_record(steps.header())?;
+    }
+    loop {
+        let page = store
+            .scan_dispatches(campaign, after.as_ref(), PAGE)
+            .await?;
+        for r in &page {
+            match (format, &steps) {
+                (Format::Csv, None) => csv.serialize(ContactRow::from_record(r))?,
+                (Format::Csv, Some(steps)) => {
+                    let groups = steps.groups(r);
+                    let mut cells = vec![r.contact.as_str(), steps.name(r)];
+                    for g in &groups {
+                        cells.extend(g.cells());
+                    }
+                    csv.write_record(&cells)?;
+                }
+                (Format::Json, _) => {
+                    if n > 0 {
+                        out.write_all(b",\n")?;
+                    }
+                    let row = ContactRow::from_record(r);
+                    match &steps {
+                        None => serde_json::to_writer(&mut out, &row)?,
+                        Some(steps) => serde_json::to_writer(
+                            &mut out,
+                            &JourneyRow {
+                                row,
+                                step: steps.name(r),
+                                steps: StepGroups(&steps.names, steps.groups(r)),
+                            },
+                        )?,
+                    }
+                }
+            }
+            n += 1;
+        }
+        if format == Format::Csv {
+            // Hand each page's bytes over, keeping memory flat.
+            csv.flush()?;
+            let buf = std::mem::replace(
+                &mut csv,
+                csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(Vec::new()),
+            );
+            out.write_all(&buf.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)?;
+        }
+        if let Some(pb) = progress {
+            pb.inc(page.len() as u64);
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.contact.clone()),
+            _ => break,
+        }
+    }
+    if format == Format::Json {
+        out.write_all(b"\n]\n")?;
+    }
+    out.flush()?;
+    Ok(n)
+}

@@ -1,0 +1,274 @@
+//! Funnel summaries computed by scanning a campaign's dispatch rows.
+//!
+//! Counts come from the store, never from counters kept on the side, so a
+//! summary is right after any crash or restart (docs/ARCHITECTURE.md,
+//! "Store").
+
+use std::collections::BTreeMap;
+
+use crate::domain::{DispatchState, Journey};
+use crate::store::{DispatchRecord, Store, StoreResult};
+
+mod export;
+mod steps;
+
+pub use export::{export, ContactRow, Format, StepColumns};
+pub use steps::{render as render_steps, stages, Stage, StepView};
+
+/// Rows per scan page: large enough to amortise a round trip, small enough to
+/// keep memory flat on a 10M-contact campaign.
+const PAGE: usize = 2_000;
+
+/// Contacts by the state they are in (or ended in) at one step, or at
+/// their current step for the campaign as a whole.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepTally {
+    pub by_state: BTreeMap<String, u64>,
+    /// Exclusions (skips, for a later step) by reason
+    /// (`missing_variable:coupon`, …).
+    pub excluded_by_reason: BTreeMap<String, u64>,
+    /// Failures by error class.
+    pub failed_by_class: BTreeMap<String, u64>,
+    /// Contacts that reached each funnel stage or a later one (a `read`
+    /// contact was also sent and delivered, even without that webhook).
+    pub reached: BTreeMap<String, u64>,
+}
+
+impl StepTally {
+    fn add(&mut self, state: DispatchState, reason: Option<&str>, class: Option<&str>) {
+        *self.by_state.entry(state.as_str().to_string()).or_default() += 1;
+        for stage in FUNNEL {
+            if state.delivery_rank() >= stage.delivery_rank() && state.delivery_rank() > 0 {
+                *self.reached.entry(stage.as_str().to_string()).or_default() += 1;
+            }
+        }
+        let (map, key) = match state {
+            DispatchState::Excluded => (&mut self.excluded_by_reason, reason),
+            DispatchState::Failed => (&mut self.failed_by_class, class),
+            _ => return,
+        };
+        *map.entry(key.unwrap_or("unknown").to_string()).or_default() += 1;
+    }
+
+    pub fn count(&self, state: DispatchState) -> u64 {
+        self.by_state.get(state.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Contacts counted here, in any state.
+    pub fn total(&self) -> u64 {
+        self.by_state.values().sum()
+    }
+
+    pub fn excluded(&self) -> u64 {
+        self.excluded_by_reason.values().sum()
+    }
+
+    pub fn reached(&self, stage: DispatchState) -> u64 {
+        self.reached.get(stage.as_str()).copied().unwrap_or(0)
+    }
+
+    /// The seeds' percentages: delivered of sent, read of delivered,
+    /// replied of delivered.
+    pub fn ratios(&self) -> Ratios {
+        let sent = self.reached(DispatchState::Sent);
+        let delivered = self.reached(DispatchState::Delivered);
+        Ratios {
+            received_by: ratio(delivered, sent),
+            read_by: ratio(self.reached(DispatchState::Read), delivered),
+            replied_by: ratio(self.reached(DispatchState::Replied), delivered),
+        }
+    }
+}
+
+/// Funnel ratios as the campaign products report them, in percent.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Ratios {
+    /// delivered / sent.
+    pub received_by: Option<f64>,
+    /// read / delivered.
+    pub read_by: Option<f64>,
+    /// replied / delivered.
+    pub replied_by: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CampaignSummary {
+    pub campaign_id: String,
+    /// Every contact recorded for the campaign (pending, excluded or beyond).
+    pub staged: u64,
+    /// Contacts by the state of their current journey step.
+    #[serde(flatten)]
+    pub contacts: StepTally,
+    /// Contacts whose journey waits for a later step: a timer in the store
+    /// (their current step's state is counted in `by_state` too).
+    pub waiting: u64,
+    /// Every step contacts went through (the first is `""`), history
+    /// included: shown by [`CampaignSummary::steps_view`].
+    #[serde(skip)]
+    pub steps: BTreeMap<String, StepTally>,
+    /// Timers set, by the step they wait for.
+    #[serde(skip)]
+    pub timers: BTreeMap<String, u64>,
+}
+
+/// Funnel stages in order.
+pub const FUNNEL: [DispatchState; 5] = [
+    DispatchState::Accepted,
+    DispatchState::Sent,
+    DispatchState::Delivered,
+    DispatchState::Read,
+    DispatchState::Replied,
+];
+
+/// Calls `f` with every row of a campaign, a page at a time.
+async fn scan_rows(
+    store: &dyn Store,
+    campaign: &str,
+    mut f: impl FnMut(&DispatchRecord),
+) -> StoreResult<()> {
+    let mut after = None;
+    loop {
+        let page = store
+            .scan_dispatches(campaign, after.as_ref(), PAGE)
+            .await?;
+        page.iter().for_each(&mut f);
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.contact.clone()),
+            _ => return Ok(()),
+        }
+    }
+}
+
+impl CampaignSummary {
+    pub async fn compute(store: &dyn Store, campaign: &str) -> StoreResult<Self> {
+        let mut summary = CampaignSummary {
+            campaign_id: campaign.to_string(),
+            ..Default::default()
+        };
+        scan_rows(store, campaign, |row| summary.add(row)).await?;
+        Ok(summary)
+    }
+
+    fn add(&mut self, row: &DispatchRecord) {
+        self.staged += 1;
+        if let Some(wait) = &row.wait {
+            self.waiting += 1;
+            *self.timers.entry(wait.step.clone()).or_default() += 1;
+        }
+        let (reason, class) = (row.reason.as_deref(), row.error_class.as_deref());
+        self.contacts.add(row.state, reason, class);
+        for h in &row.history {
+            let (reason, class) = (h.reason.as_deref(), h.error_class.as_deref());
+            self.step_mut(&h.step).add(h.state, reason, class);
+        }
+        self.step_mut(&row.step).add(row.state, reason, class);
+    }
+
+    fn step_mut(&mut self, step: &str) -> &mut StepTally {
+        if !self.steps.contains_key(step) {
+            self.steps.insert(step.to_string(), StepTally::default());
+        }
+        self.steps.get_mut(step).expect("inserted above")
+    }
+
+    pub fn count(&self, state: DispatchState) -> u64 {
+        self.contacts.count(state)
+    }
+
+    pub fn excluded(&self) -> u64 {
+        self.contacts.excluded()
+    }
+
+    pub fn reached(&self, stage: DispatchState) -> u64 {
+        self.contacts.reached(stage)
+    }
+
+    /// Contacts whose journey is not final: pending, claimed, deferred, or
+    /// waiting for a later step.
+    pub fn open(&self) -> u64 {
+        self.count(DispatchState::Pending)
+            + self.count(DispatchState::Claimed)
+            + self.count(DispatchState::Deferred)
+            + self.waiting
+    }
+}
+
+/// A summary as `report --summary` prints it: the campaign's funnel with
+/// the products' ratios, and every step of its journey.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SummaryView<'a> {
+    #[serde(flatten)]
+    pub summary: &'a CampaignSummary,
+    /// Pending, claimed, deferred or waiting: not final yet.
+    pub open: u64,
+    #[serde(flatten)]
+    pub ratios: Ratios,
+    /// excluded + failed.
+    pub not_sent_to: u64,
+    /// The journey step by step (one entry for a one-step campaign).
+    pub steps: Vec<StepView>,
+}
+
+/// A percentage as printed (`75.0%`), or `-` when there is none.
+pub fn percent_text(percent: Option<f64>) -> String {
+    percent
+        .map(|p| format!("{p:.1}%"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `n / d` in percent with one decimal; `None` when `d` is 0.
+pub fn ratio(n: u64, d: u64) -> Option<f64> {
+    (d > 0).then(|| (n as f64 / d as f64 * 1000.0).round() / 10.0)
+}
+
+impl CampaignSummary {
+    /// The summary with its ratios and steps; `journey` (from the spec in
+    /// the store) names and orders the steps.
+    pub fn view(&self, journey: Option<&Journey>) -> SummaryView<'_> {
+        SummaryView {
+            summary: self,
+            open: self.open(),
+            ratios: self.contacts.ratios(),
+            not_sent_to: self.excluded() + self.count(DispatchState::Failed),
+            steps: self.steps_view(journey),
+        }
+    }
+
+    /// Plain-text summary for terminals: the campaign's funnel, then its
+    /// journey step by step when it has more than one.
+    pub fn render(&self, journey: Option<&Journey>) -> String {
+        let v = self.view(journey);
+        let pct = percent_text;
+        let mut out = format!("campaign {}\n", self.campaign_id);
+        let mut line =
+            |label: &str, value: String| out.push_str(&format!("  {label:<28}{value:>10}\n"));
+        line("contacts staged", self.staged.to_string());
+        line(
+            "accepted by WhatsApp",
+            self.reached(DispatchState::Accepted).to_string(),
+        );
+        line("sent", self.reached(DispatchState::Sent).to_string());
+        line(
+            "delivered",
+            self.reached(DispatchState::Delivered).to_string(),
+        );
+        line("read", self.reached(DispatchState::Read).to_string());
+        line("replied", self.reached(DispatchState::Replied).to_string());
+        line("received by (deliv./sent)", pct(v.ratios.received_by));
+        line("read by (read/deliv.)", pct(v.ratios.read_by));
+        line("replied by (repl./deliv.)", pct(v.ratios.replied_by));
+        line("not sent to", v.not_sent_to.to_string());
+        for (reason, n) in &self.contacts.excluded_by_reason {
+            line(&format!("  excluded: {reason}"), n.to_string());
+        }
+        for (class, n) in &self.contacts.failed_by_class {
+            line(&format!("  failed: {class}"), n.to_string());
+        }
+        line("unknown", self.count(DispatchState::Unknown).to_string());
+        line("still open", v.open.to_string());
+        if v.steps.len() > 1 {
+            out.push_str(&steps::render(&v.steps));
+        }
+        out
+    }
+}
