@@ -288,7 +288,7 @@ pub(super) async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Val
             .map(|s| {
                 metrics()
                     .dispatch
-                    .with_label_values(&["bench", s, "accepted"])
+                    .with_label_values(&["bench", "primary", s, "accepted"])
                     .get()
             })
             .sum()
