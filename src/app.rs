@@ -476,6 +476,7 @@ impl Daemon {
             suppressions: pipeline.suppressions.clone(),
             portfolio: Default::default(),
             resend_unknown_after: Default::default(),
+            marketing_cap: Default::default(),
             events: Some(events),
         });
         let registry = crate::dispatch::registry::CampaignRegistry::new(

@@ -1347,3 +1347,85 @@ fn the_portfolio_limit_holds_across_campaigns_and_a_restart() {
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
 }
+
+/// `dispatch.marketing_per_contact = {count = 1, per = "24h"}` across two
+/// marketing campaigns sharing 200 contacts, running at once: each shared
+/// contact gets exactly one of them (whichever claims it first), the other
+/// excludes it `frequency_cap`; a utility campaign over the same contacts
+/// is not capped. A restart keeps the count (the slots are in the store).
+#[test]
+fn the_marketing_cap_per_contact_holds_across_campaigns_and_a_restart() {
+    app::system().block_on(async {
+        let mut w =
+            World::start(&[("4901", 300.0), ("4902", 300.0), ("4903", 300.0)], vec![]).await;
+        w.config.dispatch.marketing_per_contact = Some(wadispatch::config::CapConfig {
+            count: 1,
+            per: "24h".into(),
+        });
+        publish_campaign(&w, "cap-a", &spec("cap-a", &["4901"], 300.0, false), 0..400).await;
+        publish_campaign(
+            &w,
+            "cap-b",
+            &spec("cap-b", &["4902"], 300.0, false),
+            200..600,
+        )
+        .await;
+        let utility = spec("cap-u", &["4903"], 300.0, false).replace("marketing", "utility");
+        publish_campaign(&w, "cap-u", &utility, 300..500).await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store.clone())
+            .await
+            .unwrap();
+        let a = wait_done(&daemon, "cap-a", 400, Duration::from_secs(120)).await;
+        let b = wait_done(&daemon, "cap-b", 400, Duration::from_secs(120)).await;
+        let u = wait_done(&daemon, "cap-u", 200, Duration::from_secs(120)).await;
+        let capped = |s: &CampaignSummary| {
+            s.contacts
+                .excluded_by_reason
+                .get("frequency_cap")
+                .copied()
+                .unwrap_or(0)
+        };
+        assert_eq!(
+            capped(&a) + capped(&b),
+            200,
+            "{:?} {:?}",
+            a.contacts,
+            b.contacts
+        );
+        assert_eq!(a.excluded() + b.excluded(), 200, "no other exclusion");
+        assert_eq!(
+            a.reached(DispatchState::Accepted) + b.reached(DispatchState::Accepted),
+            600,
+            "400 + 400 rows, 200 of them capped"
+        );
+        assert_eq!(capped(&u), 0);
+        assert_eq!(
+            u.reached(DispatchState::Accepted),
+            200,
+            "utility is not capped"
+        );
+        // Contact by contact: a shared contact got exactly one of them.
+        for i in 200..400 {
+            let contact = wadispatch::domain::ContactKey::raw(phone(i));
+            let got = |row: Option<wadispatch::store::DispatchRecord>| {
+                row.is_some_and(|r| r.state != DispatchState::Excluded)
+            };
+            let in_a = got(store.get_dispatch("cap-a", &contact).await.unwrap());
+            let in_b = got(store.get_dispatch("cap-b", &contact).await.unwrap());
+            assert!(in_a ^ in_b, "{contact}: cap-a {in_a}, cap-b {in_b}");
+        }
+        assert_eq!(w.sandbox.stats().duplicate_recipients, 0);
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+
+        // After a restart a third marketing campaign finds the slots taken:
+        // every one of its contacts had its one message today.
+        publish_campaign(&w, "cap-c", &spec("cap-c", &["4901"], 300.0, false), 0..50).await;
+        let mut again = w.config.clone();
+        again.kafka.group_id.push_str("-restarted");
+        let daemon = Daemon::start(again, store).await.unwrap();
+        let c = wait_done(&daemon, "cap-c", 50, Duration::from_secs(60)).await;
+        assert_eq!(capped(&c), 50, "{:?}", c.contacts);
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
-use wadispatch::domain::{ContactKey, DispatchState, ExclusionReason, FrozenParams, ObservedState};
+use wadispatch::domain::{
+    ContactKey, DispatchState, ExclusionReason, FrequencyCap, FrozenParams, ObservedState, SlotTake,
+};
 use wadispatch::store::embedded::{Durability, EmbeddedStore};
 use wadispatch::store::*;
 
@@ -69,6 +71,7 @@ async fn conformance(store: Arc<dyn Store>) {
     the_portfolio_window_counts_each_recipient_once_up_to_its_limit(store.clone()).await;
     journey_rows_keep_their_steps_and_timers(store.as_ref()).await;
     timers_fire_in_due_order_once_each(store.as_ref()).await;
+    send_slots_cap_each_contact_across_sends(store.clone()).await;
 }
 
 fn owned_claim(campaign: &str, n: u32, owner: &str) -> ClaimRequest {
@@ -348,6 +351,68 @@ async fn the_portfolio_window_counts_each_recipient_once_up_to_its_limit(store: 
     assert!(outcomes
         .iter()
         .all(|o| matches!(o, Ok(RecipientCount::Counted | RecipientCount::Full { .. }))));
+}
+
+/// The frequency cap per contact, with injected times: a send takes one
+/// slot (again: the same slot), a contact with every slot held is full
+/// until the first frees, slots free `per` after they were taken, other
+/// contacts are not touched, and concurrent sends never pass the count.
+async fn send_slots_cap_each_contact_across_sends(store: Arc<dyn Store>) {
+    let who = |n: u32| ContactKey::raw(format!("+52177{n:08}"));
+    let cap = FrequencyCap::parse(2, "1h").unwrap();
+    let m = Duration::minutes;
+    let take = |n: u32, send: &'static str, at| {
+        let store = store.clone();
+        async move { store.take_send_slot(&who(n), send, cap, at).await.unwrap() }
+    };
+    assert_eq!(take(1, "promo/", t0()).await, SlotTake::Taken);
+    assert_eq!(
+        take(1, "promo/", t0() + m(1)).await,
+        SlotTake::Known,
+        "its retry"
+    );
+    assert_eq!(take(1, "sale/", t0() + m(10)).await, SlotTake::Taken);
+    assert_eq!(
+        take(1, "news/", t0() + m(20)).await,
+        SlotTake::Full {
+            until: t0() + m(60)
+        }
+    );
+    assert_eq!(
+        take(2, "news/", t0() + m(20)).await,
+        SlotTake::Taken,
+        "another contact"
+    );
+    // promo's hour is over: news takes its place, promo is new again.
+    assert_eq!(take(1, "news/", t0() + m(60)).await, SlotTake::Taken);
+    assert_eq!(
+        take(1, "promo/", t0() + m(61)).await,
+        SlotTake::Full {
+            until: t0() + m(70)
+        }
+    );
+
+    // Sixteen campaigns at once for one contact under a cap of 3.
+    let three = FrequencyCap::parse(3, "1d").unwrap();
+    let racers = (0..16u32).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let send = format!("race-{i}/");
+            store
+                .take_send_slot(&who(9), &send, three, t0())
+                .await
+                .unwrap()
+        })
+    });
+    let outcomes = futures::future::join_all(racers).await;
+    let taken = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(SlotTake::Taken)))
+        .count();
+    assert_eq!(taken, 3, "{outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, Ok(SlotTake::Taken | SlotTake::Full { .. }))));
 }
 
 async fn staging_is_idempotent(store: &dyn Store) {

@@ -17,10 +17,10 @@ mod validate;
 
 pub use self::diff::LiveChanges;
 pub use self::model::{
-    AdminConfig, CampaignOverride, Config, DispatchConfig, Durability, EmbeddedStoreConfig,
-    HttpConfig, KafkaConfig, LogConfig, LogFormat, MetricsConfig, ScyllaStoreConfig, Secret,
-    SenderConfig, SmsConfig, SmsSenderConfig, StoreBackend, StoreConfig, TopicsConfig,
-    WhatsAppConfig,
+    AdminConfig, CampaignOverride, CapConfig, Config, DispatchConfig, Durability,
+    EmbeddedStoreConfig, HttpConfig, KafkaConfig, LogConfig, LogFormat, MetricsConfig,
+    ScyllaStoreConfig, Secret, SenderConfig, SmsConfig, SmsSenderConfig, StoreBackend, StoreConfig,
+    TopicsConfig, WhatsAppConfig,
 };
 pub use self::validate::Problem;
 

@@ -429,6 +429,22 @@ impl Default for AdminConfig {
     }
 }
 
+/// A frequency cap as the config writes it: `{ count = 2, per = "24h" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapConfig {
+    pub count: u32,
+    /// The window, like `24h` or `7d` (at most `90d`).
+    pub per: String,
+}
+
+impl CapConfig {
+    /// The cap, or what is wrong with it (validation reports it at load).
+    pub fn cap(&self) -> Result<crate::domain::FrequencyCap, String> {
+        crate::domain::FrequencyCap::parse(self.count, &self.per)
+    }
+}
+
 /// `[dispatch]`: pacing, retries and limits. Applied live on reload.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -448,6 +464,12 @@ pub struct DispatchConfig {
     /// (Meta's messaging limit tier, e.g. 1000, 10000, 100000). Unset means
     /// unlimited. Default: unset.
     pub portfolio_daily_limit: Option<u64>,
+    /// Most marketing messages one contact gets across every campaign in
+    /// any window of `per` (`{ count = 2, per = "24h" }`): a contact over
+    /// it is excluded `frequency_cap` at the claim. Meta limits marketing
+    /// messages per user too (error 131049) and holds a business that
+    /// ignores it to a lower quality. Unset means no cap. Default: unset.
+    pub marketing_per_contact: Option<CapConfig>,
     /// Most requests awaiting a response per sender. Bounds memory and how much
     /// work a stalled API can hold. Default: `256`.
     pub max_in_flight_per_sender: usize,
@@ -503,6 +525,7 @@ impl Default for DispatchConfig {
             pair_interval_secs: 6,
             pair_burst: 2,
             portfolio_daily_limit: None,
+            marketing_per_contact: None,
             max_in_flight_per_sender: 256,
             transient_max_attempts: 5,
             resend_unknown_after_secs: None,

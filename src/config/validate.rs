@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::model::{
-    CampaignOverride, Config, DispatchConfig, KafkaConfig, ScyllaStoreConfig, SenderConfig,
-    SmsConfig, StoreBackend, WhatsAppConfig,
+    CampaignOverride, CapConfig, Config, DispatchConfig, KafkaConfig, ScyllaStoreConfig,
+    SenderConfig, SmsConfig, StoreBackend, WhatsAppConfig,
 };
 
 /// One unusable value: `key` is the dotted path in the file
@@ -534,6 +534,9 @@ fn check_dispatch(report: &mut Report, d: &DispatchConfig) {
             "dispatch.portfolio_daily_limit",
             "must be greater than 0, got 0; remove the key for no limit",
         );
+    }
+    if let Some(Err(why)) = d.marketing_per_contact.as_ref().map(CapConfig::cap) {
+        report.add("dispatch.marketing_per_contact", why);
     }
     report.positive(
         "dispatch.max_in_flight_per_sender",

@@ -102,6 +102,20 @@ pub struct Env {
     pub events: Option<EventsProducer>,
     /// `dispatch.resend_unknown_after_secs`, kept current by reloads.
     pub resend_unknown_after: RwLock<Option<u64>>,
+    /// `dispatch.marketing_per_contact`, kept current by reloads.
+    pub marketing_cap: RwLock<Option<crate::domain::FrequencyCap>>,
+}
+
+impl Env {
+    /// Takes the values of `[dispatch]` the pumps read live.
+    fn apply_dispatch(&self, config: &Config) {
+        let d = &config.dispatch;
+        self.portfolio.set_limit(d.portfolio_daily_limit);
+        *self.resend_unknown_after.write_or_recover() = d.resend_unknown_after_secs;
+        // Validated at load: a cap that does not parse never gets here.
+        *self.marketing_cap.write_or_recover() =
+            d.marketing_per_contact.as_ref().and_then(|c| c.cap().ok());
+    }
 }
 
 impl DispatchEnv for Env {
@@ -153,6 +167,10 @@ impl DispatchEnv for Env {
         self.leases.lapsed(owner, Utc::now())
     }
 
+    fn marketing_cap(&self) -> Option<crate::domain::FrequencyCap> {
+        *self.marketing_cap.read_or_recover()
+    }
+
     fn resend_unknown_after(&self) -> Option<chrono::Duration> {
         (*self.resend_unknown_after.read_or_recover())
             .and_then(|secs| chrono::Duration::try_seconds(i64::try_from(secs).ok()?))
@@ -192,9 +210,7 @@ impl CampaignRegistry {
         env: Arc<Env>,
         owner: String,
     ) -> Self {
-        env.portfolio
-            .set_limit(config.dispatch.portfolio_daily_limit);
-        *env.resend_unknown_after.write_or_recover() = config.dispatch.resend_unknown_after_secs;
+        env.apply_dispatch(&config);
         CampaignRegistry {
             store,
             catalog,
@@ -309,11 +325,7 @@ impl CampaignRegistry {
     fn apply_config(&mut self, new: Config) {
         let changes = self.config.live_changes(&new);
         let old = std::mem::replace(&mut self.config, new);
-        self.env
-            .portfolio
-            .set_limit(self.config.dispatch.portfolio_daily_limit);
-        *self.env.resend_unknown_after.write_or_recover() =
-            self.config.dispatch.resend_unknown_after_secs;
+        self.env.apply_dispatch(&self.config);
         let senders: Vec<(String, Addr<SenderActor>, Arc<SenderCore>)> = self
             .senders
             .read_or_recover()

@@ -19,13 +19,16 @@
 //! - [`problem`]: `SpecProblem`, one thing wrong with a spec.
 //! - [`journey`]: the steps of a campaign, their validation and the state
 //!   machine that decides which step follows and when.
+//! - [`cap`]: frequency caps per contact and the send slots that count
+//!   against them.
 //!
 //! Imports run one way: `audience` → `campaign` → `journey` → `template` →
-//! (`contact`, `problem`); a template reads a contact only through
-//! `ContactValues`.
+//! (`contact`, `problem`), and `cap` → `journey` (its delays); a template
+//! reads a contact only through `ContactValues`.
 
 pub mod audience;
 pub mod campaign;
+pub mod cap;
 pub mod contact;
 pub mod error_class;
 pub mod journey;
@@ -35,6 +38,7 @@ pub mod template;
 
 pub use audience::*;
 pub use campaign::*;
+pub use cap::*;
 pub use contact::*;
 pub use error_class::*;
 pub use journey::*;

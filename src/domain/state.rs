@@ -240,6 +240,9 @@ pub enum ExclusionReason {
     /// A follow-up on silence whose contact replied to an earlier step
     /// after its timer fired and before its claim.
     Replied,
+    /// The contact had as many marketing messages in the cap's window as
+    /// `dispatch.marketing_per_contact` allows.
+    FrequencyCap,
 }
 
 impl ExclusionReason {
@@ -256,6 +259,7 @@ impl ExclusionReason {
             ExclusionReason::OutsideWindow => "outside_window",
             ExclusionReason::InvalidField(_) => "invalid_field",
             ExclusionReason::Replied => "replied",
+            ExclusionReason::FrequencyCap => "frequency_cap",
         }
     }
 
@@ -271,6 +275,9 @@ impl ExclusionReason {
             ExclusionReason::OutsideWindow => "campaign window ended before sending".to_string(),
             ExclusionReason::InvalidField(field) => format!("invalid value in field {field}"),
             ExclusionReason::Replied => "replied before this follow-up was sent".to_string(),
+            ExclusionReason::FrequencyCap => {
+                "had as many marketing messages as the frequency cap allows".to_string()
+            }
         }
     }
 
@@ -312,6 +319,7 @@ impl FromStr for ExclusionReason {
             ("not_whatsapp_user", None) => ExclusionReason::NotWhatsappUser,
             ("outside_window", None) => ExclusionReason::OutsideWindow,
             ("replied", None) => ExclusionReason::Replied,
+            ("frequency_cap", None) => ExclusionReason::FrequencyCap,
             ("suppressed", Some(d)) => ExclusionReason::Suppressed(d.to_string()),
             ("missing_variable", Some(d)) => ExclusionReason::MissingVariable(d.to_string()),
             ("invalid_field", Some(d)) => ExclusionReason::InvalidField(d.to_string()),
@@ -508,6 +516,7 @@ mod tests {
             (ExclusionReason::NotWhatsappUser, "not_whatsapp_user"),
             (ExclusionReason::OutsideWindow, "outside_window"),
             (ExclusionReason::Replied, "replied"),
+            (ExclusionReason::FrequencyCap, "frequency_cap"),
             (
                 ExclusionReason::InvalidField("send_after".into()),
                 "invalid_field:send_after",

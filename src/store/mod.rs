@@ -213,6 +213,17 @@ pub trait Store: Send + Sync + 'static {
         limit: u64,
     ) -> StoreResult<RecipientCount>;
 
+    /// Takes one of `contact`'s send slots of a frequency cap for `send`
+    /// (`<campaign>/<step>`, see [`crate::domain::send_id`]) at `now`:
+    /// atomic per contact across instances, idempotent per send.
+    async fn take_send_slot(
+        &self,
+        contact: &ContactKey,
+        send: &str,
+        cap: crate::domain::FrequencyCap,
+        now: DateTime<Utc>,
+    ) -> StoreResult<crate::domain::SlotTake>;
+
     // ---- contacts and webhooks ----
     async fn get_contact(&self, contact: &ContactKey) -> StoreResult<Option<ContactRecord>>;
     /// Records an opt-out (or opt-in) of `scope` at its event time; an event

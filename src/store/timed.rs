@@ -56,6 +56,19 @@ impl<S: Store> Store for Timed<S> {
         )
         .await
     }
+    async fn take_send_slot(
+        &self,
+        contact: &ContactKey,
+        send: &str,
+        cap: crate::domain::FrequencyCap,
+        now: DateTime<Utc>,
+    ) -> StoreResult<crate::domain::SlotTake> {
+        time(
+            "take_send_slot",
+            self.0.take_send_slot(contact, send, cap, now),
+        )
+        .await
+    }
     async fn renew_lease(&self, lease: &Lease) -> StoreResult<()> {
         time("renew_lease", self.0.renew_lease(lease)).await
     }

@@ -151,6 +151,26 @@ fn zero_portfolio_limit_and_inverted_backoff_are_refused() {
 }
 
 #[test]
+fn a_marketing_cap_is_read_and_a_wrong_one_named() {
+    let ok =
+        Config::from_toml_str("[dispatch]\nmarketing_per_contact = { count = 2, per = \"24h\" }\n")
+            .unwrap();
+    assert_eq!(ok.validate(), Ok(()));
+    let cap = ok.dispatch.marketing_per_contact.unwrap().cap().unwrap();
+    assert_eq!((cap.count, cap.per_secs), (2, 86_400));
+    for (text, why) in [
+        ("{ count = 0, per = \"1d\" }", "at least 1"),
+        ("{ count = 1, per = \"1w\" }", "not a unit"),
+        ("{ count = 1, per = \"100d\" }", "90d"),
+    ] {
+        let found = problems(&format!("[dispatch]\nmarketing_per_contact = {text}\n"));
+        assert_eq!(keys(&found), ["dispatch.marketing_per_contact"]);
+        assert!(found[0].to_string().contains(why), "{}", found[0]);
+    }
+    assert!(Config::from_toml_str("[dispatch]\nmarketing_per_contact = { count = 1 }\n").is_err());
+}
+
+#[test]
 fn empty_secret_is_reported_without_its_neighbours() {
     let found = problems("[whatsapp]\ntoken = \"\"\nverify_token = \"fine\"\n");
     assert_eq!(keys(&found), ["whatsapp.token"]);

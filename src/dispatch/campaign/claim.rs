@@ -12,7 +12,9 @@ use crate::dispatch::policy::admission::{self, Admission, ContactFacts, WaitReas
 use crate::dispatch::sender::pool::{self, NoSender};
 use crate::dispatch::sender::{QueuedSend, SendJob, SendReport};
 use crate::domain::template::TemplateSpec;
-use crate::domain::{Channel, ContactKey, ExclusionReason, On};
+use crate::domain::{
+    send_id, Channel, ContactKey, ExclusionReason, On, SlotTake, TemplateCategory,
+};
 use crate::events::Event;
 use crate::ingest::catalog::CatalogEntry;
 use crate::metrics;
@@ -31,16 +33,21 @@ impl Pump {
             .exclude(&self.state.id, contact, &reason, Utc::now())
             .await
         {
-            let step = self.step_name(&step);
-            metrics::exclusion(&self.state.id, &step, reason.label());
-            self.env.publish(vec![Event::Excluded {
-                campaign_id: self.state.id.clone(),
-                step,
-                contact: contact.to_string(),
-                reason: reason.to_string(),
-                timestamp: Utc::now(),
-            }]);
+            self.excluded(contact, &step, &reason);
         }
+    }
+
+    /// Counts and publishes an exclusion the store recorded at `step`.
+    fn excluded(&self, contact: &ContactKey, step: &str, reason: &ExclusionReason) {
+        let step = self.step_name(step);
+        metrics::exclusion(&self.state.id, &step, reason.label());
+        self.env.publish(vec![Event::Excluded {
+            campaign_id: self.state.id.clone(),
+            step,
+            contact: contact.to_string(),
+            reason: reason.to_string(),
+            timestamp: Utc::now(),
+        }]);
     }
 
     /// The id a row's step is shown by (metrics, events): the first step's
@@ -357,11 +364,13 @@ impl Pump {
             }
         }
         match outcome {
-            // The portfolio's limit counts WhatsApp recipients only.
+            // The frequency cap and the portfolio's limit count WhatsApp
+            // messages only; the cap first, so that a contact it excludes
+            // takes no place of the portfolio's window.
             Ok(ClaimOutcome::Claimed { .. })
                 if entry.journey.channel(&row.step) == Channel::Whatsapp =>
             {
-                self.count_recipient(contact).await
+                self.within_cap(&entry, row).await && self.count_recipient(contact).await
             }
             Ok(ClaimOutcome::Claimed { .. }) => true,
             Ok(ClaimOutcome::EngagedElsewhere { .. }) => {
@@ -380,6 +389,57 @@ impl Pump {
     /// portfolio limit in the store (or is counted already). When the window
     /// is full, or the store does not answer, the claim goes back (the
     /// request never left, so it is no attempt) with a retry time.
+    /// After the claim of a marketing message: takes one of the contact's
+    /// send slots of `dispatch.marketing_per_contact` (in the store, shared
+    /// by every campaign and instance). A contact whose slots are all held
+    /// by other sends is excluded `frequency_cap`; when the store does not
+    /// answer, the claim goes back (the request never left) with a retry
+    /// time.
+    pub(super) async fn within_cap(&self, entry: &CatalogEntry, row: &DispatchRecord) -> bool {
+        let Some(cap) = self.env.marketing_cap() else {
+            return true;
+        };
+        let marketing = entry
+            .template_of(&row.step)
+            .is_some_and(|t| t.category == TemplateCategory::Marketing);
+        if !marketing {
+            return true;
+        }
+        let (id, contact) = (&self.state.id, &row.contact);
+        let now = Utc::now();
+        let back = match self
+            .store
+            .take_send_slot(contact, &send_id(id, &row.step), cap, now)
+            .await
+        {
+            Ok(SlotTake::Taken | SlotTake::Known) => return true,
+            Ok(SlotTake::Full { .. }) => {
+                let reason = ExclusionReason::FrequencyCap;
+                let excluded = Outcome::Excluded {
+                    reason: reason.clone(),
+                };
+                match self.store.record_outcome(id, contact, &excluded, now).await {
+                    Ok(()) => self.excluded(contact, &row.step, &reason),
+                    Err(e) => {
+                        tracing::error!(campaign = %id, contact = %contact, error = %e, "cannot exclude a contact over the frequency cap; a restart settles its claim unknown, though nothing was sent");
+                    }
+                }
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(campaign = %id, error = %e, "cannot count the message against the frequency cap; the contact goes back to pending");
+                Outcome::Retry {
+                    code: None,
+                    not_before: Some(now + chrono::Duration::seconds(1)),
+                }
+            }
+        };
+        if let Err(e) = self.store.record_outcome(id, contact, &back, now).await {
+            tracing::error!(campaign = %id, contact = %contact, error = %e, "cannot give back a claim held for the frequency cap");
+        }
+        false
+    }
+
     pub(super) async fn count_recipient(&self, contact: &ContactKey) -> bool {
         let Some(limit) = self.env.portfolio_limit() else {
             return true;

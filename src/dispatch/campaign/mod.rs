@@ -68,6 +68,8 @@ pub trait DispatchEnv: Send + Sync + 'static {
     /// True when the claims of `owner` may be settled (its lease lapsed or
     /// was released; never this instance).
     fn owner_lapsed(&self, owner: &str) -> bool;
+    /// `dispatch.marketing_per_contact`, kept current by reloads.
+    fn marketing_cap(&self) -> Option<crate::domain::FrequencyCap>;
     /// `dispatch.resend_unknown_after_secs`: resend an `unknown` contact
     /// that no status webhook settled in this time (None: never).
     fn resend_unknown_after(&self) -> Option<chrono::Duration>;

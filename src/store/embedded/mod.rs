@@ -22,7 +22,9 @@
 //! - `markers`:    name → done at (JSON)
 //! - `recipients`: contact → until (JSON); `recipient_order`: until(be64 ms) contact → ()
 //! - `timers`:     campaign 0 shard(be32) due(be64 ms) contact 0 step → (): journey timers
+//! - `send_slots`: contact → [SendSlot] (JSON): the frequency cap's slots
 
+mod caps;
 mod journey;
 mod keys;
 mod timers;
@@ -35,7 +37,10 @@ use chrono::{DateTime, Utc};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::*;
-use crate::domain::{ContactKey, DispatchState, Edge, ExclusionReason, ObservedState, OptOutScope};
+use crate::domain::{
+    ContactKey, DispatchState, Edge, ExclusionReason, FrequencyCap, ObservedState, OptOutScope,
+    SlotTake,
+};
 use keys::*;
 
 /// Memtable size of every keyspace.
@@ -96,6 +101,8 @@ struct Inner {
     recipient_order: Keyspace,
     /// The timer queue of journeys, by (campaign, shard) and due time.
     timers: Keyspace,
+    /// `send_slots (contact) → [SendSlot]` (JSON): the frequency cap.
+    send_slots: Keyspace,
     /// Recipients in the window (None until first counted), under the lock
     /// that serialises every change of the window.
     window: Mutex<Option<u64>>,
@@ -175,6 +182,7 @@ impl EmbeddedStore {
             recipients: ks("recipients")?,
             recipient_order: ks("recipient_order")?,
             timers: ks("timers")?,
+            send_slots: ks("send_slots")?,
             window: Mutex::new(None),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
@@ -342,6 +350,18 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<RecipientCount> {
         let contact = contact.clone();
         self.point(move |inner| inner.count_recipient(&contact, now, limit))
+            .await
+    }
+
+    async fn take_send_slot(
+        &self,
+        contact: &ContactKey,
+        send: &str,
+        cap: FrequencyCap,
+        now: DateTime<Utc>,
+    ) -> StoreResult<SlotTake> {
+        let (contact, send) = (contact.clone(), send.to_string());
+        self.point(move |inner| inner.take_send_slot(&contact, &send, cap, now))
             .await
     }
 

@@ -115,6 +115,16 @@ impl Store for ScyllaStore {
         claims::settle_claim(self, campaign, shard, entry, message, at).await
     }
 
+    async fn take_send_slot(
+        &self,
+        contact: &ContactKey,
+        send: &str,
+        cap: crate::domain::FrequencyCap,
+        now: DateTime<Utc>,
+    ) -> StoreResult<crate::domain::SlotTake> {
+        portfolio::take_send_slot(self, contact, send, cap, now).await
+    }
+
     async fn count_recipient(
         &self,
         contact: &ContactKey,

@@ -1,7 +1,9 @@
 //! The portfolio limit: unique recipients per rolling 24 hours, counted in
-//! a ring of slots shared by every instance.
+//! a ring of slots shared by every instance; and the frequency cap per
+//! contact, counted in the contact's own slots.
 
 use super::*;
+use crate::domain::{FrequencyCap, SlotTake};
 
 /// Slots of the portfolio limit tried per count before it is reported full.
 const PORTFOLIO_PROBES: i64 = 8;
@@ -87,4 +89,75 @@ pub(super) async fn count_recipient(
         .filter(|u| *u > now)
         .unwrap_or(now + chrono::TimeDelta::seconds(1));
     Ok(RecipientCount::Full { until: frees })
+}
+
+/// Takes one of a contact's send slots of a frequency cap (see
+/// `contact_send_slots` in the schema): the slots are read, then each free
+/// one in turn is taken by a conditional write on the value read, so a slot
+/// another instance took meanwhile is skipped.
+pub(super) async fn take_send_slot(
+    store: &ScyllaStore,
+    contact: &ContactKey,
+    send: &str,
+    cap: FrequencyCap,
+    now: DateTime<Utc>,
+) -> StoreResult<SlotTake> {
+    let rows: Vec<(i32, Option<String>, Option<DateTime<Utc>>)> = store
+        .page(
+            &store.st.send_slots,
+            (contact.as_str(),),
+            1_000,
+            "reading a contact's send slots",
+        )
+        .await?;
+    let live = |until: &Option<DateTime<Utc>>| until.is_some_and(|u| u > now);
+    if rows
+        .iter()
+        .any(|(_, s, until)| s.as_deref() == Some(send) && live(until))
+    {
+        return Ok(SlotTake::Known);
+    }
+    let until = now + cap.window();
+    let count = i32::try_from(cap.count).unwrap_or(i32::MAX);
+    let mut frees: Option<DateTime<Utc>> = None;
+    for slot in 0..count {
+        let held = rows.iter().find(|(s, _, _)| *s == slot);
+        let reply = match held {
+            None => {
+                store
+                    .conditional(
+                        &store.st.first_send_slot,
+                        (contact.as_str(), slot, send, until),
+                    )
+                    .await
+            }
+            Some((_, _, old)) if !live(old) => {
+                store
+                    .conditional(
+                        &store.st.take_send_slot,
+                        (send, until, contact.as_str(), slot, *old),
+                    )
+                    .await
+            }
+            Some((_, _, old)) => {
+                let old = old.unwrap_or(now);
+                frees = Some(frees.map_or(old, |f| f.min(old)));
+                continue;
+            }
+        };
+        match reply {
+            LwtReply::Applied => return Ok(SlotTake::Taken),
+            // Taken meanwhile, or perhaps by this very write (an uncertain
+            // answer): not counted on, which errs on the side of fewer sends.
+            LwtReply::NotApplied | LwtReply::Uncertain(_) => {}
+            LwtReply::Failed(m) => {
+                return Err(StoreError::Unavailable(format!(
+                    "taking a send slot of {contact}: {m}"
+                )))
+            }
+        }
+    }
+    Ok(SlotTake::Full {
+        until: frees.unwrap_or(now + chrono::TimeDelta::seconds(1)),
+    })
 }

@@ -73,6 +73,9 @@ pub(super) struct Statements {
     pub(super) get_slot: PreparedStatement,
     pub(super) take_slot: PreparedStatement,
     pub(super) first_slot: PreparedStatement,
+    pub(super) send_slots: PreparedStatement,
+    pub(super) take_send_slot: PreparedStatement,
+    pub(super) first_send_slot: PreparedStatement,
 }
 
 impl Statements {
@@ -295,6 +298,19 @@ impl Statements {
             first_slot: p(
                 s,
                 "INSERT INTO portfolio_slots (slot, contact, until) VALUES (?, ?, ?) IF NOT EXISTS",
+                false,
+            )
+            .await?,
+            send_slots: p(s, "SELECT slot, send, until FROM contact_send_slots WHERE contact = ?", true).await?,
+            take_send_slot: p(
+                s,
+                "UPDATE contact_send_slots SET send = ?, until = ? WHERE contact = ? AND slot = ? IF until = ?",
+                false,
+            )
+            .await?,
+            first_send_slot: p(
+                s,
+                "INSERT INTO contact_send_slots (contact, slot, send, until) VALUES (?, ?, ?, ?) IF NOT EXISTS",
                 false,
             )
             .await?,

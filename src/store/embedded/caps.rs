@@ -1,0 +1,29 @@
+//! Send slots of the frequency caps on fjall: one JSON list per contact,
+//! read, decided and written under the contact's striped lock
+//! (docs/ARCHITECTURE.md, "Frequency caps").
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::domain::{take_slot, ContactKey, FrequencyCap, SendSlot, SlotTake};
+
+impl Inner {
+    pub(super) fn take_send_slot(
+        &self,
+        contact: &ContactKey,
+        send: &str,
+        cap: FrequencyCap,
+        now: DateTime<Utc>,
+    ) -> StoreResult<SlotTake> {
+        let _guard = self.stripe(contact);
+        let key = contact.as_str().as_bytes();
+        let mut slots: Vec<SendSlot> = self.get_json(&self.send_slots, key)?.unwrap_or_default();
+        let before = slots.len();
+        let took = take_slot(&mut slots, send, cap, now);
+        // Write when a slot was taken or freed ones were dropped.
+        if took == SlotTake::Taken || slots.len() != before {
+            self.put_json(&self.send_slots, key, &slots)?;
+        }
+        Ok(took)
+    }
+}
