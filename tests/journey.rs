@@ -422,6 +422,11 @@ async fn funnel_per_step(daemon: &Daemon, id: &str) {
     assert_eq!(sms.tally.count(DispatchState::Failed), 3, "the 78s");
     // A message that failed never counts as sent (as for the campaign).
     assert_eq!(sms.ratios.received_by, Some(100.0), "3 delivered of 3 sent");
+    assert_eq!(
+        (sms.ratios.read_by, sms.ratios.replied_by),
+        (None, None),
+        "SMS has no read receipts and no replies here"
+    );
     let text = s.render(Some(&journey));
     assert!(
         text.contains("step sms (sms, on failed of primary)"),

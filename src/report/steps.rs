@@ -86,14 +86,20 @@ impl CampaignSummary {
                     None if raw.is_empty() => PRIMARY_STEP.to_string(),
                     None => raw.clone(),
                 };
+                let channel = journey.map_or(Channel::Whatsapp, |j| j.channel(raw));
+                let mut ratios = tally.ratios();
+                if channel == Channel::Sms {
+                    // SMS has no read receipts and its replies do not come
+                    // back here: a percentage of 0 would be a figure never
+                    // measured.
+                    (ratios.read_by, ratios.replied_by) = (None, None);
+                }
                 StepView {
-                    channel: journey
-                        .map_or(Channel::Whatsapp, |j| j.channel(raw))
-                        .as_str(),
+                    channel: channel.as_str(),
                     when: journey.and_then(|j| j.when_text(raw)),
                     waiting: self.timers.get(&step).copied().unwrap_or(0),
                     funnel: stages("entered", entered, &tally),
-                    ratios: tally.ratios(),
+                    ratios,
                     entered,
                     step,
                     tally,
