@@ -172,13 +172,10 @@ struct StepOrder {
 
 impl StepOrder {
     fn of(journey: &Journey) -> Self {
-        let raw = journey
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| if i == 0 { String::new() } else { s.id.clone() })
-            .collect();
-        let names = journey.steps.iter().map(|s| s.id.clone()).collect();
+        let (raw, names) = journey
+            .row_steps()
+            .map(|(raw, id)| (raw.to_string(), id.to_string()))
+            .unzip();
         StepOrder { raw, names }
     }
 

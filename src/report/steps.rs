@@ -64,12 +64,7 @@ impl CampaignSummary {
     /// Without a journey (the spec is gone) the first step is `primary`.
     pub fn steps_view(&self, journey: Option<&Journey>) -> Vec<StepView> {
         let mut ids: Vec<String> = match journey {
-            Some(j) => j
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| if i == 0 { String::new() } else { s.id.clone() })
-                .collect(),
+            Some(j) => j.row_steps().map(|(raw, _)| raw.to_string()).collect(),
             None => vec![String::new()],
         };
         for id in self.steps.keys().chain(self.timers.keys()) {

@@ -90,31 +90,22 @@ impl Pump {
             .collect();
         // Per step: every state of every step of the journey (zeros too, so
         // that a gauge falls back when its contacts move on).
-        let journey = self.state.entry.read_or_recover().journey.clone();
-        let names: Vec<(String, &str)> = journey
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                (
-                    if i == 0 { String::new() } else { s.id.clone() },
-                    s.id.as_str(),
-                )
-            })
-            .collect();
-        let by_step: Vec<(&str, &str, u64)> = names
-            .iter()
+        let entry = self.state.entry.read_or_recover().clone();
+        let by_step: Vec<(&str, &str, u64)> = entry
+            .journey
+            .row_steps()
             .flat_map(|(raw, name)| {
                 let tally = summary.steps.get(raw);
                 DispatchState::ALL
                     .iter()
-                    .map(move |s| (*name, s.as_str(), tally.map_or(0, |t| t.count(*s))))
+                    .map(move |s| (name, s.as_str(), tally.map_or(0, |t| t.count(*s))))
             })
             .collect();
-        let timers: Vec<(&str, u64)> = names
-            .iter()
+        let timers: Vec<(&str, u64)> = entry
+            .journey
+            .row_steps()
             .skip(1)
-            .map(|(_, name)| (*name, summary.timers.get(*name).copied().unwrap_or(0)))
+            .map(|(_, name)| (name, summary.timers.get(name).copied().unwrap_or(0)))
             .collect();
         metrics::campaign_progress(
             &self.state.id,

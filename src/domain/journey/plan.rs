@@ -179,6 +179,15 @@ impl Journey {
         }
     }
 
+    /// Every step in the spec's order as (the id rows carry, its id):
+    /// rows at the first step carry `""`.
+    pub fn row_steps(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.steps.iter().enumerate().map(|(i, s)| {
+            let id = s.id.as_str();
+            (if i == 0 { "" } else { id }, id)
+        })
+    }
+
     /// The step a step follows and the edge that starts it (none for the
     /// first or an unknown id).
     pub fn entry(&self, id: &str) -> Option<(&str, &Edge)> {
