@@ -23,6 +23,9 @@ pub enum Event {
         /// one-step campaign).
         step: String,
         contact: String,
+        /// The occurrence (order, cart) of a triggered campaign's contact.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        occurrence: Option<String>,
         status: String,
         wamid: Option<String>,
         timestamp: DateTime<Utc>,
@@ -35,6 +38,9 @@ pub enum Event {
         /// The journey step the contact was at when it replied.
         step: Option<String>,
         contact: String,
+        /// The occurrence (order, cart) of a triggered campaign's contact.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        occurrence: Option<String>,
         /// From the campaign's `reply_routing.agent`.
         agent: Option<String>,
         tags: Vec<String>,
@@ -78,6 +84,9 @@ pub enum Event {
         /// excluded from the campaign).
         step: String,
         contact: String,
+        /// The occurrence (order, cart) of a triggered campaign's contact.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        occurrence: Option<String>,
         reason: String,
         timestamp: DateTime<Utc>,
     },
@@ -191,6 +200,7 @@ mod tests {
             campaign_id: "bday".into(),
             step: "primary".into(),
             contact: "+525512345678".into(),
+            occurrence: None,
             status: "delivered".into(),
             wamid: Some("wamid.X".into()),
             timestamp: at,
@@ -200,5 +210,9 @@ mod tests {
         assert_eq!(v["type"], "status");
         assert_eq!(v["step"], "primary");
         assert!(v.get("error").is_none(), "no error key without an error");
+        assert!(
+            v.get("occurrence").is_none(),
+            "no occurrence key outside triggers"
+        );
     }
 }

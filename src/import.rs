@@ -156,6 +156,11 @@ pub fn parse_csv(
         let Some(key) = row_key(&record, default_region, line, &mut report) else {
             continue;
         };
+        // A triggered campaign's contact comes once per occurrence.
+        let key = match record.occurrence.as_deref() {
+            Some(occurrence) => format!("{key}\u{1f}{occurrence}"),
+            None => key,
+        };
         if let Some(first) = first_line.get(&key) {
             report.duplicates.push((line, *first));
         } else {
@@ -175,6 +180,9 @@ fn row_record(campaign_id: &str, columns: &[String], row: &csv::StringRecord) ->
         variables: Default::default(),
         tags: Vec::new(),
         send_after: None,
+        occurrence: None,
+        event_at: None,
+        event: None,
     };
     for (column, value) in columns.iter().zip(row.iter()) {
         if value.is_empty() {
@@ -186,6 +194,8 @@ fn row_record(campaign_id: &str, columns: &[String], row: &csv::StringRecord) ->
             "name" => record.contact.name = Some(value.to_string()),
             "timezone" => record.contact.timezone = Some(value.to_string()),
             "send_after" => record.send_after = Some(value.to_string()),
+            "occurrence" => record.occurrence = Some(value.to_string()),
+            "event_at" => record.event_at = Some(value.to_string()),
             "tags" => {
                 record.tags = value
                     .split(';')

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub funnel: IntCounterVec,
     pub failures: IntCounterVec,
     pub exclusions: IntCounterVec,
+    pub trigger_cancels: IntCounterVec,
     pub whatsapp_request_duration: HistogramVec,
     pub rate_limiter_wait: HistogramVec,
     pub sender_rate: GaugeVec,
@@ -126,6 +127,12 @@ impl Metrics {
                 "wadispatch_exclusions_total",
                 "Contacts excluded (or journey steps skipped), by step and reason.",
                 &["campaign", "step", "reason"],
+            ),
+            trigger_cancels: counter(
+                &r,
+                "wadispatch_trigger_cancels_total",
+                "Cancelling events of triggered campaigns, by outcome: cancelled (the occurrence was pending), ahead (it came before its trigger, which will not send), stopped (the message had left; the later steps were stopped), late (nothing was left to stop).",
+                &["campaign", "outcome"],
             ),
             whatsapp_request_duration: histogram(
                 &r,
@@ -349,6 +356,34 @@ pub fn exclusion(campaign: &str, step: &str, reason: &str) {
     metrics()
         .exclusions
         .with_label_values(&[campaign, step, reason])
+        .inc();
+}
+
+/// What a cancelling event of a triggered campaign did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    Ahead,
+    Stopped,
+    Late,
+}
+
+impl CancelOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CancelOutcome::Cancelled => "cancelled",
+            CancelOutcome::Ahead => "ahead",
+            CancelOutcome::Stopped => "stopped",
+            CancelOutcome::Late => "late",
+        }
+    }
+}
+
+pub fn trigger_cancel(campaign: &str, outcome: CancelOutcome) {
+    let campaign = campaign_label(campaign);
+    metrics()
+        .trigger_cancels
+        .with_label_values(&[campaign, outcome.as_str()])
         .inc();
 }
 

@@ -107,6 +107,59 @@ async fn scylla_store_over_cql_protocol() {
     );
     assert_eq!((row.step.as_str(), row.wait), ("", None));
 
+    // A triggered campaign's occurrences are rows of their own, keyed and
+    // queued with their occurrence, a cancel staged first among them.
+    let of = |occ: &str| req("k-cart", 5, 0, 0).contact.with_occurrence(occ);
+    let occurrence = |occ: &str, seq: u64| StageRequest {
+        contact: of(occ),
+        ..req("k-cart", 5, 0, seq)
+    };
+    let cancel = StageRequest {
+        exclusion: Some(ExclusionReason::Cancelled("order_placed".into())),
+        ..occurrence("cart-c", 3)
+    };
+    let outcomes = store
+        .stage_batch(&[
+            occurrence("cart-a", 1),
+            occurrence("cart-b", 2),
+            cancel,
+            occurrence("cart-a", 4),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            StageOutcome::Staged,
+            StageOutcome::Staged,
+            StageOutcome::Excluded,
+            StageOutcome::Duplicate
+        ]
+    );
+    let queued: Vec<_> = store
+        .scan_pending("k-cart", 0, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.contact)
+        .collect();
+    assert_eq!(queued, vec![of("cart-a"), of("cart-b")]);
+    let cancelled = store
+        .get_dispatch("k-cart", &of("cart-c"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cancelled.contact, of("cart-c"));
+    assert_eq!(cancelled.reason.as_deref(), Some("cancelled:order_placed"));
+    assert_eq!(
+        store
+            .scan_dispatches("k-cart", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
     // Campaigns.
     store.put_campaign(&campaign("k-promo")).await.unwrap();
     let got = store.get_campaign("k-promo").await.unwrap().unwrap();

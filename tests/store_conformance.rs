@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use wadispatch::domain::{
-    ContactKey, DispatchState, ExclusionReason, FrequencyCap, FrozenParams, ObservedState, SlotTake,
+    ContactKey, DispatchState, ExclusionReason, FrequencyCap, FrozenParams, ObservedState,
+    OptOutScope, SlotTake,
 };
 use wadispatch::store::embedded::{Durability, EmbeddedStore};
 use wadispatch::store::*;
@@ -72,6 +73,9 @@ async fn conformance(store: Arc<dyn Store>) {
     journey_rows_keep_their_steps_and_timers(store.as_ref()).await;
     timers_fire_in_due_order_once_each(store.as_ref()).await;
     send_slots_cap_each_contact_across_sends(store.clone()).await;
+    occurrences_are_rows_of_their_own(store.as_ref()).await;
+    a_cancel_stops_the_pending_occurrence_or_comes_first(store.as_ref()).await;
+    a_cancel_and_a_claim_of_one_occurrence_have_one_winner(store.clone()).await;
 }
 
 fn owned_claim(campaign: &str, n: u32, owner: &str) -> ClaimRequest {
@@ -363,7 +367,12 @@ async fn send_slots_cap_each_contact_across_sends(store: Arc<dyn Store>) {
     let m = Duration::minutes;
     let take = |n: u32, send: &'static str, at| {
         let store = store.clone();
-        async move { store.take_send_slot(&who(n), send, cap, at).await.unwrap() }
+        async move {
+            store
+                .take_send_slot("", &who(n), send, cap, at)
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(take(1, "promo/", t0()).await, SlotTake::Taken);
     assert_eq!(
@@ -399,7 +408,7 @@ async fn send_slots_cap_each_contact_across_sends(store: Arc<dyn Store>) {
         tokio::spawn(async move {
             let send = format!("race-{i}/");
             store
-                .take_send_slot(&who(9), &send, three, t0())
+                .take_send_slot("", &who(9), &send, three, t0())
                 .await
                 .unwrap()
         })
@@ -413,6 +422,25 @@ async fn send_slots_cap_each_contact_across_sends(store: Arc<dyn Store>) {
     assert!(outcomes
         .iter()
         .all(|o| matches!(o, Ok(SlotTake::Taken | SlotTake::Full { .. }))));
+
+    // A campaign's own cap keeps slots apart from the portfolio's: the
+    // contact the portfolio holds full still has its campaign's slots, and
+    // they count each occurrence (a send of its own) against that campaign.
+    let one = FrequencyCap::parse(1, "1d").unwrap();
+    let row = |occ: &str| who(9).with_occurrence(occ);
+    let slot = |occ: &'static str| {
+        let store = store.clone();
+        async move {
+            let send = wadispatch::domain::send_id("cart", "", &row(occ));
+            store
+                .take_send_slot("cart", &row(occ), &send, one, t0())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(slot("c-1").await, SlotTake::Taken);
+    assert_eq!(slot("c-1").await, SlotTake::Known, "the same occurrence");
+    assert!(matches!(slot("c-2").await, SlotTake::Full { .. }));
 }
 
 async fn staging_is_idempotent(store: &dyn Store) {
@@ -1057,7 +1085,7 @@ async fn marketing_out(store: &dyn Store, c: &ContactKey) -> bool {
 }
 
 async fn opt_out_round_trip(store: &dyn Store) {
-    use wadispatch::domain::OptOutScope::{All, Marketing};
+    use OptOutScope::{All, Marketing};
     assert!(store.get_contact(&contact(99)).await.unwrap().is_none());
     store
         .set_opt_out(&contact(99), All, true, t0())
@@ -1614,4 +1642,367 @@ async fn timers_fire_in_due_order_once_each(store: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// The row of a triggered campaign's occurrence: staged, read, claimed,
+/// answered and correlated under (campaign, contact, occurrence), while
+/// what the store keeps per contact stays under the contact.
+async fn occurrences_are_rows_of_their_own(store: &dyn Store) {
+    let campaign = "c-occ";
+    let of = |occ: &str| contact(41).with_occurrence(occ);
+    let staged = |occ: Option<&str>, seq: u64| StageRequest {
+        contact: occ.map_or_else(|| contact(41), of),
+        ..req(campaign, 41, 0, seq)
+    };
+    let outcomes = store
+        .stage_batch(&[
+            staged(Some("cart-a"), 1),
+            staged(Some("cart-b"), 2),
+            staged(None, 3),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![StageOutcome::Staged; 3]);
+    assert_eq!(
+        store
+            .stage_batch(&[staged(Some("cart-a"), 4)])
+            .await
+            .unwrap(),
+        vec![StageOutcome::Duplicate],
+        "the same occurrence again"
+    );
+    let queued: Vec<ContactKey> = store
+        .scan_pending(campaign, 0, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.contact)
+        .collect();
+    assert_eq!(queued, vec![of("cart-a"), of("cart-b"), contact(41)]);
+    let row = store
+        .get_dispatch(campaign, &of("cart-b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.contact, of("cart-b"));
+    let mut everything: Vec<ContactKey> = store
+        .scan_dispatches(campaign, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.contact)
+        .collect();
+    everything.sort();
+    let mut expected = vec![contact(41), of("cart-a"), of("cart-b")];
+    expected.sort();
+    assert_eq!(everything, expected);
+    // Paged one row at a time, the scan resumes after an occurrence's row.
+    let mut after = None;
+    let mut paged = 0;
+    loop {
+        let page = store
+            .scan_dispatches(campaign, after.as_ref(), 1)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.contact.clone());
+        paged += 1;
+        assert!(paged <= 3, "the scan pages past every row once");
+    }
+    assert_eq!(paged, 3);
+
+    let claim = ClaimRequest {
+        contact: of("cart-a"),
+        ..claim_req(campaign, 41, true)
+    };
+    assert!(matches!(
+        store.claim(&claim).await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
+    // The engagement is the contact's: its other occurrence claims too (the
+    // same campaign holds it), a second claim of cart-a does not.
+    assert!(matches!(
+        store
+            .claim(&ClaimRequest {
+                contact: of("cart-b"),
+                ..claim.clone()
+            })
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
+    assert!(matches!(
+        store.claim(&claim).await.unwrap(),
+        ClaimOutcome::NotClaimable { .. }
+    ));
+    store
+        .record_outcome(
+            campaign,
+            &of("cart-a"),
+            &Outcome::Accepted {
+                wamid: "wamid.occ-a".into(),
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let entry = store.lookup_wamid("wamid.occ-a").await.unwrap().unwrap();
+    assert_eq!(
+        entry.contact,
+        of("cart-a"),
+        "the wamid finds the occurrence"
+    );
+    let person = store.get_contact(&contact(41)).await.unwrap().unwrap();
+    assert_eq!(person.last_campaign.as_deref(), Some(campaign));
+    assert_eq!(person.last_occurrence.as_deref(), Some("cart-a"));
+    assert_eq!(person.engaged_campaign.as_deref(), Some(campaign));
+    let delivered = StatusUpdate {
+        state: DispatchState::Delivered,
+        ..reply("wamid.occ-a", t0())
+    };
+    assert!(matches!(
+        store
+            .apply_status(campaign, &entry.contact, &delivered)
+            .await
+            .unwrap(),
+        StatusApplied::Changed { .. }
+    ));
+    let b = store
+        .get_dispatch(campaign, &of("cart-b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.state, DispatchState::Claimed, "cart-b untouched");
+    // An opt-out of the contact covers all its rows (it is the contact's).
+    store
+        .set_opt_out(&of("cart-b"), OptOutScope::All, true, t0())
+        .await
+        .unwrap();
+    assert!(is_opted_out_contact(store, &contact(41)).await);
+}
+
+async fn is_opted_out_contact(store: &dyn Store, c: &ContactKey) -> bool {
+    store
+        .get_contact(c)
+        .await
+        .unwrap()
+        .is_some_and(|r| r.opted_out)
+}
+
+/// Cancelling an occurrence: a pending one is excluded `cancelled:<event>`
+/// and leaves the queue; a claimed one keeps its send but its later steps
+/// stop; one with nothing left answers `None`; a cancel staged before its
+/// trigger holds the row, and the trigger is then a duplicate.
+async fn a_cancel_stops_the_pending_occurrence_or_comes_first(store: &dyn Store) {
+    let campaign = "c-cancel";
+    let of = |n: u32, occ: &str| contact(n).with_occurrence(occ);
+    let reason = ExclusionReason::Cancelled("order_placed".into());
+    let trigger = |n: u32, occ: &str| StageRequest {
+        contact: of(n, occ),
+        ..journey_req(campaign, n, 0, &[("sms", "hola")])
+    };
+    store
+        .stage_batch(&[trigger(1, "o-1"), trigger(2, "o-2")])
+        .await
+        .unwrap();
+
+    let stop = store
+        .stop_journey(campaign, &of(1, "o-1"), &reason, t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        stop,
+        Some(JourneyStop {
+            step: String::new(),
+            excluded: true
+        })
+    );
+    let row = store
+        .get_dispatch(campaign, &of(1, "o-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, DispatchState::Excluded);
+    assert_eq!(row.reason.as_deref(), Some("cancelled:order_placed"));
+    assert_eq!(row.stopped.as_deref(), Some("cancelled:order_placed"));
+    assert!(row.next.is_empty() && row.wait.is_none(), "no later step");
+    let queued: Vec<ContactKey> = store
+        .scan_pending(campaign, 0, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.contact)
+        .collect();
+    assert_eq!(
+        queued,
+        vec![of(2, "o-2")],
+        "the cancelled one left the queue"
+    );
+    assert!(matches!(
+        store
+            .claim(&ClaimRequest {
+                contact: of(1, "o-1"),
+                ..claim_req(campaign, 1, false)
+            })
+            .await
+            .unwrap(),
+        ClaimOutcome::NotClaimable { .. }
+    ));
+    assert_eq!(
+        store
+            .stop_journey(campaign, &of(1, "o-1"), &reason, t0())
+            .await
+            .unwrap(),
+        None,
+        "a second cancel finds nothing left"
+    );
+
+    // Claimed and sent: the message stays, the follow-up it waits for goes.
+    let claim = ClaimRequest {
+        contact: of(2, "o-2"),
+        ..claim_req(campaign, 2, false)
+    };
+    assert!(matches!(
+        store.claim(&claim).await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
+    store
+        .record_outcome(
+            campaign,
+            &of(2, "o-2"),
+            &Outcome::Accepted {
+                wamid: "wamid.cancel-2".into(),
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let row = store
+        .get_dispatch(campaign, &of(2, "o-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.wait.is_some(), "the follow-up waits");
+    assert_eq!(
+        store
+            .stop_journey(campaign, &of(2, "o-2"), &reason, t0())
+            .await
+            .unwrap(),
+        Some(JourneyStop {
+            step: String::new(),
+            excluded: false
+        })
+    );
+    let row = store
+        .get_dispatch(campaign, &of(2, "o-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.state,
+        DispatchState::Accepted,
+        "the message that left stays"
+    );
+    assert_eq!((row.wait.clone(), row.next.len()), (None, 0));
+    // A status after the stop revives no step.
+    let read = StatusUpdate {
+        state: DispatchState::Read,
+        ..reply("wamid.cancel-2", t0())
+    };
+    store
+        .apply_status(campaign, &of(2, "o-2"), &read)
+        .await
+        .unwrap();
+    let row = store
+        .get_dispatch(campaign, &of(2, "o-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.wait, row.next.len()), (None, 0));
+    // The follow-up's timer entry, due or not, moves the row nowhere.
+    for entry in store
+        .due_timers(campaign, 0, t0() + Duration::days(1), 10)
+        .await
+        .unwrap()
+    {
+        let moved = store
+            .fire_timer(campaign, &entry, &[], t0() + Duration::days(1), false)
+            .await
+            .unwrap();
+        assert_eq!(moved, None, "{entry:?}");
+    }
+    let row = store
+        .get_dispatch(campaign, &of(2, "o-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.step.as_str(), row.state), ("", DispatchState::Read));
+
+    // The cancel first: staged excluded, the trigger after it a duplicate.
+    let cancel = StageRequest {
+        contact: of(3, "o-3"),
+        exclusion: Some(reason.clone()),
+        ..req(campaign, 3, 0, 30)
+    };
+    assert_eq!(
+        store.stage_batch(&[cancel]).await.unwrap(),
+        vec![StageOutcome::Excluded]
+    );
+    assert_eq!(
+        store.stage_batch(&[trigger(3, "o-3")]).await.unwrap(),
+        vec![StageOutcome::Duplicate]
+    );
+    let row = store
+        .get_dispatch(campaign, &of(3, "o-3"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, DispatchState::Excluded);
+    assert_eq!(row.reason.as_deref(), Some("cancelled:order_placed"));
+}
+
+/// A cancel and a claim of the same pending occurrence at once, many
+/// times over: exactly one wins each time (the claim and the stop are both
+/// conditional on the row being unclaimed).
+async fn a_cancel_and_a_claim_of_one_occurrence_have_one_winner(store: Arc<dyn Store>) {
+    let campaign = "c-cancel-race";
+    let reason = ExclusionReason::Cancelled("order_placed".into());
+    let rows: Vec<StageRequest> = (0..24u32)
+        .map(|i| StageRequest {
+            contact: contact(1).with_occurrence(&format!("race-{i}")),
+            ..req(campaign, 1, 0, u64::from(i))
+        })
+        .collect();
+    store.stage_batch(&rows).await.unwrap();
+    for row in &rows {
+        let claim = ClaimRequest {
+            contact: row.contact.clone(),
+            ..claim_req(campaign, 1, false)
+        };
+        let (s1, s2) = (store.clone(), store.clone());
+        let (key, why) = (row.contact.clone(), reason.clone());
+        let claimed = tokio::spawn(async move { s1.claim(&claim).await.unwrap() });
+        let stopped =
+            tokio::spawn(async move { s2.stop_journey(campaign, &key, &why, t0()).await.unwrap() });
+        let (claimed, stopped) = (claimed.await.unwrap(), stopped.await.unwrap());
+        let won_claim = matches!(claimed, ClaimOutcome::Claimed { .. });
+        let won_stop = stopped.as_ref().is_some_and(|s| s.excluded);
+        assert!(
+            won_claim != won_stop,
+            "{}: claim {claimed:?}, stop {stopped:?}",
+            row.contact
+        );
+        let state = store
+            .get_dispatch(campaign, &row.contact)
+            .await
+            .unwrap()
+            .unwrap()
+            .state;
+        let expected = if won_claim {
+            DispatchState::Claimed
+        } else {
+            DispatchState::Excluded
+        };
+        assert_eq!(state, expected);
+    }
 }

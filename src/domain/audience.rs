@@ -6,16 +6,19 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
 use super::campaign::{parse_local_datetime, parse_timezone, CampaignSpec};
 use super::contact::{
-    default_timezone_for_region, is_bsuid, normalize_phone_with_region, ContactKey, ContactValues,
+    default_timezone_for_region, is_bsuid, normalize_phone_with_region, occurrence_error,
+    ContactKey, ContactValues,
 };
 use super::state::ExclusionReason;
 use super::template::{CompiledTemplate, FrozenParams};
+use super::trigger::Trigger;
 
 /// Largest audience record accepted: a contact with its variables is a few
 /// hundred bytes; anything near this is a mistake or an attack, and goes to
@@ -28,8 +31,8 @@ pub struct AudienceRecord {
     /// The campaign this contact belongs to.
     #[serde(default)]
     pub campaign_id: String,
-    /// Who the contact is.
-    #[serde(default)]
+    /// Who the contact is: the object, or its phone or user id as a string.
+    #[serde(default, deserialize_with = "deserialize_contact")]
     pub contact: ContactInfo,
     /// Values for template expressions; JSON numbers and booleans are kept
     /// as their text, nulls are dropped.
@@ -42,6 +45,19 @@ pub struct AudienceRecord {
     /// RFC 3339).
     #[serde(default)]
     pub send_after: Option<String>,
+    /// For a triggered campaign: what triggered this record (the order or
+    /// cart id); one row per (campaign, contact, occurrence).
+    #[serde(default, deserialize_with = "deserialize_opt_scalar")]
+    pub occurrence: Option<String>,
+    /// For a triggered campaign: when the event happened (RFC 3339, or
+    /// local time like `send_after`); the message is due the trigger's
+    /// delay after it. Absent: when the record is staged.
+    #[serde(default)]
+    pub event_at: Option<String>,
+    /// An event of the trigger's `cancel_on` (`order_placed`): the record
+    /// cancels the occurrence instead of triggering it.
+    #[serde(default)]
+    pub event: Option<String>,
 }
 
 /// The `contact` object of an audience record.
@@ -242,6 +258,93 @@ fn identify(
             .map_err(|_| (ContactKey::raw(key), ExclusionReason::InvalidPhone)),
         None => Err((ContactKey::raw(""), ExclusionReason::InvalidPhone)),
     }
+}
+
+/// What a triggered campaign's record does to its occurrence's row, after
+/// [`stage`] decided the contact (docs/ARCHITECTURE.md, "Triggered
+/// campaigns"). Pure: `now` is the staging time.
+///
+/// The row is keyed by the occurrence; a record without a usable one is
+/// excluded `invalid_field:occurrence` under the contact alone. The message
+/// is due at `event_at` (staging time when absent) plus the delay, or at
+/// the record's `send_after` when that is later; an unreadable `event_at`
+/// excludes (`invalid_field:event_at`), and so does an event older than the
+/// dedupe window (`stale_event`). A cancelling record gets the exclusion
+/// `cancelled:<event>`: it cancels a pending row, or is staged in its place
+/// so that the trigger arriving after it finds the occurrence cancelled.
+pub fn stage_occurrence(
+    trigger: &Trigger,
+    campaign_tz: Tz,
+    record: &AudienceRecord,
+    staged: &mut StagedContact,
+    now: DateTime<Utc>,
+) {
+    let occurrence = record.occurrence.as_deref().map(str::trim);
+    match occurrence {
+        Some(occ) if occurrence_error(occ).is_none() => {
+            staged.contact = staged.contact.with_occurrence(occ);
+        }
+        _ => {
+            staged.exclusion = Some(ExclusionReason::InvalidField("occurrence".into()));
+            return;
+        }
+    }
+    if let Some(event) = record.event.as_deref() {
+        // What the event cancels is checked by ingest (`cancels_on`).
+        staged.exclusion = Some(ExclusionReason::Cancelled(event.trim().to_string()));
+        staged.params = FrozenParams::default();
+        return;
+    }
+    let tz = staged
+        .timezone
+        .as_deref()
+        .and_then(parse_timezone)
+        .unwrap_or(campaign_tz);
+    let event_at = match record.event_at.as_deref().map(str::trim) {
+        None | Some("") => now,
+        Some(raw) => match parse_local_datetime(raw, tz) {
+            Some(at) => at,
+            None => {
+                staged.exclusion = Some(ExclusionReason::InvalidField("event_at".into()));
+                return;
+            }
+        },
+    };
+    if staged.exclusion.is_some() {
+        return;
+    }
+    if trigger.is_stale(event_at, now) {
+        staged.exclusion = Some(ExclusionReason::StaleEvent);
+        return;
+    }
+    let due = trigger.due_at(event_at);
+    staged.send_after = Some(staged.send_after.map_or(due, |after| after.max(due)));
+}
+
+/// The `contact` of a record: its object, or a phone or user id as a bare
+/// string (an event record may name its contact so).
+fn deserialize_contact<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ContactInfo, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Contact {
+        Id(String),
+        Info(ContactInfo),
+        None(()),
+    }
+    Ok(match Contact::deserialize(deserializer)? {
+        Contact::Id(id) if is_bsuid(id.trim()) => ContactInfo {
+            user_id: Some(id.trim().to_string()),
+            ..ContactInfo::default()
+        },
+        Contact::Id(phone) => ContactInfo {
+            phone: Some(phone),
+            ..ContactInfo::default()
+        },
+        Contact::Info(info) => info,
+        Contact::None(()) => ContactInfo::default(),
+    })
 }
 
 /// Variables: string values as they are, numbers and booleans as their JSON

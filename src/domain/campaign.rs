@@ -14,6 +14,7 @@ mod fields;
 
 use super::problem::SpecProblem;
 use super::template::{CompiledTemplate, TemplateSpec};
+use super::trigger::{Trigger, TriggerSpec};
 pub use fields::unknown_fields;
 
 /// Default pace when a spec gives none: 20 contacts per second.
@@ -67,6 +68,11 @@ pub struct CampaignSpec {
     /// (docs/ARCHITECTURE.md, "Journeys"). Empty: the template, once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepSpec>,
+    /// Makes the campaign a triggered one: its audience records are events,
+    /// one row per occurrence (docs/ARCHITECTURE.md, "Triggered
+    /// campaigns").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerSpec>,
 }
 
 fn default_true() -> bool {
@@ -330,6 +336,12 @@ impl CampaignSpec {
         }
     }
 
+    /// The checked trigger of a triggered campaign; `None` for any other
+    /// campaign (and for a trigger `validate` refuses).
+    pub fn trigger(&self) -> Option<Trigger> {
+        self.trigger.as_ref().and_then(|t| t.check().ok())
+    }
+
     /// Parses and validates a spec, returning its compiled template. A
     /// field the spec format does not have is a problem naming its path: a
     /// misspelt `schedule.start` silently ignored would send at once.
@@ -374,6 +386,9 @@ impl CampaignSpec {
         self.check_pacing(&mut problems);
         if let Err(journey_problems) = self.journey() {
             problems.extend(journey_problems);
+        }
+        if let Some(Err(trigger_problems)) = self.trigger.as_ref().map(TriggerSpec::check) {
+            problems.extend(trigger_problems);
         }
         if let Some(routing) = &self.reply_routing {
             if routing.agent.trim().is_empty() {

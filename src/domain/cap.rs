@@ -3,13 +3,15 @@
 //! message counts from when it was claimed until `per` later.
 //!
 //! A cap is kept per contact as at most `count` send slots, each naming the
-//! send that holds it (`<campaign>/<step>`) and when it frees. Taking a slot
+//! send that holds it (`<campaign>/<step>`, `/<occurrence>` after it for a
+//! triggered campaign) and when it frees. Taking a slot
 //! is idempotent per send: a send that never left and is claimed again
 //! finds its own slot (`Known`) instead of taking a second one.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::contact::ContactKey;
 use super::journey::{delay_text, parse_delay};
 
 /// `{count, per}`: at most `count` messages per `per` seconds.
@@ -94,10 +96,13 @@ pub fn take_slot(
     SlotTake::Full { until }
 }
 
-/// The send a slot is taken for: the campaign and the journey step (`""`
-/// for the first).
-pub fn send_id(campaign: &str, step: &str) -> String {
-    format!("{campaign}/{step}")
+/// The send a slot is taken for: the campaign, the journey step (`""`
+/// for the first) and, for a triggered campaign's row, its occurrence.
+pub fn send_id(campaign: &str, step: &str, contact: &ContactKey) -> String {
+    match contact.occurrence() {
+        Some(occurrence) => format!("{campaign}/{step}/{occurrence}"),
+        None => format!("{campaign}/{step}"),
+    }
 }
 
 #[cfg(test)]
@@ -186,7 +191,13 @@ mod tests {
 
     #[test]
     fn sends_are_named_by_campaign_and_step() {
-        assert_eq!(send_id("promo", ""), "promo/");
-        assert_eq!(send_id("promo", "nudge"), "promo/nudge");
+        let contact = ContactKey::raw("+5215512345678");
+        assert_eq!(send_id("promo", "", &contact), "promo/");
+        assert_eq!(send_id("promo", "nudge", &contact), "promo/nudge");
+        // Each occurrence of a triggered campaign is a send of its own.
+        assert_eq!(
+            send_id("cart", "", &contact.with_occurrence("c-9")),
+            "cart//c-9"
+        );
     }
 }

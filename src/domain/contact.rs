@@ -24,9 +24,41 @@ const MAX_BSUID_LEN: usize = 128;
 /// user id. Built by [`normalize_phone`], [`ContactKey::parse_id`], or
 /// [`ContactKey::raw`] for an input that could not be understood (kept so
 /// that the exclusion shows up in reports under what the upstream sent).
+///
+/// A contact of a triggered campaign has one row per occurrence (the order
+/// or cart that triggered it; docs/ARCHITECTURE.md, "Triggered campaigns"):
+/// [`ContactKey::with_occurrence`] keys that row. Equality, order and the
+/// serialised form cover the occurrence (they identify the row), while
+/// [`ContactKey::as_str`] is the contact alone (the recipient, the key of
+/// everything the store keeps per contact) and [`ContactKey::row_str`] the
+/// row's key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ContactKey(String);
+
+/// Separates the contact from the occurrence in a row key. A control
+/// character: no contact id or occurrence id may hold one.
+const OCCURRENCE_SEPARATOR: char = '\u{1f}';
+
+/// Longest occurrence id accepted.
+pub const MAX_OCCURRENCE_LEN: usize = 128;
+
+/// Why an occurrence id cannot be used.
+pub fn occurrence_error(occurrence: &str) -> Option<String> {
+    if occurrence.is_empty() {
+        return Some("occurrence is empty".into());
+    }
+    if occurrence.len() > MAX_OCCURRENCE_LEN {
+        return Some(format!(
+            "occurrence is {} bytes long (at most {MAX_OCCURRENCE_LEN})",
+            occurrence.len()
+        ));
+    }
+    occurrence
+        .chars()
+        .any(char::is_control)
+        .then(|| "occurrence holds a control character".into())
+}
 
 impl ContactKey {
     /// Parses a contact id as found in a Kafka key or a record: a BSUID is
@@ -43,39 +75,92 @@ impl ContactKey {
     /// A key taken verbatim, without validation: for contacts that are
     /// excluded because their id could not be understood.
     pub fn raw(raw: impl Into<String>) -> ContactKey {
-        ContactKey(raw.into())
+        let mut raw = raw.into();
+        if raw.contains(OCCURRENCE_SEPARATOR) {
+            raw = raw.replace(OCCURRENCE_SEPARATOR, "\u{fffd}");
+        }
+        ContactKey(raw)
     }
 
-    /// The key as a string.
+    /// A row key read back from the store (or from callback data the
+    /// daemon wrote): its occurrence, if any, is kept.
+    pub fn from_row(row: impl Into<String>) -> ContactKey {
+        ContactKey(row.into())
+    }
+
+    /// The key of this contact's row for one occurrence (`occurrence` was
+    /// checked by [`occurrence_error`]). A key that has an occurrence
+    /// already gets the new one instead.
+    pub fn with_occurrence(&self, occurrence: &str) -> ContactKey {
+        let mut row = String::with_capacity(self.as_str().len() + 1 + occurrence.len());
+        row.push_str(self.as_str());
+        row.push(OCCURRENCE_SEPARATOR);
+        row.push_str(occurrence);
+        ContactKey(row)
+    }
+
+    /// The contact alone: the recipient, and the key of what the store
+    /// keeps per contact (opt-outs, engagement, caps).
     pub fn as_str(&self) -> &str {
+        match self.0.find(OCCURRENCE_SEPARATOR) {
+            Some(i) => &self.0[..i],
+            None => &self.0,
+        }
+    }
+
+    /// The occurrence this row is for, if it is a triggered campaign's.
+    pub fn occurrence(&self) -> Option<&str> {
+        self.0
+            .find(OCCURRENCE_SEPARATOR)
+            .map(|i| &self.0[i + OCCURRENCE_SEPARATOR.len_utf8()..])
+    }
+
+    /// The row's key: the contact, and its occurrence when it has one.
+    pub fn row_str(&self) -> &str {
         &self.0
+    }
+
+    /// The contact without the occurrence.
+    pub fn recipient(&self) -> ContactKey {
+        match self.occurrence() {
+            Some(_) => ContactKey(self.as_str().to_string()),
+            None => self.clone(),
+        }
     }
 
     /// True for an E.164 phone number, false for a user id (or a raw key).
     pub fn is_phone(&self) -> bool {
-        self.0.starts_with('+')
+        self.as_str().starts_with('+')
     }
 
     /// True for a business-scoped user id.
     pub fn is_user_id(&self) -> bool {
-        is_bsuid(&self.0)
+        is_bsuid(self.as_str())
     }
 
-    /// The key as an owned string.
+    /// The contact as an owned string.
     pub fn into_string(self) -> String {
-        self.0
+        match self.occurrence() {
+            Some(_) => self.as_str().to_string(),
+            None => self.0,
+        }
     }
 }
 
+/// The contact, then ` #<occurrence>` for a triggered campaign's row.
 impl fmt::Display for ContactKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())?;
+        match self.occurrence() {
+            Some(occurrence) => write!(f, " #{occurrence}"),
+            None => Ok(()),
+        }
     }
 }
 
 impl AsRef<str> for ContactKey {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -364,6 +449,44 @@ mod tests {
             Ok(key) => key.into_string(),
             Err(e) => panic!("{raw:?} in {region:?}: {e}"),
         }
+    }
+
+    #[test]
+    fn an_occurrence_keys_its_own_row_and_keeps_the_contact() {
+        let contact = ContactKey::raw("+5215512345678");
+        let a = contact.with_occurrence("cart-1");
+        let b = contact.with_occurrence("cart-2");
+        assert_ne!(a, b, "two occurrences are two rows");
+        assert_ne!(
+            a, contact,
+            "an occurrence's row is not the contact's plain row"
+        );
+        assert_eq!(a, contact.with_occurrence("cart-1"));
+        for row in [&a, &b] {
+            assert_eq!(
+                row.as_str(),
+                "+5215512345678",
+                "the recipient stays the contact"
+            );
+            assert_eq!(row.recipient(), contact);
+            assert!(row.is_phone());
+        }
+        assert_eq!(a.occurrence(), Some("cart-1"));
+        assert_eq!(contact.occurrence(), None);
+        assert_eq!(a.to_string(), "+5215512345678 #cart-1");
+        // Stored and read back, the row keeps its occurrence.
+        let json = serde_json::to_string(&a).unwrap();
+        let back: ContactKey = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(ContactKey::from_row(a.row_str()), a);
+        // An occurrence replaces another; a raw input cannot forge one.
+        assert_eq!(a.with_occurrence("cart-2"), b);
+        assert_eq!(ContactKey::raw("+1\u{1f}x").occurrence(), None);
+        // An order name may hold '#' and spaces, not control characters.
+        assert_eq!(occurrence_error("#1001 A"), None);
+        assert!(occurrence_error("").is_some());
+        assert!(occurrence_error("a\nb").is_some());
+        assert!(occurrence_error(&"x".repeat(129)).is_some());
     }
 
     fn err(raw: &str, region: Option<&str>) -> String {

@@ -21,9 +21,12 @@
 //!   machine that decides which step follows and when.
 //! - [`cap`]: frequency caps per contact and the send slots that count
 //!   against them.
+//! - [`trigger`]: triggered campaigns: delay, cancelling events, the cap
+//!   per contact and the dedupe window.
 //!
 //! Imports run one way: `audience` → `campaign` → `journey` → `template` →
-//! (`contact`, `problem`), and `cap` → `journey` (its delays); a template
+//! (`contact`, `problem`), `cap` → (`journey`, `contact`), and `trigger` →
+//! (`cap`, `journey`, `problem`); a template
 //! reads a contact only through `ContactValues`.
 
 pub mod audience;
@@ -35,6 +38,7 @@ pub mod journey;
 pub mod problem;
 pub mod state;
 pub mod template;
+pub mod trigger;
 
 pub use audience::*;
 pub use campaign::*;
@@ -45,3 +49,4 @@ pub use journey::*;
 pub use problem::*;
 pub use state::*;
 pub use template::*;
+pub use trigger::*;

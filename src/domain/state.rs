@@ -241,8 +241,16 @@ pub enum ExclusionReason {
     /// after its timer fired and before its claim.
     Replied,
     /// The contact had as many marketing messages in the cap's window as
-    /// `dispatch.marketing_per_contact` allows.
+    /// `dispatch.marketing_per_contact` allows, or as many messages of a
+    /// triggered campaign as its `trigger.max_per_contact` allows.
     FrequencyCap,
+    /// A triggered campaign's occurrence cancelled by an event of its
+    /// `trigger.cancel_on` (`cancelled:order_placed`) before its message
+    /// was claimed.
+    Cancelled(String),
+    /// A trigger event older than its campaign's `trigger.dedupe_window`
+    /// when it arrived (a replayed topic).
+    StaleEvent,
 }
 
 impl ExclusionReason {
@@ -260,6 +268,8 @@ impl ExclusionReason {
             ExclusionReason::InvalidField(_) => "invalid_field",
             ExclusionReason::Replied => "replied",
             ExclusionReason::FrequencyCap => "frequency_cap",
+            ExclusionReason::Cancelled(_) => "cancelled",
+            ExclusionReason::StaleEvent => "stale_event",
         }
     }
 
@@ -276,7 +286,11 @@ impl ExclusionReason {
             ExclusionReason::InvalidField(field) => format!("invalid value in field {field}"),
             ExclusionReason::Replied => "replied before this follow-up was sent".to_string(),
             ExclusionReason::FrequencyCap => {
-                "had as many marketing messages as the frequency cap allows".to_string()
+                "had as many messages as a frequency cap allows".to_string()
+            }
+            ExclusionReason::Cancelled(event) => format!("cancelled by the event {event}"),
+            ExclusionReason::StaleEvent => {
+                "trigger event older than the campaign's dedupe window".to_string()
             }
         }
     }
@@ -285,7 +299,8 @@ impl ExclusionReason {
         match self {
             ExclusionReason::Suppressed(d)
             | ExclusionReason::MissingVariable(d)
-            | ExclusionReason::InvalidField(d) => Some(d),
+            | ExclusionReason::InvalidField(d)
+            | ExclusionReason::Cancelled(d) => Some(d),
             _ => None,
         }
     }
@@ -320,6 +335,8 @@ impl FromStr for ExclusionReason {
             ("outside_window", None) => ExclusionReason::OutsideWindow,
             ("replied", None) => ExclusionReason::Replied,
             ("frequency_cap", None) => ExclusionReason::FrequencyCap,
+            ("stale_event", None) => ExclusionReason::StaleEvent,
+            ("cancelled", Some(d)) => ExclusionReason::Cancelled(d.to_string()),
             ("suppressed", Some(d)) => ExclusionReason::Suppressed(d.to_string()),
             ("missing_variable", Some(d)) => ExclusionReason::MissingVariable(d.to_string()),
             ("invalid_field", Some(d)) => ExclusionReason::InvalidField(d.to_string()),
@@ -521,6 +538,11 @@ mod tests {
                 ExclusionReason::InvalidField("send_after".into()),
                 "invalid_field:send_after",
             ),
+            (
+                ExclusionReason::Cancelled("order_placed".into()),
+                "cancelled:order_placed",
+            ),
+            (ExclusionReason::StaleEvent, "stale_event"),
         ];
         for (reason, text) in reasons {
             assert_eq!(reason.to_string(), text);

@@ -18,7 +18,7 @@ use super::IngestError;
 use crate::domain::template::TemplateSpec;
 use crate::domain::{
     CampaignSpec, CompiledTemplate, ContactKey, ContactValues, DesiredState, Journey,
-    ObservedState, SpecProblem,
+    ObservedState, SpecProblem, Trigger, TriggerSpec,
 };
 use crate::metrics;
 use crate::store::{CampaignRecord, StagedJourney, Store};
@@ -30,6 +30,8 @@ pub struct CatalogEntry {
     pub spec: CampaignSpec,
     pub template: CompiledTemplate,
     pub journey: Journey,
+    /// The checked trigger of a triggered campaign.
+    pub trigger: Option<Trigger>,
 }
 
 impl CatalogEntry {
@@ -38,16 +40,19 @@ impl CatalogEntry {
     pub fn compile(spec: CampaignSpec) -> Result<CatalogEntry, Vec<SpecProblem>> {
         let template = spec.template.compile();
         let journey = spec.journey();
-        match (template, journey) {
-            (Ok(template), Ok(journey)) => Ok(CatalogEntry {
+        let trigger = spec.trigger.as_ref().map(TriggerSpec::check).transpose();
+        match (template, journey, trigger) {
+            (Ok(template), Ok(journey), Ok(trigger)) => Ok(CatalogEntry {
                 spec,
                 template,
                 journey,
+                trigger,
             }),
-            (template, journey) => Err(template
+            (template, journey, trigger) => Err(template
                 .err()
                 .into_iter()
                 .chain(journey.err())
+                .chain(trigger.err())
                 .flatten()
                 .collect()),
         }

@@ -11,6 +11,8 @@ use crate::store::{DispatchRecord, StepRecord, Store};
 #[derive(Debug, Serialize)]
 pub struct ContactRow {
     pub contact: String,
+    /// The occurrence of a triggered campaign's row (empty otherwise).
+    pub occurrence: String,
     pub state: String,
     pub reason: String,
     pub error_code: String,
@@ -144,7 +146,8 @@ impl ContactRow {
     pub fn from_record(r: &DispatchRecord) -> Self {
         let c = StepColumns::of(&current_step(r));
         ContactRow {
-            contact: r.contact.to_string(),
+            contact: r.contact.as_str().to_string(),
+            occurrence: r.contact.occurrence().unwrap_or_default().to_string(),
             state: c.state,
             reason: c.reason,
             error_code: c.error_code,
@@ -182,7 +185,11 @@ impl StepOrder {
     /// `contact`, `step` (the current one), then `<step>.<column>` for
     /// every step.
     fn header(&self) -> Vec<String> {
-        let mut out = vec!["contact".to_string(), "step".to_string()];
+        let mut out = vec![
+            "contact".to_string(),
+            "occurrence".to_string(),
+            "step".to_string(),
+        ];
         for name in &self.names {
             out.extend(STEP_COLUMNS.iter().map(|c| format!("{name}.{c}")));
         }
@@ -270,7 +277,11 @@ pub async fn export(
                 (Format::Csv, None) => csv.serialize(ContactRow::from_record(r))?,
                 (Format::Csv, Some(steps)) => {
                     let groups = steps.groups(r);
-                    let mut cells = vec![r.contact.as_str(), steps.name(r)];
+                    let mut cells = vec![
+                        r.contact.as_str(),
+                        r.contact.occurrence().unwrap_or_default(),
+                        steps.name(r),
+                    ];
                     for g in &groups {
                         cells.extend(g.cells());
                     }

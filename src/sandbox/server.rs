@@ -161,10 +161,12 @@ impl Shared {
             return Answer::Error(e);
         }
         let pair = self.pair.as_ref().map(|p| (p, self.now_ns()));
-        let Ok(ordinal) = self
-            .stats
-            .accept(&number, send.recipient.key, send.campaign(), pair)
-        else {
+        let Ok(ordinal) = self.stats.accept(
+            &number,
+            send.recipient.key,
+            (send.campaign(), send.occurrence()),
+            pair,
+        ) else {
             return Answer::Error(ApiError::with_default_details(code::PAIR_RATE));
         };
         let wamid = format!(

@@ -42,9 +42,10 @@ pub struct SandboxStats {
     pub recipients: u64,
     /// Most accepted messages any one recipient got.
     pub per_recipient_max: u64,
-    /// Recipients that got the same campaign (or journey step) more than
-    /// once (campaign: `biz_opaque_callback_data` before `|`, else the
-    /// template name).
+    /// Recipients that got the same campaign (or journey step, or a
+    /// triggered campaign's occurrence) more than once (campaign:
+    /// `biz_opaque_callback_data` before `|`, else the template name; the
+    /// occurrence: what follows the contact after a second `|`).
     pub duplicate_recipients: u64,
     /// Events (statuses and inbound messages) delivered in 2xx webhook POSTs.
     pub webhooks_sent: u64,
@@ -258,17 +259,22 @@ impl Stats {
         Arc::clone(state)
     }
 
-    /// Apply the pair limit and, if admitted, record an accepted message.
+    /// Apply the pair limit and, if admitted, record an accepted message of
+    /// `send` (its campaign or journey step, and the occurrence of a
+    /// triggered campaign's: a send a recipient may get once).
     /// Returns the recipient's ordinal for this message (1 for the first).
     pub(crate) fn accept(
         &self,
         number: &NumberState,
         recipient_key: u64,
-        campaign: &str,
+        (campaign, occurrence): (&str, Option<&str>),
         pair: Option<(&PairLimit, u64)>,
     ) -> Result<u32, PairLimited> {
         let campaign = {
-            let h = super::rules::fnv1a(campaign.as_bytes());
+            let mut h = super::rules::fnv1a(campaign.as_bytes());
+            if let Some(occurrence) = occurrence {
+                h = mix64(h ^ super::rules::fnv1a(occurrence.as_bytes()));
+            }
             (h ^ (h >> 32)) as u32
         };
         let shard = (mix64(recipient_key) >> 58) as usize % SHARDS;
@@ -433,7 +439,7 @@ mod tests {
     fn duplicates_count_recipients_not_messages() {
         let stats = Stats::new([]);
         let n = stats.number("1", None);
-        let ok = |key, campaign| stats.accept(&n, key, campaign, None).ok().unwrap();
+        let ok = |key, campaign| stats.accept(&n, key, (campaign, None), None).ok().unwrap();
         assert_eq!(ok(1, "a"), 1);
         assert_eq!(ok(1, "b"), 2);
         let s = stats.snapshot();
@@ -451,6 +457,13 @@ mod tests {
         );
         assert_eq!(s.per_number.get("1"), Some(&5));
         assert_eq!(stats.recipient_messages(1), 4);
+        // A triggered campaign's occurrences are sends of their own.
+        let occ = |key, occurrence| stats.accept(&n, key, ("t", Some(occurrence)), None).is_ok();
+        assert!(occ(3, "o-1"));
+        assert!(occ(3, "o-2"));
+        assert_eq!(stats.snapshot().duplicate_recipients, 1);
+        assert!(occ(3, "o-2"));
+        assert_eq!(stats.snapshot().duplicate_recipients, 2);
         stats.reset();
         assert_eq!(stats.snapshot(), SandboxStats::default());
     }
@@ -461,10 +474,10 @@ mod tests {
         let a = stats.number("1", None);
         let b = stats.number("2", None);
         let limit = PairLimit::new(6.0, 1).unwrap();
-        assert!(stats.accept(&a, 9, "c", Some((&limit, 1))).is_ok());
-        assert!(stats.accept(&a, 9, "c", Some((&limit, 2))).is_err());
-        assert!(stats.accept(&b, 9, "c", Some((&limit, 2))).is_ok());
-        assert!(stats.accept(&b, 9, "c", Some((&limit, 3))).is_err());
+        assert!(stats.accept(&a, 9, ("c", None), Some((&limit, 1))).is_ok());
+        assert!(stats.accept(&a, 9, ("c", None), Some((&limit, 2))).is_err());
+        assert!(stats.accept(&b, 9, ("c", None), Some((&limit, 2))).is_ok());
+        assert!(stats.accept(&b, 9, ("c", None), Some((&limit, 3))).is_err());
         assert_eq!(stats.recipient_messages(9), 2);
     }
 

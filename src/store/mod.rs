@@ -188,6 +188,17 @@ pub trait Store: Send + Sync + 'static {
         reason: &crate::domain::ExclusionReason,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<String>>;
+    /// Stops a contact's journey (see [`DispatchRecord::stop`]): a
+    /// cancelling event, a conversion. Conditional like a claim, so exactly
+    /// one of a stop and a claim of the same step wins. `None` when the row
+    /// is absent or had nothing left to stop.
+    async fn stop_journey(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        reason: &crate::domain::ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<JourneyStop>>;
 
     // ---- instances ----
     /// Writes (or extends) `owner`'s lease.
@@ -214,10 +225,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<RecipientCount>;
 
     /// Takes one of `contact`'s send slots of a frequency cap for `send`
-    /// (`<campaign>/<step>`, see [`crate::domain::send_id`]) at `now`:
-    /// atomic per contact across instances, idempotent per send.
+    /// (see [`crate::domain::send_id`]) at `now`: atomic per contact and
+    /// scope across instances, idempotent per send. `scope` is `""` for the
+    /// portfolio's marketing cap, a campaign id for that campaign's
+    /// `trigger.max_per_contact`; each scope has its own slots.
     async fn take_send_slot(
         &self,
+        scope: &str,
         contact: &ContactKey,
         send: &str,
         cap: crate::domain::FrequencyCap,

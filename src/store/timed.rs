@@ -58,6 +58,7 @@ impl<S: Store> Store for Timed<S> {
     }
     async fn take_send_slot(
         &self,
+        scope: &str,
         contact: &ContactKey,
         send: &str,
         cap: crate::domain::FrequencyCap,
@@ -65,7 +66,7 @@ impl<S: Store> Store for Timed<S> {
     ) -> StoreResult<crate::domain::SlotTake> {
         time(
             "take_send_slot",
-            self.0.take_send_slot(contact, send, cap, now),
+            self.0.take_send_slot(scope, contact, send, cap, now),
         )
         .await
     }
@@ -215,6 +216,19 @@ impl<S: Store> Store for Timed<S> {
         at: DateTime<Utc>,
     ) -> StoreResult<Option<String>> {
         time("exclude", self.0.exclude(campaign, contact, reason, at)).await
+    }
+    async fn stop_journey(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        reason: &ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<JourneyStop>> {
+        time(
+            "stop_journey",
+            self.0.stop_journey(campaign, contact, reason, at),
+        )
+        .await
     }
     async fn requeue(
         &self,

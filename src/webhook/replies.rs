@@ -10,7 +10,7 @@ use super::payload::{parse_timestamp, Inbound, UserPreference};
 use crate::domain::{ContactKey, DispatchState, OptOutScope};
 use crate::events::Event;
 use crate::metrics;
-use crate::store::{ParkedReply, StatusApplied, StatusUpdate};
+use crate::store::{ContactRecord, ParkedReply, StatusApplied, StatusUpdate};
 
 use super::*;
 
@@ -121,12 +121,21 @@ impl WebhookProcessor {
         let (campaign, contact) = match correlated {
             Some((campaign, contact)) => (Some(campaign), contact),
             None => {
-                let last = self
-                    .store
-                    .get_contact(&sender)
-                    .await?
-                    .and_then(|c| c.last_campaign);
-                (last, sender)
+                // A triggered campaign's message: the row of its occurrence.
+                match self.store.get_contact(&sender).await? {
+                    Some(ContactRecord {
+                        last_campaign: Some(campaign),
+                        last_occurrence,
+                        ..
+                    }) => {
+                        let row = match last_occurrence.as_deref() {
+                            Some(occurrence) => sender.with_occurrence(occurrence),
+                            None => sender,
+                        };
+                        (Some(campaign), row)
+                    }
+                    _ => (None, sender),
+                }
             }
         };
         let step = match &campaign {
@@ -138,7 +147,7 @@ impl WebhookProcessor {
             let scope = self.settings.keyword_scope;
             self.store.set_opt_out(&contact, scope, true, at).await?;
             events.push(Event::OptOut {
-                contact: contact.to_string(),
+                contact: contact.as_str().to_string(),
                 opted_out: true,
                 scope,
                 source: "keyword".into(),
@@ -150,7 +159,8 @@ impl WebhookProcessor {
         events.push(Event::Reply {
             campaign_id: campaign,
             step,
-            contact: contact.to_string(),
+            contact: contact.as_str().to_string(),
+            occurrence: contact.occurrence().map(str::to_string),
             agent: entry
                 .as_ref()
                 .and_then(|e| e.spec.reply_routing.as_ref().map(|r| r.agent.clone())),
@@ -264,7 +274,7 @@ impl WebhookProcessor {
             .set_opt_out(&contact, OptOutScope::Marketing, opted_out, at)
             .await?;
         Ok(vec![Event::OptOut {
-            contact: contact.to_string(),
+            contact: contact.as_str().to_string(),
             opted_out,
             scope: OptOutScope::Marketing,
             source: "user_preferences".into(),

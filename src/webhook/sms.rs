@@ -86,7 +86,8 @@ impl WebhookProcessor {
                 events.push(Event::Status {
                     campaign_id: applied.campaign.clone(),
                     step,
-                    contact: applied.contact.to_string(),
+                    contact: applied.contact.as_str().to_string(),
+                    occurrence: applied.contact.occurrence().map(str::to_string),
                     status: state.as_str().to_string(),
                     wamid: update.wamid.clone(),
                     timestamp: update.at,

@@ -35,7 +35,8 @@ impl WebhookProcessor {
             events.push(Event::Status {
                 campaign_id: campaign,
                 step,
-                contact: contact.to_string(),
+                contact: contact.as_str().to_string(),
+                occurrence: contact.occurrence().map(str::to_string),
                 status: state.as_str().to_string(),
                 wamid: s.id.clone(),
                 timestamp: at,
@@ -98,7 +99,7 @@ impl WebhookProcessor {
                 .set_opt_out(contact, OptOutScope::Marketing, true, at)
                 .await?;
             return Ok(vec![Event::OptOut {
-                contact: contact.to_string(),
+                contact: contact.as_str().to_string(),
                 opted_out: true,
                 scope: OptOutScope::Marketing,
                 source: "error_131050".into(),

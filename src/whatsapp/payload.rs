@@ -35,13 +35,14 @@ use crate::domain::{
 /// found is the separator even if a contact key were to contain one.
 const CALLBACK_SEPARATOR: char = '|';
 
-/// The `biz_opaque_callback_data` of a message: `"<campaign>|<contact>"`.
+/// The `biz_opaque_callback_data` of a message: `"<campaign>|<contact>"`,
+/// and `"|<occurrence>"` after it for a triggered campaign's row.
 ///
 /// Meta returns it untouched in the message's status webhooks, which is how
 /// a status (even for a send whose response was lost, an `unknown` one;
 /// docs/ARCHITECTURE.md, "Error classes") finds its (campaign, contact).
-/// Meta allows 512 characters; a campaign id (at most 128) and a contact key
-/// (at most 128) stay well below.
+/// Meta allows 512 characters; a campaign id (at most 128), a step id (32),
+/// a contact key and an occurrence (128 each) stay below.
 pub fn callback_data(campaign: &str, contact: &ContactKey) -> String {
     step_callback_data(campaign, "", contact)
 }
@@ -55,7 +56,10 @@ const STEP_SEPARATOR: char = '/';
 /// so each step's message is told apart wherever the data is read (the
 /// row itself finds the step by its wamid).
 pub fn step_callback_data(campaign: &str, step: &str, contact: &ContactKey) -> String {
-    let mut out = String::with_capacity(campaign.len() + 2 + step.len() + contact.as_str().len());
+    let occurrence = contact.occurrence().unwrap_or_default();
+    let mut out = String::with_capacity(
+        campaign.len() + 3 + step.len() + contact.as_str().len() + occurrence.len(),
+    );
     out.push_str(campaign);
     if !step.is_empty() {
         out.push(STEP_SEPARATOR);
@@ -63,25 +67,43 @@ pub fn step_callback_data(campaign: &str, step: &str, contact: &ContactKey) -> S
     }
     out.push(CALLBACK_SEPARATOR);
     out.push_str(contact.as_str());
+    if contact.occurrence().is_some() {
+        // Contact ids (E.164 numbers, user ids) never hold the separator;
+        // the occurrence, last, may.
+        out.push(CALLBACK_SEPARATOR);
+        out.push_str(occurrence);
+    }
     out
 }
 
-/// Splits `biz_opaque_callback_data` back into (campaign id, contact), at
-/// the first '|'. `None` when there is no '|' or either side is empty: the
-/// data did not come from [`callback_data`] (another app on the same
-/// WhatsApp Business Account may set its own).
+/// Splits `biz_opaque_callback_data` back into (campaign id, contact row),
+/// at the first '|' and the occurrence at the next. `None` when there is
+/// no '|' or either side is empty: the data did not come from
+/// [`callback_data`] (another app on the same WhatsApp Business Account
+/// may set its own).
 pub fn parse_callback_data(s: &str) -> Option<(String, ContactKey)> {
-    let (campaign, contact) = s.split_once(CALLBACK_SEPARATOR)?;
+    let (campaign, rest) = s.split_once(CALLBACK_SEPARATOR)?;
     let campaign = campaign
         .split_once(STEP_SEPARATOR)
         .map_or(campaign, |(campaign, _step)| campaign);
-    if campaign.is_empty() || contact.is_empty() {
+    let (contact, occurrence) = match rest.split_once(CALLBACK_SEPARATOR) {
+        Some((contact, occurrence)) => (contact, Some(occurrence)),
+        None => (rest, None),
+    };
+    if campaign.is_empty() || contact.is_empty() || occurrence == Some("") {
         return None;
     }
     // The key was written by `callback_data` from a valid ContactKey; it is
     // taken verbatim rather than re-normalised, which would cost a phone
     // parse per webhook at 30,000 webhooks/s.
-    Some((campaign.to_string(), ContactKey::raw(contact)))
+    let key = ContactKey::raw(contact);
+    Some((
+        campaign.to_string(),
+        match occurrence {
+            Some(occurrence) => key.with_occurrence(occurrence),
+            None => key,
+        },
+    ))
 }
 
 /// A template message, ready to serialise as the Cloud API request body.

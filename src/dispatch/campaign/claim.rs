@@ -13,7 +13,7 @@ use crate::dispatch::sender::pool::{self, NoSender};
 use crate::dispatch::sender::{QueuedSend, SendJob, SendReport};
 use crate::domain::template::TemplateSpec;
 use crate::domain::{
-    send_id, Channel, ContactKey, ExclusionReason, On, SlotTake, TemplateCategory,
+    send_id, Channel, ContactKey, ExclusionReason, FrequencyCap, On, SlotTake, TemplateCategory,
 };
 use crate::events::Event;
 use crate::ingest::catalog::CatalogEntry;
@@ -44,7 +44,8 @@ impl Pump {
         self.env.publish(vec![Event::Excluded {
             campaign_id: self.state.id.clone(),
             step,
-            contact: contact.to_string(),
+            contact: contact.as_str().to_string(),
+            occurrence: contact.occurrence().map(str::to_string),
             reason: reason.to_string(),
             timestamp: Utc::now(),
         }]);
@@ -364,15 +365,16 @@ impl Pump {
             }
         }
         match outcome {
-            // The frequency cap and the portfolio's limit count WhatsApp
-            // messages only; the cap first, so that a contact it excludes
-            // takes no place of the portfolio's window.
+            // The caps first, so that a contact they exclude takes no place
+            // of the portfolio's window; that limit and the marketing cap
+            // count WhatsApp messages only, a campaign's own cap every
+            // channel.
             Ok(ClaimOutcome::Claimed { .. })
                 if entry.journey.channel(&row.step) == Channel::Whatsapp =>
             {
-                self.within_cap(&entry, row).await && self.count_recipient(contact).await
+                self.within_caps(&entry, row).await && self.count_recipient(contact).await
             }
-            Ok(ClaimOutcome::Claimed { .. }) => true,
+            Ok(ClaimOutcome::Claimed { .. }) => self.within_caps(&entry, row).await,
             Ok(ClaimOutcome::EngagedElsewhere { .. }) => {
                 self.exclude(contact, ExclusionReason::EngagedElsewhere)
                     .await;
@@ -385,31 +387,45 @@ impl Pump {
             }
         }
     }
-    /// After the claim, before the request: the contact takes a place of the
-    /// portfolio limit in the store (or is counted already). When the window
-    /// is full, or the store does not answer, the claim goes back (the
-    /// request never left, so it is no attempt) with a retry time.
-    /// After the claim of a marketing message: takes one of the contact's
-    /// send slots of `dispatch.marketing_per_contact` (in the store, shared
-    /// by every campaign and instance). A contact whose slots are all held
-    /// by other sends is excluded `frequency_cap`; when the store does not
-    /// answer, the claim goes back (the request never left) with a retry
-    /// time.
-    pub(super) async fn within_cap(&self, entry: &CatalogEntry, row: &DispatchRecord) -> bool {
+    /// After the claim, before the request: the frequency caps. A triggered
+    /// campaign's `trigger.max_per_contact` counts each occurrence once, at
+    /// its first step (its later steps are the same occurrence); the
+    /// portfolio's `dispatch.marketing_per_contact` counts every marketing
+    /// WhatsApp message of every campaign. False when the contact does not
+    /// go now (see [`Self::take_cap_slot`]).
+    pub(super) async fn within_caps(&self, entry: &CatalogEntry, row: &DispatchRecord) -> bool {
+        let own = entry
+            .trigger
+            .as_ref()
+            .and_then(|t| t.cap)
+            .filter(|_| row.step.is_empty());
+        if let Some(cap) = own {
+            if !self.take_cap_slot(&self.state.id, cap, row).await {
+                return false;
+            }
+        }
         let Some(cap) = self.env.marketing_cap() else {
             return true;
         };
-        let marketing = entry
-            .template_of(&row.step)
-            .is_some_and(|t| t.category == TemplateCategory::Marketing);
-        if !marketing {
-            return true;
-        }
+        let marketing = entry.journey.channel(&row.step) == Channel::Whatsapp
+            && entry
+                .template_of(&row.step)
+                .is_some_and(|t| t.category == TemplateCategory::Marketing);
+        !marketing || self.take_cap_slot("", cap, row).await
+    }
+
+    /// Takes one of the contact's send slots of a cap of `scope` (`""` the
+    /// portfolio's, else a campaign's; in the store, shared by every
+    /// instance). A contact whose slots are all held by other sends is
+    /// excluded `frequency_cap`; when the store does not answer, the claim
+    /// goes back (the request never left, so it is no attempt) with a retry
+    /// time.
+    async fn take_cap_slot(&self, scope: &str, cap: FrequencyCap, row: &DispatchRecord) -> bool {
         let (id, contact) = (&self.state.id, &row.contact);
         let now = Utc::now();
         let back = match self
             .store
-            .take_send_slot(contact, &send_id(id, &row.step), cap, now)
+            .take_send_slot(scope, contact, &send_id(id, &row.step, contact), cap, now)
             .await
         {
             Ok(SlotTake::Taken | SlotTake::Known) => return true,

@@ -43,6 +43,7 @@ impl Pump {
                     claimed: s.count(DispatchState::Claimed),
                     deferred: s.count(DispatchState::Deferred),
                     waiting: s.waiting,
+                    triggered: false,
                 };
                 self.note_progress(s, counts);
                 counts
@@ -129,12 +130,16 @@ impl Pump {
     pub(super) async fn observe(&self, counts: &CampaignCounts) -> ObservedState {
         let entry = self.state.entry.read_or_recover().clone();
         let halted = self.state.halted.lock_or_recover().is_some();
+        let counts = CampaignCounts {
+            triggered: entry.trigger.is_some(),
+            ..*counts
+        };
         let next = lifecycle::observe(
             entry.spec.state,
             self.state.paused_by_operator.load(Ordering::Acquire),
             halted,
             &entry.spec.schedule,
-            counts,
+            &counts,
             Utc::now(),
         );
         let prev = *self.state.observed.lock_or_recover();

@@ -25,6 +25,9 @@ pub struct CampaignCounts {
     pub deferred: u64,
     /// Waiting for a later step of their journey (a timer).
     pub waiting: u64,
+    /// The campaign is triggered: its audience is a stream of events that
+    /// never ends, so it never completes by itself.
+    pub triggered: bool,
 }
 
 impl CampaignCounts {
@@ -51,6 +54,8 @@ impl CampaignCounts {
 ///    itself once `start_at` is reached; without one it waits for the
 ///    upstream to publish `active`.
 /// 5. contacts were staged and all are final → `Completed`; else `Active`.
+///    A triggered campaign stays `Active` (its next event may come at any
+///    time) until it is ended.
 ///    `Completed` is not terminal: when new contacts are staged the next
 ///    look finds them pending and the campaign is `Active` again.
 ///
@@ -82,7 +87,7 @@ pub fn observe(
     {
         return ObservedState::Scheduled;
     }
-    if counts.all_final() {
+    if counts.all_final() && !counts.triggered {
         ObservedState::Completed
     } else {
         ObservedState::Active
@@ -172,6 +177,7 @@ mod tests {
             claimed: 1,
             deferred: 0,
             waiting: 0,
+            triggered: false,
         }
     }
 
@@ -285,6 +291,19 @@ mod tests {
         let now = utc(DURING);
         let s = window();
         let mut counts = done();
+        let triggered = CampaignCounts {
+            triggered: true,
+            ..counts
+        };
+        assert_eq!(
+            observe(DesiredState::Active, false, false, &s, &triggered, now),
+            ObservedState::Active,
+            "a triggered campaign stays active with every occurrence final"
+        );
+        assert_eq!(
+            observe(DesiredState::Ended, false, false, &s, &triggered, now),
+            ObservedState::Ended,
+        );
         let first = observe(DesiredState::Active, false, false, &s, &counts, now);
         assert_eq!(first, Completed);
         // Ten more contacts staged as pending.

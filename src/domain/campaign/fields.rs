@@ -21,8 +21,14 @@ const SPEC_KEYS: &[(&str, &[&str])] = &[
             "reply_routing",
             "tags",
             "steps",
+            "trigger",
         ],
     ),
+    (
+        "trigger",
+        &["delay", "cancel_on", "max_per_contact", "dedupe_window"],
+    ),
+    ("trigger.max_per_contact", &["count", "per"]),
     ("steps[]", &["id", "channel", "template", "text", "when"]),
     ("steps[].when", &["after", "on", "delay"]),
     (

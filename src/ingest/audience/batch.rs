@@ -14,7 +14,7 @@ use crate::domain::{self, AudienceRecord, DesiredState, ExclusionReason, RecordE
 use crate::ingest::catalog::CatalogEntry;
 use crate::ingest::dlq::DeadLetter;
 use crate::ingest::IngestError;
-use crate::metrics::{self, AudienceResult};
+use crate::metrics::{self, AudienceResult, CancelOutcome};
 use crate::store::{StageOutcome, StageRequest};
 use crate::sync::MutexExt;
 
@@ -56,13 +56,26 @@ impl AudienceIngest {
             }
             return Decision::Wait;
         };
-        let staged = domain::stage(
+        if let Some(problem) = event_problem(&entry, &record) {
+            return Decision::DeadLetter(problem);
+        }
+        let mut staged = domain::stage(
             &entry.spec,
             &entry.template,
             raw.key.as_deref(),
             &record,
             self.config.default_region.as_deref(),
         );
+        let now = Utc::now();
+        if let Some(trigger) = &entry.trigger {
+            domain::stage_occurrence(
+                trigger,
+                entry.spec.schedule.timezone(),
+                &record,
+                &mut staged,
+                now,
+            );
+        }
         let mut exclusion = staged.exclusion;
         if exclusion.is_none() && entry.spec.state == DesiredState::Ended {
             exclusion = Some(ExclusionReason::OutsideWindow);
@@ -82,9 +95,57 @@ impl AudienceIngest {
             send_after: staged.send_after,
             timezone: staged.timezone,
             tags: record.tags,
-            staged_at: Utc::now(),
+            staged_at: now,
             journey,
         }))
+    }
+
+    /// Applies the cancelling records of a staged batch whose occurrence was
+    /// staged already (a `Duplicate`): the row's journey stops, its current
+    /// step excluded unless it was claimed. A cancel staged first (`Excluded`)
+    /// needs nothing more: the trigger after it is a duplicate. False when
+    /// the store write never succeeded (the batch is then not complete).
+    fn cancel(
+        &self,
+        requests: &[StageRequest],
+        outcomes: &[StageOutcome],
+        deadline: Option<Instant>,
+    ) -> bool {
+        for (req, outcome) in requests.iter().zip(outcomes) {
+            let Some(reason @ ExclusionReason::Cancelled(_)) = &req.exclusion else {
+                continue;
+            };
+            if *outcome == StageOutcome::Excluded {
+                metrics::trigger_cancel(&req.campaign_id, CancelOutcome::Ahead);
+                continue;
+            }
+            if *outcome != StageOutcome::Duplicate {
+                continue;
+            }
+            let Some(stopped) = self.retry("cancel a triggered occurrence", deadline, || {
+                self.rt
+                    .block_on(self.store.stop_journey(
+                        &req.campaign_id,
+                        &req.contact,
+                        reason,
+                        req.staged_at,
+                    ))
+                    .map_err(IngestError::from)
+            }) else {
+                return false;
+            };
+            let outcome = match stopped {
+                Some(stop) if stop.excluded => {
+                    let step = self.catalog.step_name(&req.campaign_id, &stop.step);
+                    metrics::exclusion(&req.campaign_id, &step, reason.label());
+                    CancelOutcome::Cancelled
+                }
+                Some(_) => CancelOutcome::Stopped,
+                None => CancelOutcome::Late,
+            };
+            metrics::trigger_cancel(&req.campaign_id, outcome);
+        }
+        true
     }
 
     /// Decides, stages and dead-letters one batch; marks every record that
@@ -169,6 +230,9 @@ impl AudienceIngest {
         }) else {
             return false;
         };
+        if !self.cancel(requests, &outcomes, deadline) {
+            return false;
+        }
         let (mut staged, mut excluded, mut dup) = (0u64, 0u64, 0u64);
         for (req, outcome) in requests.iter().zip(&outcomes) {
             match outcome {
@@ -316,4 +380,33 @@ impl AudienceIngest {
             }
         }
     }
+}
+
+/// Why a cancelling record cannot be applied, for the dead-letter topic:
+/// it names a campaign without a trigger, an event the trigger does not
+/// cancel on, or no occurrence.
+fn event_problem(entry: &CatalogEntry, record: &AudienceRecord) -> Option<String> {
+    let event = record.event.as_deref()?.trim();
+    let campaign = &record.campaign_id;
+    let Some(trigger) = &entry.trigger else {
+        return Some(format!(
+            "event record \"{event}\" for campaign {campaign}, which has no trigger: events cancel occurrences of triggered campaigns only"
+        ));
+    };
+    if !trigger.cancels_on(event) {
+        return Some(format!(
+            "event \"{event}\" does not cancel campaign {campaign} (its trigger.cancel_on is [{}]); add it there or stop sending it",
+            trigger.cancel_on.join(", ")
+        ));
+    }
+    if record
+        .occurrence
+        .as_deref()
+        .is_none_or(|o| o.trim().is_empty())
+    {
+        return Some(format!(
+            "event record \"{event}\" for campaign {campaign} names no occurrence: set occurrence to the id its trigger record carried"
+        ));
+    }
+    None
 }

@@ -88,6 +88,13 @@ impl ValidSend {
             _ => &self.template,
         }
     }
+
+    /// The occurrence a triggered campaign's message is for: what follows
+    /// the contact in `biz_opaque_callback_data` (`campaign|contact|occurrence`).
+    pub(crate) fn occurrence(&self) -> Option<&str> {
+        let (_, rest) = self.biz_opaque.as_deref()?.split_once('|')?;
+        rest.split_once('|').map(|(_, occurrence)| occurrence)
+    }
 }
 
 /// Parse and validate a `POST /messages` body.

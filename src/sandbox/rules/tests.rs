@@ -27,7 +27,14 @@ fn valid_template_send_keeps_what_the_sandbox_needs() {
     assert_eq!(v.recipient.wa_id, "5215512345678");
     assert_eq!(v.input, "+52 1 55-1234-5678");
     assert_eq!(v.campaign(), "bday");
+    assert_eq!(v.occurrence(), None);
     assert_eq!(v.quick_reply_payload.as_deref(), Some("YES"));
+    let triggered = ValidSend {
+        biz_opaque: Some("cart|+5215512345678|order #7|b".into()),
+        ..v
+    };
+    assert_eq!(triggered.campaign(), "cart");
+    assert_eq!(triggered.occurrence(), Some("order #7|b"));
 }
 
 #[test]

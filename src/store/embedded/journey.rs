@@ -85,7 +85,7 @@ impl Inner {
                 batch.insert(
                     &self.pending,
                     pending_key(&item.campaign_id, item.shard, item.seq),
-                    item.contact.as_str().as_bytes().to_vec(),
+                    item.contact.row_str().as_bytes().to_vec(),
                 );
                 outcomes.push(StageOutcome::Staged);
             } else {
@@ -195,8 +195,10 @@ impl Inner {
                 }
                 let ckey = contact.as_str().as_bytes();
                 let mut c: ContactRecord = self.get_json(&self.contacts, ckey)?.unwrap_or_default();
-                if c.last_campaign.as_deref() != Some(campaign) {
+                let occurrence = contact.occurrence().map(str::to_string);
+                if c.last_campaign.as_deref() != Some(campaign) || c.last_occurrence != occurrence {
                     c.last_campaign = Some(campaign.to_string());
+                    c.last_occurrence = occurrence;
                     batch.insert(&self.contacts, ckey.to_vec(), encode(&c)?);
                 }
             }
@@ -204,7 +206,7 @@ impl Inner {
                 batch.insert(
                     &self.pending,
                     pending_key(campaign, record.shard, record.seq),
-                    contact.as_str().as_bytes().to_vec(),
+                    contact.row_str().as_bytes().to_vec(),
                 );
             }
             _ => {}
@@ -241,7 +243,7 @@ impl Inner {
             batch.insert(
                 &self.pending,
                 pending_key(campaign, record.shard, record.seq),
-                contact.as_str().as_bytes().to_vec(),
+                contact.row_str().as_bytes().to_vec(),
             );
         }
         self.index_wait(&mut batch, before.wait.as_ref(), &record);
@@ -289,7 +291,7 @@ impl Inner {
         batch.insert(
             &self.pending,
             pending_key(campaign, record.shard, record.seq),
-            contact.as_str().as_bytes().to_vec(),
+            contact.row_str().as_bytes().to_vec(),
         );
         batch.insert(&self.dispatches, key, encode(&record)?);
         batch.commit().map_err(io_err)?;
@@ -330,6 +332,33 @@ impl Inner {
         batch.insert(&self.dispatches, key, encode(&record)?);
         batch.commit().map_err(io_err)?;
         Ok(Some(record.step))
+    }
+
+    pub(super) fn stop_journey(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        reason: &ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<JourneyStop>> {
+        let _guard = self.stripe(contact);
+        let key = dispatch_key(campaign, contact);
+        let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
+            return Ok(None);
+        };
+        let Some(stop) = record.stop(reason, at) else {
+            return Ok(None);
+        };
+        let mut batch = self.batch();
+        if stop.excluded {
+            batch.remove(
+                &self.pending,
+                pending_key(campaign, record.shard, record.seq),
+            );
+        }
+        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.commit().map_err(io_err)?;
+        Ok(Some(stop))
     }
 
     pub(super) fn scan_pending(
@@ -373,7 +402,7 @@ impl Inner {
             })?;
             out.push(PendingEntry {
                 seq: u64::from_be_bytes(seq_bytes),
-                contact: ContactKey::raw(&contact),
+                contact: ContactKey::from_row(contact),
             });
         }
         Ok(out)
@@ -438,7 +467,7 @@ impl Inner {
                 });
             };
             out.push(ClaimEntry {
-                contact: ContactKey::raw(contact),
+                contact: ContactKey::from_row(contact),
                 owner: owner.to_string(),
                 claimed_at: decode(&k, &v)?,
             });

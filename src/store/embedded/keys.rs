@@ -33,10 +33,10 @@ pub(super) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> StoreResu
 }
 
 pub(super) fn dispatch_key(campaign: &str, contact: &ContactKey) -> Vec<u8> {
-    let mut k = Vec::with_capacity(campaign.len() + 1 + contact.as_str().len());
+    let mut k = Vec::with_capacity(campaign.len() + 1 + contact.row_str().len());
     k.extend_from_slice(campaign.as_bytes());
     k.push(0);
-    k.extend_from_slice(contact.as_str().as_bytes());
+    k.extend_from_slice(contact.row_str().as_bytes());
     k
 }
 
@@ -63,7 +63,7 @@ pub(super) fn claim_key(campaign: &str, shard: u32, owner: &str, contact: &Conta
     let mut k = shard_key(campaign, shard);
     k.extend_from_slice(owner.as_bytes());
     k.push(0);
-    k.extend_from_slice(contact.as_str().as_bytes());
+    k.extend_from_slice(contact.row_str().as_bytes());
     k
 }
 
@@ -87,7 +87,7 @@ pub(super) fn timer_key(campaign: &str, entry: &TimerEntry) -> Vec<u8> {
     let mut k = shard_key(campaign, entry.shard);
     let ms = u64::try_from(entry.due.timestamp_millis()).unwrap_or(0);
     k.extend_from_slice(&ms.to_be_bytes());
-    k.extend_from_slice(entry.contact.as_str().as_bytes());
+    k.extend_from_slice(entry.contact.row_str().as_bytes());
     k.push(0);
     k.extend_from_slice(entry.step.as_bytes());
     k
@@ -108,7 +108,7 @@ pub(super) fn timer_entry(prefix_len: usize, shard: u32, key: &[u8]) -> StoreRes
     Ok(TimerEntry {
         shard,
         due: DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(corrupt)?,
-        contact: ContactKey::raw(text(&rest[..split])?),
+        contact: ContactKey::from_row(text(&rest[..split])?),
         step: text(&rest[split + 1..])?,
     })
 }

@@ -355,13 +355,14 @@ impl Store for EmbeddedStore {
 
     async fn take_send_slot(
         &self,
+        scope: &str,
         contact: &ContactKey,
         send: &str,
         cap: FrequencyCap,
         now: DateTime<Utc>,
     ) -> StoreResult<SlotTake> {
-        let (contact, send) = (contact.clone(), send.to_string());
-        self.point(move |inner| inner.take_send_slot(&contact, &send, cap, now))
+        let (scope, contact, send) = (scope.to_string(), contact.clone(), send.to_string());
+        self.point(move |inner| inner.take_send_slot(&scope, &contact, &send, cap, now))
             .await
     }
 
@@ -554,6 +555,18 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<Option<String>> {
         let (campaign, contact, reason) = (campaign.to_string(), contact.clone(), reason.clone());
         self.point(move |inner| inner.exclude(&campaign, &contact, &reason, at))
+            .await
+    }
+
+    async fn stop_journey(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        reason: &ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<JourneyStop>> {
+        let (campaign, contact, reason) = (campaign.to_string(), contact.clone(), reason.clone());
+        self.point(move |inner| inner.stop_journey(&campaign, &contact, &reason, at))
             .await
     }
 

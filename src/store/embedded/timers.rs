@@ -70,7 +70,7 @@ impl Inner {
                     batch.insert(
                         &self.pending,
                         pending_key(campaign, record.shard, record.seq),
-                        entry.contact.as_str().as_bytes().to_vec(),
+                        entry.contact.row_str().as_bytes().to_vec(),
                     );
                 }
                 self.index_wait(&mut batch, None, &record);

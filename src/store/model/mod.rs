@@ -158,6 +158,10 @@ pub struct DispatchRecord {
     /// What the later steps send to this contact, frozen at staging.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub later: Vec<StepParams>,
+    /// Why the journey stopped before its end (`cancelled:order_placed`):
+    /// no later step follows, whatever happens to the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 impl DispatchRecord {
@@ -197,6 +201,7 @@ impl DispatchRecord {
             wait: None,
             history: Vec::new(),
             later: req.journey.later.clone(),
+            stopped: None,
         }
     }
 
@@ -320,6 +325,33 @@ impl DispatchRecord {
             }
     }
 
+    /// Stops the journey for `reason` (a cancelling event, a conversion):
+    /// a current step not claimed yet is excluded with it, and no later
+    /// step follows (the edges and the timer go). None, and no change, when
+    /// there was nothing left to stop: the current step was claimed or
+    /// final and no step follows it.
+    pub fn stop(&mut self, reason: &ExclusionReason, at: DateTime<Utc>) -> Option<JourneyStop> {
+        let unclaimed = matches!(self.state, DispatchState::Pending | DispatchState::Deferred);
+        if !unclaimed && self.next.is_empty() && self.wait.is_none() {
+            return None;
+        }
+        if unclaimed {
+            self.apply_outcome(
+                &Outcome::Excluded {
+                    reason: reason.clone(),
+                },
+                at,
+            );
+        }
+        self.next.clear();
+        self.wait = None;
+        self.stopped = Some(reason.to_string());
+        Some(JourneyStop {
+            step: self.step.clone(),
+            excluded: unclaimed,
+        })
+    }
+
     /// True when the row is claimed by `owner`.
     pub fn claimed_by(&self, owner: &str) -> bool {
         self.state == DispatchState::Claimed && self.owner.as_deref() == Some(owner)
@@ -412,6 +444,16 @@ impl DispatchRecord {
         }
         Some((from, to))
     }
+}
+
+/// What [`DispatchRecord::stop`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JourneyStop {
+    /// The step the row is at (`""` for the first).
+    pub step: String,
+    /// That step was not claimed yet and is now excluded; false when its
+    /// message had left (only the steps after it were stopped).
+    pub excluded: bool,
 }
 
 /// Which rows a requeue takes back to `pending`.
@@ -547,6 +589,10 @@ pub struct ContactRecord {
     /// without a `context.id` are attributed to it.
     #[serde(default)]
     pub last_campaign: Option<String>,
+    /// The occurrence of that message's row, when its campaign is a
+    /// triggered one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_occurrence: Option<String>,
     /// Set when Meta reported 131026 for this contact.
     #[serde(default)]
     pub undeliverable_at: Option<DateTime<Utc>>,

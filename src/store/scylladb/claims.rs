@@ -18,7 +18,7 @@ pub(super) async fn claimed(
     Ok(rows
         .into_iter()
         .map(|(owner, contact, at)| ClaimEntry {
-            contact: ContactKey::raw(contact),
+            contact: ContactKey::from_row(contact),
             owner,
             claimed_at: at.unwrap_or_default(),
         })
@@ -192,14 +192,14 @@ pub(super) async fn record_outcome(
         store
             .exec(
                 &store.st.put_wamid,
-                (wamid, campaign, contact.as_str(), at),
+                (wamid, campaign, contact.row_str(), at),
                 "indexing a wamid",
             )
             .await?;
         store
             .exec(
                 &store.st.set_last_campaign,
-                (campaign, contact.as_str()),
+                (campaign, contact.occurrence(), contact.as_str()),
                 "recording the contact's last campaign",
             )
             .await?;
@@ -270,6 +270,32 @@ pub(super) async fn exclude(
         Some(Ok((old, _))) => {
             store.remove_pending(&old).await?;
             Ok(Some(old.step))
+        }
+        _ => Ok(None),
+    }
+}
+
+pub(super) async fn stop_journey(
+    store: &ScyllaStore,
+    campaign: &str,
+    contact: &ContactKey,
+    reason: &ExclusionReason,
+    at: DateTime<Utc>,
+) -> StoreResult<Option<JourneyStop>> {
+    let mut stopped = None;
+    let written = store
+        .update_journey(campaign, contact, |current| {
+            let mut new = current.clone();
+            stopped = new.stop(reason, at);
+            stopped.is_some().then_some(new)
+        })
+        .await?;
+    match (written, stopped) {
+        (Some(Ok((old, _))), Some(stop)) => {
+            if stop.excluded {
+                store.remove_pending(&old).await?;
+            }
+            Ok(Some(stop))
         }
         _ => Ok(None),
     }

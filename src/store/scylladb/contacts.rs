@@ -11,6 +11,7 @@ pub(super) struct ContactRow {
     pub(super) undeliverable_at: Option<DateTime<Utc>>,
     pub(super) marketing_opted_out: Option<bool>,
     pub(super) marketing_opt_changed_at: Option<DateTime<Utc>>,
+    pub(super) last_occurrence: Option<String>,
 }
 
 impl From<ContactRow> for ContactRecord {
@@ -20,6 +21,7 @@ impl From<ContactRow> for ContactRecord {
             opted_out: r.opted_out.unwrap_or(false),
             opted_out_at: r.opted_out_at.filter(|_| r.opted_out == Some(true)),
             last_campaign: r.last_campaign,
+            last_occurrence: r.last_occurrence,
             undeliverable_at: r.undeliverable_at,
             opt_changed_at: r.opted_out_at,
             marketing_opted_out: r.marketing_opted_out.unwrap_or(false),

@@ -94,7 +94,7 @@ pub(super) async fn lookup_wamid(
     Ok(rows.into_iter().next().and_then(|(c, k, at)| {
         Some(WamidEntry {
             campaign_id: c?,
-            contact: ContactKey::raw(k?),
+            contact: ContactKey::from_row(k?),
             created_at: at.unwrap_or_default(),
         })
     }))

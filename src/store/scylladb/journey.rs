@@ -107,7 +107,7 @@ impl ScyllaStore {
         let rows: Vec<DispatchRow> = self
             .page(
                 st,
-                (campaign, rows::bucket(contact), contact.as_str()),
+                (campaign, rows::bucket(contact), contact.row_str()),
                 1,
                 "reading a dispatch row",
             )
@@ -273,7 +273,7 @@ impl ScyllaStore {
                 &record.campaign_id,
                 record.shard as i32,
                 record.seq as i64,
-                record.contact.as_str(),
+                record.contact.row_str(),
             ),
             "re-queueing a contact",
         )
@@ -289,7 +289,7 @@ impl ScyllaStore {
                 campaign,
                 entry.shard as i32,
                 entry.due,
-                entry.contact.as_str(),
+                entry.contact.row_str(),
                 entry.step.as_str(),
                 i32::try_from(ttl).unwrap_or(i32::MAX),
             ),
@@ -310,7 +310,7 @@ impl ScyllaStore {
                 campaign,
                 entry.shard as i32,
                 entry.due,
-                entry.contact.as_str(),
+                entry.contact.row_str(),
                 entry.step.as_str(),
             ),
             "removing a fired timer",
@@ -341,7 +341,7 @@ impl ScyllaStore {
                 &record.campaign_id,
                 record.shard as i32,
                 owner,
-                record.contact.as_str(),
+                record.contact.row_str(),
                 at,
             ),
             "indexing a claim",
@@ -359,7 +359,7 @@ impl ScyllaStore {
     ) -> StoreResult<()> {
         self.exec(
             &self.st.drop_claim,
-            (campaign, shard as i32, owner, contact.as_str()),
+            (campaign, shard as i32, owner, contact.row_str()),
             "removing a claim from the index",
         )
         .await

@@ -117,12 +117,13 @@ impl Store for ScyllaStore {
 
     async fn take_send_slot(
         &self,
+        scope: &str,
         contact: &ContactKey,
         send: &str,
         cap: crate::domain::FrequencyCap,
         now: DateTime<Utc>,
     ) -> StoreResult<crate::domain::SlotTake> {
-        portfolio::take_send_slot(self, contact, send, cap, now).await
+        portfolio::take_send_slot(self, scope, contact, send, cap, now).await
     }
 
     async fn count_recipient(
@@ -265,6 +266,16 @@ impl Store for ScyllaStore {
         at: DateTime<Utc>,
     ) -> StoreResult<Option<String>> {
         claims::exclude(self, campaign, contact, reason, at).await
+    }
+
+    async fn stop_journey(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        reason: &ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<JourneyStop>> {
+        claims::stop_journey(self, campaign, contact, reason, at).await
     }
 
     async fn requeue(

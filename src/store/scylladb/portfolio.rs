@@ -92,11 +92,12 @@ pub(super) async fn count_recipient(
 }
 
 /// Takes one of a contact's send slots of a frequency cap (see
-/// `contact_send_slots` in the schema): the slots are read, then each free
+/// `send_slots` in the schema): the slots are read, then each free
 /// one in turn is taken by a conditional write on the value read, so a slot
 /// another instance took meanwhile is skipped.
 pub(super) async fn take_send_slot(
     store: &ScyllaStore,
+    scope: &str,
     contact: &ContactKey,
     send: &str,
     cap: FrequencyCap,
@@ -105,7 +106,7 @@ pub(super) async fn take_send_slot(
     let rows: Vec<(i32, Option<String>, Option<DateTime<Utc>>)> = store
         .page(
             &store.st.send_slots,
-            (contact.as_str(),),
+            (contact.as_str(), scope),
             1_000,
             "reading a contact's send slots",
         )
@@ -127,7 +128,7 @@ pub(super) async fn take_send_slot(
                 store
                     .conditional(
                         &store.st.first_send_slot,
-                        (contact.as_str(), slot, send, until),
+                        (contact.as_str(), scope, slot, send, until),
                     )
                     .await
             }
@@ -135,7 +136,7 @@ pub(super) async fn take_send_slot(
                 store
                     .conditional(
                         &store.st.take_send_slot,
-                        (send, until, contact.as_str(), slot, *old),
+                        (send, until, contact.as_str(), scope, slot, *old),
                     )
                     .await
             }

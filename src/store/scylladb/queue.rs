@@ -10,7 +10,7 @@ pub(super) async fn stage_batch(
     let mut seen = std::collections::HashSet::with_capacity(items.len());
     let first: Vec<bool> = items
         .iter()
-        .map(|i| seen.insert((i.campaign_id.as_str(), i.contact.as_str())))
+        .map(|i| seen.insert((i.campaign_id.as_str(), i.contact.row_str())))
         .collect();
     let jobs: Vec<_> = items
         .iter()
@@ -71,7 +71,7 @@ pub(super) async fn scan_pending(
         .into_iter()
         .map(|(seq, contact)| PendingEntry {
             seq: seq.max(0) as u64,
-            contact: ContactKey::raw(contact),
+            contact: ContactKey::from_row(contact),
         })
         .collect())
 }
@@ -86,7 +86,7 @@ pub(super) async fn scan_dispatches(
 ) -> StoreResult<Vec<DispatchRecord>> {
     let mut out = Vec::new();
     let mut bucket = after.map(rows::bucket).unwrap_or(0);
-    let mut resume: Option<String> = after.map(|c| c.as_str().to_owned());
+    let mut resume: Option<String> = after.map(|c| c.row_str().to_owned());
     while out.len() < limit && bucket < BUCKETS {
         let want = limit - out.len();
         let page: Vec<DispatchRow> = match &resume {
@@ -184,7 +184,7 @@ pub(super) async fn due_timers(
         .map(|(due, contact, step)| TimerEntry {
             shard,
             due,
-            contact: ContactKey::raw(contact),
+            contact: ContactKey::from_row(contact),
             step,
         })
         .collect())

@@ -50,20 +50,26 @@ struct JourneyCell {
     wait: Option<Wait>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     history: Vec<StepRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
 }
 
 impl JourneyCell {
     /// The cell of `record`, or none while it is at its first step without
     /// a timer (its edges are then the staged ones: only a move to another
-    /// step changes them).
+    /// step, or a stop, changes them).
     fn of(record: &DispatchRecord) -> Option<String> {
-        let moved = !record.step.is_empty() || record.wait.is_some() || !record.history.is_empty();
+        let moved = !record.step.is_empty()
+            || record.wait.is_some()
+            || !record.history.is_empty()
+            || record.stopped.is_some();
         moved.then(|| {
             serde_json::to_string(&JourneyCell {
                 step: record.step.clone(),
                 next: record.next.clone(),
                 wait: record.wait.clone(),
                 history: record.history.clone(),
+                stopped: record.stopped.clone(),
             })
             .unwrap_or_default()
         })
@@ -156,7 +162,7 @@ impl DispatchRow {
             .map_err(|_| corrupt("negative seq".into()))?;
         let record = DispatchRecord {
             campaign_id: self.campaign_id,
-            contact: ContactKey::raw(self.contact),
+            contact: ContactKey::from_row(self.contact),
             shard,
             seq,
             state,
@@ -188,6 +194,7 @@ impl DispatchRow {
             wait: journey.wait,
             history: journey.history,
             later: staged.later,
+            stopped: journey.stopped,
         };
         Ok(Some((record, self.rev)))
     }
@@ -215,7 +222,7 @@ impl StageRow {
         Ok(StageRow {
             campaign_id: req.campaign_id.clone(),
             bucket: bucket(&req.contact),
-            contact: req.contact.as_str().to_owned(),
+            contact: req.contact.row_str().to_owned(),
             shard: i32::try_from(req.shard).map_err(|_| StoreError::Corrupt {
                 key: format!("{}/{}", req.campaign_id, req.contact),
                 message: format!("shard {} does not fit a CQL int", req.shard),
@@ -329,7 +336,7 @@ impl JourneyWrite {
             journey: changed(&JourneyCell::of(old), &JourneyCell::of(new)),
             campaign_id: new.campaign_id.clone(),
             bucket: bucket(&new.contact),
-            contact: new.contact.as_str().to_owned(),
+            contact: new.contact.row_str().to_owned(),
             expected_rev,
         }
     }

@@ -212,7 +212,7 @@ impl Statements {
             .await?,
             get_contact: p(
                 s,
-                "SELECT engaged_campaign, opted_out, opted_out_at, last_campaign, undeliverable_at, marketing_opted_out, marketing_opt_changed_at FROM contacts WHERE contact = ?",
+                "SELECT engaged_campaign, opted_out, opted_out_at, last_campaign, undeliverable_at, marketing_opted_out, marketing_opt_changed_at, last_occurrence FROM contacts WHERE contact = ?",
                 true,
             )
             .await?,
@@ -234,7 +234,7 @@ impl Statements {
                 true,
             )
             .await?,
-            set_last_campaign: p(s, "UPDATE contacts SET last_campaign = ? WHERE contact = ?", true).await?,
+            set_last_campaign: p(s, "UPDATE contacts SET last_campaign = ?, last_occurrence = ? WHERE contact = ?", true).await?,
             set_undeliverable: p(
                 s,
                 "UPDATE contacts SET undeliverable_at = ? WHERE contact = ?",
@@ -301,16 +301,16 @@ impl Statements {
                 false,
             )
             .await?,
-            send_slots: p(s, "SELECT slot, send, until FROM contact_send_slots WHERE contact = ?", true).await?,
+            send_slots: p(s, "SELECT slot, send, until FROM send_slots WHERE contact = ? AND scope = ?", true).await?,
             take_send_slot: p(
                 s,
-                "UPDATE contact_send_slots SET send = ?, until = ? WHERE contact = ? AND slot = ? IF until = ?",
+                "UPDATE send_slots SET send = ?, until = ? WHERE contact = ? AND scope = ? AND slot = ? IF until = ?",
                 false,
             )
             .await?,
             first_send_slot: p(
                 s,
-                "INSERT INTO contact_send_slots (contact, slot, send, until) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+                "INSERT INTO send_slots (contact, scope, slot, send, until) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
                 false,
             )
             .await?,

@@ -388,11 +388,13 @@ fn callback_round_trip() {
         step_callback_data("bday-2026-11", "", &key),
         callback_data("bday-2026-11", &key)
     );
-    // Only the first '|' separates.
-    assert_eq!(
-        parse_callback_data("c1|a|b"),
-        Some(("c1".to_string(), ContactKey::raw("a|b")))
-    );
+    // A triggered campaign's row names its occurrence after the contact;
+    // the occurrence may hold the separator itself.
+    let row = key.with_occurrence("order #7|b");
+    let data = step_callback_data("cart", "nudge", &row);
+    assert_eq!(data, "cart/nudge|+5215512345678|order #7|b");
+    assert_eq!(parse_callback_data(&data), Some(("cart".to_string(), row)));
+    assert_eq!(parse_callback_data("c1|+1|"), None, "an empty occurrence");
 }
 
 #[test]
