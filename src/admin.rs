@@ -106,6 +106,10 @@ pub struct CampaignView {
     pub name: String,
     pub desired_state: &'static str,
     pub observed_state: Option<&'static str>,
+    /// A triggered campaign's trigger in words (`1h after the event,
+    /// cancelled on order_placed, at most 1 per 1d per contact`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     pub staged: u64,
     pub pending: u64,
     pub deferred: u64,
@@ -145,6 +149,7 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
         name: entry.spec.name.clone(),
         desired_state: entry.spec.state.as_str(),
         observed_state: state.observed.lock_or_recover().map(|s| s.as_str()),
+        trigger: entry.trigger.as_ref().map(|t| t.describe()),
         staged: summary.staged,
         pending: summary.count(DispatchState::Pending),
         deferred: summary.count(DispatchState::Deferred),

@@ -22,6 +22,12 @@ use crate::report::CampaignSummary;
 pub const PROMO_SPEC: &str = include_str!("../config/examples/promo.json");
 pub const REMINDER_SPEC: &str = include_str!("../config/examples/reminder.json");
 pub const JOURNEY_SPEC: &str = include_str!("../config/examples/journey.json");
+pub const CART_SPEC: &str = include_str!("../config/examples/cart-abandoned.json");
+
+/// Contacts of the example audience who abandon carts in the demo, and the
+/// delay of its reminder instead of the example's hour.
+const CART_CONTACTS: usize = 1_000;
+const DEMO_CART_DELAY: &str = "10s";
 
 /// Contacts of the example audience the journey campaign gets: its
 /// follow-up doubles the sends, and the demo should stay short.
@@ -93,6 +99,81 @@ fn journey_spec_for_demo() -> anyhow::Result<String> {
         }
     }
     Ok(serde_json::to_string(&v)?)
+}
+
+/// The cart reminder due seconds after the cart was left, at any hour.
+fn cart_spec_for_demo() -> anyhow::Result<String> {
+    let mut v: serde_json::Value = serde_json::from_str(CART_SPEC)?;
+    v["trigger"]["delay"] = DEMO_CART_DELAY.into();
+    if let Some(s) = v.get_mut("schedule").and_then(|s| s.as_object_mut()) {
+        s.remove("quiet_hours");
+    }
+    Ok(serde_json::to_string(&v)?)
+}
+
+/// What the demo's cart events are meant to do, counted as they are made.
+#[derive(Debug, Default)]
+struct CartBurst {
+    records: Vec<(String, String)>,
+    events: u64,
+    repeats: u64,
+    carts: u64,
+    cancels: u64,
+    cancels_ahead: u64,
+}
+
+/// A burst of cart-abandonment events from the first contacts of the
+/// example audience: one to three carts each, one event in five sent twice
+/// (a retried checkout webhook), three carts in ten followed by their
+/// order (one such order in four arriving before its cart's event), and
+/// one order event the campaign does not cancel on (a dead letter).
+fn cart_burst(records: &[import::KeyedRecord], campaign: &str) -> CartBurst {
+    let mut burst = CartBurst::default();
+    let now = chrono::Utc::now().to_rfc3339();
+    for (i, r) in records.iter().take(CART_CONTACTS).enumerate() {
+        let name = r.record.contact.name.clone().unwrap_or_default();
+        for cart in 0..1 + i % 3 {
+            let occurrence = format!("cart-{i:04}-{cart}");
+            let event = serde_json::json!({
+                "campaign_id": campaign, "contact": {"phone": r.key, "name": name},
+                "occurrence": occurrence, "event_at": now,
+                "variables": {"name": name, "cart_total": format!("${}.00", 300 + 50 * cart),
+                              "cart_token": occurrence},
+            })
+            .to_string();
+            let order = serde_json::json!({
+                "campaign_id": campaign, "contact": r.key, "occurrence": occurrence,
+                "event": "order_placed",
+            })
+            .to_string();
+            burst.carts += 1;
+            let ordered = (i * 7 + cart * 3) % 10 < 3;
+            let ahead = ordered && burst.cancels % 4 == 3;
+            if ahead {
+                burst.records.push((r.key.clone(), order.clone()));
+            }
+            burst.records.push((r.key.clone(), event.clone()));
+            burst.events += 1;
+            if (i + cart) % 5 == 0 {
+                burst.records.push((r.key.clone(), event));
+                burst.events += 1;
+                burst.repeats += 1;
+            }
+            if ordered && !ahead {
+                burst.records.push((r.key.clone(), order));
+            }
+            burst.cancels += u64::from(ordered);
+            burst.cancels_ahead += u64::from(ahead);
+        }
+    }
+    if let Some(r) = records.first() {
+        let shipped = serde_json::json!({
+            "campaign_id": campaign, "contact": r.key, "occurrence": "cart-0000-0",
+            "event": "order_shipped",
+        });
+        burst.records.push((r.key.clone(), shipped.to_string()));
+    }
+    burst
 }
 
 /// The promo spec without its quiet hours, so the demo sends at any hour.
@@ -193,6 +274,7 @@ fn demo_config(
         ("bday-2026-11", 400.0),
         ("payment-reminder-2026-11", 300.0),
         ("collections-journey-2026-12", 300.0),
+        ("cart-abandoned", 300.0),
     ] {
         config.campaigns.insert(
             id.to_string(),
@@ -232,6 +314,7 @@ async fn publish_specs(producer: &FutureProducer, config: &Config) -> anyhow::Re
         promo_spec_for_demo()?,
         REMINDER_SPEC.to_string(),
         journey_spec_for_demo()?,
+        cart_spec_for_demo()?,
     ] {
         let parsed: serde_json::Value = serde_json::from_str(&spec)?;
         let id = parsed["id"].as_str().unwrap_or_default().to_string();
@@ -248,7 +331,8 @@ async fn publish_specs(producer: &FutureProducer, config: &Config) -> anyhow::Re
         campaign_ids.push(id);
     }
     println!("  (quiet hours of the promo removed so the demo sends at any hour;");
-    println!("   the journey's follow-up due {DEMO_FOLLOW_UP_DELAY} after a silent primary instead of 3 days)");
+    println!("   the journey's follow-up due {DEMO_FOLLOW_UP_DELAY} after a silent primary instead of 3 days;");
+    println!("   the cart reminder due {DEMO_CART_DELAY} after the cart was left instead of an hour, at any hour)");
     Ok(campaign_ids)
 }
 
@@ -268,6 +352,10 @@ async fn publish_audiences(
             id,
             config.dispatch.default_region.as_deref(),
         )?;
+        if is_triggered(id) {
+            produced += publish_cart_burst(producer, config, &cart_burst(&records, id)).await?;
+            continue;
+        }
         println!("\naudience import for {id}:\n{}", report.render(3));
         if is_journey(id) {
             records.truncate(JOURNEY_CONTACTS);
@@ -300,6 +388,36 @@ async fn publish_audiences(
         BAD_RECORDS.len()
     );
     Ok(produced + BAD_RECORDS.len() as u64)
+}
+
+/// Publishes the cart events and orders on the audience topic, each keyed by
+/// its contact; answers the records published.
+async fn publish_cart_burst(
+    producer: &FutureProducer,
+    config: &Config,
+    burst: &CartBurst,
+) -> anyhow::Result<u64> {
+    println!(
+        "\ncart events for the triggered campaign: {} carts of {CART_CONTACTS} contacts in {} events ({} sent twice), {} orders placed ({} before their cart's event), 1 order_shipped",
+        burst.carts, burst.events, burst.repeats, burst.cancels, burst.cancels_ahead
+    );
+    let pb = import::progress_bar(burst.records.len() as u64, "producing");
+    for chunk in burst.records.chunks(1_000) {
+        let sends = chunk.iter().map(|(key, value)| {
+            producer.send(
+                FutureRecord::to(&config.kafka.topics.audience)
+                    .key(key)
+                    .payload(value),
+                Duration::from_secs(10),
+            )
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.map_err(|(e, _)| anyhow::anyhow!("publishing a cart event: {e}"))?;
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish();
+    Ok(burst.records.len() as u64)
 }
 
 /// Shows ingest and each campaign's progress until every record is taken,
@@ -397,6 +515,9 @@ async fn print_results(
             .await?
             .and_then(|c| c.spec.journey().ok());
         print_funnel(id, &s);
+        if is_triggered(id) {
+            print_trigger(store, id).await?;
+        }
         if let Some(j) = journey.as_ref().filter(|j| j.has_steps()) {
             println!();
             for line in crate::report::render_steps(&s.steps_view(Some(j))).lines() {
@@ -477,6 +598,34 @@ fn print_funnel(id: &str, s: &CampaignSummary) {
         s.count(S::Deferred),
         String::new(),
     );
+}
+
+/// A triggered campaign's own lines: its trigger, and what its cancels
+/// and its cap did.
+async fn print_trigger(store: &dyn crate::store::Store, id: &str) -> anyhow::Result<()> {
+    let trigger = store
+        .get_campaign(id)
+        .await?
+        .and_then(|c| c.spec.trigger())
+        .map(|t| t.describe())
+        .unwrap_or_default();
+    println!("trigger: {trigger}");
+    let cancels = &crate::metrics::metrics().trigger_cancels;
+    let outcome =
+        |o: crate::metrics::CancelOutcome| cancels.with_label_values(&[id, o.as_str()]).get();
+    use crate::metrics::CancelOutcome as C;
+    println!(
+        "orders placed: {} cancelled a pending reminder, {} came before their cart's event, {} came after the reminder left, {} found nothing to stop",
+        outcome(C::Cancelled),
+        outcome(C::Ahead),
+        outcome(C::Stopped),
+        outcome(C::Late)
+    );
+    Ok(())
+}
+
+fn is_triggered(id: &str) -> bool {
+    id == "cart-abandoned"
 }
 
 fn is_journey(id: &str) -> bool {

@@ -25,6 +25,7 @@ fn validate_checks_campaign_specs_and_names_unknown_fields() {
         "config/examples/promo.json",
         "config/examples/reminder.json",
         "config/examples/journey.json",
+        "config/examples/cart-abandoned.json",
     ] {
         let (ok, out, err) = wadispatch(&["validate", example]);
         assert!(ok, "{example}: {out}{err}");

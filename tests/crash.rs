@@ -4,9 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::daemon::*;
 use common::*;
 use wadispatch::app;
 use wadispatch::domain::DispatchState;
@@ -16,7 +17,7 @@ use wadispatch::sandbox::{FailureRule, Sandbox, SandboxConfig};
 const CONTACTS: u32 = 20_000;
 const KILLS: usize = 5;
 /// dispatch.max_in_flight_per_sender; a campaign holds at most twice this.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = DEFAULT_IN_FLIGHT;
 
 /// The sandbox of these tests, webhooks to `webhook_port`: only final
 /// failures (13: 131026), no 24 h deferral, so a campaign can finish.
@@ -25,7 +26,7 @@ fn final_failures(webhook_port: u16) -> SandboxConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         per_number_mps: 0.0,
         webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-        app_secret: "crash-secret".into(),
+        app_secret: APP_SECRET.into(),
         failure_rules: vec![FailureRule {
             suffix: "13".into(),
             code: 131026,
@@ -33,19 +34,6 @@ fn final_failures(webhook_port: u16) -> SandboxConfig {
         }],
         ..Default::default()
     }
-}
-
-fn spawn(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wadispatch"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("WADISPATCH_WHATSAPP_TOKEN", "t")
-        .env("WADISPATCH_APP_SECRET", "crash-secret")
-        .env("WADISPATCH_INSTANCE_ID", "crash-test")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start wadispatch run")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,138 +160,6 @@ const PACED_CONTACTS: u32 = 300;
 /// The config of the paced test: two senders far slower than the campaign,
 /// so contacts queue at the senders (the case where a claim taken before the
 /// sender's turn left hundreds of contacts `unknown` at every restart).
-/// What differs between the configs of these tests.
-struct Run<'a> {
-    group: &'a str,
-    in_flight: usize,
-    /// (phone_number_id, messages per second).
-    senders: &'a [(&'a str, u32)],
-    /// Lines added to `[kafka]` and `[whatsapp]`.
-    kafka: &'a str,
-    whatsapp: &'a str,
-}
-
-impl Default for Run<'_> {
-    fn default() -> Self {
-        Run {
-            group: "crash",
-            in_flight: IN_FLIGHT,
-            senders: &[],
-            kafka: "",
-            whatsapp: "",
-        }
-    }
-}
-
-/// The daemon's config file for one test. A killed member keeps its
-/// partitions until its session times out: that is kept short so the
-/// restarted instance owns every shard again quickly.
-fn write_config(
-    path: &std::path::Path,
-    brokers: &str,
-    data: &std::path::Path,
-    (webhook_port, admin_port): (u16, u16),
-    api: &str,
-    run: &Run<'_>,
-) {
-    let senders: String = run
-        .senders
-        .iter()
-        .map(|(id, rate)| format!("\n[senders.\"{id}\"]\nper_second = {rate}\n"))
-        .collect();
-    std::fs::write(
-        path,
-        format!(
-            r#"[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-{kafka}
-[kafka.client]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "1000"
-
-[store.embedded]
-data_dir = "{data}"
-
-[http]
-listen = "127.0.0.1:{webhook_port}"
-
-[admin]
-listen = "127.0.0.1:{admin_port}"
-
-[whatsapp]
-api_base_url = "{api}"
-{whatsapp}
-[dispatch]
-max_in_flight_per_sender = {in_flight}
-{senders}"#,
-            group = run.group,
-            kafka = run.kafka,
-            whatsapp = run.whatsapp,
-            in_flight = run.in_flight,
-            data = data.display(),
-        ),
-    )
-    .unwrap();
-}
-
-/// The last run: until the daemon itself reports `campaign` completed
-/// with all of its `staged` contacts (its admin listener: the store is the
-/// daemon's while it runs), then a clean stop by SIGTERM.
-async fn run_to_completion(
-    path: &std::path::Path,
-    admin_port: u16,
-    campaign: &str,
-    staged: u64,
-    timeout_secs: u64,
-) {
-    let mut child = spawn(path);
-    let url = format!("http://127.0.0.1:{admin_port}/campaigns");
-    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
-    loop {
-        let view = match reqwest::get(&url).await {
-            Ok(r) => r.json::<serde_json::Value>().await.ok(),
-            Err(_) => None,
-        };
-        let done = view.as_ref().and_then(|v| v.as_array()).is_some_and(|all| {
-            all.iter().any(|c| {
-                c["id"] == campaign && c["observed_state"] == "completed" && c["staged"] == staged
-            })
-        });
-        if done {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{campaign} did not complete: {view:?}"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the daemon exited on its own"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "clean stop after SIGTERM: {status}");
-}
-
-async fn wait_accepted(sandbox: &wadispatch::sandbox::SandboxHandle, child: &mut Child, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while sandbox.stats().accepted < n {
-        assert!(Instant::now() < deadline, "no progress to {n} accepted");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the daemon exited on its own"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,7 +175,7 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
         per_number_mps: 6.0,
         latency_ms: 300,
         webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-        app_secret: "crash-secret".into(),
+        app_secret: APP_SECRET.into(),
         failure_rules: vec![],
         ..Default::default()
     })
@@ -338,6 +194,7 @@ async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
             senders: &[("6001", 8), ("6002", 8)],
             kafka: "shutdown_timeout_secs = 20\n",
             whatsapp: "request_timeout_ms = 5000\n",
+            dispatch: "",
         },
     );
     let producer = kafka.producer();

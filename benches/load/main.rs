@@ -14,16 +14,19 @@
 //!
 //! Scenarios: `ingest` (with the memory of the staged contacts), `dispatch`,
 //! `pacing`, `webhooks`, `journeys` (the memory while every contact waits
-//! for a follow-up timer, and the rate they fire at when all fall due).
+//! for a follow-up timer, and the rate they fire at when all fall due),
+//! `triggers` (trigger events ingested, each due a minute later, and the
+//! rate their sends go at once due).
 //! `WADISPATCH_BENCH_ONLY=dispatch,pacing` runs some of them; sizes change
 //! with `WADISPATCH_BENCH_INGEST_RECORDS` (1,000,000),
 //! `WADISPATCH_BENCH_DISPATCH_MESSAGES` (200,000),
 //! `WADISPATCH_BENCH_PACING_SENDERS` (100), `WADISPATCH_BENCH_PACING_SECS`
-//! (60), `WADISPATCH_BENCH_WEBHOOK_EVENTS` (300,000) and
-//! `WADISPATCH_BENCH_JOURNEY_CONTACTS` (1,000,000).
+//! (60), `WADISPATCH_BENCH_WEBHOOK_EVENTS` (300,000),
+//! `WADISPATCH_BENCH_JOURNEY_CONTACTS` (1,000,000) and
+//! `WADISPATCH_BENCH_TRIGGER_EVENTS` (500,000).
 //!
 //! Files: this one (sizes, the process helpers), `world.rs` (the world
-//! process), `scenarios.rs` (the four scenarios and their raw floors),
+//! process), `scenarios.rs` (the scenarios and the raw floors),
 //! `report.rs` (the orchestrator, the tables and the targets).
 
 use anyhow::anyhow;
@@ -37,7 +40,9 @@ use report::*;
 use scenarios::*;
 use world::*;
 
-const SCENARIOS: [&str; 5] = ["ingest", "dispatch", "pacing", "webhooks", "journeys"];
+const SCENARIOS: [&str; 6] = [
+    "ingest", "dispatch", "pacing", "webhooks", "journeys", "triggers",
+];
 /// The campaign of the ingest and webhook scenarios (config/examples/promo.json).
 const PROMO: &str = "bday-2026-11";
 const WEBHOOK_SECRET: &str = "bench-webhook-secret";
@@ -56,6 +61,10 @@ const POSTS_IN_FLIGHT: usize = 32;
 /// the same total).
 const IN_FLIGHT_PER_SENDER: usize = 64;
 const DISPATCH_SENDERS: u32 = 20;
+/// The triggered campaign of the triggers scenario: each event due a
+/// minute after it happened.
+const TRIGGERED: &str = "cart";
+const TRIGGER_DELAY_SECS: u64 = 60;
 const PACING_RATE: f64 = 50.0;
 
 fn main() {
@@ -90,6 +99,7 @@ struct Sizes {
     pacing_secs: u64,
     webhook_events: u64,
     journey_contacts: u64,
+    trigger_events: u64,
 }
 
 impl Sizes {
@@ -101,6 +111,7 @@ impl Sizes {
             pacing_secs: env_u64("WADISPATCH_BENCH_PACING_SECS", 60),
             webhook_events: env_u64("WADISPATCH_BENCH_WEBHOOK_EVENTS", 300_000),
             journey_contacts: env_u64("WADISPATCH_BENCH_JOURNEY_CONTACTS", 1_000_000),
+            trigger_events: env_u64("WADISPATCH_BENCH_TRIGGER_EVENTS", 500_000),
         }
     }
 

@@ -277,6 +277,25 @@ pub(super) fn print_table(name: &str, v: &Value) {
                 format!("{:.3}", num(v, "cpu_s_per_1000")),
             ),
         ],
+        "triggers" => vec![
+            ("trigger events".into(), format!("{}", num(v, "events"))),
+            (
+                "ingested, events/s (1 min delay)".into(),
+                format!("{:.0}", num(v, "events_per_s")),
+            ),
+            (
+                "due sends, all due at once, per s".into(),
+                format!("{:.0}", num(v, "due_sends_per_s")),
+            ),
+            (
+                "CPU s per 1,000 events / sends".into(),
+                format!(
+                    "{:.3} / {:.3}",
+                    num(v, "ingest_cpu_s_per_1000"),
+                    num(v, "send_cpu_s_per_1000")
+                ),
+            ),
+        ],
         _ => vec![],
     };
     println!("\n{name}");
@@ -377,6 +396,15 @@ pub(super) fn targets(results: &serde_json::Map<String, Value>) -> Vec<Value> {
                 false,
             ),
         }
+    }
+    if let Some(v) = results.get("triggers").filter(|v| v.get("error").is_none()) {
+        let r = num(v, "events_per_s");
+        check(
+            "trigger events ≥ 50,000/s ingested (1 min delay)",
+            format!("{r:.0} events/s"),
+            r >= 50_000.0,
+            sizes.trigger_events >= 500_000,
+        );
     }
     out
 }

@@ -34,6 +34,7 @@ pub(super) fn scenario(name: &str) -> anyhow::Result<()> {
             "pacing" => pacing(&sizes, &world).await,
             "webhooks" => webhooks(&sizes, &mut world).await,
             "journeys" => journeys(&sizes, &world).await,
+            "triggers" => triggers(&sizes, &world).await,
             other => bail!("unknown scenario {other:?}"),
         }
     })?;
@@ -605,6 +606,90 @@ pub(super) async fn journeys(sizes: &Sizes, world: &World) -> anyhow::Result<Val
         "timers_fired_per_s": n as f64 / seconds,
         "seconds": seconds,
         "cpu_s_per_1000": cpu / n as f64 * 1000.0,
+    }))
+}
+
+/// Trigger events, each due a minute after it happened: the rate they are
+/// ingested at (every one a row of its occurrence, its due time set), then,
+/// once they fall due together, the rate their messages are accepted at
+/// (each through its claim, the campaign's cap and the sender).
+pub(super) async fn triggers(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
+    let n = sizes.trigger_events;
+    let senders = sender_ids(9000, DISPATCH_SENDERS);
+    let sandbox = world.sandbox()?.to_string();
+    let dir = tempfile::tempdir()?;
+    // Nothing paused: the campaign sends as soon as its occurrences are due.
+    let mut config = daemon_config(world, dir.path(), "-");
+    config.dispatch.max_in_flight_per_sender = IN_FLIGHT_PER_SENDER;
+    add_senders(&mut config, &senders, 1_000_000.0);
+    let store = app::open_store(&config).await?;
+    let accepted = || -> u64 {
+        senders
+            .iter()
+            .map(|s| {
+                metrics()
+                    .dispatch
+                    .with_label_values(&[TRIGGERED, "primary", s, "accepted"])
+                    .get()
+            })
+            .sum()
+    };
+    let cpu0 = cpu_seconds(me());
+    let daemon = Daemon::start(config.clone(), store).await?;
+    let (assigned, staged) = wait_staged(&daemon, n, "trigger events (wadispatch)").await;
+    let ingest_cpu = cpu_seconds(me()) - cpu0;
+    let ingest_rate = n as f64 / staged.duration_since(assigned).as_secs_f64();
+    if accepted() > 0 {
+        bail!(
+            "messages went before every event was read: ingest took longer than the {TRIGGER_DELAY_SECS} s delay"
+        );
+    }
+    let progress = bar(n, "due sends (wadispatch)");
+    let mut first = None;
+    let mut last = (0, Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(TRIGGER_DELAY_SECS + 60);
+    loop {
+        let done = accepted();
+        progress.set_position(done);
+        if done > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if done >= n {
+            break;
+        }
+        if first.is_none() && Instant::now() > deadline {
+            bail!("no trigger fell due within {} s", TRIGGER_DELAY_SECS + 60);
+        }
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if first.is_some() && last.1.elapsed() > Duration::from_secs(30) {
+            bail!("due sends stalled at {done} of {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = first.unwrap_or_else(Instant::now);
+    let send_seconds = first.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(me()) - cpu0 - ingest_cpu;
+    progress.finish_and_clear();
+    let stats = sandbox_stats(&reqwest::Client::new(), &sandbox).await?;
+    let summary = CampaignSummary::compute(daemon.store.as_ref(), TRIGGERED).await?;
+    daemon.shutdown(Duration::from_secs(10)).await;
+    if stats.duplicate_recipients > 0 || stats.accepted != n || summary.staged != n {
+        bail!(
+            "{} occurrences staged, the sandbox accepted {} messages for {n} events, {} sent twice",
+            summary.staged,
+            stats.accepted,
+            stats.duplicate_recipients
+        );
+    }
+    Ok(json!({
+        "events": n,
+        "delay_s": TRIGGER_DELAY_SECS,
+        "events_per_s": ingest_rate,
+        "ingest_cpu_s_per_1000": ingest_cpu / n as f64 * 1000.0,
+        "due_sends_per_s": n as f64 / send_seconds,
+        "send_seconds": send_seconds,
+        "send_cpu_s_per_1000": cpu / n as f64 * 1000.0,
     }))
 }
 

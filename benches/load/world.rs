@@ -45,6 +45,16 @@ pub(super) fn campaign_spec(id: &str, senders: &[String]) -> String {
     )
 }
 
+/// The triggered campaign: a reminder a minute after each event, cancelled
+/// on an order (no cancel comes here), at most 5 per contact a day.
+pub(super) fn triggered_spec(senders: &[String]) -> String {
+    let senders: Vec<String> = senders.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        r#"{{"id":"{TRIGGERED}","state":"active","senders":[{}],"template":{{"name":"cart_reminder","language":"es_MX","body":["{{{{name}}}}"]}},"trigger":{{"delay":"{TRIGGER_DELAY_SECS}s","cancel_on":["order_placed"],"max_per_contact":{{"count":5,"per":"1d"}}}}}}"#,
+        senders.join(",")
+    )
+}
+
 /// Produces the campaign and `n` audience records; `record(i)` is the value.
 pub(super) async fn produce(
     brokers: &str,
@@ -143,6 +153,21 @@ pub(super) fn world(scenario: &str) -> anyhow::Result<()> {
                 create_topics(&cluster, &config, 8)?;
                 produce(&brokers, &config, (PROMO, wadispatch::demo::PROMO_SPEC), 0, |_| String::new())
                     .await?;
+            }
+            "triggers" => {
+                create_topics(&cluster, &config, 64)?;
+                sandbox = Some(Sandbox::start(sandbox_at(0.0)).await?);
+                let senders = sender_ids(9000, DISPATCH_SENDERS);
+                let spec = triggered_spec(&senders);
+                // Every event happened now: all fall due a minute from here.
+                let event_at = Utc::now().to_rfc3339();
+                produce(&brokers, &config, (TRIGGERED, &spec), sizes.trigger_events, |i| {
+                    format!(
+                        r#"{{"campaign_id":"{TRIGGERED}","contact":{{"phone":"{}","name":"N{i}"}},"occurrence":"cart-{i}","event_at":"{event_at}","variables":{{"name":"N{i}"}}}}"#,
+                        phone(i)
+                    )
+                })
+                .await?;
             }
             "journeys" => {
                 create_topics(&cluster, &config, 8)?;

@@ -79,14 +79,16 @@ impl PortfolioLimit {
         let full = self.full_until.lock_or_recover().is_some_and(|t| t > now);
         let mut w = self.window.lock_or_recover();
         Self::prune(&mut w, now);
-        ((full || w.1.len() as u64 >= limit) && !w.1.contains(contact))
+        // A recipient is the contact, whichever occurrence's row it is.
+        ((full || w.1.len() as u64 >= limit) && !w.1.contains(&contact.recipient()))
             .then(|| format!("portfolio limit of {limit} unique recipients per 24 h reached"))
     }
 
     pub fn note(&self, contact: &ContactKey, now: DateTime<Utc>) {
         let mut w = self.window.lock_or_recover();
-        if w.1.insert(contact.clone()) {
-            w.0.push_back((now, contact.clone()));
+        let recipient = contact.recipient();
+        if w.1.insert(recipient.clone()) {
+            w.0.push_back((now, recipient));
         }
     }
 }

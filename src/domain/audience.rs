@@ -469,6 +469,91 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
+    /// A triggered campaign's record through `stage` and `stage_occurrence`.
+    fn stage_trigger(json: &str, now: DateTime<Utc>) -> StagedContact {
+        let trigger = crate::domain::TriggerSpec {
+            delay: Some("1h".into()),
+            dedupe_window: Some("2d".into()),
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
+        let mut staged = stage_json(json, None, None);
+        stage_occurrence(
+            &trigger,
+            spec().0.schedule.timezone(),
+            &record(json),
+            &mut staged,
+            now,
+        );
+        staged
+    }
+
+    const CART: &str = r#"{"campaign_id": "bday-2026-11", "contact": {"phone": "+5215512345678"},
+        "variables": {"name": "A", "discount": "5%", "coupon": "X"}"#;
+
+    #[test]
+    fn each_occurrence_of_a_trigger_is_a_row_due_its_delay_after_the_event() {
+        let now = utc("2026-12-01T18:00:00Z");
+        let a = stage_trigger(
+            &format!(r#"{CART}, "occurrence": "cart-1", "event_at": "2026-12-01T17:30:00Z"}}"#),
+            now,
+        );
+        assert_eq!(a.exclusion, None);
+        assert_eq!(a.contact.as_str(), "+525512345678");
+        assert_eq!(a.contact.occurrence(), Some("cart-1"));
+        assert_eq!(a.send_after, Some(utc("2026-12-01T18:30:00Z")));
+        // An order id given as a number is an occurrence too; without
+        // event_at the event is the staging time.
+        let b = stage_trigger(&format!(r#"{CART}, "occurrence": 1001}}"#), now);
+        assert_eq!(b.contact.occurrence(), Some("1001"));
+        assert_ne!(a.contact, b.contact, "two occurrences, two rows");
+        assert_eq!(b.send_after, Some(utc("2026-12-01T19:00:00Z")));
+        // A later send_after wins over the due time.
+        let later = stage_trigger(
+            &format!(r#"{CART}, "occurrence": "c", "send_after": "2026-12-02T09:00:00Z"}}"#),
+            now,
+        );
+        assert_eq!(later.send_after, Some(utc("2026-12-02T09:00:00Z")));
+    }
+
+    #[test]
+    fn a_trigger_record_without_occurrence_or_in_the_past_is_excluded() {
+        let now = utc("2026-12-01T18:00:00Z");
+        let none = stage_trigger(&format!("{CART}}}"), now);
+        assert_eq!(
+            none.exclusion,
+            Some(ExclusionReason::InvalidField("occurrence".into()))
+        );
+        assert_eq!(none.contact.occurrence(), None);
+        let bad = stage_trigger(
+            &format!(r#"{CART}, "occurrence": "c", "event_at": "yesterday"}}"#),
+            now,
+        );
+        assert_eq!(
+            bad.exclusion,
+            Some(ExclusionReason::InvalidField("event_at".into()))
+        );
+        let stale = stage_trigger(
+            &format!(r#"{CART}, "occurrence": "c", "event_at": "2026-11-28T18:00:00Z"}}"#),
+            now,
+        );
+        assert_eq!(stale.exclusion, Some(ExclusionReason::StaleEvent));
+        // A cancelling record: its occurrence's row, excluded with the event.
+        let cancel = stage_trigger(
+            r#"{"campaign_id": "bday-2026-11", "contact": "+5215512345678", "occurrence": "c", "event": "order_placed"}"#,
+            now,
+        );
+        assert_eq!(
+            cancel.exclusion,
+            Some(ExclusionReason::Cancelled("order_placed".into()))
+        );
+        assert_eq!(
+            cancel.contact,
+            ContactKey::raw("+525512345678").with_occurrence("c")
+        );
+    }
+
     #[test]
     fn design_example_parses() {
         let r = record(EXAMPLE_RECORD);

@@ -351,7 +351,10 @@ impl Pump {
         let mut request = ClaimRequest {
             campaign_id: self.state.id.clone(),
             contact: contact.clone(),
-            exclusive: entry.spec.exclusive,
+            // A triggered campaign never ends by itself: the engagement it
+            // took would hold its contacts from every exclusive campaign for
+            // good (docs/ARCHITECTURE.md, "Triggered campaigns").
+            exclusive: entry.spec.exclusive && entry.trigger.is_none(),
             replace_engagement: None,
             owner: self.owner.clone(),
             now: Utc::now(),

@@ -220,6 +220,37 @@ mod tests {
         }
     }
 
+    /// A triggered occurrence is due its delay after its event, and the
+    /// recipient's quiet hours still hold: a cart abandoned at 20:30 in
+    /// Mexico City with a 1 h delay waits for the morning.
+    #[test]
+    fn a_triggered_occurrence_is_due_after_its_delay_outside_quiet_hours() {
+        let trigger = crate::domain::TriggerSpec {
+            delay: Some("1h".into()),
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
+        let s = nightly("America/Mexico_City", "21:00", "08:00");
+        // 20:30 local (UTC-6): due 21:30, inside the night.
+        let event = utc("2026-12-02T02:30:00Z");
+        let due = trigger.due_at(event);
+        assert_eq!(due, utc("2026-12-02T03:30:00Z"));
+        assert_eq!(
+            gate(&s, Some(Mexico_City), Some(due), event),
+            Gate::WaitUntil(utc("2026-12-02T14:00:00Z")),
+            "08:00 the next morning"
+        );
+        // 10:00 local: due at 11:00, sent then.
+        let event = utc("2026-12-02T16:00:00Z");
+        let due = trigger.due_at(event);
+        assert_eq!(
+            gate(&s, Some(Mexico_City), Some(due), event),
+            Gate::WaitUntil(due)
+        );
+        assert_eq!(gate(&s, Some(Mexico_City), Some(due), due), Gate::Ready);
+    }
+
     fn wait(s: &str) -> Gate {
         Gate::WaitUntil(utc(s))
     }

@@ -410,3 +410,50 @@ fn event_problem(entry: &CatalogEntry, record: &AudienceRecord) -> Option<String
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CampaignSpec;
+
+    fn entry(trigger: &str) -> CatalogEntry {
+        let spec = CampaignSpec::from_json(
+            format!(
+                r#"{{"id":"cart","senders":["1"],"template":{{"name":"t","language":"es"}}{trigger}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        CatalogEntry::compile(spec).unwrap()
+    }
+
+    fn record(json: &str) -> AudienceRecord {
+        AudienceRecord::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_cancel_names_a_triggered_campaign_an_event_it_cancels_on_and_an_occurrence() {
+        let triggered = entry(r#","trigger":{"delay":"1h","cancel_on":["order_placed"]}"#);
+        let cancel = r#"{"campaign_id":"cart","contact":"+5215512345678","occurrence":"c-1","event":"order_placed"}"#;
+        assert_eq!(event_problem(&triggered, &record(cancel)), None);
+        let trigger =
+            r#"{"campaign_id":"cart","contact":{"phone":"+5215512345678"},"occurrence":"c-1"}"#;
+        assert_eq!(
+            event_problem(&triggered, &record(trigger)),
+            None,
+            "not an event"
+        );
+
+        let plain = event_problem(&entry(""), &record(cancel)).unwrap();
+        assert!(plain.contains("has no trigger"), "{plain}");
+        let other = cancel.replace("order_placed", "order_shipped");
+        let why = event_problem(&triggered, &record(&other)).unwrap();
+        assert!(
+            why.contains("does not cancel campaign cart") && why.contains("[order_placed]"),
+            "{why}"
+        );
+        let bare = cancel.replace(r#""occurrence":"c-1","#, "");
+        let why = event_problem(&triggered, &record(&bare)).unwrap();
+        assert!(why.contains("names no occurrence"), "{why}");
+    }
+}
