@@ -23,7 +23,7 @@
 //! `WADISPATCH_BENCH_PACING_SENDERS` (100), `WADISPATCH_BENCH_PACING_SECS`
 //! (60), `WADISPATCH_BENCH_WEBHOOK_EVENTS` (300,000),
 //! `WADISPATCH_BENCH_JOURNEY_CONTACTS` (1,000,000) and
-//! `WADISPATCH_BENCH_TRIGGER_EVENTS` (500,000).
+//! `WADISPATCH_BENCH_TRIGGER_EVENTS` (300,000).
 //!
 //! Files: this one (sizes, the process helpers), `world.rs` (the world
 //! process), `scenarios.rs` (the scenarios and the raw floors),
@@ -111,7 +111,7 @@ impl Sizes {
             pacing_secs: env_u64("WADISPATCH_BENCH_PACING_SECS", 60),
             webhook_events: env_u64("WADISPATCH_BENCH_WEBHOOK_EVENTS", 300_000),
             journey_contacts: env_u64("WADISPATCH_BENCH_JOURNEY_CONTACTS", 1_000_000),
-            trigger_events: env_u64("WADISPATCH_BENCH_TRIGGER_EVENTS", 500_000),
+            trigger_events: env_u64("WADISPATCH_BENCH_TRIGGER_EVENTS", 300_000),
         }
     }
 

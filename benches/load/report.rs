@@ -403,7 +403,7 @@ pub(super) fn targets(results: &serde_json::Map<String, Value>) -> Vec<Value> {
             "trigger events ≥ 50,000/s ingested (1 min delay)",
             format!("{r:.0} events/s"),
             r >= 50_000.0,
-            sizes.trigger_events >= 500_000,
+            sizes.trigger_events >= 300_000,
         );
     }
     out

@@ -618,8 +618,10 @@ pub(super) async fn triggers(sizes: &Sizes, world: &World) -> anyhow::Result<Val
     let senders = sender_ids(9000, DISPATCH_SENDERS);
     let sandbox = world.sandbox()?.to_string();
     let dir = tempfile::tempdir()?;
-    // Nothing paused: the campaign sends as soon as its occurrences are due.
-    let mut config = daemon_config(world, dir.path(), "-");
+    // The campaign's pace lifted (the override) and not paused: it sends
+    // as soon as its occurrences are due.
+    let mut config = daemon_config(world, dir.path(), TRIGGERED);
+    unpause(&mut config, TRIGGERED);
     config.dispatch.max_in_flight_per_sender = IN_FLIGHT_PER_SENDER;
     add_senders(&mut config, &senders, 1_000_000.0);
     let store = app::open_store(&config).await?;

@@ -155,7 +155,7 @@ pub(super) fn world(scenario: &str) -> anyhow::Result<()> {
                     .await?;
             }
             "triggers" => {
-                create_topics(&cluster, &config, 64)?;
+                create_topics(&cluster, &config, 32)?;
                 sandbox = Some(Sandbox::start(sandbox_at(0.0)).await?);
                 let senders = sender_ids(9000, DISPATCH_SENDERS);
                 let spec = triggered_spec(&senders);

@@ -11,17 +11,45 @@ pub const APP_SECRET: &str = "crash-secret";
 /// dispatch.max_in_flight_per_sender unless a test sets its own.
 pub const DEFAULT_IN_FLIGHT: usize = 16;
 
-pub fn spawn(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wadispatch"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("WADISPATCH_WHATSAPP_TOKEN", "t")
-        .env("WADISPATCH_APP_SECRET", APP_SECRET)
-        .env("WADISPATCH_INSTANCE_ID", "crash-test")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start wadispatch run")
+/// A daemon process that is killed when dropped: a test that fails halfway
+/// leaves no daemon running.
+pub struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn spawn(config: &std::path::Path) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_wadispatch"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("WADISPATCH_WHATSAPP_TOKEN", "t")
+            .env("WADISPATCH_APP_SECRET", APP_SECRET)
+            .env("WADISPATCH_INSTANCE_ID", "crash-test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wadispatch run"),
+    )
 }
 
 /// What differs between the configs of these tests.
