@@ -271,13 +271,14 @@ impl Metrics {
     /// counters, without the `_bucket`/`_sum`/`_count` series suffixes).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 26] = [
+        let collectors: [&dyn Collector; 27] = [
             &self.audience_records,
             &self.campaign_specs,
             &self.dispatch,
             &self.funnel,
             &self.failures,
             &self.exclusions,
+            &self.trigger_cancels,
             &self.whatsapp_request_duration,
             &self.rate_limiter_wait,
             &self.sender_rate,

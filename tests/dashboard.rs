@@ -393,3 +393,32 @@ fn journeys_have_a_panel_per_step_and_their_timers() {
         "{DASHBOARD}: no panel shows the timers waiting"
     );
 }
+
+#[test]
+fn triggered_campaigns_show_their_cancels_and_caps() {
+    let dashboard = dashboard();
+    let all = panels(&dashboard);
+    let row = all
+        .iter()
+        .position(|p| is_row(p) && title(p) == "Triggered campaigns")
+        .unwrap_or_else(|| panic!("{DASHBOARD}: no row \"Triggered campaigns\""));
+    let exprs: Vec<String> = expressions(&dashboard)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("wadispatch_trigger_cancels_total") && e.contains("outcome")),
+        "{DASHBOARD}: no panel shows the cancels by outcome"
+    );
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("wadispatch_exclusions_total")
+                && e.contains("cancelled")
+                && e.contains("frequency_cap")),
+        "{DASHBOARD}: no panel shows the occurrences cancelled and capped"
+    );
+    assert!(row + 2 < all.len(), "the row has its panels");
+}

@@ -270,6 +270,20 @@ pub(super) fn bucketed(latencies: &[Duration], bounds: &[f64]) -> Vec<(f64, u64)
         .collect()
 }
 
+/// Messages of `campaign`'s first step the API accepted, over `senders`
+/// (the daemon's own counter, in this process).
+pub(super) fn accepted_by(campaign: &str, senders: &[String]) -> u64 {
+    senders
+        .iter()
+        .map(|s| {
+            metrics()
+                .dispatch
+                .with_label_values(&[campaign, "primary", s, "accepted"])
+                .get()
+        })
+        .sum()
+}
+
 pub(super) async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
     let n = sizes.dispatch_messages;
     let senders = sender_ids(7000, DISPATCH_SENDERS);
@@ -283,17 +297,7 @@ pub(super) async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Val
     wait_staged(&daemon, n, "staging (campaign paused)").await;
     // The clock stops when the API has accepted every contact: retries and
     // repeats do not count towards `n`.
-    let accepted = || -> u64 {
-        senders
-            .iter()
-            .map(|s| {
-                metrics()
-                    .dispatch
-                    .with_label_values(&["bench", "primary", s, "accepted"])
-                    .get()
-            })
-            .sum()
-    };
+    let accepted = || accepted_by("bench", &senders);
     let http = reqwest::Client::new();
     let (cpu0, world0) = (cpu_seconds(me()), cpu_seconds(world.pid()));
     let started = Instant::now();
@@ -625,17 +629,7 @@ pub(super) async fn triggers(sizes: &Sizes, world: &World) -> anyhow::Result<Val
     config.dispatch.max_in_flight_per_sender = IN_FLIGHT_PER_SENDER;
     add_senders(&mut config, &senders, 1_000_000.0);
     let store = app::open_store(&config).await?;
-    let accepted = || -> u64 {
-        senders
-            .iter()
-            .map(|s| {
-                metrics()
-                    .dispatch
-                    .with_label_values(&[TRIGGERED, "primary", s, "accepted"])
-                    .get()
-            })
-            .sum()
-    };
+    let accepted = || accepted_by(TRIGGERED, &senders);
     let cpu0 = cpu_seconds(me());
     let daemon = Daemon::start(config.clone(), store).await?;
     let (assigned, staged) = wait_staged(&daemon, n, "trigger events (wadispatch)").await;
