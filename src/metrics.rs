@@ -737,8 +737,9 @@ mod tests {
     #[test]
     fn names_lists_every_family() {
         let names = metrics().names();
-        assert_eq!(names.len(), 26);
+        assert_eq!(names.len(), 27);
         assert!(names.contains(&"wadispatch_sender_circuit_open".to_string()));
+        assert!(names.contains(&"wadispatch_trigger_cancels_total".to_string()));
         assert!(names.contains(&"wadispatch_funnel_total".to_string()));
         assert!(names.contains(&"wadispatch_store_operation_duration_seconds".to_string()));
     }
