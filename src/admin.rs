@@ -110,12 +110,22 @@ pub struct CampaignView {
     /// cancelled on order_placed, at most 1 per 1d per contact`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// The campaign's goal in words (`payment_made within 7d of a
+    /// message, stops the journey`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
     pub staged: u64,
     pub pending: u64,
     pub deferred: u64,
     pub in_flight: u64,
     pub by_state: std::collections::BTreeMap<String, u64>,
+    /// staged, accepted, sent, delivered, read, replied, then converted
+    /// (its percent is of accepted).
     pub funnel: Vec<Stage>,
+    /// Journeys credited with a goal conversion.
+    pub converted: u64,
+    /// The value of those conversions, by currency.
+    pub conversion_value: std::collections::BTreeMap<String, f64>,
     pub excluded_by_reason: std::collections::BTreeMap<String, u64>,
     pub failed_by_class: std::collections::BTreeMap<String, u64>,
     /// Contacts waiting for a later step of their journey (timers).
@@ -143,19 +153,27 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
         .as_ref()
         .map(|p| p.summary.clone())
         .unwrap_or_default();
-    let funnel = stages("staged", summary.staged, &summary.contacts);
+    let mut funnel = stages("staged", summary.staged, &summary.contacts);
+    funnel.push(Stage {
+        stage: "converted",
+        contacts: summary.converted,
+        percent: crate::report::ratio(summary.converted, summary.reached(DispatchState::Accepted)),
+    });
     CampaignView {
         id: state.id.clone(),
         name: entry.spec.name.clone(),
         desired_state: entry.spec.state.as_str(),
         observed_state: state.observed.lock_or_recover().map(|s| s.as_str()),
         trigger: entry.trigger.as_ref().map(|t| t.describe()),
+        goal: entry.goal.as_ref().map(|g| g.describe()),
         staged: summary.staged,
         pending: summary.count(DispatchState::Pending),
         deferred: summary.count(DispatchState::Deferred),
         in_flight: state.in_flight.load(Ordering::Acquire),
         by_state: summary.contacts.by_state.clone(),
         funnel,
+        converted: summary.converted,
+        conversion_value: summary.conversion_value.clone(),
         excluded_by_reason: summary.contacts.excluded_by_reason.clone(),
         failed_by_class: summary.contacts.failed_by_class.clone(),
         waiting: summary.waiting,

@@ -151,6 +151,8 @@ pub struct Pipeline {
     pub catalog: CampaignCatalog,
     pub suppressions: crate::ingest::suppressions::SuppressionList,
     pub stats: Arc<IngestStats>,
+    /// The conversions consumer's counters, once it runs.
+    pub conversions: Option<Arc<crate::ingest::conversions::ConversionStats>>,
     stop: Arc<AtomicBool>,
     threads: Vec<(&'static str, JoinHandle<()>)>,
 }
@@ -240,6 +242,7 @@ impl Pipeline {
             catalog,
             suppressions,
             stats,
+            conversions: None,
             stop,
             threads: vec![
                 ("campaigns reader", reader_thread),
@@ -247,6 +250,42 @@ impl Pipeline {
                 ("audience ingest", ingest_thread),
             ],
         })
+    }
+
+    /// Starts the conversions consumer (`kafka.topics.conversions`) on its
+    /// own thread; its `conversion` events go to `events`.
+    pub fn start_conversions(
+        &mut self,
+        config: &Config,
+        store: Arc<dyn Store>,
+        events: Option<crate::events::EventsProducer>,
+    ) -> anyhow::Result<()> {
+        let k = &config.kafka;
+        let ingest = crate::ingest::conversions::ConversionIngest::new(
+            crate::ingest::conversions::ConversionsConfig {
+                brokers: k.brokers.clone(),
+                group_id: format!("{}-conversions", k.group_id),
+                topic: k.topics.conversions.clone(),
+                dlq_topic: k.topics.audience_dlq.clone(),
+                extra: kafka_extra(config),
+                default_region: config.dispatch.default_region.clone(),
+            },
+            store,
+            self.catalog.clone(),
+            events,
+            tokio::runtime::Handle::current(),
+        )?;
+        self.conversions = Some(ingest.stats());
+        let stop = self.stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wa-conversions".into())
+            .spawn(move || {
+                if let Err(e) = ingest.run(stop) {
+                    tracing::error!(error = %e, "conversions consumer stopped");
+                }
+            })?;
+        self.threads.push(("conversions consumer", thread));
+        Ok(())
     }
 
     /// Stops fetching, lets in-flight records finish and waits for the
@@ -453,13 +492,15 @@ impl Daemon {
             config.metrics.max_campaign_series,
             Duration::from_secs(config.metrics.ended_campaign_grace_secs),
         );
-        let pipeline = Pipeline::start(&config, store.clone()).await?;
-        // One producer for every event: webhooks' and the campaigns'.
+        let mut pipeline = Pipeline::start(&config, store.clone()).await?;
+        // One producer for every event: webhooks', the campaigns' and the
+        // conversions'.
         let events = crate::events::EventsProducer::new(
             &config.kafka.brokers,
             &config.kafka.topics.events,
             &kafka_extra(&config),
         )?;
+        pipeline.start_conversions(&config, store.clone(), Some(events.clone()))?;
         let webhooks = start_webhooks(&config, store.clone(), &pipeline, events.clone())?;
         let owner = crate::dispatch::lease::run_owner(instance);
         tracing::info!(%owner, "instance lease name");

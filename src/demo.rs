@@ -299,6 +299,7 @@ fn create_topics(
         (&topics.audience_dlq, 1),
         (&topics.events, 3),
         (&topics.suppressions, 1),
+        (&topics.conversions, 2),
     ] {
         cluster
             .create_topic(topic, partitions, 1)

@@ -90,6 +90,26 @@ pub enum Event {
         reason: String,
         timestamp: DateTime<Utc>,
     },
+    /// A goal conversion credited to a campaign's journey (once per
+    /// journey); `stopped` when it stopped the journey's steps not sent yet.
+    Conversion {
+        campaign_id: String,
+        /// The step the journey was at (the first step's id before it
+        /// moved on).
+        step: String,
+        contact: String,
+        /// The occurrence (order, cart) of a triggered campaign's contact.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        occurrence: Option<String>,
+        goal: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        currency: Option<String>,
+        stopped_journey: bool,
+        /// When the conversion happened (the record's `at`).
+        timestamp: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -105,7 +125,8 @@ impl Event {
             Event::Status { contact, .. }
             | Event::Reply { contact, .. }
             | Event::OptOut { contact, .. }
-            | Event::Excluded { contact, .. } => contact,
+            | Event::Excluded { contact, .. }
+            | Event::Conversion { contact, .. } => contact,
             Event::Campaign { campaign_id, .. } | Event::SpecRejected { campaign_id, .. } => {
                 campaign_id
             }

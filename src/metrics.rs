@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::sync::RwLockExt;
 use prometheus::{
-    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
+    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -25,6 +25,9 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     pub exclusions: IntCounterVec,
     pub trigger_cancels: IntCounterVec,
+    pub conversions: IntCounterVec,
+    pub conversion_value: CounterVec,
+    pub conversion_records: IntCounterVec,
     pub whatsapp_request_duration: HistogramVec,
     pub rate_limiter_wait: HistogramVec,
     pub sender_rate: GaugeVec,
@@ -49,6 +52,14 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn float_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    let c = CounterVec::new(Opts::new(name, help), labels).expect("metric definition");
     registry
         .register(Box::new(c.clone()))
         .expect("unique metric");
@@ -133,6 +144,24 @@ impl Metrics {
                 "wadispatch_trigger_cancels_total",
                 "Cancelling events of triggered campaigns, by outcome: cancelled (the occurrence was pending), ahead (it came before its trigger, which will not send), stopped (the message had left; the later steps were stopped), late (nothing was left to stop).",
                 &["campaign", "outcome"],
+            ),
+            conversions: counter(
+                &r,
+                "wadispatch_conversions_total",
+                "Goal conversions credited to a campaign's journey (once per journey), by goal.",
+                &["campaign", "goal"],
+            ),
+            conversion_value: float_counter(
+                &r,
+                "wadispatch_conversion_value_total",
+                "Value of the conversions credited to a campaign, by currency.",
+                &["campaign", "currency"],
+            ),
+            conversion_records: counter(
+                &r,
+                "wadispatch_conversion_records_total",
+                "Records read from the conversions topic, by outcome: recorded, duplicate (the journey had its conversion), unknown_campaign, goal_not_declared, not_in_campaign, no_campaign (credited to none), dlq (unreadable).",
+                &["outcome"],
             ),
             whatsapp_request_duration: histogram(
                 &r,
@@ -271,7 +300,7 @@ impl Metrics {
     /// counters, without the `_bucket`/`_sum`/`_count` series suffixes).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 27] = [
+        let collectors: [&dyn Collector; 30] = [
             &self.audience_records,
             &self.campaign_specs,
             &self.dispatch,
@@ -279,6 +308,9 @@ impl Metrics {
             &self.failures,
             &self.exclusions,
             &self.trigger_cancels,
+            &self.conversions,
+            &self.conversion_value,
+            &self.conversion_records,
             &self.whatsapp_request_duration,
             &self.rate_limiter_wait,
             &self.sender_rate,
@@ -385,6 +417,27 @@ pub fn trigger_cancel(campaign: &str, outcome: CancelOutcome) {
     metrics()
         .trigger_cancels
         .with_label_values(&[campaign, outcome.as_str()])
+        .inc();
+}
+
+/// A conversion credited to `campaign`'s journey.
+pub fn conversion(campaign: &str, goal: &str, value: Option<f64>, currency: Option<&str>) {
+    let campaign = campaign_label(campaign);
+    let m = metrics();
+    m.conversions.with_label_values(&[campaign, goal]).inc();
+    if let (Some(v), Some(c)) = (value, currency) {
+        m.conversion_value
+            .with_label_values(&[campaign, c])
+            .inc_by(v);
+    }
+}
+
+/// One record of the conversions topic handled (`recorded`, `duplicate`,
+/// an unattributed reason, `dlq`).
+pub fn conversion_record(outcome: &str) {
+    metrics()
+        .conversion_records
+        .with_label_values(&[outcome])
         .inc();
 }
 
@@ -721,6 +774,9 @@ fn forget_campaign_series(id: &str) {
     purge_vec!(m.funnel);
     purge_vec!(m.failures);
     purge_vec!(m.exclusions);
+    purge_vec!(m.trigger_cancels);
+    purge_vec!(m.conversions);
+    purge_vec!(m.conversion_value);
     purge_vec!(m.campaign_pending);
     purge_vec!(m.campaign_state);
     purge_vec!(m.campaign_waiting);
@@ -737,9 +793,10 @@ mod tests {
     #[test]
     fn names_lists_every_family() {
         let names = metrics().names();
-        assert_eq!(names.len(), 27);
+        assert_eq!(names.len(), 30);
         assert!(names.contains(&"wadispatch_sender_circuit_open".to_string()));
         assert!(names.contains(&"wadispatch_trigger_cancels_total".to_string()));
+        assert!(names.contains(&"wadispatch_conversion_value_total".to_string()));
         assert!(names.contains(&"wadispatch_funnel_total".to_string()));
         assert!(names.contains(&"wadispatch_store_operation_duration_seconds".to_string()));
     }

@@ -76,6 +76,7 @@ async fn conformance(store: Arc<dyn Store>) {
     occurrences_are_rows_of_their_own(store.as_ref()).await;
     a_cancel_stops_the_pending_occurrence_or_comes_first(store.as_ref()).await;
     a_cancel_and_a_claim_of_one_occurrence_have_one_winner(store.clone()).await;
+    conversions_are_recorded_once_and_reach_is_indexed(store.as_ref()).await;
 }
 
 fn owned_claim(campaign: &str, n: u32, owner: &str) -> ClaimRequest {
@@ -2005,4 +2006,205 @@ async fn a_cancel_and_a_claim_of_one_occurrence_have_one_winner(store: Arc<dyn S
         };
         assert_eq!(state, expected);
     }
+}
+
+/// A goal conversion is a row's once (a redelivery, or a second
+/// conversion, changes nothing), stops what is left of the journey in the
+/// same write when asked, and the reach index lists the latest accepted
+/// message of every journey of a contact, per occurrence.
+async fn conversions_are_recorded_once_and_reach_is_indexed(store: &dyn Store) {
+    use wadispatch::domain::Conversion;
+    let campaign = "c-goal";
+    let other = "c-goal-2";
+    // A contact no other check uses: the reach index is per contact.
+    let n = 7_041;
+    let occ = |o: &str| contact(n).with_occurrence(o);
+    store
+        .stage_batch(&[
+            StageRequest {
+                contact: occ("cart-1"),
+                ..journey_req(campaign, n, 0, &[("sms", "hola")])
+            },
+            StageRequest {
+                contact: occ("cart-2"),
+                ..journey_req(campaign, n, 0, &[("sms", "hola")])
+            },
+            req(other, n, 0, 1),
+            req(other, n + 1, 0, 2),
+        ])
+        .await
+        .unwrap();
+    assert!(store.reached(&contact(n)).await.unwrap().is_empty());
+    let accept = |c: &'static str, key: ContactKey, wamid: &'static str, at| async move {
+        let claim = ClaimRequest {
+            contact: key.clone(),
+            ..claim_req(c, n, false)
+        };
+        assert!(matches!(
+            store.claim(&claim).await.unwrap(),
+            ClaimOutcome::Claimed { .. }
+        ));
+        store
+            .record_outcome(
+                c,
+                &key,
+                &Outcome::Accepted {
+                    wamid: wamid.into(),
+                },
+                at,
+            )
+            .await
+            .unwrap();
+    };
+    let now = Utc::now();
+    accept(
+        campaign,
+        occ("cart-1"),
+        "wamid.goal-1",
+        now - Duration::hours(3),
+    )
+    .await;
+    accept(other, contact(n), "wamid.goal-3", now - Duration::hours(1)).await;
+    let mut reach = store.reached(&contact(n)).await.unwrap();
+    reach.sort_by(|a, b| a.campaign_id.cmp(&b.campaign_id));
+    let seen: Vec<(&str, Option<&str>)> = reach
+        .iter()
+        .map(|r| (r.campaign_id.as_str(), r.occurrence.as_deref()))
+        .collect();
+    assert_eq!(seen, [(campaign, Some("cart-1")), (other, None)]);
+    assert_eq!(
+        reach[0].at.timestamp_millis(),
+        (now - Duration::hours(3)).timestamp_millis()
+    );
+    assert!(
+        store.reached(&contact(n + 1)).await.unwrap().is_empty(),
+        "staged, never accepted"
+    );
+
+    let paid = Conversion {
+        goal: "payment_made".into(),
+        at: now,
+        value: Some(500.0),
+        currency: Some("MXN".into()),
+    };
+    let reason = ExclusionReason::Converted("payment_made".into());
+    // Sent with a follow-up waiting: the follow-up goes, the message stays.
+    let first = store
+        .record_conversion(campaign, &occ("cart-1"), &paid, Some(&reason), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        Some(ConversionApplied::Recorded(Converted {
+            step: String::new(),
+            stopped: Some(JourneyStop {
+                step: String::new(),
+                excluded: false,
+            }),
+        }))
+    );
+    let row = store
+        .get_dispatch(campaign, &occ("cart-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, DispatchState::Accepted);
+    assert_eq!(row.conversion.as_ref(), Some(&paid));
+    assert_eq!(row.stopped.as_deref(), Some("converted:payment_made"));
+    assert!(row.wait.is_none() && row.next.is_empty());
+    // Read again: recorded once.
+    assert_eq!(
+        store
+            .record_conversion(campaign, &occ("cart-1"), &paid, Some(&reason), now)
+            .await
+            .unwrap(),
+        Some(ConversionApplied::Duplicate {
+            redelivered: true,
+            step: String::new(),
+            stopped: true,
+        })
+    );
+    let second = Conversion {
+        value: Some(10.0),
+        ..paid.clone()
+    };
+    assert!(matches!(
+        store
+            .record_conversion(campaign, &occ("cart-1"), &second, Some(&reason), now)
+            .await
+            .unwrap(),
+        Some(ConversionApplied::Duplicate {
+            redelivered: false,
+            ..
+        })
+    ));
+    let row = store
+        .get_dispatch(campaign, &occ("cart-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.conversion.and_then(|c| c.value), Some(500.0));
+
+    // Pending: excluded in the same write, and out of the queue.
+    assert!(matches!(
+        store
+            .record_conversion(campaign, &occ("cart-2"), &paid, Some(&reason), now)
+            .await
+            .unwrap(),
+        Some(ConversionApplied::Recorded(Converted {
+            stopped: Some(JourneyStop { excluded: true, .. }),
+            ..
+        }))
+    ));
+    let row = store
+        .get_dispatch(campaign, &occ("cart-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.state, row.reason.as_deref()),
+        (DispatchState::Excluded, Some("converted:payment_made"))
+    );
+    let queued: Vec<ContactKey> = store
+        .scan_pending(campaign, 0, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.contact)
+        .collect();
+    assert!(!queued.contains(&occ("cart-2")), "{queued:?}");
+    assert!(matches!(
+        store
+            .claim(&ClaimRequest {
+                contact: occ("cart-2"),
+                ..claim_req(campaign, n, false)
+            })
+            .await
+            .unwrap(),
+        ClaimOutcome::NotClaimable { .. }
+    ));
+
+    // Without a stop: recorded, the row goes on.
+    assert!(matches!(
+        store
+            .record_conversion(other, &contact(n + 1), &paid, None, now)
+            .await
+            .unwrap(),
+        Some(ConversionApplied::Recorded(Converted { stopped: None, .. }))
+    ));
+    let row = store
+        .get_dispatch(other, &contact(n + 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, DispatchState::Pending);
+    assert!(row.conversion.is_some());
+    // No such row.
+    assert_eq!(
+        store
+            .record_conversion(other, &contact(n + 9), &paid, None, now)
+            .await
+            .unwrap(),
+        None
+    );
 }

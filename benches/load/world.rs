@@ -30,7 +30,12 @@ pub(super) fn create_topics(
     // The mock broker keeps about 5 MB per partition and drops older
     // segments: enough partitions keep every record readable.
     cluster.create_topic(&t.audience, audience_partitions, 1)?;
-    for topic in [&t.campaigns, &t.audience_dlq, &t.suppressions] {
+    for topic in [
+        &t.campaigns,
+        &t.audience_dlq,
+        &t.suppressions,
+        &t.conversions,
+    ] {
         cluster.create_topic(topic, 1, 1)?;
     }
     cluster.create_topic(&t.events, 8, 1)?;

@@ -152,6 +152,7 @@ impl Changes {
             audience_dlq,
             events,
             suppressions,
+            conversions,
         } = topics;
         self.field("kafka.topics.campaigns", campaigns, &new.topics.campaigns);
         self.field("kafka.topics.audience", audience, &new.topics.audience);
@@ -165,6 +166,11 @@ impl Changes {
             "kafka.topics.suppressions",
             suppressions,
             &new.topics.suppressions,
+        );
+        self.field(
+            "kafka.topics.conversions",
+            conversions,
+            &new.topics.conversions,
         );
         for key in changed_ids(client, &new.client) {
             self.0.push(format!("kafka.client.{}", quote(&key)));

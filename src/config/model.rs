@@ -181,6 +181,9 @@ pub struct TopicsConfig {
     /// Optional input, compacted: suppressed contacts keyed by contact id.
     /// Default: `"wa.suppressions"`.
     pub suppressions: String,
+    /// Optional input: goal conversions keyed by contact id, read by the
+    /// consumer group `<group_id>-conversions`. Default: `"wa.conversions"`.
+    pub conversions: String,
 }
 
 impl Default for TopicsConfig {
@@ -191,6 +194,7 @@ impl Default for TopicsConfig {
             audience_dlq: "wa.audience.dlq".to_owned(),
             events: "wa.events".to_owned(),
             suppressions: "wa.suppressions".to_owned(),
+            conversions: "wa.conversions".to_owned(),
         }
     }
 }

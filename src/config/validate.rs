@@ -201,6 +201,7 @@ fn check_topics(report: &mut Report, kafka: &KafkaConfig) {
         ("kafka.topics.audience_dlq", &kafka.topics.audience_dlq),
         ("kafka.topics.events", &kafka.topics.events),
         ("kafka.topics.suppressions", &kafka.topics.suppressions),
+        ("kafka.topics.conversions", &kafka.topics.conversions),
     ];
     for (i, (key, name)) in topics.iter().enumerate() {
         if let Some(reason) = topic_name_problem(name) {

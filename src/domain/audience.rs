@@ -380,7 +380,7 @@ fn deserialize_variables<'de, D: Deserializer<'de>>(
     deserializer.deserialize_any(VariablesVisitor)
 }
 
-fn deserialize_opt_scalar<'de, D: Deserializer<'de>>(
+pub(crate) fn deserialize_opt_scalar<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
     Ok(Option::<ScalarText>::deserialize(deserializer)?.map(|s| s.0))

@@ -12,6 +12,7 @@ use super::journey::{Journey, StepSpec};
 
 mod fields;
 
+use super::goal::{Goal, GoalSpec};
 use super::problem::SpecProblem;
 use super::template::{CompiledTemplate, TemplateSpec};
 use super::trigger::{Trigger, TriggerSpec};
@@ -73,6 +74,11 @@ pub struct CampaignSpec {
     /// campaigns").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<TriggerSpec>,
+    /// What the campaign is for: conversions of this goal on
+    /// `wa.conversions` are credited to it (docs/ARCHITECTURE.md, "Goals
+    /// and conversions").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<GoalSpec>,
 }
 
 fn default_true() -> bool {
@@ -342,6 +348,12 @@ impl CampaignSpec {
         self.trigger.as_ref().and_then(|t| t.check().ok())
     }
 
+    /// The checked goal; `None` for a campaign without one (and for a goal
+    /// `validate` refuses).
+    pub fn goal(&self) -> Option<Goal> {
+        self.goal.as_ref().and_then(|g| g.check().ok())
+    }
+
     /// Parses and validates a spec, returning its compiled template. A
     /// field the spec format does not have is a problem naming its path: a
     /// misspelt `schedule.start` silently ignored would send at once.
@@ -389,6 +401,9 @@ impl CampaignSpec {
         }
         if let Some(Err(trigger_problems)) = self.trigger.as_ref().map(TriggerSpec::check) {
             problems.extend(trigger_problems);
+        }
+        if let Some(Err(goal_problems)) = self.goal.as_ref().map(GoalSpec::check) {
+            problems.extend(goal_problems);
         }
         if let Some(routing) = &self.reply_routing {
             if routing.agent.trim().is_empty() {

@@ -23,10 +23,13 @@
 //!   against them.
 //! - [`trigger`]: triggered campaigns: delay, cancelling events, the cap
 //!   per contact and the dedupe window.
+//! - [`goal`]: conversion goals, `wa.conversions` records and their
+//!   attribution to a journey.
 //!
 //! Imports run one way: `audience` → `campaign` → `journey` → `template` →
 //! (`contact`, `problem`), `cap` → (`journey`, `contact`), and `trigger` →
-//! (`cap`, `journey`, `problem`); a template
+//! (`cap`, `journey`, `problem`), `goal` → (`audience`, `trigger`,
+//! `journey`, `contact`, `problem`); a template
 //! reads a contact only through `ContactValues`.
 
 pub mod audience;
@@ -34,6 +37,7 @@ pub mod campaign;
 pub mod cap;
 pub mod contact;
 pub mod error_class;
+pub mod goal;
 pub mod journey;
 pub mod problem;
 pub mod state;
@@ -45,6 +49,7 @@ pub use campaign::*;
 pub use cap::*;
 pub use contact::*;
 pub use error_class::*;
+pub use goal::*;
 pub use journey::*;
 pub use problem::*;
 pub use state::*;

@@ -251,6 +251,9 @@ pub enum ExclusionReason {
     /// A trigger event older than its campaign's `trigger.dedupe_window`
     /// when it arrived (a replayed topic).
     StaleEvent,
+    /// The contact reached the campaign's goal (`converted:payment_made`)
+    /// and its goal `stops_journey`: the steps not sent yet are not sent.
+    Converted(String),
 }
 
 impl ExclusionReason {
@@ -270,6 +273,7 @@ impl ExclusionReason {
             ExclusionReason::FrequencyCap => "frequency_cap",
             ExclusionReason::Cancelled(_) => "cancelled",
             ExclusionReason::StaleEvent => "stale_event",
+            ExclusionReason::Converted(_) => "converted",
         }
     }
 
@@ -292,6 +296,7 @@ impl ExclusionReason {
             ExclusionReason::StaleEvent => {
                 "trigger event older than the campaign's dedupe window".to_string()
             }
+            ExclusionReason::Converted(goal) => format!("reached the goal {goal}"),
         }
     }
 
@@ -300,7 +305,8 @@ impl ExclusionReason {
             ExclusionReason::Suppressed(d)
             | ExclusionReason::MissingVariable(d)
             | ExclusionReason::InvalidField(d)
-            | ExclusionReason::Cancelled(d) => Some(d),
+            | ExclusionReason::Cancelled(d)
+            | ExclusionReason::Converted(d) => Some(d),
             _ => None,
         }
     }
@@ -337,6 +343,7 @@ impl FromStr for ExclusionReason {
             ("frequency_cap", None) => ExclusionReason::FrequencyCap,
             ("stale_event", None) => ExclusionReason::StaleEvent,
             ("cancelled", Some(d)) => ExclusionReason::Cancelled(d.to_string()),
+            ("converted", Some(d)) => ExclusionReason::Converted(d.to_string()),
             ("suppressed", Some(d)) => ExclusionReason::Suppressed(d.to_string()),
             ("missing_variable", Some(d)) => ExclusionReason::MissingVariable(d.to_string()),
             ("invalid_field", Some(d)) => ExclusionReason::InvalidField(d.to_string()),

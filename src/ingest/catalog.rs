@@ -17,8 +17,8 @@ use tokio::sync::broadcast;
 use super::IngestError;
 use crate::domain::template::TemplateSpec;
 use crate::domain::{
-    CampaignSpec, CompiledTemplate, ContactKey, ContactValues, DesiredState, Journey,
-    ObservedState, SpecProblem, Trigger, TriggerSpec,
+    CampaignSpec, CompiledTemplate, ContactKey, ContactValues, DesiredState, Goal, GoalSpec,
+    Journey, ObservedState, SpecProblem, Trigger, TriggerSpec,
 };
 use crate::metrics;
 use crate::store::{CampaignRecord, StagedJourney, Store};
@@ -32,6 +32,8 @@ pub struct CatalogEntry {
     pub journey: Journey,
     /// The checked trigger of a triggered campaign.
     pub trigger: Option<Trigger>,
+    /// The checked goal, when the campaign has one.
+    pub goal: Option<Goal>,
 }
 
 impl CatalogEntry {
@@ -41,18 +43,21 @@ impl CatalogEntry {
         let template = spec.template.compile();
         let journey = spec.journey();
         let trigger = spec.trigger.as_ref().map(TriggerSpec::check).transpose();
-        match (template, journey, trigger) {
-            (Ok(template), Ok(journey), Ok(trigger)) => Ok(CatalogEntry {
+        let goal = spec.goal.as_ref().map(GoalSpec::check).transpose();
+        match (template, journey, trigger, goal) {
+            (Ok(template), Ok(journey), Ok(trigger), Ok(goal)) => Ok(CatalogEntry {
                 spec,
                 template,
                 journey,
                 trigger,
+                goal,
             }),
-            (template, journey, trigger) => Err(template
+            (template, journey, trigger, goal) => Err(template
                 .err()
                 .into_iter()
                 .chain(journey.err())
                 .chain(trigger.err())
+                .chain(goal.err())
                 .flatten()
                 .collect()),
         }

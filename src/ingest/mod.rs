@@ -1,4 +1,5 @@
-//! Kafka ingest: the campaigns catalog, the audience consumer and its DLQ.
+//! Kafka ingest: the campaigns catalog, the audience consumer and its DLQ,
+//! suppressions, and the conversions consumer.
 //!
 //! Audience records are staged durably into the store before their offsets
 //! are stored (at-least-once, contiguous watermark per partition); staging is
@@ -7,6 +8,7 @@
 pub mod audience;
 pub mod catalog;
 pub mod compacted;
+pub mod conversions;
 pub mod dlq;
 pub mod suppressions;
 pub mod watermark;

@@ -91,7 +91,7 @@ pub struct Ratios {
     pub replied_by: Option<f64>,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
 pub struct CampaignSummary {
     pub campaign_id: String,
     /// Every contact recorded for the campaign (pending, excluded or beyond).
@@ -102,6 +102,11 @@ pub struct CampaignSummary {
     /// Contacts whose journey waits for a later step: a timer in the store
     /// (their current step's state is counted in `by_state` too).
     pub waiting: u64,
+    /// Journeys credited with a goal conversion (docs/ARCHITECTURE.md,
+    /// "Goals and conversions").
+    pub converted: u64,
+    /// The value of those conversions, by currency.
+    pub conversion_value: BTreeMap<String, f64>,
     /// Every step contacts went through (the first is `""`), history
     /// included: shown by [`CampaignSummary::steps_view`].
     #[serde(skip)]
@@ -151,6 +156,12 @@ impl CampaignSummary {
 
     fn add(&mut self, row: &DispatchRecord) {
         self.staged += 1;
+        if let Some(c) = &row.conversion {
+            self.converted += 1;
+            if let (Some(v), Some(currency)) = (c.value, &c.currency) {
+                *self.conversion_value.entry(currency.clone()).or_default() += v;
+            }
+        }
         if let Some(wait) = &row.wait {
             self.waiting += 1;
             *self.timers.entry(wait.step.clone()).or_default() += 1;
@@ -205,6 +216,9 @@ pub struct SummaryView<'a> {
     pub ratios: Ratios,
     /// excluded + failed.
     pub not_sent_to: u64,
+    /// converted / accepted, in percent: the journeys a message reached
+    /// that reached the goal.
+    pub conversion_rate: Option<f64>,
     /// The journey step by step (one entry for a one-step campaign).
     pub steps: Vec<StepView>,
 }
@@ -230,6 +244,7 @@ impl CampaignSummary {
             open: self.open(),
             ratios: self.contacts.ratios(),
             not_sent_to: self.excluded() + self.count(DispatchState::Failed),
+            conversion_rate: ratio(self.converted, self.reached(DispatchState::Accepted)),
             steps: self.steps_view(journey),
         }
     }
@@ -257,6 +272,11 @@ impl CampaignSummary {
         line("received by (deliv./sent)", pct(v.ratios.received_by));
         line("read by (read/deliv.)", pct(v.ratios.read_by));
         line("replied by (repl./deliv.)", pct(v.ratios.replied_by));
+        line("converted", self.converted.to_string());
+        line("conversion rate (conv./acc.)", pct(v.conversion_rate));
+        for (currency, value) in &self.conversion_value {
+            line(&format!("  value ({currency})"), format!("{value:.2}"));
+        }
         line("not sent to", v.not_sent_to.to_string());
         for (reason, n) in &self.contacts.excluded_by_reason {
             line(&format!("  excluded: {reason}"), n.to_string());

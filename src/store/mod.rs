@@ -200,6 +200,24 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<Option<JourneyStop>>;
 
+    /// Credits a goal conversion to one journey (see
+    /// [`DispatchRecord::convert`]): once per row, idempotent under
+    /// redelivery; with `stop`, the journey stops in the same conditional
+    /// write, so exactly one of the stop and a claim of a step wins.
+    /// `None` when the row is absent.
+    async fn record_conversion(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        conversion: &crate::domain::Conversion,
+        stop: Option<&crate::domain::ExclusionReason>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ConversionApplied>>;
+    /// The latest accepted message of every campaign (and occurrence) to
+    /// `contact` within the longest goal window (90 days): the index
+    /// conversions are attributed from, written with each accepted outcome.
+    async fn reached(&self, contact: &ContactKey) -> StoreResult<Vec<crate::domain::Reach>>;
+
     // ---- instances ----
     /// Writes (or extends) `owner`'s lease.
     async fn renew_lease(&self, lease: &Lease) -> StoreResult<()>;

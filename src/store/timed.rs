@@ -230,6 +230,24 @@ impl<S: Store> Store for Timed<S> {
         )
         .await
     }
+    async fn record_conversion(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        conversion: &crate::domain::Conversion,
+        stop: Option<&ExclusionReason>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ConversionApplied>> {
+        time(
+            "record_conversion",
+            self.0
+                .record_conversion(campaign, contact, conversion, stop, at),
+        )
+        .await
+    }
+    async fn reached(&self, contact: &ContactKey) -> StoreResult<Vec<crate::domain::Reach>> {
+        time("reached", self.0.reached(contact)).await
+    }
     async fn requeue(
         &self,
         campaign: &str,

@@ -35,6 +35,7 @@ impl Kafka {
         cluster.create_topic(&t.audience_dlq, 1, 1).unwrap();
         cluster.create_topic(&t.events, 1, 1).unwrap();
         cluster.create_topic(&t.suppressions, 1, 1).unwrap();
+        cluster.create_topic(&t.conversions, 2, 1).unwrap();
         let brokers = cluster.bootstrap_servers();
         Kafka { cluster, brokers }
     }

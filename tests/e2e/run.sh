@@ -158,7 +158,8 @@ create_topic wa.audience 4
 create_topic wa.audience.dlq 1
 create_topic wa.events 1
 create_topic wa.suppressions 1 cleanup.policy=compact
-note "topics: wa.campaigns(1, compact) wa.audience(4) wa.audience.dlq(1) wa.events(1) wa.suppressions(1, compact)"
+create_topic wa.conversions 2
+note "topics: wa.campaigns(1, compact) wa.audience(4) wa.audience.dlq(1) wa.events(1) wa.suppressions(1, compact) wa.conversions(2)"
 
 # ---------------------------------------------------------------- sandbox
 # The default failure rules without suffix 49 (131049 defers 24 h), so every

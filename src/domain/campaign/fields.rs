@@ -22,8 +22,10 @@ const SPEC_KEYS: &[(&str, &[&str])] = &[
             "tags",
             "steps",
             "trigger",
+            "goal",
         ],
     ),
+    ("goal", &["name", "window", "stops_journey"]),
     (
         "trigger",
         &["delay", "cancel_on", "max_per_contact", "dedupe_window"],

@@ -193,6 +193,11 @@ impl Inner {
                     }
                     batch.remove(&self.parked, wamid.as_bytes().to_vec());
                 }
+                batch.insert(
+                    &self.reach,
+                    reach_key(campaign, contact),
+                    at.timestamp_millis().to_be_bytes().to_vec(),
+                );
                 let ckey = contact.as_str().as_bytes();
                 let mut c: ContactRecord = self.get_json(&self.contacts, ckey)?.unwrap_or_default();
                 let occurrence = contact.occurrence().map(str::to_string);
@@ -359,6 +364,70 @@ impl Inner {
         batch.insert(&self.dispatches, key, encode(&record)?);
         batch.commit().map_err(io_err)?;
         Ok(Some(stop))
+    }
+
+    pub(super) fn record_conversion(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        conversion: &crate::domain::Conversion,
+        stop: Option<&ExclusionReason>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ConversionApplied>> {
+        let _guard = self.stripe(contact);
+        let key = dispatch_key(campaign, contact);
+        let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
+            return Ok(None);
+        };
+        let applied = record.convert(conversion, stop, at);
+        let ConversionApplied::Recorded(converted) = &applied else {
+            return Ok(Some(applied));
+        };
+        let mut batch = self.batch();
+        if converted.stopped.as_ref().is_some_and(|s| s.excluded) {
+            batch.remove(
+                &self.pending,
+                pending_key(campaign, record.shard, record.seq),
+            );
+        }
+        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.commit().map_err(io_err)?;
+        Ok(Some(applied))
+    }
+
+    pub(super) fn reached(&self, contact: &ContactKey) -> StoreResult<Vec<crate::domain::Reach>> {
+        let prefix = reach_prefix(contact);
+        let oldest =
+            Utc::now() - chrono::Duration::seconds(crate::domain::MAX_GOAL_WINDOW_SECS as i64);
+        let mut out = Vec::new();
+        for guard in self.reach.prefix(&prefix) {
+            let (k, v) = guard.into_inner().map_err(io_err)?;
+            let rest = &k[prefix.len()..];
+            let corrupt = |message: &str| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).replace('\0', "/"),
+                message: message.into(),
+            };
+            let split = rest
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| corrupt("reach key without its occurrence"))?;
+            let millis = <[u8; 8]>::try_from(&v[..])
+                .map(i64::from_be_bytes)
+                .map_err(|_| corrupt("reach time is not 8 bytes"))?;
+            let Some(at) = DateTime::<Utc>::from_timestamp_millis(millis) else {
+                return Err(corrupt("reach time out of range"));
+            };
+            if at < oldest {
+                continue;
+            }
+            let occurrence = String::from_utf8_lossy(&rest[split + 1..]).into_owned();
+            out.push(crate::domain::Reach {
+                campaign_id: String::from_utf8_lossy(&rest[..split]).into_owned(),
+                occurrence: (!occurrence.is_empty()).then_some(occurrence),
+                at,
+            });
+        }
+        Ok(out)
     }
 
     pub(super) fn scan_pending(

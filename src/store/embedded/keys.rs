@@ -40,6 +40,23 @@ pub(super) fn dispatch_key(campaign: &str, contact: &ContactKey) -> Vec<u8> {
     k
 }
 
+/// `contact \0 campaign \0 occurrence` (the occurrence empty for a row
+/// without one): a contact's entries are one prefix.
+pub(super) fn reach_key(campaign: &str, contact: &ContactKey) -> Vec<u8> {
+    let occurrence = contact.occurrence().unwrap_or("");
+    let mut k = reach_prefix(contact);
+    k.extend_from_slice(campaign.as_bytes());
+    k.push(0);
+    k.extend_from_slice(occurrence.as_bytes());
+    k
+}
+
+pub(super) fn reach_prefix(contact: &ContactKey) -> Vec<u8> {
+    let mut k = contact.as_str().as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
 pub(super) fn campaign_prefix(campaign: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(campaign.len() + 1);
     k.extend_from_slice(campaign.as_bytes());

@@ -103,6 +103,10 @@ struct Inner {
     timers: Keyspace,
     /// `send_slots (contact) → [SendSlot]` (JSON): the frequency cap.
     send_slots: Keyspace,
+    /// `reach (contact, campaign, occurrence) → accepted at` (ms, be64):
+    /// the latest accepted message of each journey of a contact, read by
+    /// conversion attribution.
+    reach: Keyspace,
     /// Recipients in the window (None until first counted), under the lock
     /// that serialises every change of the window.
     window: Mutex<Option<u64>>,
@@ -183,6 +187,7 @@ impl EmbeddedStore {
             recipient_order: ks("recipient_order")?,
             timers: ks("timers")?,
             send_slots: ks("send_slots")?,
+            reach: ks("reach")?,
             window: Mutex::new(None),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
@@ -568,6 +573,31 @@ impl Store for EmbeddedStore {
         let (campaign, contact, reason) = (campaign.to_string(), contact.clone(), reason.clone());
         self.point(move |inner| inner.stop_journey(&campaign, &contact, &reason, at))
             .await
+    }
+
+    async fn record_conversion(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        conversion: &crate::domain::Conversion,
+        stop: Option<&ExclusionReason>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ConversionApplied>> {
+        let (campaign, contact, conversion, stop) = (
+            campaign.to_string(),
+            contact.clone(),
+            conversion.clone(),
+            stop.cloned(),
+        );
+        self.point(move |inner| {
+            inner.record_conversion(&campaign, &contact, &conversion, stop.as_ref(), at)
+        })
+        .await
+    }
+
+    async fn reached(&self, contact: &ContactKey) -> StoreResult<Vec<crate::domain::Reach>> {
+        let contact = contact.clone();
+        self.point(move |inner| inner.reached(&contact)).await
     }
 
     async fn requeue(

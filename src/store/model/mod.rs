@@ -11,8 +11,8 @@ mod tests;
 pub use journey::*;
 
 use crate::domain::{
-    CampaignSpec, ContactKey, DispatchState, Edge, ExclusionReason, FrozenParams, ObservedState,
-    StepParams, Wait,
+    CampaignSpec, ContactKey, Conversion, DispatchState, Edge, ExclusionReason, FrozenParams,
+    ObservedState, StepParams, Wait,
 };
 
 /// `campaigns (id) → spec, observed_state, updated_at`.
@@ -162,6 +162,9 @@ pub struct DispatchRecord {
     /// no later step follows, whatever happens to the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// The goal conversion credited to this journey (at most one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<Conversion>,
 }
 
 impl DispatchRecord {
@@ -202,6 +205,7 @@ impl DispatchRecord {
             history: Vec::new(),
             later: req.journey.later.clone(),
             stopped: None,
+            conversion: None,
         }
     }
 
@@ -352,6 +356,32 @@ impl DispatchRecord {
         })
     }
 
+    /// Credits `conversion` to this journey, once: a journey that has one
+    /// keeps it (a redelivered record, or a second conversion of the goal,
+    /// changes nothing). With `stop` (the goal `stops_journey`), the
+    /// journey stops for that reason as [`Self::stop`] does, in the same
+    /// change.
+    pub fn convert(
+        &mut self,
+        conversion: &Conversion,
+        stop: Option<&ExclusionReason>,
+        at: DateTime<Utc>,
+    ) -> ConversionApplied {
+        if let Some(existing) = &self.conversion {
+            return ConversionApplied::Duplicate {
+                redelivered: existing == conversion,
+                step: self.step.clone(),
+                stopped: stop.is_some_and(|r| self.stopped.as_deref() == Some(&r.to_string())),
+            };
+        }
+        self.conversion = Some(conversion.clone());
+        let stopped = stop.and_then(|reason| self.stop(reason, at));
+        ConversionApplied::Recorded(Converted {
+            step: self.step.clone(),
+            stopped,
+        })
+    }
+
     /// True when the row is claimed by `owner`.
     pub fn claimed_by(&self, owner: &str) -> bool {
         self.state == DispatchState::Claimed && self.owner.as_deref() == Some(owner)
@@ -454,6 +484,33 @@ pub struct JourneyStop {
     /// That step was not claimed yet and is now excluded; false when its
     /// message had left (only the steps after it were stopped).
     pub excluded: bool,
+}
+
+/// What [`DispatchRecord::convert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversionApplied {
+    /// The conversion is now the journey's.
+    Recorded(Converted),
+    /// The journey had its conversion already: nothing changed.
+    Duplicate {
+        /// It is this very conversion (the record was read again after a
+        /// restart): its event may not have been published.
+        redelivered: bool,
+        /// The step the row is at.
+        step: String,
+        /// The journey was stopped by the conversion's goal.
+        stopped: bool,
+    },
+}
+
+/// A conversion recorded on a journey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    /// The step the row was at (`""` for the first).
+    pub step: String,
+    /// What the conversion stopped, when its goal stops the journey and
+    /// something was left to stop.
+    pub stopped: Option<JourneyStop>,
 }
 
 /// Which rows a requeue takes back to `pending`.

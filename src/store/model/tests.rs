@@ -268,6 +268,88 @@ fn stops_end_the_journey_and_an_ended_campaign_forces_the_wait() {
 }
 
 #[test]
+fn a_conversion_is_the_journeys_once_and_may_stop_what_is_left() {
+    let paid = crate::domain::Conversion {
+        goal: "payment_made".into(),
+        at: t(30),
+        value: Some(500.0),
+        currency: Some("MXN".into()),
+    };
+    let stop = ExclusionReason::Converted("payment_made".into());
+    // Sent, the follow-up's timer set: the conversion stops the follow-up.
+    let mut r = claimed(staged(), t(1));
+    r.apply_outcome(&Outcome::Accepted { wamid: "w1".into() }, t(1));
+    assert!(r.wait.is_some());
+    let applied = r.convert(&paid, Some(&stop), t(31));
+    assert_eq!(
+        applied,
+        ConversionApplied::Recorded(Converted {
+            step: String::new(),
+            stopped: Some(JourneyStop {
+                step: String::new(),
+                excluded: false,
+            }),
+        })
+    );
+    assert_eq!(
+        r.state,
+        DispatchState::Accepted,
+        "the message that left stays"
+    );
+    assert_eq!((r.wait.as_ref(), r.next.len()), (None, 0));
+    assert_eq!(r.stopped.as_deref(), Some("converted:payment_made"));
+    assert_eq!(r.conversion.as_ref(), Some(&paid));
+    // The same record again, and another conversion: the first stays.
+    assert_eq!(
+        r.convert(&paid, Some(&stop), t(32)),
+        ConversionApplied::Duplicate {
+            redelivered: true,
+            step: String::new(),
+            stopped: true,
+        }
+    );
+    let other = crate::domain::Conversion {
+        value: Some(90.0),
+        ..paid.clone()
+    };
+    assert!(matches!(
+        r.convert(&other, Some(&stop), t(33)),
+        ConversionApplied::Duplicate {
+            redelivered: false,
+            ..
+        }
+    ));
+    assert_eq!(r.conversion.as_ref().and_then(|c| c.value), Some(500.0));
+
+    // Not claimed yet: excluded with the reason.
+    let mut r = staged();
+    let applied = r.convert(&paid, Some(&stop), t(31));
+    assert!(matches!(
+        applied,
+        ConversionApplied::Recorded(Converted {
+            stopped: Some(JourneyStop { excluded: true, .. }),
+            ..
+        })
+    ));
+    assert_eq!(
+        (r.state, r.reason.as_deref()),
+        (DispatchState::Excluded, Some("converted:payment_made"))
+    );
+
+    // A goal that does not stop the journey only records.
+    let mut r = staged();
+    assert_eq!(
+        r.convert(&paid, None, t(31)),
+        ConversionApplied::Recorded(Converted {
+            step: String::new(),
+            stopped: None,
+        })
+    );
+    assert_eq!(r.state, DispatchState::Pending);
+    assert!(!r.next.is_empty());
+}
+
+#[test]
 fn a_row_without_journey_fields_reads_as_a_one_step_journey() {
     let mut r = staged();
     r.next.clear();

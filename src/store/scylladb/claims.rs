@@ -203,6 +203,18 @@ pub(super) async fn record_outcome(
                 "recording the contact's last campaign",
             )
             .await?;
+        store
+            .exec(
+                &store.st.put_reach,
+                (
+                    contact.as_str(),
+                    campaign,
+                    contact.occurrence().unwrap_or(""),
+                    at,
+                ),
+                "indexing the journeys that reached a contact",
+            )
+            .await?;
         let rows: Vec<(Option<String>,)> = store
             .rows(&store.st.parked, (wamid,), "reading parked statuses")
             .await?;
@@ -299,6 +311,61 @@ pub(super) async fn stop_journey(
         }
         _ => Ok(None),
     }
+}
+
+pub(super) async fn record_conversion(
+    store: &ScyllaStore,
+    campaign: &str,
+    contact: &ContactKey,
+    conversion: &crate::domain::Conversion,
+    stop: Option<&ExclusionReason>,
+    at: DateTime<Utc>,
+) -> StoreResult<Option<ConversionApplied>> {
+    let mut applied = None;
+    let written = store
+        .update_journey(campaign, contact, |current| {
+            let mut new = current.clone();
+            let outcome = new.convert(conversion, stop, at);
+            let changed = matches!(outcome, ConversionApplied::Recorded(_));
+            applied = Some(outcome);
+            changed.then_some(new)
+        })
+        .await?;
+    match (written, applied) {
+        (Some(Ok((old, _))), Some(ConversionApplied::Recorded(converted))) => {
+            if converted.stopped.as_ref().is_some_and(|s| s.excluded) {
+                store.remove_pending(&old).await?;
+            }
+            Ok(Some(ConversionApplied::Recorded(converted)))
+        }
+        (Some(Err(_)), applied) => Ok(applied),
+        _ => Ok(None),
+    }
+}
+
+pub(super) async fn reached(
+    store: &ScyllaStore,
+    contact: &ContactKey,
+) -> StoreResult<Vec<crate::domain::Reach>> {
+    let rows: Vec<(String, Option<String>, Option<DateTime<Utc>>)> = store
+        .rows(
+            &store.st.get_reach,
+            (contact.as_str(),),
+            "reading the journeys that reached a contact",
+        )
+        .await?;
+    let oldest = Utc::now() - chrono::Duration::seconds(crate::domain::MAX_GOAL_WINDOW_SECS as i64);
+    Ok(rows
+        .into_iter()
+        .filter_map(|(campaign_id, occurrence, at)| {
+            let at = at.filter(|at| *at >= oldest)?;
+            Some(crate::domain::Reach {
+                campaign_id,
+                occurrence: occurrence.filter(|o| !o.is_empty()),
+                at,
+            })
+        })
+        .collect())
 }
 
 pub(super) async fn requeue(

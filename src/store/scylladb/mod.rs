@@ -278,6 +278,21 @@ impl Store for ScyllaStore {
         claims::stop_journey(self, campaign, contact, reason, at).await
     }
 
+    async fn record_conversion(
+        &self,
+        campaign: &str,
+        contact: &ContactKey,
+        conversion: &crate::domain::Conversion,
+        stop: Option<&ExclusionReason>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ConversionApplied>> {
+        claims::record_conversion(self, campaign, contact, conversion, stop, at).await
+    }
+
+    async fn reached(&self, contact: &ContactKey) -> StoreResult<Vec<crate::domain::Reach>> {
+        claims::reached(self, contact).await
+    }
+
     async fn requeue(
         &self,
         campaign: &str,

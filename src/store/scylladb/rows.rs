@@ -5,7 +5,7 @@ use scylla::value::MaybeUnset;
 use scylla::{DeserializeRow, SerializeRow};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ContactKey, DispatchState, Edge, FrozenParams, StepParams, Wait};
+use crate::domain::{ContactKey, Conversion, DispatchState, Edge, FrozenParams, StepParams, Wait};
 use crate::store::{DispatchRecord, StageRequest, StageTimes, StepRecord, StoreError, StoreResult};
 
 /// Dispatch partitions per campaign. Part of the schema: changing it moves
@@ -52,6 +52,8 @@ struct JourneyCell {
     history: Vec<StepRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stopped: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    conversion: Option<Conversion>,
 }
 
 impl JourneyCell {
@@ -62,7 +64,8 @@ impl JourneyCell {
         let moved = !record.step.is_empty()
             || record.wait.is_some()
             || !record.history.is_empty()
-            || record.stopped.is_some();
+            || record.stopped.is_some()
+            || record.conversion.is_some();
         moved.then(|| {
             serde_json::to_string(&JourneyCell {
                 step: record.step.clone(),
@@ -70,6 +73,7 @@ impl JourneyCell {
                 wait: record.wait.clone(),
                 history: record.history.clone(),
                 stopped: record.stopped.clone(),
+                conversion: record.conversion.clone(),
             })
             .unwrap_or_default()
         })
@@ -195,6 +199,7 @@ impl DispatchRow {
             history: journey.history,
             later: staged.later,
             stopped: journey.stopped,
+            conversion: journey.conversion,
         };
         Ok(Some((record, self.rev)))
     }

@@ -76,6 +76,8 @@ pub(super) struct Statements {
     pub(super) send_slots: PreparedStatement,
     pub(super) take_send_slot: PreparedStatement,
     pub(super) first_send_slot: PreparedStatement,
+    pub(super) put_reach: PreparedStatement,
+    pub(super) get_reach: PreparedStatement,
 }
 
 impl Statements {
@@ -312,6 +314,18 @@ impl Statements {
                 s,
                 "INSERT INTO send_slots (contact, scope, slot, send, until) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
                 false,
+            )
+            .await?,
+            put_reach: p(
+                s,
+                "INSERT INTO contact_reach (contact, campaign_id, occurrence, at) VALUES (?, ?, ?, ?)",
+                true,
+            )
+            .await?,
+            get_reach: p(
+                s,
+                "SELECT campaign_id, occurrence, at FROM contact_reach WHERE contact = ?",
+                true,
             )
             .await?,
         })
