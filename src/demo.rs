@@ -8,6 +8,7 @@
 //! happened to every record.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,6 +19,8 @@ use crate::app;
 use crate::config::{Config, LogFormat};
 use crate::import;
 use crate::report::CampaignSummary;
+
+mod conversions;
 
 pub const PROMO_SPEC: &str = include_str!("../config/examples/promo.json");
 pub const REMINDER_SPEC: &str = include_str!("../config/examples/reminder.json");
@@ -217,12 +220,41 @@ async fn run_async(
     let store = app::open_store(&config).await?;
     let daemon = app::Daemon::start(config.clone(), store.clone()).await?;
     let started = Instant::now();
-    wait_until_settled(&daemon, &sandbox, &campaign_ids, expected).await?;
+    let published = Arc::new(conversions::Published::default());
+    let stream = tokio::spawn(conversions::run(
+        producer.clone(),
+        config.kafka.topics.conversions.clone(),
+        store.clone(),
+        JOURNEY_ID.to_string(),
+        CART_ID.to_string(),
+        cart_burst(&demo_audience(CART_ID, &config)?, CART_ID).carts,
+        published.clone(),
+    ));
+    let settled = wait_until_settled(&daemon, &sandbox, &campaign_ids, expected, &published).await;
+    if !published
+        .finished
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        stream.abort();
+    }
+    if let Ok(Err(e)) = stream.await {
+        anyhow::bail!("the demo's conversion stream failed: {e}");
+    }
+    settled?;
     let elapsed = started.elapsed();
     let stats = daemon.pipeline.stats.clone();
+    let credited = daemon.pipeline.conversions.clone().unwrap_or_default();
     daemon.shutdown(Duration::from_secs(10)).await;
 
-    print_results(&config, store.as_ref(), &sandbox, &stats, &campaign_ids).await?;
+    print_results(
+        &config,
+        store.as_ref(),
+        &sandbox,
+        &stats,
+        &campaign_ids,
+        (&published, &credited),
+    )
+    .await?;
     println!("\nfinished in {:.1} s", elapsed.as_secs_f64());
     sandbox.stop().await;
     drop(producer);
@@ -429,6 +461,7 @@ async fn wait_until_settled(
     sandbox: &crate::sandbox::SandboxHandle,
     campaign_ids: &[String],
     expected: u64,
+    published: &conversions::Published,
 ) -> anyhow::Result<()> {
     let timeout = std::env::var("WADISPATCH_DEMO_TIMEOUT")
         .ok()
@@ -463,7 +496,15 @@ async fn wait_until_settled(
             bar.set_position(s.staged - waiting);
             open += waiting;
         }
-        if consumed >= expected && open == 0 {
+        // Every conversion published is read (recorded, a duplicate,
+        // credited to none, or dead-lettered).
+        let conversions_done = published
+            .finished
+            .load(std::sync::atomic::Ordering::Acquire)
+            && daemon.pipeline.conversions.as_ref().is_some_and(|c| {
+                c.handled() >= published.records.load(std::sync::atomic::Ordering::Relaxed)
+            });
+        if consumed >= expected && open == 0 && conversions_done {
             // Sends are done; let the last status webhooks arrive.
             let hooks = sandbox.stats().webhooks_sent;
             match settled_since {
@@ -496,6 +537,10 @@ async fn print_results(
     sandbox: &crate::sandbox::SandboxHandle,
     stats: &crate::ingest::audience::IngestStats,
     campaign_ids: &[String],
+    (published, credited): (
+        &conversions::Published,
+        &crate::ingest::conversions::ConversionStats,
+    ),
 ) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
     println!("\n=== ingest ===");
@@ -519,6 +564,9 @@ async fn print_results(
         if is_triggered(id) {
             print_trigger(store, id).await?;
         }
+        if let Some(goal) = store.get_campaign(id).await?.and_then(|c| c.spec.goal()) {
+            print_goal(&goal, &s);
+        }
         if let Some(j) = journey.as_ref().filter(|j| j.has_steps()) {
             println!();
             for line in crate::report::render_steps(&s.steps_view(Some(j))).lines() {
@@ -527,6 +575,26 @@ async fn print_results(
         }
         journeys.push(journey);
     }
+    println!(
+        "\n=== conversions ({}) ===",
+        config.kafka.topics.conversions
+    );
+    println!(
+        "published {} records: {} payments after a collections reminder, {} purchases after a cart reminder, {} sent twice, {} for no campaign, {} unreadable",
+        published.records.load(Relaxed),
+        published.payments.load(Relaxed),
+        published.purchases.load(Relaxed),
+        published.repeats.load(Relaxed),
+        published.orphans.load(Relaxed),
+        published.unreadable.load(Relaxed),
+    );
+    println!(
+        "read: {} credited to a journey, {} duplicates (the journey had its conversion), {} credited to no campaign, {} dead-lettered",
+        credited.recorded.load(Relaxed),
+        credited.duplicate.load(Relaxed),
+        credited.unattributed.load(Relaxed),
+        credited.dead_lettered.load(Relaxed),
+    );
     let sb = sandbox.stats();
     println!(
         "\nsandbox: {} requests, {} accepted, rejected by code {:?}, recipients that got the same campaign (or step) twice: {}",
@@ -539,9 +607,10 @@ async fn print_results(
     println!(
         "\ndead-letter topic {} ({} records), `error` header of each:",
         config.kafka.topics.audience_dlq,
-        stats.dlq.load(Relaxed)
+        stats.dlq.load(Relaxed) + credited.dead_lettered.load(Relaxed)
     );
-    for (key, error) in read_dead_letters(config, stats.dlq.load(Relaxed) as usize)? {
+    let letters = stats.dlq.load(Relaxed) + credited.dead_lettered.load(Relaxed);
+    for (key, error) in read_dead_letters(config, letters as usize)? {
         println!("  key {key}: {error}");
     }
     let report_dir = std::env::temp_dir().join("wadispatch-demo");
@@ -625,8 +694,46 @@ async fn print_trigger(store: &dyn crate::store::Store, id: &str) -> anyhow::Res
     Ok(())
 }
 
+/// The example campaigns with a goal: the journey's payments, the cart's
+/// purchases.
+const JOURNEY_ID: &str = "collections-journey-2026-12";
+const CART_ID: &str = "cart-abandoned";
+
+/// A campaign's goal and what it achieved: conversions, their rate (of
+/// the messages accepted) and value.
+fn print_goal(goal: &crate::domain::Goal, s: &CampaignSummary) {
+    println!("goal: {}", goal.describe());
+    let accepted = s.reached(crate::domain::DispatchState::Accepted);
+    println!(
+        "{:<34}{:>8}  conversion rate {}",
+        "converted",
+        s.converted,
+        pct(s.converted, accepted)
+    );
+    for (currency, value) in &s.conversion_value {
+        println!("{:<34}{:>8.2}", format!("  value ({currency})"), value);
+    }
+    if goal.stops_journey {
+        println!(
+            "{:<34}{:>8}",
+            "  journeys it stopped", s.stopped_by_conversion
+        );
+    }
+}
+
 fn is_triggered(id: &str) -> bool {
-    id == "cart-abandoned"
+    id == CART_ID
+}
+
+/// The example audience as `audience import` reads it for `campaign`.
+fn demo_audience(campaign: &str, config: &Config) -> anyhow::Result<Vec<import::KeyedRecord>> {
+    Ok(import::parse_csv(
+        AUDIENCE_CSV.as_bytes(),
+        "config/examples/audience.csv",
+        campaign,
+        config.dispatch.default_region.as_deref(),
+    )?
+    .0)
 }
 
 fn is_journey(id: &str) -> bool {

@@ -422,3 +422,43 @@ fn triggered_campaigns_show_their_cancels_and_caps() {
     );
     assert!(row + 2 < all.len(), "the row has its panels");
 }
+
+#[test]
+fn goals_show_conversions_their_rate_and_value() {
+    let dashboard = dashboard();
+    let all = panels(&dashboard);
+    let row = all
+        .iter()
+        .position(|p| is_row(p) && title(p) == "Goals and conversions")
+        .unwrap_or_else(|| panic!("{DASHBOARD}: no row \"Goals and conversions\""));
+    let exprs: Vec<String> = expressions(&dashboard)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    for (needle, what) in [
+        ("wadispatch_conversions_total", "conversions"),
+        ("wadispatch_conversion_value_total", "the value by currency"),
+        (
+            "wadispatch_conversion_records_total",
+            "the records by outcome",
+        ),
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(needle)),
+            "{DASHBOARD}: no panel shows {what} ({needle})"
+        );
+    }
+    assert!(
+        exprs.iter().any(
+            |e| e.contains("wadispatch_conversions_total") && e.contains("status=\"accepted\"")
+        ),
+        "{DASHBOARD}: no panel shows the conversion rate (conversions / accepted)"
+    );
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("conversion_value") && e.contains("currency")),
+        "{DASHBOARD}: the value is not split by currency"
+    );
+    assert!(row + 3 < all.len(), "the row has its panels");
+}

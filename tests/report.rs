@@ -132,6 +132,20 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
         .apply_status("rep", &contact(7), &status(DispatchState::Replied))
         .await
         .unwrap();
+    // Two journeys reach the goal, one of them in another currency.
+    for (n, value, currency) in [(6, 500.0, "MXN"), (7, 20.5, "USD")] {
+        let conversion = wadispatch::domain::Conversion {
+            goal: "payment_made".into(),
+            at: chrono::Utc::now(),
+            value: Some(value),
+            currency: Some(currency.into()),
+        };
+        store
+            .record_conversion("rep", &contact(n), &conversion, None, chrono::Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     let mut buf = Vec::new();
     let n = export(&store, "rep", Format::Csv, None, &mut buf, None)
@@ -142,7 +156,7 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "contact,occurrence,state,reason,error_code,message,wamid,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at"
+        "contact,occurrence,state,reason,error_code,message,wamid,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at,converted_goal,converted_at,conversion_value,conversion_currency"
     );
     let row = |n: u32| {
         text.lines()
@@ -160,6 +174,9 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
         "{}",
         row(7)
     );
+    assert!(row(6).ends_with(",500,MXN"), "{}", row(6));
+    assert!(row(7).contains(",payment_made,") && row(7).ends_with(",20.5,USD"));
+    assert!(row(5).ends_with(",,,,"), "no conversion: {}", row(5));
 
     let s = CampaignSummary::compute(&store, "rep").await.unwrap();
     let v = s.view(None);
@@ -168,6 +185,20 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     assert_eq!(v.ratios.read_by, Some(66.7), "2 read of 3 delivered");
     assert_eq!(v.ratios.replied_by, Some(33.3), "1 replied of 3 delivered");
     assert_eq!(v.not_sent_to, 4, "1 excluded + 3 failed");
+    assert_eq!(s.converted, 2);
+    assert_eq!(
+        v.conversion_rate,
+        wadispatch::report::ratio(2, s.reached(DispatchState::Accepted))
+    );
+    assert!(v.conversion_rate.is_some());
+    assert_eq!(s.conversion_value.get("MXN"), Some(&500.0));
+    assert_eq!(s.conversion_value.get("USD"), Some(&20.5));
+    let text = s.render(None);
+    assert!(
+        text.contains("converted") && text.contains("value (MXN)"),
+        "{text}"
+    );
+    assert!(text.contains("500.00"), "{text}");
     let json = serde_json::to_value(&v).unwrap();
     assert_eq!(json["open"], 0);
     assert_eq!(json["staged"], 8);

@@ -148,6 +148,15 @@ pub struct Conversion {
     pub currency: Option<String>,
 }
 
+impl Conversion {
+    /// The same conversion as `other`, read again: goal, value and
+    /// currency agree (a record without `at` is timed when it is read, so
+    /// its time differs between two reads).
+    pub fn same_as(&self, other: &Conversion) -> bool {
+        self.goal == other.goal && self.value == other.value && self.currency == other.currency
+    }
+}
+
 /// A parsed conversion record: who converted, what, and whom the
 /// upstream credits (if it says).
 #[derive(Debug, Clone, PartialEq)]

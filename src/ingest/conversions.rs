@@ -86,6 +86,22 @@ pub struct ConversionStats {
     pub dead_lettered: AtomicU64,
 }
 
+impl ConversionStats {
+    /// Records read to the end: recorded, duplicate, credited to none or
+    /// dead-lettered.
+    pub fn handled(&self) -> u64 {
+        [
+            &self.recorded,
+            &self.duplicate,
+            &self.unattributed,
+            &self.dead_lettered,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+}
+
 /// Attributes one conversion and writes it: the core of the consumer,
 /// without Kafka. `now` is when the journey's stop is recorded.
 pub async fn credit(

@@ -27,6 +27,52 @@ pub struct ContactRow {
     pub replied_at: String,
     pub failed_at: String,
     pub excluded_at: String,
+    /// The goal conversion credited to this journey (the four are empty
+    /// without one).
+    pub converted_goal: String,
+    pub converted_at: String,
+    pub conversion_value: String,
+    pub conversion_currency: String,
+}
+
+/// A journey's goal conversion as the export shows it.
+#[derive(Debug, Default)]
+struct ConversionColumns {
+    pub converted_goal: String,
+    pub converted_at: String,
+    pub conversion_value: String,
+    pub conversion_currency: String,
+}
+
+/// The names of [`ConversionColumns`], in the order of its cells.
+const CONVERSION_COLUMNS: [&str; 4] = [
+    "converted_goal",
+    "converted_at",
+    "conversion_value",
+    "conversion_currency",
+];
+
+impl ConversionColumns {
+    fn of(r: &DispatchRecord) -> Self {
+        let Some(c) = &r.conversion else {
+            return ConversionColumns::default();
+        };
+        ConversionColumns {
+            converted_goal: c.goal.clone(),
+            converted_at: c.at.to_rfc3339(),
+            conversion_value: c.value.map(|v| v.to_string()).unwrap_or_default(),
+            conversion_currency: c.currency.clone().unwrap_or_default(),
+        }
+    }
+
+    fn cells(&self) -> [&str; 4] {
+        [
+            &self.converted_goal,
+            &self.converted_at,
+            &self.conversion_value,
+            &self.conversion_currency,
+        ]
+    }
 }
 
 /// One journey step of a contact, as its column group shows it (empty
@@ -145,6 +191,7 @@ fn current_step(r: &DispatchRecord) -> StepRecord {
 impl ContactRow {
     pub fn from_record(r: &DispatchRecord) -> Self {
         let c = StepColumns::of(&current_step(r));
+        let conversion = ConversionColumns::of(r);
         ContactRow {
             contact: r.contact.as_str().to_string(),
             occurrence: r.contact.occurrence().unwrap_or_default().to_string(),
@@ -162,6 +209,10 @@ impl ContactRow {
             replied_at: c.replied_at,
             failed_at: c.failed_at,
             excluded_at: c.excluded_at,
+            converted_goal: conversion.converted_goal,
+            converted_at: conversion.converted_at,
+            conversion_value: conversion.conversion_value,
+            conversion_currency: conversion.conversion_currency,
         }
     }
 }
@@ -183,7 +234,7 @@ impl StepOrder {
     }
 
     /// `contact`, `step` (the current one), then `<step>.<column>` for
-    /// every step.
+    /// every step, then the journey's conversion.
     fn header(&self) -> Vec<String> {
         let mut out = vec![
             "contact".to_string(),
@@ -193,6 +244,7 @@ impl StepOrder {
         for name in &self.names {
             out.extend(STEP_COLUMNS.iter().map(|c| format!("{name}.{c}")));
         }
+        out.extend(CONVERSION_COLUMNS.iter().map(|c| c.to_string()));
         out
     }
 
@@ -285,6 +337,8 @@ pub async fn export(
                     for g in &groups {
                         cells.extend(g.cells());
                     }
+                    let conversion = ConversionColumns::of(r);
+                    cells.extend(conversion.cells());
                     csv.write_record(&cells)?;
                 }
                 (Format::Json, _) => {

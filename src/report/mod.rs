@@ -107,6 +107,9 @@ pub struct CampaignSummary {
     pub converted: u64,
     /// The value of those conversions, by currency.
     pub conversion_value: BTreeMap<String, f64>,
+    /// Journeys whose conversion stopped steps not sent yet (the goal's
+    /// `stops_journey`).
+    pub stopped_by_conversion: u64,
     /// Every step contacts went through (the first is `""`), history
     /// included: shown by [`CampaignSummary::steps_view`].
     #[serde(skip)]
@@ -158,6 +161,10 @@ impl CampaignSummary {
         self.staged += 1;
         if let Some(c) = &row.conversion {
             self.converted += 1;
+            let stopped = row.stopped.as_deref();
+            if stopped.and_then(|s| s.strip_prefix("converted:")) == Some(c.goal.as_str()) {
+                self.stopped_by_conversion += 1;
+            }
             if let (Some(v), Some(currency)) = (c.value, &c.currency) {
                 *self.conversion_value.entry(currency.clone()).or_default() += v;
             }
@@ -276,6 +283,12 @@ impl CampaignSummary {
         line("conversion rate (conv./acc.)", pct(v.conversion_rate));
         for (currency, value) in &self.conversion_value {
             line(&format!("  value ({currency})"), format!("{value:.2}"));
+        }
+        if self.stopped_by_conversion > 0 {
+            line(
+                "  journeys it stopped",
+                self.stopped_by_conversion.to_string(),
+            );
         }
         line("not sent to", v.not_sent_to.to_string());
         for (reason, n) in &self.contacts.excluded_by_reason {

@@ -369,7 +369,7 @@ impl DispatchRecord {
     ) -> ConversionApplied {
         if let Some(existing) = &self.conversion {
             return ConversionApplied::Duplicate {
-                redelivered: existing == conversion,
+                redelivered: existing.same_as(conversion),
                 step: self.step.clone(),
                 stopped: stop.is_some_and(|r| self.stopped.as_deref() == Some(&r.to_string())),
             };
@@ -494,7 +494,8 @@ pub enum ConversionApplied {
     /// The journey had its conversion already: nothing changed.
     Duplicate {
         /// It is this very conversion (the record was read again after a
-        /// restart): its event may not have been published.
+        /// restart, see [`Conversion::same_as`]): its event may not have
+        /// been published.
         redelivered: bool,
         /// The step the row is at.
         step: String,
