@@ -4,7 +4,8 @@
 //! list, with more on each part, is in docs/ARCHITECTURE.md, "Layout"):
 //! - [`domain`]: specs, journeys, audience records, contacts, templates, states, error classes (pure).
 //! - [`config`]: the TOML file model, environment overrides, validation, reload diff.
-//! - [`ingest`]: Kafka readers of campaigns, audience, suppressions; watermark; DLQ.
+//! - [`ingest`]: Kafka readers of campaigns, audience, suppressions and
+//!   conversions; watermark; DLQ.
 //! - [`store`]: the `Store` trait, its rows and the latency wrapper [`store::timed`].
 //! - [`store::embedded`]: the embedded backend: fjall on local disk, one process.
 //! - [`store::scylladb`]: the ScyllaDB backend: several instances on one cluster.

@@ -80,13 +80,13 @@ pub(super) async fn run(
                 let value = if is_cart {
                     cart_purchase(campaign, row, n)
                 } else {
-                    (n % 4 == 0).then(|| {
+                    n.is_multiple_of(4).then(|| {
                         let amount = 250 + 50 * (n % 5);
                         format!(r#"{{"goal":"payment_made","value":{amount}.0,"currency":"MXN"}}"#)
                     })
                 };
                 let Some(value) = value else { continue };
-                let times = if n % 5 == 0 { 2 } else { 1 };
+                let times = if n.is_multiple_of(5) { 2 } else { 1 };
                 for _ in 0..times {
                     publish(row.contact.as_str().to_string(), value.clone()).await?;
                     out.records.fetch_add(1, Ordering::Relaxed);
@@ -143,11 +143,11 @@ pub(super) async fn run(
 fn cart_purchase(campaign: &str, row: &DispatchRecord, n: u64) -> Option<String> {
     let occurrence = row.contact.occurrence()?;
     let cart: u64 = occurrence.rsplit('-').next()?.parse().ok()?;
-    if (n + cart) % 3 != 0 {
+    if !(n + cart).is_multiple_of(3) {
         return None;
     }
     let total = 300 + 50 * cart;
-    Some(if (n + cart) % 2 == 0 {
+    Some(if (n + cart).is_multiple_of(2) {
         format!(
             r#"{{"goal":"purchase","campaign_id":"{campaign}","occurrence":"{occurrence}","value":{total}.0,"currency":"MXN"}}"#
         )
