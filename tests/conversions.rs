@@ -16,7 +16,7 @@ use common::daemon::*;
 use common::*;
 use wadispatch::app;
 use wadispatch::report::CampaignSummary;
-use wadispatch::sandbox::{Sandbox, SandboxConfig};
+use wadispatch::sandbox::SandboxConfig;
 
 const PROMO: u32 = 1_000;
 /// `news` reaches contacts 0..NEWS (after promo: the latest message).
@@ -32,40 +32,28 @@ fn conversion(contact: u32, body: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversions_are_credited_once_and_stop_the_journey_through_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path(), "");
-    let kafka = Kafka::start(&config);
-    config.kafka.brokers = kafka.brokers.clone();
-    let (webhook_port, admin_port) = (free_port(), free_port());
-    let sandbox = Sandbox::start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        per_number_mps: 0.0,
-        webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-        app_secret: APP_SECRET.into(),
-        // Delivered, never answered: every follow-up that does not go was
-        // stopped by a conversion.
-        failure_rules: Vec::new(),
+    let run = Run {
+        group: "conversions",
+        senders: &[("8101", 1000), ("8102", 1000)],
+        // A contact of both campaigns gets two messages at once.
+        dispatch: "pair_burst = 3",
+        ..Run::default()
+    };
+    // Delivered, never answered: every follow-up that does not go was
+    // stopped by a conversion.
+    let ProcessWorld {
+        dir: _dir,
+        config,
+        kafka,
+        sandbox,
+        path,
+        admin_port,
+    } = ProcessWorld::start(&run, |port| SandboxConfig {
         reply_share: 0.0,
         stop_share: 0.0,
-        ..Default::default()
+        ..sandbox_for(port)
     })
-    .await
-    .unwrap();
-    let path = dir.path().join("wadispatch.toml");
-    write_config(
-        &path,
-        &kafka.brokers,
-        &config.store.embedded.data_dir,
-        (webhook_port, admin_port),
-        &sandbox.base_url(),
-        &Run {
-            group: "conversions",
-            senders: &[("8101", 1000), ("8102", 1000)],
-            // A contact of both campaigns gets two messages at once.
-            dispatch: "pair_burst = 3",
-            ..Run::default()
-        },
-    );
+    .await;
     let producer = kafka.producer();
     let template = |name: &str| {
         format!(
@@ -308,20 +296,29 @@ async fn conversions_are_credited_once_and_stop_the_journey_through_sigkill() {
     // Every credit is a conversion event (at least once: a record read
     // again after the kill may publish its event again).
     let expected = promo_credit.len() + news_credit.len();
+    // Each record is looked at once: the topic holds thousands of status
+    // events, and parsing all of them again after every record read would
+    // take longer than the deadline.
+    let (mut journeys, mut looked) = (BTreeSet::new(), 0);
     let events = read_until(
         &kafka.brokers,
         &config.kafka.topics.events,
         Duration::from_secs(30),
         "every conversion event",
         |read| {
-            read.iter()
-                .filter_map(|(_, p, _)| p.as_deref())
-                .filter(|p| p.contains(r#""type":"conversion""#))
-                .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-                .map(|v| (v["campaign_id"].to_string(), v["contact"].to_string()))
-                .collect::<BTreeSet<_>>()
-                .len()
-                >= expected
+            for (_, payload, _) in &read[looked..] {
+                let Some(p) = payload.as_deref() else {
+                    continue;
+                };
+                if !p.contains(r#""type":"conversion""#) {
+                    continue;
+                }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(p) {
+                    journeys.insert((v["campaign_id"].to_string(), v["contact"].to_string()));
+                }
+            }
+            looked = read.len();
+            journeys.len() >= expected
         },
     );
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();

@@ -12,7 +12,7 @@ use common::*;
 use wadispatch::app;
 use wadispatch::domain::DispatchState;
 use wadispatch::report::CampaignSummary;
-use wadispatch::sandbox::{FailureRule, Sandbox, SandboxConfig};
+use wadispatch::sandbox::{FailureRule, SandboxConfig};
 
 const CONTACTS: u32 = 20_000;
 const KILLS: usize = 5;
@@ -23,42 +23,31 @@ const IN_FLIGHT: usize = DEFAULT_IN_FLIGHT;
 /// failures (13: 131026), no 24 h deferral, so a campaign can finish.
 fn final_failures(webhook_port: u16) -> SandboxConfig {
     SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        per_number_mps: 0.0,
-        webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-        app_secret: APP_SECRET.into(),
         failure_rules: vec![FailureRule {
             suffix: "13".into(),
             code: 131026,
             stage: Default::default(),
         }],
-        ..Default::default()
+        ..sandbox_for(webhook_port)
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_campaign_never_sends_twice_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path(), "");
-    let kafka = Kafka::start(&config);
-    config.kafka.brokers = kafka.brokers.clone();
-    let webhook_port = free_port();
-    let admin_port = free_port();
-    let sandbox = Sandbox::start(final_failures(webhook_port)).await.unwrap();
-    let path = dir.path().join("wadispatch.toml");
-    write_config(
-        &path,
-        &kafka.brokers,
-        &config.store.embedded.data_dir,
-        (webhook_port, admin_port),
-        &sandbox.base_url(),
-        &Run {
-            group: "crash",
-            in_flight: IN_FLIGHT,
-            senders: &[("5001", 700), ("5002", 700)],
-            ..Run::default()
-        },
-    );
+    let run = Run {
+        group: "crash",
+        in_flight: IN_FLIGHT,
+        senders: &[("5001", 700), ("5002", 700)],
+        ..Run::default()
+    };
+    let ProcessWorld {
+        dir: _dir,
+        config,
+        kafka,
+        sandbox,
+        path,
+        admin_port,
+    } = ProcessWorld::start(&run, final_failures).await;
     let producer = kafka.producer();
     let spec = r#"{"id":"crash","state":"active","senders":["5001","5002"],"exclusive":true,
         "template":{"name":"promo","language":"es_MX","body":["{{name}}"]},"pacing":{"per_second":1000}}"#;
@@ -162,41 +151,29 @@ const PACED_CONTACTS: u32 = 300;
 /// sender's turn left hundreds of contacts `unknown` at every restart).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_senders_leave_unknown_only_for_requests_on_the_wire() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path(), "");
-    let kafka = Kafka::start(&config);
-    config.kafka.brokers = kafka.brokers.clone();
-    let webhook_port = free_port();
-    let admin_port = free_port();
+    let run = Run {
+        group: "paced",
+        in_flight: 64,
+        senders: &[("6001", 8), ("6002", 8)],
+        kafka: "shutdown_timeout_secs = 20\n",
+        whatsapp: "request_timeout_ms = 5000\n",
+        dispatch: "",
+    };
     // 300 ms per answer, and a platform limit below the senders' rate: the
     // daemon meets 130429 (requests refused unsent, back to the queue).
-    let sandbox = Sandbox::start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+    let ProcessWorld {
+        dir: _dir,
+        config,
+        kafka,
+        sandbox,
+        path,
+        admin_port,
+    } = ProcessWorld::start(&run, |port| SandboxConfig {
         per_number_mps: 6.0,
         latency_ms: 300,
-        webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-        app_secret: APP_SECRET.into(),
-        failure_rules: vec![],
-        ..Default::default()
+        ..sandbox_for(port)
     })
-    .await
-    .unwrap();
-    let path = dir.path().join("wadispatch.toml");
-    write_config(
-        &path,
-        &kafka.brokers,
-        &config.store.embedded.data_dir,
-        (webhook_port, admin_port),
-        &sandbox.base_url(),
-        &Run {
-            group: "paced",
-            in_flight: 64,
-            senders: &[("6001", 8), ("6002", 8)],
-            kafka: "shutdown_timeout_secs = 20\n",
-            whatsapp: "request_timeout_ms = 5000\n",
-            dispatch: "",
-        },
-    );
+    .await;
     let producer = kafka.producer();
     let spec = r#"{"id":"paced","state":"active","senders":["6001","6002"],
         "template":{"name":"promo","language":"es_MX","body":["{{name}}"]},"pacing":{"per_second":1000}}"#;
@@ -317,31 +294,24 @@ const JOURNEY_SPEC: &str = r#"{"id":"jcrash","state":"active","senders":["7001",
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_journeys_wait_and_follow_ups_go_sends_each_step_at_most_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path(), "");
-    let kafka = Kafka::start(&config);
-    config.kafka.brokers = kafka.brokers.clone();
-    let ports = (free_port(), free_port());
-    let sandbox = Sandbox::start(SandboxConfig {
-        // Replies, but no STOP: every exclusion below is a journey's own.
+    let run = Run {
+        group: "jcrash",
+        senders: &[("7001", 700), ("7002", 700)],
+        ..Run::default()
+    };
+    // Replies, but no STOP: every exclusion below is a journey's own.
+    let ProcessWorld {
+        dir: _dir,
+        config,
+        kafka,
+        sandbox,
+        path,
+        admin_port,
+    } = ProcessWorld::start(&run, |port| SandboxConfig {
         stop_share: 0.0,
-        ..final_failures(ports.0)
+        ..final_failures(port)
     })
-    .await
-    .unwrap();
-    let path = dir.path().join("wadispatch.toml");
-    write_config(
-        &path,
-        &kafka.brokers,
-        &config.store.embedded.data_dir,
-        ports,
-        &sandbox.base_url(),
-        &Run {
-            group: "jcrash",
-            senders: &[("7001", 700), ("7002", 700)],
-            ..Run::default()
-        },
-    );
+    .await;
     let producer = kafka.producer();
     publish(
         &producer,
@@ -370,7 +340,14 @@ async fn sigkill_while_journeys_wait_and_follow_ups_go_sends_each_step_at_most_o
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    run_to_completion(&path, ports.1, "jcrash", u64::from(JOURNEY_CONTACTS), 120).await;
+    run_to_completion(
+        &path,
+        admin_port,
+        "jcrash",
+        u64::from(JOURNEY_CONTACTS),
+        120,
+    )
+    .await;
 
     let stats = sandbox.stats();
     assert_eq!(stats.duplicate_recipients, 0, "no step sent twice");

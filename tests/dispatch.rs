@@ -483,8 +483,18 @@ fn admin_endpoints_show_a_small_campaign() {
             .collect();
         assert_eq!(
             stages,
-            ["staged", "accepted", "sent", "delivered", "read", "replied"]
+            [
+                "staged",
+                "accepted",
+                "sent",
+                "delivered",
+                "read",
+                "replied",
+                "converted"
+            ]
         );
+        assert_eq!(campaign["converted"], 0, "no goal, no conversion");
+        assert!(campaign.get("goal").is_none(), "no goal in words without one");
         let accepted = &funnel[1];
         let pct = accepted["percent"].as_f64().unwrap();
         let expected = (accepted["contacts"].as_f64().unwrap() / 100.0 * 1000.0).round() / 10.0;

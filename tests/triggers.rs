@@ -15,7 +15,7 @@ use common::*;
 use wadispatch::app;
 use wadispatch::domain::DispatchState;
 use wadispatch::report::CampaignSummary;
-use wadispatch::sandbox::{Sandbox, SandboxConfig};
+use wadispatch::sandbox::SandboxConfig;
 
 const CONTACTS: u32 = 2_000;
 const EVENTS: u32 = 10_000;
@@ -61,40 +61,28 @@ fn cancelled(occurrence: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_events_send_once_per_live_occurrence_under_the_cap_through_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path(), "");
-    let kafka = Kafka::start(&config);
-    config.kafka.brokers = kafka.brokers.clone();
-    let (webhook_port, admin_port) = (free_port(), free_port());
-    let sandbox = Sandbox::start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        per_number_mps: 0.0,
-        webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-        app_secret: APP_SECRET.into(),
-        // Every message delivered, no STOP: every exclusion below is the
-        // trigger's own.
-        failure_rules: Vec::new(),
+    let run = Run {
+        group: "triggers",
+        senders: &[("8001", 1000), ("8002", 1000)],
+        // Every occurrence is due at once here, a contact's up to CAP of
+        // them together: Meta's pair rate would space them 6 s apart.
+        dispatch: &format!("pair_burst = {CAP}"),
+        ..Run::default()
+    };
+    // Every message delivered, no STOP: every exclusion below is the
+    // trigger's own.
+    let ProcessWorld {
+        dir: _dir,
+        config,
+        kafka,
+        sandbox,
+        path,
+        admin_port,
+    } = ProcessWorld::start(&run, |port| SandboxConfig {
         stop_share: 0.0,
-        ..Default::default()
+        ..sandbox_for(port)
     })
-    .await
-    .unwrap();
-    let path = dir.path().join("wadispatch.toml");
-    write_config(
-        &path,
-        &kafka.brokers,
-        &config.store.embedded.data_dir,
-        (webhook_port, admin_port),
-        &sandbox.base_url(),
-        &Run {
-            group: "triggers",
-            senders: &[("8001", 1000), ("8002", 1000)],
-            // Every occurrence is due at once here, a contact's up to CAP of
-            // them together: Meta's pair rate would space them 6 s apart.
-            dispatch: &format!("pair_burst = {CAP}"),
-            ..Run::default()
-        },
-    );
+    .await;
     let producer = kafka.producer();
     let spec = format!(
         r#"{{"id":"cart","state":"active","senders":["8001","8002"],

@@ -213,3 +213,65 @@ pub async fn metric_sum(admin_port: u16, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// What a test of the daemon as a process runs against: a MockCluster
+/// with the project's topics, the sandbox, and the config file `spawn`
+/// reads, with the store in `dir`.
+pub struct ProcessWorld {
+    /// Holds the store and the config file; removed when dropped.
+    pub dir: tempfile::TempDir,
+    pub config: wadispatch::config::Config,
+    pub kafka: super::Kafka,
+    pub sandbox: wadispatch::sandbox::SandboxHandle,
+    pub path: std::path::PathBuf,
+    pub admin_port: u16,
+}
+
+impl ProcessWorld {
+    /// Starts the cluster and the sandbox (`sandbox` makes its config from
+    /// the daemon's webhook port, see [`sandbox_for`]) and writes the
+    /// daemon's config for `run`.
+    pub async fn start(
+        run: &Run<'_>,
+        sandbox: impl FnOnce(u16) -> wadispatch::sandbox::SandboxConfig,
+    ) -> ProcessWorld {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = super::test_config(dir.path(), "");
+        let kafka = super::Kafka::start(&config);
+        config.kafka.brokers = kafka.brokers.clone();
+        let (webhook_port, admin_port) = (super::free_port(), super::free_port());
+        let sandbox = wadispatch::sandbox::Sandbox::start(sandbox(webhook_port))
+            .await
+            .unwrap();
+        let path = dir.path().join("wadispatch.toml");
+        write_config(
+            &path,
+            &kafka.brokers,
+            &config.store.embedded.data_dir,
+            (webhook_port, admin_port),
+            &sandbox.base_url(),
+            run,
+        );
+        ProcessWorld {
+            dir,
+            config,
+            kafka,
+            sandbox,
+            path,
+            admin_port,
+        }
+    }
+}
+
+/// The sandbox of these tests: no rate limit of its own, no failure rule,
+/// webhooks to the daemon's `webhook_port` signed with [`APP_SECRET`].
+pub fn sandbox_for(webhook_port: u16) -> wadispatch::sandbox::SandboxConfig {
+    wadispatch::sandbox::SandboxConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        per_number_mps: 0.0,
+        webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
+        app_secret: APP_SECRET.into(),
+        failure_rules: Vec::new(),
+        ..Default::default()
+    }
+}
