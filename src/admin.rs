@@ -1,7 +1,9 @@
 //! The admin listener (`admin.listen`, loopback by default): `/metrics` for
 //! Prometheus, `/healthz` (the process answers), `/readyz` (Kafka assignment
 //! received and store reachable, with the failing reason in the body) and
-//! `/campaigns` (each campaign's state, funnel, pace and ETA as JSON).
+//! `/campaigns` (each campaign's state, funnel, pace and ETA as JSON),
+//! `/templates` (what Meta said of each template) and
+//! `POST /campaigns/{id}/clear-halt`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,6 +26,8 @@ pub struct AdminState {
     pub campaigns: Arc<RwLock<HashMap<String, Arc<CampaignState>>>>,
     /// How long `/readyz` waits for the store's answer.
     pub store_timeout: Duration,
+    /// What Meta said of each template (shared with dispatch).
+    pub templates: Arc<crate::dispatch::templates::TemplateBook>,
 }
 
 /// Why the process is not ready (no Kafka assignment yet, dead letters the
@@ -235,6 +239,26 @@ async fn clear_halt(state: web::Data<AdminState>, id: web::Path<String>) -> Http
     }
     if let Some(c) = live {
         *c.halted.lock_or_recover() = None;
+        // The operator fixed the template in WhatsApp Manager: what Meta
+        // said of the campaign's templates is forgotten (the next answer or
+        // webhook says it again if it still holds).
+        let templates = c.entry.read_or_recover().whatsapp_templates();
+        for t in &templates {
+            if state
+                .templates
+                .first_hold(std::slice::from_ref(t))
+                .is_none()
+            {
+                continue;
+            }
+            if let Err(e) = state.templates.forget(state.store.as_ref(), t).await {
+                return HttpResponse::ServiceUnavailable()
+                    .content_type("text/plain")
+                    .body(format!(
+                        "cannot lift the hold of template {t}: {e}; try again once the store answers\n"
+                    ));
+            }
+        }
     }
     let body = match reason {
         Some(r) => {
@@ -244,6 +268,31 @@ async fn clear_halt(state: web::Data<AdminState>, id: web::Path<String>) -> Http
         None => format!("campaign {id} was not halted\n"),
     };
     HttpResponse::Ok().content_type("text/plain").body(body)
+}
+
+/// One template as `/templates` shows it.
+#[derive(Debug, Serialize)]
+struct TemplateView {
+    #[serde(flatten)]
+    health: crate::domain::TemplateHealth,
+    /// Why it may not be sent now, or null.
+    held: Option<String>,
+}
+
+/// `GET /templates`: what Meta said of each template, and which are held.
+async fn templates(state: web::Data<AdminState>) -> HttpResponse {
+    let views: Vec<TemplateView> = state
+        .templates
+        .all()
+        .into_iter()
+        .map(|health| TemplateView {
+            held: state
+                .templates
+                .first_hold(std::slice::from_ref(&health.template)),
+            health,
+        })
+        .collect();
+    HttpResponse::Ok().json(views)
 }
 
 /// Binds `listen` and returns the server (to spawn) and the bound address.
@@ -260,6 +309,7 @@ pub fn serve(
             .route("/readyz", web::get().to(readyz))
             .route("/campaigns", web::get().to(campaigns))
             .route("/campaigns/{id}/clear-halt", web::post().to(clear_halt))
+            .route("/templates", web::get().to(templates))
     })
     .workers(1)
     .disable_signals()

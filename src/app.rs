@@ -309,35 +309,40 @@ impl Pipeline {
     }
 }
 
-/// The webhook processor of a daemon: store, events producer, catalog.
+/// The webhook processor of a daemon: store, events producer, catalog and
+/// the template book it shares with dispatch.
 pub fn webhook_processor(
     config: &Config,
     store: Arc<dyn Store>,
     catalog: crate::ingest::catalog::CampaignCatalog,
     events: crate::events::EventsProducer,
+    templates: Arc<crate::dispatch::templates::TemplateBook>,
 ) -> anyhow::Result<Arc<crate::webhook::WebhookProcessor>> {
     let w = &config.whatsapp;
     if w.app_secret.is_none() {
         tracing::warn!("whatsapp.app_secret is not set (WADISPATCH_APP_SECRET): every webhook POST is refused with 401");
     }
-    Ok(Arc::new(crate::webhook::WebhookProcessor::new(
-        store,
-        Some(events),
-        catalog,
-        crate::webhook::WebhookSettings {
-            app_secret: w.app_secret.as_ref().map(|s| s.expose().to_string()),
-            verify_token: w.verify_token.as_ref().map(|s| s.expose().to_string()),
-            opt_out_keywords: w.opt_out_keywords.clone(),
-            keyword_scope: w.opt_out_keyword_scope,
-            reply_context_wait: Duration::from_millis(config.http.reply_context_wait_ms),
-            sms_reports: config.sms.report_password.as_ref().map(|password| {
-                crate::webhook::BasicAuth {
-                    username: config.sms.report_username.clone(),
-                    password: password.expose().to_string(),
-                }
-            }),
-        },
-    )))
+    Ok(Arc::new(
+        crate::webhook::WebhookProcessor::new(
+            store,
+            Some(events),
+            catalog,
+            crate::webhook::WebhookSettings {
+                app_secret: w.app_secret.as_ref().map(|s| s.expose().to_string()),
+                verify_token: w.verify_token.as_ref().map(|s| s.expose().to_string()),
+                opt_out_keywords: w.opt_out_keywords.clone(),
+                keyword_scope: w.opt_out_keyword_scope,
+                reply_context_wait: Duration::from_millis(config.http.reply_context_wait_ms),
+                sms_reports: config.sms.report_password.as_ref().map(|password| {
+                    crate::webhook::BasicAuth {
+                        username: config.sms.report_username.clone(),
+                        password: password.expose().to_string(),
+                    }
+                }),
+            },
+        )
+        .with_templates(templates),
+    ))
 }
 
 /// An actix System on a multi-thread tokio runtime: actors live on the
@@ -409,6 +414,8 @@ pub struct Daemon {
     parked_replies: tokio::task::JoinHandle<()>,
     /// Renews this run's lease (released on shutdown).
     lease: tokio::task::JoinHandle<()>,
+    /// Reads the template book again from the store.
+    template_refresh: tokio::task::JoinHandle<()>,
 }
 
 /// The webhook receiver of a starting daemon: its listener and the task
@@ -424,8 +431,9 @@ fn start_webhooks(
     store: Arc<dyn Store>,
     pipeline: &Pipeline,
     events: crate::events::EventsProducer,
+    templates: Arc<crate::dispatch::templates::TemplateBook>,
 ) -> anyhow::Result<Webhooks> {
-    let processor = webhook_processor(config, store, pipeline.catalog.clone(), events)?;
+    let processor = webhook_processor(config, store, pipeline.catalog.clone(), events, templates)?;
     // Replies that arrived before the wamid they answer was recorded.
     let parked_replies = tokio::spawn(
         processor
@@ -461,6 +469,7 @@ fn start_admin(
             ingest: pipeline.stats.clone(),
             campaigns: env.campaigns.clone(),
             store_timeout: Duration::from_secs(2),
+            templates: env.templates.clone(),
         },
         &config.admin.listen,
     )
@@ -501,7 +510,22 @@ impl Daemon {
             &kafka_extra(&config),
         )?;
         pipeline.start_conversions(&config, store.clone(), Some(events.clone()))?;
-        let webhooks = start_webhooks(&config, store.clone(), &pipeline, events.clone())?;
+        // What Meta said of each template, read before the first claim.
+        let templates = Arc::new(crate::dispatch::templates::TemplateBook::new(
+            config.whatsapp.template_red_quality,
+        ));
+        templates
+            .refresh(store.as_ref())
+            .await
+            .context("reading template health from the store")?;
+        let template_refresh = tokio::spawn(templates.clone().run_refresh(store.clone()));
+        let webhooks = start_webhooks(
+            &config,
+            store.clone(),
+            &pipeline,
+            events.clone(),
+            templates.clone(),
+        )?;
         let owner = crate::dispatch::lease::run_owner(instance);
         tracing::info!(%owner, "instance lease name");
         let leases = Arc::new(crate::dispatch::lease::Leases::new(
@@ -519,6 +543,7 @@ impl Daemon {
             resend_unknown_after: Default::default(),
             marketing_cap: Default::default(),
             events: Some(events),
+            templates,
         });
         let registry = crate::dispatch::registry::CampaignRegistry::new(
             config.clone(),
@@ -545,6 +570,7 @@ impl Daemon {
             admin,
             parked_replies: webhooks.parked_replies,
             lease,
+            template_refresh,
         })
     }
 
@@ -578,6 +604,7 @@ impl Daemon {
         }
         self.server.stop(true).await;
         self.parked_replies.abort();
+        self.template_refresh.abort();
         // What is still claimed now may be on the wire: the next owner of
         // its shard settles it as soon as the lease is gone.
         self.lease.abort();

@@ -21,11 +21,17 @@ use crate::import;
 use crate::report::CampaignSummary;
 
 mod conversions;
+mod templates;
 
 pub const PROMO_SPEC: &str = include_str!("../config/examples/promo.json");
 pub const REMINDER_SPEC: &str = include_str!("../config/examples/reminder.json");
 pub const JOURNEY_SPEC: &str = include_str!("../config/examples/journey.json");
 pub const CART_SPEC: &str = include_str!("../config/examples/cart-abandoned.json");
+
+/// The promo campaign of the example specs and its template, which Meta
+/// pauses for a few seconds in the demo.
+const PROMO_ID: &str = "bday-2026-11";
+const PROMO_TEMPLATE: (&str, &str) = ("birthday_promo", "es_MX");
 
 /// Contacts of the example audience who abandon carts in the demo, and the
 /// delay of its reminder instead of the example's hour.
@@ -230,6 +236,14 @@ async fn run_async(
         cart_burst(&demo_audience(CART_ID, &config)?, CART_ID).carts,
         published.clone(),
     ));
+    let pause = {
+        let campaigns = daemon.env.campaigns.clone();
+        let live = move || campaigns.read().ok()?.get(PROMO_ID).cloned();
+        let (store, base) = (store.clone(), sandbox.base_url());
+        tokio::spawn(async move {
+            templates::pause_and_approve(base, store, live, PROMO_ID, PROMO_TEMPLATE).await
+        })
+    };
     let settled = wait_until_settled(&daemon, &sandbox, &campaign_ids, expected, &published).await;
     if !published
         .finished
@@ -241,6 +255,10 @@ async fn run_async(
         anyhow::bail!("the demo's conversion stream failed: {e}");
     }
     settled?;
+    let pause = pause
+        .await
+        .context("the demo's template pause")?
+        .context("the demo's template pause")?;
     let elapsed = started.elapsed();
     let stats = daemon.pipeline.stats.clone();
     let credited = daemon.pipeline.conversions.clone().unwrap_or_default();
@@ -255,6 +273,7 @@ async fn run_async(
         (&published, &credited),
     )
     .await?;
+    pause.print(PROMO_ID);
     println!("\nfinished in {:.1} s", elapsed.as_secs_f64());
     sandbox.stop().await;
     drop(producer);

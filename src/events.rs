@@ -110,6 +110,22 @@ pub enum Event {
         /// When the conversion happened (the record's `at`).
         timestamp: DateTime<Utc>,
     },
+    /// What Meta said of a template changed what is known of it. Keyed by
+    /// the template's name.
+    Template {
+        template: String,
+        language: String,
+        /// Meta's latest status (`APPROVED`, `PAUSED`, …), or `PAUSED` /
+        /// `DISABLED` after a 132015 / 132016 answer.
+        status: Option<String>,
+        /// Meta's latest quality score since the last approval.
+        quality: Option<String>,
+        reason: Option<String>,
+        /// Why the campaigns that send it hold, or null when it may be sent.
+        held: Option<String>,
+        /// When Meta said it.
+        timestamp: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -130,6 +146,7 @@ impl Event {
             Event::Campaign { campaign_id, .. } | Event::SpecRejected { campaign_id, .. } => {
                 campaign_id
             }
+            Event::Template { template, .. } => template,
         }
     }
 }

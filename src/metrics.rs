@@ -48,6 +48,8 @@ pub struct Metrics {
     pub campaign_step_contacts: IntGaugeVec,
     pub campaign_timers: IntGaugeVec,
     pub campaign_eta: GaugeVec,
+    pub template_updates: IntCounterVec,
+    pub templates_held: prometheus::IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -292,6 +294,21 @@ impl Metrics {
                 "Estimated seconds until the campaign's pending contacts are sent at its current pace.",
                 &["campaign"],
             ),
+            template_updates: counter(
+                &r,
+                "wadispatch_template_updates_total",
+                "What Meta said of templates, by event: a status (APPROVED, PAUSED, DISABLED, REJECTED, ...; OTHER for a status this version does not know), quality_<score>, or error_132015 / error_132016 from a send.",
+                &["event"],
+            ),
+            templates_held: {
+                let g = prometheus::IntGauge::new(
+                    "wadispatch_templates_held",
+                    "Templates that may not be sent now (paused, disabled, rejected, RED by policy): the campaigns that use them hold.",
+                )
+                .expect("metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }
@@ -300,7 +317,7 @@ impl Metrics {
     /// counters, without the `_bucket`/`_sum`/`_count` series suffixes).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 30] = [
+        let collectors: [&dyn Collector; 32] = [
             &self.audience_records,
             &self.campaign_specs,
             &self.dispatch,
@@ -331,6 +348,8 @@ impl Metrics {
             &self.campaign_step_contacts,
             &self.campaign_timers,
             &self.campaign_eta,
+            &self.template_updates,
+            &self.templates_held,
         ];
         collectors
             .iter()
@@ -439,6 +458,19 @@ pub fn conversion_record(outcome: &str) {
         .conversion_records
         .with_label_values(&[outcome])
         .inc();
+}
+
+/// Something Meta said of a template (`event`: a bounded word, see
+/// [`Metrics::template_updates`]).
+pub fn template_update(event: &str) {
+    metrics().template_updates.with_label_values(&[event]).inc();
+}
+
+/// How many templates are held now.
+pub fn templates_held(n: usize) {
+    metrics()
+        .templates_held
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
 pub fn store_op(op: &str, seconds: f64) {
@@ -793,7 +825,8 @@ mod tests {
     #[test]
     fn names_lists_every_family() {
         let names = metrics().names();
-        assert_eq!(names.len(), 30);
+        assert_eq!(names.len(), 32);
+        assert!(names.contains(&"wadispatch_templates_held".to_string()));
         assert!(names.contains(&"wadispatch_sender_circuit_open".to_string()));
         assert!(names.contains(&"wadispatch_trigger_cancels_total".to_string()));
         assert!(names.contains(&"wadispatch_conversion_value_total".to_string()));

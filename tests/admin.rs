@@ -40,6 +40,7 @@ async fn readyz_names_kafka_then_the_unreachable_store() {
             ingest: ingest.clone(),
             campaigns: Arc::default(),
             store_timeout: Duration::from_secs(2),
+            templates: Arc::default(),
         },
         "127.0.0.1:0",
     )

@@ -314,6 +314,36 @@ async fn scylla_store_over_cql_protocol() {
     assert!(!store.marker("claim-index/k-promo").await.unwrap());
     store.set_marker("claim-index/k-promo").await.unwrap();
     assert!(store.marker("claim-index/k-promo").await.unwrap());
+    // What Meta told: written, replaced, listed per kind, forgotten.
+    store
+        .set_learned(
+            "template",
+            "promo\u{1f}es_mx",
+            Some(r#"{"status":"PAUSED"}"#),
+        )
+        .await
+        .unwrap();
+    store
+        .set_learned(
+            "template",
+            "promo\u{1f}es_mx",
+            Some(r#"{"status":"APPROVED"}"#),
+        )
+        .await
+        .unwrap();
+    store
+        .set_learned("limit", "portfolio", Some("2000"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.learned("template").await.unwrap(),
+        vec![(
+            "promo\u{1f}es_mx".to_string(),
+            r#"{"status":"APPROVED"}"#.to_string()
+        )]
+    );
+    store.set_learned("limit", "portfolio", None).await.unwrap();
+    assert!(store.learned("limit").await.unwrap().is_empty());
 
     // Deleting a campaign that never started removes its rows.
     let halt = wadispatch::store::CampaignHalt {

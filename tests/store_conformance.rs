@@ -65,6 +65,7 @@ async fn conformance(store: Arc<dyn Store>) {
     deferred_is_claimable_only_when_due(store.as_ref()).await;
     campaigns_round_trip(store.as_ref()).await;
     halts_persist_until_lifted(store.as_ref()).await;
+    learned_facts_are_kept_per_kind(store.as_ref()).await;
     parked_replies_wait_once_each(store.as_ref()).await;
     dispatch_scan_pages_through_everything(store.as_ref()).await;
     opt_out_round_trip(store.as_ref()).await;
@@ -994,6 +995,64 @@ async fn parked_replies_wait_once_each(store: &dyn Store) {
         vec![reply("in.2", 2)]
     );
     assert!(store.take_parked_reply("in.2").await.unwrap());
+}
+
+/// What Meta told (template health, limits) is kept per kind and key,
+/// replaced by a newer value, forgotten on request, and listed in key order
+/// without the other kinds' facts.
+async fn learned_facts_are_kept_per_kind(store: &dyn Store) {
+    assert!(store.learned("template").await.unwrap().is_empty());
+    store
+        .set_learned(
+            "template",
+            "promo\u{1f}es_mx",
+            Some(r#"{"status":"PAUSED"}"#),
+        )
+        .await
+        .unwrap();
+    store
+        .set_learned(
+            "template",
+            "alpha\u{1f}en_us",
+            Some(r#"{"status":"APPROVED"}"#),
+        )
+        .await
+        .unwrap();
+    store
+        .set_learned("templates-other", "promo\u{1f}es_mx", Some("{}"))
+        .await
+        .unwrap();
+    store
+        .set_learned(
+            "template",
+            "promo\u{1f}es_mx",
+            Some(r#"{"status":"APPROVED"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.learned("template").await.unwrap(),
+        vec![
+            (
+                "alpha\u{1f}en_us".to_string(),
+                r#"{"status":"APPROVED"}"#.to_string()
+            ),
+            (
+                "promo\u{1f}es_mx".to_string(),
+                r#"{"status":"APPROVED"}"#.to_string()
+            ),
+        ]
+    );
+    store
+        .set_learned("template", "alpha\u{1f}en_us", None)
+        .await
+        .unwrap();
+    store
+        .set_learned("template", "never-known", None)
+        .await
+        .unwrap();
+    assert_eq!(store.learned("template").await.unwrap().len(), 1);
+    assert_eq!(store.learned("templates-other").await.unwrap().len(), 1);
 }
 
 async fn halts_persist_until_lifted(store: &dyn Store) {

@@ -1,6 +1,7 @@
 //! What a reload may apply to the running daemon, and what needs a restart.
 //!
-//! Live: `[dispatch]`, `[senders]`, `[campaigns]` and `log.level`. Everything else
+//! Live: `[dispatch]`, `[senders]`, `[campaigns]`, `log.level` and
+//! `whatsapp.template_red_quality`. Everything else
 //! is read once at start-up (connections, listeners, the store, the HTTP client,
 //! metric registration), so a change to it is reported as needing a restart
 //! rather than silently ignored: an operator must never believe a setting took
@@ -32,6 +33,8 @@ pub struct LiveChanges {
     pub dispatch_changed: bool,
     /// `log.level` changed.
     pub log_level_changed: bool,
+    /// `whatsapp.template_red_quality` changed.
+    pub template_policy_changed: bool,
 }
 
 impl LiveChanges {
@@ -42,6 +45,7 @@ impl LiveChanges {
             && !self.portfolio_limit_changed
             && !self.dispatch_changed
             && !self.log_level_changed
+            && !self.template_policy_changed
     }
 }
 
@@ -109,6 +113,8 @@ impl Config {
                 != new.dispatch.portfolio_daily_limit,
             dispatch_changed: dispatch_without_limit != new.dispatch,
             log_level_changed: self.log.level != new.log.level,
+            template_policy_changed: self.whatsapp.template_red_quality
+                != new.whatsapp.template_red_quality,
         }
     }
 }
@@ -315,6 +321,8 @@ impl Changes {
             max_connections_per_sender,
             opt_out_keywords,
             opt_out_keyword_scope,
+            // Live: see `live_changes`.
+            template_red_quality: _,
         } = old;
         self.field("whatsapp.api_base_url", api_base_url, &new.api_base_url);
         self.field("whatsapp.api_version", api_version, &new.api_version);

@@ -370,6 +370,13 @@ pub struct WhatsAppConfig {
     /// contact). Meta's own signals (131050, a `user_preferences` stop) are
     /// always marketing only. Restart required. Default: `all`.
     pub opt_out_keyword_scope: crate::domain::OptOutScope,
+    /// What a template's RED quality score (Meta's
+    /// `message_template_quality_update`) does: `halt` holds every campaign
+    /// that sends the template until Meta approves it again or the score
+    /// goes back to YELLOW or GREEN; `warn` logs it and keeps sending. A
+    /// paused, disabled or rejected template holds its campaigns either way.
+    /// Applied live on reload. Default: `halt`.
+    pub template_red_quality: crate::domain::RedQualityPolicy,
 }
 
 impl Default for WhatsAppConfig {
@@ -388,6 +395,7 @@ impl Default for WhatsAppConfig {
                 .map(str::to_owned)
                 .to_vec(),
             opt_out_keyword_scope: crate::domain::OptOutScope::All,
+            template_red_quality: crate::domain::RedQualityPolicy::Halt,
         }
     }
 }

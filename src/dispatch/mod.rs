@@ -10,6 +10,8 @@
 //! - [`campaign`]: `CampaignActor` per campaign (scan, checks, claim).
 //! - [`registry`]: `CampaignRegistry` (catalog → actors, overrides, reload).
 //! - [`lease`]: this instance's lease; [`settle`]: claims of instances gone.
+//! - [`templates`]: the template book (what Meta said of each template),
+//!   read before every claim.
 
 pub mod campaign;
 pub mod decision;
@@ -19,3 +21,4 @@ pub mod registry;
 pub mod sender;
 pub mod settle;
 pub mod sms;
+pub mod templates;

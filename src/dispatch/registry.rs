@@ -106,6 +106,8 @@ pub struct Env {
     pub resend_unknown_after: RwLock<Option<u64>>,
     /// `dispatch.marketing_per_contact`, kept current by reloads.
     pub marketing_cap: RwLock<Option<crate::domain::FrequencyCap>>,
+    /// What Meta said of each template; read before every claim.
+    pub templates: Arc<crate::dispatch::templates::TemplateBook>,
 }
 
 impl Env {
@@ -113,6 +115,8 @@ impl Env {
     fn apply_dispatch(&self, config: &Config) {
         let d = &config.dispatch;
         self.portfolio.set_limit(d.portfolio_daily_limit);
+        self.templates
+            .set_policy(config.whatsapp.template_red_quality);
         *self.resend_unknown_after.write_or_recover() = d.resend_unknown_after_secs;
         // Validated at load: a cap that does not parse never gets here.
         *self.marketing_cap.write_or_recover() =
@@ -297,7 +301,12 @@ impl CampaignRegistry {
         let spec_senders = entry.spec.senders.len();
         let o = self.config.campaigns.get(id);
         let rate = o.and_then(|o| o.per_second.or(o.per_hour.map(|h| h / 3600.0)));
-        let state = Arc::new(CampaignState::new(entry, rate, o.is_some_and(|o| o.paused)));
+        let state = Arc::new(CampaignState::new(
+            entry,
+            rate,
+            o.is_some_and(|o| o.paused),
+            self.env.templates.clone(),
+        ));
         self.env
             .campaigns
             .write_or_recover()

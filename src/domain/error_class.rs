@@ -119,15 +119,46 @@ impl FromStr for ErrorClass {
 /// code) and costs the least.
 pub fn classify_code(code: i64) -> ErrorClass {
     match code {
-        // 131056: pair rate limit (1 message / 6 s per recipient).
-        130429 | 131056 | 131057 | 4 | 80007 => ErrorClass::Throttled,
-        1 | 2 | 131000 | 131016 | 133004 => ErrorClass::Transient,
+        // 131056: pair rate limit (1 message / 6 s per recipient); 131057
+        // and 2494100: the number is in maintenance (a throughput upgrade);
+        // 132069: the template's flow was sent too often this hour.
+        130429 | 131056 | 131057 | 4 | 80007 | 2494100 | 132069 => ErrorClass::Throttled,
+        // 134101: a new template still syncing to the Marketing Messages
+        // API (up to 10 min, Meta says to try again).
+        1 | 2 | 131000 | 131016 | 133004 | 134101 => ErrorClass::Transient,
         131049 => ErrorClass::Deferred,
-        131026 | 131050 | 130472 | 131047 => ErrorClass::Contact,
-        132000 | 132005 | 132007 | 132012 | 131008 | 131009 | 100 => ErrorClass::Data,
-        132001 | 132015 | 132016 => ErrorClass::Campaign,
-        // 200-299: Graph API permission errors.
-        131048 | 368 | 131031 | 131042 | 0 | 190 | 10 | 200..=299 => ErrorClass::Sender,
+        // 130497: the business may not message users in the recipient's
+        // country; 131021: the recipient is the sender; 131062: a
+        // business-scoped user id cannot receive this kind of message.
+        131026 | 131050 | 130472 | 131047 | 130497 | 131021 | 131062 => ErrorClass::Contact,
+        132000 | 132005 | 132007 | 132012 | 132018 | 131008 | 131009 | 131051 | 131053 | 100
+        | 135000 => ErrorClass::Data,
+        // 132068: the template's flow is blocked; 131063: marketing
+        // templates are off on /messages for this account; 134100, 134102:
+        // the Marketing Messages API refuses the template.
+        132001 | 132015 | 132016 | 132068 | 131063 | 134100 | 134102 => ErrorClass::Campaign,
+        // 200-299: Graph API permission errors; 3, 131005: a capability or
+        // permission missing; 33: the business number was deleted; 131037:
+        // display name not approved; 131045, 133000, 133006, 133010: the
+        // number's registration; 131064: the account's marketing limit for
+        // template classification violations.
+        131048
+        | 368
+        | 131031
+        | 131042
+        | 0
+        | 3
+        | 33
+        | 190
+        | 10
+        | 131005
+        | 131037
+        | 131045
+        | 131064
+        | 133000
+        | 133006
+        | 133010
+        | 200..=299 => ErrorClass::Sender,
         _ => ErrorClass::Data,
     }
 }
@@ -171,8 +202,10 @@ pub fn describe_code(code: i64) -> &'static str {
         0 => "authentication failed",
         1 => "unknown API error at Meta",
         2 => "API service temporarily unavailable",
+        3 => "the app lacks a capability or permission",
         4 => "application request limit reached",
         10 => "permission denied for this account or number",
+        33 => "the business phone number was deleted",
         100 => "invalid parameter",
         190 => "access token expired or invalid",
         200..=299 => "the app lacks a required permission",
@@ -180,19 +213,29 @@ pub fn describe_code(code: i64) -> &'static str {
         80007 => "WhatsApp Business account rate limit reached",
         130429 => "throughput limit reached",
         130472 => "number is part of a Meta experiment",
+        130497 => "the business may not message users in this country",
         131000 => "something went wrong at WhatsApp",
+        131005 => "access denied",
         131008 => "a required parameter is missing",
         131009 => "a parameter value is not valid",
         131016 => "WhatsApp service overloaded",
+        131021 => "the recipient is the sending number",
         131026 => "not a WhatsApp user or not on a supported version",
         131031 => "business account locked",
+        131037 => "the number's display name is not approved yet",
         131042 => "payment problem on the business account",
+        131045 => "the phone number is not registered correctly (certificate)",
         131047 => "more than 24 hours since the customer last replied",
         131048 => "spam rate limit hit",
         131049 => "held back by Meta's per-user marketing limit",
         131050 => "opted out of marketing messages",
+        131051 => "unsupported message type",
+        131053 => "the message's media could not be uploaded",
         131056 => "too many messages to this recipient",
         131057 => "business account in maintenance mode",
+        131062 => "this message cannot go to a business-scoped user id",
+        131063 => "marketing templates are turned off on the Cloud API for this account",
+        131064 => "marketing limit for template classification violations",
         132000 => "template parameter count mismatch",
         132001 => "template does not exist in this language",
         132005 => "template text too long after filling parameters",
@@ -200,7 +243,18 @@ pub fn describe_code(code: i64) -> &'static str {
         132012 => "template parameter format mismatch",
         132015 => "template paused for low quality",
         132016 => "template disabled",
+        132018 => "template parameters failed validation",
+        132068 => "the template's flow is blocked",
+        132069 => "the template's flow was sent too often this hour",
+        133000 => "an earlier deregistration of the number did not complete",
         133004 => "server temporarily unavailable",
+        133006 => "the phone number needs to be verified again",
+        133010 => "the phone number is not registered",
+        134100 => "the Marketing Messages API takes marketing templates only",
+        134101 => "the template is still syncing to the Marketing Messages API",
+        134102 => "the template is not available on the Marketing Messages API",
+        135000 => "generic user error in the request",
+        2494100 => "the business number is in maintenance mode",
         _ => "WhatsApp error",
     }
 }
@@ -212,15 +266,32 @@ mod tests {
 
     /// The table of README.md, "Error classes", row by row.
     const TABLE: &[(ErrorClass, &[i64])] = &[
-        (Throttled, &[130429, 131056, 131057, 4, 80007]),
-        (Transient, &[1, 2, 131000, 131016, 133004]),
+        (
+            Throttled,
+            &[130429, 131056, 131057, 4, 80007, 2494100, 132069],
+        ),
+        (Transient, &[1, 2, 131000, 131016, 133004, 134101]),
         (Deferred, &[131049]),
-        (Contact, &[131026, 131050, 130472, 131047]),
-        (Data, &[132000, 132005, 132007, 132012, 131008, 131009, 100]),
-        (Campaign, &[132001, 132015, 132016]),
+        (
+            Contact,
+            &[131026, 131050, 130472, 131047, 130497, 131021, 131062],
+        ),
+        (
+            Data,
+            &[
+                132000, 132005, 132007, 132012, 132018, 131008, 131009, 131051, 131053, 100, 135000,
+            ],
+        ),
+        (
+            Campaign,
+            &[132001, 132015, 132016, 132068, 131063, 134100, 134102],
+        ),
         (
             Sender,
-            &[131048, 368, 131031, 131042, 0, 190, 10, 200, 250, 299],
+            &[
+                131048, 368, 131031, 131042, 0, 3, 33, 190, 10, 131005, 131037, 131045, 131064,
+                133000, 133006, 133010, 200, 250, 299,
+            ],
         ),
     ];
 
@@ -235,7 +306,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_final_for_the_contact_only() {
-        for code in [3, 199, 300, 131999, -1, i64::MAX] {
+        for code in [5, 199, 300, 131059, 131999, -1, i64::MAX] {
             assert_eq!(classify_code(code), Data, "code {code}");
         }
         assert!(!Data.is_retryable());

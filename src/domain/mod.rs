@@ -25,6 +25,8 @@
 //!   per contact and the dedupe window.
 //! - [`goal`]: conversion goals, `wa.conversions` records and their
 //!   attribution to a journey.
+//! - [`template_health`]: what Meta says of a template (status, quality,
+//!   132015 / 132016) and whether it may be sent.
 //!
 //! Imports run one way: `audience` → `campaign` → `journey` → `template` →
 //! (`contact`, `problem`), `cap` → (`journey`, `contact`), and `trigger` →
@@ -42,6 +44,7 @@ pub mod journey;
 pub mod problem;
 pub mod state;
 pub mod template;
+pub mod template_health;
 pub mod trigger;
 
 pub use audience::*;
@@ -54,4 +57,5 @@ pub use journey::*;
 pub use problem::*;
 pub use state::*;
 pub use template::*;
+pub use template_health::*;
 pub use trigger::*;

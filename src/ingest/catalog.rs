@@ -65,6 +65,26 @@ impl CatalogEntry {
 
     /// The WhatsApp template of a step of the journey ("" is the first):
     /// `None` for an SMS step or a step the spec no longer has.
+    /// Every WhatsApp template the campaign sends, its steps' included:
+    /// a hold on any of them holds the campaign (docs/ARCHITECTURE.md,
+    /// "Template health").
+    pub fn whatsapp_templates(&self) -> Vec<crate::domain::TemplateRef> {
+        let mut out: Vec<crate::domain::TemplateRef> = Vec::new();
+        let steps = self
+            .spec
+            .steps
+            .iter()
+            .skip(1)
+            .filter_map(|s| s.template.as_ref());
+        for t in std::iter::once(&self.spec.template).chain(steps) {
+            let t = crate::domain::TemplateRef::new(&t.name, &t.language);
+            if !t.name.is_empty() && !out.iter().any(|o| o.same(&t)) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
     pub fn template_of(&self, step: &str) -> Option<&TemplateSpec> {
         if step.is_empty() {
             return Some(&self.spec.template);

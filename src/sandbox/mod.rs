@@ -11,6 +11,7 @@
 //! - `webhooks`: timelines of status/reply webhooks, batching, signing,
 //!   bounded retries.
 //! - `server`: actix-web handlers and the thread that hosts them.
+//! - `templates`: template statuses and their webhooks.
 //!
 //! Behaviour, with the Meta facts behind it:
 //! - `POST /{version}/{phone_number_id}/messages` with `Authorization: Bearer`
@@ -39,12 +40,15 @@
 //!
 //! Control endpoints: `GET /sandbox/stats` ([`SandboxStats`] as JSON),
 //! `GET /sandbox/recipients/{to}` (`{"recipient","messages"}`),
-//! `POST /sandbox/reset`.
+//! `POST /sandbox/reset`, `POST /sandbox/templates` (`{"name","language",
+//! "event"}` or `{…,"quality"}`: Meta changes a template's status or score
+//! and posts the webhook; see `templates`).
 
 mod rules;
 mod server;
 mod sms;
 mod stats;
+mod templates;
 #[cfg(test)]
 mod tests;
 mod webhooks;

@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     wamid_seq: AtomicU64,
     webhooks: Option<WebhookQueue>,
     sms: Arc<SmsSim>,
+    /// What Meta says of each template (`POST /sandbox/templates`).
+    pub(crate) templates: super::templates::TemplateStates,
 }
 
 impl Shared {
@@ -153,6 +155,9 @@ impl Shared {
             Ok(s) => s,
             Err(e) => return Answer::Error(e.into()),
         };
+        if let Some(e) = self.templates.refusal(&send.template, &send.language) {
+            return Answer::Error(e);
+        }
         let number = self.stats.number(number_id, self.quota);
         if !number.admit() {
             return Answer::Error(ApiError::with_default_details(code::THROUGHPUT));
@@ -478,6 +483,10 @@ pub(crate) async fn start(config: SandboxConfig) -> std::io::Result<Running> {
                         .route("/sandbox/recipients/{to}", web::get().to(recipient))
                         .route("/sandbox/reset", web::post().to(reset))
                         .route(
+                            "/sandbox/templates",
+                            web::post().to(super::templates::change_template),
+                        )
+                        .route(
                             "/{version}/{phone_number_id}/messages",
                             web::post().to(send_message),
                         )
@@ -552,6 +561,7 @@ fn build_shared(config: SandboxConfig) -> std::io::Result<Arc<Shared>> {
         stats,
         webhooks,
         sms: Arc::new(SmsSim::new(&config, nonce)?),
+        templates: Default::default(),
         config,
     }))
 }

@@ -231,6 +231,14 @@ pub trait Store: Send + Sync + 'static {
     async fn marker(&self, name: &str) -> StoreResult<bool>;
     async fn set_marker(&self, name: &str) -> StoreResult<()>;
 
+    // ---- learned from Meta ----
+    /// What Meta's webhooks told the business, of one `kind` (e.g.
+    /// `template`: the health of each template), as (key, JSON value) pairs
+    /// in key order. Small: a few entries per template or number.
+    async fn learned(&self, kind: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Records (`Some`) or forgets (`None`) one learned fact.
+    async fn set_learned(&self, kind: &str, key: &str, value: Option<&str>) -> StoreResult<()>;
+
     // ---- the portfolio limit ----
     /// Counts `contact` as a recipient of the 24 h window ending at `now`,
     /// against at most `limit` unique recipients: atomic across instances,

@@ -85,6 +85,12 @@ impl<S: Store> Store for Timed<S> {
     async fn set_marker(&self, name: &str) -> StoreResult<()> {
         time("set_marker", self.0.set_marker(name)).await
     }
+    async fn learned(&self, kind: &str) -> StoreResult<Vec<(String, String)>> {
+        time("learned", self.0.learned(kind)).await
+    }
+    async fn set_learned(&self, kind: &str, key: &str, value: Option<&str>) -> StoreResult<()> {
+        time("set_learned", self.0.set_learned(kind, key, value)).await
+    }
     async fn park_reply(&self, reply: &ParkedReply) -> StoreResult<()> {
         time("park_reply", self.0.park_reply(reply)).await
     }

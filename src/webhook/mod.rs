@@ -17,6 +17,7 @@ mod replies;
 pub mod signature;
 mod sms;
 mod status;
+mod templates;
 
 pub use http::{configure, serve};
 pub use sms::BasicAuth;
@@ -95,6 +96,8 @@ pub struct WebhookProcessor {
     events: Option<EventsProducer>,
     catalog: CampaignCatalog,
     settings: WebhookSettings,
+    /// What Meta said of each template (shared with dispatch).
+    templates: Arc<crate::dispatch::templates::TemplateBook>,
 }
 
 impl WebhookProcessor {
@@ -114,7 +117,23 @@ impl WebhookProcessor {
             events,
             catalog,
             settings,
+            templates: Arc::default(),
         }
+    }
+
+    /// Shares `templates` with dispatch: template updates then hold and
+    /// resume the campaigns that send them.
+    pub fn with_templates(
+        mut self,
+        templates: Arc<crate::dispatch::templates::TemplateBook>,
+    ) -> Self {
+        self.templates = templates;
+        self
+    }
+
+    /// The template book this processor teaches.
+    pub fn templates(&self) -> &Arc<crate::dispatch::templates::TemplateBook> {
+        &self.templates
     }
 
     /// Meta's subscription handshake.
@@ -172,9 +191,24 @@ impl WebhookProcessor {
 
     async fn apply(&self, envelope: Envelope) -> Result<(), ProcessError> {
         let mut work = Vec::new();
+        let mut events = Vec::new();
         for entry in &envelope.entry {
+            let entry_at = match payload::parse_timestamp(entry.time.as_ref(), chrono::Utc::now()) {
+                Ok(at) => at,
+                Err(e) => {
+                    rejected::<()>("entry", &e);
+                    continue;
+                }
+            };
             for change in &entry.changes {
                 let v = &change.value;
+                if let Some(field @ (templates::STATUS_FIELD | templates::QUALITY_FIELD)) =
+                    change.field.as_deref()
+                {
+                    // Rare, and each reads what the others wrote: one at a time.
+                    events.extend(self.template_change(field, v, entry_at).await?);
+                    continue;
+                }
                 for s in v.statuses.iter().filter_map(|s| accepted("status", s)) {
                     work.push(futures::future::Either::Left(self.status(s)));
                 }
@@ -194,7 +228,6 @@ impl WebhookProcessor {
                 }
             }
         }
-        let mut events = Vec::new();
         for result in futures::future::join_all(work).await {
             events.extend(result?);
         }

@@ -33,6 +33,9 @@ pub struct Envelope {
 
 #[derive(Debug, Deserialize)]
 pub struct Entry {
+    /// When Meta emitted the entry (unix seconds): orders template and
+    /// account updates, which carry no time of their own.
+    pub time: Option<serde_json::Value>,
     #[serde(default)]
     pub changes: Vec<Change>,
 }
@@ -53,6 +56,23 @@ pub struct ChangeValue {
     #[serde(default)]
     pub user_preferences: Vec<Lenient<UserPreference>>,
     pub metadata: Option<Metadata>,
+    // `message_template_status_update` and `message_template_quality_update`
+    // (every field optional: a change of another field leaves them unset).
+    /// The template's new status (`APPROVED`, `PAUSED`, `DISABLED`, …).
+    pub event: Option<String>,
+    pub message_template_name: Option<String>,
+    pub message_template_language: Option<String>,
+    /// Why (`NONE`, `INCORRECT_CATEGORY`, …).
+    pub reason: Option<String>,
+    /// On pauses: `{"title": "FIRST_PAUSE", "description": "..."}`.
+    pub other_info: Option<OtherInfo>,
+    pub new_quality_score: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OtherInfo {
+    pub title: Option<String>,
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

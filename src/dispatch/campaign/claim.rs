@@ -266,8 +266,8 @@ impl Pump {
                 let contact = job.contact.clone();
                 let report = sender.core().deliver(turn, job).await;
                 state.note_retry(&contact, report == SendReport::Requeued);
-                if let SendReport::CampaignHalted(reason) = &report {
-                    self.halt(reason, &entry).await;
+                if let SendReport::CampaignHalted { code, reason } = &report {
+                    self.halt(*code, reason, &entry, &row.step).await;
                 }
                 state.dispatched.fetch_add(1, Ordering::Relaxed);
             }
@@ -275,11 +275,36 @@ impl Pump {
         self.release(&row.contact);
     }
 
-    /// A campaign-class error stops the campaign, in memory at once and in
-    /// the store for the next start, bound to the spec the request was built
-    /// from.
-    pub(super) async fn halt(&self, reason: &str, entry: &CatalogEntry) {
+    /// A campaign-class error stops the campaign. A paused or disabled
+    /// template (132015, 132016) goes to the template book, which holds
+    /// every campaign that sends it until Meta approves it again; any other
+    /// (132001, no such template) halts this campaign, in memory at once and
+    /// in the store for the next start, bound to the spec the request was
+    /// built from.
+    pub(super) async fn halt(
+        &self,
+        code: Option<i64>,
+        reason: &str,
+        entry: &CatalogEntry,
+        step: &str,
+    ) {
         let state = &self.state;
+        let signal = code.and_then(|c| crate::domain::TemplateSignal::from_error(c, reason));
+        if let (Some(signal), Some(template)) = (signal, entry.template_of(step)) {
+            let template = crate::domain::TemplateRef::new(&template.name, &template.language);
+            metrics::template_update(&format!("error_{}", code.unwrap_or_default()));
+            match state
+                .templates
+                .learn(self.store.as_ref(), &template, &signal, Utc::now())
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => {
+                    // The halt below holds it instead, until the store answers.
+                    tracing::warn!(campaign = %state.id, template = %template, error = %e, "cannot record the template's hold in the store; halting the campaign instead");
+                }
+            }
+        }
         let halt = CampaignHalt {
             reason: reason.to_string(),
             spec: entry.spec.halt_digest(),

@@ -96,6 +96,11 @@ pub struct CampaignState {
     pub halted: Mutex<Option<CampaignHalt>>,
     /// The halt in memory could not be written to the store yet.
     halt_unsaved: AtomicBool,
+    /// What Meta said of the templates (shared by every campaign).
+    pub templates: Arc<crate::dispatch::templates::TemplateBook>,
+    /// The book's generation and the spec last checked against it, and
+    /// why one of the campaign's templates is held (if one is).
+    template_hold: Mutex<TemplateHoldCache>,
     pub observed: Mutex<Option<ObservedState>>,
     pub wait_reason: Mutex<Option<String>>,
     pub in_flight: AtomicU64,
@@ -109,6 +114,17 @@ pub struct CampaignState {
     /// Earlier tries of contacts that went back to the queue unsent, for
     /// their backoff.
     retries: Mutex<HashMap<ContactKey, u32>>,
+}
+
+/// The answer of the template book for the spec in force, valid while the
+/// book's generation and the spec stay the same.
+#[derive(Default)]
+struct TemplateHoldCache {
+    generation: u64,
+    /// Kept (not just its address) so that a later spec can never be
+    /// taken for it.
+    spec: Option<Arc<CatalogEntry>>,
+    hold: Option<String>,
 }
 
 /// A campaign's contacts by state at one moment, with the pace measured since

@@ -129,7 +129,8 @@ impl Pump {
 
     pub(super) async fn observe(&self, counts: &CampaignCounts) -> ObservedState {
         let entry = self.state.entry.read_or_recover().clone();
-        let halted = self.state.halted.lock_or_recover().is_some();
+        let halted =
+            self.state.halted.lock_or_recover().is_some() || self.state.template_hold().is_some();
         let counts = CampaignCounts {
             triggered: entry.trigger.is_some(),
             ..*counts

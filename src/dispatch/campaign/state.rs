@@ -14,7 +14,12 @@ use crate::sync::{MutexExt, RwLockExt};
 use super::*;
 
 impl CampaignState {
-    pub fn new(entry: Arc<CatalogEntry>, rate_override: Option<f64>, paused: bool) -> Self {
+    pub fn new(
+        entry: Arc<CatalogEntry>,
+        rate_override: Option<f64>,
+        paused: bool,
+        templates: Arc<crate::dispatch::templates::TemplateBook>,
+    ) -> Self {
         let rate = rate_override.unwrap_or_else(|| entry.spec.pacing.rate_per_second());
         CampaignState {
             id: entry.spec.id.clone(),
@@ -24,6 +29,8 @@ impl CampaignState {
             limiter: RwLock::new(Arc::new(crate::dispatch::sender::drained_limiter(rate))),
             halted: Mutex::new(None),
             halt_unsaved: AtomicBool::new(false),
+            templates,
+            template_hold: Mutex::new(TemplateHoldCache::default()),
             observed: Mutex::new(None),
             wait_reason: Mutex::new(None),
             in_flight: AtomicU64::new(0),
@@ -42,18 +49,50 @@ impl CampaignState {
         self.stop.load(Ordering::Acquire)
             || self.paused_by_operator.load(Ordering::Acquire)
             || self.halted.lock_or_recover().is_some()
+            || self.template_hold().is_some()
             || matches!(
                 self.entry.read_or_recover().spec.state,
                 DesiredState::Paused | DesiredState::Ended
             )
     }
 
-    /// Why the campaign is halted, if it is.
+    /// Why the campaign is halted, if it is: a template error's halt, or a
+    /// template Meta holds.
     pub fn halt_reason(&self) -> Option<String> {
         self.halted
             .lock_or_recover()
             .as_ref()
             .map(|h| h.reason.clone())
+            .or_else(|| self.template_hold())
+    }
+
+    /// Why one of the campaign's templates may not be sent now (paused,
+    /// disabled, ... by Meta), if one may not. An atomic load and a lock
+    /// while neither the book nor the spec changed.
+    pub fn template_hold(&self) -> Option<String> {
+        let generation = self.templates.generation();
+        let entry = self.entry.read_or_recover();
+        let mut cache = self.template_hold.lock_or_recover();
+        let same_spec = cache.spec.as_ref().is_some_and(|s| Arc::ptr_eq(s, &entry));
+        if cache.generation != generation || !same_spec {
+            let hold = self.templates.first_hold(&entry.whatsapp_templates());
+            if hold != cache.hold {
+                match &hold {
+                    Some(why) => {
+                        tracing::warn!(campaign = %self.id, reason = %why, "campaign holds: a template it sends may not be sent now; it resumes when Meta approves the template again (or POST /campaigns/{}/clear-halt on the admin listener after fixing it)", self.id)
+                    }
+                    None => {
+                        tracing::info!(campaign = %self.id, "no template of the campaign is held any more: it resumes")
+                    }
+                }
+            }
+            *cache = TemplateHoldCache {
+                generation,
+                spec: Some(Arc::clone(&entry)),
+                hold,
+            };
+        }
+        cache.hold.clone()
     }
 
     pub(super) fn facts<'a>(&self, entry: &'a CatalogEntry) -> CampaignFacts<'a> {
@@ -61,7 +100,7 @@ impl CampaignState {
             desired: entry.spec.state,
             schedule: &entry.spec.schedule,
             paused_by_operator: self.paused_by_operator.load(Ordering::Acquire),
-            halted: self.halted.lock_or_recover().is_some(),
+            halted: self.halted.lock_or_recover().is_some() || self.template_hold().is_some(),
             stopping: self.stop.load(Ordering::Acquire),
             marketing: entry.spec.template.category == crate::domain::TemplateCategory::Marketing,
         }

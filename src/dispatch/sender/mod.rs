@@ -78,8 +78,9 @@ pub enum SendReport {
     Requeued,
     /// The sender is halted; the contact went back to the queue.
     SenderHalted,
-    /// A campaign-class error; the contact went back to the queue.
-    CampaignHalted(String),
+    /// A campaign-class error (its code and Meta's message); the contact
+    /// went back to the queue.
+    CampaignHalted { code: Option<i64>, reason: String },
     /// The outcome could not be written; the claim stays and is settled at
     /// the next start (as unknown) or by a webhook.
     StoreFailed,
@@ -422,7 +423,7 @@ impl SenderCore {
                         code,
                         not_before: None,
                     },
-                    SendReport::CampaignHalted(reason),
+                    SendReport::CampaignHalted { code, reason },
                 )
                 .await
             }

@@ -18,6 +18,7 @@ pub(crate) mod code {
     pub(crate) const PARAM_COUNT: i64 = 132_000;
     pub(crate) const TEMPLATE_MISSING: i64 = 132_001;
     pub(crate) const TEMPLATE_PAUSED: i64 = 132_015;
+    pub(crate) const TEMPLATE_DISABLED: i64 = 132_016;
 }
 
 /// Every code the sandbox can answer synchronously, so stats can count them
@@ -32,6 +33,7 @@ pub(crate) const KNOWN_API_CODES: &[i64] = &[
     code::PARAM_COUNT,
     code::TEMPLATE_MISSING,
     code::TEMPLATE_PAUSED,
+    code::TEMPLATE_DISABLED,
 ];
 
 /// Title of a code as Meta words it (the Graph `message` is `(#code) title`).
@@ -57,6 +59,7 @@ pub(crate) fn title(code: i64) -> &'static str {
         code::PARAM_COUNT => "Number of parameters does not match the expected number of params",
         code::TEMPLATE_MISSING => "Template name does not exist in the translation",
         code::TEMPLATE_PAUSED => "Template is Paused",
+        code::TEMPLATE_DISABLED => "Template is Disabled",
         131_047 => "Re-engagement message",
         131_048 => "Spam rate limit hit",
         131_051 => "Unsupported message type",

@@ -72,6 +72,8 @@ pub(crate) struct ValidSend {
     pub(crate) input: String,
     pub(crate) recipient: Recipient,
     pub(crate) template: String,
+    /// `template.language.code` as given.
+    pub(crate) language: String,
     pub(crate) biz_opaque: Option<String>,
     /// First quick-reply payload the request sets (button replies echo it).
     pub(crate) quick_reply_payload: Option<String>,
@@ -110,7 +112,7 @@ pub(crate) fn validate_send(
         .name
         .filter(|n| !n.trim().is_empty())
         .ok_or(PayloadError::Required("template.name"))?;
-    template
+    let language = template
         .language
         .and_then(|l| l.code)
         .filter(|c| !c.trim().is_empty())
@@ -121,6 +123,7 @@ pub(crate) fn validate_send(
         input,
         recipient,
         template: name,
+        language,
         biz_opaque: req.biz_opaque_callback_data,
         quick_reply_payload: components.quick_reply.map(|(_, p)| p),
     })

@@ -95,6 +95,8 @@ struct Inner {
     leases: Keyspace,
     /// `markers (name) → done at` (JSON).
     markers: Keyspace,
+    /// `learned (kind \0 key) → JSON`: what Meta's webhooks told.
+    learned: Keyspace,
     /// `recipients (contact) → until` (JSON): the portfolio window.
     recipients: Keyspace,
     /// `recipient_order (until ms be64, contact) → ()`: the same, oldest first.
@@ -183,6 +185,7 @@ impl EmbeddedStore {
             claims: ks("claims")?,
             leases: ks("leases")?,
             markers: ks("markers")?,
+            learned: ks("learned")?,
             recipients: ks("recipients")?,
             recipient_order: ks("recipient_order")?,
             timers: ks("timers")?,
@@ -397,6 +400,39 @@ impl Store for EmbeddedStore {
         let key = name.as_bytes().to_vec();
         self.point(move |inner| inner.put_json(&inner.markers, &key, &Utc::now()))
             .await
+    }
+
+    async fn learned(&self, kind: &str) -> StoreResult<Vec<(String, String)>> {
+        let mut prefix = kind.as_bytes().to_vec();
+        prefix.push(0);
+        self.blocking(move |inner| {
+            let mut out = Vec::new();
+            for guard in inner.learned.prefix(&prefix) {
+                let (k, v) = guard.into_inner().map_err(io_err)?;
+                out.push((
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_learned(&self, kind: &str, key: &str, value: Option<&str>) -> StoreResult<()> {
+        let mut k = kind.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(key.as_bytes());
+        let value = value.map(|v| v.as_bytes().to_vec());
+        self.point(move |inner| match value {
+            Some(v) => {
+                let mut b = inner.batch();
+                b.insert(&inner.learned, k, v);
+                b.commit().map_err(io_err)
+            }
+            None => inner.remove(&inner.learned, k),
+        })
+        .await
     }
 
     async fn set_campaign_halt(&self, id: &str, halt: Option<&CampaignHalt>) -> StoreResult<()> {

@@ -44,6 +44,42 @@ pub(super) async fn marker(store: &ScyllaStore, name: &str) -> StoreResult<bool>
     Ok(!rows.is_empty())
 }
 
+pub(super) async fn learned(store: &ScyllaStore, kind: &str) -> StoreResult<Vec<(String, String)>> {
+    let rows: Vec<(String, Option<String>)> = store
+        .rows(&store.st.list_learned, (kind,), "reading what Meta told")
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?)))
+        .collect())
+}
+
+pub(super) async fn set_learned(
+    store: &ScyllaStore,
+    kind: &str,
+    key: &str,
+    value: Option<&str>,
+) -> StoreResult<()> {
+    match value {
+        Some(v) => store
+            .exec(
+                &store.st.put_learned,
+                (kind, key, v, Utc::now()),
+                "recording what Meta told",
+            )
+            .await
+            .map(drop),
+        None => store
+            .exec(
+                &store.st.drop_learned,
+                (kind, key),
+                "forgetting what Meta told",
+            )
+            .await
+            .map(drop),
+    }
+}
+
 pub(super) async fn set_marker(store: &ScyllaStore, name: &str) -> StoreResult<()> {
     store
         .exec(&store.st.put_marker, (name, Utc::now()), "writing a marker")

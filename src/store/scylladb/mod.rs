@@ -155,6 +155,14 @@ impl Store for ScyllaStore {
         leases::set_marker(self, name).await
     }
 
+    async fn learned(&self, kind: &str) -> StoreResult<Vec<(String, String)>> {
+        leases::learned(self, kind).await
+    }
+
+    async fn set_learned(&self, kind: &str, key: &str, value: Option<&str>) -> StoreResult<()> {
+        leases::set_learned(self, kind, key, value).await
+    }
+
     async fn campaign_halt(&self, id: &str) -> StoreResult<Option<CampaignHalt>> {
         campaigns::campaign_halt(self, id).await
     }
