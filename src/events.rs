@@ -50,6 +50,13 @@ pub enum Event {
         kind: String,
         text: Option<String>,
         payload: Option<String>,
+        /// The business number (`phone_number_id`) that received it.
+        received_by: Option<String>,
+        /// A media's id (download it with `GET /{media_id}`), type and
+        /// caption; a location; an interactive answer (a Flow's parsed);
+        /// a reaction. Absent when the reply has none.
+        #[serde(flatten)]
+        details: Box<crate::webhook::payload::ReplyContent>,
         timestamp: DateTime<Utc>,
     },
     /// The contact opted out of (or back into) messages of `scope`.

@@ -530,6 +530,71 @@ async fn user_preferences_opt_out_and_back_in() {
 /// answers was recorded waits for it, then goes to that campaign and its
 /// agent; one whose wamid never comes goes to the latest campaign after the
 /// wait.
+/// What the agent needs of a reply (payload shapes of Meta's messages
+/// webhook references): the business number that received it, a media's id
+/// and type, a location, a Flow's answer, also for a reply that waited for
+/// its wamid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_carry_media_locations_flows_and_the_receiving_number() {
+    let h = harness_waiting(Duration::from_secs(3)).await;
+    for n in [11, 12] {
+        sent(h.store.as_ref(), n).await;
+    }
+    staged(h.store.as_ref(), 13).await;
+    claimed(h.store.as_ref(), 13).await;
+    let body = envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "messages": [
+            {"from": wa_id(11), "id": "wamid.in.11", "timestamp": "500", "type": "image",
+             "image": {"caption": "mi comprobante", "mime_type": "image/jpeg", "sha256": "SfIn=", "id": "1003383421387256"}},
+            {"from": wa_id(12), "id": "wamid.in.12", "timestamp": "501", "type": "location",
+             "location": {"latitude": 19.4326, "longitude": -99.1332, "name": "Sucursal Centro", "address": "Av. Juárez 10"}},
+            {"from": wa_id(13), "id": "wamid.in.13", "timestamp": "502", "type": "interactive",
+             "context": {"from": "15550783881", "id": "wamid.13"},
+             "interactive": {"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+                             "response_json": "{\"flow_token\": \"pay-13\", \"amount\": \"500\"}"}}}
+        ]
+    }));
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    // The Flow's answer waits for the wamid it answers; then it is settled.
+    assert_eq!(h.store.parked_replies(10).await.unwrap().len(), 1);
+    answered(h.store.as_ref(), 13).await;
+    assert_eq!(h.processor.settle_parked_replies().await, 1);
+
+    let events = read_all(
+        &h.kafka.brokers,
+        &h.events_topic,
+        3,
+        Duration::from_secs(20),
+    );
+    let reply = |id: &str| -> serde_json::Value {
+        events
+            .iter()
+            .map(|(_, p, _)| {
+                serde_json::from_str::<serde_json::Value>(p.as_deref().unwrap()).unwrap()
+            })
+            .find(|e| e["type"] == "reply" && e["message_id"] == id)
+            .unwrap_or_else(|| panic!("no reply event for {id}: {events:?}"))
+    };
+    let image = reply("wamid.in.11");
+    assert_eq!(image["received_by"], "106540352242922");
+    assert_eq!(image["kind"], "image");
+    assert_eq!(image["text"], "mi comprobante");
+    assert_eq!(image["media"]["id"], "1003383421387256");
+    assert_eq!(image["media"]["mime_type"], "image/jpeg");
+    assert!(image.get("location").is_none(), "{image}");
+    let location = reply("wamid.in.12");
+    assert_eq!(location["location"]["latitude"], 19.4326);
+    assert_eq!(location["location"]["address"], "Av. Juárez 10");
+    assert_eq!(location["text"], "Sucursal Centro");
+    let flow = reply("wamid.in.13");
+    assert_eq!(flow["received_by"], "106540352242922", "kept while parked");
+    assert_eq!(flow["campaign_id"], CAMPAIGN);
+    assert_eq!(flow["interactive"]["type"], "nfm_reply");
+    assert_eq!(flow["interactive"]["response"]["flow_token"], "pay-13");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_that_overtakes_its_wamid_waits_for_it() {
     let h = harness_waiting(Duration::from_secs(3)).await;

@@ -212,9 +212,13 @@ impl WebhookProcessor {
                 for s in v.statuses.iter().filter_map(|s| accepted("status", s)) {
                     work.push(futures::future::Either::Left(self.status(s)));
                 }
+                let received_by = v
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.phone_number_id.as_deref());
                 for m in v.messages.iter().filter_map(|m| accepted("message", m)) {
                     work.push(futures::future::Either::Right(
-                        futures::future::Either::Left(self.inbound(m, None)),
+                        futures::future::Either::Left(self.inbound(m, None, received_by)),
                     ));
                 }
                 for p in v

@@ -77,6 +77,8 @@ pub struct OtherInfo {
 
 #[derive(Debug, Deserialize)]
 pub struct Metadata {
+    /// The business number the change is about (the one that received a
+    /// customer's message).
     pub phone_number_id: Option<String>,
 }
 
@@ -115,6 +117,57 @@ pub struct Inbound {
     pub button: Option<Button>,
     pub interactive: Option<Interactive>,
     pub context: Option<Context>,
+    pub image: Option<Media>,
+    pub video: Option<Media>,
+    pub audio: Option<Media>,
+    pub document: Option<Media>,
+    pub sticker: Option<Media>,
+    pub location: Option<Location>,
+    pub reaction: Option<Reaction>,
+    /// Not Meta's: the business number that received the message (the
+    /// change's `metadata.phone_number_id`), kept here so that a reply
+    /// parked for its `context.id` still names it when it is settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_by: Option<String>,
+}
+
+/// An image, video, audio, document or sticker the customer sent: the media
+/// id to download it with (`GET /{media_id}`), its type and caption.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct Media {
+    pub id: Option<String>,
+    pub mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// Documents only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// Audio only: a voice note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<bool>,
+}
+
+/// A location the customer shared.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct Location {
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A reaction to a business message (no `emoji`: the reaction was removed).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct Reaction {
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -130,14 +183,59 @@ pub struct Button {
 
 #[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Interactive {
+    /// `button_reply`, `list_reply` or `nfm_reply` (a Flow's answer).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     pub button_reply: Option<Reply>,
     pub list_reply: Option<Reply>,
+    pub nfm_reply: Option<FlowReply>,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Reply {
     pub id: Option<String>,
     pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The answer of a WhatsApp Flow: `response_json` is a JSON document in a
+/// string (the flow's fields and its `flow_token`).
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct FlowReply {
+    pub name: Option<String>,
+    pub body: Option<String>,
+    pub response_json: Option<String>,
+}
+
+/// What a reply carries beyond its text, for the agent (`wa.events`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ReplyContent {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<Media>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<InteractiveReply>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<Reaction>,
+}
+
+/// A tap on a reply button or a list row, or a Flow's answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InteractiveReply {
+    /// `button_reply`, `list_reply` or `nfm_reply`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A Flow's answer, parsed (its `response_json`), when it parses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -190,7 +288,10 @@ pub fn parse_timestamp(
 }
 
 impl Inbound {
-    /// (kind, text, payload) of the message, for the reply event.
+    /// (kind, text, payload) of the message, for the reply event: the text,
+    /// a button's text and payload, an interactive reply's title and id, a
+    /// media's caption, a location's name (else its address), a reaction's
+    /// emoji, a Flow's body.
     pub fn content(&self) -> (String, Option<String>, Option<String>) {
         let kind = self.kind.clone().unwrap_or_else(|| "unknown".into());
         if let Some(t) = &self.text {
@@ -203,8 +304,72 @@ impl Inbound {
             if let Some(r) = i.button_reply.as_ref().or(i.list_reply.as_ref()) {
                 return (kind, r.title.clone(), r.id.clone());
             }
+            if let Some(f) = &i.nfm_reply {
+                return (kind, f.body.clone(), None);
+            }
+        }
+        if let Some(m) = self.media() {
+            return (kind, m.caption.clone(), None);
+        }
+        if let Some(l) = &self.location {
+            return (kind, l.name.clone().or_else(|| l.address.clone()), None);
+        }
+        if let Some(r) = &self.reaction {
+            return (kind, r.emoji.clone(), None);
         }
         (kind, None, None)
+    }
+
+    fn media(&self) -> Option<&Media> {
+        self.image
+            .as_ref()
+            .or(self.video.as_ref())
+            .or(self.audio.as_ref())
+            .or(self.document.as_ref())
+            .or(self.sticker.as_ref())
+    }
+
+    /// What the reply carries beyond its text: the media to download, the
+    /// location, the interactive answer (a Flow's `response_json` parsed),
+    /// the reaction.
+    pub fn details(&self) -> ReplyContent {
+        let interactive = self.interactive.as_ref().and_then(|i| {
+            let kind = i.kind.clone();
+            if let Some(r) = i.button_reply.as_ref().or(i.list_reply.as_ref()) {
+                let kind = kind.unwrap_or_else(|| {
+                    if i.button_reply.is_some() {
+                        "button_reply"
+                    } else {
+                        "list_reply"
+                    }
+                    .into()
+                });
+                return Some(InteractiveReply {
+                    kind,
+                    id: r.id.clone(),
+                    title: r.title.clone(),
+                    description: r.description.clone(),
+                    response: None,
+                });
+            }
+            let f = i.nfm_reply.as_ref()?;
+            Some(InteractiveReply {
+                kind: kind.unwrap_or_else(|| "nfm_reply".into()),
+                id: f.name.clone(),
+                title: f.body.clone(),
+                description: None,
+                response: f
+                    .response_json
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok()),
+            })
+        });
+        ReplyContent {
+            media: self.media().cloned(),
+            location: self.location.clone(),
+            interactive,
+            reaction: self.reaction.clone(),
+        }
     }
 }
 
@@ -269,6 +434,74 @@ mod tests {
         assert!(parse_timestamp(Some(&v("soon")), now).is_err());
         assert!(parse_timestamp(Some(&serde_json::json!(1.5)), now).is_err());
         assert!(parse_timestamp(Some(&serde_json::json!(-1)), now).is_ok());
+    }
+
+    /// Shapes from Meta's messages webhook references (image, document,
+    /// location, interactive list and Flow replies, reaction).
+    #[test]
+    fn media_locations_flows_and_reactions_carry_their_details() {
+        let m: Inbound = serde_json::from_str(
+            r#"{"from":"16505551234","id":"wamid.1","timestamp":"1749416383","type":"image",
+                "image":{"caption":"Taj Mahal","mime_type":"image/jpeg","sha256":"SfIn=","id":"1003383421387256"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.content(),
+            ("image".into(), Some("Taj Mahal".into()), None)
+        );
+        let media = m.details().media.unwrap();
+        assert_eq!(media.id.as_deref(), Some("1003383421387256"));
+        assert_eq!(media.mime_type.as_deref(), Some("image/jpeg"));
+        let m: Inbound = serde_json::from_str(
+            r#"{"from":"1","id":"x","type":"document","document":{"caption":"my receipt","filename":"receipt.pdf","mime_type":"application/pdf","id":"622684793477189"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.details().media.unwrap().filename.as_deref(),
+            Some("receipt.pdf")
+        );
+        let m: Inbound = serde_json::from_str(
+            r#"{"from":"1","id":"x","type":"location","location":{"address":"101 Forest Ave, Palo Alto, CA 94301","latitude":37.44221496582,"longitude":-122.16165924072,"name":"Philz Coffee"}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.content().1.as_deref(), Some("Philz Coffee"));
+        let l = m.details().location.unwrap();
+        assert!((l.latitude.unwrap() - 37.442_214_965_82).abs() < 1e-9);
+        let m: Inbound = serde_json::from_str(
+            r#"{"from":"1","id":"x","type":"interactive","interactive":{"type":"list_reply",
+                "list_reply":{"id":"priority_express","title":"Priority Mail Express","description":"Next Day to 2 Days"}}}"#,
+        )
+        .unwrap();
+        let i = m.details().interactive.unwrap();
+        assert_eq!(
+            (i.kind.as_str(), i.id.as_deref(), i.description.as_deref()),
+            (
+                "list_reply",
+                Some("priority_express"),
+                Some("Next Day to 2 Days")
+            )
+        );
+        let m: Inbound = serde_json::from_str(
+            r#"{"from":"1","id":"x","type":"interactive","interactive":{"type":"nfm_reply",
+                "nfm_reply":{"name":"flow","body":"Sent","response_json":"{\"flow_token\": \"T1\", \"amount\": \"500\"}"}}}"#,
+        )
+        .unwrap();
+        let i = m.details().interactive.unwrap();
+        assert_eq!(i.kind, "nfm_reply");
+        assert_eq!(i.response.unwrap()["flow_token"], "T1");
+        let m: Inbound = serde_json::from_str(
+            r#"{"from":"1","id":"x","type":"reaction","reaction":{"message_id":"wamid.B","emoji":"👍"}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.content().1.as_deref(), Some("👍"));
+        assert_eq!(
+            m.details().reaction.unwrap().message_id.as_deref(),
+            Some("wamid.B")
+        );
+        let text: Inbound =
+            serde_json::from_str(r#"{"from":"1","id":"x","type":"text","text":{"body":"hola"}}"#)
+                .unwrap();
+        assert_eq!(text.details(), ReplyContent::default());
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl WebhookProcessor {
                     continue;
                 }
             };
-            let published = match self.inbound(&message, Some(reply.parked_at)).await {
+            let received_by = message.received_by.clone();
+            let published = match self
+                .inbound(&message, Some(reply.parked_at), received_by.as_deref())
+                .await
+            {
                 Ok(events) => match &self.events {
                     Some(producer) if !events.is_empty() => {
                         producer.publish(&events).await.map_err(ProcessError::from)
@@ -96,6 +100,7 @@ impl WebhookProcessor {
         &self,
         m: &Inbound,
         parked: Option<chrono::DateTime<Utc>>,
+        received_by: Option<&str>,
     ) -> Result<Vec<Event>, ProcessError> {
         let Some(from) = m.from.as_deref() else {
             return Ok(Vec::new());
@@ -113,7 +118,7 @@ impl WebhookProcessor {
             self.is_opt_out_keyword(text.as_deref()) || self.is_opt_out_keyword(payload.as_deref());
         if correlated.is_none()
             && self
-                .park_for_context(m, context, parked, &sender, opts_out, at)
+                .park_for_context(m, context, parked, (&sender, received_by), opts_out, at)
                 .await?
         {
             return Ok(Vec::new());
@@ -173,6 +178,8 @@ impl WebhookProcessor {
             kind,
             text,
             payload,
+            received_by: received_by.map(str::to_string),
+            details: Box::new(m.details()),
             timestamp: at,
         });
         Ok(events)
@@ -189,7 +196,7 @@ impl WebhookProcessor {
         m: &Inbound,
         context: Option<&str>,
         parked: Option<chrono::DateTime<Utc>>,
-        sender: &ContactKey,
+        (sender, received_by): (&ContactKey, Option<&str>),
         opts_out: bool,
         at: chrono::DateTime<Utc>,
     ) -> Result<bool, ProcessError> {
@@ -208,11 +215,16 @@ impl WebhookProcessor {
                 .set_opt_out(sender, self.settings.keyword_scope, true, at)
                 .await?;
         }
+        // The message as Meta sent it, with the number that received it.
+        let mut message = serde_json::to_value(m).unwrap_or_default();
+        if let (Some(by), Some(o)) = (received_by, message.as_object_mut()) {
+            o.insert("received_by".into(), by.into());
+        }
         self.store
             .park_reply(&ParkedReply {
                 message_id: id.to_string(),
                 wamid: wamid.to_string(),
-                message: serde_json::to_string(m).unwrap_or_default(),
+                message: message.to_string(),
                 parked_at: Utc::now(),
             })
             .await?;
