@@ -317,6 +317,7 @@ pub fn webhook_processor(
     catalog: crate::ingest::catalog::CampaignCatalog,
     events: crate::events::EventsProducer,
     templates: Arc<crate::dispatch::templates::TemplateBook>,
+    limits: Arc<crate::dispatch::limits::LimitBook>,
 ) -> anyhow::Result<Arc<crate::webhook::WebhookProcessor>> {
     let w = &config.whatsapp;
     if w.app_secret.is_none() {
@@ -341,7 +342,8 @@ pub fn webhook_processor(
                 }),
             },
         )
-        .with_templates(templates),
+        .with_templates(templates)
+        .with_limits(limits),
     ))
 }
 
@@ -416,6 +418,8 @@ pub struct Daemon {
     lease: tokio::task::JoinHandle<()>,
     /// Reads the template book again from the store.
     template_refresh: tokio::task::JoinHandle<()>,
+    /// Reads the messaging limit again from the store.
+    limit_refresh: tokio::task::JoinHandle<()>,
 }
 
 /// The webhook receiver of a starting daemon: its listener and the task
@@ -431,9 +435,19 @@ fn start_webhooks(
     store: Arc<dyn Store>,
     pipeline: &Pipeline,
     events: crate::events::EventsProducer,
-    templates: Arc<crate::dispatch::templates::TemplateBook>,
+    (templates, limits): (
+        Arc<crate::dispatch::templates::TemplateBook>,
+        Arc<crate::dispatch::limits::LimitBook>,
+    ),
 ) -> anyhow::Result<Webhooks> {
-    let processor = webhook_processor(config, store, pipeline.catalog.clone(), events, templates)?;
+    let processor = webhook_processor(
+        config,
+        store,
+        pipeline.catalog.clone(),
+        events,
+        templates,
+        limits,
+    )?;
     // Replies that arrived before the wamid they answer was recorded.
     let parked_replies = tokio::spawn(
         processor
@@ -519,12 +533,18 @@ impl Daemon {
             .await
             .context("reading template health from the store")?;
         let template_refresh = tokio::spawn(templates.clone().run_refresh(store.clone()));
+        // The messaging limit Meta stated, read before the first claim.
+        let limits = Arc::new(crate::dispatch::limits::LimitBook::default());
+        limits
+            .refresh(store.as_ref())
+            .await
+            .context("reading the messaging limit from the store")?;
         let webhooks = start_webhooks(
             &config,
             store.clone(),
             &pipeline,
             events.clone(),
-            templates.clone(),
+            (templates.clone(), limits.clone()),
         )?;
         let owner = crate::dispatch::lease::run_owner(instance);
         tracing::info!(%owner, "instance lease name");
@@ -539,7 +559,7 @@ impl Daemon {
             catalog: pipeline.catalog.clone(),
             campaigns: Arc::default(),
             suppressions: pipeline.suppressions.clone(),
-            portfolio: Default::default(),
+            portfolio: crate::dispatch::registry::PortfolioLimit::with_book(limits.clone()),
             resend_unknown_after: Default::default(),
             marketing_cap: Default::default(),
             events: Some(events),
@@ -554,6 +574,14 @@ impl Daemon {
             env.clone(),
             owner,
         );
+        let limit_refresh = {
+            let env = env.clone();
+            tokio::spawn(limits.run_refresh(
+                store.clone(),
+                crate::dispatch::templates::REFRESH,
+                move || env.portfolio.publish(),
+            ))
+        };
         let senders = registry.senders();
         let registry = registry.start();
         let (admin, admin_addr) = start_admin(&config, store.clone(), &pipeline, &env)?;
@@ -571,6 +599,7 @@ impl Daemon {
             parked_replies: webhooks.parked_replies,
             lease,
             template_refresh,
+            limit_refresh,
         })
     }
 
@@ -605,6 +634,7 @@ impl Daemon {
         self.server.stop(true).await;
         self.parked_replies.abort();
         self.template_refresh.abort();
+        self.limit_refresh.abort();
         // What is still claimed now may be on the wire: the next owner of
         // its shard settles it as soon as the lease is gone.
         self.lease.abort();

@@ -21,6 +21,7 @@ use crate::import;
 use crate::report::CampaignSummary;
 
 mod conversions;
+mod limits;
 mod templates;
 
 pub const PROMO_SPEC: &str = include_str!("../config/examples/promo.json");
@@ -226,6 +227,9 @@ async fn run_async(
     let store = app::open_store(&config).await?;
     let daemon = app::Daemon::start(config.clone(), store.clone()).await?;
     let started = Instant::now();
+    let limit = limits::state_limit(&sandbox.base_url(), &daemon.env.portfolio)
+        .await
+        .context("the demo's messaging limit")?;
     let published = Arc::new(conversions::Published::default());
     let stream = tokio::spawn(conversions::run(
         producer.clone(),
@@ -273,6 +277,7 @@ async fn run_async(
         (&published, &credited),
     )
     .await?;
+    limit.print();
     pause.print(PROMO_ID);
     println!("\nfinished in {:.1} s", elapsed.as_secs_f64());
     sandbox.stop().await;

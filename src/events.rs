@@ -117,6 +117,16 @@ pub enum Event {
         /// When the conversion happened (the record's `at`).
         timestamp: DateTime<Utc>,
     },
+    /// Meta stated the portfolio's messaging limit (unique users per
+    /// rolling 24 h). Keyed by `portfolio`.
+    MessagingLimit {
+        /// Null when unlimited.
+        limit: Option<u64>,
+        /// The webhook field: `business_capability_update` or
+        /// `phone_number_quality_update`.
+        source: String,
+        timestamp: DateTime<Utc>,
+    },
     /// What Meta said of a template changed what is known of it. Keyed by
     /// the template's name.
     Template {
@@ -154,6 +164,7 @@ impl Event {
                 campaign_id
             }
             Event::Template { template, .. } => template,
+            Event::MessagingLimit { .. } => "portfolio",
         }
     }
 }

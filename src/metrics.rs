@@ -50,6 +50,7 @@ pub struct Metrics {
     pub campaign_eta: GaugeVec,
     pub template_updates: IntCounterVec,
     pub templates_held: prometheus::IntGauge,
+    pub portfolio_limit: prometheus::IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -309,6 +310,15 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            portfolio_limit: {
+                let g = prometheus::IntGauge::new(
+                    "wadispatch_portfolio_limit",
+                    "The portfolio limit in force (unique recipients per rolling 24 h): dispatch.portfolio_daily_limit as a ceiling over the messaging limit Meta states; -1 when there is none.",
+                )
+                .expect("metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }
@@ -317,7 +327,7 @@ impl Metrics {
     /// counters, without the `_bucket`/`_sum`/`_count` series suffixes).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 32] = [
+        let collectors: [&dyn Collector; 33] = [
             &self.audience_records,
             &self.campaign_specs,
             &self.dispatch,
@@ -350,6 +360,7 @@ impl Metrics {
             &self.campaign_eta,
             &self.template_updates,
             &self.templates_held,
+            &self.portfolio_limit,
         ];
         collectors
             .iter()
@@ -464,6 +475,13 @@ pub fn conversion_record(outcome: &str) {
 /// [`Metrics::template_updates`]).
 pub fn template_update(event: &str) {
     metrics().template_updates.with_label_values(&[event]).inc();
+}
+
+/// The portfolio limit in force (`None`: no limit, shown as -1).
+pub fn portfolio_limit(limit: Option<u64>) {
+    metrics()
+        .portfolio_limit
+        .set(limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)));
 }
 
 /// How many templates are held now.
@@ -825,7 +843,8 @@ mod tests {
     #[test]
     fn names_lists_every_family() {
         let names = metrics().names();
-        assert_eq!(names.len(), 32);
+        assert_eq!(names.len(), 33);
+        assert!(names.contains(&"wadispatch_portfolio_limit".to_string()));
         assert!(names.contains(&"wadispatch_templates_held".to_string()));
         assert!(names.contains(&"wadispatch_sender_circuit_open".to_string()));
         assert!(names.contains(&"wadispatch_trigger_cancels_total".to_string()));

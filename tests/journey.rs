@@ -196,7 +196,24 @@ fn the_fallback_reaches_exactly_the_contacts_whose_message_failed() {
         let id = "fallback";
         let later = step("retry", "promo_b", "primary", "failed", "0s");
         let daemon = start(&w, id, &spec(id, &later), 300).await;
-        let rows = final_rows(&daemon, id, 300).await;
+        // Every row final is not enough: an accepted primary whose failure
+        // webhook is still on its way looks final until it comes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let rows = loop {
+            let rows = final_rows(&daemon, id, 300).await;
+            if rows
+                .iter()
+                .filter(|r| fails(r))
+                .all(|r| step_state(r, "retry").is_some())
+            {
+                break rows;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the failure webhooks never came"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let mut fell_back = 0;
         for row in &rows {
             let fallback = step_state(row, "retry");

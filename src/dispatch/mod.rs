@@ -10,12 +10,14 @@
 //! - [`campaign`]: `CampaignActor` per campaign (scan, checks, claim).
 //! - [`registry`]: `CampaignRegistry` (catalog → actors, overrides, reload).
 //! - [`lease`]: this instance's lease; [`settle`]: claims of instances gone.
+//! - [`limits`]: the messaging limit Meta stated for the portfolio.
 //! - [`templates`]: the template book (what Meta said of each template),
 //!   read before every claim.
 
 pub mod campaign;
 pub mod decision;
 pub mod lease;
+pub mod limits;
 pub mod policy;
 pub mod registry;
 pub mod sender;

@@ -39,10 +39,16 @@ type Window = (VecDeque<(DateTime<Utc>, ContactKey)>, HashSet<ContactKey>);
 /// it, a contact not counted here already waits without a store call.
 #[derive(Default)]
 pub struct PortfolioLimit {
+    /// `dispatch.portfolio_daily_limit`: a ceiling over Meta's limit.
     limit: Mutex<Option<u64>>,
+    /// The messaging limit Meta stated (shared with the webhook receiver).
+    pub learned: Arc<super::limits::LimitBook>,
     window: Mutex<Window>,
     /// The store found the window full; the first place frees then.
     full_until: Mutex<Option<DateTime<Utc>>>,
+    /// The generation of `learned` when `full_until` was last valid: a new
+    /// limit from Meta makes the store's answer stale.
+    seen: std::sync::atomic::AtomicU64,
 }
 
 impl PortfolioLimit {
@@ -51,8 +57,37 @@ impl PortfolioLimit {
         *self.full_until.lock_or_recover() = None;
     }
 
+    /// A portfolio limit that reads what Meta says from `learned`.
+    pub fn with_book(learned: Arc<super::limits::LimitBook>) -> Self {
+        PortfolioLimit {
+            learned,
+            ..Default::default()
+        }
+    }
+
+    /// The limit in force: the configured ceiling over Meta's limit.
     pub fn limit(&self) -> Option<u64> {
-        *self.limit.lock_or_recover()
+        let learned = self.learned.learned().map(|l| l.limit);
+        crate::domain::MessagingLimit::effective(*self.limit.lock_or_recover(), learned)
+    }
+
+    /// Where the limit in force comes from, in words.
+    pub fn describe(&self) -> Option<String> {
+        let limit = self.limit()?;
+        let configured = *self.limit.lock_or_recover();
+        Some(match self.learned.learned() {
+            Some(l) if configured != Some(limit) || configured.is_none() => format!(
+                "{limit} unique recipients per 24 h (Meta's messaging limit, from {} at {})",
+                l.source,
+                l.at.format("%Y-%m-%d %H:%M UTC")
+            ),
+            _ => format!("{limit} unique recipients per 24 h (dispatch.portfolio_daily_limit)"),
+        })
+    }
+
+    /// `wadispatch_portfolio_limit`: the limit in force, -1 for none.
+    pub fn publish(&self) {
+        crate::metrics::portfolio_limit(self.limit());
     }
 
     /// The store found every place taken until `until`.
@@ -75,13 +110,26 @@ impl PortfolioLimit {
     }
 
     pub fn wait(&self, contact: &ContactKey, now: DateTime<Utc>) -> Option<String> {
-        let limit = (*self.limit.lock_or_recover())?;
+        let limit = self.limit()?;
+        let generation = self.learned.generation();
+        if self
+            .seen
+            .swap(generation, std::sync::atomic::Ordering::AcqRel)
+            != generation
+        {
+            *self.full_until.lock_or_recover() = None;
+        }
         let full = self.full_until.lock_or_recover().is_some_and(|t| t > now);
         let mut w = self.window.lock_or_recover();
         Self::prune(&mut w, now);
         // A recipient is the contact, whichever occurrence's row it is.
-        ((full || w.1.len() as u64 >= limit) && !w.1.contains(&contact.recipient()))
-            .then(|| format!("portfolio limit of {limit} unique recipients per 24 h reached"))
+        ((full || w.1.len() as u64 >= limit) && !w.1.contains(&contact.recipient())).then(|| {
+            format!(
+                "portfolio limit of {} reached",
+                self.describe()
+                    .unwrap_or_else(|| format!("{limit} unique recipients per 24 h"))
+            )
+        })
     }
 
     pub fn note(&self, contact: &ContactKey, now: DateTime<Utc>) {
@@ -115,6 +163,7 @@ impl Env {
     fn apply_dispatch(&self, config: &Config) {
         let d = &config.dispatch;
         self.portfolio.set_limit(d.portfolio_daily_limit);
+        self.portfolio.publish();
         self.templates
             .set_policy(config.whatsapp.template_red_quality);
         *self.resend_unknown_after.write_or_recover() = d.resend_unknown_after_secs;

@@ -25,6 +25,8 @@
 //!   per contact and the dedupe window.
 //! - [`goal`]: conversion goals, `wa.conversions` records and their
 //!   attribution to a journey.
+//! - [`messaging_limit`]: Meta's messaging limit (unique users per 24 h)
+//!   and the limit in force under the configured ceiling.
 //! - [`template_health`]: what Meta says of a template (status, quality,
 //!   132015 / 132016) and whether it may be sent.
 //!
@@ -41,6 +43,7 @@ pub mod contact;
 pub mod error_class;
 pub mod goal;
 pub mod journey;
+pub mod messaging_limit;
 pub mod problem;
 pub mod state;
 pub mod template;
@@ -54,6 +57,7 @@ pub use contact::*;
 pub use error_class::*;
 pub use goal::*;
 pub use journey::*;
+pub use messaging_limit::*;
 pub use problem::*;
 pub use state::*;
 pub use template::*;

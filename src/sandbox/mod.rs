@@ -11,7 +11,8 @@
 //! - `webhooks`: timelines of status/reply webhooks, batching, signing,
 //!   bounded retries.
 //! - `server`: actix-web handlers and the thread that hosts them.
-//! - `templates`: template statuses and their webhooks.
+//! - `templates`: template statuses and their webhooks; `account`: the
+//!   messaging limit's webhooks.
 //!
 //! Behaviour, with the Meta facts behind it:
 //! - `POST /{version}/{phone_number_id}/messages` with `Authorization: Bearer`
@@ -42,8 +43,10 @@
 //! `GET /sandbox/recipients/{to}` (`{"recipient","messages"}`),
 //! `POST /sandbox/reset`, `POST /sandbox/templates` (`{"name","language",
 //! "event"}` or `{…,"quality"}`: Meta changes a template's status or score
-//! and posts the webhook; see `templates`).
+//! and posts the webhook; see `templates`), `POST /sandbox/limits`
+//! (`{"limit"}`: Meta states the messaging limit; see `account`).
 
+mod account;
 mod rules;
 mod server;
 mod sms;

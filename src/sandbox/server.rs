@@ -487,6 +487,10 @@ pub(crate) async fn start(config: SandboxConfig) -> std::io::Result<Running> {
                             web::post().to(super::templates::change_template),
                         )
                         .route(
+                            "/sandbox/limits",
+                            web::post().to(super::account::change_limit),
+                        )
+                        .route(
                             "/{version}/{phone_number_id}/messages",
                             web::post().to(send_message),
                         )

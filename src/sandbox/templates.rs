@@ -97,7 +97,7 @@ impl TemplateStates {
     }
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -191,7 +191,7 @@ pub(crate) async fn change_template(
 }
 
 /// Posts one signed webhook, a few tries; answers the last HTTP status.
-async fn post(url: &str, secret: &str, body: &serde_json::Value) -> Option<u16> {
+pub(super) async fn post(url: &str, secret: &str, body: &serde_json::Value) -> Option<u16> {
     let body = serde_json::to_vec(body).unwrap_or_default();
     let signature = signature(secret.as_bytes(), &body);
     let client = reqwest::Client::builder()

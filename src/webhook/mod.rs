@@ -11,6 +11,7 @@
 //! [`WebhookProcessor`] holds the logic and is usable without HTTP (tests,
 //! benchmarks); the actix handlers are thin glue.
 
+mod account;
 mod http;
 pub mod payload;
 mod replies;
@@ -98,6 +99,8 @@ pub struct WebhookProcessor {
     settings: WebhookSettings,
     /// What Meta said of each template (shared with dispatch).
     templates: Arc<crate::dispatch::templates::TemplateBook>,
+    /// The messaging limit Meta stated (shared with dispatch).
+    limits: Arc<crate::dispatch::limits::LimitBook>,
 }
 
 impl WebhookProcessor {
@@ -118,7 +121,15 @@ impl WebhookProcessor {
             catalog,
             settings,
             templates: Arc::default(),
+            limits: Arc::default(),
         }
+    }
+
+    /// Shares `limits` with dispatch: a messaging limit Meta states applies
+    /// to the portfolio limit at once.
+    pub fn with_limits(mut self, limits: Arc<crate::dispatch::limits::LimitBook>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Shares `templates` with dispatch: template updates then hold and
@@ -207,6 +218,12 @@ impl WebhookProcessor {
                 {
                     // Rare, and each reads what the others wrote: one at a time.
                     events.extend(self.template_change(field, v, entry_at).await?);
+                    continue;
+                }
+                if let Some(field @ (account::CAPABILITY_FIELD | account::NUMBER_QUALITY_FIELD)) =
+                    change.field.as_deref()
+                {
+                    events.extend(self.account_change(field, v, entry_at).await?);
                     continue;
                 }
                 for s in v.statuses.iter().filter_map(|s| accepted("status", s)) {

@@ -67,6 +67,13 @@ pub struct ChangeValue {
     /// On pauses: `{"title": "FIRST_PAUSE", "description": "..."}`.
     pub other_info: Option<OtherInfo>,
     pub new_quality_score: Option<String>,
+    // `business_capability_update` and `phone_number_quality_update`: the
+    // messaging limit, a number (-1 unlimited) or a tier (`TIER_2K`).
+    pub max_daily_conversations_per_business: Option<serde_json::Value>,
+    /// Before October 2025 the limit was per number (still sent by some).
+    pub max_daily_conversation_per_phone: Option<serde_json::Value>,
+    pub current_limit: Option<serde_json::Value>,
+    pub display_phone_number: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

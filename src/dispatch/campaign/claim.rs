@@ -496,11 +496,14 @@ impl Pump {
             }
             Ok(RecipientCount::Full { until }) => {
                 self.env.portfolio_full(until);
-                self.state.set_wait(Some((
-                    "portfolio_limit",
-                    format!("portfolio limit of {limit} unique recipients per 24 h reached"),
-                )));
-                until
+                let why = self.env.portfolio_wait(contact).unwrap_or_else(|| {
+                    format!("portfolio limit of {limit} unique recipients per 24 h reached")
+                });
+                self.state.set_wait(Some(("portfolio_limit", why)));
+                // Looked at again soon, not when the oldest place frees: a
+                // limit Meta raises meanwhile frees places at once. Until
+                // then the window known full holds it without a claim.
+                until.min(now + chrono::Duration::seconds(admission::PORTFOLIO_RECHECK_SECS))
             }
             Err(e) => {
                 tracing::warn!(campaign = %self.state.id, error = %e, "cannot count the recipient against the portfolio limit; the contact goes back to pending");

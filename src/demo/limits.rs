@@ -1,0 +1,56 @@
+//! The demo's messaging limit: as the campaigns start, Meta states the
+//! portfolio's limit (the sandbox posts the signed
+//! `business_capability_update` webhook with the 100K tier), and the daemon
+//! applies it to the portfolio limit.
+
+use crate::dispatch::registry::PortfolioLimit;
+
+/// Meta's tier in the demo: above the demo's audience, so nothing waits.
+const TIER: &str = "TIER_100K";
+
+/// What the demo saw of the limit.
+#[derive(Debug)]
+pub(super) struct LimitReport {
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+pub(super) async fn state_limit(
+    sandbox: &str,
+    portfolio: &PortfolioLimit,
+) -> anyhow::Result<LimitReport> {
+    let before = portfolio.describe();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{sandbox}/sandbox/limits"))
+        .json(&serde_json::json!({"limit": TIER}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        answer["webhook_status"] == 200,
+        "the daemon did not take the messaging limit webhook: {answer}"
+    );
+    Ok(LimitReport {
+        before,
+        after: portfolio.describe(),
+    })
+}
+
+impl LimitReport {
+    pub(super) fn print(&self) {
+        println!("\n=== messaging limit ===");
+        println!(
+            "before Meta said anything: {}",
+            self.before.as_deref().unwrap_or("no portfolio limit")
+        );
+        println!("Meta stated {TIER} (webhook business_capability_update)");
+        println!(
+            "limit in force: {}",
+            self.after
+                .as_deref()
+                .unwrap_or("no portfolio limit (not applied!)")
+        );
+    }
+}

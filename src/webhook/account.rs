@@ -1,0 +1,62 @@
+//! Account updates: `business_capability_update` and
+//! `phone_number_quality_update` state the portfolio's messaging limit,
+//! which the limit book (shared with dispatch) applies to the portfolio
+//! limit at once (docs/ARCHITECTURE.md, "Portfolio limit").
+
+use chrono::{DateTime, Utc};
+
+use super::payload::ChangeValue;
+use crate::domain::MessagingLimit;
+use crate::events::Event;
+
+use super::*;
+
+pub(super) const CAPABILITY_FIELD: &str = "business_capability_update";
+pub(super) const NUMBER_QUALITY_FIELD: &str = "phone_number_quality_update";
+
+impl WebhookProcessor {
+    /// One account update: the messaging limit it states, if any, learned.
+    pub(super) async fn account_change(
+        &self,
+        field: &str,
+        v: &ChangeValue,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Event>, ProcessError> {
+        // Since October 2025 the limit is the portfolio's; the per-number
+        // values of older payloads stand for it when it is absent.
+        let per_number = match field {
+            NUMBER_QUALITY_FIELD => v.current_limit.as_ref(),
+            _ => v.max_daily_conversation_per_phone.as_ref(),
+        };
+        let stated = v
+            .max_daily_conversations_per_business
+            .as_ref()
+            .and_then(MessagingLimit::parse)
+            .or_else(|| per_number.and_then(MessagingLimit::parse));
+        if field == NUMBER_QUALITY_FIELD {
+            if let Some(event) = v.event.as_deref() {
+                tracing::info!(number = ?v.display_phone_number, event, "phone number quality update");
+            }
+        }
+        let Some(limit) = stated else {
+            return Ok(Vec::new());
+        };
+        if !self
+            .limits
+            .learn(self.store.as_ref(), limit, field, at)
+            .await?
+        {
+            return Ok(Vec::new());
+        }
+        tracing::warn!(%limit, source = field, "Meta stated the portfolio's messaging limit: it applies from the next claim (under dispatch.portfolio_daily_limit when that is lower)");
+        crate::metrics::webhook_status("messaging_limit");
+        Ok(vec![Event::MessagingLimit {
+            limit: match limit {
+                MessagingLimit::Users(n) => Some(n),
+                MessagingLimit::Unlimited => None,
+            },
+            source: field.to_string(),
+            timestamp: at,
+        }])
+    }
+}
