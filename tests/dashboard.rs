@@ -462,3 +462,33 @@ fn goals_show_conversions_their_rate_and_value() {
     );
     assert!(row + 3 < all.len(), "the row has its panels");
 }
+
+#[test]
+fn meta_signals_show_held_templates_and_the_limit_in_force() {
+    let dashboard = dashboard();
+    let all = panels(&dashboard);
+    let row = all
+        .iter()
+        .position(|p| is_row(p) && title(p).starts_with("Meta's signals"))
+        .unwrap_or_else(|| panic!("{DASHBOARD}: no row \"Meta's signals\""));
+    let exprs: Vec<String> = expressions(&dashboard)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    for metric in [
+        "wadispatch_templates_held",
+        "wadispatch_portfolio_limit",
+        "wadispatch_template_updates_total",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "{DASHBOARD}: no panel shows {metric}"
+        );
+    }
+    assert!(row + 3 < all.len(), "the row has its panels");
+    let rules = read("grafana/alerts.yml");
+    assert!(
+        rules.contains("wadispatch_templates_held"),
+        "an alert on held templates"
+    );
+}
