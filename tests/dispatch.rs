@@ -54,12 +54,6 @@ async fn publish_campaign(w: &World, id: &str, spec: &str, contacts: std::ops::R
     publish_all(&p, &w.config.kafka.topics.audience, &records).await;
 }
 
-async fn summary(daemon: &Daemon, id: &str) -> CampaignSummary {
-    CampaignSummary::compute(daemon.store.as_ref(), id)
-        .await
-        .unwrap()
-}
-
 /// The summary once `failed` contacts of `id` are failed (webhooks arrive
 /// after the API answers that end `wait_done`).
 async fn wait_failed(daemon: &Daemon, id: &str, failed: u64) -> CampaignSummary {
@@ -72,22 +66,6 @@ async fn wait_failed(daemon: &Daemon, id: &str, failed: u64) -> CampaignSummary 
         assert!(
             std::time::Instant::now() < deadline,
             "{id}: {failed} failures expected: {:?}",
-            s.contacts.by_state
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_done(daemon: &Daemon, id: &str, staged: u64, timeout: Duration) -> CampaignSummary {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let s = summary(daemon, id).await;
-        if s.staged == staged && s.open() == 0 {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{id} not done: {:?}",
             s.contacts.by_state
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -540,19 +518,6 @@ fn admin_endpoints_show_a_small_campaign() {
         );
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
-}
-
-/// The campaign's live state inside the daemon, once its dispatcher runs.
-async fn live(
-    daemon: &Daemon,
-    id: &str,
-) -> std::sync::Arc<wadispatch::dispatch::campaign::CampaignState> {
-    let find = || daemon.env.campaigns.read().unwrap().get(id).cloned();
-    wait_until(Duration::from_secs(30), "the campaign's dispatcher", || {
-        find().is_some()
-    })
-    .await;
-    find().unwrap()
 }
 
 /// Claim times of every row of a campaign.

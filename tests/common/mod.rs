@@ -136,6 +136,67 @@ pub async fn publish_all(
     out
 }
 
+/// A campaign's live state inside `daemon`, once its dispatcher runs.
+pub async fn live(
+    daemon: &wadispatch::app::Daemon,
+    id: &str,
+) -> std::sync::Arc<wadispatch::dispatch::campaign::CampaignState> {
+    let find = || daemon.env.campaigns.read().unwrap().get(id).cloned();
+    wait_until(Duration::from_secs(30), "the campaign's dispatcher", || {
+        find().is_some()
+    })
+    .await;
+    find().unwrap()
+}
+
+/// Meta does something in the sandbox (`POST /sandbox/<what>` with `body`);
+/// answers the HTTP status the daemon's webhook receiver gave, if a webhook
+/// was posted.
+pub async fn meta_does(sandbox: &str, what: &str, body: serde_json::Value) -> Option<u64> {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{sandbox}/sandbox/{what}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["webhook_status"].as_u64()
+}
+
+/// The funnel of campaign `id` as the store has it now.
+pub async fn summary(
+    daemon: &wadispatch::app::Daemon,
+    id: &str,
+) -> wadispatch::report::CampaignSummary {
+    wadispatch::report::CampaignSummary::compute(daemon.store.as_ref(), id)
+        .await
+        .unwrap()
+}
+
+/// Waits until `staged` contacts of `id` are staged and none is open.
+pub async fn wait_done(
+    daemon: &wadispatch::app::Daemon,
+    id: &str,
+    staged: u64,
+    timeout: Duration,
+) -> wadispatch::report::CampaignSummary {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let s = summary(daemon, id).await;
+        if s.staged == staged && s.open() == 0 {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} not done: {:?}",
+            s.contacts.by_state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until `cond` holds, polling every 50 ms; panics with `what` after `timeout`.
 pub async fn wait_until<F: FnMut() -> bool>(timeout: Duration, what: &str, mut cond: F) {
     let deadline = Instant::now() + timeout;
