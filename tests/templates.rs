@@ -156,6 +156,26 @@ fn a_paused_template_holds_its_campaign_before_the_next_claim_until_approved() {
         wait_done(&daemon, "tpl-c", 300, Duration::from_secs(120)).await;
         let stats = w.sandbox.stats();
         assert_eq!(stats.duplicate_recipients, 0);
+        use wadispatch::domain::ObservedState;
+        wait_until(Duration::from_secs(10), "completed", || {
+            *a.observed.lock().unwrap() == Some(ObservedState::Completed)
+        })
+        .await;
+        // The template archived after its campaign completed: the campaign
+        // stays completed (it would claim nothing anyway).
+        let answered = meta_says(
+            &w,
+            serde_json::json!({"name": "promo", "language": "es_MX", "event": "ARCHIVED"}),
+        )
+        .await;
+        assert_eq!(answered, Some(200));
+        assert!(a.template_hold().is_some(), "archived holds the template");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            *a.observed.lock().unwrap(),
+            Some(ObservedState::Completed),
+            "a completed campaign is not failed by a template it no longer sends"
+        );
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
 }

@@ -101,8 +101,12 @@ impl LimitBook {
     ) {
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self.refresh(store.as_ref()).await {
-                tracing::warn!(error = %e, "cannot read the messaging limit from the store; trying again");
+            {
+                // Never between a learn's store write and its memory update.
+                let _one_at_a_time = self.learning.lock().await;
+                if let Err(e) = self.refresh(store.as_ref()).await {
+                    tracing::warn!(error = %e, "cannot read the messaging limit from the store; trying again");
+                }
             }
             changed();
         }

@@ -55,10 +55,15 @@ impl TemplateBook {
 
     /// Changes what a RED score does (a reload).
     pub fn set_policy(&self, policy: RedQualityPolicy) {
-        let mut p = self.policy.write_or_recover();
-        if *p != policy {
+        let changed = {
+            let mut p = self.policy.write_or_recover();
+            let changed = *p != policy;
             *p = policy;
+            changed
+        };
+        if changed {
             self.generation.fetch_add(1, Ordering::AcqRel);
+            self.publish_metrics();
         }
     }
 
@@ -155,6 +160,9 @@ impl TemplateBook {
     pub async fn run_refresh(self: Arc<Self>, store: Arc<dyn Store>) {
         loop {
             tokio::time::sleep(REFRESH).await;
+            // Never between a learn's store write and its memory update: the
+            // older read would undo it for a round.
+            let _one_at_a_time = self.learning.lock().await;
             if let Err(e) = self.refresh(store.as_ref()).await {
                 tracing::warn!(error = %e, "cannot read template health from the store; trying again");
             }

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A template as Meta names it: its name and its language. Webhooks write
@@ -135,6 +135,10 @@ pub struct TemplateHealth {
     pub source: String,
     /// When it was learned (the webhook's `time`, or the answer's arrival).
     pub at: DateTime<Utc>,
+    /// Meta's time of the latest webhook applied: webhooks are ordered by
+    /// it, never against an answer's time (another clock).
+    #[serde(default)]
+    pub webhook_at: Option<DateTime<Utc>>,
 }
 
 impl TemplateHealth {
@@ -155,17 +159,17 @@ impl TemplateHealth {
             reason: None,
             source: "webhook".into(),
             at,
+            webhook_at: None,
         });
-        // Webhooks carry whole seconds: an answer's time is cut to the same
-        // grain, so an approval in the second of a 132015 is not older.
-        let at = match signal {
-            TemplateSignal::Error { .. } => at.trunc_subsecs(0),
-            _ => at,
-        };
-        if let Some(prev) = prev {
-            if at < prev.at {
+        // Webhooks are ordered among themselves by Meta's clock (the entry's
+        // `time`); an answer's time is ours, so it never makes a webhook
+        // delivered after it look older.
+        let webhook = !matches!(signal, TemplateSignal::Error { .. });
+        if webhook {
+            if prev.and_then(|p| p.webhook_at).is_some_and(|w| at < w) {
                 return None;
             }
+            next.webhook_at = Some(at);
         }
         match signal {
             TemplateSignal::Status { event, reason } => {
@@ -189,6 +193,7 @@ impl TemplateHealth {
                             .status
                             .as_deref()
                             .is_some_and(|s| SENDABLE.contains(&s));
+                    // Compared on our clock: when the approval was learned.
                     if approved && at - prev.at < Duration::seconds(ERROR_AFTER_APPROVAL) {
                         return None;
                     }
@@ -370,6 +375,12 @@ mod tests {
         );
         let again = TemplateHealth::after(Some(&approved), &promo(), &signal, t(200)).unwrap();
         assert!(again.hold(RedQualityPolicy::Halt).is_some());
+        // An answer learned on our clock a few seconds ahead of Meta's does
+        // not make the approval that follows it look older.
+        let held = TemplateHealth::after(None, &promo(), &signal, t(100)).unwrap();
+        let approved =
+            TemplateHealth::after(Some(&held), &promo(), &status("APPROVED"), t(98)).unwrap();
+        assert_eq!(approved.hold(RedQualityPolicy::Halt), None);
         let disabled = TemplateHealth::after(
             None,
             &promo(),

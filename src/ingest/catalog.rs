@@ -63,8 +63,6 @@ impl CatalogEntry {
         }
     }
 
-    /// The WhatsApp template of a step of the journey ("" is the first):
-    /// `None` for an SMS step or a step the spec no longer has.
     /// Every WhatsApp template the campaign sends, its steps' included:
     /// a hold on any of them holds the campaign (docs/ARCHITECTURE.md,
     /// "Template health").
@@ -85,6 +83,8 @@ impl CatalogEntry {
         out
     }
 
+    /// The WhatsApp template of a step of the journey ("" is the first):
+    /// `None` for an SMS step or a step the spec no longer has.
     pub fn template_of(&self, step: &str) -> Option<&TemplateSpec> {
         if step.is_empty() {
             return Some(&self.spec.template);

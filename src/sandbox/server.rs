@@ -423,6 +423,7 @@ async fn recipient(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse 
 async fn reset(shared: web::Data<Shared>) -> HttpResponse {
     shared.stats.reset();
     shared.sms.reset();
+    shared.templates.reset();
     HttpResponse::Ok().json(serde_json::json!({ "reset": true }))
 }
 

@@ -90,6 +90,11 @@ impl TemplateStates {
         ))
     }
 
+    /// Every template approved again (`POST /sandbox/reset`).
+    pub(crate) fn reset(&self) {
+        lock(&self.states).clear();
+    }
+
     fn id(&self, k: &str) -> u64 {
         let mut ids = lock(&self.ids);
         let next = 1_689_556_908_129_800 + ids.len() as u64;

@@ -204,26 +204,32 @@ impl WebhookProcessor {
         let mut work = Vec::new();
         let mut events = Vec::new();
         for entry in &envelope.entry {
-            let entry_at = match payload::parse_timestamp(entry.time.as_ref(), chrono::Utc::now()) {
-                Ok(at) => at,
-                Err(e) => {
-                    rejected::<()>("entry", &e);
-                    continue;
-                }
-            };
+            // Only template and account updates use the entry's time: a bad
+            // one rejects those changes alone, never the entry's statuses.
+            let entry_at = || payload::parse_timestamp(entry.time.as_ref(), chrono::Utc::now());
             for change in &entry.changes {
                 let v = &change.value;
                 if let Some(field @ (templates::STATUS_FIELD | templates::QUALITY_FIELD)) =
                     change.field.as_deref()
                 {
                     // Rare, and each reads what the others wrote: one at a time.
-                    events.extend(self.template_change(field, v, entry_at).await?);
+                    match entry_at() {
+                        Ok(at) => events.extend(self.template_change(field, v, at).await?),
+                        Err(e) => {
+                            rejected::<()>("template update", &e);
+                        }
+                    }
                     continue;
                 }
                 if let Some(field @ (account::CAPABILITY_FIELD | account::NUMBER_QUALITY_FIELD)) =
                     change.field.as_deref()
                 {
-                    events.extend(self.account_change(field, v, entry_at).await?);
+                    match entry_at() {
+                        Ok(at) => events.extend(self.account_change(field, v, at).await?),
+                        Err(e) => {
+                            rejected::<()>("account update", &e);
+                        }
+                    }
                     continue;
                 }
                 for s in v.statuses.iter().filter_map(|s| accepted("status", s)) {

@@ -129,13 +129,12 @@ impl Pump {
 
     pub(super) async fn observe(&self, counts: &CampaignCounts) -> ObservedState {
         let entry = self.state.entry.read_or_recover().clone();
-        let halted =
-            self.state.halted.lock_or_recover().is_some() || self.state.template_hold().is_some();
+        let halted = self.state.halted.lock_or_recover().is_some();
         let counts = CampaignCounts {
             triggered: entry.trigger.is_some(),
             ..*counts
         };
-        let next = lifecycle::observe(
+        let mut next = lifecycle::observe(
             entry.spec.state,
             self.state.paused_by_operator.load(Ordering::Acquire),
             halted,
@@ -143,6 +142,13 @@ impl Pump {
             &counts,
             Utc::now(),
         );
+        // A held template stops a campaign that would claim, never one that
+        // ended, completed or waits for other reasons: the book outlives the
+        // campaigns, and a template archived after its campaign ended must
+        // not keep that campaign's engagements or its window open.
+        if lifecycle::may_claim(next) && self.state.template_hold().is_some() {
+            next = ObservedState::Failed;
+        }
         let prev = *self.state.observed.lock_or_recover();
         if lifecycle::transition(prev, next).is_some() {
             tracing::info!(campaign = %self.state.id, from = ?prev, to = ?next, "campaign state");
