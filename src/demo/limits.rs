@@ -20,18 +20,7 @@ pub(super) async fn state_limit(
     portfolio: &PortfolioLimit,
 ) -> anyhow::Result<LimitReport> {
     let before = portfolio.describe();
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{sandbox}/sandbox/limits"))
-        .json(&serde_json::json!({"limit": TIER}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        answer["webhook_status"] == 200,
-        "the daemon did not take the messaging limit webhook: {answer}"
-    );
+    super::templates::meta_does(sandbox, "limits", serde_json::json!({"limit": TIER})).await?;
     Ok(LimitReport {
         before,
         after: portfolio.describe(),

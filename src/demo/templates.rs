@@ -38,9 +38,15 @@ async fn claimed(store: &dyn Store, campaign: &str) -> anyhow::Result<(u64, u64)
     Ok((s.staged - pending - s.excluded(), s.staged))
 }
 
-async fn meta_says(base: &str, body: serde_json::Value) -> anyhow::Result<()> {
+/// Meta does something in the sandbox (`POST /sandbox/<what>`), and the
+/// daemon took the webhook it posts.
+pub(super) async fn meta_does(
+    base: &str,
+    what: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
     let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/sandbox/templates"))
+        .post(format!("{base}/sandbox/{what}"))
         .json(&body)
         .send()
         .await?
@@ -49,7 +55,7 @@ async fn meta_says(base: &str, body: serde_json::Value) -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(
         answer["webhook_status"] == 200,
-        "the daemon did not take the template webhook: {answer}"
+        "the daemon did not take the {what} webhook: {answer}"
     );
     Ok(())
 }
@@ -74,7 +80,7 @@ pub(super) async fn pause_and_approve(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let change = |event: &str, title: &str| serde_json::json!({"name": name, "language": language, "event": event, "title": title});
-    meta_says(&sandbox, change("PAUSED", "FIRST_PAUSE")).await?;
+    meta_does(&sandbox, "templates", change("PAUSED", "FIRST_PAUSE")).await?;
     let paused_at = Instant::now();
     let reason = live().and_then(|c| c.halt_reason());
     // Requests claimed before the webhook came finish meanwhile.
@@ -82,7 +88,7 @@ pub(super) async fn pause_and_approve(
     let (before, _) = claimed(store.as_ref(), campaign).await?;
     tokio::time::sleep(HELD.saturating_sub(paused_at.elapsed())).await;
     let (after, _) = claimed(store.as_ref(), campaign).await?;
-    meta_says(&sandbox, change("APPROVED", "UNPAUSE")).await?;
+    meta_does(&sandbox, "templates", change("APPROVED", "UNPAUSE")).await?;
     let held = paused_at.elapsed();
     Ok(PauseReport {
         template: format!("{name} ({language})"),

@@ -32,6 +32,12 @@ impl LimitBook {
         self.learned.read_or_recover().clone()
     }
 
+    /// The limit Meta stated, if any: read on every claim, so no clone of
+    /// the record.
+    pub fn limit(&self) -> Option<MessagingLimit> {
+        self.learned.read_or_recover().as_ref().map(|l| l.limit)
+    }
+
     /// Changes whenever what Meta said changes.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

@@ -67,8 +67,10 @@ impl PortfolioLimit {
 
     /// The limit in force: the configured ceiling over Meta's limit.
     pub fn limit(&self) -> Option<u64> {
-        let learned = self.learned.learned().map(|l| l.limit);
-        crate::domain::MessagingLimit::effective(*self.limit.lock_or_recover(), learned)
+        crate::domain::MessagingLimit::effective(
+            *self.limit.lock_or_recover(),
+            self.learned.limit(),
+        )
     }
 
     /// Where the limit in force comes from, in words.

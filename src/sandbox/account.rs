@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::server::Shared;
-use super::templates::{post, unix_now};
+use super::templates::{account_webhook, post};
 
 /// The request of `POST /sandbox/limits`.
 #[derive(Debug, Deserialize)]
@@ -53,14 +53,7 @@ pub(crate) async fn change_limit(
             ))
         }
     };
-    let body = serde_json::json!({
-        "object": "whatsapp_business_account",
-        "entry": [{
-            "id": shared.config.waba_id,
-            "time": unix_now(),
-            "changes": [{"value": value, "field": field}],
-        }],
-    });
+    let body = account_webhook(&shared, &field, value);
     let webhook_status = match &shared.config.webhook_url {
         Some(url) => post(url, &shared.config.app_secret, &body).await,
         None => None,

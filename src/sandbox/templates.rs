@@ -102,7 +102,7 @@ impl TemplateStates {
     }
 }
 
-pub(super) fn unix_now() -> u64 {
+fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -139,6 +139,16 @@ fn envelope(shared: &Shared, change: &TemplateChange, id: u64) -> serde_json::Va
             }),
         ),
     };
+    account_webhook(shared, field, value)
+}
+
+/// The body Meta posts for one change of `field` of the business account
+/// (templates, limits): an entry of the WABA, stamped now.
+pub(super) fn account_webhook(
+    shared: &Shared,
+    field: &str,
+    value: serde_json::Value,
+) -> serde_json::Value {
     serde_json::json!({
         "object": "whatsapp_business_account",
         "entry": [{
