@@ -351,7 +351,11 @@ async fn claim_and_accept(store: &dyn Store, i: u64, exclusive: bool, now: DateT
         .record_outcome(
             CAMPAIGN,
             &contact,
-            &Outcome::Accepted { wamid: wamid(i) },
+            &Outcome::Accepted {
+                wamid: wamid(i),
+                sender: None,
+                held: None,
+            },
             now,
         )
         .await

@@ -130,7 +130,16 @@ pub struct CampaignView {
     pub converted: u64,
     /// The value of those conversions, by currency.
     pub conversion_value: std::collections::BTreeMap<String, f64>,
+    /// Messages Meta reports as billable, by pricing category.
+    pub billable: std::collections::BTreeMap<String, u64>,
+    /// Those messages priced by the rate card (`[pricing]`): total, by
+    /// category, per conversion; absent without a rate card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::domain::CostEstimate>,
     pub excluded_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Accepted messages Meta holds (`held_for_quality_assessment`,
+    /// `paused`): counted in `accepted`, not flowing.
+    pub held_by_meta: std::collections::BTreeMap<String, u64>,
     pub failed_by_class: std::collections::BTreeMap<String, u64>,
     /// Contacts waiting for a later step of their journey (timers).
     pub waiting: u64,
@@ -178,7 +187,10 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
         funnel,
         converted: summary.converted,
         conversion_value: summary.conversion_value.clone(),
+        billable: summary.billable.by_category(),
+        cost: progress.as_ref().and_then(|p| p.cost.clone()),
         excluded_by_reason: summary.contacts.excluded_by_reason.clone(),
+        held_by_meta: summary.contacts.held_by_meta.clone(),
         failed_by_class: summary.contacts.failed_by_class.clone(),
         waiting: summary.waiting,
         steps: summary.steps_view(Some(&entry.journey)),

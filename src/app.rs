@@ -562,6 +562,7 @@ impl Daemon {
             portfolio: crate::dispatch::registry::PortfolioLimit::with_book(limits.clone()),
             resend_unknown_after: Default::default(),
             marketing_cap: Default::default(),
+            rate_card: Default::default(),
             events: Some(events),
             templates,
         });

@@ -501,7 +501,10 @@ fn report(
         let journey = stored.and_then(|c| c.spec.journey().ok());
         let journey = journey.as_ref();
         if summary {
-            let s = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?;
+            let mut s = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?;
+            if let Some(card) = &config.pricing {
+                s.price(card);
+            }
             let text = match format {
                 crate::report::Format::Json => serde_json::to_string_pretty(&s.view(journey))? + "\n",
                 crate::report::Format::Csv => s.render(journey),

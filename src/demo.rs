@@ -207,6 +207,8 @@ async fn run_async(
         per_number_mps: 300.0,
         webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
         app_secret: DEMO_APP_SECRET.into(),
+        // Meta prices each message by its template's category.
+        categories: template_categories(),
         ..Default::default()
     })
     .await
@@ -341,7 +343,55 @@ fn demo_config(
             },
         );
     }
+    config.pricing = Some(demo_rate_card());
     config
+}
+
+/// The demo's rate card: example prices per message in USD, not Meta's
+/// (operators copy theirs from Meta's rate card into `[pricing]`).
+fn demo_rate_card() -> crate::domain::RateCard {
+    let rates = |mx: f64, rest: f64| {
+        std::collections::BTreeMap::from([("MX".to_string(), mx), ("*".to_string(), rest)])
+    };
+    crate::domain::RateCard {
+        currency: "USD".into(),
+        rates: std::collections::BTreeMap::from([
+            ("marketing".to_string(), rates(0.0436, 0.025)),
+            ("utility".to_string(), rates(0.0085, 0.004)),
+        ]),
+    }
+}
+
+/// The category of every template the example specs send, as Meta would
+/// know it from the template's definition.
+fn template_categories() -> std::collections::HashMap<String, crate::sandbox::PricingCategory> {
+    fn walk(
+        v: &serde_json::Value,
+        out: &mut std::collections::HashMap<String, crate::sandbox::PricingCategory>,
+    ) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let (Some(name), Some(category)) = (
+                    o.get("name").and_then(|n| n.as_str()),
+                    o.get("category").cloned(),
+                ) {
+                    if let Ok(c) = serde_json::from_value(category) {
+                        out.insert(name.to_string(), c);
+                    }
+                }
+                o.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::HashMap::new();
+    for spec in [PROMO_SPEC, REMINDER_SPEC, JOURNEY_SPEC, CART_SPEC] {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(spec) {
+            walk(&v, &mut out);
+        }
+    }
+    out
 }
 
 fn create_topics(
@@ -579,11 +629,14 @@ async fn print_results(
     }
     let mut journeys = Vec::new();
     for id in campaign_ids {
-        let s = CampaignSummary::compute(store, id).await?;
+        let mut s = CampaignSummary::compute(store, id).await?;
         let journey = store
             .get_campaign(id)
             .await?
             .and_then(|c| c.spec.journey().ok());
+        if let Some(card) = &config.pricing {
+            s.price(card);
+        }
         print_funnel(id, &s);
         if is_triggered(id) {
             print_trigger(store, id).await?;
@@ -692,6 +745,28 @@ fn print_funnel(id: &str, s: &CampaignSummary) {
         s.count(S::Deferred),
         String::new(),
     );
+    let billable: Vec<String> = s
+        .billable
+        .by_category()
+        .iter()
+        .map(|(category, n)| format!("{category} {n}"))
+        .collect();
+    row(
+        "billable (Meta's pricing)",
+        s.billable.total(),
+        billable.join(", "),
+    );
+    if let Some(cost) = &s.cost {
+        let per = cost
+            .per_conversion
+            .map(|p| format!(", {p:.4} per conversion"))
+            .unwrap_or_default();
+        println!(
+            "{:<34}{:>8.2}  from the rate card{per}",
+            format!("estimated cost ({})", cost.currency),
+            cost.total,
+        );
+    }
 }
 
 /// A triggered campaign's own lines: its trigger, and what its cancels

@@ -52,6 +52,9 @@ pub enum Event {
         payload: Option<String>,
         /// The business number (`phone_number_id`) that received it.
         received_by: Option<String>,
+        /// The sender (its config id) whose message the contact got at
+        /// that step: with `received_by`, where the conversation goes on.
+        sent_by: Option<String>,
         /// A media's id (download it with `GET /{media_id}`), type and
         /// caption; a location; an interactive answer (a Flow's parsed);
         /// a reaction. Absent when the reply has none.

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub template_updates: IntCounterVec,
     pub templates_held: prometheus::IntGauge,
     pub portfolio_limit: prometheus::IntGauge,
+    pub billable_messages: IntCounterVec,
+    pub campaign_cost: GaugeVec,
+    pub campaign_cost_per_conversion: GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -319,6 +322,24 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            billable_messages: counter(
+                &r,
+                "wadispatch_billable_messages_total",
+                "Messages Meta reports as billable (the pricing object of their first status), by campaign and pricing category.",
+                &["campaign", "category"],
+            ),
+            campaign_cost: gauge(
+                &r,
+                "wadispatch_campaign_estimated_cost",
+                "A campaign's billable messages priced by the rate card ([pricing]), in its currency; absent without a rate card.",
+                &["campaign", "currency"],
+            ),
+            campaign_cost_per_conversion: gauge(
+                &r,
+                "wadispatch_campaign_cost_per_conversion",
+                "wadispatch_campaign_estimated_cost over the campaign's goal conversions; absent without a rate card or a conversion.",
+                &["campaign", "currency"],
+            ),
             registry: r,
         }
     }
@@ -327,7 +348,7 @@ impl Metrics {
     /// counters, without the `_bucket`/`_sum`/`_count` series suffixes).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 33] = [
+        let collectors: [&dyn Collector; 36] = [
             &self.audience_records,
             &self.campaign_specs,
             &self.dispatch,
@@ -361,6 +382,9 @@ impl Metrics {
             &self.template_updates,
             &self.templates_held,
             &self.portfolio_limit,
+            &self.billable_messages,
+            &self.campaign_cost,
+            &self.campaign_cost_per_conversion,
         ];
         collectors
             .iter()
@@ -459,6 +483,35 @@ pub fn conversion(campaign: &str, goal: &str, value: Option<f64>, currency: Opti
         m.conversion_value
             .with_label_values(&[campaign, c])
             .inc_by(v);
+    }
+}
+
+/// A message of `campaign` Meta bills under `category`.
+pub fn billable(campaign: &str, category: &str) {
+    let campaign = campaign_label(campaign);
+    // A bounded label: Meta's categories, anything else as `other`.
+    let category = if crate::domain::PRICED_CATEGORIES.contains(&category) {
+        category
+    } else {
+        "other"
+    };
+    metrics()
+        .billable_messages
+        .with_label_values(&[campaign, category])
+        .inc();
+}
+
+/// A campaign's estimated cost under the rate card, and per conversion
+/// when it has any.
+pub fn campaign_cost(campaign: &str, cost: &crate::domain::CostEstimate) {
+    let campaign = campaign_label(campaign);
+    let m = metrics();
+    let labels = [campaign, cost.currency.as_str()];
+    m.campaign_cost.with_label_values(&labels).set(cost.total);
+    if let Some(per) = cost.per_conversion {
+        m.campaign_cost_per_conversion
+            .with_label_values(&labels)
+            .set(per);
     }
 }
 
@@ -834,6 +887,9 @@ fn forget_campaign_series(id: &str) {
     purge_vec!(m.campaign_step_contacts);
     purge_vec!(m.campaign_timers);
     purge_vec!(m.campaign_eta);
+    purge_vec!(m.billable_messages);
+    purge_vec!(m.campaign_cost);
+    purge_vec!(m.campaign_cost_per_conversion);
 }
 
 #[cfg(test)]
@@ -843,7 +899,8 @@ mod tests {
     #[test]
     fn names_lists_every_family() {
         let names = metrics().names();
-        assert_eq!(names.len(), 33);
+        assert_eq!(names.len(), 36);
+        assert!(names.contains(&"wadispatch_billable_messages_total".to_string()));
         assert!(names.contains(&"wadispatch_portfolio_limit".to_string()));
         assert!(names.contains(&"wadispatch_templates_held".to_string()));
         assert!(names.contains(&"wadispatch_sender_circuit_open".to_string()));

@@ -492,3 +492,34 @@ fn meta_signals_show_held_templates_and_the_limit_in_force() {
         "an alert on held templates"
     );
 }
+
+#[test]
+fn cost_shows_billable_messages_and_the_estimates() {
+    let dashboard = dashboard();
+    let all = panels(&dashboard);
+    let row = all
+        .iter()
+        .position(|p| is_row(p) && title(p).starts_with("Cost"))
+        .unwrap_or_else(|| panic!("{DASHBOARD}: no row \"Cost\""));
+    let exprs: Vec<String> = expressions(&dashboard)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    for metric in [
+        "wadispatch_billable_messages_total",
+        "wadispatch_campaign_estimated_cost",
+        "wadispatch_campaign_cost_per_conversion",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "{DASHBOARD}: no panel shows {metric}"
+        );
+    }
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("wadispatch_billable_messages_total") && e.contains("category")),
+        "{DASHBOARD}: billable messages are not split by category"
+    );
+    assert!(row + 3 < all.len(), "the row has its panels");
+}

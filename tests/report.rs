@@ -60,6 +60,7 @@ fn status(state: DispatchState) -> StatusUpdate {
         error_class: None,
         error_message: None,
         defer_until: None,
+        pricing: None,
     }
 }
 
@@ -106,15 +107,28 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
                 &contact(n),
                 &Outcome::Accepted {
                     wamid: format!("wamid.{n}"),
+                    sender: Some("106540352242922".into()),
+                    held: None,
                 },
                 Utc::now(),
             )
             .await
             .unwrap();
-        store
-            .apply_status("rep", &contact(n), &status(DispatchState::Sent))
-            .await
-            .unwrap();
+        // Meta's pricing of the message comes with its first status.
+        let sent = StatusUpdate {
+            pricing: wadispatch::domain::Pricing::from_status(
+                Some("marketing"),
+                Some(n != 4),
+                Some("PMP"),
+                Some(if n == 4 {
+                    "free_entry_point"
+                } else {
+                    "regular"
+                }),
+            ),
+            ..status(DispatchState::Sent)
+        };
+        store.apply_status("rep", &contact(n), &sent).await.unwrap();
     }
     for n in 5..=7 {
         store
@@ -156,7 +170,7 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "contact,occurrence,state,reason,error_code,message,wamid,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at,converted_goal,converted_at,conversion_value,conversion_currency"
+        "contact,occurrence,state,reason,error_code,message,wamid,sender,billing,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at,converted_goal,converted_at,conversion_value,conversion_currency"
     );
     let row = |n: u32| {
         text.lines()
@@ -164,6 +178,16 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
             .unwrap()
             .to_string()
     };
+    assert!(
+        row(4).contains(",wamid.4,106540352242922,free,"),
+        "the sender and a free message: {}",
+        row(4)
+    );
+    assert!(
+        row(5).contains(",wamid.5,106540352242922,marketing,"),
+        "{}",
+        row(5)
+    );
     assert!(
         row(0).contains("excluded,missing_variable:coupon,,missing variable value: coupon"),
         "{}",
@@ -178,7 +202,14 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     assert!(row(7).contains(",payment_made,") && row(7).ends_with(",20.5,USD"));
     assert!(row(5).ends_with(",,,,"), "no conversion: {}", row(5));
 
-    let s = CampaignSummary::compute(&store, "rep").await.unwrap();
+    let mut s = CampaignSummary::compute(&store, "rep").await.unwrap();
+    // Three billable marketing messages (4's was free), priced per country.
+    assert_eq!(s.billable.total(), 3);
+    let card: wadispatch::domain::RateCard =
+        toml::from_str("currency = \"USD\"\n[rates.marketing]\n\"*\" = 0.025\n").unwrap();
+    s.price(&card);
+    let cost = s.cost.clone().unwrap();
+    assert_eq!((cost.total, cost.per_conversion), (0.075, Some(0.0375)));
     let v = s.view(None);
     assert_eq!(s.reached(DispatchState::Sent), 4);
     assert_eq!(v.ratios.received_by, Some(75.0), "3 delivered of 4 sent");
@@ -203,6 +234,8 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     assert_eq!(json["open"], 0);
     assert_eq!(json["staged"], 8);
     assert_eq!(json["received_by"], 75.0);
+    assert_eq!(json["billable"]["marketing"], 3);
+    assert_eq!(json["cost"]["total"], 0.075);
     // A one-step campaign is one step, named as the spec's first.
     assert_eq!(json["steps"].as_array().unwrap().len(), 1);
     assert_eq!(json["steps"][0]["step"], "primary");

@@ -238,6 +238,8 @@ async fn a_delivery_report_updates_the_step_that_sent_it() {
         };
         let accepted = Outcome::Accepted {
             wamid: message_id.clone(),
+            sender: None,
+            held: None,
         };
         store
             .record_outcome("j", &contact, &accepted, Utc::now())

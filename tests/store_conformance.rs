@@ -157,6 +157,8 @@ async fn claims_of_lapsed_owners_are_settled_from_the_index(store: &dyn Store) {
             &contact(3),
             &Outcome::Accepted {
                 wamid: "wamid.LEASE3".into(),
+                sender: None,
+                held: None,
             },
             at,
         )
@@ -182,6 +184,7 @@ async fn claims_of_lapsed_owners_are_settled_from_the_index(store: &dyn Store) {
         error_class: None,
         error_message: None,
         defer_until: None,
+        pricing: None,
     };
     store
         .apply_status(c, &contact(6), &delivered)
@@ -659,6 +662,8 @@ async fn outcomes_and_wamid_index(store: &dyn Store) {
             &contact(1),
             &Outcome::Accepted {
                 wamid: "wamid.A1".into(),
+                sender: Some("106540352242922".into()),
+                held: Some("paused".into()),
             },
             at,
         )
@@ -698,6 +703,59 @@ async fn outcomes_and_wamid_index(store: &dyn Store) {
         (a.state, a.wamid.as_deref(), a.times.accepted),
         (DispatchState::Accepted, Some("wamid.A1"), Some(at))
     );
+    // The sender that sent it, and Meta's pause of the message (accepted,
+    // not flowing) until a status moves it on with its pricing.
+    assert_eq!(
+        (a.sender.as_deref(), a.reason.as_deref()),
+        (Some("106540352242922"), Some("paused"))
+    );
+    let sent = StatusUpdate {
+        state: DispatchState::Sent,
+        at: at + Duration::seconds(2),
+        wamid: Some("wamid.A1".into()),
+        error_code: None,
+        error_class: None,
+        error_message: None,
+        defer_until: None,
+        pricing: wadispatch::domain::Pricing::from_status(
+            Some("marketing"),
+            Some(true),
+            Some("PMP"),
+            Some("regular"),
+        ),
+    };
+    assert!(matches!(
+        store
+            .apply_status("c-out", &contact(1), &sent)
+            .await
+            .unwrap(),
+        StatusApplied::Changed { priced: true, .. }
+    ));
+    assert!(matches!(
+        store
+            .apply_status("c-out", &contact(1), &sent)
+            .await
+            .unwrap(),
+        StatusApplied::Unchanged {
+            sender: Some(_),
+            ..
+        }
+    ));
+    let a = store
+        .get_dispatch("c-out", &contact(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let pricing = a.pricing.clone().expect("pricing kept");
+    assert_eq!(
+        (
+            pricing.category.as_str(),
+            pricing.billable,
+            a.reason.as_deref()
+        ),
+        ("marketing", true, None)
+    );
+    assert_eq!(a.sender.as_deref(), Some("106540352242922"));
     let w = store.lookup_wamid("wamid.A1").await.unwrap().unwrap();
     assert_eq!((w.campaign_id.as_str(), &w.contact), ("c-out", &contact(1)));
     assert!(store.lookup_wamid("wamid.nope").await.unwrap().is_none());
@@ -832,6 +890,7 @@ async fn late_answers_never_move_a_row_back(store: &dyn Store) {
         error_class: code.map(|_| "contact".into()),
         error_message: code.map(|_| "m".into()),
         defer_until: None,
+        pricing: None,
     };
     // 1: failed by webhook first, then the API answer says accepted.
     store
@@ -848,6 +907,8 @@ async fn late_answers_never_move_a_row_back(store: &dyn Store) {
             &contact(1),
             &Outcome::Accepted {
                 wamid: "wamid.L".into(),
+                sender: None,
+                held: None,
             },
             at,
         )
@@ -1426,6 +1487,7 @@ fn reply(wamid: &str, at: chrono::DateTime<Utc>) -> StatusUpdate {
         error_class: None,
         error_message: None,
         defer_until: None,
+        pricing: None,
     }
 }
 
@@ -1464,6 +1526,8 @@ async fn journey_rows_keep_their_steps_and_timers(store: &dyn Store) {
             &contact(1),
             &Outcome::Accepted {
                 wamid: "wamid.j1".into(),
+                sender: None,
+                held: None,
             },
             t0(),
         )
@@ -1538,6 +1602,8 @@ async fn timers_fire_in_due_order_once_each(store: &dyn Store) {
     // 1 and 3 accepted a minute apart, 2 failed, 4 accepted on shard 1.
     let accepted = |n: u32| Outcome::Accepted {
         wamid: format!("wamid.t{n}"),
+        sender: None,
+        held: None,
     };
     store
         .record_outcome(
@@ -1801,6 +1867,8 @@ async fn occurrences_are_rows_of_their_own(store: &dyn Store) {
             &of("cart-a"),
             &Outcome::Accepted {
                 wamid: "wamid.occ-a".into(),
+                sender: None,
+                held: None,
             },
             t0(),
         )
@@ -1932,6 +2000,8 @@ async fn a_cancel_stops_the_pending_occurrence_or_comes_first(store: &dyn Store)
             &of(2, "o-2"),
             &Outcome::Accepted {
                 wamid: "wamid.cancel-2".into(),
+                sender: None,
+                held: None,
             },
             t0(),
         )
@@ -2109,6 +2179,8 @@ async fn conversions_are_recorded_once_and_reach_is_indexed(store: &dyn Store) {
                 &key,
                 &Outcome::Accepted {
                     wamid: wamid.into(),
+                    sender: None,
+                    held: None,
                 },
                 at,
             )

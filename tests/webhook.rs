@@ -19,6 +19,8 @@ use wadispatch::webhook::{signature, Verdict, WebhookProcessor, WebhookSettings}
 
 const SECRET: &str = "test-app-secret";
 const CAMPAIGN: &str = "bday-2026-11";
+/// The sender (phone_number_id) whose requests Meta accepted.
+const SENDER: &str = "106540352240001";
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -123,6 +125,8 @@ async fn answered(store: &dyn Store, n: u32) {
             &contact(n),
             &Outcome::Accepted {
                 wamid: format!("wamid.{n}"),
+                sender: Some(SENDER.into()),
+                held: None,
             },
             t0(),
         )
@@ -579,6 +583,10 @@ async fn replies_carry_media_locations_flows_and_the_receiving_number() {
     };
     let image = reply("wamid.in.11");
     assert_eq!(image["received_by"], "106540352242922");
+    assert_eq!(
+        image["sent_by"], SENDER,
+        "the sender that sent the campaign message"
+    );
     assert_eq!(image["kind"], "image");
     assert_eq!(image["text"], "mi comprobante");
     assert_eq!(image["media"]["id"], "1003383421387256");
@@ -590,9 +598,75 @@ async fn replies_carry_media_locations_flows_and_the_receiving_number() {
     assert_eq!(location["text"], "Sucursal Centro");
     let flow = reply("wamid.in.13");
     assert_eq!(flow["received_by"], "106540352242922", "kept while parked");
+    assert_eq!(flow["sent_by"], SENDER);
     assert_eq!(flow["campaign_id"], CAMPAIGN);
     assert_eq!(flow["interactive"]["type"], "nfm_reply");
     assert_eq!(flow["interactive"]["response"]["flow_token"], "pay-13");
+}
+
+/// A status with Meta's `pricing` object (shape: the status webhook
+/// reference, per-message pricing since July 2025).
+fn priced(n: u32, status: &str, ts: i64, billable: bool, kind: &str) -> serde_json::Value {
+    let mut s = self::status(n, status, ts, None);
+    s["pricing"] = json!({"billable": billable, "pricing_model": "PMP",
+                          "category": "marketing", "type": kind});
+    s
+}
+
+fn billable_metric(category: &str) -> u64 {
+    wadispatch::metrics::metrics()
+        .billable_messages
+        .with_label_values(&[CAMPAIGN, category])
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pricing_is_kept_once_per_message_and_prices_the_campaign() {
+    let h = harness().await;
+    for n in [21, 22, 23] {
+        sent(h.store.as_ref(), n).await;
+    }
+    let before = billable_metric("marketing");
+    // 21: sent, then delivered (both priced) and the sent redelivered;
+    // 22: delivered first (its sent skipped), billable; 23: a free entry
+    // point (not billable).
+    let body = statuses(vec![
+        priced(21, "sent", 600, true, "regular"),
+        priced(21, "delivered", 601, true, "regular"),
+        priced(21, "sent", 600, true, "regular"),
+        priced(22, "delivered", 602, true, "regular"),
+        priced(23, "sent", 603, false, "free_entry_point"),
+    ]);
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert_eq!(post(&h, &body).await, Verdict::Ok, "a redelivered POST");
+    let p = state(&h, 21).await.pricing.expect("pricing kept");
+    assert_eq!(p.category, "marketing");
+    assert!(p.billable);
+    assert_eq!(p.model.as_deref(), Some("PMP"));
+    assert_eq!(p.country.as_deref(), Some("MX"), "from the phone number");
+    assert_eq!(state(&h, 21).await.sender.as_deref(), Some(SENDER));
+    let free = state(&h, 23).await.pricing.expect("pricing kept");
+    assert!(!free.billable);
+    assert_eq!(free.kind.as_deref(), Some("free_entry_point"));
+    assert_eq!(
+        billable_metric("marketing") - before,
+        2,
+        "one per billable message, whatever the redeliveries"
+    );
+    let mut summary = wadispatch::report::CampaignSummary::compute(h.store.as_ref(), CAMPAIGN)
+        .await
+        .unwrap();
+    assert_eq!(summary.billable.total(), 2);
+    let card: wadispatch::domain::RateCard =
+        toml::from_str("currency = \"USD\"\n[rates.marketing]\nMX = 0.0436\n\"*\" = 0.025\n")
+            .unwrap();
+    summary.price(&card);
+    let cost = summary.cost.clone().unwrap();
+    assert_eq!(cost.total, 0.0872);
+    assert_eq!(cost.unpriced, 0);
+    let text = summary.render(None);
+    assert!(text.contains("estimated cost (USD)"), "{text}");
+    assert!(text.contains("0.09"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

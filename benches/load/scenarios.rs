@@ -734,7 +734,16 @@ pub(super) async fn accept_contacts(
                 store.claim(&claim).await?;
                 let wamid = format!("wamid.{i}");
                 store
-                    .record_outcome(campaign, &contact, &Outcome::Accepted { wamid }, now)
+                    .record_outcome(
+                        campaign,
+                        &contact,
+                        &Outcome::Accepted {
+                            wamid,
+                            sender: None,
+                            held: None,
+                        },
+                        now,
+                    )
                     .await?;
                 anyhow::Ok(())
             })

@@ -1,7 +1,7 @@
 //! What a reload may apply to the running daemon, and what needs a restart.
 //!
-//! Live: `[dispatch]`, `[senders]`, `[campaigns]`, `log.level` and
-//! `whatsapp.template_red_quality`. Everything else
+//! Live: `[dispatch]`, `[senders]`, `[campaigns]`, `[pricing]`, `log.level`
+//! and `whatsapp.template_red_quality`. Everything else
 //! is read once at start-up (connections, listeners, the store, the HTTP client,
 //! metric registration), so a change to it is reported as needing a restart
 //! rather than silently ignored: an operator must never believe a setting took
@@ -35,6 +35,8 @@ pub struct LiveChanges {
     pub log_level_changed: bool,
     /// `whatsapp.template_red_quality` changed.
     pub template_policy_changed: bool,
+    /// `[pricing]` changed.
+    pub pricing_changed: bool,
 }
 
 impl LiveChanges {
@@ -46,6 +48,7 @@ impl LiveChanges {
             && !self.dispatch_changed
             && !self.log_level_changed
             && !self.template_policy_changed
+            && !self.pricing_changed
     }
 }
 
@@ -66,6 +69,7 @@ impl Config {
             sms,
             senders: _,
             campaigns: _,
+            pricing: _,
         } = self;
         let mut changes = Changes::default();
         changes.kafka(kafka, &new.kafka);
@@ -115,6 +119,7 @@ impl Config {
             log_level_changed: self.log.level != new.log.level,
             template_policy_changed: self.whatsapp.template_red_quality
                 != new.whatsapp.template_red_quality,
+            pricing_changed: self.pricing != new.pricing,
         }
     }
 }

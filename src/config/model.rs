@@ -44,6 +44,11 @@ pub struct Config {
     /// pause a campaign without touching the upstream system. Applied live on
     /// reload. Default: none.
     pub campaigns: BTreeMap<String, CampaignOverride>,
+    /// The rate card that prices billable messages (`[pricing]`): the cost
+    /// per campaign and per conversion in `/campaigns`, `report --summary`
+    /// and `wadispatch_campaign_estimated_cost`. Applied live on reload.
+    /// Default: unset (billable messages are counted, not priced).
+    pub pricing: Option<crate::domain::RateCard>,
 }
 
 /// `[kafka]`: brokers, consumer group, topics and ingest batching.

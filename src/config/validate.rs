@@ -97,6 +97,11 @@ impl Config {
         );
         check_senders(&mut report, &self.senders);
         check_campaigns(&mut report, &self.campaigns);
+        if let Some(card) = &self.pricing {
+            for problem in card.problems() {
+                report.add("pricing", problem);
+            }
+        }
         if report.0.is_empty() {
             Ok(())
         } else {

@@ -64,8 +64,14 @@ pub fn claim_number(attempts_before: u32) -> u32 {
 /// ([`claim_number`]).
 pub fn decide(result: &SendResult, claims: u32, now: DateTime<Utc>) -> Decision {
     match result {
-        SendResult::Accepted { wamid, .. } => Decision::Record(Outcome::Accepted {
+        // The sender that sent it is filled in by the sender that knows it.
+        SendResult::Accepted {
+            wamid,
+            message_status,
+        } => Decision::Record(Outcome::Accepted {
             wamid: wamid.clone(),
+            sender: None,
+            held: message_status.clone().filter(|s| s != "accepted"),
         }),
         SendResult::NotSent { .. } => Decision::Retry {
             code: None,

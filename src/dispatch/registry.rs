@@ -158,6 +158,8 @@ pub struct Env {
     pub marketing_cap: RwLock<Option<crate::domain::FrequencyCap>>,
     /// What Meta said of each template; read before every claim.
     pub templates: Arc<crate::dispatch::templates::TemplateBook>,
+    /// `[pricing]`, kept current by reloads.
+    pub rate_card: RwLock<Option<Arc<crate::domain::RateCard>>>,
 }
 
 impl Env {
@@ -172,6 +174,7 @@ impl Env {
         // Validated at load: a cap that does not parse never gets here.
         *self.marketing_cap.write_or_recover() =
             d.marketing_per_contact.as_ref().and_then(|c| c.cap().ok());
+        *self.rate_card.write_or_recover() = config.pricing.clone().map(Arc::new);
     }
 }
 
@@ -226,6 +229,10 @@ impl DispatchEnv for Env {
 
     fn marketing_cap(&self) -> Option<crate::domain::FrequencyCap> {
         *self.marketing_cap.read_or_recover()
+    }
+
+    fn rate_card(&self) -> Option<Arc<crate::domain::RateCard>> {
+        self.rate_card.read_or_recover().clone()
     }
 
     fn resend_unknown_after(&self) -> Option<chrono::Duration> {

@@ -239,6 +239,8 @@ fn outcome(
         SmsResult::Accepted { message_id } => (
             Outcome::Accepted {
                 wamid: message_id.clone(),
+                sender: Some(sender.id.clone()),
+                held: None,
             },
             SendReport::Done("accepted"),
         ),

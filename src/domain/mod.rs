@@ -27,6 +27,8 @@
 //!   attribution to a journey.
 //! - [`messaging_limit`]: Meta's messaging limit (unique users per 24 h)
 //!   and the limit in force under the configured ceiling.
+//! - [`pricing`]: Meta's pricing of a message, the rate card and a
+//!   campaign's estimated cost.
 //! - [`template_health`]: what Meta says of a template (status, quality,
 //!   132015 / 132016) and whether it may be sent.
 //!
@@ -44,6 +46,7 @@ pub mod error_class;
 pub mod goal;
 pub mod journey;
 pub mod messaging_limit;
+pub mod pricing;
 pub mod problem;
 pub mod state;
 pub mod template;
@@ -58,6 +61,7 @@ pub use error_class::*;
 pub use goal::*;
 pub use journey::*;
 pub use messaging_limit::*;
+pub use pricing::*;
 pub use problem::*;
 pub use state::*;
 pub use template::*;

@@ -18,6 +18,11 @@ pub struct ContactRow {
     pub error_code: String,
     pub message: String,
     pub wamid: String,
+    /// The sender whose request was accepted.
+    pub sender: String,
+    /// Meta's pricing category when billable, `free` when not, empty
+    /// before the first status.
+    pub billing: String,
     pub staged_at: String,
     pub claimed_at: String,
     pub accepted_at: String,
@@ -85,6 +90,8 @@ pub struct StepColumns {
     pub message: String,
     /// The wamid, or the SMS provider's message id.
     pub message_id: String,
+    pub sender: String,
+    pub billing: String,
     /// When the contact reached the step.
     pub entered_at: String,
     pub claimed_at: String,
@@ -98,12 +105,14 @@ pub struct StepColumns {
 }
 
 /// The names of a step's columns, in the order of [`StepColumns::cells`].
-const STEP_COLUMNS: [&str; 14] = [
+const STEP_COLUMNS: [&str; 16] = [
     "state",
     "reason",
     "error_code",
     "message",
     "message_id",
+    "sender",
+    "billing",
     "entered_at",
     "claimed_at",
     "accepted_at",
@@ -140,6 +149,12 @@ impl StepColumns {
             error_code: step.error_code.map(|c| c.to_string()).unwrap_or_default(),
             message,
             message_id: step.wamid.clone().unwrap_or_default(),
+            sender: step.sender.clone().unwrap_or_default(),
+            billing: match &step.pricing {
+                Some(p) if p.billable => p.category.clone(),
+                Some(_) => "free".into(),
+                None => String::new(),
+            },
             entered_at: t(&times.staged),
             claimed_at: t(&times.claimed),
             accepted_at: t(&times.accepted),
@@ -152,13 +167,15 @@ impl StepColumns {
         }
     }
 
-    fn cells(&self) -> [&str; 14] {
+    fn cells(&self) -> [&str; 16] {
         [
             &self.state,
             &self.reason,
             &self.error_code,
             &self.message,
             &self.message_id,
+            &self.sender,
+            &self.billing,
             &self.entered_at,
             &self.claimed_at,
             &self.accepted_at,
@@ -185,6 +202,8 @@ fn current_step(r: &DispatchRecord) -> StepRecord {
         error_class: r.error_class.clone(),
         error_message: r.error_message.clone(),
         times: r.times.clone(),
+        sender: r.sender.clone(),
+        pricing: r.pricing.clone(),
     }
 }
 
@@ -200,6 +219,8 @@ impl ContactRow {
             error_code: c.error_code,
             message: c.message,
             wamid: c.message_id,
+            sender: c.sender,
+            billing: c.billing,
             staged_at: c.entered_at,
             claimed_at: c.claimed_at,
             accepted_at: c.accepted_at,

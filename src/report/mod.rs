@@ -32,6 +32,11 @@ pub struct StepTally {
     /// Contacts that reached each funnel stage or a later one (a `read`
     /// contact was also sent and delivered, even without that webhook).
     pub reached: BTreeMap<String, u64>,
+    /// Accepted messages Meta holds instead of sending them yet, by its
+    /// `message_status` (`held_for_quality_assessment`, `paused`): counted
+    /// in `accepted`, not flowing.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub held_by_meta: BTreeMap<String, u64>,
 }
 
 impl StepTally {
@@ -43,6 +48,7 @@ impl StepTally {
             }
         }
         let (map, key) = match state {
+            DispatchState::Accepted if reason.is_some() => (&mut self.held_by_meta, reason),
             DispatchState::Excluded => (&mut self.excluded_by_reason, reason),
             DispatchState::Failed => (&mut self.failed_by_class, class),
             _ => return,
@@ -110,6 +116,13 @@ pub struct CampaignSummary {
     /// Journeys whose conversion stopped steps not sent yet (the goal's
     /// `stops_journey`).
     pub stopped_by_conversion: u64,
+    /// Messages Meta bills, by pricing category and country (every step's).
+    #[serde(skip)]
+    pub billable: crate::domain::BillableTally,
+    /// The billable messages priced by the rate card, once
+    /// [`CampaignSummary::price`] was given one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::domain::CostEstimate>,
     /// Every step contacts went through (the first is `""`), history
     /// included: shown by [`CampaignSummary::steps_view`].
     #[serde(skip)]
@@ -175,9 +188,15 @@ impl CampaignSummary {
         }
         let (reason, class) = (row.reason.as_deref(), row.error_class.as_deref());
         self.contacts.add(row.state, reason, class);
+        if let Some(p) = &row.pricing {
+            self.billable.add(p);
+        }
         for h in &row.history {
             let (reason, class) = (h.reason.as_deref(), h.error_class.as_deref());
             self.step_mut(&h.step).add(h.state, reason, class);
+            if let Some(p) = &h.pricing {
+                self.billable.add(p);
+            }
         }
         self.step_mut(&row.step).add(row.state, reason, class);
     }
@@ -191,6 +210,12 @@ impl CampaignSummary {
 
     pub fn count(&self, state: DispatchState) -> u64 {
         self.contacts.count(state)
+    }
+
+    /// Prices the billable messages under `card` (the cost per conversion
+    /// counts this summary's conversions).
+    pub fn price(&mut self, card: &crate::domain::RateCard) {
+        self.cost = Some(self.billable.estimate(card, self.converted));
     }
 
     pub fn excluded(&self) -> u64 {
@@ -226,6 +251,8 @@ pub struct SummaryView<'a> {
     /// converted / accepted, in percent: the journeys a message reached
     /// that reached the goal.
     pub conversion_rate: Option<f64>,
+    /// Messages Meta reports as billable, by pricing category.
+    pub billable: BTreeMap<String, u64>,
     /// The journey step by step (one entry for a one-step campaign).
     pub steps: Vec<StepView>,
 }
@@ -252,6 +279,7 @@ impl CampaignSummary {
             ratios: self.contacts.ratios(),
             not_sent_to: self.excluded() + self.count(DispatchState::Failed),
             conversion_rate: ratio(self.converted, self.reached(DispatchState::Accepted)),
+            billable: self.billable.by_category(),
             steps: self.steps_view(journey),
         }
     }
@@ -269,6 +297,9 @@ impl CampaignSummary {
             "accepted by WhatsApp",
             self.reached(DispatchState::Accepted).to_string(),
         );
+        for (status, n) in &self.contacts.held_by_meta {
+            line(&format!("  held by Meta: {status}"), n.to_string());
+        }
         line("sent", self.reached(DispatchState::Sent).to_string());
         line(
             "delivered",
@@ -289,6 +320,22 @@ impl CampaignSummary {
                 "  journeys it stopped",
                 self.stopped_by_conversion.to_string(),
             );
+        }
+        line("billable messages", self.billable.total().to_string());
+        for (category, n) in &v.billable {
+            line(&format!("  {category}"), n.to_string());
+        }
+        if let Some(cost) = &self.cost {
+            line(
+                &format!("estimated cost ({})", cost.currency),
+                format!("{:.2}", cost.total),
+            );
+            if let Some(per) = cost.per_conversion {
+                line("  per conversion", format!("{per:.2}"));
+            }
+            if cost.unpriced > 0 {
+                line("  not priced (no rate)", cost.unpriced.to_string());
+            }
         }
         line("not sent to", v.not_sent_to.to_string());
         for (reason, n) in &self.contacts.excluded_by_reason {

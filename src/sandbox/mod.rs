@@ -125,6 +125,10 @@ pub struct SandboxConfig {
     /// unknown name answers 132001, a paused one 132015 and a body parameter
     /// count that differs answers 132000. Default empty.
     pub templates: HashMap<String, TemplateSpec>,
+    /// Meta's pricing category of each template by name, reported in the
+    /// `pricing` object of its statuses. A template not listed is priced as
+    /// `marketing`. Default empty.
+    pub categories: HashMap<String, PricingCategory>,
     /// Where status and reply webhooks are POSTed; unset sends none.
     /// Default unset.
     pub webhook_url: Option<String>,
@@ -202,6 +206,7 @@ impl Default for SandboxConfig {
             http_5xx_share: 0.0,
             failure_rules: FailureRule::meta_defaults(),
             templates: HashMap::new(),
+            categories: HashMap::new(),
             webhook_url: None,
             app_secret: "sandbox-app-secret".into(),
             reply_share: 0.1,
@@ -330,6 +335,27 @@ pub enum FailureStage {
     Webhook,
     /// Refused by the API with the Graph error body.
     Api,
+}
+
+/// The pricing category Meta bills a template's messages under (the
+/// template's category).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PricingCategory {
+    #[default]
+    Marketing,
+    Utility,
+    Authentication,
+}
+
+impl PricingCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PricingCategory::Marketing => "marketing",
+            PricingCategory::Utility => "utility",
+            PricingCategory::Authentication => "authentication",
+        }
+    }
 }
 
 /// What the sandbox knows of an approved template.

@@ -179,6 +179,11 @@ impl Shared {
             self.nonce,
             self.wamid_seq.fetch_add(1, Relaxed) + 1
         );
+        let category = cfg
+            .categories
+            .get(&send.template)
+            .copied()
+            .unwrap_or_default();
         let rules::ValidSend {
             input,
             recipient,
@@ -188,11 +193,10 @@ impl Shared {
         } = send;
         self.schedule_webhooks(
             &recipient,
-            biz_opaque,
-            quick_reply_payload,
+            (biz_opaque, quick_reply_payload),
             &wamid,
             ordinal,
-            number,
+            (number, category),
         );
         Answer::Accepted(AcceptedBody {
             messaging_product: "whatsapp",
@@ -257,11 +261,10 @@ impl Shared {
     fn schedule_webhooks(
         &self,
         recipient: &rules::Recipient,
-        biz_opaque: Option<String>,
-        quick_reply_payload: Option<String>,
+        (biz_opaque, quick_reply_payload): (Option<String>, Option<String>),
         wamid: &str,
         ordinal: u32,
-        number: Arc<super::stats::NumberState>,
+        (number, category): (Arc<super::stats::NumberState>, super::PricingCategory),
     ) {
         let Some(queue) = &self.webhooks else {
             return;
@@ -278,6 +281,7 @@ impl Shared {
                 biz_opaque: biz_opaque.map(String::into_boxed_str),
                 quick_reply_payload: quick_reply_payload.map(String::into_boxed_str),
                 number,
+                category,
             }),
             outcome,
             accepted_at: Instant::now(),

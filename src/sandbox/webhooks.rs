@@ -42,6 +42,8 @@ pub(crate) struct MessageInfo {
     pub(crate) biz_opaque: Option<Box<str>>,
     pub(crate) quick_reply_payload: Option<Box<str>>,
     pub(crate) number: Arc<NumberState>,
+    /// What Meta bills the message under.
+    pub(crate) category: super::PricingCategory,
 }
 
 /// An accepted message handed to the dispatcher.
@@ -384,7 +386,7 @@ struct Metadata<'a>(&'a Change<'a>);
 struct StatusOut<'a>(&'a Event);
 struct StatusError(i64);
 struct ErrorData(i64);
-struct Pricing;
+struct Pricing(super::PricingCategory);
 struct ContactOut<'a>(&'a Event);
 struct Profile<'a>(&'a Event);
 struct InboundOut<'a>(&'a Event, &'a Settings);
@@ -474,7 +476,7 @@ impl Serialize for StatusOut<'_> {
         }
         match e.step {
             Step::Failed(code) => st.serialize_field("errors", &[StatusError(code)])?,
-            Step::Sent | Step::Delivered => st.serialize_field("pricing", &Pricing)?,
+            Step::Sent | Step::Delivered => st.serialize_field("pricing", &Pricing(m.category))?,
             _ => {}
         }
         st.end()
@@ -508,7 +510,7 @@ impl Serialize for Pricing {
         let mut st = s.serialize_struct("Pricing", 4)?;
         st.serialize_field("billable", &true)?;
         st.serialize_field("pricing_model", "PMP")?;
-        st.serialize_field("category", "marketing")?;
+        st.serialize_field("category", self.0.as_str())?;
         st.serialize_field("type", "regular")?;
         st.end()
     }

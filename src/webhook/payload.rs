@@ -98,6 +98,30 @@ pub struct Status {
     pub biz_opaque_callback_data: Option<String>,
     #[serde(default)]
     pub errors: Vec<WaError>,
+    /// What Meta charges for the message (on `sent` and `delivered`).
+    pub pricing: Option<StatusPricing>,
+}
+
+/// A status's `pricing` object: `{billable, pricing_model, category,
+/// type}` (the per-message model since July 2025).
+#[derive(Debug, Deserialize)]
+pub struct StatusPricing {
+    pub billable: Option<bool>,
+    pub pricing_model: Option<String>,
+    pub category: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+impl StatusPricing {
+    pub fn pricing(&self) -> Option<crate::domain::Pricing> {
+        crate::domain::Pricing::from_status(
+            self.category.as_deref(),
+            self.billable,
+            self.pricing_model.as_deref(),
+            self.kind.as_deref(),
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -143,9 +143,12 @@ impl WebhookProcessor {
                 }
             }
         };
-        let step = match &campaign {
-            Some(campaign) => self.mark_replied(campaign, &contact, at).await?,
-            None => None,
+        let (step, sent_by) = match &campaign {
+            Some(campaign) => match self.mark_replied(campaign, &contact, at).await? {
+                Some((step, sent_by)) => (Some(step), sent_by),
+                None => (None, None),
+            },
+            None => (None, None),
         };
         let mut events = Vec::new();
         if opts_out {
@@ -179,6 +182,7 @@ impl WebhookProcessor {
             text,
             payload,
             received_by: received_by.map(str::to_string),
+            sent_by,
             details: Box::new(m.details()),
             timestamp: at,
         });
@@ -232,14 +236,15 @@ impl WebhookProcessor {
         Ok(true)
     }
 
-    /// Marks the contact's current step replied; answers that step (none
-    /// when the contact has no row in the campaign).
+    /// Marks the contact's current step replied; answers that step and the
+    /// sender that sent its message (none when the contact has no row in
+    /// the campaign).
     pub(super) async fn mark_replied(
         &self,
         campaign: &str,
         contact: &ContactKey,
         at: chrono::DateTime<Utc>,
-    ) -> Result<Option<String>, ProcessError> {
+    ) -> Result<Option<(String, Option<String>)>, ProcessError> {
         let update = StatusUpdate {
             state: DispatchState::Replied,
             at,
@@ -248,17 +253,23 @@ impl WebhookProcessor {
             error_class: None,
             error_message: None,
             defer_until: None,
+            pricing: None,
         };
-        let step = match self.store.apply_status(campaign, contact, &update).await? {
-            StatusApplied::Changed { to, step, .. } => {
-                let step = self.catalog.step_name(campaign, &step);
-                metrics::funnel(campaign, &step, to);
-                step
-            }
-            StatusApplied::Unchanged { step, .. } => self.catalog.step_name(campaign, &step),
-            StatusApplied::Missing => return Ok(None),
-        };
-        Ok(Some(step))
+        Ok(
+            match self.store.apply_status(campaign, contact, &update).await? {
+                StatusApplied::Changed {
+                    to, step, record, ..
+                } => {
+                    let step = self.catalog.step_name(campaign, &step);
+                    metrics::funnel(campaign, &step, to);
+                    Some((step, record.status_sender(&update).map(str::to_string)))
+                }
+                StatusApplied::Unchanged { step, sender, .. } => {
+                    Some((self.catalog.step_name(campaign, &step), sender))
+                }
+                StatusApplied::Missing => None,
+            },
+        )
     }
 
     pub(super) async fn preference(&self, p: &UserPreference) -> Result<Vec<Event>, ProcessError> {

@@ -124,9 +124,21 @@ impl WebhookProcessor {
     ) -> Result<Option<(DispatchState, String)>, ProcessError> {
         Ok(
             match self.store.apply_status(campaign, contact, update).await? {
-                StatusApplied::Changed { to, step, .. } => {
+                StatusApplied::Changed {
+                    to,
+                    step,
+                    priced,
+                    record,
+                    ..
+                } => {
                     let step = self.catalog.step_name(campaign, &step);
                     metrics::funnel(campaign, &step, to);
+                    if let Some(p) = record
+                        .status_pricing(update)
+                        .filter(|p| priced && p.billable)
+                    {
+                        metrics::billable(campaign, &p.category);
+                    }
                     if to == DispatchState::Failed {
                         let class = update.error_class.as_deref().unwrap_or("unknown");
                         metrics::failure(campaign, class, update.error_code);
@@ -134,7 +146,7 @@ impl WebhookProcessor {
                     metrics::webhook_status("applied");
                     Some((to, step))
                 }
-                StatusApplied::Unchanged { state, step } => {
+                StatusApplied::Unchanged { state, step, .. } => {
                     metrics::webhook_status("duplicate");
                     // Meta redelivers a webhook we did not answer 200, e.g.
                     // when publishing its events failed: publish the same
@@ -199,5 +211,6 @@ pub(super) fn status_update(
         defer_until: (state == DispatchState::Failed && class == Some(ErrorClass::Deferred))
             .then(|| at.checked_add_signed(Duration::seconds(DEFERRAL)))
             .flatten(),
+        pricing: s.pricing.as_ref().and_then(|p| p.pricing()),
     }
 }

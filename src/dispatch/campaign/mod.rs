@@ -73,6 +73,8 @@ pub trait DispatchEnv: Send + Sync + 'static {
     /// `dispatch.resend_unknown_after_secs`: resend an `unknown` contact
     /// that no status webhook settled in this time (None: never).
     fn resend_unknown_after(&self) -> Option<chrono::Duration>;
+    /// `[pricing]`, kept current by reloads.
+    fn rate_card(&self) -> Option<Arc<crate::domain::RateCard>>;
 }
 
 /// How often a campaign looks for `unknown` contacts to resend.
@@ -140,6 +142,9 @@ pub struct Progress {
     /// Seconds until the pending and deferred contacts are sent: at the
     /// measured pace, or at the configured rate while nothing moved.
     pub eta_seconds: Option<f64>,
+    /// The billable messages priced by the rate card (`[pricing]`), when
+    /// there is one.
+    pub cost: Option<crate::domain::CostEstimate>,
 }
 
 /// Everything the pump needs.

@@ -117,6 +117,13 @@ impl Pump {
                 eta_seconds,
             },
         );
+        let cost = self
+            .env
+            .rate_card()
+            .map(|card| summary.billable.estimate(&card, summary.converted));
+        if let Some(c) = &cost {
+            metrics::campaign_cost(&self.state.id, c);
+        }
         *slot = Some(Progress {
             summary,
             at: Utc::now(),
@@ -124,6 +131,7 @@ impl Pump {
             dispatched,
             rate,
             eta_seconds,
+            cost,
         });
     }
 

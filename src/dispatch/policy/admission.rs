@@ -482,6 +482,8 @@ mod tests {
             error_class: None,
             error_message: None,
             times: StageTimes::default(),
+            sender: None,
+            pricing: None,
         });
         let silence = ContactFacts {
             follows_silence: true,

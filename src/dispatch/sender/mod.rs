@@ -391,8 +391,9 @@ impl SenderCore {
         drop(turn);
         let now = Utc::now();
         match decision::decide(&result, job.claim, now) {
-            Decision::Record(outcome) => {
-                if matches!(outcome, Outcome::Accepted { .. }) {
+            Decision::Record(mut outcome) => {
+                if let Outcome::Accepted { sender, .. } = &mut outcome {
+                    *sender = Some(self.id.clone());
                     self.aimd.lock_or_recover().on_success(monotonic_secs());
                     self.maybe_recover();
                 }

@@ -66,6 +66,7 @@ fn envelope_groups_statuses_by_number_and_puts_replies_apart() {
         biz_opaque: Some("c1|+15551234567".into()),
         quick_reply_payload: Some("YES".into()),
         number,
+        category: crate::sandbox::PricingCategory::Utility,
     });
     let ev = |step, inbound_seq| Event {
         message: Arc::clone(&message),

@@ -176,8 +176,8 @@ impl Inner {
         match outcome {
             // An empty wamid from the API indexes nothing (fjall refuses
             // empty keys); the callback data still correlates statuses.
-            Outcome::Accepted { wamid } if wamid.is_empty() => {}
-            Outcome::Accepted { wamid } => {
+            Outcome::Accepted { wamid, .. } if wamid.is_empty() => {}
+            Outcome::Accepted { wamid, .. } => {
                 let entry = WamidEntry {
                     campaign_id: campaign.to_string(),
                     contact: contact.clone(),
@@ -238,8 +238,11 @@ impl Inner {
             return Ok(StatusApplied::Unchanged {
                 state,
                 step: step.to_string(),
+                sender: record.status_sender(update).map(str::to_string),
             });
         };
+        let priced =
+            before.status_pricing(update).is_none() && record.status_pricing(update).is_some();
         let mut batch = self.batch();
         if let Some(k) = unclaimed_key(&before, &record) {
             batch.remove(&self.claims, k);
@@ -259,6 +262,7 @@ impl Inner {
             to,
             step: record.status_step(update).0.to_string(),
             record: Box::new(record),
+            priced,
         })
     }
 

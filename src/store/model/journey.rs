@@ -38,6 +38,12 @@ pub struct StepRecord {
     pub error_message: Option<String>,
     #[serde(default)]
     pub times: StageTimes,
+    /// The sender that sent this step's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// Meta's pricing of this step's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
 }
 
 impl StepRecord {
@@ -51,6 +57,9 @@ impl StepRecord {
         let to = from.advance(update.state)?;
         self.state = to;
         self.times.reached(to, update.at);
+        if self.pricing.is_none() {
+            self.pricing = update.pricing.clone();
+        }
         if to == DispatchState::Failed {
             (self.error_code, self.error_class, self.error_message) = update.error();
         }
@@ -105,6 +114,8 @@ impl DispatchRecord {
             error_class: self.error_class.take(),
             error_message: self.error_message.take(),
             times: std::mem::take(&mut self.times),
+            sender: self.sender.take(),
+            pricing: self.pricing.take(),
         });
         self.step = step.to_string();
         self.next = edges;

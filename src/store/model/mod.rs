@@ -12,7 +12,7 @@ pub use journey::*;
 
 use crate::domain::{
     CampaignSpec, ContactKey, Conversion, DispatchState, Edge, ExclusionReason, FrozenParams,
-    ObservedState, StepParams, Wait,
+    ObservedState, Pricing, StepParams, Wait,
 };
 
 /// `campaigns (id) → spec, observed_state, updated_at`.
@@ -165,6 +165,14 @@ pub struct DispatchRecord {
     /// The goal conversion credited to this journey (at most one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversion: Option<Conversion>,
+    /// The sender (its config id) whose request Meta accepted for the
+    /// current step: the business number the contact got the message from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// Meta's pricing of the current step's message, from the first status
+    /// that carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
 }
 
 impl DispatchRecord {
@@ -206,6 +214,8 @@ impl DispatchRecord {
             later: req.journey.later.clone(),
             stopped: None,
             conversion: None,
+            sender: None,
+            pricing: None,
         }
     }
 
@@ -249,13 +259,23 @@ impl DispatchRecord {
                     self.state,
                     DispatchState::Pending | DispatchState::Deferred | DispatchState::Excluded
                 ) => {}
-            Outcome::Accepted { wamid } => {
+            Outcome::Accepted {
+                wamid,
+                sender,
+                held,
+            } => {
                 if claimed || self.state == DispatchState::Unknown {
                     self.state = DispatchState::Accepted;
                     self.deferred_until = None;
+                    // Meta holds the message (quality assessment, marketing
+                    // pacing): accepted, not flowing, until a status moves it.
+                    self.reason = held.clone();
                 }
                 if self.wamid.is_none() || claimed {
                     self.wamid = Some(wamid.clone());
+                    if sender.is_some() {
+                        self.sender = sender.clone();
+                    }
                 }
                 self.times.accepted.get_or_insert(at);
             }
@@ -403,16 +423,52 @@ impl DispatchRecord {
         &mut self,
         update: &StatusUpdate,
     ) -> Option<(DispatchState, DispatchState)> {
-        if let Some(i) = self.earlier_step_of(update) {
-            let changed = self.history[i].apply_status(update);
-            self.refresh_wait();
-            return changed;
-        }
-        let changed = self.apply_current_status(update);
-        if changed.is_some() {
-            self.refresh_wait();
+        let changed = match self.earlier_step_of(update) {
+            Some(i) => {
+                let changed = self.history[i].apply_status(update);
+                self.refresh_wait();
+                changed
+            }
+            None => {
+                let changed = self.apply_current_status(update);
+                if changed.is_some() {
+                    self.refresh_wait();
+                }
+                changed
+            }
+        };
+        // The country that prices the message, found once, when its
+        // pricing is first recorded.
+        let contact = self.contact.clone();
+        if let Some(p) = self.status_pricing_mut(update) {
+            if p.country.is_none() {
+                p.country = crate::domain::region_of(&contact);
+            }
         }
         changed
+    }
+
+    /// Meta's pricing of the message a status belongs to, once recorded.
+    pub fn status_pricing(&self, update: &StatusUpdate) -> Option<&Pricing> {
+        match self.earlier_step_of(update) {
+            Some(i) => self.history[i].pricing.as_ref(),
+            None => self.pricing.as_ref(),
+        }
+    }
+
+    fn status_pricing_mut(&mut self, update: &StatusUpdate) -> Option<&mut Pricing> {
+        match self.earlier_step_of(update) {
+            Some(i) => self.history[i].pricing.as_mut(),
+            None => self.pricing.as_mut(),
+        }
+    }
+
+    /// The sender that sent the message a status (or a reply) belongs to.
+    pub fn status_sender(&self, update: &StatusUpdate) -> Option<&str> {
+        match self.earlier_step_of(update) {
+            Some(i) => self.history[i].sender.as_deref(),
+            None => self.sender.as_deref(),
+        }
     }
 
     /// The earlier step (its index in the history) a status belongs to:
@@ -456,6 +512,9 @@ impl DispatchRecord {
             {
                 self.state = DispatchState::Deferred;
                 self.deferred_until = Some(until);
+                if from == DispatchState::Accepted {
+                    self.reason = None;
+                }
                 self.error_code = update.error_code;
                 self.error_class = update.error_class.clone();
                 self.error_message = update.error_message.clone();
@@ -465,8 +524,15 @@ impl DispatchRecord {
         }
         let to = from.advance(update.state)?;
         self.state = to;
+        if from == DispatchState::Accepted {
+            // A held message that moved on is held no more.
+            self.reason = None;
+        }
         if self.wamid.is_none() {
             self.wamid = update.wamid.clone();
+        }
+        if self.pricing.is_none() {
+            self.pricing = update.pricing.clone();
         }
         self.times.reached(to, update.at);
         if to == DispatchState::Failed {
@@ -534,6 +600,9 @@ pub struct StatusUpdate {
     pub error_message: Option<String>,
     /// Set for a failure that is retried later (131049).
     pub defer_until: Option<DateTime<Utc>>,
+    /// Meta's pricing of the message, when the status carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
 }
 
 impl StatusUpdate {
@@ -556,10 +625,16 @@ pub enum StatusApplied {
         to: DispatchState,
         step: String,
         record: Box<DispatchRecord>,
+        /// This status recorded the message's pricing (it had none).
+        priced: bool,
     },
     /// Already at or past this status (redelivery, out of order): the
-    /// step's state.
-    Unchanged { state: DispatchState, step: String },
+    /// step's state and the sender that sent it.
+    Unchanged {
+        state: DispatchState,
+        step: String,
+        sender: Option<String>,
+    },
     /// No such (campaign, contact).
     Missing,
 }
@@ -604,6 +679,13 @@ pub enum ClaimOutcome {
 pub enum Outcome {
     Accepted {
         wamid: String,
+        /// The sender whose request was accepted (the SMS sender for an SMS
+        /// step).
+        sender: Option<String>,
+        /// Meta's `message_status` when it is not `accepted`:
+        /// `held_for_quality_assessment` or `paused`. Kept as the row's
+        /// `reason` until a status moves it on.
+        held: Option<String>,
     },
     Failed {
         code: Option<i64>,
@@ -611,9 +693,7 @@ pub enum Outcome {
         message: String,
     },
     /// Sent, no usable answer: never resent automatically.
-    Unknown {
-        message: String,
-    },
+    Unknown { message: String },
     Deferred {
         until: DateTime<Utc>,
         code: Option<i64>,
@@ -625,9 +705,7 @@ pub enum Outcome {
         not_before: Option<DateTime<Utc>>,
     },
     /// Found ineligible at claim time (opt-out, suppression, …).
-    Excluded {
-        reason: ExclusionReason,
-    },
+    Excluded { reason: ExclusionReason },
 }
 
 /// `contacts (contact) → engaged_campaign, opt-outs, last campaign, …`.

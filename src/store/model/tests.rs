@@ -80,6 +80,7 @@ fn status(state: DispatchState, wamid: &str, at: DateTime<Utc>) -> StatusUpdate 
         error_class: None,
         error_message: None,
         defer_until: None,
+        pricing: None,
     }
 }
 
@@ -143,6 +144,8 @@ fn a_late_answer_of_the_step_before_is_not_the_new_steps() {
     r.apply_outcome(
         &Outcome::Accepted {
             wamid: "wamid.P".into(),
+            sender: None,
+            held: None,
         },
         t(3),
     );
@@ -154,7 +157,14 @@ fn a_late_answer_of_the_step_before_is_not_the_new_steps() {
 #[test]
 fn a_reply_at_any_time_cancels_the_follow_up() {
     let mut r = claimed(staged(), t(1));
-    r.apply_outcome(&Outcome::Accepted { wamid: "w1".into() }, t(1));
+    r.apply_outcome(
+        &Outcome::Accepted {
+            wamid: "w1".into(),
+            sender: None,
+            held: None,
+        },
+        t(1),
+    );
     assert_eq!(
         r.wait,
         Some(Wait {
@@ -180,7 +190,14 @@ fn a_reply_at_any_time_cancels_the_follow_up() {
 #[test]
 fn statuses_of_an_earlier_step_stay_with_it() {
     let mut r = claimed(staged(), t(1));
-    r.apply_outcome(&Outcome::Accepted { wamid: "w1".into() }, t(1));
+    r.apply_outcome(
+        &Outcome::Accepted {
+            wamid: "w1".into(),
+            sender: None,
+            held: None,
+        },
+        t(1),
+    );
     assert!(r.promote(
         "nudge",
         vec![edge(On::Read, 24 * 60, "tip"), edge(On::NoReply, 60, "x")],
@@ -189,7 +206,14 @@ fn statuses_of_an_earlier_step_stay_with_it() {
     ));
     assert_eq!(r.params, params("nudge"));
     let mut r = claimed(r, t(62));
-    r.apply_outcome(&Outcome::Accepted { wamid: "w2".into() }, t(62));
+    r.apply_outcome(
+        &Outcome::Accepted {
+            wamid: "w2".into(),
+            sender: None,
+            held: None,
+        },
+        t(62),
+    );
     assert_eq!(r.wait.as_ref().map(|w| w.step.as_str()), Some("x"));
     // A late read of the primary changes the primary, not the nudge.
     assert!(r
@@ -247,7 +271,14 @@ fn stops_end_the_journey_and_an_ended_campaign_forces_the_wait() {
     assert_eq!(r.wait, None, "an opt-out at the claim ends the journey");
 
     let mut r = claimed(staged(), t(1));
-    r.apply_outcome(&Outcome::Accepted { wamid: "w1".into() }, t(1));
+    r.apply_outcome(
+        &Outcome::Accepted {
+            wamid: "w1".into(),
+            sender: None,
+            held: None,
+        },
+        t(1),
+    );
     assert!(!r.promote("nudge", Vec::new(), t(5), false));
     assert!(
         r.promote("nudge", Vec::new(), t(5), true),
@@ -262,7 +293,14 @@ fn stops_end_the_journey_and_an_ended_campaign_forces_the_wait() {
     // A step staged before the spec had it is skipped with the reason.
     let mut r = claimed(staged(), t(1));
     r.later.clear();
-    r.apply_outcome(&Outcome::Accepted { wamid: "w1".into() }, t(1));
+    r.apply_outcome(
+        &Outcome::Accepted {
+            wamid: "w1".into(),
+            sender: None,
+            held: None,
+        },
+        t(1),
+    );
     assert!(r.promote("nudge", Vec::new(), t(61), false));
     assert_eq!(r.reason.as_deref(), Some("invalid_field:steps.nudge"));
 }
@@ -278,7 +316,14 @@ fn a_conversion_is_the_journeys_once_and_may_stop_what_is_left() {
     let stop = ExclusionReason::Converted("payment_made".into());
     // Sent, the follow-up's timer set: the conversion stops the follow-up.
     let mut r = claimed(staged(), t(1));
-    r.apply_outcome(&Outcome::Accepted { wamid: "w1".into() }, t(1));
+    r.apply_outcome(
+        &Outcome::Accepted {
+            wamid: "w1".into(),
+            sender: None,
+            held: None,
+        },
+        t(1),
+    );
     assert!(r.wait.is_some());
     let applied = r.convert(&paid, Some(&stop), t(31));
     assert_eq!(
@@ -369,4 +414,42 @@ fn a_row_without_journey_fields_reads_as_a_one_step_journey() {
     }
     let back: DispatchRecord = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);
+}
+
+#[test]
+fn a_held_message_is_accepted_not_flowing_until_a_status_moves_it() {
+    let mut r = claimed(staged(), t(1));
+    r.apply_outcome(
+        &Outcome::Accepted {
+            wamid: "w1".into(),
+            sender: Some("106540352242922".into()),
+            held: Some("held_for_quality_assessment".into()),
+        },
+        t(1),
+    );
+    assert_eq!(r.state, DispatchState::Accepted);
+    assert_eq!(r.reason.as_deref(), Some("held_for_quality_assessment"));
+    assert_eq!(r.sender.as_deref(), Some("106540352242922"));
+    let mut sent = status(DispatchState::Sent, "w1", t(5));
+    sent.pricing = Some(crate::domain::Pricing {
+        category: "marketing".into(),
+        billable: true,
+        model: Some("PMP".into()),
+        kind: Some("regular".into()),
+        country: None,
+    });
+    assert!(r.apply_status(&sent).is_some());
+    assert_eq!(r.reason, None, "sent: held no more");
+    let pricing = r.status_pricing(&sent).expect("recorded");
+    assert_eq!(pricing.country.as_deref(), Some("MX"), "{pricing:?}");
+    // The step's sender and pricing go with it into the history.
+    assert!(r.promote("nudge", Vec::new(), t(70), false));
+    assert_eq!(r.sender, None);
+    assert_eq!(r.pricing, None);
+    assert_eq!(r.history[0].sender.as_deref(), Some("106540352242922"));
+    assert_eq!(
+        r.status_pricing(&sent).map(|p| p.category.as_str()),
+        Some("marketing"),
+        "a status of the primary finds its pricing in the history"
+    );
 }

@@ -187,7 +187,7 @@ pub(super) async fn record_outcome(
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
     let mut parked: Vec<StatusUpdate> = Vec::new();
-    if let Outcome::Accepted { wamid } = outcome {
+    if let Outcome::Accepted { wamid, .. } = outcome {
         // Index first, so a status arriving from now on finds the row.
         store
             .exec(
@@ -242,7 +242,7 @@ pub(super) async fn record_outcome(
     };
     store.after_unclaim(&old, &new).await?;
     match outcome {
-        Outcome::Accepted { wamid } if !parked.is_empty() => {
+        Outcome::Accepted { wamid, .. } if !parked.is_empty() => {
             store
                 .exec(&store.st.unpark, (wamid,), "clearing parked statuses")
                 .await?;

@@ -121,6 +121,7 @@ pub(super) async fn apply_status(
             Ok(StatusApplied::Unchanged {
                 state,
                 step: step.to_string(),
+                sender: current.status_sender(update).map(str::to_string),
             })
         }
         Some(Ok((old, new))) => {
@@ -131,11 +132,14 @@ pub(super) async fn apply_status(
             // The step's own transition: a status of an earlier step's
             // message leaves the current step's state as it was.
             let (from, to) = change.unwrap_or((old.state, new.state));
+            let priced =
+                old.status_pricing(update).is_none() && new.status_pricing(update).is_some();
             Ok(StatusApplied::Changed {
                 from,
                 to,
                 step: new.status_step(update).0.to_string(),
                 record: Box::new(new),
+                priced,
             })
         }
     }

@@ -27,7 +27,8 @@ pub fn bucket(contact: &ContactKey) -> i32 {
 pub const DISPATCH_COLUMNS: &str = "campaign_id, contact, shard, seq, params, tags, timezone, \
      send_after, staged_at, stage_exclusion, rev, state, reason, wamid, attempts, error_code, \
      error_class, error_message, deferred_until, owner, claimed_at, accepted_at, sent_at, \
-     delivered_at, read_at, replied_at, failed_at, excluded_at, staged_journey, journey";
+     delivered_at, read_at, replied_at, failed_at, excluded_at, staged_journey, journey, sender, \
+     pricing";
 
 /// `staged_journey`: what staging knows of a multi-step journey.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -113,6 +114,8 @@ pub struct DispatchRow {
     pub excluded_at: Option<DateTime<Utc>>,
     pub staged_journey: Option<String>,
     pub journey: Option<String>,
+    pub sender: Option<String>,
+    pub pricing: Option<String>,
 }
 
 impl DispatchRow {
@@ -160,6 +163,13 @@ impl DispatchRow {
                 ..JourneyCell::default()
             },
         };
+        let pricing = match &self.pricing {
+            Some(json) => Some(
+                serde_json::from_str(json)
+                    .map_err(|e| corrupt(format!("pricing is not valid JSON: {e}")))?,
+            ),
+            None => None,
+        };
         let shard = u32::try_from(self.shard.unwrap_or_default())
             .map_err(|_| corrupt("negative shard".into()))?;
         let seq = u64::try_from(self.seq.unwrap_or_default())
@@ -200,6 +210,8 @@ impl DispatchRow {
             later: staged.later,
             stopped: journey.stopped,
             conversion: journey.conversion,
+            sender: self.sender,
+            pricing,
         };
         Ok(Some((record, self.rev)))
     }
@@ -285,6 +297,8 @@ pub struct JourneyWrite {
     pub failed_at: MaybeUnset<Option<DateTime<Utc>>>,
     pub excluded_at: MaybeUnset<Option<DateTime<Utc>>>,
     pub journey: MaybeUnset<Option<String>>,
+    pub sender: MaybeUnset<Option<String>>,
+    pub pricing: MaybeUnset<Option<String>>,
     pub campaign_id: String,
     pub bucket: i32,
     pub contact: String,
@@ -296,7 +310,16 @@ pub const JOURNEY_UPDATE: &str = "UPDATE dispatches SET rev = ?, state = ?, reas
      wamid = ?, attempts = ?, error_code = ?, error_class = ?, error_message = ?, \
      deferred_until = ?, owner = ?, claimed_at = ?, accepted_at = ?, sent_at = ?, \
      delivered_at = ?, read_at = ?, replied_at = ?, failed_at = ?, excluded_at = ?, \
-     journey = ? WHERE campaign_id = ? AND bucket = ? AND contact = ? IF rev = ?";
+     journey = ?, sender = ?, pricing = ? WHERE campaign_id = ? AND bucket = ? AND contact = ? IF rev = ?";
+
+/// `pricing`: the current step's pricing as JSON (null until a status
+/// carried it).
+fn pricing_cell(record: &DispatchRecord) -> Option<String> {
+    record
+        .pricing
+        .as_ref()
+        .and_then(|p| serde_json::to_string(p).ok())
+}
 
 fn changed<T: Clone + PartialEq>(old: &T, new: &T) -> MaybeUnset<T> {
     if old == new {
@@ -339,6 +362,8 @@ impl JourneyWrite {
             failed_at: changed(&o.failed, &n.failed),
             excluded_at: changed(&o.excluded, &n.excluded),
             journey: changed(&JourneyCell::of(old), &JourneyCell::of(new)),
+            sender: changed(&old.sender, &new.sender),
+            pricing: changed(&pricing_cell(old), &pricing_cell(new)),
             campaign_id: new.campaign_id.clone(),
             bucket: bucket(&new.contact),
             contact: new.contact.row_str().to_owned(),
@@ -389,6 +414,8 @@ mod tests {
             excluded_at: None,
             staged_journey: None,
             journey: None,
+            sender: None,
+            pricing: None,
         }
     }
 
@@ -583,5 +610,44 @@ mod tests {
         assert_eq!(back.next, next);
         // Unchanged, it is not written at all.
         assert!(set(&JourneyWrite::between(&new, &new, Some(2), 3).journey).is_none());
+    }
+
+    #[test]
+    fn the_sender_and_the_pricing_have_cells_of_their_own() {
+        let (old, _) = staged_row().into_record().unwrap().unwrap();
+        let mut new = old.clone();
+        new.sender = Some("106540352242922".into());
+        new.pricing = crate::domain::Pricing::from_status(
+            Some("utility"),
+            Some(false),
+            Some("PMP"),
+            Some("free_customer_service"),
+        );
+        let write = JourneyWrite::between(&old, &new, None, 1);
+        let Some(Some(sender)) = set(&write.sender) else {
+            panic!("the sender cell is written");
+        };
+        let Some(Some(pricing)) = set(&write.pricing) else {
+            panic!("the pricing cell is written");
+        };
+        let (back, _) = DispatchRow {
+            sender: Some(sender),
+            pricing: Some(pricing),
+            ..staged_row()
+        }
+        .into_record()
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (back.sender, back.pricing),
+            (new.sender.clone(), new.pricing.clone())
+        );
+        let same = JourneyWrite::between(&new, &new, Some(1), 2);
+        assert!(set(&same.sender).is_none() && set(&same.pricing).is_none());
+        let bad = DispatchRow {
+            pricing: Some("{".into()),
+            ..staged_row()
+        };
+        assert!(bad.into_record().is_err(), "an unreadable cell is reported");
     }
 }
