@@ -474,6 +474,7 @@ impl Receiver {
                 opt_out_keywords: vec!["STOP".into()],
                 keyword_scope: OptOutScope::All,
                 reply_context_wait: Duration::ZERO,
+                marketing_limit_retry: Default::default(),
                 sms_reports: None,
             },
         );

@@ -334,6 +334,7 @@ pub fn webhook_processor(
                 opt_out_keywords: w.opt_out_keywords.clone(),
                 keyword_scope: w.opt_out_keyword_scope,
                 reply_context_wait: Duration::from_millis(config.http.reply_context_wait_ms),
+                marketing_limit_retry: w.marketing_limit_retry,
                 sms_reports: config.sms.report_password.as_ref().map(|password| {
                     crate::webhook::BasicAuth {
                         username: config.sms.report_username.clone(),
@@ -563,6 +564,7 @@ impl Daemon {
             resend_unknown_after: Default::default(),
             marketing_cap: Default::default(),
             rate_card: Default::default(),
+            marketing_limit_retry: Default::default(),
             events: Some(events),
             templates,
         });

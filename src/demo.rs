@@ -741,7 +741,7 @@ fn print_funnel(id: &str, s: &CampaignSummary) {
         String::new(),
     );
     row(
-        "deferred (retried in 24 h)",
+        "deferred (131049, retried later)",
         s.count(S::Deferred),
         String::new(),
     );

@@ -98,6 +98,7 @@ fn processor(dir: &std::path::Path) -> WebhookProcessor {
             opt_out_keywords: vec!["STOP".into()],
             keyword_scope: wadispatch::domain::OptOutScope::All,
             reply_context_wait: std::time::Duration::ZERO,
+            marketing_limit_retry: Default::default(),
             sms_reports: None,
         },
     )

@@ -60,6 +60,7 @@ fn status(state: DispatchState) -> StatusUpdate {
         error_class: None,
         error_message: None,
         defer_until: None,
+        deferral: None,
         pricing: None,
     }
 }

@@ -293,6 +293,7 @@ async fn scylla_store_over_cql_protocol() {
         error_class: None,
         error_message: None,
         defer_until: None,
+        deferral: None,
         pricing: None,
     };
     store.park_status("wamid.K1", &update).await.unwrap();

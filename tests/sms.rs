@@ -213,6 +213,7 @@ async fn a_delivery_report_updates_the_step_that_sent_it() {
             opt_out_keywords: vec![],
             keyword_scope: wadispatch::domain::OptOutScope::All,
             reply_context_wait: Duration::ZERO,
+            marketing_limit_retry: Default::default(),
             sms_reports: Some(BasicAuth {
                 username: "wadispatch".into(),
                 password: "report-pw".into(),

@@ -184,6 +184,7 @@ async fn claims_of_lapsed_owners_are_settled_from_the_index(store: &dyn Store) {
         error_class: None,
         error_message: None,
         defer_until: None,
+        deferral: None,
         pricing: None,
     };
     store
@@ -717,6 +718,7 @@ async fn outcomes_and_wamid_index(store: &dyn Store) {
         error_class: None,
         error_message: None,
         defer_until: None,
+        deferral: None,
         pricing: wadispatch::domain::Pricing::from_status(
             Some("marketing"),
             Some(true),
@@ -890,6 +892,7 @@ async fn late_answers_never_move_a_row_back(store: &dyn Store) {
         error_class: code.map(|_| "contact".into()),
         error_message: code.map(|_| "m".into()),
         defer_until: None,
+        deferral: None,
         pricing: None,
     };
     // 1: failed by webhook first, then the API answer says accepted.
@@ -1487,6 +1490,7 @@ fn reply(wamid: &str, at: chrono::DateTime<Utc>) -> StatusUpdate {
         error_class: None,
         error_message: None,
         defer_until: None,
+        deferral: None,
         pricing: None,
     }
 }

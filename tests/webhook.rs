@@ -55,6 +55,7 @@ async fn harness_waiting(reply_context_wait: std::time::Duration) -> Harness {
             opt_out_keywords: vec!["STOP".into(), "baja".into()],
             keyword_scope: wadispatch::domain::OptOutScope::All,
             reply_context_wait,
+            marketing_limit_retry: Default::default(),
             sms_reports: None,
         },
     ));
@@ -262,6 +263,7 @@ async fn without_an_app_secret_every_post_is_refused() {
             opt_out_keywords: vec!["STOP".into()],
             keyword_scope: wadispatch::domain::OptOutScope::All,
             reply_context_wait: Duration::ZERO,
+            marketing_limit_retry: Default::default(),
             sms_reports: None,
         },
     );
@@ -414,7 +416,7 @@ async fn failed_statuses_classify_and_mark_contacts() {
     assert_eq!(
         r3.state,
         DispatchState::Deferred,
-        "131049: retried once a day later"
+        "131049: retried a day later first"
     );
     assert_eq!(r3.deferred_until.unwrap().timestamp(), 100 + 24 * 3600);
     let pending = h.store.scan_pending(CAMPAIGN, 0, None, 10).await.unwrap();
@@ -423,6 +425,64 @@ async fn failed_statuses_classify_and_mark_contacts() {
         1,
         "the deferred contact is back in the queue"
     );
+}
+
+/// 131049 on the default schedule (`whatsapp.marketing_limit_retry`: 24 h,
+/// then twice as long each time, at most 168 h after staging): the contact
+/// is deferred 24 h, then 48 h, and the third refusal is final because its
+/// retry would come too late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_131049_is_retried_after_growing_waits_until_too_old() {
+    let h = harness().await;
+    let n = 31;
+    staged(h.store.as_ref(), n).await;
+    let hours = |x: i64| t0() + chrono::Duration::hours(x);
+    let limited = |at: chrono::DateTime<Utc>| {
+        statuses(vec![status(
+            n,
+            "failed",
+            at.timestamp(),
+            Some(json!([{"code": 131049, "title": "t", "message": "m",
+                         "error_data": {"details": "per-user marketing limit"}}])),
+        )])
+    };
+    for (claim_at, refused_at, retry_at) in [(0, 1, Some(25)), (25, 26, Some(74)), (74, 75, None)] {
+        let claim = ClaimRequest {
+            now: hours(claim_at),
+            ..ClaimRequest {
+                campaign_id: CAMPAIGN.into(),
+                contact: contact(n),
+                exclusive: true,
+                replace_engagement: None,
+                owner: "t".into(),
+                now: t0(),
+                step: String::new(),
+            }
+        };
+        assert!(
+            matches!(
+                h.store.claim(&claim).await.unwrap(),
+                ClaimOutcome::Claimed { .. }
+            ),
+            "claimable at +{claim_at} h"
+        );
+        answered(h.store.as_ref(), n).await;
+        assert_eq!(post(&h, &limited(hours(refused_at))).await, Verdict::Ok);
+        let row = state(&h, n).await;
+        match retry_at {
+            Some(_) => assert_eq!(
+                (row.state, row.deferred_until),
+                (DispatchState::Deferred, retry_at.map(hours)),
+                "attempt {}",
+                row.attempts
+            ),
+            None => assert_eq!(
+                (row.state, row.error_code),
+                (DispatchState::Failed, Some(131049)),
+                "a retry at +171 h is past the 168 h age"
+            ),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

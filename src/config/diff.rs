@@ -328,7 +328,13 @@ impl Changes {
             opt_out_keyword_scope,
             // Live: see `live_changes`.
             template_red_quality: _,
+            marketing_limit_retry,
         } = old;
+        self.field(
+            "whatsapp.marketing_limit_retry",
+            marketing_limit_retry,
+            &new.marketing_limit_retry,
+        );
         self.field("whatsapp.api_base_url", api_base_url, &new.api_base_url);
         self.field("whatsapp.api_version", api_version, &new.api_version);
         self.field("whatsapp.token", token, &new.token);

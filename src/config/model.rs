@@ -382,6 +382,12 @@ pub struct WhatsAppConfig {
     /// paused, disabled or rejected template holds its campaigns either way.
     /// Applied live on reload. Default: `halt`.
     pub template_red_quality: crate::domain::RedQualityPolicy,
+    /// When a contact Meta refused for its per-user marketing limit (131049)
+    /// is tried again (`[whatsapp.marketing_limit_retry]`): after
+    /// `first_delay_hours`, each later retry `growth` times longer, at most
+    /// `max_retries` times, never later than `max_age_hours` after the step
+    /// was staged. Restart required. Default: 24 h, ×2, 3 retries, 168 h.
+    pub marketing_limit_retry: crate::domain::DeferralSchedule,
 }
 
 impl Default for WhatsAppConfig {
@@ -401,6 +407,7 @@ impl Default for WhatsAppConfig {
                 .to_vec(),
             opt_out_keyword_scope: crate::domain::OptOutScope::All,
             template_red_quality: crate::domain::RedQualityPolicy::Halt,
+            marketing_limit_retry: crate::domain::DeferralSchedule::default(),
         }
     }
 }

@@ -432,6 +432,9 @@ fn check_timeouts(report: &mut Report, section: &str, connect: u64, request: u64
 }
 
 fn check_whatsapp(report: &mut Report, wa: &WhatsAppConfig) {
+    for (key, problem) in wa.marketing_limit_retry.problems() {
+        report.add(format!("whatsapp.marketing_limit_retry.{key}"), problem);
+    }
     let url = &wa.api_base_url;
     let rest = url
         .strip_prefix("https://")

@@ -7,9 +7,6 @@ use crate::domain::{code, ErrorClass, ExclusionReason};
 use crate::store::Outcome;
 use crate::whatsapp::client::SendResult;
 
-/// 131049: Meta's per-user marketing limit; one more try a day later.
-const DEFERRAL_HOURS: i64 = 24;
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Write this outcome; the contact's journey continues by webhooks or ends.
@@ -44,25 +41,21 @@ pub fn contact_fact(result: &SendResult) -> Option<ContactFact> {
     }
 }
 
-/// Which claim of a contact a send is, for [`decide`]: 1 while no earlier
-/// request of it may have reached Meta, 2 after one did (the retry after a
-/// deferral, a requeued `unknown` or `failed` row). `attempts_before` is
-/// the row's count before this claim: claims released because their
-/// request never left (throttles, outages) were taken back from it, so they
-/// do not count. A deferral is remembered by `attempts_before` even after a
-/// throttle overwrote the row's last code (a 131049 only ever answers a
-/// request that left, so its row always counts one).
-pub fn claim_number(attempts_before: u32) -> u32 {
-    if attempts_before > 0 {
-        2
-    } else {
-        1
-    }
+/// Which request of a contact a send is, for the 131049 schedule: one
+/// more than the row's `attempts` before this claim. Claims released because
+/// their request never left (throttles, outages) were taken back from that
+/// count, so a throttle between a deferral and its retry does not make the
+/// next 131049 a first one.
+pub fn attempt_number(attempts_before: u32) -> u32 {
+    attempts_before.saturating_add(1)
 }
 
-/// Decides what to do with `result` of a contact's `claims`-th claim
-/// ([`claim_number`]).
-pub fn decide(result: &SendResult, claims: u32, now: DateTime<Utc>) -> Decision {
+/// Decides what to do with `result`; `deferral` is how long a 131049
+/// answer to this send defers the contact (none: its retries are spent,
+/// the failure is final; see [`DeferralSchedule::wait`]).
+///
+/// [`DeferralSchedule::wait`]: crate::domain::DeferralSchedule::wait
+pub fn decide(result: &SendResult, deferral: Option<Duration>, now: DateTime<Utc>) -> Decision {
     match result {
         // The sender that sent it is filled in by the sender that knows it.
         SendResult::Accepted {
@@ -91,8 +84,8 @@ pub fn decide(result: &SendResult, claims: u32, now: DateTime<Utc>) -> Decision 
                     code: error.code,
                     throttled: false,
                 },
-                ErrorClass::Deferred if claims < 2 => Decision::Record(Outcome::Deferred {
-                    until: now + Duration::hours(DEFERRAL_HOURS),
+                ErrorClass::Deferred if deferral.is_some() => Decision::Record(Outcome::Deferred {
+                    until: now + deferral.unwrap_or_default(),
                     code: error.code,
                 }),
                 ErrorClass::Deferred | ErrorClass::Contact | ErrorClass::Data => {
@@ -141,23 +134,29 @@ mod tests {
     use crate::domain::classify_code;
     use crate::whatsapp::client::ApiError;
 
-    /// 131049 defers a contact once: a throttle between the deferral and
-    /// its retry does not make the next 131049 a first one.
+    /// 131049 defers a contact on the schedule: a throttle between the
+    /// deferral and its retry does not make the next 131049 a first one.
     #[test]
     fn a_deferral_is_remembered_through_a_throttle() {
-        assert_eq!(claim_number(0), 1);
-        assert_eq!(claim_number(0), 1, "a throttle never left");
-        assert_eq!(claim_number(1), 2, "the retry of a deferral");
-        assert_eq!(claim_number(1), 2, "deferred, then throttled");
-        let n = claim_number(1);
+        assert_eq!(attempt_number(0), 1);
+        assert_eq!(attempt_number(1), 2, "the retry of a deferral");
+        let once = crate::domain::DeferralSchedule {
+            max_retries: 1,
+            ..Default::default()
+        };
+        let wait = |attempts_before| once.wait(attempt_number(attempts_before), None, now());
         assert!(matches!(
-            decide(&rejected(131049), n, now()),
+            decide(&rejected(131049), wait(1), now()),
             Decision::Record(Outcome::Failed { .. })
         ));
         assert!(matches!(
-            decide(&rejected(131049), claim_number(0), now()),
+            decide(&rejected(131049), wait(0), now()),
             Decision::Record(Outcome::Deferred { .. })
         ));
+    }
+
+    fn day() -> Option<Duration> {
+        Some(Duration::hours(24))
     }
 
     fn rejected(code: i64) -> SendResult {
@@ -184,45 +183,45 @@ mod tests {
     #[test]
     fn every_class_has_its_action() {
         assert!(matches!(
-            decide(&rejected(130429), 1, now()),
+            decide(&rejected(130429), day(), now()),
             Decision::Retry {
                 throttled: true,
                 ..
             }
         ));
         assert!(matches!(
-            decide(&rejected(131000), 1, now()),
+            decide(&rejected(131000), day(), now()),
             Decision::Retry {
                 throttled: false,
                 ..
             }
         ));
         assert!(matches!(
-            decide(&rejected(131026), 1, now()),
+            decide(&rejected(131026), day(), now()),
             Decision::Record(Outcome::Failed { .. })
         ));
         assert!(matches!(
-            decide(&rejected(132000), 1, now()),
+            decide(&rejected(132000), day(), now()),
             Decision::Record(Outcome::Failed { .. })
         ));
         assert!(matches!(
-            decide(&rejected(132015), 1, now()),
+            decide(&rejected(132015), day(), now()),
             Decision::HaltCampaign { .. }
         ));
         assert!(matches!(
-            decide(&rejected(190), 1, now()),
+            decide(&rejected(190), day(), now()),
             Decision::HaltSender { .. }
         ));
         assert_eq!(
-            decide(&rejected(131049), 1, now()),
+            decide(&rejected(131049), day(), now()),
             Decision::Record(Outcome::Deferred {
                 until: now() + Duration::hours(24),
                 code: Some(131049)
             })
         );
-        // Deferred once already: final.
+        // Its retries spent: final.
         assert!(matches!(
-            decide(&rejected(131049), 2, now()),
+            decide(&rejected(131049), None, now()),
             Decision::Record(Outcome::Failed { .. })
         ));
     }
@@ -233,14 +232,14 @@ mod tests {
             reason: "refused".into(),
         };
         assert!(matches!(
-            decide(&not_sent, 1, now()),
+            decide(&not_sent, day(), now()),
             Decision::Retry { .. }
         ));
         let unknown = SendResult::Unknown {
             reason: "timeout".into(),
         };
         assert_eq!(
-            decide(&unknown, 1, now()),
+            decide(&unknown, day(), now()),
             Decision::Record(Outcome::Unknown {
                 message: "timeout".into()
             })

@@ -160,6 +160,8 @@ pub struct Env {
     pub templates: Arc<crate::dispatch::templates::TemplateBook>,
     /// `[pricing]`, kept current by reloads.
     pub rate_card: RwLock<Option<Arc<crate::domain::RateCard>>>,
+    /// `whatsapp.marketing_limit_retry` (restart required).
+    pub marketing_limit_retry: RwLock<crate::domain::DeferralSchedule>,
 }
 
 impl Env {
@@ -175,6 +177,7 @@ impl Env {
         *self.marketing_cap.write_or_recover() =
             d.marketing_per_contact.as_ref().and_then(|c| c.cap().ok());
         *self.rate_card.write_or_recover() = config.pricing.clone().map(Arc::new);
+        *self.marketing_limit_retry.write_or_recover() = config.whatsapp.marketing_limit_retry;
     }
 }
 
@@ -233,6 +236,10 @@ impl DispatchEnv for Env {
 
     fn rate_card(&self) -> Option<Arc<crate::domain::RateCard>> {
         self.rate_card.read_or_recover().clone()
+    }
+
+    fn marketing_limit_retry(&self) -> crate::domain::DeferralSchedule {
+        *self.marketing_limit_retry.read_or_recover()
     }
 
     fn resend_unknown_after(&self) -> Option<chrono::Duration> {

@@ -15,6 +15,8 @@
 //!   the parameters frozen per contact.
 //! - [`state`]: `DispatchState` and its monotonic rule, `StageTimes`, `ExclusionReason`,
 //!   `ObservedState`.
+//! - [`deferral`]: when a contact refused for Meta's per-user marketing
+//!   limit (131049) is tried again.
 //! - [`error_class`]: Cloud API error codes → `ErrorClass`.
 //! - [`problem`]: `SpecProblem`, one thing wrong with a spec.
 //! - [`journey`]: the steps of a campaign, their validation and the state
@@ -42,6 +44,7 @@ pub mod audience;
 pub mod campaign;
 pub mod cap;
 pub mod contact;
+pub mod deferral;
 pub mod error_class;
 pub mod goal;
 pub mod journey;
@@ -57,6 +60,7 @@ pub use audience::*;
 pub use campaign::*;
 pub use cap::*;
 pub use contact::*;
+pub use deferral::*;
 pub use error_class::*;
 pub use goal::*;
 pub use journey::*;

@@ -270,6 +270,7 @@ impl Report {
             error_class: None,
             error_message: None,
             defer_until: None,
+            deferral: None,
             pricing: None,
         };
         match status.group() {

@@ -33,9 +33,6 @@ use crate::store::{Store, StoreError};
 use crate::whatsapp::payload::parse_callback_data;
 use payload::{Envelope, Lenient};
 
-/// Meta's retry for 131049 (per-user marketing limit): try again a day later.
-const DEFERRAL: i64 = 24 * 3600;
-
 /// Largest webhook body accepted. Meta batches up to a few hundred changes
 /// per POST; 1 MiB leaves ample room and bounds what a bad client can send.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -55,6 +52,8 @@ pub struct WebhookSettings {
     /// The credentials SMS delivery reports must carry; `None` refuses
     /// every report.
     pub sms_reports: Option<BasicAuth>,
+    /// When a 131049 failure is retried (`whatsapp.marketing_limit_retry`).
+    pub marketing_limit_retry: crate::domain::DeferralSchedule,
 }
 
 impl std::fmt::Debug for WebhookSettings {

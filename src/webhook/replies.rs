@@ -253,6 +253,7 @@ impl WebhookProcessor {
             error_class: None,
             error_message: None,
             defer_until: None,
+            deferral: None,
             pricing: None,
         };
         Ok(

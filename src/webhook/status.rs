@@ -2,7 +2,7 @@
 //! wamid), what a failure says of the contact, and the state applied under
 //! the monotonic rule.
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 
 use super::payload::{parse_timestamp, Status};
 use crate::domain::{classify_code, code, ContactKey, DispatchState, ErrorClass, OptOutScope};
@@ -24,7 +24,7 @@ impl WebhookProcessor {
             Ok(at) => at,
             Err(e) => return Ok(rejected("status", &e)),
         };
-        let update = status_update(s, wamid, state, at);
+        let update = status_update(s, wamid, state, at, self.settings.marketing_limit_retry);
         let callback = s.biz_opaque_callback_data.as_deref();
         let Some((campaign, contact)) = self.correlate_or_park(wamid, callback, &update).await?
         else {
@@ -179,12 +179,14 @@ pub(super) fn funnel_state(status: Option<&str>) -> Option<DispatchState> {
 
 /// The store's update for a status: its error's code, class and message
 /// (Meta's details, else its message or title, else the code's own
-/// description), and for a failed 131049 the time of the one retry.
+/// description), and for a failed 131049 the schedule of its retries (the
+/// row knows which attempt it was).
 pub(super) fn status_update(
     s: &Status,
     wamid: Option<&str>,
     state: DispatchState,
     at: chrono::DateTime<Utc>,
+    retry: crate::domain::DeferralSchedule,
 ) -> StatusUpdate {
     let error = s.errors.first();
     let code = error.and_then(|e| e.code);
@@ -208,9 +210,9 @@ pub(super) fn status_update(
         error_code: code,
         error_class: class.map(|c| c.as_str().to_string()),
         error_message: message,
-        defer_until: (state == DispatchState::Failed && class == Some(ErrorClass::Deferred))
-            .then(|| at.checked_add_signed(Duration::seconds(DEFERRAL)))
-            .flatten(),
+        defer_until: None,
+        deferral: (state == DispatchState::Failed && class == Some(ErrorClass::Deferred))
+            .then_some(retry),
         pricing: s.pricing.as_ref().and_then(|p| p.pricing()),
     }
 }

@@ -244,7 +244,11 @@ impl Pump {
                 &row.params,
                 &step_callback_data(id, &row.step, contact),
             ),
-            claim: crate::dispatch::decision::claim_number(row.attempts),
+            deferral: self.env.marketing_limit_retry().wait(
+                crate::dispatch::decision::attempt_number(row.attempts),
+                row.times.staged,
+                Utc::now(),
+            ),
             retries: self.state.retries_of(contact),
         }
     }

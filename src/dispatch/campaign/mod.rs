@@ -75,6 +75,8 @@ pub trait DispatchEnv: Send + Sync + 'static {
     fn resend_unknown_after(&self) -> Option<chrono::Duration>;
     /// `[pricing]`, kept current by reloads.
     fn rate_card(&self) -> Option<Arc<crate::domain::RateCard>>;
+    /// `whatsapp.marketing_limit_retry`: when a 131049 is tried again.
+    fn marketing_limit_retry(&self) -> crate::domain::DeferralSchedule;
 }
 
 /// How often a campaign looks for `unknown` contacts to resend.

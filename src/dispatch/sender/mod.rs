@@ -60,9 +60,10 @@ pub struct SendJob {
     pub contact: ContactKey,
     /// The request body, built before the claim.
     pub body: Bytes,
-    /// Which claim of the contact this is ([`decision::claim_number`]): on
-    /// any but the first, 131049 is final.
-    pub claim: u32,
+    /// How long a 131049 answer to this send defers the contact (the
+    /// `whatsapp.marketing_limit_retry` wait of this attempt); none when
+    /// its retries are spent and the failure is final.
+    pub deferral: Option<chrono::Duration>,
     /// Earlier tries of this contact that never left (back in the queue
     /// each time): the backoff grows with them.
     pub retries: u32,
@@ -390,7 +391,7 @@ impl SenderCore {
         }
         drop(turn);
         let now = Utc::now();
-        match decision::decide(&result, job.claim, now) {
+        match decision::decide(&result, job.deferral, now) {
             Decision::Record(mut outcome) => {
                 if let Outcome::Accepted { sender, .. } = &mut outcome {
                     *sender = Some(self.id.clone());

@@ -498,18 +498,24 @@ impl DispatchRecord {
         update: &StatusUpdate,
     ) -> Option<(DispatchState, DispatchState)> {
         let from = self.state;
-        if let Some(until) = update.defer_until {
-            // 131049 (Meta's per-user marketing limit): one more try after
-            // the delay, only if this was the first attempt.
-            if self.attempts < 2
-                && matches!(
-                    from,
-                    DispatchState::Claimed
-                        | DispatchState::Unknown
-                        | DispatchState::Accepted
-                        | DispatchState::Sent
-                )
-            {
+        // 131049 (Meta's per-user marketing limit): tried again on the
+        // schedule while it has retries left (`attempts` counts this one);
+        // otherwise the failure is final.
+        let retry_at = match (update.deferral, update.defer_until) {
+            (Some(schedule), _) => {
+                schedule.next(self.attempts.max(1), self.times.staged, update.at)
+            }
+            (None, Some(until)) if self.attempts < 2 => Some(until),
+            _ => None,
+        };
+        if let Some(until) = retry_at {
+            if matches!(
+                from,
+                DispatchState::Claimed
+                    | DispatchState::Unknown
+                    | DispatchState::Accepted
+                    | DispatchState::Sent
+            ) {
                 self.state = DispatchState::Deferred;
                 self.deferred_until = Some(until);
                 if from == DispatchState::Accepted {
@@ -598,8 +604,13 @@ pub struct StatusUpdate {
     pub error_code: Option<i64>,
     pub error_class: Option<String>,
     pub error_message: Option<String>,
-    /// Set for a failure that is retried later (131049).
+    /// A failure retried at this time (131049), whatever the attempt: the
+    /// form of statuses parked by earlier versions.
     pub defer_until: Option<DateTime<Utc>>,
+    /// A failure retried on this schedule (131049): the row's attempt
+    /// decides when, or whether, it is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferral: Option<crate::domain::DeferralSchedule>,
     /// Meta's pricing of the message, when the status carried it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<Pricing>,

@@ -80,6 +80,7 @@ fn status(state: DispatchState, wamid: &str, at: DateTime<Utc>) -> StatusUpdate 
         error_class: None,
         error_message: None,
         defer_until: None,
+        deferral: None,
         pricing: None,
     }
 }
