@@ -90,6 +90,18 @@ fn a_limit_stated_by_meta_holds_the_campaign_at_its_number_of_recipients() {
         .await;
         settles_at_the_limit(&daemon).await;
         assert_eq!(w.sandbox.stats().recipients, LIMIT);
+        // The ETA counts the limit: the rest waits for places to free, about
+        // a day from now, not the few seconds its pace would take.
+        wait_until(Duration::from_secs(30), "an ETA that counts the limit", || {
+            state
+                .progress
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|p| p.eta_seconds)
+                .is_some_and(|eta| eta > 20.0 * 3600.0)
+        })
+        .await;
         let metrics = reqwest::get(format!("http://{}/metrics", daemon.admin_addr))
             .await
             .unwrap()

@@ -134,6 +134,42 @@ impl PortfolioLimit {
         })
     }
 
+    /// Seconds until `remaining` more recipients fit under the limit, as
+    /// far as this process can tell: the places free now go at once, the
+    /// rest as places free (24 h after each was taken, the window's oldest
+    /// first), a limit's worth per day. None without a limit or
+    /// when they fit now. An estimate: other instances' recipients are in
+    /// the store's count, not in this window (a full store answer stands
+    /// for them).
+    pub fn eta(&self, remaining: u64, now: DateTime<Utc>) -> Option<f64> {
+        let limit = self.limit()?.max(1);
+        let day = chrono::Duration::hours(24);
+        let full_until = (*self.full_until.lock_or_recover()).filter(|t| *t > now);
+        let mut w = self.window.lock_or_recover();
+        Self::prune(&mut w, now);
+        let used = (w.1.len() as u64).min(limit);
+        let free = if full_until.is_some() {
+            0
+        } else {
+            limit - used
+        };
+        let extra = remaining.checked_sub(free).filter(|e| *e > 0)?;
+        // Each place frees 24 h after it was taken, and again every 24 h:
+        // the window's recipients in time order, then the free places taken
+        // now (all of them at the store's `full_until` when it said full).
+        let (place, round) = ((extra - 1) % limit, (extra - 1) / limit);
+        let frees = match full_until {
+            Some(until) => until,
+            None => {
+                w.0.get(place as usize)
+                    .filter(|_| place < used)
+                    .map_or(now + day, |(t, _)| *t + day)
+            }
+        };
+        let at = frees + day * i32::try_from(round).unwrap_or(i32::MAX / 2);
+        Some(((at - now).num_milliseconds().max(0) as f64 / 1000.0).round())
+    }
+
     pub fn note(&self, contact: &ContactKey, now: DateTime<Utc>) {
         let mut w = self.window.lock_or_recover();
         let recipient = contact.recipient();
@@ -216,6 +252,10 @@ impl DispatchEnv for Env {
 
     fn portfolio_full(&self, until: DateTime<Utc>) {
         self.portfolio.full(until);
+    }
+
+    fn portfolio_eta(&self, remaining: u64) -> Option<f64> {
+        self.portfolio.eta(remaining, Utc::now())
     }
 
     fn note_recipient(&self, contact: &ContactKey) {
@@ -550,4 +590,46 @@ impl Handler<Ping> for CampaignRegistry {
     type Result = ();
 
     fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 7, 0, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+    }
+
+    fn contact(n: u32) -> ContactKey {
+        ContactKey::raw(format!("+52155{n:08}"))
+    }
+
+    #[test]
+    fn the_eta_waits_for_places_under_the_portfolio_limit() {
+        let p = PortfolioLimit::default();
+        assert_eq!(p.eta(1_000, t(0)), None, "no limit, no wait");
+        p.set_limit(Some(10));
+        // 6 recipients over the first hour: 4 places are free.
+        for n in 0..6 {
+            p.note(&contact(n), t(i64::from(n) * 10));
+        }
+        let now = t(60);
+        assert_eq!(p.eta(4, now), None, "they fit now");
+        // The 5th waits for the first recipient to age out (24 h after it
+        // was counted, at minute 0).
+        assert_eq!(p.eta(5, now), Some((24.0 * 60.0 - 60.0) * 60.0));
+        // The 10th waits for the 6th (counted at minute 50).
+        assert_eq!(p.eta(10, now), Some((24.0 * 60.0 - 10.0) * 60.0));
+        // The 11th takes a place freed by one taken now.
+        assert_eq!(p.eta(11, now), Some(24.0 * 3600.0));
+        // 30: 4 now, 10 a day after, 10 the day after that, the last 6 on
+        // the third day (the 6th place of the window, counted at minute 50).
+        assert_eq!(p.eta(30, now), Some((72.0 * 60.0 - 10.0) * 60.0));
+        // The store said the window is full until minute 180: nothing is
+        // free before then.
+        p.full(t(180));
+        assert_eq!(p.eta(1, now), Some(120.0 * 60.0));
+        assert_eq!(p.eta(11, now), Some((24.0 * 60.0 + 120.0) * 60.0));
+    }
 }

@@ -56,6 +56,9 @@ pub trait DispatchEnv: Send + Sync + 'static {
     fn portfolio_limit(&self) -> Option<u64>;
     /// The store found the portfolio's window full until `until`.
     fn portfolio_full(&self, until: DateTime<Utc>);
+    /// Seconds until `remaining` more recipients fit under the portfolio
+    /// limit; none without a limit or when they fit now.
+    fn portfolio_eta(&self, remaining: u64) -> Option<f64>;
     /// Records a recipient the store counted (or knew) for the portfolio limit.
     fn note_recipient(&self, contact: &ContactKey);
     /// True once the suppression list is loaded (claims wait for it).

@@ -81,7 +81,9 @@ impl Pump {
         let eta_seconds = if remaining == 0.0 {
             Some(0.0)
         } else if pace > 0.0 {
-            Some((remaining / pace).round())
+            // The portfolio limit may hold the rest longer than the pace.
+            let limited = self.env.portfolio_eta(remaining as u64).unwrap_or(0.0);
+            Some((remaining / pace).round().max(limited))
         } else {
             None
         };
