@@ -323,6 +323,9 @@ fn demo_config(
                 per_second: rate,
                 paused: false,
                 display_name: None,
+                display_phone_number: None,
+                auto_throughput: false,
+                max_per_second: None,
             },
         );
     }

@@ -339,6 +339,9 @@ fn reload_changes_a_senders_rate_while_running() {
                 per_second: 500.0,
                 paused: false,
                 display_name: None,
+                display_phone_number: None,
+                auto_throughput: false,
+                max_per_second: None,
             },
         );
         daemon.apply(faster).await;

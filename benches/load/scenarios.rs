@@ -74,6 +74,9 @@ pub(super) fn add_senders(config: &mut Config, ids: &[String], per_second: f64) 
                 per_second,
                 paused: false,
                 display_name: None,
+                display_phone_number: None,
+                auto_throughput: false,
+                max_per_second: None,
             },
         );
     }

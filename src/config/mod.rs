@@ -188,6 +188,9 @@ impl Config {
                 per_second: self.dispatch.default_sender_per_second,
                 paused: false,
                 display_name: None,
+                display_phone_number: None,
+                auto_throughput: false,
+                max_per_second: None,
             })
     }
 }

@@ -518,6 +518,11 @@ pub struct DispatchConfig {
     pub circuit_open_secs: f64,
     /// Cap on the wait before a probe, in seconds. Default: `30.0`.
     pub circuit_max_open_secs: f64,
+    /// How long a sender pauses when Meta answers 131057 (the number is in
+    /// maintenance, e.g. while its throughput is upgraded), in seconds. Its
+    /// contacts wait; nobody fails. Read when a sender starts. Default:
+    /// `30.0`.
+    pub maintenance_pause_secs: f64,
     /// First retry delay, in milliseconds; doubled per attempt, with jitter.
     /// Default: `500`.
     pub backoff_base_ms: u64,
@@ -555,6 +560,7 @@ impl Default for DispatchConfig {
             resend_unknown_after_secs: None,
             circuit_failures_to_open: 10,
             circuit_open_secs: 1.0,
+            maintenance_pause_secs: 30.0,
             circuit_max_open_secs: 30.0,
             backoff_base_ms: 500,
             backoff_max_ms: 60_000,
@@ -635,6 +641,39 @@ pub struct SenderConfig {
     /// Name shown to operators (logs, admin API). Default: unset.
     #[serde(default)]
     pub display_name: Option<String>,
+    /// The number as Meta's account webhooks show it
+    /// (`display_phone_number`, digits, e.g. `"15550783881"`): how a
+    /// `phone_number_quality_update` names this sender. Default: unset.
+    #[serde(default)]
+    pub display_phone_number: Option<String>,
+    /// Follow Meta's throughput upgrade: when Meta says this number moved to
+    /// its higher throughput (`THROUGHPUT_UPGRADE`), send at 1,000 messages
+    /// per second (or `max_per_second`, if lower) instead of `per_second`.
+    /// Needs `display_phone_number`. Applied live. Default: `false`.
+    #[serde(default)]
+    pub auto_throughput: bool,
+    /// The ceiling of `auto_throughput`, in messages per second. Default:
+    /// unset (1,000, Meta's higher throughput).
+    #[serde(default)]
+    pub max_per_second: Option<f64>,
+}
+
+impl SenderConfig {
+    /// The rate this sender runs at: `per_second`, or Meta's higher
+    /// throughput under `max_per_second` once Meta upgraded the number and
+    /// `auto_throughput` follows it (never below `per_second`).
+    pub fn rate(&self, upgraded: impl Fn(&str) -> bool) -> f64 {
+        let follows =
+            self.auto_throughput && self.display_phone_number.as_deref().is_some_and(&upgraded);
+        if !follows {
+            return self.per_second;
+        }
+        let ceiling = self
+            .max_per_second
+            .unwrap_or(crate::domain::MAX_SENDER_RATE)
+            .min(crate::domain::MAX_SENDER_RATE);
+        ceiling.max(self.per_second)
+    }
 }
 
 /// `[sms]`: the SMS provider of journeys' `sms` steps (README, "SMS

@@ -566,6 +566,7 @@ fn check_dispatch(report: &mut Report, d: &DispatchConfig) {
         d.circuit_failures_to_open,
     );
     report.rate("dispatch.circuit_open_secs", d.circuit_open_secs);
+    report.rate("dispatch.maintenance_pause_secs", d.maintenance_pause_secs);
     if d.circuit_max_open_secs < d.circuit_open_secs {
         report.add(
             "dispatch.circuit_max_open_secs",
@@ -627,6 +628,23 @@ fn check_senders(report: &mut Report, senders: &BTreeMap<String, SenderConfig>) 
             &format!("{key}.display_name"),
             sender.display_name.as_deref(),
         );
+        if let Some(ceiling) = sender.max_per_second {
+            report.rate(&format!("{key}.max_per_second"), ceiling);
+        }
+        if let Some(shown) = &sender.display_phone_number {
+            if shown.is_empty() || !shown.bytes().all(|b| b.is_ascii_digit()) {
+                report.add(
+                    format!("{key}.display_phone_number"),
+                    format!("must be the number's digits as Meta's webhooks show it (\"15550783881\"), got {shown:?}"),
+                );
+            }
+        }
+        if sender.auto_throughput && sender.display_phone_number.is_none() {
+            report.add(
+                format!("{key}.auto_throughput"),
+                "needs display_phone_number: Meta's throughput webhook names the number by it",
+            );
+        }
     }
 }
 

@@ -309,6 +309,8 @@ pub struct CampaignRegistry {
     actors: HashMap<String, Addr<CampaignActor>>,
     owner: String,
     share: f64,
+    /// The throughput generation of the limit book last applied.
+    throughput_seen: u64,
 }
 
 impl CampaignRegistry {
@@ -333,6 +335,7 @@ impl CampaignRegistry {
             actors: HashMap::new(),
             owner,
             share: 0.0,
+            throughput_seen: 0,
         }
     }
 
@@ -340,11 +343,39 @@ impl CampaignRegistry {
         self.senders.clone()
     }
 
+    /// The rate sender `id` runs at under `config`: its configured rate,
+    /// or Meta's higher throughput once Meta upgraded the number
+    /// (`auto_throughput`).
+    fn sender_rate(&self, config: &Config, id: &str) -> f64 {
+        let book = &self.env.portfolio.learned;
+        config.sender(id).rate(|shown| book.upgraded(shown))
+    }
+
+    /// Meta upgraded (or a store read brought) a number's throughput: the
+    /// senders that follow it take their new rate.
+    fn apply_throughput(&mut self) {
+        let generation = self.env.portfolio.learned.throughput_generation();
+        if generation == self.throughput_seen {
+            return;
+        }
+        self.throughput_seen = generation;
+        for (id, (addr, core)) in self.senders.read_or_recover().iter() {
+            let rate = self.sender_rate(&self.config, id);
+            if (rate - core.configured()).abs() > f64::EPSILON {
+                tracing::warn!(sender = %id, from = core.configured(), to = rate, "sender rate follows Meta's throughput for the number");
+                addr.do_send(Reconfigure {
+                    per_second: Some(rate),
+                    share: None,
+                    resume: false,
+                });
+            }
+        }
+    }
+
     fn sender_settings(&self, id: &str) -> SenderSettings {
         let d = &self.config.dispatch;
-        let s = self.config.sender(id);
         SenderSettings {
-            per_second: s.per_second,
+            per_second: self.sender_rate(&self.config, id),
             pair_interval: Duration::from_secs(d.pair_interval_secs),
             pair_burst: d.pair_burst,
             max_in_flight: d.max_in_flight_per_sender,
@@ -360,6 +391,7 @@ impl CampaignRegistry {
                 open_secs: d.circuit_open_secs,
                 max_open_secs: d.circuit_max_open_secs,
             },
+            maintenance_pause: Duration::from_secs_f64(d.maintenance_pause_secs.max(0.0)),
         }
     }
 
@@ -453,11 +485,12 @@ impl CampaignRegistry {
             if now.paused && !was.paused {
                 core.set_halted(Some("paused in the config".into()));
             }
-            let rate_changed = (now.per_second - was.per_second).abs() > f64::EPSILON;
+            let rate = self.sender_rate(&self.config, &id);
+            let rate_changed = (rate - core.configured()).abs() > f64::EPSILON;
             let resumed = was.paused && !now.paused;
             if rate_changed || resumed {
                 addr.do_send(Reconfigure {
-                    per_second: rate_changed.then_some(now.per_second),
+                    per_second: rate_changed.then_some(rate),
                     share: None,
                     resume: resumed,
                 });
@@ -518,6 +551,7 @@ impl Actor for CampaignRegistry {
         });
         // Rebalances change this instance's share of every sender's rate.
         ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.apply_throughput();
             let share = act.env.ingest.share();
             if (share - act.share).abs() > f64::EPSILON {
                 tracing::info!(share, "instance share of sender rates changed");

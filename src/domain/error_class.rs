@@ -183,6 +183,9 @@ pub mod code {
     pub const NOT_WHATSAPP_USER: i64 = 131_026;
     /// The user stopped marketing messages: a marketing opt-out.
     pub const MARKETING_OPT_OUT: i64 = 131_050;
+    /// The business number is in maintenance (a throughput upgrade in
+    /// progress): the sender pauses briefly.
+    pub const MAINTENANCE: i64 = 131_057;
 }
 
 /// The exclusion a code implies for the contact in every later campaign:

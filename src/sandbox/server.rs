@@ -33,7 +33,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub(crate) struct Shared {
     pub(crate) config: SandboxConfig,
     pub(crate) stats: Arc<Stats>,
-    quota: Option<governor::Quota>,
+    pub(crate) quota: Option<governor::Quota>,
     pair: Option<PairLimit>,
     shares: Shares,
     epoch: Instant,
@@ -159,6 +159,9 @@ impl Shared {
             return Answer::Error(e);
         }
         let number = self.stats.number(number_id, self.quota);
+        if number.in_maintenance() {
+            return Answer::Error(ApiError::with_default_details(code::MAINTENANCE));
+        }
         if !number.admit() {
             return Answer::Error(ApiError::with_default_details(code::THROUGHPUT));
         }
@@ -494,6 +497,10 @@ pub(crate) async fn start(config: SandboxConfig) -> std::io::Result<Running> {
                         .route(
                             "/sandbox/limits",
                             web::post().to(super::account::change_limit),
+                        )
+                        .route(
+                            "/sandbox/numbers",
+                            web::post().to(super::account::change_number),
                         )
                         .route(
                             "/{version}/{phone_number_id}/messages",

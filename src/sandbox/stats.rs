@@ -68,9 +68,13 @@ pub(crate) struct NumberState {
     /// Small id used in the pair-limit slots of recipient entries.
     pub(crate) idx: u32,
     pub(crate) id: Arc<str>,
-    limiter: Option<DefaultDirectRateLimiter>,
+    /// Replaced when Meta upgrades the number's throughput.
+    limiter: RwLock<Option<DefaultDirectRateLimiter>>,
     requests: AtomicU64,
     accepted: AtomicU64,
+    /// While ahead (milliseconds on [`clock_ms`]; 0: never), sends answer
+    /// 131057 (maintenance). An atomic: every send reads it.
+    maintenance_until: AtomicU64,
 }
 
 impl NumberState {
@@ -78,8 +82,40 @@ impl NumberState {
     /// request either way.
     pub(crate) fn admit(&self) -> bool {
         self.requests.fetch_add(1, Relaxed);
-        self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+        read(&self.limiter)
+            .as_ref()
+            .is_none_or(|l| l.check().is_ok())
     }
+
+    /// Meta changed the number's throughput: `quota` from now on.
+    pub(crate) fn set_quota(&self, quota: Option<Quota>) {
+        *write(&self.limiter) = quota.map(RateLimiter::direct);
+    }
+
+    /// Puts the number in maintenance for `secs` (0 ends it).
+    pub(crate) fn maintain(&self, secs: f64) {
+        let until = if secs > 0.0 {
+            clock_ms() + (secs * 1000.0) as u64
+        } else {
+            0
+        };
+        self.maintenance_until.store(until, Relaxed);
+    }
+
+    /// True while the number is in maintenance.
+    pub(crate) fn in_maintenance(&self) -> bool {
+        let until = self.maintenance_until.load(Relaxed);
+        until != 0 && clock_ms() < until
+    }
+}
+
+/// Milliseconds since the sandbox's clock started (monotonic).
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// The throughput quota of a number: `mps` per second with `burst` cells.
@@ -251,9 +287,10 @@ impl Stats {
             Arc::new(NumberState {
                 idx: next.fetch_add(1, Relaxed),
                 id: id.into(),
-                limiter: quota.map(RateLimiter::direct),
+                limiter: RwLock::new(quota.map(RateLimiter::direct)),
                 requests: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
+                maintenance_until: AtomicU64::new(0),
             })
         });
         Arc::clone(state)

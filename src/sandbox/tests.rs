@@ -1094,3 +1094,49 @@ fn config_reads_from_json_with_defaults() {
         FailureRule::meta_defaults()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_in_maintenance_answers_131057_then_a_throughput_upgrade_lifts_its_limit() {
+    let sandbox = Sandbox::start(SandboxConfig {
+        per_number_mps: 1.0,
+        per_number_burst: Some(1),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&sandbox);
+    let change = |body: Value| {
+        let api = &api;
+        async move {
+            api.post_raw("/sandbox/numbers", None, serde_json::to_vec(&body).unwrap())
+                .await
+        }
+    };
+    let (status, _) = change(json!({"phone_number_id": "333", "maintenance_secs": 0.5})).await;
+    assert_eq!(status, 200);
+    let (status, body) = api.send("333", &template("15553000001", None)).await;
+    assert_graph_error(status, &body, 400, 131_057);
+    let (status, _) = api.send("444", &template("15553000002", None)).await;
+    assert_eq!(status, 200, "another number is not in maintenance");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, body) = api.send("333", &template("15553000003", None)).await;
+    assert_eq!(status, 200, "the maintenance is over: {body}");
+    // At 1 message per second a second one is refused, until Meta upgrades
+    // the number to 1,000 per second.
+    let (status, body) = api.send("333", &template("15553000004", None)).await;
+    assert_graph_error(status, &body, 400, 130_429);
+    let (status, answer) =
+        change(json!({"phone_number_id": "333", "event": "THROUGHPUT_UPGRADE"})).await;
+    assert_eq!(
+        (status, answer["per_number_mps"].as_f64()),
+        (200, Some(1000.0))
+    );
+    for i in 0..20 {
+        let (status, body) = api
+            .send("333", &template(&format!("155531{i:05}"), None))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = change(json!({"phone_number_id": "333"})).await;
+    assert_eq!(status, 400, "a change says what to change");
+}

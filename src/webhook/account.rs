@@ -13,18 +13,30 @@ use super::*;
 
 pub(super) const CAPABILITY_FIELD: &str = "business_capability_update";
 pub(super) const NUMBER_QUALITY_FIELD: &str = "phone_number_quality_update";
+/// The `phone_number_quality_update` event of a number raised to Meta's
+/// higher throughput.
+const THROUGHPUT_UPGRADE: &str = "THROUGHPUT_UPGRADE";
 
 impl WebhookProcessor {
-    /// One account update: the messaging limit it states, if any, learned.
+    /// One account update: the messaging limit it states, if any, learned;
+    /// a number's throughput upgrade learned.
     pub(super) async fn account_change(
         &self,
         field: &str,
         v: &ChangeValue,
         at: DateTime<Utc>,
     ) -> Result<Vec<Event>, ProcessError> {
+        let event = v.event.as_deref().unwrap_or_default();
+        if field == NUMBER_QUALITY_FIELD && event == THROUGHPUT_UPGRADE {
+            self.throughput_upgrade(v.display_phone_number.as_deref(), at)
+                .await?;
+        }
         // Since October 2025 the limit is the portfolio's; the per-number
-        // values of older payloads stand for it when it is absent.
+        // values of older payloads stand for it when it is absent. On a
+        // throughput upgrade `current_limit` is the throughput level
+        // (`TIER_UNLIMITED`: higher throughput), not a messaging limit.
         let per_number = match field {
+            NUMBER_QUALITY_FIELD if event == THROUGHPUT_UPGRADE => None,
             NUMBER_QUALITY_FIELD => v.current_limit.as_ref(),
             _ => v.max_daily_conversation_per_phone.as_ref(),
         };
@@ -58,5 +70,27 @@ impl WebhookProcessor {
             source: field.to_string(),
             timestamp: at,
         }])
+    }
+
+    /// Meta raised the number shown as `shown` to its higher throughput:
+    /// learned for every instance (senders with `auto_throughput` follow).
+    async fn throughput_upgrade(
+        &self,
+        shown: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        let Some(number) = shown else {
+            tracing::warn!("a throughput upgrade without display_phone_number: ignored");
+            return Ok(());
+        };
+        if self
+            .limits
+            .learn_throughput(self.store.as_ref(), number, THROUGHPUT_UPGRADE, at)
+            .await?
+        {
+            tracing::warn!(number, "Meta upgraded the number's throughput: senders of it with auto_throughput = true go up to 1,000 messages per second (under their max_per_second)");
+            crate::metrics::webhook_status("throughput_upgrade");
+        }
+        Ok(())
     }
 }

@@ -354,6 +354,9 @@ impl World {
                     per_second: *rate,
                     paused: false,
                     display_name: None,
+                    display_phone_number: None,
+                    auto_throughput: false,
+                    max_per_second: None,
                 },
             );
         }

@@ -122,6 +122,7 @@ impl Pump {
             Ok(sender) => sender,
             Err(wait) => return wait,
         };
+        self.state.sender_found();
         let Some(permit) = self.take_slot(contact, in_flight).await else {
             return Considered::Skipped;
         };
@@ -212,7 +213,16 @@ impl Pump {
                 )));
                 Err(Considered::Wait(Utc::now() + chrono::Duration::seconds(5)))
             }
-            Err(NoSender::Unavailable) => {
+            Err(NoSender::Unavailable { paused: Some(why) }) => {
+                self.state.set_wait(Some((
+                    "sender_paused_by_meta",
+                    format!("Meta has the campaign's senders in maintenance ({why}); they resume by themselves (dispatch.maintenance_pause_secs), contacts stay pending"),
+                )));
+                Err(Considered::Wait(
+                    Utc::now() + chrono::Duration::milliseconds(500),
+                ))
+            }
+            Err(NoSender::Unavailable { paused: None }) => {
                 self.state.set_wait(Some((
                     "senders_unavailable",
                     "the campaign's senders are failing transiently (outage): contacts stay pending until a probe gets through".into(),

@@ -110,6 +110,9 @@ pub struct CampaignState {
     template_hold: Mutex<TemplateHoldCache>,
     pub observed: Mutex<Option<ObservedState>>,
     pub wait_reason: Mutex<Option<String>>,
+    /// The wait is for the campaign's senders (halted, paused by Meta, an
+    /// outage): the next sender picked ends it.
+    pub(crate) sender_wait: std::sync::atomic::AtomicBool,
     pub in_flight: AtomicU64,
     pub dispatched: AtomicU64,
     /// The latest count of the campaign's contacts (for `/campaigns`).

@@ -33,6 +33,7 @@ impl CampaignState {
             template_hold: Mutex::new(TemplateHoldCache::default()),
             observed: Mutex::new(None),
             wait_reason: Mutex::new(None),
+            sender_wait: std::sync::atomic::AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             dispatched: AtomicU64::new(0),
             progress: Mutex::new(None),
@@ -141,6 +142,14 @@ impl CampaignState {
     /// Records why the campaign waits (`kind` is the bounded metric label:
     /// `portfolio_limit`, `senders_halted`), or that it no longer does.
     pub fn set_wait(&self, reason: Option<(&'static str, String)>) {
+        let for_senders = reason.as_ref().is_some_and(|(kind, _)| {
+            matches!(
+                *kind,
+                "senders_halted" | "senders_unavailable" | "sender_paused_by_meta"
+            )
+        });
+        self.sender_wait
+            .store(for_senders, std::sync::atomic::Ordering::Release);
         let mut w = self.wait_reason.lock_or_recover();
         let text = reason.as_ref().map(|(_, r)| r.clone());
         if *w != text {
@@ -152,6 +161,17 @@ impl CampaignState {
                 None => metrics::campaign_wait(&self.id, None),
             }
             *w = text;
+        }
+    }
+
+    /// A sender took a contact: a wait for the senders is over (one atomic
+    /// load while there is none).
+    pub fn sender_found(&self) {
+        if self
+            .sender_wait
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.set_wait(None);
         }
     }
 }

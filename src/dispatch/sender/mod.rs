@@ -50,6 +50,8 @@ pub struct SenderSettings {
     pub aimd_decrease_factor: f64,
     pub aimd_increase_per_sec: f64,
     pub circuit: CircuitSettings,
+    /// How long 131057 pauses the sender (`dispatch.maintenance_pause_secs`).
+    pub maintenance_pause: Duration,
 }
 
 /// A claimed contact to send.
@@ -122,6 +124,9 @@ pub struct SenderCore {
     is_halted: AtomicBool,
     circuit: Mutex<Circuit>,
     circuit_open: AtomicBool,
+    /// Meta put the number in maintenance (131057): until this monotonic
+    /// second the sender takes no contact, and why.
+    paused: Mutex<Option<(f64, String)>>,
     in_flight: Semaphore,
     /// Sends waiting for the sender's rate take turns here, first come first
     /// served: only the head polls the limiter. Without it every waiting send
@@ -151,6 +156,14 @@ impl QueuedSend {
 impl Drop for QueuedSend {
     fn drop(&mut self) {
         self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Meta's message of a refusal, for logs and `/campaigns`.
+fn result_message(result: &SendResult) -> String {
+    match result {
+        SendResult::Rejected { error, .. } => error.describe(),
+        _ => String::new(),
     }
 }
 
@@ -211,6 +224,7 @@ impl SenderCore {
             in_flight: Semaphore::new(settings.max_in_flight.max(1)),
             circuit: Mutex::new(Circuit::new(settings.circuit)),
             circuit_open: AtomicBool::new(false),
+            paused: Mutex::new(None),
             settings: RwLock::new(settings),
             share: Mutex::new(share),
             aimd: Mutex::new(aimd),
@@ -238,10 +252,34 @@ impl SenderCore {
         self.circuit_open.load(Ordering::Acquire)
     }
 
-    /// May the pool hand this sender a contact now? Not halted, and its
-    /// circuit closed or due for a probe.
+    /// Why Meta has the number paused now (131057), if it does.
+    pub fn paused(&self) -> Option<String> {
+        let mut paused = self.paused.lock_or_recover();
+        match paused.as_ref() {
+            Some((until, why)) if monotonic_secs() < *until => Some(why.clone()),
+            Some(_) => {
+                *paused = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Pauses the sender for `pause` (131057: the number is in maintenance
+    /// or its throughput is being upgraded). Nobody fails: contacts wait.
+    pub fn pause(&self, pause: Duration, why: String) {
+        let until = monotonic_secs() + pause.as_secs_f64();
+        let mut paused = self.paused.lock_or_recover();
+        if paused.is_none() {
+            tracing::warn!(sender = %self.id, seconds = pause.as_secs(), reason = %why, "sender paused: Meta has the number in maintenance; contacts wait, nobody fails");
+        }
+        *paused = Some((until, why));
+    }
+
+    /// May the pool hand this sender a contact now? Not halted or paused,
+    /// and its circuit closed or due for a probe.
     pub fn available(&self) -> bool {
-        if self.is_halted() {
+        if self.is_halted() || self.paused().is_some() {
             return false;
         }
         if !self.is_circuit_open() {
@@ -344,7 +382,7 @@ impl SenderCore {
         };
         let key = contact.as_str().to_string();
         loop {
-            if stop() || self.is_halted() {
+            if stop() || self.is_halted() || self.paused().is_some() {
                 return None;
             }
             match self.pair.check_key(&key) {
@@ -402,6 +440,10 @@ impl SenderCore {
                 self.finish(&job, outcome, SendReport::Done(label)).await
             }
             Decision::Retry { code, throttled } => {
+                if code == Some(code::MAINTENANCE) {
+                    let pause = self.settings.read_or_recover().maintenance_pause;
+                    self.pause(pause, format!("error 131057: {}", result_message(&result)));
+                }
                 let (outcome, report) = self.retry_outcome(&result, code, throttled, job.retries);
                 self.finish(&job, outcome, report).await
             }

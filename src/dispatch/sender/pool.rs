@@ -15,12 +15,13 @@ use crate::sync::RwLockExt;
 pub type SenderMap = Arc<RwLock<BTreeMap<String, (Addr<SenderActor>, Arc<SenderCore>)>>>;
 
 /// Why no sender of a pool can take a contact now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoSender {
     /// Every sender of the pool is halted (token, account, policy, paused).
     Halted,
-    /// Some are not halted, but their circuits are open (an outage).
-    Unavailable,
+    /// Some are not halted, but their circuits are open (an outage) or
+    /// Meta paused them (131057: why, for the first paused one).
+    Unavailable { paused: Option<String> },
 }
 
 /// The least loaded available sender of `pool`; the scan starts at a hash
@@ -44,7 +45,11 @@ pub fn pick(
         return Err(if known.iter().all(|c| c.is_halted()) {
             NoSender::Halted
         } else {
-            NoSender::Unavailable
+            NoSender::Unavailable {
+                paused: known
+                    .iter()
+                    .find_map(|c| c.paused().map(|why| format!("{}: {why}", c.id))),
+            }
         });
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -15,6 +15,7 @@ pub(crate) mod code {
     pub(crate) const HEALTHY_ECOSYSTEM: i64 = 131_049;
     pub(crate) const MARKETING_OPT_OUT: i64 = 131_050;
     pub(crate) const PAIR_RATE: i64 = 131_056;
+    pub(crate) const MAINTENANCE: i64 = 131_057;
     pub(crate) const PARAM_COUNT: i64 = 132_000;
     pub(crate) const TEMPLATE_MISSING: i64 = 132_001;
     pub(crate) const TEMPLATE_PAUSED: i64 = 132_015;
@@ -30,6 +31,7 @@ pub(crate) const KNOWN_API_CODES: &[i64] = &[
     code::THROUGHPUT,
     code::MISSING_PARAMETER,
     code::PAIR_RATE,
+    code::MAINTENANCE,
     code::PARAM_COUNT,
     code::TEMPLATE_MISSING,
     code::TEMPLATE_PAUSED,
@@ -56,6 +58,7 @@ pub(crate) fn title(code: i64) -> &'static str {
              marketing messages on WhatsApp from your business."
         }
         code::PAIR_RATE => "(Business Account, Consumer Account) pair rate limit hit",
+        code::MAINTENANCE => "Account in maintenance mode",
         code::PARAM_COUNT => "Number of parameters does not match the expected number of params",
         code::TEMPLATE_MISSING => "Template name does not exist in the translation",
         code::TEMPLATE_PAUSED => "Template is Paused",
@@ -85,6 +88,10 @@ pub(crate) fn default_details(code: i64) -> &'static str {
         code::PAIR_RATE => {
             "Message failed to send because there were too many messages sent from this \
              phone number to the same phone number in a short period of time."
+        }
+        code::MAINTENANCE => {
+            "The business account is in maintenance mode, e.g. while its throughput is \
+             being upgraded."
         }
         _ => title(code),
     }
