@@ -170,7 +170,13 @@ fn template(c: &mut Criterion) {
     group.bench_function("render", |b| {
         b.iter(|| {
             let callback = callback_data(CAMPAIGN, black_box(&contact));
-            template_message_bytes(&spec.template, &contact, black_box(&params), &callback)
+            template_message_bytes(
+                &spec.template,
+                &contact,
+                black_box(&params),
+                &callback,
+                wadispatch::domain::Endpoint::Messages,
+            )
         })
     });
     group.finish();

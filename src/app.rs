@@ -565,6 +565,7 @@ impl Daemon {
             marketing_cap: Default::default(),
             rate_card: Default::default(),
             marketing_limit_retry: Default::default(),
+            marketing_messages: Default::default(),
             events: Some(events),
             templates,
         });

@@ -326,6 +326,7 @@ fn demo_config(
                 display_phone_number: None,
                 auto_throughput: false,
                 max_per_second: None,
+                marketing_messages: None,
             },
         );
     }
@@ -343,6 +344,7 @@ fn demo_config(
                 per_second: Some(rate),
                 per_hour: None,
                 paused: false,
+                marketing_messages: None,
             },
         );
     }

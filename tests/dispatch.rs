@@ -140,6 +140,7 @@ fn overlapping_exclusive_campaigns_never_reach_the_same_contact() {
                 per_second: None,
                 per_hour: None,
                 paused: true,
+                marketing_messages: None,
             },
         );
         publish_campaign(&w, "ex-a", &spec("ex-a", &["2001"], 800.0, true), 0..1_500).await;
@@ -236,6 +237,7 @@ fn pause_sends_nothing_and_resume_finishes() {
                 per_second: None,
                 per_hour: None,
                 paused: true,
+                marketing_messages: None,
             },
         );
         publish_campaign(
@@ -288,6 +290,7 @@ fn pause_sends_nothing_and_resume_finishes() {
                 per_second: None,
                 per_hour: None,
                 paused: false,
+                marketing_messages: None,
             },
         );
         daemon.apply(resumed).await;
@@ -342,6 +345,7 @@ fn reload_changes_a_senders_rate_while_running() {
                 display_phone_number: None,
                 auto_throughput: false,
                 max_per_second: None,
+                marketing_messages: None,
             },
         );
         daemon.apply(faster).await;
@@ -1024,6 +1028,7 @@ fn a_burst_of_reloads_beyond_the_mailboxes_loses_no_change() {
                     per_hour: None,
                     // The last one pauses it.
                     paused: i % 2 == 0,
+                    marketing_messages: None,
                 },
             );
             // No await between them: the actors see the whole burst at once.

@@ -61,6 +61,7 @@ pub(super) fn daemon_config(world: &World, dir: &std::path::Path, paused: &str) 
             per_second: Some(1_000_000.0),
             per_hour: None,
             paused: true,
+            marketing_messages: None,
         },
     );
     config
@@ -77,6 +78,7 @@ pub(super) fn add_senders(config: &mut Config, ids: &[String], per_second: f64) 
                 display_phone_number: None,
                 auto_throughput: false,
                 max_per_second: None,
+                marketing_messages: None,
             },
         );
     }
@@ -379,6 +381,7 @@ pub(super) async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Val
                 &r.contact,
                 &r.params,
                 &callback_data("raw", &r.contact),
+                wadispatch::domain::Endpoint::Messages,
             );
             let request = raw_http
                 .post(url)

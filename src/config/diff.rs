@@ -1,7 +1,7 @@
 //! What a reload may apply to the running daemon, and what needs a restart.
 //!
-//! Live: `[dispatch]`, `[senders]`, `[campaigns]`, `[pricing]`, `log.level`
-//! and `whatsapp.template_red_quality`. Everything else
+//! Live: `[dispatch]`, `[senders]`, `[campaigns]`, `[pricing]`, `log.level`,
+//! `whatsapp.template_red_quality` and `whatsapp.marketing_messages`. Everything else
 //! is read once at start-up (connections, listeners, the store, the HTTP client,
 //! metric registration), so a change to it is reported as needing a restart
 //! rather than silently ignored: an operator must never believe a setting took
@@ -37,6 +37,8 @@ pub struct LiveChanges {
     pub template_policy_changed: bool,
     /// `[pricing]` changed.
     pub pricing_changed: bool,
+    /// `whatsapp.marketing_messages` changed.
+    pub marketing_messages_changed: bool,
 }
 
 impl LiveChanges {
@@ -49,6 +51,7 @@ impl LiveChanges {
             && !self.log_level_changed
             && !self.template_policy_changed
             && !self.pricing_changed
+            && !self.marketing_messages_changed
     }
 }
 
@@ -120,6 +123,8 @@ impl Config {
             template_policy_changed: self.whatsapp.template_red_quality
                 != new.whatsapp.template_red_quality,
             pricing_changed: self.pricing != new.pricing,
+            marketing_messages_changed: self.whatsapp.marketing_messages
+                != new.whatsapp.marketing_messages,
         }
     }
 }
@@ -328,6 +333,7 @@ impl Changes {
             opt_out_keyword_scope,
             // Live: see `live_changes`.
             template_red_quality: _,
+            marketing_messages: _,
             marketing_limit_retry,
         } = old;
         self.field(

@@ -191,6 +191,7 @@ impl Config {
                 display_phone_number: None,
                 auto_throughput: false,
                 max_per_second: None,
+                marketing_messages: None,
             })
     }
 }

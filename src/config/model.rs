@@ -388,6 +388,13 @@ pub struct WhatsAppConfig {
     /// `max_retries` times, never later than `max_age_hours` after the step
     /// was staged. Restart required. Default: 24 h, ×2, 3 retries, 168 h.
     pub marketing_limit_retry: crate::domain::DeferralSchedule,
+    /// Where marketing templates go: `never` (Cloud API's `/messages`),
+    /// `auto` (the Marketing Messages API's `/marketing_messages`, which
+    /// falls back to Cloud API for an account not onboarded) or `always`
+    /// (`/marketing_messages` only: an account not onboarded halts the
+    /// campaign). `[senders]` and `[campaigns]` may override it. Applied
+    /// live on reload. Default: `never`.
+    pub marketing_messages: crate::domain::MarketingMessages,
 }
 
 impl Default for WhatsAppConfig {
@@ -408,6 +415,7 @@ impl Default for WhatsAppConfig {
             opt_out_keyword_scope: crate::domain::OptOutScope::All,
             template_red_quality: crate::domain::RedQualityPolicy::Halt,
             marketing_limit_retry: crate::domain::DeferralSchedule::default(),
+            marketing_messages: crate::domain::MarketingMessages::Never,
         }
     }
 }
@@ -656,6 +664,9 @@ pub struct SenderConfig {
     /// unset (1,000, Meta's higher throughput).
     #[serde(default)]
     pub max_per_second: Option<f64>,
+    /// `whatsapp.marketing_messages` for this sender. Default: unset.
+    #[serde(default)]
+    pub marketing_messages: Option<crate::domain::MarketingMessages>,
 }
 
 impl SenderConfig {
@@ -754,6 +765,9 @@ pub struct CampaignOverride {
     pub per_hour: Option<f64>,
     /// Pause the campaign whatever its spec's desired state. Default: `false`.
     pub paused: bool,
+    /// `whatsapp.marketing_messages` for this campaign (over the sender's).
+    /// Default: unset.
+    pub marketing_messages: Option<crate::domain::MarketingMessages>,
 }
 
 /// A credential. `Debug` and `Display` print `***`, so logging a config never

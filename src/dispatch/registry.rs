@@ -198,6 +198,36 @@ pub struct Env {
     pub rate_card: RwLock<Option<Arc<crate::domain::RateCard>>>,
     /// `whatsapp.marketing_limit_retry` (restart required).
     pub marketing_limit_retry: RwLock<crate::domain::DeferralSchedule>,
+    /// `whatsapp.marketing_messages` and its overrides, kept current by
+    /// reloads.
+    pub marketing_messages: RwLock<MarketingRouting>,
+}
+
+/// `whatsapp.marketing_messages` with the overrides of `[senders]` and
+/// `[campaigns]`.
+#[derive(Debug, Default)]
+pub struct MarketingRouting {
+    global: crate::domain::MarketingMessages,
+    senders: HashMap<String, crate::domain::MarketingMessages>,
+    campaigns: HashMap<String, crate::domain::MarketingMessages>,
+}
+
+impl MarketingRouting {
+    fn of(config: &Config) -> Self {
+        MarketingRouting {
+            global: config.whatsapp.marketing_messages,
+            senders: config
+                .senders
+                .iter()
+                .filter_map(|(id, s)| Some((id.clone(), s.marketing_messages?)))
+                .collect(),
+            campaigns: config
+                .campaigns
+                .iter()
+                .filter_map(|(id, c)| Some((id.clone(), c.marketing_messages?)))
+                .collect(),
+        }
+    }
 }
 
 impl Env {
@@ -214,6 +244,7 @@ impl Env {
             d.marketing_per_contact.as_ref().and_then(|c| c.cap().ok());
         *self.rate_card.write_or_recover() = config.pricing.clone().map(Arc::new);
         *self.marketing_limit_retry.write_or_recover() = config.whatsapp.marketing_limit_retry;
+        *self.marketing_messages.write_or_recover() = MarketingRouting::of(config);
     }
 }
 
@@ -280,6 +311,15 @@ impl DispatchEnv for Env {
 
     fn marketing_limit_retry(&self) -> crate::domain::DeferralSchedule {
         *self.marketing_limit_retry.read_or_recover()
+    }
+
+    fn marketing_messages(&self, campaign: &str, sender: &str) -> crate::domain::MarketingMessages {
+        let r = self.marketing_messages.read_or_recover();
+        crate::domain::MarketingMessages::resolve(
+            r.global,
+            r.senders.get(sender).copied(),
+            r.campaigns.get(campaign).copied(),
+        )
     }
 
     fn resend_unknown_after(&self) -> Option<chrono::Duration> {

@@ -131,8 +131,8 @@ pub fn classify_code(code: i64) -> ErrorClass {
         // country; 131021: the recipient is the sender; 131062: a
         // business-scoped user id cannot receive this kind of message.
         131026 | 131050 | 130472 | 131047 | 130497 | 131021 | 131062 => ErrorClass::Contact,
-        132000 | 132005 | 132007 | 132012 | 132018 | 131008 | 131009 | 131051 | 131053 | 100
-        | 135000 => ErrorClass::Data,
+        132000 | 132005 | 132007 | 132012 | 132018 | 131008 | 131009 | 131051 | 131053 | 131055
+        | 100 | 135000 => ErrorClass::Data,
         // 132068: the template's flow is blocked; 131063: marketing
         // templates are off on /messages for this account; 134100, 134102:
         // the Marketing Messages API refuses the template.
@@ -186,6 +186,10 @@ pub mod code {
     /// The business number is in maintenance (a throughput upgrade in
     /// progress): the sender pauses briefly.
     pub const MAINTENANCE: i64 = 131_057;
+    /// The Marketing Messages API takes marketing templates only.
+    pub const NOT_MARKETING: i64 = 134_100;
+    /// "Only marketing template messages are supported" on that API.
+    pub const METHOD_NOT_ALLOWED: i64 = 131_055;
 }
 
 /// The exclusion a code implies for the contact in every later campaign:
@@ -254,6 +258,7 @@ pub fn describe_code(code: i64) -> &'static str {
         133006 => "the phone number needs to be verified again",
         133010 => "the phone number is not registered",
         134100 => "the Marketing Messages API takes marketing templates only",
+        131055 => "method not allowed (the Marketing Messages API takes marketing templates only)",
         134101 => "the template is still syncing to the Marketing Messages API",
         134102 => "the template is not available on the Marketing Messages API",
         135000 => "generic user error in the request",
@@ -282,7 +287,8 @@ mod tests {
         (
             Data,
             &[
-                132000, 132005, 132007, 132012, 132018, 131008, 131009, 131051, 131053, 100, 135000,
+                132000, 132005, 132007, 132012, 132018, 131008, 131009, 131051, 131053, 131055,
+                100, 135000,
             ],
         ),
         (

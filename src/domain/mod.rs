@@ -27,6 +27,7 @@
 //!   per contact and the dedupe window.
 //! - [`goal`]: conversion goals, `wa.conversions` records and their
 //!   attribution to a journey.
+//! - [`marketing_api`]: which endpoint sends a marketing template.
 //! - [`messaging_limit`]: Meta's messaging limit (unique users per 24 h)
 //!   and the limit in force under the configured ceiling.
 //! - [`pricing`]: Meta's pricing of a message, the rate card and a
@@ -48,6 +49,7 @@ pub mod deferral;
 pub mod error_class;
 pub mod goal;
 pub mod journey;
+pub mod marketing_api;
 pub mod messaging_limit;
 pub mod pricing;
 pub mod problem;
@@ -64,6 +66,7 @@ pub use deferral::*;
 pub use error_class::*;
 pub use goal::*;
 pub use journey::*;
+pub use marketing_api::*;
 pub use messaging_limit::*;
 pub use pricing::*;
 pub use problem::*;

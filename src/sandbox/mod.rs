@@ -129,6 +129,11 @@ pub struct SandboxConfig {
     /// `pricing` object of its statuses. A template not listed is priced as
     /// `marketing`. Default empty.
     pub categories: HashMap<String, PricingCategory>,
+    /// The account finished onboarding to the Marketing Messages API: its
+    /// `/marketing_messages` sends go through it (priced `marketing_lite`).
+    /// Without it they fall back to Cloud API (priced `marketing`), or answer
+    /// 134102 with `product_policy: STRICT`. Default true.
+    pub marketing_messages_onboarded: bool,
     /// Where status and reply webhooks are POSTed; unset sends none.
     /// Default unset.
     pub webhook_url: Option<String>,
@@ -207,6 +212,7 @@ impl Default for SandboxConfig {
             failure_rules: FailureRule::meta_defaults(),
             templates: HashMap::new(),
             categories: HashMap::new(),
+            marketing_messages_onboarded: true,
             webhook_url: None,
             app_secret: "sandbox-app-secret".into(),
             reply_share: 0.1,
@@ -344,6 +350,8 @@ pub enum FailureStage {
 pub enum PricingCategory {
     #[default]
     Marketing,
+    /// A marketing template sent through the Marketing Messages API.
+    MarketingLite,
     Utility,
     Authentication,
 }
@@ -352,6 +360,7 @@ impl PricingCategory {
     pub fn as_str(self) -> &'static str {
         match self {
             PricingCategory::Marketing => "marketing",
+            PricingCategory::MarketingLite => "marketing_lite",
             PricingCategory::Utility => "utility",
             PricingCategory::Authentication => "authentication",
         }

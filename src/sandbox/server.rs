@@ -158,6 +158,27 @@ impl Shared {
         if let Some(e) = self.templates.refusal(&send.template, &send.language) {
             return Answer::Error(e);
         }
+        let mut category = cfg
+            .categories
+            .get(&send.template)
+            .copied()
+            .unwrap_or_default();
+        let marketing_api = req.path().ends_with("/marketing_messages");
+        if marketing_api {
+            // The Marketing Messages API takes marketing templates only; an
+            // account not onboarded falls back to Cloud API unless STRICT.
+            if category != super::PricingCategory::Marketing {
+                return Answer::Error(ApiError::with_default_details(code::NOT_MARKETING));
+            }
+            if cfg.marketing_messages_onboarded {
+                category = super::PricingCategory::MarketingLite;
+            } else if send.strict {
+                return Answer::Error(ApiError::new(
+                    code::MM_UNAVAILABLE,
+                    "the account has not completed onboarding to the Marketing Messages API",
+                ));
+            }
+        }
         let number = self.stats.number(number_id, self.quota);
         if number.in_maintenance() {
             return Answer::Error(ApiError::with_default_details(code::MAINTENANCE));
@@ -177,16 +198,14 @@ impl Shared {
         ) else {
             return Answer::Error(ApiError::with_default_details(code::PAIR_RATE));
         };
+        if marketing_api {
+            self.stats.marketing_messages.fetch_add(1, Relaxed);
+        }
         let wamid = format!(
             "wamid.SBX{:08X}{:012X}",
             self.nonce,
             self.wamid_seq.fetch_add(1, Relaxed) + 1
         );
-        let category = cfg
-            .categories
-            .get(&send.template)
-            .copied()
-            .unwrap_or_default();
         let rules::ValidSend {
             input,
             recipient,
@@ -504,6 +523,10 @@ pub(crate) async fn start(config: SandboxConfig) -> std::io::Result<Running> {
                         )
                         .route(
                             "/{version}/{phone_number_id}/messages",
+                            web::post().to(send_message),
+                        )
+                        .route(
+                            "/{version}/{phone_number_id}/marketing_messages",
                             web::post().to(send_message),
                         )
                         .default_service(web::to(unknown))

@@ -27,6 +27,10 @@ pub struct SandboxStats {
     pub in_flight: u64,
     /// Messages accepted (answered with a wamid).
     pub accepted: u64,
+    /// Of those, accepted on the Marketing Messages API's
+    /// `/marketing_messages`.
+    #[serde(default)]
+    pub marketing_messages: u64,
     /// Requests refused with a Graph error, by error code (5xx excluded).
     pub rejected_by_code: BTreeMap<i64, u64>,
     /// Requests answered 500 or 503 by `http_5xx_share`.
@@ -218,6 +222,7 @@ pub(crate) struct Stats {
     pub(crate) requests: AtomicU64,
     pub(crate) answering: AtomicU64,
     accepted: AtomicU64,
+    pub(crate) marketing_messages: AtomicU64,
     http_5xx: AtomicU64,
     rejected_known: Vec<(i64, AtomicU64)>,
     rejected_other: Mutex<BTreeMap<i64, u64>>,
@@ -244,6 +249,7 @@ impl Stats {
             requests: AtomicU64::new(0),
             answering: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            marketing_messages: AtomicU64::new(0),
             http_5xx: AtomicU64::new(0),
             rejected_known: known.into_iter().map(|c| (c, AtomicU64::new(0))).collect(),
             rejected_other: Mutex::new(BTreeMap::new()),
@@ -373,6 +379,7 @@ impl Stats {
             requests: self.requests.load(Relaxed),
             in_flight: self.answering.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
+            marketing_messages: self.marketing_messages.load(Relaxed),
             rejected_by_code,
             http_5xx: self.http_5xx.load(Relaxed),
             per_number,
@@ -403,6 +410,7 @@ impl Stats {
         for counter in [
             &self.requests,
             &self.accepted,
+            &self.marketing_messages,
             &self.http_5xx,
             &self.distinct_recipients,
             &self.per_recipient_max,

@@ -386,6 +386,18 @@ impl WhatsAppClient {
     /// Sends a pre-serialised JSON body (the hot path: see
     /// [`crate::whatsapp::template_message_bytes`]).
     pub async fn send_raw(&self, phone_number_id: &str, body: Bytes) -> SendResult {
+        self.send_to(phone_number_id, crate::domain::Endpoint::Messages, body)
+            .await
+    }
+
+    /// [`Self::send_raw`] to `endpoint` (`/messages`, or the Marketing
+    /// Messages API's `/marketing_messages`, which answers the same shape).
+    pub async fn send_to(
+        &self,
+        phone_number_id: &str,
+        endpoint: crate::domain::Endpoint,
+        body: Bytes,
+    ) -> SendResult {
         // The id becomes a path segment: anything else ('/', '?', '..')
         // would post the message to another endpoint.
         if !is_path_segment(phone_number_id) {
@@ -396,7 +408,7 @@ impl WhatsAppClient {
                 ),
             };
         }
-        let url = format!("{}/{phone_number_id}/messages", self.base);
+        let url = format!("{}/{phone_number_id}/{}", self.base, endpoint.path());
         let mut request = self
             .http
             .post(url)

@@ -125,6 +125,9 @@ pub struct TemplateMessage<'a> {
     kind: &'static str,
     biz_opaque_callback_data: &'a str,
     template: Template<'a>,
+    /// Marketing Messages API only: `CLOUD_API_FALLBACK` or `STRICT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    product_policy: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -258,6 +261,7 @@ impl<'a> TemplateMessage<'a> {
             recipient,
             kind: "template",
             biz_opaque_callback_data: callback,
+            product_policy: None,
             template: Template {
                 name: &template.name,
                 language: Language {
@@ -266,6 +270,12 @@ impl<'a> TemplateMessage<'a> {
                 components,
             },
         }
+    }
+
+    /// The message for `endpoint` (its `product_policy`).
+    pub fn for_endpoint(mut self, endpoint: crate::domain::Endpoint) -> Self {
+        self.product_policy = endpoint.product_policy();
+        self
     }
 
     /// The request body as JSON bytes, for [`crate::whatsapp::WhatsAppClient::send_raw`].
@@ -301,8 +311,11 @@ pub fn template_message_bytes(
     to: &ContactKey,
     params: &FrozenParams,
     callback: &str,
+    endpoint: crate::domain::Endpoint,
 ) -> Bytes {
-    TemplateMessage::new(template, to, params, callback).to_bytes()
+    TemplateMessage::new(template, to, params, callback)
+        .for_endpoint(endpoint)
+        .to_bytes()
 }
 
 /// The header component, or `None` when the header has nothing to fill:

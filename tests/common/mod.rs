@@ -324,13 +324,22 @@ impl World {
         senders: &[(&str, f64)],
         rules: Vec<wadispatch::sandbox::FailureRule>,
     ) -> World {
+        World::start_with(senders, rules, |_| {}).await
+    }
+
+    /// [`World::start`] with the sandbox's config changed by `tune`.
+    pub async fn start_with(
+        senders: &[(&str, f64)],
+        rules: Vec<wadispatch::sandbox::FailureRule>,
+        tune: impl FnOnce(&mut wadispatch::sandbox::SandboxConfig),
+    ) -> World {
         use wadispatch::config::{Secret, SenderConfig};
         use wadispatch::sandbox::{Sandbox, SandboxConfig};
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path(), "");
         let kafka = Kafka::start(&config);
         let port = free_port();
-        let sandbox = Sandbox::start(SandboxConfig {
+        let mut sandbox_config = SandboxConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             per_number_mps: 0.0,
             webhook_url: Some(format!("http://127.0.0.1:{port}/webhook")),
@@ -338,9 +347,9 @@ impl World {
             failure_rules: rules,
             stop_share: 0.0,
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        };
+        tune(&mut sandbox_config);
+        let sandbox = Sandbox::start(sandbox_config).await.unwrap();
         config.kafka.brokers = kafka.brokers.clone();
         config.http.listen = format!("127.0.0.1:{port}");
         config.admin.listen = "127.0.0.1:0".into();
@@ -357,6 +366,7 @@ impl World {
                     display_phone_number: None,
                     auto_throughput: false,
                     max_per_second: None,
+                    marketing_messages: None,
                 },
             );
         }

@@ -126,7 +126,7 @@ impl Pump {
         let Some(permit) = self.take_slot(contact, in_flight).await else {
             return Considered::Skipped;
         };
-        let job = self.send_job(template, &row, contact);
+        let job = self.send_job(template, &row, contact, &sender.core().id);
         // The send runs on the tokio pool straight on the sender's core: a
         // round trip through the sender actor's mailbox for every message
         // cost two thread hops and a third of the daemon's CPU per send. The
@@ -242,9 +242,18 @@ impl Pump {
         template: &TemplateSpec,
         row: &DispatchRecord,
         contact: &ContactKey,
+        sender: &str,
     ) -> SendJob {
         let id = &self.state.id;
+        let marketing = template.category == crate::domain::TemplateCategory::Marketing;
+        let endpoint = self.env.marketing_messages(id, sender).endpoint(
+            marketing,
+            self.state
+                .marketing_endpoint_refused
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
         SendJob {
+            endpoint,
             campaign: id.clone(),
             step: self.step_name(&row.step),
             contact: contact.clone(),
@@ -253,6 +262,7 @@ impl Pump {
                 contact,
                 &row.params,
                 &step_callback_data(id, &row.step, contact),
+                endpoint,
             ),
             deferral: self.env.marketing_limit_retry().wait(
                 crate::dispatch::decision::attempt_number(row.attempts),
@@ -280,8 +290,18 @@ impl Pump {
                 let contact = job.contact.clone();
                 let report = sender.core().deliver(turn, job).await;
                 state.note_retry(&contact, report == SendReport::Requeued);
-                if let SendReport::CampaignHalted { code, reason } = &report {
-                    self.halt(*code, reason, &entry, &row.step).await;
+                match &report {
+                    SendReport::CampaignHalted { code, reason } => {
+                        self.halt(*code, reason, &entry, &row.step).await;
+                    }
+                    SendReport::MarketingEndpointRefused { reason }
+                        if !state
+                            .marketing_endpoint_refused
+                            .swap(true, Ordering::AcqRel) =>
+                    {
+                        tracing::warn!(campaign = %state.id, reason = %reason, "campaign sends its template through /messages: the Marketing Messages API refuses it as not marketing");
+                    }
+                    _ => {}
                 }
                 state.dispatched.fetch_add(1, Ordering::Relaxed);
             }

@@ -80,6 +80,9 @@ pub trait DispatchEnv: Send + Sync + 'static {
     fn rate_card(&self) -> Option<Arc<crate::domain::RateCard>>;
     /// `whatsapp.marketing_limit_retry`: when a 131049 is tried again.
     fn marketing_limit_retry(&self) -> crate::domain::DeferralSchedule;
+    /// `whatsapp.marketing_messages` for `campaign` sent by `sender` (their
+    /// overrides first), kept current by reloads.
+    fn marketing_messages(&self, campaign: &str, sender: &str) -> crate::domain::MarketingMessages;
 }
 
 /// How often a campaign looks for `unknown` contacts to resend.
@@ -113,6 +116,9 @@ pub struct CampaignState {
     /// The wait is for the campaign's senders (halted, paused by Meta, an
     /// outage): the next sender picked ends it.
     pub(crate) sender_wait: std::sync::atomic::AtomicBool,
+    /// Meta said on `/marketing_messages` that the campaign's template is not
+    /// a marketing one (134100, 131055): its sends go to `/messages`.
+    pub(crate) marketing_endpoint_refused: std::sync::atomic::AtomicBool,
     pub in_flight: AtomicU64,
     pub dispatched: AtomicU64,
     /// The latest count of the campaign's contacts (for `/campaigns`).

@@ -34,6 +34,7 @@ impl CampaignState {
             observed: Mutex::new(None),
             wait_reason: Mutex::new(None),
             sender_wait: std::sync::atomic::AtomicBool::new(false),
+            marketing_endpoint_refused: std::sync::atomic::AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             dispatched: AtomicU64::new(0),
             progress: Mutex::new(None),

@@ -56,6 +56,8 @@ pub struct SenderSettings {
 
 /// A claimed contact to send.
 pub struct SendJob {
+    /// `/messages`, or `/marketing_messages` for a marketing template.
+    pub endpoint: crate::domain::Endpoint,
     pub campaign: String,
     /// The journey step's id (its metrics label).
     pub step: String,
@@ -87,6 +89,10 @@ pub enum SendReport {
     /// The outcome could not be written; the claim stays and is settled at
     /// the next start (as unknown) or by a webhook.
     StoreFailed,
+    /// `/marketing_messages` refused the template as not a marketing one
+    /// (134100, 131055: its category changed at Meta): the contact went back
+    /// to the queue and the campaign sends through `/messages` from now on.
+    MarketingEndpointRefused { reason: String },
 }
 
 /// The sender's go-ahead for one contact: its in-flight slot is held and
@@ -156,6 +162,26 @@ impl QueuedSend {
 impl Drop for QueuedSend {
     fn drop(&mut self) {
         self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The Marketing Messages API's refusal of a template that is not (or no
+/// longer) of category marketing at Meta: the request never went out, so
+/// the contact goes back to the queue for `/messages`.
+fn marketing_endpoint_refusal(job: &SendJob, result: &SendResult) -> Option<String> {
+    let crate::domain::Endpoint::MarketingMessages { .. } = job.endpoint else {
+        return None;
+    };
+    match result {
+        SendResult::Rejected { error, .. }
+            if matches!(
+                error.code,
+                Some(code::NOT_MARKETING | code::METHOD_NOT_ALLOWED)
+            ) =>
+        {
+            Some(error.describe())
+        }
+        _ => None,
     }
 }
 
@@ -418,7 +444,10 @@ impl SenderCore {
         let campaign = job.campaign.as_str();
         let started = Instant::now();
         // `Bytes` clones share the buffer; the job stays whole for finish.
-        let result = self.client.send_raw(&self.id, job.body.clone()).await;
+        let result = self
+            .client
+            .send_to(&self.id, job.endpoint, job.body.clone())
+            .await;
         metrics::whatsapp_request(&self.id, started.elapsed().as_secs_f64());
         if let SendResult::Rejected { error, class, .. } = &result {
             metrics::failure(campaign, class.as_str(), error.code);
@@ -429,6 +458,20 @@ impl SenderCore {
         }
         drop(turn);
         let now = Utc::now();
+        if let Some(reason) = marketing_endpoint_refusal(&job, &result) {
+            tracing::warn!(sender = %self.id, campaign = %job.campaign, reason = %reason, "the Marketing Messages API refuses the campaign's template as not marketing: its sends go to /messages from now on");
+            let outcome = Outcome::Retry {
+                code: None,
+                not_before: None,
+            };
+            return self
+                .finish(
+                    &job,
+                    outcome,
+                    SendReport::MarketingEndpointRefused { reason },
+                )
+                .await;
+        }
         match decision::decide(&result, job.deferral, now) {
             Decision::Record(mut outcome) => {
                 if let Outcome::Accepted { sender, .. } = &mut outcome {

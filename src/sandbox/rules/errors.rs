@@ -16,6 +16,8 @@ pub(crate) mod code {
     pub(crate) const MARKETING_OPT_OUT: i64 = 131_050;
     pub(crate) const PAIR_RATE: i64 = 131_056;
     pub(crate) const MAINTENANCE: i64 = 131_057;
+    pub(crate) const NOT_MARKETING: i64 = 134_100;
+    pub(crate) const MM_UNAVAILABLE: i64 = 134_102;
     pub(crate) const PARAM_COUNT: i64 = 132_000;
     pub(crate) const TEMPLATE_MISSING: i64 = 132_001;
     pub(crate) const TEMPLATE_PAUSED: i64 = 132_015;
@@ -32,6 +34,8 @@ pub(crate) const KNOWN_API_CODES: &[i64] = &[
     code::MISSING_PARAMETER,
     code::PAIR_RATE,
     code::MAINTENANCE,
+    code::NOT_MARKETING,
+    code::MM_UNAVAILABLE,
     code::PARAM_COUNT,
     code::TEMPLATE_MISSING,
     code::TEMPLATE_PAUSED,
@@ -59,6 +63,8 @@ pub(crate) fn title(code: i64) -> &'static str {
         }
         code::PAIR_RATE => "(Business Account, Consumer Account) pair rate limit hit",
         code::MAINTENANCE => "Account in maintenance mode",
+        code::NOT_MARKETING => "Only marketing messages are supported",
+        code::MM_UNAVAILABLE => "Template is not available for Marketing Messages API",
         code::PARAM_COUNT => "Number of parameters does not match the expected number of params",
         code::TEMPLATE_MISSING => "Template name does not exist in the translation",
         code::TEMPLATE_PAUSED => "Template is Paused",
@@ -103,6 +109,7 @@ pub(crate) fn http_status(code: i64) -> u16 {
         code::ACCESS_TOKEN => 401,
         code::SOMETHING_WENT_WRONG => 500,
         code::SERVICE_UNAVAILABLE => 503,
+        code::MM_UNAVAILABLE => 500,
         _ => 400,
     }
 }
@@ -148,6 +155,8 @@ pub(crate) enum PayloadError {
     Phone(String),
     #[error("the sandbox sends only type \"template\", got {0:?}")]
     MessageType(String),
+    #[error("product_policy must be CLOUD_API_FALLBACK or STRICT, got {0:?}")]
+    ProductPolicy(String),
     #[error("biz_opaque_callback_data is {0} bytes, the limit is 512")]
     BizOpaqueTooLong(usize),
     #[error("template.components[{index}]: unknown component type {kind:?}")]

@@ -18,6 +18,11 @@ pub(crate) struct SendRequest {
     kind: Option<String>,
     template: Option<TemplateRequest>,
     biz_opaque_callback_data: Option<String>,
+    /// Marketing Messages API: `CLOUD_API_FALLBACK` (default) or `STRICT`.
+    product_policy: Option<String>,
+    /// Marketing Messages API: share the message's activity with Meta.
+    #[allow(dead_code)]
+    message_activity_sharing: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +82,8 @@ pub(crate) struct ValidSend {
     pub(crate) biz_opaque: Option<String>,
     /// First quick-reply payload the request sets (button replies echo it).
     pub(crate) quick_reply_payload: Option<String>,
+    /// `STRICT` when the request asked never to fall back to Cloud API.
+    pub(crate) strict: bool,
 }
 
 impl ValidSend {
@@ -119,6 +126,11 @@ pub(crate) fn validate_send(
         .ok_or(PayloadError::Required("template.language.code"))?;
     let components = check_components(template.components.iter().flatten())?;
     check_known_template(&name, components.body_params, templates)?;
+    let strict = match req.product_policy.as_deref() {
+        None | Some("CLOUD_API_FALLBACK") => false,
+        Some("STRICT") => true,
+        Some(other) => return Err(PayloadError::ProductPolicy(other.to_owned())),
+    };
     Ok(ValidSend {
         input,
         recipient,
@@ -126,6 +138,7 @@ pub(crate) fn validate_send(
         language,
         biz_opaque: req.biz_opaque_callback_data,
         quick_reply_payload: components.quick_reply.map(|(_, p)| p),
+        strict,
     })
 }
 

@@ -356,12 +356,32 @@ fn bytes_and_value_are_the_same_message() {
         ..FrozenParams::default()
     };
     let template = spec("promo", "es_MX");
-    let bytes = template_message_bytes(&template, &phone(), &params, "c|+5215512345678");
+    let endpoint = crate::domain::Endpoint::Messages;
+    let bytes = template_message_bytes(&template, &phone(), &params, "c|+5215512345678", endpoint);
     let parsed: Value = serde_json::from_slice(&bytes).expect("valid JSON");
     assert_eq!(
         parsed,
         template_message(&template, &phone(), &params, "c|+5215512345678")
     );
+    assert!(parsed.get("product_policy").is_none(), "not on /messages");
+}
+
+/// The Marketing Messages API takes the same body with `product_policy`
+/// (Meta's "Send marketing messages": CLOUD_API_FALLBACK by default, or
+/// STRICT).
+#[test]
+fn a_marketing_messages_body_carries_its_product_policy() {
+    let template = spec("promo", "es_MX");
+    let params = FrozenParams::default();
+    for (strict, policy) in [(false, "CLOUD_API_FALLBACK"), (true, "STRICT")] {
+        let endpoint = crate::domain::Endpoint::MarketingMessages { strict };
+        let bytes = template_message_bytes(&template, &phone(), &params, "c|x", endpoint);
+        let parsed: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed["product_policy"], policy);
+        assert_eq!(parsed["type"], "template");
+        assert_eq!(parsed["messaging_product"], "whatsapp");
+        assert_eq!(parsed["template"]["name"], "promo");
+    }
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! Which endpoint sends a marketing template: Cloud API's `/messages`, or
+//! the Marketing Messages API's `/marketing_messages`
+//! (docs/ARCHITECTURE.md, "Marketing Messages API").
+
+use serde::{Deserialize, Serialize};
+
+/// `whatsapp.marketing_messages` (and its overrides per sender and per
+/// campaign).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarketingMessages {
+    /// Every template through `/messages`.
+    #[default]
+    Never,
+    /// Marketing templates through `/marketing_messages` with
+    /// `product_policy: CLOUD_API_FALLBACK`: Meta sends them through Cloud
+    /// API when the account is not onboarded.
+    Auto,
+    /// Marketing templates through `/marketing_messages` with
+    /// `product_policy: STRICT`: never through Cloud API; an account that
+    /// is not onboarded halts the campaign with Meta's reason.
+    Always,
+}
+
+/// The endpoint of one send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Messages,
+    MarketingMessages {
+        /// Meta's `product_policy`.
+        strict: bool,
+    },
+}
+
+impl Endpoint {
+    /// The path segment after the phone number id.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Messages => "messages",
+            Endpoint::MarketingMessages { .. } => "marketing_messages",
+        }
+    }
+
+    /// The `product_policy` the request carries, if any.
+    pub fn product_policy(self) -> Option<&'static str> {
+        match self {
+            Endpoint::Messages => None,
+            Endpoint::MarketingMessages { strict: false } => Some("CLOUD_API_FALLBACK"),
+            Endpoint::MarketingMessages { strict: true } => Some("STRICT"),
+        }
+    }
+}
+
+impl MarketingMessages {
+    /// The endpoint of a template of category `marketing` (or not) under
+    /// this setting. `refused`: Meta said the template is not a marketing
+    /// one on that endpoint (134100, 131055), so it goes to `/messages`.
+    pub fn endpoint(self, marketing: bool, refused: bool) -> Endpoint {
+        match self {
+            _ if !marketing || refused => Endpoint::Messages,
+            MarketingMessages::Never => Endpoint::Messages,
+            MarketingMessages::Auto => Endpoint::MarketingMessages { strict: false },
+            MarketingMessages::Always => Endpoint::MarketingMessages { strict: true },
+        }
+    }
+
+    /// The setting in force: a campaign's override, else the sender's,
+    /// else the global one.
+    pub fn resolve(
+        global: MarketingMessages,
+        sender: Option<MarketingMessages>,
+        campaign: Option<MarketingMessages>,
+    ) -> MarketingMessages {
+        campaign.or(sender).unwrap_or(global)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_marketing_templates_leave_cloud_api() {
+        use MarketingMessages::*;
+        assert_eq!(Never.endpoint(true, false), Endpoint::Messages);
+        assert_eq!(
+            Auto.endpoint(true, false),
+            Endpoint::MarketingMessages { strict: false }
+        );
+        assert_eq!(Always.endpoint(false, false), Endpoint::Messages, "utility");
+        assert_eq!(Always.endpoint(true, true), Endpoint::Messages, "refused");
+        assert_eq!(
+            Always.endpoint(true, false).product_policy(),
+            Some("STRICT")
+        );
+        assert_eq!(Auto.endpoint(true, false).path(), "marketing_messages");
+        assert_eq!(MarketingMessages::resolve(Never, Some(Auto), None), Auto);
+        assert_eq!(
+            MarketingMessages::resolve(Auto, Some(Always), Some(Never)),
+            Never,
+            "the campaign's override wins"
+        );
+    }
+}
