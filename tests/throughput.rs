@@ -134,3 +134,67 @@ fn maintenance_pauses_the_sender_and_an_upgrade_raises_it() {
         assert!(daemon.shutdown(Duration::from_secs(10)).await);
     });
 }
+
+/// `whatsapp.number_quality = "halt"`: Meta flags the number (`FLAGGED`):
+/// the marketing campaign stops taking contacts and says why, the utility
+/// campaign on the same number goes on; `UNFLAGGED` lets marketing finish.
+#[test]
+fn a_flagged_number_halts_its_marketing_sends_only() {
+    app::system().block_on(async {
+        let mut w = World::start(&[(SENDER, 100.0)], Vec::new()).await;
+        w.config.whatsapp.number_quality = wadispatch::domain::NumberQualityPolicy::Halt;
+        w.config.senders.get_mut(SENDER).unwrap().display_phone_number = Some(SHOWN.into());
+        let p = w.kafka.producer();
+        for (id, category, per_second) in [("mkt", "marketing", 20), ("utl", "utility", 200)] {
+            let spec = format!(
+                r#"{{"id":"{id}","state":"active","senders":["5902"],"exclusive":false,
+                "template":{{"name":"t_{id}","language":"es_MX","category":"{category}","body":["{{{{name}}}}"]}},
+                "pacing":{{"per_second":{per_second}}}}}"#
+            );
+            publish(&p, &w.config.kafka.topics.campaigns, id, &spec).await;
+        }
+        let first: u32 = 5_000;
+        let audience: Vec<(String, String)> = (0..300)
+            .map(|i| (phone(i), audience_json("mkt", i, false)))
+            .chain((first..first + 300).map(|i| (phone(i), audience_json("utl", i, false))))
+            .collect();
+        publish_all(&p, &w.config.kafka.topics.audience, &audience).await;
+        let store = app::open_store(&w.config).await.unwrap();
+        let daemon = Daemon::start(w.config.clone(), store).await.unwrap();
+        let mkt = live(&daemon, "mkt").await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while summary(&daemon, "mkt").await.reached(DispatchState::Accepted) < 10 {
+            assert!(Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let base = w.sandbox.base_url();
+        let flag = |event: &str| {
+            serde_json::json!({"phone_number_id": SENDER, "event": event, "display_phone_number": SHOWN})
+        };
+        assert_eq!(meta_does(&base, "numbers", flag("FLAGGED")).await, Some(200));
+        wait_until(Duration::from_secs(10), "the marketing campaign held", || {
+            mkt.wait_reason
+                .lock()
+                .unwrap()
+                .as_deref()
+                .is_some_and(|r| r.contains("FLAGGED") && r.contains("halt"))
+        })
+        .await;
+        // Sends claimed before the flag finish; then nothing more.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let held_at = summary(&daemon, "mkt").await.reached(DispatchState::Accepted);
+        let utl = wait_done(&daemon, "utl", 300, Duration::from_secs(60)).await;
+        assert_eq!(utl.reached(DispatchState::Accepted), 300, "utility goes on");
+        assert_eq!(
+            summary(&daemon, "mkt").await.reached(DispatchState::Accepted),
+            held_at,
+            "no marketing send while flagged"
+        );
+        assert!(held_at < 300);
+        assert_eq!(meta_does(&base, "numbers", flag("UNFLAGGED")).await, Some(200));
+        let s = wait_done(&daemon, "mkt", 300, Duration::from_secs(60)).await;
+        assert_eq!(s.reached(DispatchState::Accepted), 300);
+        assert_eq!(s.count(DispatchState::Failed), 0);
+        assert!(daemon.shutdown(Duration::from_secs(10)).await);
+    });
+}

@@ -335,7 +335,19 @@ impl Changes {
             template_red_quality: _,
             marketing_messages: _,
             marketing_limit_retry,
+            number_quality,
+            number_quality_hold_secs,
         } = old;
+        self.field(
+            "whatsapp.number_quality",
+            number_quality,
+            &new.number_quality,
+        );
+        self.field(
+            "whatsapp.number_quality_hold_secs",
+            number_quality_hold_secs,
+            &new.number_quality_hold_secs,
+        );
         self.field(
             "whatsapp.marketing_limit_retry",
             marketing_limit_retry,

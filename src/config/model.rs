@@ -395,6 +395,17 @@ pub struct WhatsAppConfig {
     /// campaign). `[senders]` and `[campaigns]` may override it. Applied
     /// live on reload. Default: `never`.
     pub marketing_messages: crate::domain::MarketingMessages,
+    /// What Meta's quality signals on a number (131048, the spam rate
+    /// limit; `phone_number_quality_update` `FLAGGED` or `DOWNGRADE`) do to
+    /// marketing sends from it: `slow` (half the number's rate), `halt`
+    /// (none; campaigns use the rest of their pool or wait) or `warn`.
+    /// Utility and authentication sends are not affected. Restart required.
+    /// Default: `slow`.
+    pub number_quality: crate::domain::NumberQualityPolicy,
+    /// How long a 131048 keeps its number's marketing sends slowed or halted,
+    /// in seconds (a webhook flag lasts until Meta lifts it). Restart
+    /// required. Default: `3600`.
+    pub number_quality_hold_secs: u64,
 }
 
 impl Default for WhatsAppConfig {
@@ -416,6 +427,8 @@ impl Default for WhatsAppConfig {
             template_red_quality: crate::domain::RedQualityPolicy::Halt,
             marketing_limit_retry: crate::domain::DeferralSchedule::default(),
             marketing_messages: crate::domain::MarketingMessages::Never,
+            number_quality: crate::domain::NumberQualityPolicy::Slow,
+            number_quality_hold_secs: 3_600,
         }
     }
 }

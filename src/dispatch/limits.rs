@@ -21,6 +21,8 @@ pub const KEY: &str = "portfolio";
 /// The store's `learned` kind of the numbers' throughput, keyed by display
 /// phone number (digits only).
 pub const THROUGHPUT_KIND: &str = "throughput";
+/// The store's `learned` kind of the numbers' quality events.
+pub const QUALITY_KIND: &str = "quality";
 
 /// What Meta said of a number's throughput
 /// (`phone_number_quality_update`, event `THROUGHPUT_UPGRADE`).
@@ -50,7 +52,10 @@ pub struct LimitBook {
     /// Bumped whenever `learned` changes.
     generation: AtomicU64,
     throughput: RwLock<HashMap<String, LearnedThroughput>>,
-    /// Bumped whenever `throughput` changes.
+    /// What Meta said of each number's quality (`FLAGGED`, `UNFLAGGED`,
+    /// `DOWNGRADE`, `UPGRADE`), by the number's digits; kind `quality`.
+    quality: RwLock<HashMap<String, LearnedThroughput>>,
+    /// Bumped whenever `throughput` or `quality` changes.
     throughput_generation: AtomicU64,
     /// Serialises this process's read-modify-writes.
     learning: tokio::sync::Mutex<()>,
@@ -123,7 +128,57 @@ impl LimitBook {
         self.throughput.read_or_recover().clone()
     }
 
-    /// Changes whenever what Meta said of a number's throughput changes.
+    /// Meta's latest quality event of the number shown as `display`
+    /// (`FLAGGED`, `DOWNGRADE`: flagged; `UNFLAGGED`, `UPGRADE`: lifted).
+    pub fn quality(&self, display: &str) -> Option<LearnedThroughput> {
+        self.quality
+            .read_or_recover()
+            .get(&number_key(display))
+            .cloned()
+    }
+
+    fn set_quality(&self, value: HashMap<String, LearnedThroughput>) {
+        let mut known = self.quality.write_or_recover();
+        if *known != value {
+            *known = value;
+            self.throughput_generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Learns a quality `event` of the number shown as `display`, sent at
+    /// `at`: the store first, then memory. False when older or the same.
+    pub async fn learn_quality(
+        &self,
+        store: &dyn Store,
+        display: &str,
+        event: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let key = number_key(display);
+        if key.is_empty() {
+            return Ok(false);
+        }
+        let _one_at_a_time = self.learning.lock().await;
+        self.refresh(store).await?;
+        if let Some(known) = self.quality.read_or_recover().get(&key) {
+            if at < known.at || known.event == event {
+                return Ok(false);
+            }
+        }
+        let next = LearnedThroughput {
+            event: event.to_string(),
+            at,
+        };
+        let json = serde_json::to_string(&next).unwrap_or_default();
+        store.set_learned(QUALITY_KIND, &key, Some(&json)).await?;
+        let mut all = self.quality.read_or_recover().clone();
+        all.insert(key, next);
+        self.set_quality(all);
+        Ok(true)
+    }
+
+    /// Changes whenever what Meta said of a number's throughput or quality
+    /// changes.
     pub fn throughput_generation(&self) -> u64 {
         self.throughput_generation.load(Ordering::Acquire)
     }
@@ -186,6 +241,13 @@ impl LimitBook {
             })
             .collect();
         self.set_throughputs(numbers);
+        let quality = store
+            .learned(QUALITY_KIND)
+            .await?
+            .into_iter()
+            .filter_map(|(key, json)| serde_json::from_str(&json).ok().map(|q| (key, q)))
+            .collect();
+        self.set_quality(quality);
         let stored = store
             .learned(KIND)
             .await?

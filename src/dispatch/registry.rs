@@ -399,7 +399,18 @@ impl CampaignRegistry {
             return;
         }
         self.throughput_seen = generation;
+        let book = &self.env.portfolio.learned;
         for (id, (addr, core)) in self.senders.read_or_recover().iter() {
+            // Meta's quality standing of the number: flagged until lifted.
+            if let Some(shown) = self.config.sender(id).display_phone_number {
+                match book.quality(&shown) {
+                    Some(q) if matches!(q.event.as_str(), "FLAGGED" | "DOWNGRADE") => {
+                        core.flag_quality(format!("{} on {shown} at {}", q.event, q.at), None)
+                    }
+                    Some(_) => core.lift_quality(),
+                    None => {}
+                }
+            }
             let rate = self.sender_rate(&self.config, id);
             if (rate - core.configured()).abs() > f64::EPSILON {
                 tracing::warn!(sender = %id, from = core.configured(), to = rate, "sender rate follows Meta's throughput for the number");
@@ -432,6 +443,8 @@ impl CampaignRegistry {
                 max_open_secs: d.circuit_max_open_secs,
             },
             maintenance_pause: Duration::from_secs_f64(d.maintenance_pause_secs.max(0.0)),
+            quality: self.config.whatsapp.number_quality,
+            quality_hold: Duration::from_secs(self.config.whatsapp.number_quality_hold_secs),
         }
     }
 

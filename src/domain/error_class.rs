@@ -190,6 +190,9 @@ pub mod code {
     pub const NOT_MARKETING: i64 = 134_100;
     /// "Only marketing template messages are supported" on that API.
     pub const METHOD_NOT_ALLOWED: i64 = 131_055;
+    /// Spam rate limit: the number's quality is flagged
+    /// (`whatsapp.number_quality`), the contact waits.
+    pub const SPAM_RATE_LIMIT: i64 = 131_048;
 }
 
 /// The exclusion a code implies for the contact in every later campaign:

@@ -75,6 +75,32 @@ impl MarketingMessages {
     }
 }
 
+/// What Meta's quality signals on a number do to its marketing sends
+/// (`whatsapp.number_quality`): 131048 (spam rate limit), and a
+/// `phone_number_quality_update` with event `FLAGGED` or `DOWNGRADE`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NumberQualityPolicy {
+    /// Marketing sends from the number go at half its rate.
+    #[default]
+    Slow,
+    /// No marketing send from the number; its campaigns use the rest of
+    /// their pool, or wait with the reason.
+    Halt,
+    /// Logged; nothing changes.
+    Warn,
+}
+
+impl NumberQualityPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NumberQualityPolicy::Slow => "slow",
+            NumberQualityPolicy::Halt => "halt",
+            NumberQualityPolicy::Warn => "warn",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

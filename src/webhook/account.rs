@@ -16,6 +16,9 @@ pub(super) const NUMBER_QUALITY_FIELD: &str = "phone_number_quality_update";
 /// The `phone_number_quality_update` event of a number raised to Meta's
 /// higher throughput.
 const THROUGHPUT_UPGRADE: &str = "THROUGHPUT_UPGRADE";
+/// `phone_number_quality_update` events about the number's quality:
+/// flagged (`FLAGGED`, `DOWNGRADE`) or lifted (`UNFLAGGED`, `UPGRADE`).
+const QUALITY_EVENTS: [&str; 4] = ["FLAGGED", "DOWNGRADE", "UNFLAGGED", "UPGRADE"];
 
 impl WebhookProcessor {
     /// One account update: the messaging limit it states, if any, learned;
@@ -30,6 +33,18 @@ impl WebhookProcessor {
         if field == NUMBER_QUALITY_FIELD && event == THROUGHPUT_UPGRADE {
             self.throughput_upgrade(v.display_phone_number.as_deref(), at)
                 .await?;
+        }
+        if field == NUMBER_QUALITY_FIELD && QUALITY_EVENTS.contains(&event) {
+            if let Some(number) = v.display_phone_number.as_deref() {
+                if self
+                    .limits
+                    .learn_quality(self.store.as_ref(), number, event, at)
+                    .await?
+                {
+                    tracing::warn!(number, event, "Meta changed the number's quality standing: senders of it follow whatsapp.number_quality");
+                    crate::metrics::webhook_status("number_quality");
+                }
+            }
         }
         // Since October 2025 the limit is the portfolio's; the per-number
         // values of older payloads stand for it when it is absent. On a

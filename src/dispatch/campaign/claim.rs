@@ -118,7 +118,8 @@ impl Pump {
             return Considered::Skipped;
         };
         // Pick a sender first: with none available, don't take a slot.
-        let sender = match self.pick_sender(&entry, contact) {
+        let marketing = template.category == crate::domain::TemplateCategory::Marketing;
+        let sender = match self.pick_sender(&entry, contact, marketing) {
             Ok(sender) => sender,
             Err(wait) => return wait,
         };
@@ -203,8 +204,9 @@ impl Pump {
         &self,
         entry: &CatalogEntry,
         contact: &ContactKey,
+        marketing: bool,
     ) -> Result<QueuedSend, Considered> {
-        match pool::pick(&self.senders, &entry.spec.senders, contact) {
+        match pool::pick(&self.senders, &entry.spec.senders, contact, marketing) {
             Ok(core) => Ok(QueuedSend::new(core)),
             Err(NoSender::Halted) => {
                 self.state.set_wait(Some((
@@ -212,6 +214,13 @@ impl Pump {
                     "every sender of the campaign is halted".into(),
                 )));
                 Err(Considered::Wait(Utc::now() + chrono::Duration::seconds(5)))
+            }
+            Err(NoSender::QualityHeld { why }) => {
+                self.state.set_wait(Some((
+                    "sender_quality_held",
+                    format!("Meta flagged the quality of the campaign's senders ({why}): marketing sends from them halt (whatsapp.number_quality = \"halt\") until Meta lifts it or whatsapp.number_quality_hold_secs passes"),
+                )));
+                Err(Considered::Wait(Utc::now() + chrono::Duration::seconds(1)))
             }
             Err(NoSender::Unavailable { paused: Some(why) }) => {
                 self.state.set_wait(Some((
@@ -254,6 +263,7 @@ impl Pump {
         );
         SendJob {
             endpoint,
+            marketing,
             campaign: id.clone(),
             step: self.step_name(&row.step),
             contact: contact.clone(),
@@ -285,6 +295,10 @@ impl Pump {
     ) {
         let state = &self.state;
         let holds = || state.holds();
+        if job.marketing && !sender.core().marketing_pace(&holds).await {
+            self.release(&row.contact);
+            return;
+        }
         if let Some(turn) = sender.core().take_turn(&job.contact, &holds).await {
             if self.claim(&row).await {
                 let contact = job.contact.clone();

@@ -146,7 +146,10 @@ impl CampaignState {
         let for_senders = reason.as_ref().is_some_and(|(kind, _)| {
             matches!(
                 *kind,
-                "senders_halted" | "senders_unavailable" | "sender_paused_by_meta"
+                "senders_halted"
+                    | "senders_unavailable"
+                    | "sender_paused_by_meta"
+                    | "sender_quality_held"
             )
         });
         self.sender_wait

@@ -52,12 +52,18 @@ pub struct SenderSettings {
     pub circuit: CircuitSettings,
     /// How long 131057 pauses the sender (`dispatch.maintenance_pause_secs`).
     pub maintenance_pause: Duration,
+    /// What Meta's quality signals do to marketing sends
+    /// (`whatsapp.number_quality`), and how long a 131048 lasts.
+    pub quality: crate::domain::NumberQualityPolicy,
+    pub quality_hold: Duration,
 }
 
 /// A claimed contact to send.
 pub struct SendJob {
     /// `/messages`, or `/marketing_messages` for a marketing template.
     pub endpoint: crate::domain::Endpoint,
+    /// The template is of category marketing (`whatsapp.number_quality`).
+    pub marketing: bool,
     pub campaign: String,
     /// The journey step's id (its metrics label).
     pub step: String,
@@ -133,6 +139,14 @@ pub struct SenderCore {
     /// Meta put the number in maintenance (131057): until this monotonic
     /// second the sender takes no contact, and why.
     paused: Mutex<Option<(f64, String)>>,
+    /// Meta's quality signal on the number (131048, FLAGGED, DOWNGRADE):
+    /// why, and until which monotonic second (none: until Meta lifts it).
+    quality: Mutex<Option<(String, Option<f64>)>>,
+    /// `quality` is set: one load on the hot path while it is not.
+    quality_flagged: AtomicBool,
+    /// Marketing sends of a flagged number under `slow` take a permit of
+    /// this limiter too: half the sender's rate.
+    marketing_limiter: RwLock<Arc<DefaultDirectRateLimiter>>,
     in_flight: Semaphore,
     /// Sends waiting for the sender's rate take turns here, first come first
     /// served: only the head polls the limiter. Without it every waiting send
@@ -251,6 +265,9 @@ impl SenderCore {
             circuit: Mutex::new(Circuit::new(settings.circuit)),
             circuit_open: AtomicBool::new(false),
             paused: Mutex::new(None),
+            quality: Mutex::new(None),
+            quality_flagged: AtomicBool::new(false),
+            marketing_limiter: RwLock::new(Arc::new(drained_limiter(rate / 2.0))),
             settings: RwLock::new(settings),
             share: Mutex::new(share),
             aimd: Mutex::new(aimd),
@@ -302,6 +319,63 @@ impl SenderCore {
         *paused = Some((until, why));
     }
 
+    /// Meta flagged the number's quality (`why`) for `hold` (none: until
+    /// Meta lifts it, [`Self::lift_quality`]).
+    pub fn flag_quality(&self, why: String, hold: Option<Duration>) {
+        let policy = self.settings.read_or_recover().quality;
+        let until = hold.map(|h| monotonic_secs() + h.as_secs_f64());
+        let mut quality = self.quality.lock_or_recover();
+        if quality.is_none() {
+            tracing::warn!(sender = %self.id, reason = %why, policy = policy.as_str(), "Meta flagged the number's quality: marketing sends from it follow whatsapp.number_quality");
+        }
+        *quality = Some((why, until));
+        self.quality_flagged.store(true, Ordering::Release);
+    }
+
+    /// Meta lifted its quality flag (UNFLAGGED, UPGRADE).
+    pub fn lift_quality(&self) {
+        if self.quality.lock_or_recover().take().is_some() {
+            tracing::info!(sender = %self.id, "Meta lifted the number's quality flag: marketing sends at the full rate again");
+        }
+        self.quality_flagged.store(false, Ordering::Release);
+    }
+
+    /// Meta's quality signal on the number now, if any.
+    pub fn quality(&self) -> Option<String> {
+        if !self.quality_flagged.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut quality = self.quality.lock_or_recover();
+        match quality.as_ref() {
+            Some((_, Some(until))) if monotonic_secs() >= *until => {
+                *quality = None;
+                self.quality_flagged.store(false, Ordering::Release);
+                None
+            }
+            Some((why, _)) => Some(why.clone()),
+            None => None,
+        }
+    }
+
+    /// Why this sender takes no marketing send now (flagged under `halt`).
+    pub fn marketing_held(&self) -> Option<String> {
+        let why = self.quality()?;
+        (self.settings.read_or_recover().quality == crate::domain::NumberQualityPolicy::Halt)
+            .then_some(why)
+    }
+
+    /// A marketing send of a flagged number under `slow` waits a permit of
+    /// the half-rate limiter first; false when `stop` said so.
+    pub async fn marketing_pace(&self, stop: &(dyn Fn() -> bool + Sync)) -> bool {
+        if self.quality().is_none()
+            || self.settings.read_or_recover().quality != crate::domain::NumberQualityPolicy::Slow
+        {
+            return true;
+        }
+        let current = || self.marketing_limiter.read_or_recover().clone();
+        wait_turn_unless(current, stop).await
+    }
+
     /// May the pool hand this sender a contact now? Not halted or paused,
     /// and its circuit closed or due for a probe.
     pub fn available(&self) -> bool {
@@ -334,6 +408,7 @@ impl SenderCore {
     fn rebuild(&self) {
         let rate = self.rate();
         *self.limiter.write_or_recover() = Arc::new(drained_limiter(rate));
+        *self.marketing_limiter.write_or_recover() = Arc::new(drained_limiter(rate / 2.0));
         *self.last_rebuild.lock_or_recover() = Instant::now();
         metrics::sender_rate(&self.id, rate, self.configured());
     }
@@ -458,6 +533,9 @@ impl SenderCore {
         }
         drop(turn);
         let now = Utc::now();
+        if let Some(outcome) = self.spam_rate_limit(&job, &result) {
+            return self.finish(&job, outcome, SendReport::Requeued).await;
+        }
         if let Some(reason) = marketing_endpoint_refusal(&job, &result) {
             tracing::warn!(sender = %self.id, campaign = %job.campaign, reason = %reason, "the Marketing Messages API refuses the campaign's template as not marketing: its sends go to /messages from now on");
             let outcome = Outcome::Retry {
@@ -515,6 +593,28 @@ impl SenderCore {
                 .await
             }
         }
+    }
+
+    /// 131048 (spam rate limit): the request was refused, so the contact
+    /// goes back to the queue after a backoff; the number's quality is
+    /// flagged for `whatsapp.number_quality_hold_secs`. None for any other
+    /// answer.
+    fn spam_rate_limit(&self, job: &SendJob, result: &SendResult) -> Option<Outcome> {
+        let SendResult::Rejected { error, .. } = result else {
+            return None;
+        };
+        if error.code != Some(code::SPAM_RATE_LIMIT) {
+            return None;
+        }
+        let (hold, retry) = {
+            let s = self.settings.read_or_recover();
+            (s.quality_hold, s.retry)
+        };
+        self.flag_quality(format!("error 131048: {}", error.describe()), Some(hold));
+        let delay = retry
+            .next(job.retries + 1, rand::random::<f64>())
+            .unwrap_or(retry.max);
+        Some(retry_after(error.code, delay))
     }
 
     /// The outcome of a retryable answer: back to the queue after a backoff

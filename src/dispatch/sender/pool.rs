@@ -22,6 +22,9 @@ pub enum NoSender {
     /// Some are not halted, but their circuits are open (an outage) or
     /// Meta paused them (131057: why, for the first paused one).
     Unavailable { paused: Option<String> },
+    /// A marketing send, and every available sender's number is flagged
+    /// under `whatsapp.number_quality = "halt"` (why, for the first).
+    QualityHeld { why: String },
 }
 
 /// The least loaded available sender of `pool`; the scan starts at a hash
@@ -33,6 +36,7 @@ pub fn pick(
     senders: &SenderMap,
     pool: &[String],
     contact: &ContactKey,
+    marketing: bool,
 ) -> Result<Arc<SenderCore>, NoSender> {
     let senders = senders.read_or_recover();
     let known: Vec<&Arc<SenderCore>> = pool
@@ -40,7 +44,25 @@ pub fn pick(
         .filter_map(|s| senders.get(s))
         .map(|(_, core)| core)
         .collect();
-    let ready: Vec<&Arc<SenderCore>> = known.iter().copied().filter(|c| c.available()).collect();
+    let available: Vec<&Arc<SenderCore>> =
+        known.iter().copied().filter(|c| c.available()).collect();
+    let ready: Vec<&Arc<SenderCore>> = if marketing {
+        available
+            .iter()
+            .copied()
+            .filter(|c| c.marketing_held().is_none())
+            .collect()
+    } else {
+        available.clone()
+    };
+    if ready.is_empty() && !available.is_empty() {
+        return Err(NoSender::QualityHeld {
+            why: available
+                .iter()
+                .find_map(|c| c.marketing_held().map(|why| format!("{}: {why}", c.id)))
+                .unwrap_or_default(),
+        });
+    }
     if ready.is_empty() {
         return Err(if known.iter().all(|c| c.is_halted()) {
             NoSender::Halted
