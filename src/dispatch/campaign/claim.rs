@@ -300,6 +300,13 @@ impl Pump {
             return;
         }
         if let Some(turn) = sender.core().take_turn(&job.contact, &holds).await {
+            // Claim time: Meta may have flagged the number while the send
+            // waited for its turn (whatsapp.number_quality = "halt").
+            if job.marketing && sender.core().marketing_held().is_some() {
+                drop(turn);
+                self.release(&row.contact);
+                return;
+            }
             if self.claim(&row).await {
                 let contact = job.contact.clone();
                 let report = sender.core().deliver(turn, job).await;

@@ -139,6 +139,8 @@ pub struct SenderCore {
     /// Meta put the number in maintenance (131057): until this monotonic
     /// second the sender takes no contact, and why.
     paused: Mutex<Option<(f64, String)>>,
+    /// `paused` is set: one load on the hot path while it is not.
+    pause_flag: AtomicBool,
     /// Meta's quality signal on the number (131048, FLAGGED, DOWNGRADE):
     /// why, and until which monotonic second (none: until Meta lifts it).
     quality: Mutex<Option<(String, Option<f64>)>>,
@@ -265,6 +267,7 @@ impl SenderCore {
             circuit: Mutex::new(Circuit::new(settings.circuit)),
             circuit_open: AtomicBool::new(false),
             paused: Mutex::new(None),
+            pause_flag: AtomicBool::new(false),
             quality: Mutex::new(None),
             quality_flagged: AtomicBool::new(false),
             marketing_limiter: RwLock::new(Arc::new(drained_limiter(rate / 2.0))),
@@ -297,11 +300,15 @@ impl SenderCore {
 
     /// Why Meta has the number paused now (131057), if it does.
     pub fn paused(&self) -> Option<String> {
+        if !self.pause_flag.load(Ordering::Acquire) {
+            return None;
+        }
         let mut paused = self.paused.lock_or_recover();
         match paused.as_ref() {
             Some((until, why)) if monotonic_secs() < *until => Some(why.clone()),
             Some(_) => {
                 *paused = None;
+                self.pause_flag.store(false, Ordering::Release);
                 None
             }
             None => None,
@@ -317,6 +324,7 @@ impl SenderCore {
             tracing::warn!(sender = %self.id, seconds = pause.as_secs(), reason = %why, "sender paused: Meta has the number in maintenance; contacts wait, nobody fails");
         }
         *paused = Some((until, why));
+        self.pause_flag.store(true, Ordering::Release);
     }
 
     /// Meta flagged the number's quality (`why`) for `hold` (none: until
@@ -495,7 +503,8 @@ impl SenderCore {
                 }
             }
         }
-        if !self.pace(stop).await || self.is_halted() {
+        // A pause may have begun while the send waited for its pace.
+        if !self.pace(stop).await || self.is_halted() || self.paused().is_some() {
             return None;
         }
         let probe = match self.circuit.lock_or_recover().admit(monotonic_secs()) {
