@@ -283,6 +283,12 @@ async fn scylla_store_over_cql_protocol() {
         .unwrap();
     let c = store.get_contact(&who).await.unwrap().unwrap();
     assert!(c.marketing_opted_out && !c.opted_out);
+    // The identity linked to the contact (a business-scoped user id).
+    let user = ContactKey::raw("US.13491208655302741918");
+    store.link_contact(&who, &user).await.unwrap();
+    let c = store.get_contact(&who).await.unwrap().unwrap();
+    assert_eq!(c.linked, Some(user));
+    assert!(c.marketing_opted_out, "the other cells are kept");
 
     // Parked statuses are stored once per distinct status.
     let update = StatusUpdate {

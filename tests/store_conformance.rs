@@ -69,6 +69,7 @@ async fn conformance(store: Arc<dyn Store>) {
     parked_replies_wait_once_each(store.as_ref()).await;
     dispatch_scan_pages_through_everything(store.as_ref()).await;
     opt_out_round_trip(store.as_ref()).await;
+    identities_are_linked_and_kept_apart(store.as_ref()).await;
     claims_of_lapsed_owners_are_settled_from_the_index(store.as_ref()).await;
     the_portfolio_window_counts_each_recipient_once_up_to_its_limit(store.clone()).await;
     journey_rows_keep_their_steps_and_timers(store.as_ref()).await;
@@ -1206,6 +1207,38 @@ async fn marketing_out(store: &dyn Store, c: &ContactKey) -> bool {
         .unwrap()
         .unwrap()
         .marketing_opted_out
+}
+
+/// A link is one side per call, replaces an older one, and leaves the
+/// record's other cells alone; an occurrence's row key links its contact.
+async fn identities_are_linked_and_kept_apart(store: &dyn Store) {
+    let phone = contact(98);
+    let user = ContactKey::raw("US.13491208655302741918");
+    store
+        .set_opt_out(&phone, OptOutScope::All, true, t0())
+        .await
+        .unwrap();
+    store.link_contact(&phone, &user).await.unwrap();
+    let r = store.get_contact(&phone).await.unwrap().unwrap();
+    assert_eq!(r.linked.as_ref(), Some(&user));
+    assert!(r.opted_out, "the opt-out is kept");
+    assert!(
+        store.get_contact(&user).await.unwrap().is_none(),
+        "one side only"
+    );
+    store
+        .link_contact(&user.with_occurrence("order-1"), &phone)
+        .await
+        .unwrap();
+    let r = store.get_contact(&user).await.unwrap().unwrap();
+    assert_eq!(r.linked.as_ref(), Some(&phone));
+    assert!(!r.opted_out, "a link copies nothing by itself");
+    let newer = ContactKey::raw("US.13491208655302741919");
+    store.link_contact(&phone, &newer).await.unwrap();
+    assert_eq!(
+        store.get_contact(&phone).await.unwrap().unwrap().linked,
+        Some(newer)
+    );
 }
 
 async fn opt_out_round_trip(store: &dyn Store) {

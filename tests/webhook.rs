@@ -899,3 +899,116 @@ async fn http_handshake_and_status_codes() {
     );
     handle.stop(true).await;
 }
+
+fn field_envelope(field: &str, value: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "100", "changes": [{"field": field, "value": value}]}]
+    }))
+    .unwrap()
+}
+
+async fn record(h: &Harness, contact: &ContactKey) -> ContactRecord {
+    h.store
+        .get_contact(contact)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Business-scoped user ids, with the payloads of Meta's "Business-scoped
+/// user IDs" page (June 2026) and its August 2026 changelog: a status that
+/// carries both the phone and the user id links them; a username's reply
+/// (no `from`, no context) then reaches the campaign of the contact staged
+/// by phone and its STOP opts out both identities; a changed user id
+/// (`user_changed_user_id`, and the older `user_id_update` field) keeps
+/// the link and the opt-outs; a `user_preferences` by user id reaches the
+/// phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_and_a_user_id_are_one_contact_once_a_webhook_links_them() {
+    let h = harness().await;
+    sent(h.store.as_ref(), 7).await;
+    let user = ContactKey::raw("US.13491208655302741918");
+    let mut delivered = status(7, "delivered", 600, None);
+    delivered["recipient_user_id"] = json!(user.as_str());
+    assert_eq!(post(&h, &statuses(vec![delivered])).await, Verdict::Ok);
+    assert_eq!(state(&h, 7).await.state, DispatchState::Delivered);
+    assert_eq!(record(&h, &contact(7)).await.linked.as_ref(), Some(&user));
+    assert_eq!(record(&h, &user).await.linked.as_ref(), Some(&contact(7)));
+
+    // A username's STOP: no phone, no context.
+    let body = envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Sheena", "username": "sheena.n"}, "user_id": user.as_str()}],
+        "messages": [{"from_user_id": user.as_str(), "id": "wamid.in.u1", "timestamp": "700", "type": "text", "text": {"body": "STOP"}}]
+    }));
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert_eq!(
+        state(&h, 7).await.state,
+        DispatchState::Replied,
+        "the reply by user id reached the row staged by phone"
+    );
+    assert!(
+        record(&h, &contact(7)).await.opted_out,
+        "the phone opted out"
+    );
+    assert!(record(&h, &user).await.opted_out, "the user id opted out");
+
+    // The user id changes (a system message since August 2026): the new
+    // one is the phone's, and carries the opt-out.
+    let newer = ContactKey::raw("US.13491208655302741919");
+    let body = envelope(json!({
+        "messaging_product": "whatsapp",
+        "messages": [{"id": "wamid.in.sys", "timestamp": "800", "type": "system",
+            "system": {"body": "User changed", "type": "user_changed_user_id",
+                       "previous_user_id": user.as_str(), "user_id": newer.as_str()}}]
+    }));
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert_eq!(record(&h, &contact(7)).await.linked.as_ref(), Some(&newer));
+    assert!(
+        record(&h, &newer).await.opted_out,
+        "the opt-out moved along"
+    );
+    assert_eq!(
+        state(&h, 7).await.state,
+        DispatchState::Replied,
+        "a system message is no reply"
+    );
+
+    // Meta's first form of the same news: the `user_id_update` field.
+    let newest = ContactKey::raw("US.13491208655302741920");
+    let body = field_envelope(
+        "user_id_update",
+        json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"profile": {"name": "Sheena"}, "wa_id": wa_id(7)}],
+            "user_id_update": [{"wa_id": wa_id(7), "detail": "User id for Sheena has been updated.",
+                "user_id": {"previous": newer.as_str(), "current": newest.as_str()}, "timestamp": "900"}]
+        }),
+    );
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert_eq!(record(&h, &contact(7)).await.linked.as_ref(), Some(&newest));
+    assert_eq!(record(&h, &newest).await.linked.as_ref(), Some(&contact(7)));
+
+    // A marketing preference by user id reaches the phone.
+    let body = envelope(json!({"user_preferences": [{"user_id": newest.as_str(),
+        "category": "marketing_messages", "value": "stop", "timestamp": 1_790_000_000}]}));
+    assert_eq!(post(&h, &body).await, Verdict::Ok);
+    assert!(record(&h, &contact(7)).await.marketing_opted_out);
+
+    let events = read_all(
+        &h.kafka.brokers,
+        &h.events_topic,
+        4,
+        Duration::from_secs(20),
+    );
+    let reply = events
+        .iter()
+        .map(|(_, p, _)| serde_json::from_str::<serde_json::Value>(p.as_deref().unwrap()).unwrap())
+        .find(|e| e["type"] == "reply")
+        .expect("a reply event");
+    assert_eq!(reply["contact"], contact(7).as_str());
+    assert_eq!(reply["user_id"], user.as_str());
+    assert_eq!(reply["campaign_id"], CAMPAIGN);
+}

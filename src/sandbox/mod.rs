@@ -134,6 +134,13 @@ pub struct SandboxConfig {
     /// Without it they fall back to Cloud API (priced `marketing`), or answer
     /// 134102 with `product_policy: STRICT`. Default true.
     pub marketing_messages_onboarded: bool,
+    /// Give every phone recipient a business-scoped user id too (`ZZ.` and
+    /// 20 digits made from the phone), reported beside the phone in
+    /// statuses (`recipient_user_id`) and replies (`from_user_id`,
+    /// `contacts[].user_id`), as Meta does since 2026. A message sent to a
+    /// user id (`recipient`) always reports the user id and no phone.
+    /// Default false.
+    pub phone_user_ids: bool,
     /// Where status and reply webhooks are POSTed; unset sends none.
     /// Default unset.
     pub webhook_url: Option<String>,
@@ -213,6 +220,7 @@ impl Default for SandboxConfig {
             templates: HashMap::new(),
             categories: HashMap::new(),
             marketing_messages_onboarded: true,
+            phone_user_ids: false,
             webhook_url: None,
             app_secret: "sandbox-app-secret".into(),
             reply_share: 0.1,

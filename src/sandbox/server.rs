@@ -69,10 +69,14 @@ struct AcceptedBody {
     messages: [MessageBody; 1],
 }
 
+/// `{input, wa_id}` for a phone, `{input, user_id}` for a user id.
 #[derive(Serialize)]
 struct ContactBody {
     input: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     wa_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -186,7 +190,7 @@ impl Shared {
         if !number.admit() {
             return Answer::Error(ApiError::with_default_details(code::THROUGHPUT));
         }
-        if let Some(e) = rules::api_failure(&cfg.failure_rules, &send.recipient.wa_id) {
+        if let Some(e) = rules::api_failure(&cfg.failure_rules, send.recipient.rule_key()) {
             return Answer::Error(e);
         }
         let pair = self.pair.as_ref().map(|p| (p, self.now_ns()));
@@ -224,6 +228,7 @@ impl Shared {
             messaging_product: "whatsapp",
             contacts: [ContactBody {
                 input,
+                user_id: recipient.user_id.filter(|_| recipient.wa_id.is_empty()),
                 wa_id: recipient.wa_id,
             }],
             messages: [MessageBody {
@@ -292,13 +297,19 @@ impl Shared {
             return;
         };
         let cfg = &self.config;
-        let failure = rules::webhook_failure(&cfg.failure_rules, &recipient.wa_id);
+        let failure = rules::webhook_failure(&cfg.failure_rules, recipient.rule_key());
+        let user_id = match &recipient.user_id {
+            Some(u) => Some(u.as_str().into()),
+            None if cfg.phone_user_ids => Some(rules::derived_user_id(&recipient.wa_id).into()),
+            None => None,
+        };
         let outcome: Outcome =
             rules::decide(cfg.seed, recipient.key, ordinal, &self.shares, failure);
         queue.offer(Outbound {
             message: Arc::new(MessageInfo {
                 wamid: wamid.into(),
                 wa_id: recipient.wa_id.as_str().into(),
+                user_id,
                 recipient_key: recipient.key,
                 biz_opaque: biz_opaque.map(String::into_boxed_str),
                 quick_reply_payload: quick_reply_payload.map(String::into_boxed_str),
@@ -431,15 +442,15 @@ struct RecipientBody<'a> {
 
 async fn recipient(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     let to = req.match_info().get("to").unwrap_or_default();
-    match Recipient::parse(to) {
+    match Recipient::parse_any(to) {
         Some(r) => HttpResponse::Ok().json(RecipientBody {
-            recipient: &r.wa_id,
+            recipient: r.rule_key(),
             messages: shared.stats.recipient_messages(r.key),
         }),
         None => graph_error(
             &ApiError::new(
                 code::INVALID_PARAMETER,
-                format!("{to:?} is not a phone number"),
+                format!("{to:?} is neither a phone number nor a user id"),
             ),
             0,
         ),

@@ -903,6 +903,25 @@ async fn bad_auth_answers_401_with_code_190() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_id_in_recipient_is_answered_with_user_id() {
+    let sandbox = Sandbox::start(config()).await.unwrap();
+    let api = Api::new(&sandbox);
+    // A user id in `recipient`: the answer's contact has `user_id`, no
+    // `wa_id` (Meta's "Business-scoped user IDs").
+    let mut by_user_id = template("15551600001", None);
+    by_user_id.as_object_mut().unwrap().remove("to");
+    by_user_id["recipient"] = json!("US.13491208655302741918");
+    let (status, body) = api.send("111", &by_user_id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["contacts"][0],
+        json!({"input": "US.13491208655302741918", "user_id": "US.13491208655302741918"})
+    );
+    assert_eq!(sandbox.stats().accepted, 1);
+    sandbox.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_answer_400_with_a_graph_error() {
     let sandbox = Sandbox::start(config()).await.unwrap();
     let api = Api::new(&sandbox);
@@ -922,7 +941,7 @@ async fn malformed_requests_answer_400_with_a_graph_error() {
     assert_graph_error(status, &body, 400, 100);
     assert_eq!(
         body["error"]["error_data"]["details"],
-        "the parameter to is required"
+        "the parameter to (or recipient) is required"
     );
 
     let mut unknown_type = template("15551600001", None);

@@ -37,7 +37,10 @@ pub(crate) fn signature(app_secret: &[u8], body: &[u8]) -> String {
 /// What the webhooks of one accepted message need.
 pub(crate) struct MessageInfo {
     pub(crate) wamid: Box<str>,
+    /// The phone's digits; empty for a user known by user id only.
     pub(crate) wa_id: Box<str>,
+    /// The recipient's business-scoped user id, when it has one.
+    pub(crate) user_id: Option<Box<str>>,
     pub(crate) recipient_key: u64,
     pub(crate) biz_opaque: Option<Box<str>>,
     pub(crate) quick_reply_payload: Option<Box<str>>,
@@ -470,7 +473,16 @@ impl Serialize for StatusOut<'_> {
         };
         st.serialize_field("status", status)?;
         st.serialize_field("timestamp", &UnixSecs(e.timestamp))?;
-        st.serialize_field("recipient_id", &*m.wa_id)?;
+        if !m.wa_id.is_empty() {
+            st.serialize_field("recipient_id", &*m.wa_id)?;
+        }
+        // Meta leaves the user id out of a failed status of a message sent
+        // to a phone.
+        match (&m.user_id, e.step) {
+            (Some(_), Step::Failed(_)) if !m.wa_id.is_empty() => {}
+            (Some(u), _) => st.serialize_field("recipient_user_id", &**u)?,
+            (None, _) => {}
+        }
         if let Some(b) = &m.biz_opaque {
             st.serialize_field("biz_opaque_callback_data", &**b)?;
         }
@@ -518,9 +530,15 @@ impl Serialize for Pricing {
 
 impl Serialize for ContactOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Contact", 2)?;
+        let m = &self.0.message;
+        let mut st = s.serialize_struct("Contact", 3)?;
         st.serialize_field("profile", &Profile(self.0))?;
-        st.serialize_field("wa_id", &*self.0.message.wa_id)?;
+        if !m.wa_id.is_empty() {
+            st.serialize_field("wa_id", &*m.wa_id)?;
+        }
+        if let Some(u) = &m.user_id {
+            st.serialize_field("user_id", &**u)?;
+        }
         st.end()
     }
 }
@@ -528,8 +546,20 @@ impl Serialize for ContactOut<'_> {
 impl Serialize for Profile<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let i = (rules::mix64(self.0.message.recipient_key) % PROFILE_NAMES.len() as u64) as usize;
-        let mut st = s.serialize_struct("Profile", 1)?;
+        let mut st = s.serialize_struct("Profile", 2)?;
         st.serialize_field("name", PROFILE_NAMES[i])?;
+        // A user known by user id only has a username (that is why Meta
+        // hides the phone).
+        if self.0.message.wa_id.is_empty() {
+            st.serialize_field(
+                "username",
+                &format_args!(
+                    "{}.{:04}",
+                    PROFILE_NAMES[i].to_lowercase().replace(' ', "_"),
+                    self.0.message.recipient_key % 10_000
+                ),
+            )?;
+        }
         st.end()
     }
 }
@@ -539,7 +569,12 @@ impl Serialize for InboundOut<'_> {
         let (e, settings) = (self.0, self.1);
         let mut st = s.serialize_struct("Message", 6)?;
         st.serialize_field("context", &Context(e, settings))?;
-        st.serialize_field("from", &*e.message.wa_id)?;
+        if !e.message.wa_id.is_empty() {
+            st.serialize_field("from", &*e.message.wa_id)?;
+        }
+        if let Some(u) = &e.message.user_id {
+            st.serialize_field("from_user_id", &**u)?;
+        }
         st.serialize_field(
             "id",
             &format_args!("wamid.in.{:08x}.{}", settings.nonce, e.inbound_seq),

@@ -297,4 +297,7 @@ pub trait Store: Send + Sync + 'static {
     async fn take_parked_reply(&self, message_id: &str) -> StoreResult<bool>;
     /// Records that Meta could not deliver to this contact (131026).
     async fn mark_undeliverable(&self, contact: &ContactKey, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Records `other` as the contact's other identity (one side of a
+    /// link; the caller writes both).
+    async fn link_contact(&self, contact: &ContactKey, other: &ContactKey) -> StoreResult<()>;
 }

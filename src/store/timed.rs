@@ -299,4 +299,7 @@ impl<S: Store> Store for Timed<S> {
     async fn mark_undeliverable(&self, contact: &ContactKey, at: DateTime<Utc>) -> StoreResult<()> {
         time("mark_undeliverable", self.0.mark_undeliverable(contact, at)).await
     }
+    async fn link_contact(&self, contact: &ContactKey, other: &ContactKey) -> StoreResult<()> {
+        time("link_contact", self.0.link_contact(contact, other)).await
+    }
 }

@@ -13,6 +13,7 @@
 
 mod account;
 mod http;
+mod identity;
 pub mod payload;
 mod replies;
 pub mod signature;
@@ -21,6 +22,7 @@ mod status;
 mod templates;
 
 pub use http::{configure, serve};
+pub use identity::contact_from_user_id;
 pub use sms::BasicAuth;
 
 use std::sync::Arc;
@@ -100,6 +102,8 @@ pub struct WebhookProcessor {
     templates: Arc<crate::dispatch::templates::TemplateBook>,
     /// The messaging limit Meta stated (shared with dispatch).
     limits: Arc<crate::dispatch::limits::LimitBook>,
+    /// Phone and user id links already stored.
+    links: identity::LinkCache,
 }
 
 impl WebhookProcessor {
@@ -121,6 +125,7 @@ impl WebhookProcessor {
             settings,
             templates: Arc::default(),
             limits: Arc::default(),
+            links: identity::LinkCache::default(),
         }
     }
 
@@ -230,6 +235,11 @@ impl WebhookProcessor {
                         }
                     }
                     continue;
+                }
+                // Who is who first: a reply by user id then reaches the
+                // contact staged by phone, and its opt-out both identities.
+                for link in identity::links(v) {
+                    self.link(&link).await?;
                 }
                 for s in v.statuses.iter().filter_map(|s| accepted("status", s)) {
                     work.push(futures::future::Either::Left(self.status(s)));

@@ -55,6 +55,15 @@ pub struct ChangeValue {
     pub messages: Vec<Lenient<Inbound>>,
     #[serde(default)]
     pub user_preferences: Vec<Lenient<UserPreference>>,
+    /// Who the change is about: `{profile: {name, username}, wa_id,
+    /// user_id}` (on messages, and on sent, delivered and read statuses);
+    /// `wa_id` is absent when Meta may not share the phone.
+    #[serde(default)]
+    pub contacts: Vec<Lenient<WebhookContact>>,
+    /// `user_id_update` (Meta's first documented form of a user id change;
+    /// since August 2026 a `system` message `user_changed_user_id`).
+    #[serde(default)]
+    pub user_id_update: Vec<Lenient<UserIdUpdate>>,
     pub metadata: Option<Metadata>,
     // `message_template_status_update` and `message_template_quality_update`
     // (every field optional: a change of another field leaves them unset).
@@ -76,6 +85,42 @@ pub struct ChangeValue {
     pub display_phone_number: Option<String>,
 }
 
+/// A `contacts[]` entry of a messages webhook.
+#[derive(Debug, Deserialize)]
+pub struct WebhookContact {
+    pub wa_id: Option<String>,
+    /// The business-scoped user id (BSUID).
+    pub user_id: Option<String>,
+}
+
+/// A `user_id_update` entry: the user's id before and after.
+#[derive(Debug, Deserialize)]
+pub struct UserIdUpdate {
+    pub wa_id: Option<String>,
+    pub user_id: Option<IdChange>,
+}
+
+/// `{previous, current}` of a changed id.
+#[derive(Debug, Deserialize)]
+pub struct IdChange {
+    pub previous: Option<String>,
+    pub current: Option<String>,
+}
+
+/// A system message (`type: system`): for `user_changed_user_id`, the
+/// user's new id (`user_id`) and the one it replaces (`previous_user_id`).
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct System {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wa_id: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct OtherInfo {
     pub title: Option<String>,
@@ -94,7 +139,12 @@ pub struct Status {
     pub id: Option<String>,
     pub status: Option<String>,
     pub timestamp: Option<serde_json::Value>,
+    /// The recipient's phone digits; absent when the message went to a
+    /// user id and Meta may not share the phone.
     pub recipient_id: Option<String>,
+    /// The recipient's business-scoped user id (absent on a failed status
+    /// of a message sent to a phone).
+    pub recipient_user_id: Option<String>,
     pub biz_opaque_callback_data: Option<String>,
     #[serde(default)]
     pub errors: Vec<WaError>,
@@ -139,7 +189,12 @@ pub struct ErrorData {
 
 #[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Inbound {
+    /// The sender's phone digits; absent for a user Meta knows by user id
+    /// (username) only.
     pub from: Option<String>,
+    /// The sender's business-scoped user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_user_id: Option<String>,
     pub id: Option<String>,
     pub timestamp: Option<serde_json::Value>,
     #[serde(rename = "type")]
@@ -155,6 +210,8 @@ pub struct Inbound {
     pub sticker: Option<Media>,
     pub location: Option<Location>,
     pub reaction: Option<Reaction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<System>,
     /// Not Meta's: the business number that received the message (the
     /// change's `metadata.phone_number_id`), kept here so that a reply
     /// parked for its `context.id` still names it when it is settled.
@@ -250,6 +307,9 @@ pub struct ReplyContent {
     pub interactive: Option<InteractiveReply>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reaction: Option<Reaction>,
+    /// The sender's business-scoped user id, when the webhook gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 /// A tap on a reply button or a list row, or a Flow's answer.
@@ -277,6 +337,9 @@ pub struct Context {
 #[derive(Debug, Deserialize)]
 pub struct UserPreference {
     pub wa_id: Option<String>,
+    /// A user known by user id only (assumed to be named like the other
+    /// webhooks' `user_id`).
+    pub user_id: Option<String>,
     pub category: Option<String>,
     pub value: Option<String>,
     pub timestamp: Option<serde_json::Value>,
@@ -400,6 +463,7 @@ impl Inbound {
             location: self.location.clone(),
             interactive,
             reaction: self.reaction.clone(),
+            user_id: self.from_user_id.clone(),
         }
     }
 }

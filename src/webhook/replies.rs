@@ -102,15 +102,38 @@ impl WebhookProcessor {
         parked: Option<chrono::DateTime<Utc>>,
         received_by: Option<&str>,
     ) -> Result<Vec<Event>, ProcessError> {
-        let Some(from) = m.from.as_deref() else {
+        // A system message (a changed number or user id) is no reply; its
+        // link was stored with the change.
+        if m.kind.as_deref() == Some("system") {
             return Ok(Vec::new());
+        }
+        // A user Meta names by user id only (a username) has no `from`.
+        let sender = match (
+            present(m.from.as_deref()),
+            present(m.from_user_id.as_deref()),
+        ) {
+            (Some(from), _) => contact_from_wa_id(from),
+            (None, Some(user_id)) => match contact_from_user_id(user_id) {
+                Some(contact) => contact,
+                None => {
+                    return Ok(rejected(
+                        "message",
+                        &format!("from_user_id {user_id:?} is not a user id"),
+                    ))
+                }
+            },
+            (None, None) => {
+                return Ok(rejected::<Event>(
+                    "message",
+                    "neither from nor from_user_id",
+                ))
+            }
         };
         let at = match parse_timestamp(m.timestamp.as_ref(), Utc::now()) {
             Ok(at) => at,
             Err(e) => return Ok(rejected("message", &e)),
         };
         let context = present(m.context.as_ref().and_then(|c| c.id.as_deref()));
-        let sender = contact_from_wa_id(from);
         // The campaign message it answers, else the contact's latest campaign.
         let correlated = self.correlate(context, None).await?;
         let (kind, text, payload) = m.content();
@@ -125,23 +148,10 @@ impl WebhookProcessor {
         }
         let (campaign, contact) = match correlated {
             Some((campaign, contact)) => (Some(campaign), contact),
-            None => {
-                // A triggered campaign's message: the row of its occurrence.
-                match self.store.get_contact(&sender).await? {
-                    Some(ContactRecord {
-                        last_campaign: Some(campaign),
-                        last_occurrence,
-                        ..
-                    }) => {
-                        let row = match last_occurrence.as_deref() {
-                            Some(occurrence) => sender.with_occurrence(occurrence),
-                            None => sender,
-                        };
-                        (Some(campaign), row)
-                    }
-                    _ => (None, sender),
-                }
-            }
+            None => match self.latest_campaign(&sender).await? {
+                Some(found) => found,
+                None => (None, sender),
+            },
         };
         let (step, sent_by) = match &campaign {
             Some(campaign) => match self.mark_replied(campaign, &contact, at).await? {
@@ -153,7 +163,7 @@ impl WebhookProcessor {
         let mut events = Vec::new();
         if opts_out {
             let scope = self.settings.keyword_scope;
-            self.store.set_opt_out(&contact, scope, true, at).await?;
+            self.set_person_opt_out(&contact, scope, true, at).await?;
             events.push(Event::OptOut {
                 contact: contact.as_str().to_string(),
                 opted_out: true,
@@ -189,6 +199,40 @@ impl WebhookProcessor {
         Ok(events)
     }
 
+    /// The contact's latest campaign and its row there (a triggered
+    /// campaign's message: the row of its occurrence), from the record of
+    /// the identity that wrote, else of the identity linked to it (a
+    /// contact staged by phone who answers by user id).
+    async fn latest_campaign(
+        &self,
+        sender: &ContactKey,
+    ) -> Result<Option<(Option<String>, ContactKey)>, StoreError> {
+        let mut key = sender.clone();
+        let mut record = self.store.get_contact(&key).await?;
+        if let Some(linked) = record
+            .as_ref()
+            .filter(|r| r.last_campaign.is_none())
+            .and_then(|r| r.linked.clone())
+        {
+            record = self.store.get_contact(&linked).await?;
+            key = linked;
+        }
+        Ok(match record {
+            Some(ContactRecord {
+                last_campaign: Some(campaign),
+                last_occurrence,
+                ..
+            }) => {
+                let row = match last_occurrence.as_deref() {
+                    Some(occurrence) => key.with_occurrence(occurrence),
+                    None => key,
+                };
+                Some((Some(campaign), row))
+            }
+            _ => None,
+        })
+    }
+
     /// A reply to a message whose wamid is not indexed yet waits for it
     /// (`http.reply_context_wait_ms`): it is parked and answers true. A STOP
     /// holds from now on, not from when the reply is settled (its `opt_out`
@@ -215,8 +259,7 @@ impl WebhookProcessor {
             return Ok(false);
         }
         if opts_out {
-            self.store
-                .set_opt_out(sender, self.settings.keyword_scope, true, at)
+            self.set_person_opt_out(sender, self.settings.keyword_scope, true, at)
                 .await?;
         }
         // The message as Meta sent it, with the number that received it.
@@ -274,7 +317,20 @@ impl WebhookProcessor {
     }
 
     pub(super) async fn preference(&self, p: &UserPreference) -> Result<Vec<Event>, ProcessError> {
-        let (Some(wa_id), Some(value)) = (p.wa_id.as_deref(), p.value.as_deref()) else {
+        let contact = match (present(p.wa_id.as_deref()), present(p.user_id.as_deref())) {
+            (Some(wa_id), _) => contact_from_wa_id(wa_id),
+            (None, Some(user_id)) => match contact_from_user_id(user_id) {
+                Some(contact) => contact,
+                None => {
+                    return Ok(rejected(
+                        "user preference",
+                        &format!("user_id {user_id:?} is not a user id"),
+                    ))
+                }
+            },
+            (None, None) => return Ok(Vec::new()),
+        };
+        let Some(value) = p.value.as_deref() else {
             return Ok(Vec::new());
         };
         if p.category
@@ -292,10 +348,8 @@ impl WebhookProcessor {
             Ok(at) => at,
             Err(e) => return Ok(rejected("user preference", &e)),
         };
-        let contact = contact_from_wa_id(wa_id);
         // A `marketing_messages` preference covers marketing templates only.
-        self.store
-            .set_opt_out(&contact, OptOutScope::Marketing, opted_out, at)
+        self.set_person_opt_out(&contact, OptOutScope::Marketing, opted_out, at)
             .await?;
         Ok(vec![Event::OptOut {
             contact: contact.as_str().to_string(),

@@ -95,8 +95,7 @@ impl WebhookProcessor {
         let at = update.at;
         if ErrorClass::marks_opt_out(code) {
             // 131050: the person stopped marketing messages only.
-            self.store
-                .set_opt_out(contact, OptOutScope::Marketing, true, at)
+            self.set_person_opt_out(contact, OptOutScope::Marketing, true, at)
                 .await?;
             return Ok(vec![Event::OptOut {
                 contact: contact.as_str().to_string(),

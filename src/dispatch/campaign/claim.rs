@@ -69,7 +69,12 @@ impl Pump {
         row: &DispatchRecord,
         contact: Option<&crate::store::ContactRecord>,
     ) -> Admission {
-        let suppression = self.env.suppression(&row.contact);
+        // A suppression of the person's other identity holds too.
+        let suppression = self.env.suppression(&row.contact).or_else(|| {
+            contact
+                .and_then(|c| c.linked.as_ref())
+                .and_then(|linked| self.env.suppression(linked))
+        });
         let portfolio = self.env.portfolio_wait(&row.contact);
         admission::admit(
             &self.state.facts(entry),
@@ -400,12 +405,31 @@ impl Pump {
         }
     }
 
+    /// The contact's record with what its linked identity's record says
+    /// merged in (docs/ARCHITECTURE.md, "Business-scoped user ids"), and
+    /// the campaign that identity is engaged by. One read more, only for a
+    /// contact Meta showed under both identities.
+    async fn person(
+        &self,
+        contact: &ContactKey,
+    ) -> crate::store::StoreResult<(Option<crate::store::ContactRecord>, Option<String>)> {
+        let Some(mut record) = self.store.get_contact(contact).await? else {
+            return Ok((None, None));
+        };
+        let Some(linked) = record.linked.clone() else {
+            return Ok((Some(record), None));
+        };
+        let other = self.store.get_contact(&linked).await?.unwrap_or_default();
+        record.merge_linked(&other);
+        Ok((Some(record), other.engaged_campaign))
+    }
+
     /// Claim time: every check again with the contact's current record, the
     /// current spec and overrides, then the compare-and-set. True when this
     /// process now owns the send.
     pub(super) async fn claim(&self, row: &DispatchRecord) -> bool {
         let contact = &row.contact;
-        let record = match self.store.get_contact(contact).await {
+        let (record, linked_engagement) = match self.person(contact).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(campaign = %self.state.id, error = %e, "cannot read the contact before its claim; it stays pending");
@@ -420,6 +444,17 @@ impl Pump {
                 return false;
             }
             Admission::Wait { .. } | Admission::Hold(_) | Admission::Skip => return false,
+        }
+        // The same person under the other identity is engaged by another
+        // exclusive campaign still running.
+        if entry.spec.exclusive
+            && linked_engagement
+                .as_deref()
+                .is_some_and(|c| c != self.state.id && !self.env.releases_engagement(c))
+        {
+            self.exclude(contact, ExclusionReason::EngagedElsewhere)
+                .await;
+            return false;
         }
         if !self.env.holds_lease() {
             self.state.set_wait(Some((

@@ -153,6 +153,8 @@ pub(crate) enum PayloadError {
     RecipientType(String),
     #[error("to {0:?} is not a phone number (7 to 15 digits, optional leading +)")]
     Phone(String),
+    #[error("recipient {0:?} is not a business-scoped user id (a country code, a period, then letters and digits)")]
+    UserId(String),
     #[error("the sandbox sends only type \"template\", got {0:?}")]
     MessageType(String),
     #[error("product_policy must be CLOUD_API_FALLBACK or STRICT, got {0:?}")]

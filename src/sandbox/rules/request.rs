@@ -14,6 +14,8 @@ pub(crate) struct SendRequest {
     messaging_product: Option<String>,
     recipient_type: Option<String>,
     to: Option<String>,
+    /// A business-scoped user id (`to` wins when both are set).
+    recipient: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
     template: Option<TemplateRequest>,
@@ -156,12 +158,20 @@ fn check_envelope(req: &SendRequest) -> Result<(String, Recipient), PayloadError
             return Err(PayloadError::RecipientType(rt.to_owned()));
         }
     }
-    let input = req
-        .to
-        .clone()
-        .filter(|t| !t.is_empty())
-        .ok_or(PayloadError::Required("to"))?;
-    let recipient = Recipient::parse(&input).ok_or_else(|| PayloadError::Phone(input.clone()))?;
+    // `to` (a phone) wins over `recipient` (a user id) when both are set.
+    let present = |s: &Option<String>| s.clone().filter(|t| !t.is_empty());
+    let (input, recipient) = match (present(&req.to), present(&req.recipient)) {
+        (Some(to), _) => {
+            let recipient = Recipient::parse(&to).ok_or_else(|| PayloadError::Phone(to.clone()))?;
+            (to, recipient)
+        }
+        (None, Some(user_id)) => {
+            let recipient = Recipient::parse_user_id(&user_id)
+                .ok_or_else(|| PayloadError::UserId(user_id.clone()))?;
+            (user_id, recipient)
+        }
+        (None, None) => return Err(PayloadError::Required("to (or recipient)")),
+    };
     // Graph defaults a missing type to "text"; the sandbox simulates template
     // campaigns only.
     match req.kind.as_deref() {

@@ -276,3 +276,40 @@ fn extreme_shares_are_absolute() {
         }
     }
 }
+
+/// A user id goes in `recipient`; `to` wins when both are set (Meta's
+/// "Business-scoped user IDs"); anything else is refused with the field.
+#[test]
+fn a_user_id_is_sent_in_recipient() {
+    let send = |envelope: &str| {
+        let b = format!(
+            r#"{{"messaging_product":"whatsapp",{envelope},"type":"template",
+               "template":{{"name":"promo","language":{{"code":"es_MX"}}}}}}"#
+        );
+        validate_send(b.as_bytes(), &no_templates())
+    };
+    let v = send(r#""recipient":"US.13491208655302741918""#).unwrap();
+    assert_eq!(v.recipient.wa_id, "");
+    assert_eq!(
+        v.recipient.user_id.as_deref(),
+        Some("US.13491208655302741918")
+    );
+    assert_eq!(v.recipient.rule_key(), "US.13491208655302741918");
+    let v = send(r#""to":"+15550001234","recipient":"US.1349""#).unwrap();
+    assert_eq!(v.recipient.wa_id, "15550001234");
+    assert_eq!(v.recipient.user_id, None);
+    assert_eq!(
+        send(r#""recipient":"not a user id""#).unwrap_err(),
+        PayloadError::UserId("not a user id".into())
+    );
+    assert_eq!(
+        send(r#""recipient":"""#).unwrap_err(),
+        PayloadError::Required("to (or recipient)")
+    );
+    let a = Recipient::parse_user_id("US.1").unwrap();
+    let b = Recipient::parse_user_id("US.2").unwrap();
+    assert_ne!(a.key, b.key);
+    assert_ne!(a.key, Recipient::parse("1234567").unwrap().key);
+    assert!(Recipient::parse_user_id("US.ENT.11815799212886844830").is_some());
+    assert!(Recipient::parse_user_id("us.1").is_none());
+}

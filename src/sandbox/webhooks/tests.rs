@@ -62,6 +62,7 @@ fn envelope_groups_statuses_by_number_and_puts_replies_apart() {
     let message = Arc::new(MessageInfo {
         wamid: "wamid.X".into(),
         wa_id: "15551234567".into(),
+        user_id: None,
         recipient_key: 1,
         biz_opaque: Some("c1|+15551234567".into()),
         quick_reply_payload: Some("YES".into()),
@@ -106,4 +107,59 @@ fn envelope_groups_statuses_by_number_and_puts_replies_apart() {
     assert_eq!(m["button"]["payload"], "YES");
     assert_eq!(m["context"]["id"], "wamid.X");
     assert_eq!(m["id"], "wamid.in.000000ab.7");
+}
+
+/// Meta's shapes for a user known by user id only (Business-scoped user
+/// ids, June 2026): statuses carry `recipient_user_id` and no
+/// `recipient_id`; a reply has `from_user_id`, no `from`, and a contact
+/// with `user_id`, a username and no `wa_id`. A phone with a user id
+/// reports both, except on a failed status.
+#[test]
+fn user_ids_are_reported_as_meta_does() {
+    let stats = Stats::new([]);
+    let number = stats.number("106540352242922", None);
+    let info = |wa_id: &str, user_id: &str| {
+        Arc::new(MessageInfo {
+            wamid: "wamid.U".into(),
+            wa_id: wa_id.into(),
+            user_id: Some(user_id.into()),
+            recipient_key: 9,
+            biz_opaque: None,
+            quick_reply_payload: None,
+            number: Arc::clone(&number),
+            category: crate::sandbox::PricingCategory::Marketing,
+        })
+    };
+    let ev = |message: &Arc<MessageInfo>, step| Event {
+        message: Arc::clone(message),
+        step,
+        timestamp: 1_700_000_000,
+        inbound_seq: 1,
+    };
+    let only = info("", "US.13491208655302741918");
+    let batch = vec![
+        ev(&only, Step::Delivered),
+        ev(&only, Step::Reply(Reply::Text(0))),
+    ];
+    let v: serde_json::Value = serde_json::from_slice(&envelope(&batch, &settings())).unwrap();
+    let changes = v["entry"][0]["changes"].as_array().unwrap();
+    let status = &changes[0]["value"]["statuses"][0];
+    assert_eq!(status["recipient_user_id"], "US.13491208655302741918");
+    assert!(status.get("recipient_id").is_none());
+    let reply = &changes[1]["value"];
+    assert!(reply["contacts"][0].get("wa_id").is_none());
+    assert_eq!(reply["contacts"][0]["user_id"], "US.13491208655302741918");
+    assert!(reply["contacts"][0]["profile"]["username"].is_string());
+    let m = &reply["messages"][0];
+    assert!(m.get("from").is_none());
+    assert_eq!(m["from_user_id"], "US.13491208655302741918");
+
+    let both = info("15551234567", "ZZ.00000000000000000042");
+    let batch = vec![ev(&both, Step::Sent), ev(&both, Step::Failed(131_026))];
+    let v: serde_json::Value = serde_json::from_slice(&envelope(&batch, &settings())).unwrap();
+    let statuses = &v["entry"][0]["changes"][0]["value"]["statuses"];
+    assert_eq!(statuses[0]["recipient_id"], "15551234567");
+    assert_eq!(statuses[0]["recipient_user_id"], "ZZ.00000000000000000042");
+    assert_eq!(statuses[1]["recipient_id"], "15551234567");
+    assert!(statuses[1].get("recipient_user_id").is_none());
 }

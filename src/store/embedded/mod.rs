@@ -728,6 +728,22 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    async fn link_contact(&self, contact: &ContactKey, other: &ContactKey) -> StoreResult<()> {
+        let (contact, other) = (contact.recipient(), other.recipient());
+        self.point(move |inner| {
+            let _guard = inner.stripe(&contact);
+            let key = contact.as_str().as_bytes();
+            let mut record: ContactRecord =
+                inner.get_json(&inner.contacts, key)?.unwrap_or_default();
+            if record.linked.as_ref() == Some(&other) {
+                return Ok(());
+            }
+            record.linked = Some(other);
+            inner.put_json(&inner.contacts, key, &record)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

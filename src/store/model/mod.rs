@@ -748,12 +748,29 @@ pub struct ContactRecord {
     /// `opted_out_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opt_changed_at: Option<DateTime<Utc>>,
+    /// The contact's other identity, once a webhook showed both: the
+    /// business-scoped user id of a phone, the phone (or the newer user id)
+    /// of a user id. Opt-outs, engagement and replies of either apply to
+    /// the person (docs/ARCHITECTURE.md, "Business-scoped user ids").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked: Option<ContactKey>,
 }
 
 impl ContactRecord {
     /// Whether a template of this category may not reach the contact.
     pub fn opted_out_of(&self, marketing: bool) -> bool {
         self.opted_out || (marketing && self.marketing_opted_out)
+    }
+
+    /// Adds what the linked identity's record says of the person: an
+    /// opt-out of either holds (the webhook writes both, this covers a
+    /// write that reached one side only).
+    pub fn merge_linked(&mut self, other: &ContactRecord) {
+        if other.opted_out && !self.opted_out {
+            self.opted_out = true;
+            self.opted_out_at = other.opted_out_at;
+        }
+        self.marketing_opted_out |= other.marketing_opted_out;
     }
 }
 

@@ -454,3 +454,22 @@ fn a_held_message_is_accepted_not_flowing_until_a_status_moves_it() {
         "a status of the primary finds its pricing in the history"
     );
 }
+
+#[test]
+fn a_linked_identity_adds_its_opt_outs() {
+    let mut phone = ContactRecord::default();
+    let user = ContactRecord {
+        opted_out: true,
+        opted_out_at: Some(chrono::Utc::now()),
+        marketing_opted_out: true,
+        ..Default::default()
+    };
+    phone.merge_linked(&user);
+    assert!(phone.opted_out_of(false));
+    assert_eq!(phone.opted_out_at, user.opted_out_at);
+    assert!(phone.marketing_opted_out);
+    // Nothing is taken back by an identity that did not opt out.
+    let mut out = user.clone();
+    out.merge_linked(&ContactRecord::default());
+    assert!(out.opted_out && out.marketing_opted_out);
+}

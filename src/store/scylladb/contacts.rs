@@ -12,6 +12,7 @@ pub(super) struct ContactRow {
     pub(super) marketing_opted_out: Option<bool>,
     pub(super) marketing_opt_changed_at: Option<DateTime<Utc>>,
     pub(super) last_occurrence: Option<String>,
+    pub(super) linked: Option<String>,
 }
 
 impl From<ContactRow> for ContactRecord {
@@ -26,6 +27,7 @@ impl From<ContactRow> for ContactRecord {
             opt_changed_at: r.opted_out_at,
             marketing_opted_out: r.marketing_opted_out.unwrap_or(false),
             marketing_opt_changed_at: r.marketing_opt_changed_at,
+            linked: r.linked.map(ContactKey::from_row),
         }
     }
 }
@@ -84,6 +86,21 @@ pub(super) async fn mark_undeliverable(
             &store.st.set_undeliverable,
             (at, contact.as_str()),
             "marking a contact undeliverable",
+        )
+        .await
+        .map(drop)
+}
+
+pub(super) async fn link_contact(
+    store: &ScyllaStore,
+    contact: &ContactKey,
+    other: &ContactKey,
+) -> StoreResult<()> {
+    store
+        .exec(
+            &store.st.set_linked,
+            (other.as_str(), contact.as_str()),
+            "linking a contact's identities",
         )
         .await
         .map(drop)

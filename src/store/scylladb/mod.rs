@@ -344,4 +344,8 @@ impl Store for ScyllaStore {
     async fn mark_undeliverable(&self, contact: &ContactKey, at: DateTime<Utc>) -> StoreResult<()> {
         contacts::mark_undeliverable(self, contact, at).await
     }
+
+    async fn link_contact(&self, contact: &ContactKey, other: &ContactKey) -> StoreResult<()> {
+        contacts::link_contact(self, &contact.recipient(), &other.recipient()).await
+    }
 }

@@ -53,6 +53,7 @@ pub(super) struct Statements {
     pub(super) set_marketing_opt_out: PreparedStatement,
     pub(super) set_last_campaign: PreparedStatement,
     pub(super) set_undeliverable: PreparedStatement,
+    pub(super) set_linked: PreparedStatement,
     pub(super) put_wamid: PreparedStatement,
     pub(super) get_wamid: PreparedStatement,
     pub(super) park: PreparedStatement,
@@ -217,7 +218,7 @@ impl Statements {
             .await?,
             get_contact: p(
                 s,
-                "SELECT engaged_campaign, opted_out, opted_out_at, last_campaign, undeliverable_at, marketing_opted_out, marketing_opt_changed_at, last_occurrence FROM contacts WHERE contact = ?",
+                "SELECT engaged_campaign, opted_out, opted_out_at, last_campaign, undeliverable_at, marketing_opted_out, marketing_opt_changed_at, last_occurrence, linked FROM contacts WHERE contact = ?",
                 true,
             )
             .await?,
@@ -243,6 +244,12 @@ impl Statements {
             set_undeliverable: p(
                 s,
                 "UPDATE contacts SET undeliverable_at = ? WHERE contact = ?",
+                true,
+            )
+            .await?,
+            set_linked: p(
+                s,
+                "UPDATE contacts SET linked = ? WHERE contact = ?",
                 true,
             )
             .await?,
