@@ -396,7 +396,7 @@ pub struct WhatsAppConfig {
     /// live on reload. Default: `never`.
     pub marketing_messages: crate::domain::MarketingMessages,
     /// What Meta's quality signals on a number (131048, the spam rate
-    /// limit; `phone_number_quality_update` `FLAGGED` or `DOWNGRADE`) do to
+    /// limit; `phone_number_quality_update` `FLAGGED`, `DOWNGRADE` or `RESTRICTED`) do to
     /// marketing sends from it: `slow` (half the number's rate), `halt`
     /// (none; campaigns use the rest of their pool or wait) or `warn`.
     /// Utility and authentication sends are not affected. Restart required.

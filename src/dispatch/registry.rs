@@ -404,7 +404,7 @@ impl CampaignRegistry {
             // Meta's quality standing of the number: flagged until lifted.
             if let Some(shown) = self.config.sender(id).display_phone_number {
                 match book.quality(&shown) {
-                    Some(q) if matches!(q.event.as_str(), "FLAGGED" | "DOWNGRADE") => {
+                    Some(q) if crate::domain::quality_flagged(&q.event) == Some(true) => {
                         core.flag_quality(format!("{} on {shown} at {}", q.event, q.at), None)
                     }
                     Some(_) => core.lift_quality(),

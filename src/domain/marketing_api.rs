@@ -75,9 +75,20 @@ impl MarketingMessages {
     }
 }
 
+/// What a `phone_number_quality_update` event says of the number's
+/// standing: flagged (`FLAGGED`, `DOWNGRADE`, `RESTRICTED`), lifted
+/// (`UNFLAGGED`, `UPGRADE`), or nothing about quality (`None`).
+pub fn quality_flagged(event: &str) -> Option<bool> {
+    match event {
+        "FLAGGED" | "DOWNGRADE" | "RESTRICTED" => Some(true),
+        "UNFLAGGED" | "UPGRADE" => Some(false),
+        _ => None,
+    }
+}
+
 /// What Meta's quality signals on a number do to its marketing sends
 /// (`whatsapp.number_quality`): 131048 (spam rate limit), and a
-/// `phone_number_quality_update` with event `FLAGGED` or `DOWNGRADE`.
+/// `phone_number_quality_update` that flags it ([`quality_flagged`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NumberQualityPolicy {
@@ -104,6 +115,18 @@ impl NumberQualityPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quality_events_flag_or_lift_a_number() {
+        for e in ["FLAGGED", "DOWNGRADE", "RESTRICTED"] {
+            assert_eq!(quality_flagged(e), Some(true), "{e}");
+        }
+        for e in ["UNFLAGGED", "UPGRADE"] {
+            assert_eq!(quality_flagged(e), Some(false), "{e}");
+        }
+        assert_eq!(quality_flagged("THROUGHPUT_UPGRADE"), None);
+        assert_eq!(quality_flagged("ONBOARDING"), None);
+    }
 
     #[test]
     fn only_marketing_templates_leave_cloud_api() {

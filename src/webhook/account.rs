@@ -16,9 +16,6 @@ pub(super) const NUMBER_QUALITY_FIELD: &str = "phone_number_quality_update";
 /// The `phone_number_quality_update` event of a number raised to Meta's
 /// higher throughput.
 const THROUGHPUT_UPGRADE: &str = "THROUGHPUT_UPGRADE";
-/// `phone_number_quality_update` events about the number's quality:
-/// flagged (`FLAGGED`, `DOWNGRADE`) or lifted (`UNFLAGGED`, `UPGRADE`).
-const QUALITY_EVENTS: [&str; 4] = ["FLAGGED", "DOWNGRADE", "UNFLAGGED", "UPGRADE"];
 
 impl WebhookProcessor {
     /// One account update: the messaging limit it states, if any, learned;
@@ -34,7 +31,7 @@ impl WebhookProcessor {
             self.throughput_upgrade(v.display_phone_number.as_deref(), at)
                 .await?;
         }
-        if field == NUMBER_QUALITY_FIELD && QUALITY_EVENTS.contains(&event) {
+        if field == NUMBER_QUALITY_FIELD && crate::domain::quality_flagged(event).is_some() {
             if let Some(number) = v.display_phone_number.as_deref() {
                 if self
                     .limits
