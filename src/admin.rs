@@ -108,6 +108,9 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
 pub struct CampaignView {
     pub id: String,
     pub name: String,
+    /// `real` or `test` (a test campaign sends to its `test_recipients`
+    /// only).
+    pub kind: &'static str,
     pub desired_state: &'static str,
     pub observed_state: Option<&'static str>,
     /// A triggered campaign's trigger in words (`1h after the event,
@@ -175,6 +178,7 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
     CampaignView {
         id: state.id.clone(),
         name: entry.spec.name.clone(),
+        kind: entry.spec.kind.as_str(),
         desired_state: entry.spec.state.as_str(),
         observed_state: state.observed.lock_or_recover().map(|s| s.as_str()),
         trigger: entry.trigger.as_ref().map(|t| t.describe()),

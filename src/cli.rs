@@ -497,11 +497,13 @@ fn report(
             };
             anyhow::bail!("campaign {campaign} is not in the store at {place} (check --config and the campaign id)");
         }
+        let kind = stored.as_ref().map(|c| c.spec.kind);
         // The journey of the spec in the store names and orders the steps.
         let journey = stored.and_then(|c| c.spec.journey().ok());
         let journey = journey.as_ref();
         if summary {
             let mut s = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?;
+            s.kind = kind;
             if let Some(card) = &config.pricing {
                 s.price(card);
             }

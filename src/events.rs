@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+use crate::domain::CampaignKind;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
@@ -19,6 +21,9 @@ pub enum Event {
     /// A delivery status of a campaign message.
     Status {
         campaign_id: String,
+        /// `test` for a test campaign's event; absent for a real one.
+        #[serde(skip_serializing_if = "CampaignKind::is_real")]
+        campaign_kind: CampaignKind,
         /// The journey step whose message it is (the first step's id for a
         /// one-step campaign).
         step: String,
@@ -35,6 +40,9 @@ pub enum Event {
     /// A customer's message, attributed to the campaign it answers.
     Reply {
         campaign_id: Option<String>,
+        /// `test` for a test campaign's event; absent for a real one.
+        #[serde(skip_serializing_if = "CampaignKind::is_real")]
+        campaign_kind: CampaignKind,
         /// The journey step the contact was at when it replied.
         step: Option<String>,
         contact: String,
@@ -77,6 +85,9 @@ pub enum Event {
     /// A campaign's observed state changed.
     Campaign {
         campaign_id: String,
+        /// `test` for a test campaign's event; absent for a real one.
+        #[serde(skip_serializing_if = "CampaignKind::is_real")]
+        campaign_kind: CampaignKind,
         state: String,
         timestamp: DateTime<Utc>,
     },
@@ -90,6 +101,9 @@ pub enum Event {
     /// A contact that will not be sent, with its reason.
     Excluded {
         campaign_id: String,
+        /// `test` for a test campaign's event; absent for a real one.
+        #[serde(skip_serializing_if = "CampaignKind::is_real")]
+        campaign_kind: CampaignKind,
         /// The journey step skipped (the first step's id for a contact
         /// excluded from the campaign).
         step: String,
@@ -257,6 +271,7 @@ mod tests {
         assert_eq!(v["source"], "keyword");
         let s = Event::Status {
             campaign_id: "bday".into(),
+            campaign_kind: CampaignKind::Real,
             step: "primary".into(),
             contact: "+525512345678".into(),
             occurrence: None,

@@ -277,8 +277,8 @@ impl Metrics {
             campaign_contacts: int_gauge(
                 &r,
                 "wadispatch_campaign_contacts",
-                "Contacts of a campaign by dispatch state, from the store (every instance reports the same numbers; aggregate with max).",
-                &["campaign", "state"],
+                "Contacts of a campaign by dispatch state, from the store (every instance reports the same numbers; aggregate with max); kind is real or test.",
+                &["campaign", "kind", "state"],
             ),
             campaign_step_contacts: int_gauge(
                 &r,
@@ -661,6 +661,8 @@ pub fn campaign_pending(campaign: &str, n: u64) {
 
 /// What one count of a campaign's rows found, for its gauges.
 pub struct Progress<'a> {
+    /// `real` or `test`.
+    pub kind: crate::domain::CampaignKind,
     /// Contacts by the state of their current step.
     pub by_state: &'a [(&'a str, u64)],
     /// (step, state, contacts) for every step contacts went through.
@@ -677,9 +679,17 @@ pub fn campaign_progress(campaign: &str, p: &Progress<'_>) {
         return;
     }
     let m = metrics();
+    // A spec republished with the other kind leaves no series behind.
+    let other = match p.kind {
+        crate::domain::CampaignKind::Real => crate::domain::CampaignKind::Test,
+        crate::domain::CampaignKind::Test => crate::domain::CampaignKind::Real,
+    };
     for (state, n) in p.by_state {
+        let _ = m
+            .campaign_contacts
+            .remove_label_values(&[campaign, other.as_str(), state]);
         m.campaign_contacts
-            .with_label_values(&[campaign, state])
+            .with_label_values(&[campaign, p.kind.as_str(), state])
             .set(*n as i64);
     }
     for (step, state, n) in p.by_step {

@@ -313,8 +313,28 @@ fn dashboard_has_the_campaign_and_datasource_variables() {
     assert!(
         variable_queries(campaign)
             .iter()
-            .any(|q| q == "label_values(wadispatch_campaign_contacts, campaign)"),
-        "$campaign lists the campaigns of wadispatch_campaign_contacts"
+            .any(|q| q == "label_values(wadispatch_campaign_contacts{kind=~\"$kind\"}, campaign)"),
+        "$campaign lists the campaigns of wadispatch_campaign_contacts of the kinds $kind selects"
+    );
+    // "All" must expand to the campaigns listed (of the selected kinds), not
+    // to ".*", or the real/test selector would select nothing.
+    assert!(
+        campaign.get("allValue").is_none(),
+        "$campaign has no allValue"
+    );
+    let kind = find("kind");
+    assert_eq!(kind["type"].as_str(), Some("custom"));
+    assert_eq!(kind["query"].as_str(), Some("real,test"));
+    assert_eq!(kind["includeAll"].as_bool(), Some(true));
+    let position = |name: &str| {
+        variables
+            .iter()
+            .position(|v| v["name"].as_str() == Some(name))
+            .unwrap()
+    };
+    assert!(
+        position("kind") < position("campaign"),
+        "$kind comes before the $campaign that depends on it"
     );
 }
 

@@ -503,7 +503,7 @@ fn admin_endpoints_show_a_small_campaign() {
             r#"wadispatch_funnel_total{campaign="adm",stage="sent",step="primary"}"#,
             r#"wadispatch_funnel_total{campaign="adm",stage="delivered",step="primary"}"#,
             r#"wadispatch_campaign_step_contacts{campaign="adm",state="pending",step="primary"} 0"#,
-            r#"wadispatch_campaign_contacts{campaign="adm",state="pending"} 0"#,
+            r#"wadispatch_campaign_contacts{campaign="adm",kind="real",state="pending"} 0"#,
             r#"wadispatch_campaign_state{campaign="adm",state="completed"} 1"#,
             r#"wadispatch_campaign_pending{campaign="adm"} 0"#,
             r#"wadispatch_campaign_eta_seconds{campaign="adm"} 0"#,

@@ -242,6 +242,17 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     assert_eq!(json["steps"][0]["step"], "primary");
     assert_eq!(json["steps"][0]["entered"], 8);
     assert!(!s.render(None).contains("step by step"));
+    assert!(json.get("kind").is_none(), "no kind unless the spec said");
+    // A test campaign says so in the summary's heading and JSON.
+    let mut test = s.clone();
+    test.kind = Some(wadispatch::domain::CampaignKind::Test);
+    assert!(test
+        .render(None)
+        .starts_with(&format!("campaign {} (test campaign)\n", s.campaign_id)));
+    assert_eq!(
+        serde_json::to_value(test.view(None)).unwrap()["kind"],
+        "test"
+    );
 }
 
 /// A campaign run by the daemon against the sandbox, whose failure rules

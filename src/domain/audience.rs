@@ -160,8 +160,9 @@ impl StagedContact {
 /// the Kafka key (a BSUID or a phone). A phone that cannot be normalised
 /// keeps its trimmed text as the key (so the report shows what was sent)
 /// and excludes the contact as `invalid_phone`; so does a record with no
-/// identity at all (its key is then empty). Then, in order, the first
-/// problem excludes: an unparsable `send_after` (`invalid_field:send_after`),
+/// identity at all (its key is then empty). A test campaign excludes a
+/// contact its `test_recipients` does not list (`not_a_test_recipient`).
+/// Then, in order, the first problem excludes: an unparsable `send_after` (`invalid_field:send_after`),
 /// a template variable without a value (`missing_variable:<name>`).
 ///
 /// An unknown `contact.timezone` is not an exclusion: the phone's country
@@ -179,6 +180,9 @@ pub fn stage(
         Ok(identified) => identified,
         Err((contact, reason)) => return StagedContact::excluded(contact, reason),
     };
+    if !spec.admits_test_recipient(&contact) {
+        return StagedContact::excluded(contact, ExclusionReason::NotATestRecipient);
+    }
 
     let timezone = record
         .contact
@@ -487,6 +491,28 @@ mod tests {
             now,
         );
         staged
+    }
+
+    #[test]
+    fn a_test_campaign_stages_its_test_recipients_only() {
+        let (mut spec, compiled) = spec();
+        spec.kind = crate::domain::CampaignKind::Test;
+        spec.test_recipients = vec!["+52 55 1234 5678".into(), "US.1349".into()];
+        spec.normalize();
+        assert_eq!(spec.test_recipients, ["+525512345678", "US.1349"]);
+        let staged = |json: &str| stage(&spec, &compiled, None, &record(json), None);
+        let listed = staged(EXAMPLE_RECORD);
+        assert_eq!(listed.exclusion, None, "+52 1 55… is the listed +52 55…");
+        let other = staged(
+            r#"{"campaign_id": "bday-2026-11", "contact": {"phone": "+5215512340000"},
+                "variables": {"name": "A", "discount": "5%", "coupon": "X"}}"#,
+        );
+        assert_eq!(other.exclusion, Some(ExclusionReason::NotATestRecipient));
+        let by_user_id = staged(
+            r#"{"campaign_id": "bday-2026-11", "contact": {"user_id": "US.1349"},
+                "variables": {"name": "A", "discount": "5%", "coupon": "X"}}"#,
+        );
+        assert_eq!(by_user_id.exclusion, None);
     }
 
     const CART: &str = r#"{"campaign_id": "bday-2026-11", "contact": {"phone": "+5215512345678"},

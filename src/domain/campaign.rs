@@ -41,6 +41,11 @@ pub struct CampaignSpec {
     /// `real` (default) or `test`.
     #[serde(default)]
     pub kind: CampaignKind,
+    /// A test campaign's recipients (phones or user ids): every other
+    /// contact of its audience is excluded `not_a_test_recipient`.
+    /// Normalised by [`CampaignSpec::normalize`] (phones to E.164).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_recipients: Vec<String>,
     /// The state the upstream wants; default `active`.
     #[serde(default)]
     pub state: DesiredState,
@@ -103,6 +108,11 @@ impl CampaignKind {
             CampaignKind::Real => "real",
             CampaignKind::Test => "test",
         }
+    }
+
+    /// True for a real campaign (events leave their `kind` out).
+    pub fn is_real(&self) -> bool {
+        *self == CampaignKind::Real
     }
 }
 
@@ -320,6 +330,20 @@ impl CampaignSpec {
                 self.template = first.template.take().unwrap_or_default();
             }
         }
+        // Test recipients as staging keys them (one that does not parse
+        // stays as given, for `validate` to report).
+        for r in &mut self.test_recipients {
+            if let Ok(key) = super::ContactKey::parse_id(r, None) {
+                *r = key.into_string();
+            }
+        }
+    }
+
+    /// Whether a test campaign may send to `contact` (any contact for a
+    /// real campaign).
+    pub fn admits_test_recipient(&self, contact: &super::ContactKey) -> bool {
+        self.kind != CampaignKind::Test
+            || self.test_recipients.iter().any(|r| r == contact.as_str())
     }
 
     /// The journey: the steps checked and compiled, or the one-step
@@ -405,6 +429,7 @@ impl CampaignSpec {
         if let Some(Err(goal_problems)) = self.goal.as_ref().map(GoalSpec::check) {
             problems.extend(goal_problems);
         }
+        self.check_test_recipients(&mut problems);
         if let Some(routing) = &self.reply_routing {
             if routing.agent.trim().is_empty() {
                 problems.push(SpecProblem::new("reply_routing.agent", "is missing"));
@@ -435,6 +460,35 @@ impl CampaignSpec {
                     self.id
                 ),
             ));
+        }
+    }
+
+    fn check_test_recipients(&self, problems: &mut Vec<SpecProblem>) {
+        match self.kind {
+            CampaignKind::Test if self.test_recipients.is_empty() => {
+                problems.push(SpecProblem::new(
+                    "test_recipients",
+                    "a test campaign sends only to the phones or user ids it lists here; list at least one",
+                ));
+            }
+            CampaignKind::Real if !self.test_recipients.is_empty() => {
+                problems.push(SpecProblem::new(
+                    "test_recipients",
+                    "is for test campaigns; set \"kind\": \"test\" or remove it",
+                ));
+            }
+            _ => {}
+        }
+        for (i, r) in self.test_recipients.iter().enumerate() {
+            let field = format!("test_recipients[{i}]");
+            if super::ContactKey::parse_id(r, None).is_err() {
+                problems.push(SpecProblem::new(
+                    field,
+                    format!("\"{r}\" is neither a phone number in international form (+52 55 1234 5678) nor a user id"),
+                ));
+            } else if self.test_recipients[..i].contains(r) {
+                problems.push(SpecProblem::new(field, format!("\"{r}\" is listed twice")));
+            }
         }
     }
 

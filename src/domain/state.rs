@@ -254,6 +254,9 @@ pub enum ExclusionReason {
     /// The contact reached the campaign's goal (`converted:payment_made`)
     /// and its goal `stops_journey`: the steps not sent yet are not sent.
     Converted(String),
+    /// A test campaign's audience record for a contact its
+    /// `test_recipients` does not list.
+    NotATestRecipient,
 }
 
 impl ExclusionReason {
@@ -274,6 +277,7 @@ impl ExclusionReason {
             ExclusionReason::Cancelled(_) => "cancelled",
             ExclusionReason::StaleEvent => "stale_event",
             ExclusionReason::Converted(_) => "converted",
+            ExclusionReason::NotATestRecipient => "not_a_test_recipient",
         }
     }
 
@@ -297,6 +301,9 @@ impl ExclusionReason {
                 "trigger event older than the campaign's dedupe window".to_string()
             }
             ExclusionReason::Converted(goal) => format!("reached the goal {goal}"),
+            ExclusionReason::NotATestRecipient => {
+                "not among the test campaign's test_recipients".to_string()
+            }
         }
     }
 
@@ -342,6 +349,7 @@ impl FromStr for ExclusionReason {
             ("replied", None) => ExclusionReason::Replied,
             ("frequency_cap", None) => ExclusionReason::FrequencyCap,
             ("stale_event", None) => ExclusionReason::StaleEvent,
+            ("not_a_test_recipient", None) => ExclusionReason::NotATestRecipient,
             ("cancelled", Some(d)) => ExclusionReason::Cancelled(d.to_string()),
             ("converted", Some(d)) => ExclusionReason::Converted(d.to_string()),
             ("suppressed", Some(d)) => ExclusionReason::Suppressed(d.to_string()),
@@ -550,6 +558,7 @@ mod tests {
                 "cancelled:order_placed",
             ),
             (ExclusionReason::StaleEvent, "stale_event"),
+            (ExclusionReason::NotATestRecipient, "not_a_test_recipient"),
         ];
         for (reason, text) in reasons {
             assert_eq!(reason.to_string(), text);

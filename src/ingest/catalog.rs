@@ -154,6 +154,15 @@ impl CampaignCatalog {
         self.entries.read_or_recover().get(id).cloned()
     }
 
+    /// The campaign's kind (`real` when it is not known here).
+    pub fn kind(&self, id: &str) -> crate::domain::CampaignKind {
+        self.entries
+            .read_or_recover()
+            .get(id)
+            .map(|e| e.spec.kind)
+            .unwrap_or_default()
+    }
+
     /// The id a row's step is shown by in metrics and events: its own, or
     /// for `""` the first step's id in the campaign's spec (`primary` when
     /// the campaign is not known here).

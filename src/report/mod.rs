@@ -100,6 +100,10 @@ pub struct Ratios {
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
 pub struct CampaignSummary {
     pub campaign_id: String,
+    /// `real` or `test`, when the campaign's spec is known (set by the
+    /// caller: the rows do not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::domain::CampaignKind>,
     /// Every contact recorded for the campaign (pending, excluded or beyond).
     pub staged: u64,
     /// Contacts by the state of their current journey step.
@@ -289,7 +293,12 @@ impl CampaignSummary {
     pub fn render(&self, journey: Option<&Journey>) -> String {
         let v = self.view(journey);
         let pct = percent_text;
-        let mut out = format!("campaign {}\n", self.campaign_id);
+        let mut out = match self.kind {
+            Some(crate::domain::CampaignKind::Test) => {
+                format!("campaign {} (test campaign)\n", self.campaign_id)
+            }
+            _ => format!("campaign {}\n", self.campaign_id),
+        };
         let mut line =
             |label: &str, value: String| out.push_str(&format!("  {label:<28}{value:>10}\n"));
         line("contacts staged", self.staged.to_string());

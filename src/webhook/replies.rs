@@ -175,6 +175,7 @@ impl WebhookProcessor {
         }
         let entry = campaign.as_deref().and_then(|c| self.catalog.get(c));
         events.push(Event::Reply {
+            campaign_kind: entry.as_ref().map(|e| e.spec.kind).unwrap_or_default(),
             campaign_id: campaign,
             step,
             contact: contact.as_str().to_string(),

@@ -85,6 +85,7 @@ impl WebhookProcessor {
             {
                 events.push(Event::Status {
                     campaign_id: applied.campaign.clone(),
+                    campaign_kind: self.catalog.kind(&applied.campaign),
                     step,
                     contact: applied.contact.as_str().to_string(),
                     occurrence: applied.contact.occurrence().map(str::to_string),

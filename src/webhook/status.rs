@@ -33,6 +33,7 @@ impl WebhookProcessor {
         let mut events = self.contact_facts(&update, &campaign, &contact).await?;
         if let Some((state, step)) = self.apply_status(&campaign, &contact, &update).await? {
             events.push(Event::Status {
+                campaign_kind: self.catalog.kind(&campaign),
                 campaign_id: campaign,
                 step,
                 contact: contact.as_str().to_string(),

@@ -43,6 +43,7 @@ impl Pump {
         metrics::exclusion(&self.state.id, &step, reason.label());
         self.env.publish(vec![Event::Excluded {
             campaign_id: self.state.id.clone(),
+            campaign_kind: self.state.entry.read_or_recover().spec.kind,
             step,
             contact: contact.as_str().to_string(),
             occurrence: contact.occurrence().map(str::to_string),

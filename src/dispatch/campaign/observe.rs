@@ -113,6 +113,7 @@ impl Pump {
         metrics::campaign_progress(
             &self.state.id,
             &metrics::Progress {
+                kind: entry.spec.kind,
                 by_state: &by_state,
                 by_step: &by_step,
                 timers: &timers,
@@ -173,6 +174,7 @@ impl Pump {
             }
             self.env.publish(vec![Event::Campaign {
                 campaign_id: self.state.id.clone(),
+                campaign_kind: self.state.entry.read_or_recover().spec.kind,
                 state: next.as_str().to_string(),
                 timestamp: Utc::now(),
             }]);

@@ -12,6 +12,7 @@ const SPEC_KEYS: &[(&str, &[&str])] = &[
             "id",
             "name",
             "kind",
+            "test_recipients",
             "state",
             "senders",
             "template",

@@ -153,6 +153,45 @@ fn test_kind_and_desired_states() {
 }
 
 #[test]
+fn test_recipients_belong_to_test_campaigns_and_must_parse() {
+    let problems = |json: &str| -> Vec<String> {
+        CampaignSpec::from_json(json.as_bytes())
+            .unwrap()
+            .validate()
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.to_string())
+            .filter(|p| p.starts_with("test_recipients"))
+            .collect()
+    };
+    let base = r#""id":"c","senders":["1"],"template":{"name":"t","language":"es"}"#;
+    assert_eq!(
+        problems(&format!(r#"{{{base},"kind":"test"}}"#)),
+        ["test_recipients: a test campaign sends only to the phones or user ids it lists here; list at least one"]
+    );
+    assert_eq!(
+        problems(&format!(
+            r#"{{{base},"test_recipients":["+525512345678"]}}"#
+        )),
+        ["test_recipients is for test campaigns; set \"kind\": \"test\" or remove it"]
+    );
+    assert_eq!(
+        problems(&format!(
+            r#"{{{base},"kind":"test","test_recipients":["55 1234 5678","+52 55 1234 5678","+525512345678"]}}"#
+        )),
+        [
+            "test_recipients[0]: \"55 1234 5678\" is neither a phone number in international form (+52 55 1234 5678) nor a user id",
+            "test_recipients[2]: \"+525512345678\" is listed twice",
+        ]
+    );
+    assert!(problems(&format!(
+        r#"{{{base},"kind":"test","test_recipients":["+52 55 1234 5678","US.1349"]}}"#
+    ))
+    .is_empty());
+}
+
+#[test]
 fn json_errors_name_line_and_column() {
     let err = CampaignSpec::from_json(b"{\"id\": \"c\",\n  \"senders\": [}").unwrap_err();
     assert_eq!(
