@@ -121,6 +121,9 @@ pub struct CampaignView {
     /// message, stops the journey`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goal: Option<String>,
+    /// The campaign's segment in words (`any of mx, co; all of vip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
     pub staged: u64,
     pub pending: u64,
     pub deferred: u64,
@@ -183,6 +186,7 @@ pub fn campaign_view(state: &CampaignState) -> CampaignView {
         observed_state: state.observed.lock_or_recover().map(|s| s.as_str()),
         trigger: entry.trigger.as_ref().map(|t| t.describe()),
         goal: entry.goal.as_ref().map(|g| g.describe()),
+        segment: entry.spec.audience.as_ref().map(|s| s.describe()),
         staged: summary.staged,
         pending: summary.count(DispatchState::Pending),
         deferred: summary.count(DispatchState::Deferred),

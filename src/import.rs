@@ -1,7 +1,8 @@
 //! `wadispatch audience import`: a CSV file → keyed records on `wa.audience`.
 //!
 //! Columns `phone`, `user_id`, `name`, `timezone`, `send_after` and `tags`
-//! (separated by `;`) map to contact fields; every other column is a template
+//! (separated by `;`, `name=value` for a valued tag) map to contact fields;
+//! every other column is a template
 //! variable. Empty cells are absent values, so a template that needs them
 //! shows the contact as `missing_variable:<column>` in the report.
 //!
@@ -172,13 +173,14 @@ pub fn parse_csv(
 }
 
 /// The audience record of one row: the contact columns by name, `tags`
-/// split on `;`, every other column a variable; empty cells left out.
+/// split on `;` (`name=value` items are valued tags), every other column a
+/// variable; empty cells left out.
 fn row_record(campaign_id: &str, columns: &[String], row: &csv::StringRecord) -> AudienceRecord {
     let mut record = AudienceRecord {
         campaign_id: campaign_id.to_string(),
         contact: ContactInfo::default(),
         variables: Default::default(),
-        tags: Vec::new(),
+        tags: Default::default(),
         send_after: None,
         occurrence: None,
         event_at: None,
@@ -196,14 +198,7 @@ fn row_record(campaign_id: &str, columns: &[String], row: &csv::StringRecord) ->
             "send_after" => record.send_after = Some(value.to_string()),
             "occurrence" => record.occurrence = Some(value.to_string()),
             "event_at" => record.event_at = Some(value.to_string()),
-            "tags" => {
-                record.tags = value
-                    .split(';')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect()
-            }
+            "tags" => record.tags = crate::domain::Tags::from_cell(value),
             other => {
                 record
                     .variables
@@ -343,6 +338,23 @@ mod tests {
         assert_eq!(records[0].record.contact.name.as_deref(), Some("Ana"));
         // An empty cell is an absent variable, not an empty string.
         assert!(!records[3].record.variables.contains_key("coupon"));
+    }
+
+    #[test]
+    fn the_tags_cell_holds_labels_and_valued_tags() {
+        let csv = "phone,tags\n+52 55 1234 5678,vip; customer_id=C-1\n";
+        let (records, _) = parse_csv(csv.as_bytes(), "t.csv", "c1", None).unwrap();
+        let tags = &records[0].record.tags;
+        assert_eq!(tags.labels, ["vip"]);
+        assert_eq!(
+            tags.values.get("customer_id").map(String::as_str),
+            Some("C-1")
+        );
+        let json = serde_json::to_value(&records[0].record).unwrap();
+        assert_eq!(
+            json["tags"],
+            serde_json::json!(["vip", {"customer_id": "C-1"}])
+        );
     }
 
     #[test]

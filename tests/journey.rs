@@ -459,7 +459,7 @@ async fn funnel_per_step(daemon: &Daemon, id: &str) {
     let out = String::from_utf8(buf).unwrap();
     let header = out.lines().next().unwrap();
     assert!(
-        header.starts_with("contact,occurrence,step,primary.state,primary.reason,"),
+        header.starts_with("contact,occurrence,tags,step,primary.state,primary.reason,"),
         "{header}"
     );
     assert!(header.contains(",sms.state,sms.reason,"), "{header}");

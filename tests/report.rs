@@ -171,7 +171,7 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "contact,occurrence,state,reason,error_code,message,wamid,sender,billing,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at,converted_goal,converted_at,conversion_value,conversion_currency"
+        "contact,occurrence,tags,state,reason,error_code,message,wamid,sender,billing,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at,converted_goal,converted_at,conversion_value,conversion_currency"
     );
     let row = |n: u32| {
         text.lines()

@@ -38,9 +38,10 @@ pub struct AudienceRecord {
     /// as their text, nulls are dropped.
     #[serde(default, deserialize_with = "deserialize_variables")]
     pub variables: BTreeMap<String, String>,
-    /// Free labels for reports.
+    /// Labels and valued tags: for the campaign's segment (`audience`),
+    /// `{{tags.<name>}}` in templates, and reports.
     #[serde(default)]
-    pub tags: Vec<String>,
+    pub tags: super::Tags,
     /// Not before this time (contact timezone, else campaign timezone, or
     /// RFC 3339).
     #[serde(default)]
@@ -85,6 +86,7 @@ impl<'a> From<&'a AudienceRecord> for ContactValues<'a> {
             name: r.contact.name.as_deref(),
             timezone: r.contact.timezone.as_deref(),
             user_id: r.contact.user_id.as_deref(),
+            tags: &r.tags.values,
         }
     }
 }
@@ -161,7 +163,9 @@ impl StagedContact {
 /// keeps its trimmed text as the key (so the report shows what was sent)
 /// and excludes the contact as `invalid_phone`; so does a record with no
 /// identity at all (its key is then empty). A test campaign excludes a
-/// contact its `test_recipients` does not list (`not_a_test_recipient`).
+/// contact its `test_recipients` does not list (`not_a_test_recipient`), a
+/// campaign with an `audience` one whose tags it does not take
+/// (`not_in_segment`).
 /// Then, in order, the first problem excludes: an unparsable `send_after` (`invalid_field:send_after`),
 /// a template variable without a value (`missing_variable:<name>`).
 ///
@@ -182,6 +186,13 @@ pub fn stage(
     };
     if !spec.admits_test_recipient(&contact) {
         return StagedContact::excluded(contact, ExclusionReason::NotATestRecipient);
+    }
+    if spec
+        .audience
+        .as_ref()
+        .is_some_and(|s| !s.admits(&record.tags))
+    {
+        return StagedContact::excluded(contact, ExclusionReason::NotInSegment);
     }
 
     let timezone = record
@@ -589,7 +600,7 @@ mod tests {
         assert_eq!(r.contact.timezone, None);
         assert_eq!(r.variables["discount"], "20%");
         assert_eq!(r.variables.len(), 3);
-        assert_eq!(r.tags, ["vip"]);
+        assert_eq!(r.tags.labels, ["vip"]);
         assert_eq!(r.send_after, None);
     }
 

@@ -46,6 +46,10 @@ pub struct CampaignSpec {
     /// Normalised by [`CampaignSpec::normalize`] (phones to E.164).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_recipients: Vec<String>,
+    /// The contacts of the audience the campaign takes, by tag; the others
+    /// are excluded `not_in_segment` (docs/ARCHITECTURE.md, "Segments").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<super::Segment>,
     /// The state the upstream wants; default `active`.
     #[serde(default)]
     pub state: DesiredState,
@@ -430,6 +434,9 @@ impl CampaignSpec {
             problems.extend(goal_problems);
         }
         self.check_test_recipients(&mut problems);
+        if let Some(segment) = &self.audience {
+            problems.extend(segment.check());
+        }
         if let Some(routing) = &self.reply_routing {
             if routing.agent.trim().is_empty() {
                 problems.push(SpecProblem::new("reply_routing.agent", "is missing"));

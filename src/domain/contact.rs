@@ -175,7 +175,12 @@ pub struct ContactValues<'a> {
     pub name: Option<&'a str>,
     pub timezone: Option<&'a str>,
     pub user_id: Option<&'a str>,
+    /// Valued tags (`{{tags.customer_id}}`).
+    pub tags: &'a BTreeMap<String, String>,
 }
+
+/// No valued tags, for values built without a record.
+pub static NO_TAGS: BTreeMap<String, String> = BTreeMap::new();
 
 /// True when `s` has the shape of a business-scoped user id: 1 to 128
 /// characters of `[A-Za-z0-9._:-]` that do not start with '+' or a digit

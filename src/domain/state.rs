@@ -257,6 +257,8 @@ pub enum ExclusionReason {
     /// A test campaign's audience record for a contact its
     /// `test_recipients` does not list.
     NotATestRecipient,
+    /// A contact outside the campaign's `audience` segment (its tags).
+    NotInSegment,
 }
 
 impl ExclusionReason {
@@ -278,6 +280,7 @@ impl ExclusionReason {
             ExclusionReason::StaleEvent => "stale_event",
             ExclusionReason::Converted(_) => "converted",
             ExclusionReason::NotATestRecipient => "not_a_test_recipient",
+            ExclusionReason::NotInSegment => "not_in_segment",
         }
     }
 
@@ -303,6 +306,9 @@ impl ExclusionReason {
             ExclusionReason::Converted(goal) => format!("reached the goal {goal}"),
             ExclusionReason::NotATestRecipient => {
                 "not among the test campaign's test_recipients".to_string()
+            }
+            ExclusionReason::NotInSegment => {
+                "outside the campaign's audience segment (its tags)".to_string()
             }
         }
     }
@@ -350,6 +356,7 @@ impl FromStr for ExclusionReason {
             ("frequency_cap", None) => ExclusionReason::FrequencyCap,
             ("stale_event", None) => ExclusionReason::StaleEvent,
             ("not_a_test_recipient", None) => ExclusionReason::NotATestRecipient,
+            ("not_in_segment", None) => ExclusionReason::NotInSegment,
             ("cancelled", Some(d)) => ExclusionReason::Cancelled(d.to_string()),
             ("converted", Some(d)) => ExclusionReason::Converted(d.to_string()),
             ("suppressed", Some(d)) => ExclusionReason::Suppressed(d.to_string()),
@@ -559,6 +566,7 @@ mod tests {
             ),
             (ExclusionReason::StaleEvent, "stale_event"),
             (ExclusionReason::NotATestRecipient, "not_a_test_recipient"),
+            (ExclusionReason::NotInSegment, "not_in_segment"),
         ];
         for (reason, text) in reasons {
             assert_eq!(reason.to_string(), text);

@@ -458,6 +458,7 @@ mod tests {
             name: None,
             timezone: None,
             user_id: None,
+            tags: &crate::domain::NO_TAGS,
         };
         let staged = entry.staged_journey(values, &ContactKey::raw("+5215550001"));
         assert_eq!(staged.next.len(), 1);

@@ -13,6 +13,9 @@ pub struct ContactRow {
     pub contact: String,
     /// The occurrence of a triggered campaign's row (empty otherwise).
     pub occurrence: String,
+    /// The audience record's tags, `;`-separated (valued ones as
+    /// `name=value`).
+    pub tags: String,
     pub state: String,
     pub reason: String,
     pub error_code: String,
@@ -214,6 +217,7 @@ impl ContactRow {
         ContactRow {
             contact: r.contact.as_str().to_string(),
             occurrence: r.contact.occurrence().unwrap_or_default().to_string(),
+            tags: r.tags.join(";"),
             state: c.state,
             reason: c.reason,
             error_code: c.error_code,
@@ -260,6 +264,7 @@ impl StepOrder {
         let mut out = vec![
             "contact".to_string(),
             "occurrence".to_string(),
+            "tags".to_string(),
             "step".to_string(),
         ];
         for name in &self.names {
@@ -350,9 +355,11 @@ pub async fn export(
                 (Format::Csv, None) => csv.serialize(ContactRow::from_record(r))?,
                 (Format::Csv, Some(steps)) => {
                     let groups = steps.groups(r);
+                    let tags = r.tags.join(";");
                     let mut cells = vec![
                         r.contact.as_str(),
                         r.contact.occurrence().unwrap_or_default(),
+                        tags.as_str(),
                         steps.name(r),
                     ];
                     for g in &groups {

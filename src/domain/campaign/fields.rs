@@ -13,6 +13,7 @@ const SPEC_KEYS: &[(&str, &[&str])] = &[
             "name",
             "kind",
             "test_recipients",
+            "audience",
             "state",
             "senders",
             "template",
@@ -27,6 +28,10 @@ const SPEC_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("goal", &["name", "window", "stops_journey"]),
+    (
+        "audience",
+        &["tags_any", "tags_all", "tags_none", "require_tags"],
+    ),
     (
         "trigger",
         &["delay", "cancel_on", "max_per_contact", "dedupe_window"],

@@ -424,6 +424,7 @@ fn later_steps_freeze_per_contact_or_skip_with_the_reason() {
         name: None,
         timezone: None,
         user_id: None,
+        tags: &crate::domain::NO_TAGS,
     };
     let frozen = journey.freeze_later(values, &contact);
     assert_eq!(frozen.len(), 2);

@@ -92,6 +92,8 @@ pub enum VarRef {
     Variable(String),
     /// `{{contact.x}}`.
     Contact(ContactField),
+    /// `{{tags.x}}`: the contact's valued tag `x`.
+    Tag(String),
 }
 
 impl VarRef {
@@ -101,6 +103,7 @@ impl VarRef {
             VarRef::Auto(n) => n.clone(),
             VarRef::Variable(n) => format!("variables.{n}"),
             VarRef::Contact(f) => format!("contact.{}", f.as_str()),
+            VarRef::Tag(n) => format!("tags.{n}"),
         }
     }
 
@@ -112,6 +115,7 @@ impl VarRef {
         let value = match self {
             VarRef::Variable(n) => non_blank(record.variables.get(n).map(String::as_str)),
             VarRef::Contact(f) => contact_field(*f, record, contact),
+            VarRef::Tag(n) => record.tags.get(n).map(String::as_str),
             VarRef::Auto(n) => {
                 non_blank(record.variables.get(n).map(String::as_str)).or_else(|| {
                     ContactField::from_name(n).and_then(|f| contact_field(f, record, contact))
@@ -278,6 +282,13 @@ fn parse_placeholder(expr: &str, inner: &str) -> Result<VarRef, TemplateError> {
                 expr: expr.to_string(),
                 field: field.to_string(),
             });
+    }
+    if let Some(tag) = name.strip_prefix("tags.") {
+        return if valid(tag) {
+            Ok(VarRef::Tag(tag.to_string()))
+        } else {
+            Err(invalid())
+        };
     }
     if let Some(var) = name.strip_prefix("variables.") {
         return if valid(var) {

@@ -19,6 +19,7 @@ impl<'a> From<&'a Record> for ContactValues<'a> {
             name: r.name.as_deref(),
             timezone: None,
             user_id: None,
+            tags: &crate::domain::NO_TAGS,
         }
     }
 }

@@ -94,7 +94,7 @@ impl AudienceIngest {
             exclusion,
             send_after: staged.send_after,
             timezone: staged.timezone,
-            tags: record.tags,
+            tags: record.tags.to_row(),
             staged_at: now,
             journey,
         }))
