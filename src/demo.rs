@@ -28,6 +28,16 @@ pub const PROMO_SPEC: &str = include_str!("../config/examples/promo.json");
 pub const REMINDER_SPEC: &str = include_str!("../config/examples/reminder.json");
 pub const JOURNEY_SPEC: &str = include_str!("../config/examples/journey.json");
 pub const CART_SPEC: &str = include_str!("../config/examples/cart-abandoned.json");
+pub const TEST_SPEC: &str = include_str!("../config/examples/promo-test.json");
+pub const SEGMENT_SPEC: &str = include_str!("../config/examples/vip-segment.json");
+
+/// Contacts of the example audience the test campaign is given (it sends
+/// to its three test recipients only), and those the segmented campaign is
+/// given, tagged by [`tag_for_segment`].
+const TEST_AUDIENCE: usize = 300;
+const SEGMENT_AUDIENCE: usize = 2_000;
+const TEST_ID: &str = "bday-2026-11-test";
+const SEGMENT_ID: &str = "vip-points-2026-12";
 
 /// The promo campaign of the example specs and its template, which Meta
 /// pauses for a few seconds in the demo.
@@ -337,6 +347,7 @@ fn demo_config(
         ("payment-reminder-2026-11", 300.0),
         ("collections-journey-2026-12", 300.0),
         ("cart-abandoned", 300.0),
+        (SEGMENT_ID, 300.0),
     ] {
         config.campaigns.insert(
             id.to_string(),
@@ -391,7 +402,14 @@ fn template_categories() -> std::collections::HashMap<String, crate::sandbox::Pr
         }
     }
     let mut out = std::collections::HashMap::new();
-    for spec in [PROMO_SPEC, REMINDER_SPEC, JOURNEY_SPEC, CART_SPEC] {
+    for spec in [
+        PROMO_SPEC,
+        REMINDER_SPEC,
+        JOURNEY_SPEC,
+        CART_SPEC,
+        TEST_SPEC,
+        SEGMENT_SPEC,
+    ] {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(spec) {
             walk(&v, &mut out);
         }
@@ -427,6 +445,8 @@ async fn publish_specs(producer: &FutureProducer, config: &Config) -> anyhow::Re
         REMINDER_SPEC.to_string(),
         journey_spec_for_demo()?,
         cart_spec_for_demo()?,
+        TEST_SPEC.to_string(),
+        SEGMENT_SPEC.to_string(),
     ] {
         let parsed: serde_json::Value = serde_json::from_str(&spec)?;
         let id = parsed["id"].as_str().unwrap_or_default().to_string();
@@ -472,6 +492,17 @@ async fn publish_audiences(
         if is_journey(id) {
             records.truncate(JOURNEY_CONTACTS);
             println!("  (the journey campaign gets the first {JOURNEY_CONTACTS} of them)");
+        }
+        if id == TEST_ID {
+            records.truncate(TEST_AUDIENCE);
+            println!("  (the test campaign gets the first {TEST_AUDIENCE}: it sends to its 3 test_recipients only)");
+        }
+        if id == SEGMENT_ID {
+            records.truncate(SEGMENT_AUDIENCE);
+            for (i, r) in records.iter_mut().enumerate() {
+                r.record.tags = tag_for_segment(i);
+            }
+            println!("  (the segmented campaign gets the first {SEGMENT_AUDIENCE}, tagged as a CRM would: vip, churned, a customer_id)");
         }
         let pb = import::progress_bar(records.len() as u64, "producing");
         produced += import::produce(
@@ -642,7 +673,19 @@ async fn print_results(
         if let Some(card) = &config.pricing {
             s.price(card);
         }
+        let spec = store.get_campaign(id).await?.map(|c| c.spec);
         print_funnel(id, &s);
+        if let Some(spec) = &spec {
+            if spec.kind == crate::domain::CampaignKind::Test {
+                println!(
+                    "test campaign: sends to its test_recipients only ({}); reported apart (kind test)",
+                    spec.test_recipients.join(", ")
+                );
+            }
+            if let Some(segment) = &spec.audience {
+                println!("segment: {}", segment.describe());
+            }
+        }
         if is_triggered(id) {
             print_trigger(store, id).await?;
         }
@@ -823,6 +866,27 @@ fn print_goal(goal: &crate::domain::Goal, s: &CampaignSummary) {
             "  journeys it stopped", s.stopped_by_conversion
         );
     }
+}
+
+/// The tags the demo gives the `i`-th contact of the segmented campaign:
+/// one in three `vip`, one in ten `churned`, one in 25 untagged, and a
+/// `customer_id` valued tag for all but one in 50.
+fn tag_for_segment(i: usize) -> crate::domain::Tags {
+    let mut tags = crate::domain::Tags::default();
+    if i % 25 == 24 {
+        return tags;
+    }
+    if i % 3 == 0 {
+        tags.labels.push("vip".into());
+    }
+    if i % 10 == 0 {
+        tags.labels.push("churned".into());
+    }
+    if i % 50 != 3 {
+        tags.values
+            .insert("customer_id".into(), format!("CUST-{:05}", i + 1));
+    }
+    tags
 }
 
 fn is_triggered(id: &str) -> bool {
