@@ -876,10 +876,10 @@ fn tag_for_segment(i: usize) -> crate::domain::Tags {
     if i % 25 == 24 {
         return tags;
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         tags.labels.push("vip".into());
     }
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         tags.labels.push("churned".into());
     }
     if i % 50 != 3 {
