@@ -8,7 +8,7 @@ use crate::domain::{ExclusionReason, Journey};
 use crate::store::{DispatchRecord, StepRecord, Store};
 
 /// One row of the per-contact export: the contact's current step.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct ContactRow {
     pub contact: String,
     /// The occurrence of a triggered campaign's row (empty otherwise).
@@ -20,6 +20,8 @@ pub struct ContactRow {
     pub reason: String,
     pub error_code: String,
     pub message: String,
+    /// What Meta (or the SMS provider) said of the failure, as it said it.
+    pub provider_message: String,
     pub wamid: String,
     /// The sender whose request was accepted.
     pub sender: String,
@@ -60,6 +62,18 @@ const CONVERSION_COLUMNS: [&str; 4] = [
     "conversion_currency",
 ];
 
+/// A cell a spreadsheet would read as a formula (it starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return) gets a leading `'`, which
+/// spreadsheets show as text: a contact's name or Meta's message can never
+/// run as a formula in the file someone opens. `audience import` takes the
+/// `'` off again.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
 impl ConversionColumns {
     fn of(r: &DispatchRecord) -> Self {
         let Some(c) = &r.conversion else {
@@ -91,6 +105,8 @@ pub struct StepColumns {
     pub reason: String,
     pub error_code: String,
     pub message: String,
+    /// What Meta (or the SMS provider) said of the failure, as it said it.
+    pub provider_message: String,
     /// The wamid, or the SMS provider's message id.
     pub message_id: String,
     pub sender: String,
@@ -108,11 +124,12 @@ pub struct StepColumns {
 }
 
 /// The names of a step's columns, in the order of [`StepColumns::cells`].
-const STEP_COLUMNS: [&str; 16] = [
+const STEP_COLUMNS: [&str; 17] = [
     "state",
     "reason",
     "error_code",
     "message",
+    "provider_message",
     "message_id",
     "sender",
     "billing",
@@ -151,6 +168,11 @@ impl StepColumns {
                 .unwrap_or_default(),
             error_code: step.error_code.map(|c| c.to_string()).unwrap_or_default(),
             message,
+            provider_message: step
+                .error_message
+                .clone()
+                .filter(|_| step.error_code.is_some())
+                .unwrap_or_default(),
             message_id: step.wamid.clone().unwrap_or_default(),
             sender: step.sender.clone().unwrap_or_default(),
             billing: match &step.pricing {
@@ -170,12 +192,13 @@ impl StepColumns {
         }
     }
 
-    fn cells(&self) -> [&str; 16] {
+    fn cells(&self) -> [&str; 17] {
         [
             &self.state,
             &self.reason,
             &self.error_code,
             &self.message,
+            &self.provider_message,
             &self.message_id,
             &self.sender,
             &self.billing,
@@ -211,6 +234,64 @@ fn current_step(r: &DispatchRecord) -> StepRecord {
 }
 
 impl ContactRow {
+    /// The CSV header, in the order of [`ContactRow::cells`].
+    pub const COLUMNS: [&'static str; 24] = [
+        "contact",
+        "occurrence",
+        "tags",
+        "state",
+        "reason",
+        "error_code",
+        "message",
+        "provider_message",
+        "wamid",
+        "sender",
+        "billing",
+        "staged_at",
+        "claimed_at",
+        "accepted_at",
+        "sent_at",
+        "delivered_at",
+        "read_at",
+        "replied_at",
+        "failed_at",
+        "excluded_at",
+        "converted_goal",
+        "converted_at",
+        "conversion_value",
+        "conversion_currency",
+    ];
+
+    /// The row's cells, in the order of [`ContactRow::COLUMNS`].
+    pub fn cells(&self) -> [&str; 24] {
+        [
+            &self.contact,
+            &self.occurrence,
+            &self.tags,
+            &self.state,
+            &self.reason,
+            &self.error_code,
+            &self.message,
+            &self.provider_message,
+            &self.wamid,
+            &self.sender,
+            &self.billing,
+            &self.staged_at,
+            &self.claimed_at,
+            &self.accepted_at,
+            &self.sent_at,
+            &self.delivered_at,
+            &self.read_at,
+            &self.replied_at,
+            &self.failed_at,
+            &self.excluded_at,
+            &self.converted_goal,
+            &self.converted_at,
+            &self.conversion_value,
+            &self.conversion_currency,
+        ]
+    }
+
     pub fn from_record(r: &DispatchRecord) -> Self {
         let c = StepColumns::of(&current_step(r));
         let conversion = ConversionColumns::of(r);
@@ -222,6 +303,7 @@ impl ContactRow {
             reason: c.reason,
             error_code: c.error_code,
             message: c.message,
+            provider_message: c.provider_message,
             wamid: c.message_id,
             sender: c.sender,
             billing: c.billing,
@@ -352,7 +434,13 @@ pub async fn export(
             .await?;
         for r in &page {
             match (format, &steps) {
-                (Format::Csv, None) => csv.serialize(ContactRow::from_record(r))?,
+                (Format::Csv, None) => {
+                    if n == 0 {
+                        csv.write_record(ContactRow::COLUMNS)?;
+                    }
+                    let row = ContactRow::from_record(r);
+                    csv.write_record(row.cells().iter().map(|c| spreadsheet_safe(c).into_owned()))?;
+                }
                 (Format::Csv, Some(steps)) => {
                     let groups = steps.groups(r);
                     let tags = r.tags.join(";");
@@ -367,7 +455,7 @@ pub async fn export(
                     }
                     let conversion = ConversionColumns::of(r);
                     cells.extend(conversion.cells());
-                    csv.write_record(&cells)?;
+                    csv.write_record(cells.iter().map(|c| spreadsheet_safe(c).into_owned()))?;
                 }
                 (Format::Json, _) => {
                     if n > 0 {
@@ -413,4 +501,32 @@ pub async fn export(
     }
     out.flush()?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_names_the_cells_in_their_order() {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(ContactRow::default()).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(text.lines().next().unwrap(), ContactRow::COLUMNS.join(","));
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_escaped() {
+        for (cell, safe) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+525512345678", "'+525512345678"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("María", "María"),
+            ("", ""),
+        ] {
+            assert_eq!(spreadsheet_safe(cell), safe);
+        }
+    }
 }
