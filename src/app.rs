@@ -45,8 +45,10 @@ pub fn init_logging(format: LogFormat, level: &str) {
             .flatten_event(true)
             .with_writer(std::io::stderr)
             .boxed(),
+        // Colours for a terminal only: a file or the journal gets plain text.
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .compact()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -73,6 +75,22 @@ pub fn set_log_level(level: &str) {
 }
 
 /// Opens the configured store backend.
+/// [`open_store`] for the commands that only read (`report`, `store
+/// check`): an embedded store that does not exist yet is an error that says
+/// where it was looked for, never a new empty store.
+pub async fn open_existing_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if config.store.backend == StoreBackend::Embedded {
+        let dir = &config.store.embedded.data_dir;
+        if !dir.join("version").is_file() {
+            anyhow::bail!(
+                "there is no wadispatch store in {} (store.embedded.data_dir of the config): check --config, or run the daemon once to create it",
+                dir.display()
+            );
+        }
+    }
+    open_store(config).await
+}
+
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.store.backend {
         StoreBackend::Embedded => {

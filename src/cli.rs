@@ -382,11 +382,12 @@ fn sandbox(
         cfg.per_number_mps = mps;
     }
     crate::app::init_logging(crate::config::LogFormat::Pretty, "info");
-    eprintln!(
-        "sandbox listening on http://{} (POST /{{version}}/{{phone_number_id}}/messages, GET /sandbox/stats)",
-        cfg.listen
-    );
-    crate::sandbox::run_blocking(cfg).map_err(|e| anyhow::anyhow!("sandbox on {listen}: {e}"))
+    crate::sandbox::run_blocking_with(cfg, |url| {
+        eprintln!(
+            "sandbox listening on {url} (POST /{{version}}/{{phone_number_id}}/messages, GET /sandbox/stats)"
+        )
+    })
+    .map_err(|e| anyhow::anyhow!("sandbox on {listen}: {e}"))
 }
 
 fn store_init(config_path: &Path) -> anyhow::Result<()> {
@@ -422,7 +423,7 @@ fn store_check(config_path: &Path) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let started = std::time::Instant::now();
-        let store = crate::app::open_store(&config).await?;
+        let store = crate::app::open_existing_store(&config).await?;
         store.ping().await?;
         let campaigns = store.list_campaigns().await?.len();
         println!(
@@ -488,14 +489,21 @@ fn report(
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = crate::app::open_store(&config).await?;
+        let store = crate::app::open_existing_store(&config).await?;
         let stored = store.get_campaign(campaign).await?;
         if stored.is_none() && store.scan_dispatches(campaign, None, 1).await?.is_empty() {
             let place = match config.store.backend {
                 crate::config::StoreBackend::Embedded => config.store.embedded.data_dir.display().to_string(),
                 crate::config::StoreBackend::Scylla => format!("keyspace {}", config.store.scylla.keyspace),
             };
-            anyhow::bail!("campaign {campaign} is not in the store at {place} (check --config and the campaign id)");
+            let mut known: Vec<String> = store.list_campaigns().await?.into_iter().map(|c| c.spec.id).collect();
+            known.sort();
+            let listed = match known.len() {
+                0 => "it holds no campaign".to_string(),
+                n if n <= 20 => format!("it holds: {}", known.join(", ")),
+                n => format!("it holds {n} campaigns, among them: {}", known[..20].join(", ")),
+            };
+            anyhow::bail!("campaign {campaign} is not in the store at {place} ({listed}); check --campaign and --config");
         }
         let kind = stored.as_ref().map(|c| c.spec.kind);
         // The journey of the spec in the store names and orders the steps.

@@ -195,7 +195,7 @@ pub struct PublishError {
 
 #[derive(Clone)]
 pub struct EventsProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<crate::ingest::kafka_log::QuietContext>,
     topic: String,
 }
 
@@ -210,10 +210,12 @@ impl EventsProducer {
             .set("linger.ms", "2")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "10000");
-        let producer = cfg.create().map_err(|e| PublishError {
-            topic: topic.to_string(),
-            message: e.to_string(),
-        })?;
+        let producer = cfg
+            .create_with_context(crate::ingest::kafka_log::QuietContext)
+            .map_err(|e| PublishError {
+                topic: topic.to_string(),
+                message: e.to_string(),
+            })?;
         Ok(EventsProducer {
             producer,
             topic: topic.to_string(),

@@ -26,6 +26,8 @@ fn validate_checks_campaign_specs_and_names_unknown_fields() {
         "config/examples/reminder.json",
         "config/examples/journey.json",
         "config/examples/cart-abandoned.json",
+        "config/examples/promo-test.json",
+        "config/examples/vip-segment.json",
     ] {
         let (ok, out, err) = wadispatch(&["validate", example]);
         assert!(ok, "{example}: {out}{err}");
@@ -171,4 +173,221 @@ fn requeue_puts_unknown_contacts_back_and_states_the_risk() {
             s.contacts.by_state
         );
     });
+}
+
+/// `validate --config` and `WADISPATCH_CONFIG` name the file like every
+/// other command; a config is checked whole: every unknown key and wrongly
+/// typed value of the file at once, in the file's order, then values that
+/// can never work (an override for an id no spec can have, no opt-out
+/// keyword).
+#[test]
+fn validate_reports_every_problem_of_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[kafka]\nbrokerz = \"x\"\n[nonsense]\na = 1\n[dispatch]\nmax_in_flight_per_sender = \"ten\"\nfoo = 1\n",
+    )
+    .unwrap();
+    let (ok, _, err) = wadispatch(&["validate", "--config", bad.to_str().unwrap()]);
+    assert!(!ok);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("line ")).collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].contains("line 2") && lines[0].contains("kafka.brokerz"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("line 3") && lines[1].contains("nonsense"),
+        "{err}"
+    );
+    assert!(
+        lines[2].contains("line 6") && lines[2].contains("max_in_flight_per_sender"),
+        "{err}"
+    );
+    assert!(
+        lines[3].contains("line 7") && lines[3].contains("dispatch.foo"),
+        "{err}"
+    );
+
+    let never = dir.path().join("never.toml");
+    std::fs::write(
+        &never,
+        "[campaigns.\"x y\"]\nper_second = 5\n[whatsapp]\nopt_out_keywords = []\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wadispatch"))
+        .arg("validate")
+        .env("WADISPATCH_CONFIG", &never)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "WADISPATCH_CONFIG is read by validate"
+    );
+    assert!(
+        err.contains("campaigns.\"x y\"") && err.contains("is not a campaign id"),
+        "{err}"
+    );
+    assert!(
+        err.contains("whatsapp.opt_out_keywords: must list at least one keyword"),
+        "{err}"
+    );
+}
+
+/// `report` and `store check` read: a missing config is said once, a
+/// data_dir that holds no store is named and never created, and an unknown
+/// campaign lists the ones the store holds.
+#[test]
+fn read_only_commands_never_create_a_store_and_say_what_is_there() {
+    let (ok, _, err) = wadispatch(&[
+        "report",
+        "--campaign",
+        "x",
+        "--config",
+        "/nonexistent/w.toml",
+    ]);
+    assert!(!ok);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("check --config or WADISPATCH_CONFIG"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nostore");
+    let config = dir.path().join("w.toml");
+    std::fs::write(
+        &config,
+        format!("[store.embedded]\ndata_dir = \"{}\"\n", data.display()),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    for args in [
+        vec!["report", "--campaign", "x", "--config", c],
+        vec!["store", "check", "--config", c],
+    ] {
+        let (ok, _, err) = wadispatch(&args);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains("there is no wadispatch store in"), "{err}");
+        assert!(!data.exists(), "{args:?} created {}", data.display());
+    }
+
+    // A store with campaigns: an unknown one is refused with the known ones.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = wadispatch::config::Config::load(&config).unwrap();
+        let store = wadispatch::app::open_store(&cfg).await.unwrap();
+        for id in ["bday-2026-11", "reminder-2026-11"] {
+            let spec = wadispatch::domain::CampaignSpec::from_json(
+                format!(
+                    r#"{{"id":"{id}","senders":["1"],"template":{{"name":"t","language":"es"}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            store
+                .put_campaign(&wadispatch::store::CampaignRecord {
+                    spec,
+                    observed_state: wadispatch::domain::ObservedState::Active,
+                    updated_at: Utc::now(),
+                    started_at: None,
+                })
+                .await
+                .unwrap();
+        }
+    });
+    drop(rt);
+    let (ok, _, err) = wadispatch(&["report", "--campaign", "nope", "--config", c]);
+    assert!(!ok);
+    assert!(err.contains("campaign nope is not in the store"), "{err}");
+    assert!(
+        err.contains("it holds: bday-2026-11, reminder-2026-11"),
+        "{err}"
+    );
+}
+
+/// The sandbox checks its settings before it says it listens, never panics
+/// on a rate no clock can count, and prints the port it bound.
+#[test]
+fn the_sandbox_refuses_bad_rates_first_and_prints_its_real_port() {
+    for rate in ["1e-300", "-1"] {
+        let (ok, _, err) = wadispatch(&[
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            &format!("--per-number-mps={rate}"),
+        ]);
+        assert!(!ok, "{rate}");
+        assert!(
+            err.contains("per_number_mps is") && err.contains("must be 0 (no limit) or from 0.001"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("listening"),
+            "said it listens before checking: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wadispatch"))
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("sandbox listening on"))
+        .expect("the listening line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!line.contains(":0 "), "{line}");
+    let port: u16 = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line}"));
+    assert!(port > 0);
+    // Logs to a pipe (not a terminal) carry no colour codes.
+    assert!(!line.contains('\u{1b}'), "{line:?}");
+}
+
+/// `run` with every broker down says so once per 30 s, not a thousand
+/// times a second.
+#[test]
+fn run_with_kafka_down_logs_the_outage_at_a_bounded_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("w.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[store.embedded]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[whatsapp]\napp_secret = \"x\"\ntoken = \"t\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wadispatch"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The start waits up to 10 s for the compacted topics' metadata.
+    std::thread::sleep(std::time::Duration::from_secs(16));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let outage = text
+        .lines()
+        .filter(|l| l.contains("AllBrokersDown"))
+        .count();
+    assert!(outage >= 1, "the outage is reported: {text}");
+    assert!(
+        outage <= 8,
+        "{outage} AllBrokersDown lines in 16 s:\n{text}"
+    );
+    assert!(
+        text.contains("every Kafka broker is unreachable"),
+        "the state is said in words: {text}"
+    );
+    assert!(!text.contains('\u{1b}'), "no colour codes in a file");
 }

@@ -48,12 +48,13 @@ pub const ENV_SCYLLA_PASSWORD: &str = "WADISPATCH_SCYLLA_PASSWORD";
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    // The OS error is in the message, not a `source`: error reports that
+    // print the chain would say it twice.
+    #[error("cannot read config file {}: {cause} (check --config or WADISPATCH_CONFIG)", path.display())]
     Read {
         /// The file given to [`Config::load`].
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or does not fit the model (unknown key, wrong
     /// type); `message` gives the line, column and key.
@@ -90,9 +91,9 @@ impl Config {
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let mut config = parse(&text, path)?;
         let mut problems = Vec::new();
@@ -196,11 +197,77 @@ impl Config {
     }
 }
 
+/// Parses the file, reporting every unknown key and wrongly typed value at
+/// once: after each such problem its line (or its whole table, for an
+/// unknown table) is set aside and the rest parsed again, so one run of
+/// `validate` shows everything to fix. A syntax error stops at the first.
 fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    toml::from_str(text).map_err(|err| ConfigError::Parse {
+    let first = match toml::from_str::<Config>(text) {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    let mut messages = vec![describe_parse_error(text, &first)];
+    if text.parse::<toml::Table>().is_ok() {
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let mut err = first;
+        for _ in 0..MAX_PARSE_PROBLEMS {
+            let current = lines.join("\n");
+            let Some(span) = err.span() else { break };
+            let (line, _) = line_and_column(&current, span.start);
+            if !set_aside(&mut lines, line - 1) {
+                break;
+            }
+            match toml::from_str::<Config>(&lines.join("\n")) {
+                Ok(_) => break,
+                Err(next) => {
+                    let message = describe_parse_error(&lines.join("\n"), &next);
+                    if messages.contains(&message) {
+                        break;
+                    }
+                    messages.push(message);
+                    err = next;
+                }
+            }
+        }
+    }
+    // In the file's order.
+    let line_of = |m: &String| {
+        m.strip_prefix("line ")
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    messages.sort_by_key(line_of);
+    Err(ConfigError::Parse {
         path: path.to_path_buf(),
-        message: describe_parse_error(text, &err),
+        message: messages.join("\n"),
     })
+}
+
+/// Most problems one parse reports.
+const MAX_PARSE_PROBLEMS: usize = 100;
+
+/// Comments out line `i`, and for a table header the table's lines up to
+/// the next header; false when there is nothing left to set aside there.
+fn set_aside(lines: &mut [String], i: usize) -> bool {
+    let Some(line) = lines.get(i) else {
+        return false;
+    };
+    let trimmed = line.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return false;
+    }
+    let header = trimmed.starts_with('[');
+    lines[i] = format!("# {line}");
+    if header {
+        for l in lines.iter_mut().skip(i + 1) {
+            if l.trim_start().starts_with('[') {
+                break;
+            }
+            *l = format!("# {l}");
+        }
+    }
+    true
 }
 
 /// One line: `line L, column C, key K: what went wrong`. toml's own `Display`

@@ -485,6 +485,12 @@ fn check_whatsapp(report: &mut Report, wa: &WhatsAppConfig) {
         "whatsapp.max_connections_per_sender",
         wa.max_connections_per_sender,
     );
+    if wa.opt_out_keywords.is_empty() {
+        report.add(
+            "whatsapp.opt_out_keywords",
+            "must list at least one keyword (default STOP, UNSUBSCRIBE, BAJA, PARAR, CANCELAR): with none, a customer who writes STOP keeps getting campaigns",
+        );
+    }
     for (i, keyword) in wa.opt_out_keywords.iter().enumerate() {
         if keyword.trim().is_empty() {
             // An empty keyword would match an empty message and opt people out.
@@ -653,6 +659,11 @@ fn check_campaigns(report: &mut Report, campaigns: &BTreeMap<String, CampaignOve
         let key = format!("campaigns.{}", quote(id));
         if id.trim().is_empty() {
             report.add(&key, "campaign id must not be empty");
+        } else if !crate::domain::is_campaign_id(id) {
+            report.add(
+                &key,
+                "is not a campaign id: ids have 1 to 128 letters, digits, '.', '_' or '-', so no spec can match it",
+            );
         }
         if let (Some(per_second), Some(per_hour)) = (campaign.per_second, campaign.per_hour) {
             report.add(

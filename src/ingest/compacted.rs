@@ -12,7 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{kafka_error, IngestError};
 
 pub struct CompactedReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<super::kafka_log::QuietContext>,
     topic: String,
     what: &'static str,
 }
@@ -32,8 +32,8 @@ impl CompactedReader {
         cfg.set("group.id", format!("wadispatch-{what}-reader"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = cfg
-            .create()
+        let consumer: BaseConsumer<super::kafka_log::QuietContext> = cfg
+            .create_with_context(super::kafka_log::QuietContext)
             .map_err(kafka_error("create a compacted-topic consumer"))?;
         Ok(CompactedReader {
             consumer,
@@ -91,7 +91,9 @@ impl CompactedReader {
                     tracing::warn!(topic = %self.topic, error = %e, "{} topic not readable yet; retrying in 2 s", self.what);
                     std::thread::sleep(Duration::from_secs(2));
                 }
-                Err(e) => return Err(e),
+                // Asked to stop while the topic was unreadable: a stop,
+                // not a failure.
+                Err(_) => return Ok(()),
             }
         };
         ends.retain(|(_, high)| *high > 0);

@@ -172,7 +172,7 @@ pub async fn credit(
 }
 
 pub struct ConversionIngest {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<super::kafka_log::QuietContext>,
     config: ConversionsConfig,
     store: Arc<dyn Store>,
     catalog: CampaignCatalog,
@@ -197,8 +197,8 @@ impl ConversionIngest {
             .set("enable.partition.eof", "false");
         super::set_default(&mut cfg, "auto.commit.interval.ms", "1000");
         super::set_default(&mut cfg, "auto.offset.reset", "earliest");
-        let consumer: BaseConsumer = cfg
-            .create()
+        let consumer: BaseConsumer<super::kafka_log::QuietContext> = cfg
+            .create_with_context(super::kafka_log::QuietContext)
             .map_err(kafka_error("create the conversions consumer"))?;
         consumer
             .subscribe(&[&config.topic])
@@ -246,7 +246,7 @@ impl ConversionIngest {
                             missing_logged = true;
                         }
                     } else {
-                        tracing::warn!(error = %e, "conversions consumer error; librdkafka retries");
+                        crate::ingest::kafka_log::consumer_error("conversions", &e);
                     }
                 }
                 None => {}

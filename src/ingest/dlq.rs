@@ -40,7 +40,7 @@ const WRITE_TIMEOUT_MS: &str = "10000";
 
 #[derive(Clone)]
 pub struct DlqProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<super::kafka_log::QuietContext>,
     topic: String,
     max_bytes: usize,
 }
@@ -60,7 +60,9 @@ impl DlqProducer {
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_MAX_BYTES);
-        let producer: FutureProducer = cfg.create().map_err(kafka_error("create dlq producer"))?;
+        let producer: FutureProducer<super::kafka_log::QuietContext> = cfg
+            .create_with_context(super::kafka_log::QuietContext)
+            .map_err(kafka_error("create dlq producer"))?;
         Ok(DlqProducer {
             producer,
             topic: topic.to_string(),

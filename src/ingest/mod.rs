@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod compacted;
 pub mod conversions;
 pub mod dlq;
+pub mod kafka_log;
 pub mod suppressions;
 pub mod watermark;
 

@@ -244,6 +244,10 @@ impl Default for SandboxConfig {
     }
 }
 
+/// The slowest and fastest rates the sandbox's limits take (per second).
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1_000_000.0;
+
 impl SandboxConfig {
     /// Refuse settings that cannot mean anything.
     fn validate(&self) -> std::io::Result<()> {
@@ -265,13 +269,27 @@ impl SandboxConfig {
                 ));
             }
         }
-        for (name, v) in [
-            ("per_number_mps", self.per_number_mps),
-            ("pair_interval_secs", self.pair_interval_secs),
-            ("sms_per_sender_mps", self.sms_per_sender_mps),
+        for (name, v, min, max) in [
+            ("per_number_mps", self.per_number_mps, MIN_RATE, MAX_RATE),
+            (
+                "pair_interval_secs",
+                self.pair_interval_secs,
+                0.001,
+                86_400.0,
+            ),
+            (
+                "sms_per_sender_mps",
+                self.sms_per_sender_mps,
+                MIN_RATE,
+                MAX_RATE,
+            ),
         ] {
-            if !v.is_finite() || v < 0.0 {
-                return invalid(format!("sandbox: {name} is {v}, it must be a number >= 0"));
+            // 0 turns the limit off; otherwise the value must give a period
+            // a clock can count.
+            if !v.is_finite() || v < 0.0 || (v > 0.0 && !(min..=max).contains(&v)) {
+                return invalid(format!(
+                    "sandbox: {name} is {v:?}, it must be 0 (no limit) or from {min} to {max}"
+                ));
             }
         }
         for rule in &self.failure_rules {
@@ -459,11 +477,22 @@ impl Drop for SandboxHandle {
 
 /// Run a sandbox until SIGINT or SIGTERM (the `wadispatch sandbox` command).
 pub fn run_blocking(config: SandboxConfig) -> std::io::Result<()> {
+    run_blocking_with(config, |_| {})
+}
+
+/// [`run_blocking`], calling `listening` with the base URL once the
+/// settings were checked and the listener is bound (with its real port when
+/// the config asked for port 0).
+pub fn run_blocking_with(
+    config: SandboxConfig,
+    listening: impl FnOnce(&str),
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let sandbox = Sandbox::start(config).await?;
+        listening(&sandbox.base_url());
         tracing::info!(url = %sandbox.base_url(), "whatsapp sandbox listening");
         shutdown_signal().await?;
         tracing::info!("whatsapp sandbox stopping");

@@ -229,7 +229,7 @@ impl AudienceIngest {
             match self.consumer.poll(wait) {
                 Some(Ok(msg)) => self.buffer(&msg),
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "audience consumer error; librdkafka retries");
+                    crate::ingest::kafka_log::consumer_error("audience", &e);
                     return;
                 }
                 None => {

@@ -22,6 +22,14 @@ impl IngestContext {
 }
 
 impl ClientContext for IngestContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::ingest::kafka_log::report_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::ingest::kafka_log::report_error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         // Consumer lag summed over the partitions this process owns.
         let lag: i64 = statistics
