@@ -185,7 +185,21 @@ enum AudienceCommand {
         /// Validate and report only; produce nothing.
         #[arg(long)]
         dry_run: bool,
-        /// CSV file with a header row: phone or user_id, then any variables.
+        /// Field separator: `,` (default), `;` (Excel in much of Europe and
+        /// Latin America), `tab` or `|`.
+        #[arg(long, default_value = ",", value_parser = parse_delimiter)]
+        delimiter: u8,
+        /// For a `report` export read back as an audience: take only the
+        /// rows in this state (repeat for several: `--state failed --state
+        /// excluded`).
+        #[arg(long = "state")]
+        states: Vec<String>,
+        /// Write every problem found (line, problem) to this CSV file; the
+        /// terminal shows the first 20 of each kind.
+        #[arg(long)]
+        problems_out: Option<PathBuf>,
+        /// CSV file with a header row: phone or user_id (or a report's
+        /// contact), then any variables.
         file: PathBuf,
     },
 }
@@ -202,9 +216,20 @@ pub fn main() -> ExitCode {
                     brokers,
                     config,
                     dry_run,
+                    delimiter,
+                    states,
+                    problems_out,
                     file,
                 },
-        } => audience_import(&campaign, brokers, &config, dry_run, &file),
+        } => audience_import(
+            &campaign,
+            brokers,
+            &config,
+            dry_run,
+            &file,
+            crate::import::ImportOptions { delimiter, states },
+            problems_out.as_deref(),
+        ),
         Command::Store {
             command: StoreCommand::Init { config },
         } => store_init(&config),
@@ -306,12 +331,27 @@ fn validate_config(file: &Path) -> ExitCode {
     }
 }
 
+/// `--delimiter`: one ASCII character, or `tab`.
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && !s.as_bytes()[0].is_ascii_alphanumeric() => {
+            Ok(s.as_bytes()[0])
+        }
+        _ => Err(format!(
+            "{s:?} is not a separator: give one character such as , ; | or the word tab"
+        )),
+    }
+}
+
 fn audience_import(
     campaign: &str,
     brokers: Option<String>,
     config_path: &Path,
     dry_run: bool,
     file: &Path,
+    options: crate::import::ImportOptions,
+    problems_out: Option<&Path>,
 ) -> anyhow::Result<()> {
     let config = if config_path.exists() {
         Config::load(config_path)?
@@ -319,16 +359,28 @@ fn audience_import(
         Config::default()
     };
     let brokers = brokers.unwrap_or_else(|| config.kafka.brokers.clone());
-    let input = std::fs::File::open(file)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+    let bytes =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
     let path = file.display().to_string();
-    let (records, report) = crate::import::parse_csv(
-        std::io::BufReader::new(input),
+    let (records, report) = crate::import::parse_bytes(
+        &bytes,
         &path,
         campaign,
         config.dispatch.default_region.as_deref(),
+        &options,
     )?;
     eprint!("{}", report.render(20));
+    if let Some(out) = problems_out {
+        let n = report
+            .write_problems(out)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+        eprintln!("{n} problems written to {}", out.display());
+    } else if report.problem_count() > 20 {
+        eprintln!(
+            "(add --problems-out FILE to get all {} problems as CSV)",
+            report.problem_count()
+        );
+    }
     if dry_run {
         eprintln!("dry run: nothing produced");
         return Ok(());
@@ -336,6 +388,12 @@ fn audience_import(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Say in seconds when the brokers cannot be reached, not after the
+    // producer's 60 s timeout on every record.
+    rt.block_on(crate::import::probe(
+        &brokers,
+        &crate::app::kafka_extra(&config),
+    ))?;
     let pb = crate::import::progress_bar(records.len() as u64, "producing");
     let produced = rt.block_on(crate::import::produce(
         &records,

@@ -29,8 +29,16 @@ const IN_FLIGHT: usize = 20_000;
 pub enum ImportError {
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
-    #[error("{path}: the CSV has no `phone` or `user_id` column (found: {found})")]
-    NoContactColumn { path: String, found: String },
+    #[error(
+        "{path}: the CSV has no `phone`, `user_id` or `contact` column (found: {found}){hint}"
+    )]
+    NoContactColumn {
+        path: String,
+        found: String,
+        hint: String,
+    },
+    #[error("{path}: the header names {columns} more than once; each column must be named once (rename or remove the copies)")]
+    DuplicateColumns { path: String, columns: String },
     #[error("{path} line {line}: {message}")]
     Csv {
         path: String,
@@ -53,6 +61,11 @@ pub struct RowProblem {
 #[derive(Debug, Default, Clone)]
 pub struct ImportReport {
     pub rows: u64,
+    /// The file was not UTF-8 and was read as Windows-1252 (Latin-1): the
+    /// line of its first byte that is not UTF-8.
+    pub converted_from_latin1: Option<u64>,
+    /// Rows of a report left out by `--state`.
+    pub other_state: u64,
     pub missing_contact: Vec<RowProblem>,
     pub invalid_phone: Vec<RowProblem>,
     /// (line, line of the first occurrence).
@@ -62,11 +75,23 @@ pub struct ImportReport {
 impl ImportReport {
     /// Human summary with line numbers (at most `max_lines` per category).
     pub fn render(&self, max_lines: usize) -> String {
-        let mut out = format!(
+        let mut out = String::new();
+        if let Some(line) = self.converted_from_latin1 {
+            out.push_str(&format!(
+                "the file is not UTF-8 (first at line {line}): read as Windows-1252 (Latin-1), as Excel writes CSV in Europe and Latin America; check the accents of that line\n"
+            ));
+        }
+        out.push_str(&format!(
             "rows read: {}\nrecords to produce: {}\n",
             self.rows,
-            self.rows - self.missing_contact.len() as u64
-        );
+            self.rows - self.missing_contact.len() as u64 - self.other_state
+        ));
+        if self.other_state > 0 {
+            out.push_str(&format!(
+                "rows of other states left out (--state): {}\n",
+                self.other_state
+            ));
+        }
         let list = |out: &mut String, title: &str, items: &[RowProblem]| {
             if items.is_empty() {
                 return;
@@ -108,12 +133,95 @@ impl ImportReport {
     }
 }
 
+impl ImportReport {
+    /// Every problem row (skipped, invalid phone, duplicate).
+    pub fn problem_count(&self) -> usize {
+        self.missing_contact.len() + self.invalid_phone.len() + self.duplicates.len()
+    }
+
+    /// Writes every problem as CSV (`line,problem`) to `path`; answers how
+    /// many.
+    pub fn write_problems(&self, path: &std::path::Path) -> std::io::Result<usize> {
+        let mut w = csv::Writer::from_path(path)?;
+        w.write_record(["line", "problem"])?;
+        let mut rows: Vec<(u64, String)> = Vec::new();
+        for p in &self.missing_contact {
+            rows.push((p.line, format!("skipped: {}", p.message)));
+        }
+        for p in &self.invalid_phone {
+            rows.push((
+                p.line,
+                format!("invalid phone (excluded as invalid_phone): {}", p.message),
+            ));
+        }
+        for (line, first) in &self.duplicates {
+            rows.push((
+                *line,
+                format!("duplicate contact: same as line {first} (staged once)"),
+            ));
+        }
+        rows.sort();
+        for (line, problem) in &rows {
+            w.write_record([line.to_string().as_str(), problem.as_str()])?;
+        }
+        w.flush()?;
+        Ok(rows.len())
+    }
+}
+
+/// Asks the brokers for their metadata (5 s at most): an unreachable
+/// cluster is an error that says so at once.
+pub async fn probe(brokers: &str, extra: &[(String, String)]) -> Result<(), ImportError> {
+    let cfg = client_config(brokers, extra);
+    let brokers = brokers.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer<crate::ingest::kafka_log::QuietContext> = cfg
+            .create_with_context(crate::ingest::kafka_log::QuietContext)
+            .map_err(|e| ImportError::Kafka(e.to_string()))?;
+        rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(5))
+            .map(drop)
+            .map_err(|e| {
+                ImportError::Kafka(format!(
+                    "cannot reach the brokers at {brokers} within 5 s ({e}); check --brokers or kafka.brokers, and that Kafka runs"
+                ))
+            })
+    })
+    .await
+    .map_err(|e| ImportError::Kafka(e.to_string()))?
+}
+
 /// One row turned into a keyed audience record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyedRecord {
     pub line: u64,
     pub key: String,
     pub record: AudienceRecord,
+}
+
+/// How a file is read.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The field separator (`,`; `;` for Excel in much of Europe and Latin
+    /// America; tab).
+    pub delimiter: u8,
+    /// For a report read back as an audience: only the rows in these states
+    /// (`failed`, `excluded`); empty takes every row.
+    pub states: Vec<String>,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            delimiter: b',',
+            states: Vec::new(),
+        }
+    }
+}
+
+/// Columns of a `report` export that are not template variables: a report
+/// read back as an audience keeps its contacts and tags, nothing else.
+fn is_report_column(column: &str) -> bool {
+    crate::report::ContactRow::COLUMNS.contains(&column) || column == "step" || column.contains('.')
 }
 
 /// Parses the CSV and validates every row; pure (no Kafka), so the same
@@ -124,9 +232,55 @@ pub fn parse_csv(
     campaign_id: &str,
     default_region: Option<&str>,
 ) -> Result<(Vec<KeyedRecord>, ImportReport), ImportError> {
+    parse_csv_with(
+        input,
+        path,
+        campaign_id,
+        default_region,
+        &ImportOptions::default(),
+    )
+}
+
+/// Reads a whole file's bytes: UTF-8 (a byte-order mark is dropped), else
+/// Windows-1252, which every byte sequence is, converted and said with the
+/// line of the first byte that was not UTF-8.
+pub fn parse_bytes(
+    bytes: &[u8],
+    path: &str,
+    campaign_id: &str,
+    default_region: Option<&str>,
+    options: &ImportOptions,
+) -> Result<(Vec<KeyedRecord>, ImportReport), ImportError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse_csv_with(text.as_bytes(), path, campaign_id, default_region, options),
+        Err(e) => {
+            let line = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64
+                + 1;
+            let (text, _, _) = encoding_rs::WINDOWS_1252.decode(bytes);
+            let (records, mut report) =
+                parse_csv_with(text.as_bytes(), path, campaign_id, default_region, options)?;
+            report.converted_from_latin1 = Some(line);
+            Ok((records, report))
+        }
+    }
+}
+
+/// [`parse_csv`] with the separator and the state filter of `options`.
+pub fn parse_csv_with(
+    input: impl Read,
+    path: &str,
+    campaign_id: &str,
+    default_region: Option<&str>,
+    options: &ImportOptions,
+) -> Result<(Vec<KeyedRecord>, ImportReport), ImportError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
+        .delimiter(options.delimiter)
         .from_reader(input);
     let headers = reader
         .headers()
@@ -136,12 +290,45 @@ pub fn parse_csv(
         })?
         .clone();
     let columns: Vec<String> = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
-    if !columns.iter().any(|c| c == "phone" || c == "user_id") {
-        return Err(ImportError::NoContactColumn {
+    let mut seen = std::collections::BTreeSet::new();
+    let repeated: std::collections::BTreeSet<&str> = columns
+        .iter()
+        .filter(|c| !c.is_empty() && !seen.insert(c.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !repeated.is_empty() {
+        return Err(ImportError::DuplicateColumns {
             path: path.into(),
-            found: columns.join(","),
+            columns: repeated.into_iter().collect::<Vec<_>>().join(", "),
         });
     }
+    if !columns
+        .iter()
+        .any(|c| c == "phone" || c == "user_id" || c == "contact")
+    {
+        let one = columns.len() == 1;
+        let hint = match (one, columns.first()) {
+            (true, Some(c)) if c.contains(';') => {
+                " — the columns look separated by ';': add --delimiter ';'".to_string()
+            }
+            (true, Some(c)) if c.contains('\t') => {
+                " — the columns look separated by tabs: add --delimiter tab".to_string()
+            }
+            _ if path.to_ascii_lowercase().ends_with(".xlsx")
+                || path.to_ascii_lowercase().ends_with(".xls") =>
+            {
+                " — this is a spreadsheet, not a CSV: save it as CSV (UTF-8) first".to_string()
+            }
+            _ => String::new(),
+        };
+        return Err(ImportError::NoContactColumn {
+            path: path.into(),
+            found: columns.join(",").chars().take(200).collect(),
+            hint,
+        });
+    }
+    // A `report` export read back: its `state` column filters the rows.
+    let state_column = columns.iter().position(|c| c == "state");
     let mut report = ImportReport::default();
     let mut out = Vec::new();
     let mut first_line: HashMap<String, u64> = HashMap::new();
@@ -153,6 +340,13 @@ pub fn parse_csv(
         })?;
         let line = row.position().map_or(0, |p| p.line());
         report.rows += 1;
+        if let (Some(i), false) = (state_column, options.states.is_empty()) {
+            let state = row.get(i).unwrap_or_default();
+            if !options.states.iter().any(|s| s.eq_ignore_ascii_case(state)) {
+                report.other_state += 1;
+                continue;
+            }
+        }
         let record = row_record(campaign_id, &columns, &row);
         let Some(key) = row_key(&record, default_region, line, &mut report) else {
             continue;
@@ -187,10 +381,16 @@ fn row_record(campaign_id: &str, columns: &[String], row: &csv::StringRecord) ->
         event: None,
     };
     for (column, value) in columns.iter().zip(row.iter()) {
+        let value = unescape_cell(value);
         if value.is_empty() {
             continue;
         }
         match column.as_str() {
+            // A report's contact: a user id, else a phone.
+            "contact" if crate::domain::is_bsuid(value) => {
+                record.contact.user_id = Some(value.to_string())
+            }
+            "contact" => record.contact.phone = Some(value.to_string()),
             "phone" => record.contact.phone = Some(value.to_string()),
             "user_id" => record.contact.user_id = Some(value.to_string()),
             "name" => record.contact.name = Some(value.to_string()),
@@ -199,6 +399,7 @@ fn row_record(campaign_id: &str, columns: &[String], row: &csv::StringRecord) ->
             "occurrence" => record.occurrence = Some(value.to_string()),
             "event_at" => record.event_at = Some(value.to_string()),
             "tags" => record.tags = crate::domain::Tags::from_cell(value),
+            other if is_report_column(other) => {}
             other => {
                 record
                     .variables
@@ -207,6 +408,16 @@ fn row_record(campaign_id: &str, columns: &[String], row: &csv::StringRecord) ->
         }
     }
     record
+}
+
+/// A cell as written before a spreadsheet-safe export escaped it: the
+/// leading `'` of a cell that starts with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return is dropped.
+fn unescape_cell(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
+    }
 }
 
 /// The Kafka key of a row: its phone in E.164 (an invalid phone is reported
@@ -358,10 +569,92 @@ mod tests {
     }
 
     #[test]
+    fn latin1_is_read_and_said_with_its_line() {
+        // "José" and "María" as Excel writes them in Windows-1252.
+        let bytes = b"phone;name\n+52 55 1234 5678;Jos\xe9\n+52 55 8765 4321;Mar\xeda\n";
+        let options = ImportOptions {
+            delimiter: b';',
+            ..Default::default()
+        };
+        let (records, report) = parse_bytes(bytes, "l.csv", "c1", None, &options).unwrap();
+        assert_eq!(report.converted_from_latin1, Some(2));
+        assert_eq!(records[0].record.contact.name.as_deref(), Some("José"));
+        assert_eq!(records[1].record.contact.name.as_deref(), Some("María"));
+        assert!(report.render(5).contains("first at line 2"));
+        // UTF-8 with Excel's byte-order mark.
+        let bom = b"\xEF\xBB\xBFphone,name\n+52 55 1234 5678,Jos\xc3\xa9\n";
+        let (records, report) = parse_bytes(bom, "u.csv", "c1", None, &Default::default()).unwrap();
+        assert_eq!(report.converted_from_latin1, None);
+        assert_eq!(records[0].record.contact.name.as_deref(), Some("José"));
+    }
+
+    #[test]
+    fn headers_are_named_once_and_separators_are_hinted() {
+        let err =
+            parse_csv("phone,name,Name\n1,a,b\n".as_bytes(), "d.csv", "c1", None).unwrap_err();
+        assert!(
+            err.to_string().contains("names name more than once"),
+            "{err}"
+        );
+        let err = parse_csv("phone;name\n+5255;a\n".as_bytes(), "s.csv", "c1", None).unwrap_err();
+        assert!(err.to_string().contains("--delimiter ';'"), "{err}");
+        let err = parse_csv("PK\x03\x04garbage\n".as_bytes(), "a.xlsx", "c1", None).unwrap_err();
+        assert!(err.to_string().contains("save it as CSV"), "{err}");
+    }
+
+    #[test]
+    fn a_report_reads_back_as_an_audience() {
+        // The columns of `report`, spreadsheet-escaped as it writes them.
+        let csv = "contact,occurrence,tags,state,reason,error_code,message,provider_message,wamid\n\
+            '+525512345678,,vip,failed,contact,131026,not a WhatsApp user,Message undeliverable.,wamid.1\n\
+            US.1349,,,excluded,missing_variable:coupon,,missing variable value: coupon,,\n\
+            +525587654321,,,delivered,,,,,wamid.3\n";
+        let options = ImportOptions {
+            states: vec!["failed".into(), "excluded".into()],
+            ..Default::default()
+        };
+        let (records, report) =
+            parse_csv_with(csv.as_bytes(), "r.csv", "again", None, &options).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(report.other_state, 1);
+        assert_eq!(
+            records[0].key, "+525512345678",
+            "the export's quote is taken off"
+        );
+        assert_eq!(records[0].record.tags.labels, ["vip"]);
+        assert!(
+            records[0].record.variables.is_empty(),
+            "report columns are no variables"
+        );
+        assert_eq!(
+            records[1].record.contact.user_id.as_deref(),
+            Some("US.1349")
+        );
+        assert!(report
+            .render(5)
+            .contains("rows of other states left out (--state): 1"));
+    }
+
+    #[test]
+    fn every_problem_can_be_written_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, report) = parse_csv(CSV.as_bytes(), "a.csv", "c1", None).unwrap();
+        let out = dir.path().join("p.csv");
+        assert_eq!(report.write_problems(&out).unwrap(), 3);
+        let text = std::fs::read_to_string(out).unwrap();
+        assert!(text.starts_with("line,problem\n3,skipped"), "{text}");
+        assert!(
+            text.contains("5,duplicate contact: same as line 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_file_without_a_contact_column_is_refused() {
         let err = parse_csv("name,coupon\nAna,A1\n".as_bytes(), "x.csv", "c1", None).unwrap_err();
         assert!(
-            err.to_string().contains("no `phone` or `user_id` column"),
+            err.to_string()
+                .contains("no `phone`, `user_id` or `contact` column"),
             "{err}"
         );
     }

@@ -391,3 +391,144 @@ fn run_with_kafka_down_logs_the_outage_at_a_bounded_rate() {
     );
     assert!(!text.contains('\u{1b}'), "no colour codes in a file");
 }
+
+/// The export of a campaign's failed and excluded contacts is an audience
+/// again: `audience import --state failed --state excluded` takes those
+/// rows (their contacts and tags, the export's quote before `+` taken off)
+/// and leaves the rest; `--problems-out` writes every problem; a broker
+/// that cannot be reached is said in seconds.
+#[test]
+fn a_report_of_failures_is_imported_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("wadispatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[store.embedded]\ndata_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = wadispatch::config::Config::load(&config).unwrap();
+        let store = wadispatch::app::open_store(&cfg).await.unwrap();
+        let now = Utc::now();
+        let items: Vec<StageRequest> = (0..4)
+            .map(|i| StageRequest {
+                campaign_id: "rt".into(),
+                contact: ContactKey::raw(format!("+52550000001{i}")),
+                shard: 0,
+                seq: i,
+                params: FrozenParams::default(),
+                exclusion: (i == 3).then_some(wadispatch::domain::ExclusionReason::NotInSegment),
+                send_after: None,
+                timezone: None,
+                tags: vec!["vip".into(), format!("customer_id=C-{i}")],
+                staged_at: now,
+                journey: Default::default(),
+            })
+            .collect();
+        store.stage_batch(&items).await.unwrap();
+        for (i, item) in items[..3].iter().enumerate() {
+            store
+                .claim(&ClaimRequest {
+                    campaign_id: "rt".into(),
+                    contact: item.contact.clone(),
+                    exclusive: false,
+                    replace_engagement: None,
+                    owner: "test".into(),
+                    now,
+                    step: String::new(),
+                })
+                .await
+                .unwrap();
+            let outcome = if i == 0 {
+                Outcome::Accepted {
+                    wamid: "wamid.0".into(),
+                    sender: Some("1".into()),
+                    held: None,
+                }
+            } else {
+                Outcome::Failed {
+                    code: Some(131_026),
+                    class: "contact".into(),
+                    message: "Message undeliverable.".into(),
+                }
+            };
+            store
+                .record_outcome("rt", &item.contact, &outcome, now)
+                .await
+                .unwrap();
+        }
+    });
+    drop(rt);
+    let cfg = config.to_str().unwrap();
+    let export = dir.path().join("rt.csv");
+    let (ok, out, err) = wadispatch(&[
+        "report",
+        "--campaign",
+        "rt",
+        "--out",
+        export.to_str().unwrap(),
+        "--config",
+        cfg,
+    ]);
+    assert!(ok, "{out}{err}");
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert!(
+        text.contains("'+52550000001"),
+        "phones are escaped for spreadsheets: {text}"
+    );
+    assert!(
+        text.contains("Message undeliverable."),
+        "Meta's words are kept: {text}"
+    );
+
+    let problems = dir.path().join("problems.csv");
+    let (ok, _, err) = wadispatch(&[
+        "audience",
+        "import",
+        "--campaign",
+        "again",
+        "--state",
+        "failed",
+        "--state",
+        "excluded",
+        "--dry-run",
+        "--problems-out",
+        problems.to_str().unwrap(),
+        "--config",
+        cfg,
+        export.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("rows read: 4"), "{err}");
+    assert!(err.contains("records to produce: 3"), "{err}");
+    assert!(
+        err.contains("rows of other states left out (--state): 1"),
+        "{err}"
+    );
+    assert!(err.contains("0 problems written to"), "{err}");
+
+    // For real: the brokers are down, which the metadata probe says before
+    // any record is produced.
+    let (ok, _, err) = wadispatch(&[
+        "audience",
+        "import",
+        "--campaign",
+        "again",
+        "--state",
+        "failed",
+        "--config",
+        cfg,
+        export.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot reach the brokers at 127.0.0.1:1 within 5 s"),
+        "{err}"
+    );
+    assert!(!err.contains("MessageTimedOut"), "{err}");
+}
