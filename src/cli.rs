@@ -198,6 +198,11 @@ enum AudienceCommand {
         /// terminal shows the first 20 of each kind.
         #[arg(long)]
         problems_out: Option<PathBuf>,
+        /// The campaign's spec (JSON): every row is also checked as staging
+        /// will check it (template variables, send_after, user ids, segment,
+        /// test recipients, timezones).
+        #[arg(long)]
+        spec: Option<PathBuf>,
         /// CSV file with a header row: phone or user_id (or a report's
         /// contact), then any variables.
         file: PathBuf,
@@ -219,6 +224,7 @@ pub fn main() -> ExitCode {
                     delimiter,
                     states,
                     problems_out,
+                    spec,
                     file,
                 },
         } => audience_import(
@@ -228,7 +234,7 @@ pub fn main() -> ExitCode {
             dry_run,
             &file,
             crate::import::ImportOptions { delimiter, states },
-            problems_out.as_deref(),
+            (problems_out.as_deref(), spec.as_deref()),
         ),
         Command::Store {
             command: StoreCommand::Init { config },
@@ -351,7 +357,7 @@ fn audience_import(
     dry_run: bool,
     file: &Path,
     options: crate::import::ImportOptions,
-    problems_out: Option<&Path>,
+    (problems_out, spec): (Option<&Path>, Option<&Path>),
 ) -> anyhow::Result<()> {
     let config = if config_path.exists() {
         Config::load(config_path)?
@@ -362,13 +368,32 @@ fn audience_import(
     let bytes =
         std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
     let path = file.display().to_string();
-    let (records, report) = crate::import::parse_bytes(
+    let (records, mut report) = crate::import::parse_bytes(
         &bytes,
         &path,
         campaign,
         config.dispatch.default_region.as_deref(),
         &options,
     )?;
+    if let Some(spec_path) = spec {
+        let text = std::fs::read(spec_path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", spec_path.display()))?;
+        let (spec, compiled) = crate::domain::CampaignSpec::from_json_validated(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", spec_path.display()))?;
+        if spec.id != campaign {
+            anyhow::bail!(
+                "{} is the spec of campaign {}, not of {campaign}; give the spec of the campaign you import for",
+                spec_path.display(),
+                spec.id
+            );
+        }
+        report.check_against(
+            &records,
+            &spec,
+            &compiled,
+            config.dispatch.default_region.as_deref(),
+        );
+    }
     eprint!("{}", report.render(20));
     if let Some(out) = problems_out {
         let n = report

@@ -66,6 +66,11 @@ pub struct ImportReport {
     pub converted_from_latin1: Option<u64>,
     /// Rows of a report left out by `--state`.
     pub other_state: u64,
+    /// With the campaign's spec: rows staging would exclude, with why
+    /// (`missing_variable:coupon`, `invalid_field:send_after`, …), and
+    /// rows whose timezone is unknown (they use their phone's country's).
+    pub would_exclude: Vec<RowProblem>,
+    pub unknown_timezone: Vec<RowProblem>,
     pub missing_contact: Vec<RowProblem>,
     pub invalid_phone: Vec<RowProblem>,
     /// (line, line of the first occurrence).
@@ -111,6 +116,16 @@ impl ImportReport {
         );
         list(
             &mut out,
+            "would be excluded at staging (checked against the campaign's spec)",
+            &self.would_exclude,
+        );
+        list(
+            &mut out,
+            "unknown timezone (the phone's country's is used instead)",
+            &self.unknown_timezone,
+        );
+        list(
+            &mut out,
             "invalid phone (produced, will be excluded as invalid_phone)",
             &self.invalid_phone,
         );
@@ -134,9 +149,54 @@ impl ImportReport {
 }
 
 impl ImportReport {
-    /// Every problem row (skipped, invalid phone, duplicate).
+    /// Every problem row (skipped, invalid phone, duplicate, and with a
+    /// spec the exclusions and unknown timezones).
     pub fn problem_count(&self) -> usize {
-        self.missing_contact.len() + self.invalid_phone.len() + self.duplicates.len()
+        self.missing_contact.len()
+            + self.invalid_phone.len()
+            + self.duplicates.len()
+            + self.would_exclude.len()
+            + self.unknown_timezone.len()
+    }
+
+    /// Checks every record against the campaign's spec as staging will:
+    /// the exclusions it would record (a missing variable, an unreadable
+    /// `send_after`, a bad user id, outside the segment, not a test
+    /// recipient) and the timezones it would not know, each with its line.
+    pub fn check_against(
+        &mut self,
+        records: &[KeyedRecord],
+        spec: &crate::domain::CampaignSpec,
+        compiled: &crate::domain::template::CompiledTemplate,
+        default_region: Option<&str>,
+    ) {
+        for r in records {
+            let staged = crate::domain::stage(
+                spec,
+                compiled,
+                Some(r.key.as_bytes()),
+                &r.record,
+                default_region,
+            );
+            match staged.exclusion {
+                // Already listed as an invalid phone.
+                Some(crate::domain::ExclusionReason::InvalidPhone) | None => {}
+                Some(reason) => self.would_exclude.push(RowProblem {
+                    line: r.line,
+                    message: format!("{reason} ({})", reason.description()),
+                }),
+            }
+            if let Some(tz) = r.record.contact.timezone.as_deref() {
+                if crate::domain::parse_timezone(tz).is_none() {
+                    self.unknown_timezone.push(RowProblem {
+                        line: r.line,
+                        message: format!(
+                            "{tz:?} is not an IANA timezone such as America/Mexico_City"
+                        ),
+                    });
+                }
+            }
+        }
     }
 
     /// Writes every problem as CSV (`line,problem`) to `path`; answers how
@@ -159,6 +219,12 @@ impl ImportReport {
                 *line,
                 format!("duplicate contact: same as line {first} (staged once)"),
             ));
+        }
+        for p in &self.would_exclude {
+            rows.push((p.line, format!("would be excluded: {}", p.message)));
+        }
+        for p in &self.unknown_timezone {
+            rows.push((p.line, format!("unknown timezone: {}", p.message)));
         }
         rows.sort();
         for (line, problem) in &rows {

@@ -532,3 +532,51 @@ fn a_report_of_failures_is_imported_again() {
     );
     assert!(!err.contains("MessageTimedOut"), "{err}");
 }
+
+/// `--dry-run --spec` checks every row as staging will: the example
+/// audience's ten rows without a coupon are named with their lines before
+/// anything is produced, and `--problems-out` has all 30 problems.
+#[test]
+fn a_dry_run_with_the_spec_names_every_row_staging_would_exclude() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("problems.csv");
+    let (ok, _, err) = wadispatch(&[
+        "audience",
+        "import",
+        "--campaign",
+        "bday-2026-11",
+        "--dry-run",
+        "--spec",
+        "config/examples/promo.json",
+        "--problems-out",
+        out.to_str().unwrap(),
+        "--config",
+        "/nonexistent-so-defaults.toml",
+        "config/examples/audience.csv",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("would be excluded at staging (checked against the campaign's spec): 10"),
+        "{err}"
+    );
+    assert!(err.contains("line 51: missing_variable:coupon"), "{err}");
+    let problems = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(problems.lines().count(), 31, "a header and 30 problems");
+    assert!(problems.contains("9901,would be excluded: missing_variable:coupon"));
+    // The spec of another campaign is refused.
+    let (ok, _, err) = wadispatch(&[
+        "audience",
+        "import",
+        "--campaign",
+        "other",
+        "--dry-run",
+        "--spec",
+        "config/examples/promo.json",
+        "config/examples/audience.csv",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("is the spec of campaign bday-2026-11, not of other"),
+        "{err}"
+    );
+}
