@@ -171,11 +171,12 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "contact,occurrence,tags,state,reason,error_code,message,wamid,sender,billing,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at,converted_goal,converted_at,conversion_value,conversion_currency"
+        "contact,occurrence,tags,state,reason,error_code,message,provider_message,wamid,sender,billing,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at,converted_goal,converted_at,conversion_value,conversion_currency"
     );
     let row = |n: u32| {
         text.lines()
-            .find(|l| l.starts_with(contact(n).as_str()))
+            // Spreadsheet-safe: the `+` of a phone gets a leading quote.
+            .find(|l| l.starts_with(&format!("'{}", contact(n).as_str())))
             .unwrap()
             .to_string()
     };
@@ -352,7 +353,8 @@ fn every_error_class_has_its_row_and_message() {
         let text = String::from_utf8(buf).unwrap();
         let row = |i: u32| {
             text.lines()
-                .find(|l| l.starts_with(&common::phone(i)))
+                // Spreadsheet-safe: the `+` of a phone gets a leading quote.
+                .find(|l| l.starts_with(&format!("'{}", common::phone(i))))
                 .unwrap_or_else(|| panic!("no row for {i}:\n{text}"))
                 .to_string()
         };
