@@ -390,6 +390,24 @@ fn every_error_class_has_its_row_and_message() {
             }
         }
         assert_eq!(s.contacts.failed_by_class, expected);
+        // The summary breaks failures down by code, each said in words.
+        let text = s.render(None);
+        assert!(text.contains("failures by code:"), "{text}");
+        for (_, code, _) in cases {
+            if classify_code(code) != ErrorClass::Deferred {
+                assert!(
+                    s.contacts.failed_by_code.contains_key(&code.to_string()),
+                    "{code}: {:?}",
+                    s.contacts.failed_by_code
+                );
+                assert!(
+                    text.lines()
+                        .any(|l| l.trim_start().starts_with(&code.to_string())
+                            && l.contains(describe_code(code))),
+                    "{code}: {text}"
+                );
+            }
+        }
         assert_eq!(s.excluded(), 1, "{:?}", s.contacts.excluded_by_reason);
         // The sandbox had one request for each contact but the excluded
         // one, and accepted all but the two the API refused.

@@ -29,6 +29,11 @@ pub struct StepTally {
     pub excluded_by_reason: BTreeMap<String, u64>,
     /// Failures by error class.
     pub failed_by_class: BTreeMap<String, u64>,
+    /// Failures by WhatsApp (or SMS provider) error code (`none` without
+    /// one), for "why did they fail" in words: see
+    /// [`crate::domain::describe_code`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_by_code: BTreeMap<String, u64>,
     /// Contacts that reached each funnel stage or a later one (a `read`
     /// contact was also sent and delivered, even without that webhook).
     pub reached: BTreeMap<String, u64>,
@@ -40,8 +45,17 @@ pub struct StepTally {
 }
 
 impl StepTally {
-    fn add(&mut self, state: DispatchState, reason: Option<&str>, class: Option<&str>) {
+    fn add(
+        &mut self,
+        state: DispatchState,
+        reason: Option<&str>,
+        (class, code): (Option<&str>, Option<i64>),
+    ) {
         *self.by_state.entry(state.as_str().to_string()).or_default() += 1;
+        if state == DispatchState::Failed {
+            let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+            *self.failed_by_code.entry(code).or_default() += 1;
+        }
         for stage in FUNNEL {
             if state.delivery_rank() >= stage.delivery_rank() && state.delivery_rank() > 0 {
                 *self.reached.entry(stage.as_str().to_string()).or_default() += 1;
@@ -190,13 +204,19 @@ impl CampaignSummary {
             self.waiting += 1;
             *self.timers.entry(wait.step.clone()).or_default() += 1;
         }
-        let (reason, class) = (row.reason.as_deref(), row.error_class.as_deref());
+        let (reason, class) = (
+            row.reason.as_deref(),
+            (row.error_class.as_deref(), row.error_code),
+        );
         self.contacts.add(row.state, reason, class);
         if let Some(p) = &row.pricing {
             self.billable.add(p);
         }
         for h in &row.history {
-            let (reason, class) = (h.reason.as_deref(), h.error_class.as_deref());
+            let (reason, class) = (
+                h.reason.as_deref(),
+                (h.error_class.as_deref(), h.error_code),
+            );
             self.step_mut(&h.step).add(h.state, reason, class);
             if let Some(p) = &h.pricing {
                 self.billable.add(p);
@@ -353,8 +373,19 @@ impl CampaignSummary {
         for (class, n) in &self.contacts.failed_by_class {
             line(&format!("  failed: {class}"), n.to_string());
         }
+
         line("unknown", self.count(DispatchState::Unknown).to_string());
         line("still open", v.open.to_string());
+        if !self.contacts.failed_by_code.is_empty() {
+            out.push_str("  failures by code:\n");
+            for (code, n) in &self.contacts.failed_by_code {
+                let why = code
+                    .parse::<i64>()
+                    .map(crate::domain::describe_code)
+                    .unwrap_or("no error code");
+                out.push_str(&format!("    {code:>6} {n:>8}  {why}\n"));
+            }
+        }
         if v.steps.len() > 1 {
             out.push_str(&steps::render(&v.steps));
         }
