@@ -60,6 +60,22 @@ pub fn contact_from_user_id(user_id: &str) -> Option<ContactKey> {
     is_bsuid(id).then(|| ContactKey::raw(id))
 }
 
+/// The contact a webhook item names: its phone (`wa_id`, `from`), else its
+/// user id; `Ok(None)` when it names neither, `Err` (the value and why) for
+/// a user id of the wrong shape.
+pub(super) fn named_contact(
+    phone: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<Option<ContactKey>, String> {
+    match (present(phone), present(user_id)) {
+        (Some(phone), _) => Ok(Some(contact_from_wa_id(phone))),
+        (None, Some(user_id)) => contact_from_user_id(user_id)
+            .map(Some)
+            .ok_or_else(|| format!("{user_id:?} is not a user id")),
+        (None, None) => Ok(None),
+    }
+}
+
 /// What a change says of a person's identities.
 #[derive(Debug, PartialEq)]
 pub(super) enum Link {

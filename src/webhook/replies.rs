@@ -108,26 +108,10 @@ impl WebhookProcessor {
             return Ok(Vec::new());
         }
         // A user Meta names by user id only (a username) has no `from`.
-        let sender = match (
-            present(m.from.as_deref()),
-            present(m.from_user_id.as_deref()),
-        ) {
-            (Some(from), _) => contact_from_wa_id(from),
-            (None, Some(user_id)) => match contact_from_user_id(user_id) {
-                Some(contact) => contact,
-                None => {
-                    return Ok(rejected(
-                        "message",
-                        &format!("from_user_id {user_id:?} is not a user id"),
-                    ))
-                }
-            },
-            (None, None) => {
-                return Ok(rejected::<Event>(
-                    "message",
-                    "neither from nor from_user_id",
-                ))
-            }
+        let sender = match identity::named_contact(m.from.as_deref(), m.from_user_id.as_deref()) {
+            Ok(Some(contact)) => contact,
+            Ok(None) => return Ok(rejected("message", "neither from nor from_user_id")),
+            Err(e) => return Ok(rejected("message", &format!("from_user_id {e}"))),
         };
         let at = match parse_timestamp(m.timestamp.as_ref(), Utc::now()) {
             Ok(at) => at,
@@ -318,18 +302,10 @@ impl WebhookProcessor {
     }
 
     pub(super) async fn preference(&self, p: &UserPreference) -> Result<Vec<Event>, ProcessError> {
-        let contact = match (present(p.wa_id.as_deref()), present(p.user_id.as_deref())) {
-            (Some(wa_id), _) => contact_from_wa_id(wa_id),
-            (None, Some(user_id)) => match contact_from_user_id(user_id) {
-                Some(contact) => contact,
-                None => {
-                    return Ok(rejected(
-                        "user preference",
-                        &format!("user_id {user_id:?} is not a user id"),
-                    ))
-                }
-            },
-            (None, None) => return Ok(Vec::new()),
+        let contact = match identity::named_contact(p.wa_id.as_deref(), p.user_id.as_deref()) {
+            Ok(Some(contact)) => contact,
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) => return Ok(rejected("user preference", &format!("user_id {e}"))),
         };
         let Some(value) = p.value.as_deref() else {
             return Ok(Vec::new());
