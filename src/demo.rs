@@ -101,10 +101,24 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     result
 }
 
+/// A free loopback port for the webhook listener, which the sandbox must know
+/// before the daemon binds it. Searched below the kernel's ephemeral range:
+/// a released `bind(0)` port can go to one of the demo's own outgoing
+/// connections (Kafka clients, the sandbox) in the moment before the daemon
+/// binds it.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    (0..SPAN)
+        .map(|n| (LOW + (start + n) % SPAN) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no free loopback port between {LOW} and {}: close some listeners and run the demo again",
+                LOW + SPAN
+            )
+        })
 }
 
 /// The journey spec with its follow-up due seconds after the primary, not

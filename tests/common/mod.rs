@@ -50,12 +50,26 @@ impl Kafka {
 }
 
 /// A free loopback port (for a listener that must be known before it starts).
+///
+/// Taken below the kernel's ephemeral range (32768 and up on Linux): a port
+/// the kernel handed out for `bind(0)` and that is then released can be given
+/// to an outgoing connection of another test in this process before the
+/// daemon under test binds it. Each process starts at its own offset and never
+/// hands out a port twice, so parallel tests and test binaries do not collide.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
 /// A config for one test: its own data dir, brokers, short timeouts.
