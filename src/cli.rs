@@ -51,6 +51,13 @@ enum Command {
         #[command(subcommand)]
         command: AudienceCommand,
     },
+    /// What the campaigns are doing (from the running daemon, else the
+    /// store), and pause, resume or end one (published to the campaigns
+    /// topic).
+    Campaigns {
+        #[command(subcommand)]
+        command: CampaignsCommand,
+    },
     /// Store tools (ScyllaDB schema, connectivity).
     Store {
         #[command(subcommand)]
@@ -137,6 +144,75 @@ enum Command {
     },
 }
 
+/// Where `campaigns` reads and writes: the config file, the daemon's admin
+/// listener, the brokers.
+#[derive(clap::Args)]
+struct CampaignsTarget {
+    /// Configuration file (admin listener, brokers, topics, store).
+    #[arg(
+        long,
+        short,
+        default_value = "config/wadispatch.toml",
+        env = "WADISPATCH_CONFIG"
+    )]
+    config: PathBuf,
+    /// The daemon's admin API (default: http:// and admin.listen of the
+    /// config).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Kafka bootstrap servers (default: kafka.brokers of the config).
+    #[arg(long)]
+    brokers: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum CampaignsCommand {
+    /// Every campaign: kind, desired and observed state, progress, rate,
+    /// ETA, what it waits for.
+    List {
+        #[command(flatten)]
+        target: CampaignsTarget,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One campaign in full: funnel, states, exclusions, failures, steps.
+    Show {
+        /// Campaign id.
+        id: String,
+        #[command(flatten)]
+        target: CampaignsTarget,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a campaign: nothing more is claimed; contacts stay staged.
+    Pause {
+        /// Campaign id.
+        id: String,
+        #[command(flatten)]
+        target: CampaignsTarget,
+    },
+    /// Resume a paused campaign.
+    Resume {
+        /// Campaign id.
+        id: String,
+        #[command(flatten)]
+        target: CampaignsTarget,
+    },
+    /// End a campaign for good: it never sends again, and its contacts may
+    /// be targeted by other campaigns.
+    End {
+        /// Campaign id.
+        id: String,
+        #[command(flatten)]
+        target: CampaignsTarget,
+        /// Confirm: ending cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum StoreCommand {
     /// Create the ScyllaDB keyspace and tables (idempotent) and print each
@@ -200,7 +276,8 @@ enum AudienceCommand {
         problems_out: Option<PathBuf>,
         /// The campaign's spec (JSON): every row is also checked as staging
         /// will check it (template variables, send_after, user ids, segment,
-        /// test recipients, timezones).
+        /// test recipients, timezones). Default: the campaign's spec on the
+        /// campaigns topic, when the brokers answer.
         #[arg(long)]
         spec: Option<PathBuf>,
         /// CSV file with a header row: phone or user_id (or a report's
@@ -236,6 +313,7 @@ pub fn main() -> ExitCode {
             crate::import::ImportOptions { delimiter, states },
             (problems_out.as_deref(), spec.as_deref()),
         ),
+        Command::Campaigns { command } => campaigns(command),
         Command::Store {
             command: StoreCommand::Init { config },
         } => store_init(&config),
@@ -375,18 +453,46 @@ fn audience_import(
         config.dispatch.default_region.as_deref(),
         &options,
     )?;
-    if let Some(spec_path) = spec {
-        let text = std::fs::read(spec_path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", spec_path.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // The campaign's spec: --spec, else the one the daemon applies (the
+    // campaigns topic), so every row is checked as staging will check it.
+    let found = match spec {
+        Some(spec_path) => Some((
+            spec_path.display().to_string(),
+            std::fs::read(spec_path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", spec_path.display()))?,
+        )),
+        None => {
+            let topic = &config.kafka.topics.campaigns;
+            match rt.block_on(crate::ops::topic_specs(&config, &brokers)) {
+                Ok(specs) => match specs.get(campaign) {
+                    Some(bytes) => {
+                        Some((format!("the spec of {campaign} on {topic}"), bytes.clone()))
+                    }
+                    None => {
+                        eprintln!("note: {topic} has no spec for {campaign} yet: rows are checked for their shape only (give --spec FILE to check them against the template)");
+                        None
+                    }
+                },
+                Err(e) => {
+                    eprintln!("note: the spec was not read from {topic} ({e:#}): rows are checked for their shape only (give --spec FILE to check them against the template)");
+                    None
+                }
+            }
+        }
+    };
+    if let Some((from, text)) = found {
         let (spec, compiled) = crate::domain::CampaignSpec::from_json_validated(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", spec_path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
         if spec.id != campaign {
             anyhow::bail!(
-                "{} is the spec of campaign {}, not of {campaign}; give the spec of the campaign you import for",
-                spec_path.display(),
+                "{from} is the spec of campaign {}, not of {campaign}; give the spec of the campaign you import for",
                 spec.id
             );
         }
+        eprintln!("rows checked against {from}");
         report.check_against(
             &records,
             &spec,
@@ -410,9 +516,6 @@ fn audience_import(
         eprintln!("dry run: nothing produced");
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     // Say in seconds when the brokers cannot be reached, not after the
     // producer's 60 s timeout on every record.
     rt.block_on(crate::import::probe(
@@ -623,4 +726,261 @@ fn report(
         }
         Ok(())
     })
+}
+
+fn campaigns(command: CampaignsCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match command {
+        CampaignsCommand::List { target, json } => rt.block_on(campaigns_read(&target, None, json)),
+        CampaignsCommand::Show { id, target, json } => {
+            rt.block_on(campaigns_read(&target, Some(&id), json))
+        }
+        CampaignsCommand::Pause { id, target } => {
+            rt.block_on(campaigns_change(&target, &id, crate::ops::Change::Pause))
+        }
+        CampaignsCommand::Resume { id, target } => {
+            rt.block_on(campaigns_change(&target, &id, crate::ops::Change::Resume))
+        }
+        CampaignsCommand::End { id, target, yes } => {
+            if !yes {
+                anyhow::bail!(
+                    "ending {id} cannot be undone: it never sends again, and its contacts become free for other campaigns; run `wadispatch campaigns end {id} --yes` to confirm, or `campaigns pause {id}` to stop it for now"
+                );
+            }
+            rt.block_on(campaigns_change(&target, &id, crate::ops::Change::End))
+        }
+    }
+}
+
+/// The config of a `campaigns` command: the file when it exists, else the
+/// defaults (a daemon on the default admin port).
+fn campaigns_config(target: &CampaignsTarget) -> anyhow::Result<Config> {
+    if target.config.exists() {
+        Ok(Config::load(&target.config)?)
+    } else {
+        Ok(Config::default())
+    }
+}
+
+/// `campaigns list` and `campaigns show`: the running daemon's view, else
+/// the store's.
+async fn campaigns_read(
+    target: &CampaignsTarget,
+    one: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::ops::{self, Live};
+    let config = campaigns_config(target)?;
+    let admin = ops::admin_url(&config, target.admin.as_deref());
+    let why_store = match ops::fetch_live(&admin).await? {
+        Live::Answered(all) => {
+            let lines = ops::live_lines(&all)?;
+            match one {
+                None if json => println!("{}", serde_json::to_string_pretty(&lines)?),
+                None => {
+                    eprintln!("from the daemon at {admin}");
+                    print!("{}", ops::render_table(&lines));
+                }
+                Some(id) => {
+                    let Some(raw) = all.iter().find(|v| v["id"] == id) else {
+                        let known: Vec<&str> = lines.iter().map(|l| l.id.as_str()).collect();
+                        anyhow::bail!("the daemon at {admin} does not know campaign {id} (it has: {}); check the id", known.join(", "));
+                    };
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(raw)?);
+                    } else {
+                        eprintln!("from the daemon at {admin}");
+                        print!("{}", render_live(raw));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Live::NoDaemon(why) => why,
+    };
+    let store = crate::app::open_existing_store(&config).await.map_err(|e| {
+        anyhow::anyhow!("{why_store}, and the store cannot be read: {e:#}. If the daemon runs, give its admin address with --admin")
+    })?;
+    let total = match one {
+        Some(_) => 1,
+        None => store.list_campaigns().await?.len() as u64,
+    };
+    let pb = crate::import::progress_bar(total, "counting");
+    let stored = crate::ops::read_store(store.as_ref(), one, |_| pb.inc(1)).await?;
+    pb.finish_and_clear();
+    let lines: Vec<_> = stored.iter().map(crate::ops::Stored::line).collect();
+    match one {
+        None if json => println!("{}", serde_json::to_string_pretty(&lines)?),
+        None => {
+            eprintln!("from the store ({why_store}: live rates, ETA and waits need the daemon)");
+            print!("{}", ops::render_table(&lines));
+        }
+        Some(id) => {
+            let Some(s) = stored.first() else {
+                let mut known: Vec<String> = store
+                    .list_campaigns()
+                    .await?
+                    .into_iter()
+                    .map(|c| c.spec.id)
+                    .collect();
+                known.sort();
+                anyhow::bail!(
+                    "campaign {id} is not in the store ({why_store}); it holds: {}",
+                    known.join(", ")
+                );
+            };
+            let journey = s.record.spec.journey().ok();
+            if json {
+                let out = serde_json::json!({
+                    "campaign": lines[0],
+                    "summary": s.summary.view(journey.as_ref()),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                eprintln!("from the store ({why_store})");
+                let l = &lines[0];
+                println!("campaign  {} ({}), {}", l.id, s.record.spec.name, l.kind);
+                println!(
+                    "state     desired {}, observed {}",
+                    l.desired_state,
+                    l.observed_state.as_deref().unwrap_or("-")
+                );
+                if let Some(h) = &l.halted {
+                    println!("halted    {h}");
+                }
+                print!("{}", s.summary.render(journey.as_ref()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One campaign of the daemon's `/campaigns` in words.
+fn render_live(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let map = |k: &str| -> String {
+        v[k].as_object()
+            .filter(|m| !m.is_empty())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "campaign  {} ({}), {}", s("id"), s("name"), s("kind"));
+    let _ = writeln!(
+        out,
+        "state     desired {}, observed {}",
+        s("desired_state"),
+        s("observed_state")
+    );
+    for key in ["segment", "trigger", "goal"] {
+        if let Some(text) = v[key].as_str() {
+            let _ = writeln!(out, "{key:<9} {text}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "contacts  {} staged, {} pending, {} deferred, {} in flight, {} waiting a later step",
+        n("staged"),
+        n("pending"),
+        n("deferred"),
+        n("in_flight"),
+        n("waiting")
+    );
+    if let Some(funnel) = v["funnel"].as_array() {
+        let stages: Vec<String> = funnel
+            .iter()
+            .map(|st| {
+                let stage = st["stage"].as_str().unwrap_or("?");
+                match st["percent"].as_f64() {
+                    Some(p) => format!("{stage} {} ({p:.1}%)", st["contacts"]),
+                    None => format!("{stage} {}", st["contacts"]),
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "funnel    {}", stages.join(", "));
+    }
+    let _ = writeln!(out, "by state  {}", map("by_state"));
+    let _ = writeln!(out, "excluded  {}", map("excluded_by_reason"));
+    let _ = writeln!(out, "failed    {}", map("failed_by_class"));
+    let _ = writeln!(out, "held      {}", map("held_by_meta"));
+    let _ = writeln!(out, "billable  {}", map("billable"));
+    let rate = |k: &str| {
+        v[k].as_f64()
+            .map(|r| format!("{r:.1}/s"))
+            .unwrap_or_else(|| "-".into())
+    };
+    let eta = v["eta_seconds"]
+        .as_f64()
+        .map(crate::ops::duration_words)
+        .unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "pace      configured {}, measured {}, ETA {eta}",
+        rate("configured_rate"),
+        rate("current_rate")
+    );
+    if let Some(h) = v["halted"].as_str() {
+        let _ = writeln!(
+            out,
+            "halted    {h} (after fixing it: POST /campaigns/{}/clear-halt)",
+            s("id")
+        );
+    }
+    if let Some(w) = v["wait_reason"].as_str() {
+        let _ = writeln!(out, "waits for {w}");
+    }
+    let _ = writeln!(out, "counted   {}", s("counted_at"));
+    out
+}
+
+/// `campaigns pause|resume|end`: the spec on the topic with its new state,
+/// published, then what the running daemon shows.
+async fn campaigns_change(
+    target: &CampaignsTarget,
+    id: &str,
+    change: crate::ops::Change,
+) -> anyhow::Result<()> {
+    use crate::ops::{self, Decision};
+    let config = campaigns_config(target)?;
+    let brokers = target
+        .brokers
+        .clone()
+        .unwrap_or_else(|| config.kafka.brokers.clone());
+    let topic = &config.kafka.topics.campaigns;
+    let specs = ops::topic_specs(&config, &brokers).await?;
+    let spec = ops::spec_of(&specs, id, topic)?;
+    let current = serde_json::from_slice::<serde_json::Value>(spec)
+        .map_err(anyhow::Error::from)
+        .and_then(|v| ops::desired_state_of(&v))
+        .map_err(|e| anyhow::anyhow!("the spec of {id} on {topic} cannot be read ({e}); the daemon ignores it too: have the upstream publish it again"))?;
+    let target_state = match ops::decide(id, current, change) {
+        Decision::Publish(state) => state,
+        Decision::AlreadyThere(why) => {
+            println!("{why}: nothing published");
+            return Ok(());
+        }
+        Decision::Refused(why) => anyhow::bail!(why),
+    };
+    let bytes = ops::with_state(id, spec, target_state)?;
+    let (partition, offset) = ops::publish(&config, &brokers, id, &bytes, change).await?;
+    println!("campaign {id}: state {current} -> {target_state}, published to {topic} (partition {partition}, offset {offset})");
+    if config.campaigns.get(id).is_some_and(|o| o.paused) && change == ops::Change::Resume {
+        println!("note: the config file pauses it too ([campaigns.\"{id}\"] paused = true): remove that line and reload (SIGHUP) for it to send");
+    }
+    let admin = ops::admin_url(&config, target.admin.as_deref());
+    match ops::await_applied(&admin, id, target_state).await {
+        Some(observed) => println!("the daemon at {admin} applied it: desired {target_state}, observed {observed}"),
+        None => println!("no daemon at {admin} showed it yet: every instance applies it when it reads {topic} (within seconds while running, at start otherwise)"),
+    }
+    println!("the upstream that publishes this campaign's spec stays its source of truth: its next version of the spec replaces this state");
+    Ok(())
 }

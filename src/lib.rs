@@ -38,6 +38,7 @@ pub(crate) mod import;
 pub mod ingest;
 pub mod metrics;
 pub(crate) mod notify;
+pub mod ops;
 pub(crate) mod reload;
 pub mod report;
 pub(crate) mod requeue;

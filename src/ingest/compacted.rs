@@ -75,6 +75,48 @@ impl CompactedReader {
         Ok(ends)
     }
 
+    /// The latest value of every key, read up to the end each partition had
+    /// when reading began (a tombstone removes its key). For the command
+    /// line, which needs the state once, not a live view: it gives up after
+    /// `timeout` with an error naming the topic.
+    pub fn snapshot(
+        self,
+        timeout: Duration,
+    ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, IngestError> {
+        let mut ends = self.assign_all()?;
+        ends.retain(|(_, high)| *high > 0);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = std::collections::BTreeMap::new();
+        while !ends.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                let _ = self.consumer.unassign();
+                return Err(IngestError::Incomplete {
+                    topic: self.topic.clone(),
+                    secs: timeout.as_secs(),
+                });
+            }
+            match self.consumer.poll(left.min(Duration::from_millis(200))) {
+                Some(Ok(msg)) => {
+                    let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
+                    match msg.payload() {
+                        Some(value) => state.insert(key, value.to_vec()),
+                        None => state.remove(&key),
+                    };
+                    let (p, o) = (msg.partition(), msg.offset());
+                    ends.retain(|(ep, high)| !(*ep == p && o + 1 >= *high));
+                }
+                Some(Err(e)) => {
+                    let _ = self.consumer.unassign();
+                    return Err(kafka_error("read a compacted topic")(e));
+                }
+                None => {}
+            }
+        }
+        let _ = self.consumer.unassign();
+        Ok(state)
+    }
+
     /// Calls `apply(key, payload, partition, offset)` for every record until
     /// `stop` is set, and `caught_up()` once, when the end seen at start is
     /// reached. Blocking: run it on a dedicated thread.

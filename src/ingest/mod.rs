@@ -29,6 +29,8 @@ pub enum IngestError {
     },
     #[error("kafka topic {0} does not exist or has no partitions (create it, or set kafka.topics in the config)")]
     MissingTopic(String),
+    #[error("kafka topic {topic} was not read to its end within {secs} s (are the brokers overloaded? try again)")]
+    Incomplete { topic: String, secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("another wadispatch instance is in consumer group {group}: this one held {held} of the {total} audience partitions and never all of them. The embedded store serves one instance, and two instances with their own stores would both send to the contacts that move between them: stop the other instance, give each its own kafka.group_id (and audience), or use store.backend = \"scylla\" for several instances. Nothing was staged or committed by this instance")]

@@ -29,6 +29,7 @@ impl Pump {
         let mut counts = self.counts().await;
         let mut observed = self.observe(&counts).await;
         metrics::campaign_pending(&self.state.id, counts.pending);
+        let recount = self.spawn_recount();
         let mut resend_checked = std::time::Instant::now();
         let mut halt_checked = std::time::Instant::now();
         let mut settle_checked = std::time::Instant::now();
@@ -76,11 +77,30 @@ impl Pump {
                 tokio::time::sleep(sleep).await;
             } else {
                 self.state.set_wait(None);
+                counts = self.counts().await;
                 observed = self.observe(&counts).await;
             }
         }
+        recount.abort();
         // Paused or stopped: in-flight sends finish on their own.
         let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
+    }
+
+    /// Keeps the counts fresh while the loop is busy: a pass over a page of
+    /// a slow campaign lasts as long as its pace takes to send the page
+    /// (500 contacts at 5 a second: 100 s), and `/campaigns`, the progress
+    /// gauges and the ETA must move meanwhile. The counts are cached, so
+    /// this scans the store at most every 5 s (docs/ARCHITECTURE.md,
+    /// "Progress and counts").
+    fn spawn_recount(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let pump = Arc::clone(self);
+        tokio::spawn(async move {
+            while !pump.state.stop.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let counts = pump.counts().await;
+                metrics::campaign_pending(&pump.state.id, counts.pending);
+            }
+        })
     }
 
     /// Nothing is claimed or settled before this instance holds its lease
