@@ -242,7 +242,8 @@ enum StoreCommand {
 
 #[derive(Subcommand)]
 enum AudienceCommand {
-    /// Validate a CSV audience and produce it to the audience topic.
+    /// Validate an audience (CSV or a workbook) and produce it to the
+    /// audience topic.
     Import {
         /// Campaign the contacts belong to.
         #[arg(long)]
@@ -280,8 +281,11 @@ enum AudienceCommand {
         /// campaigns topic, when the brokers answer.
         #[arg(long)]
         spec: Option<PathBuf>,
-        /// CSV file with a header row: phone or user_id (or a report's
-        /// contact), then any variables.
+        /// The sheet to read from a workbook (default: its first sheet).
+        #[arg(long)]
+        sheet: Option<String>,
+        /// CSV file or workbook (.xlsx, .xls, .ods) with a header row: phone
+        /// or user_id (or a report's contact), then any variables.
         file: PathBuf,
     },
 }
@@ -302,6 +306,7 @@ pub fn main() -> ExitCode {
                     states,
                     problems_out,
                     spec,
+                    sheet,
                     file,
                 },
         } => audience_import(
@@ -310,7 +315,11 @@ pub fn main() -> ExitCode {
             &config,
             dry_run,
             &file,
-            crate::import::ImportOptions { delimiter, states },
+            crate::import::ImportOptions {
+                delimiter,
+                states,
+                sheet,
+            },
             (problems_out.as_deref(), spec.as_deref()),
         ),
         Command::Campaigns { command } => campaigns(command),
@@ -704,6 +713,7 @@ fn report(
             let text = match format {
                 crate::report::Format::Json => serde_json::to_string_pretty(&s.view(journey))? + "\n",
                 crate::report::Format::Csv => s.render(journey),
+                crate::report::Format::Xlsx => anyhow::bail!("--summary is text or JSON: use it with --format csv (text) or --format json; --format xlsx is for the per-contact export"),
             };
             match out {
                 Some(path) => std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
@@ -721,6 +731,9 @@ fn report(
                 eprintln!("{n} contacts written to {}", path.display());
             }
             None => {
+                if format == crate::report::Format::Xlsx && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    anyhow::bail!("a workbook is binary: give --out FILE.xlsx (or redirect standard output to a file)");
+                }
                 crate::report::export(store.as_ref(), campaign, format, journey, std::io::stdout().lock(), None).await?;
             }
         }

@@ -392,16 +392,12 @@ fn run_with_kafka_down_logs_the_outage_at_a_bounded_rate() {
     assert!(!text.contains('\u{1b}'), "no colour codes in a file");
 }
 
-/// The export of a campaign's failed and excluded contacts is an audience
-/// again: `audience import --state failed --state excluded` takes those
-/// rows (their contacts and tags, the export's quote before `+` taken off)
-/// and leaves the rest; `--problems-out` writes every problem; a broker
-/// that cannot be reached is said in seconds.
-#[test]
-fn a_report_of_failures_is_imported_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("wadispatch.toml");
+/// A stopped daemon's store with campaign `rt`: four contacts tagged `vip`
+/// and `customer_id=C-<i>`; the first accepted, two failed with 131026 and
+/// Meta's words, the last excluded. Answers the config file.
+fn report_fixture(dir: &std::path::Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let config = dir.join("wadispatch.toml");
     std::fs::write(
         &config,
         format!(
@@ -464,6 +460,18 @@ fn a_report_of_failures_is_imported_again() {
         }
     });
     drop(rt);
+    config
+}
+
+/// The export of a campaign's failed and excluded contacts is an audience
+/// again: `audience import --state failed --state excluded` takes those
+/// rows (their contacts and tags, the export's quote before `+` taken off)
+/// and leaves the rest; `--problems-out` writes every problem; a broker
+/// that cannot be reached is said in seconds.
+#[test]
+fn a_report_of_failures_is_imported_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = report_fixture(dir.path());
     let cfg = config.to_str().unwrap();
     let export = dir.path().join("rt.csv");
     let (ok, out, err) = wadispatch(&[
@@ -579,4 +587,173 @@ fn a_dry_run_with_the_spec_names_every_row_staging_would_exclude() {
         err.contains("is the spec of campaign bday-2026-11, not of other"),
         "{err}"
     );
+}
+
+/// Workbooks both ways: an audience workbook made here (a phone typed as a
+/// number, a date cell for `send_after`, a second sheet chosen by
+/// `--sheet`) is read with the spreadsheet's row numbers, and a report
+/// written as `.xlsx` holds the CSV's columns as plain text and reads back
+/// as an audience of its failed rows.
+#[test]
+fn workbooks_are_imported_and_reports_are_written_as_workbooks() {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let dir = tempfile::tempdir().unwrap();
+    let book_path = dir.path().join("audience.xlsx");
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet().set_name("main").unwrap();
+    for (col, name) in ["phone", "name", "coupon", "send_after"].iter().enumerate() {
+        sheet.write_string(0, col as u16, *name).unwrap();
+    }
+    sheet.write_number(1, 0, 5215512345678.0).unwrap();
+    sheet.write_string(1, 1, "Ana").unwrap();
+    sheet.write_string(1, 2, "A-1").unwrap();
+    let date = Format::new().set_num_format("yyyy-mm-dd hh:mm");
+    let at = ExcelDateTime::parse_from_str("2026-12-24 09:30:00").unwrap();
+    sheet.write_datetime_with_format(1, 3, &at, &date).unwrap();
+    sheet.write_string(2, 0, "+52 55 1234 5679").unwrap();
+    sheet.write_string(2, 1, "Luis").unwrap();
+    let vip = book.add_worksheet().set_name("VIP").unwrap();
+    vip.write_string(0, 0, "phone").unwrap();
+    vip.write_string(0, 1, "name").unwrap();
+    for i in 1..=3u32 {
+        vip.write_string(i, 0, format!("+52 55 1234 00{i:02}"))
+            .unwrap();
+        vip.write_string(i, 1, format!("V{i}")).unwrap();
+    }
+    book.save(&book_path).unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"id":"xl","senders":["1"],"template":{"name":"promo","language":"es_MX","category":"marketing","body":["{{name}}","{{coupon}}"]}}"#,
+    )
+    .unwrap();
+    let nowhere = "/nonexistent-so-defaults.toml";
+    let (ok, _, err) = wadispatch(&[
+        "audience",
+        "import",
+        "--campaign",
+        "xl",
+        "--dry-run",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--config",
+        nowhere,
+        book_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("rows read: 2"), "{err}");
+    assert!(
+        err.contains("line 3: missing_variable:coupon"),
+        "the sheet's row 3: {err}"
+    );
+    assert!(
+        err.contains("line 2: contact.phone: \"5215512345678\" has no country code"),
+        "a phone typed as a number is read whole, without its +: {err}"
+    );
+    assert!(
+        err.contains("1 phones are numbers in the sheet, which drops their leading +"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("send_after"),
+        "a date cell is a send_after: {err}"
+    );
+    let (ok, _, err) = wadispatch(&[
+        "audience",
+        "import",
+        "--campaign",
+        "xl",
+        "--dry-run",
+        "--sheet",
+        "vip",
+        "--config",
+        nowhere,
+        book_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("rows read: 3"), "{err}");
+    let (ok, _, err) = wadispatch(&[
+        "audience",
+        "import",
+        "--campaign",
+        "xl",
+        "--dry-run",
+        "--sheet",
+        "nope",
+        "--config",
+        nowhere,
+        book_path.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("has no sheet \"nope\"; its sheets are: main, VIP"),
+        "{err}"
+    );
+
+    let config = report_fixture(dir.path());
+    let cfg = config.to_str().unwrap();
+    let export = dir.path().join("rt.xlsx");
+    let (ok, _, err) = wadispatch(&[
+        "report",
+        "--campaign",
+        "rt",
+        "--format",
+        "xlsx",
+        "--out",
+        export.to_str().unwrap(),
+        "--config",
+        cfg,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("4 contacts written to"), "{err}");
+    let mut read: calamine::Xlsx<_> = calamine::open_workbook(&export).unwrap();
+    let range = calamine::Reader::worksheet_range(&mut read, "contacts").unwrap();
+    let rows: Vec<Vec<String>> = range
+        .rows()
+        .map(|r| r.iter().map(|c| c.to_string()).collect())
+        .collect();
+    assert_eq!(rows.len(), 5, "a header and four contacts");
+    assert_eq!(
+        rows[0],
+        wadispatch::report::ContactRow::COLUMNS
+            .map(String::from)
+            .to_vec()
+    );
+    let failed: Vec<&Vec<String>> = rows.iter().filter(|r| r[3] == "failed").collect();
+    assert_eq!(failed.len(), 2);
+    assert!(
+        failed[0][0].starts_with("+52550000001"),
+        "text cells, no quote: {:?}",
+        failed[0]
+    );
+    assert_eq!(failed[0][7], "Message undeliverable.");
+    let (ok, _, err) = wadispatch(&[
+        "audience",
+        "import",
+        "--campaign",
+        "again",
+        "--state",
+        "failed",
+        "--dry-run",
+        "--config",
+        cfg,
+        export.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("rows read: 4"), "{err}");
+    assert!(err.contains("records to produce: 2"), "{err}");
+    assert!(!err.contains("invalid phone"), "{err}");
+    // A workbook is binary: --summary stays text or JSON.
+    let (ok, _, err) = wadispatch(&[
+        "report",
+        "--campaign",
+        "rt",
+        "--summary",
+        "--format",
+        "xlsx",
+        "--config",
+        cfg,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--summary is text or JSON"), "{err}");
 }

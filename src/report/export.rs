@@ -405,11 +405,112 @@ impl Serialize for StepGroups<'_> {
 pub enum Format {
     Csv,
     Json,
+    /// An Excel workbook: one sheet, the CSV's columns, text cells.
+    Xlsx,
 }
 
-/// Streams every contact of a campaign to `out` (constant memory: one page
-/// at a time). Returns the number of rows written. With a `journey` of more
-/// than one step, each contact gets one column group per step.
+/// The most rows a sheet holds (Excel's limit, the header included).
+const XLSX_MAX_ROWS: u32 = 1_048_576;
+
+/// Where the rows of a tabular export go: a CSV (cells escaped against
+/// formulas, handed over a page at a time) or a sheet (text cells, which a
+/// spreadsheet never runs, so nothing is escaped).
+enum Table {
+    Csv(Box<csv::Writer<Vec<u8>>>),
+    Xlsx {
+        book: Box<rust_xlsxwriter::Workbook>,
+        row: u32,
+        columns: u16,
+    },
+}
+
+impl Table {
+    fn new(format: Format) -> anyhow::Result<Self> {
+        Ok(match format {
+            Format::Xlsx => {
+                let mut book = Box::new(rust_xlsxwriter::Workbook::new());
+                book.add_worksheet_with_constant_memory()?
+                    .set_name("contacts")?;
+                Table::Xlsx {
+                    book,
+                    row: 0,
+                    columns: 0,
+                }
+            }
+            _ => Table::Csv(Box::new(csv::Writer::from_writer(Vec::with_capacity(
+                64 * 1024,
+            )))),
+        })
+    }
+
+    fn write<S: AsRef<str>>(&mut self, cells: &[S]) -> anyhow::Result<()> {
+        match self {
+            Table::Csv(w) => w.write_record(
+                cells
+                    .iter()
+                    .map(|c| spreadsheet_safe(c.as_ref()).into_owned()),
+            )?,
+            Table::Xlsx { book, row, columns } => {
+                if *row >= XLSX_MAX_ROWS {
+                    anyhow::bail!(
+                        "the campaign has more contacts than a sheet holds ({} rows): export it with --format csv",
+                        XLSX_MAX_ROWS - 1
+                    );
+                }
+                let sheet = book.worksheet_from_index(0)?;
+                for (col, cell) in cells.iter().enumerate() {
+                    let text = cell.as_ref();
+                    if !text.is_empty() {
+                        sheet.write_string(*row, col as u16, text)?;
+                    }
+                }
+                *columns = (*columns).max(cells.len() as u16);
+                *row += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a CSV's page of bytes over, keeping memory flat.
+    fn flush_page(&mut self, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+        if let Table::Csv(w) = self {
+            w.flush()?;
+            let done = std::mem::replace(w.as_mut(), csv::Writer::from_writer(Vec::new()));
+            out.write_all(&done.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left: a workbook is written whole, with its header
+    /// row frozen and filterable.
+    fn finish(self, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+        match self {
+            Table::Csv(w) => {
+                let mut w = *w;
+                w.flush()?;
+                out.write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)?;
+            }
+            Table::Xlsx {
+                mut book,
+                row,
+                columns,
+            } => {
+                if row > 0 && columns > 0 {
+                    let sheet = book.worksheet_from_index(0)?;
+                    sheet.set_freeze_panes(1, 0)?;
+                    sheet.autofilter(0, 0, row - 1, columns - 1)?;
+                }
+                out.write_all(&book.save_to_buffer()?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams every contact of a campaign to `out` (a page of the store at a
+/// time; a workbook is assembled on disk and written at the end). Returns
+/// the number of rows written. With a `journey` of more than one step,
+/// each contact gets one column group per step.
 pub async fn export(
     store: &dyn Store,
     campaign: &str,
@@ -424,9 +525,11 @@ pub async fn export(
     if format == Format::Json {
         out.write_all(b"[\n")?;
     }
-    let mut csv = csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
-    if let (Some(steps), Format::Csv) = (&steps, format) {
-        csv.write_record(steps.header())?;
+    let mut table = Table::new(format)?;
+    match &steps {
+        Some(steps) if format != Format::Json => table.write(&steps.header())?,
+        None if format != Format::Json => table.write(&ContactRow::COLUMNS)?,
+        _ => {}
     }
     loop {
         let page = store
@@ -434,29 +537,6 @@ pub async fn export(
             .await?;
         for r in &page {
             match (format, &steps) {
-                (Format::Csv, None) => {
-                    if n == 0 {
-                        csv.write_record(ContactRow::COLUMNS)?;
-                    }
-                    let row = ContactRow::from_record(r);
-                    csv.write_record(row.cells().iter().map(|c| spreadsheet_safe(c).into_owned()))?;
-                }
-                (Format::Csv, Some(steps)) => {
-                    let groups = steps.groups(r);
-                    let tags = r.tags.join(";");
-                    let mut cells = vec![
-                        r.contact.as_str(),
-                        r.contact.occurrence().unwrap_or_default(),
-                        tags.as_str(),
-                        steps.name(r),
-                    ];
-                    for g in &groups {
-                        cells.extend(g.cells());
-                    }
-                    let conversion = ConversionColumns::of(r);
-                    cells.extend(conversion.cells());
-                    csv.write_record(cells.iter().map(|c| spreadsheet_safe(c).into_owned()))?;
-                }
                 (Format::Json, _) => {
                     if n > 0 {
                         out.write_all(b",\n")?;
@@ -474,20 +554,27 @@ pub async fn export(
                         )?,
                     }
                 }
+                (_, None) => table.write(&ContactRow::from_record(r).cells())?,
+                (_, Some(steps)) => {
+                    let groups = steps.groups(r);
+                    let tags = r.tags.join(";");
+                    let mut cells = vec![
+                        r.contact.as_str(),
+                        r.contact.occurrence().unwrap_or_default(),
+                        tags.as_str(),
+                        steps.name(r),
+                    ];
+                    for g in &groups {
+                        cells.extend(g.cells());
+                    }
+                    let conversion = ConversionColumns::of(r);
+                    cells.extend(conversion.cells());
+                    table.write(&cells)?;
+                }
             }
             n += 1;
         }
-        if format == Format::Csv {
-            // Hand each page's bytes over, keeping memory flat.
-            csv.flush()?;
-            let buf = std::mem::replace(
-                &mut csv,
-                csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .from_writer(Vec::new()),
-            );
-            out.write_all(&buf.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)?;
-        }
+        table.flush_page(&mut out)?;
         if let Some(pb) = progress {
             pb.inc(page.len() as u64);
         }
@@ -499,6 +586,7 @@ pub async fn export(
     if format == Format::Json {
         out.write_all(b"\n]\n")?;
     }
+    table.finish(&mut out)?;
     out.flush()?;
     Ok(n)
 }

@@ -21,6 +21,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use crate::domain::{AudienceRecord, ContactInfo};
 use crate::ingest::client_config;
 
+mod sheet;
+
 /// Records in flight before we wait for delivery reports: bounds memory
 /// while keeping the producer's batches full.
 const IN_FLIGHT: usize = 20_000;
@@ -73,6 +75,11 @@ pub struct ImportReport {
     pub unknown_timezone: Vec<RowProblem>,
     pub missing_contact: Vec<RowProblem>,
     pub invalid_phone: Vec<RowProblem>,
+    /// Cells of a workbook holding a formula error (`#N/A`, `#REF!`): read
+    /// as empty, each with its cell.
+    pub cell_errors: Vec<RowProblem>,
+    /// Phones a workbook holds as numbers (which lose a leading `+`).
+    pub numeric_phones: u64,
     /// (line, line of the first occurrence).
     pub duplicates: Vec<(u64, u64)>,
 }
@@ -129,6 +136,17 @@ impl ImportReport {
             "invalid phone (produced, will be excluded as invalid_phone)",
             &self.invalid_phone,
         );
+        if self.numeric_phones > 0 && !self.invalid_phone.is_empty() {
+            out.push_str(&format!(
+                "{} phones are numbers in the sheet, which drops their leading +: format the phone column as text in the spreadsheet, or set dispatch.default_region for national numbers\n",
+                self.numeric_phones
+            ));
+        }
+        list(
+            &mut out,
+            "cells holding a spreadsheet error (read as empty; fix them in the sheet)",
+            &self.cell_errors,
+        );
         if !self.duplicates.is_empty() {
             out.push_str(&format!(
                 "duplicate contacts (produced, staged once): {}\n",
@@ -157,6 +175,7 @@ impl ImportReport {
             + self.duplicates.len()
             + self.would_exclude.len()
             + self.unknown_timezone.len()
+            + self.cell_errors.len()
     }
 
     /// Checks every record against the campaign's spec as staging will:
@@ -226,6 +245,12 @@ impl ImportReport {
         for p in &self.unknown_timezone {
             rows.push((p.line, format!("unknown timezone: {}", p.message)));
         }
+        for p in &self.cell_errors {
+            rows.push((
+                p.line,
+                format!("spreadsheet error, read as empty: {}", p.message),
+            ));
+        }
         rows.sort();
         for (line, problem) in &rows {
             w.write_record([line.to_string().as_str(), problem.as_str()])?;
@@ -273,6 +298,8 @@ pub struct ImportOptions {
     /// For a report read back as an audience: only the rows in these states
     /// (`failed`, `excluded`); empty takes every row.
     pub states: Vec<String>,
+    /// The sheet of a workbook to read (default: the first).
+    pub sheet: Option<String>,
 }
 
 impl Default for ImportOptions {
@@ -280,6 +307,7 @@ impl Default for ImportOptions {
         ImportOptions {
             delimiter: b',',
             states: Vec::new(),
+            sheet: None,
         }
     }
 }
@@ -317,6 +345,29 @@ pub fn parse_bytes(
     default_region: Option<&str>,
     options: &ImportOptions,
 ) -> Result<(Vec<KeyedRecord>, ImportReport), ImportError> {
+    if sheet::is_workbook(bytes) {
+        let (table, cell_errors, numeric_phones) =
+            sheet::read(bytes, path, options.sheet.as_deref())?;
+        let (records, mut report) = parse_table(
+            table.header,
+            table.rows.into_iter().map(Ok),
+            path,
+            campaign_id,
+            default_region,
+            options,
+        )?;
+        report.cell_errors = cell_errors;
+        report.numeric_phones = numeric_phones;
+        return Ok((records, report));
+    }
+    if let Some(sheet) = &options.sheet {
+        return Err(ImportError::Read {
+            path: path.into(),
+            message: format!(
+                "--sheet {sheet:?} is for a workbook (.xlsx, .xls, .ods), and this file is not one"
+            ),
+        });
+    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     match std::str::from_utf8(bytes) {
         Ok(text) => parse_csv_with(text.as_bytes(), path, campaign_id, default_region, options),
@@ -355,7 +406,38 @@ pub fn parse_csv_with(
             message: e.to_string(),
         })?
         .clone();
-    let columns: Vec<String> = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let rows = reader.into_records().map(|row| {
+        let row = row.map_err(|e| ImportError::Csv {
+            path: path.into(),
+            line: e.position().map_or(0, |p| p.line()),
+            message: e.to_string(),
+        })?;
+        Ok((row.position().map_or(0, |p| p.line()), row))
+    });
+    parse_table(
+        headers.iter().map(str::to_string).collect(),
+        rows,
+        path,
+        campaign_id,
+        default_region,
+        options,
+    )
+}
+
+/// The rows of a table (a CSV file or a sheet), each with the line (or
+/// row) number the user sees, turned into keyed records and checked.
+fn parse_table(
+    header: Vec<String>,
+    rows: impl Iterator<Item = Result<(u64, csv::StringRecord), ImportError>>,
+    path: &str,
+    campaign_id: &str,
+    default_region: Option<&str>,
+    options: &ImportOptions,
+) -> Result<(Vec<KeyedRecord>, ImportReport), ImportError> {
+    let columns: Vec<String> = header
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
     let mut seen = std::collections::BTreeSet::new();
     let repeated: std::collections::BTreeSet<&str> = columns
         .iter()
@@ -383,7 +465,7 @@ pub fn parse_csv_with(
             _ if path.to_ascii_lowercase().ends_with(".xlsx")
                 || path.to_ascii_lowercase().ends_with(".xls") =>
             {
-                " — this is a spreadsheet, not a CSV: save it as CSV (UTF-8) first".to_string()
+                " — the file is named like a workbook but is not one, so it was read as CSV: export it again from the spreadsheet".to_string()
             }
             _ => String::new(),
         };
@@ -398,13 +480,8 @@ pub fn parse_csv_with(
     let mut report = ImportReport::default();
     let mut out = Vec::new();
     let mut first_line: HashMap<String, u64> = HashMap::new();
-    for row in reader.records() {
-        let row = row.map_err(|e| ImportError::Csv {
-            path: path.into(),
-            line: e.position().map_or(0, |p| p.line()),
-            message: e.to_string(),
-        })?;
-        let line = row.position().map_or(0, |p| p.line());
+    for row in rows {
+        let (line, row) = row?;
         report.rows += 1;
         if let (Some(i), false) = (state_column, options.states.is_empty()) {
             let state = row.get(i).unwrap_or_default();
@@ -664,8 +741,15 @@ mod tests {
         );
         let err = parse_csv("phone;name\n+5255;a\n".as_bytes(), "s.csv", "c1", None).unwrap_err();
         assert!(err.to_string().contains("--delimiter ';'"), "{err}");
-        let err = parse_csv("PK\x03\x04garbage\n".as_bytes(), "a.xlsx", "c1", None).unwrap_err();
-        assert!(err.to_string().contains("save it as CSV"), "{err}");
+        // A CSV named like a workbook, and a broken workbook.
+        let err = parse_csv("name\nAna\n".as_bytes(), "a.xlsx", "c1", None).unwrap_err();
+        assert!(err.to_string().contains("named like a workbook"), "{err}");
+        let options = ImportOptions::default();
+        let err = parse_bytes(b"PK\x03\x04garbage", "b.csv", "c1", None, &options).unwrap_err();
+        assert!(
+            err.to_string().contains("not a workbook that can be read"),
+            "{err}"
+        );
     }
 
     #[test]
