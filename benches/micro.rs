@@ -101,6 +101,7 @@ fn stage_request(i: u64, params: &FrozenParams, now: DateTime<Utc>) -> StageRequ
         send_after: None,
         timezone: Some("America/Mexico_City".to_string()),
         tags: vec!["vip".to_string()],
+        name: None,
         staged_at: now,
         journey: Default::default(),
     }

@@ -63,7 +63,8 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
-    /// Per-contact report of a campaign (CSV or JSON), or its funnel summary.
+    /// Per-contact report of a campaign (CSV, JSON or an Excel workbook), or
+    /// its funnel summary.
     /// Reads the store directly: stop the daemon first when the store is
     /// the embedded one (it is locked while the daemon runs).
     Report {
@@ -79,6 +80,10 @@ enum Command {
         /// Print the funnel summary instead of one row per contact.
         #[arg(long)]
         summary: bool,
+        /// Add a `variables` column: the parameters frozen for each
+        /// contact's message (they can hold personal data: off by default).
+        #[arg(long)]
+        with_variables: bool,
         /// Configuration file (which store to read).
         #[arg(
             long,
@@ -334,8 +339,18 @@ pub fn main() -> ExitCode {
             format,
             out,
             summary,
+            with_variables,
             config,
-        } => report(&campaign, format, out, summary, &config),
+        } => report(
+            &campaign,
+            format,
+            out,
+            summary,
+            crate::report::ExportOptions {
+                variables: with_variables,
+            },
+            &config,
+        ),
         Command::Requeue {
             campaign,
             state,
@@ -677,6 +692,7 @@ fn report(
     format: crate::report::Format,
     out: Option<PathBuf>,
     summary: bool,
+    options: crate::report::ExportOptions,
     config_path: &Path,
 ) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
@@ -701,8 +717,10 @@ fn report(
             anyhow::bail!("campaign {campaign} is not in the store at {place} ({listed}); check --campaign and --config");
         }
         let kind = stored.as_ref().map(|c| c.spec.kind);
-        // The journey of the spec in the store names and orders the steps.
-        let journey = stored.and_then(|c| c.spec.journey().ok());
+        // The spec in the store names the steps, orders them and says
+        // their templates.
+        let spec = stored.map(|c| c.spec);
+        let journey = spec.as_ref().and_then(|s| s.journey().ok());
         let journey = journey.as_ref();
         if summary {
             let mut s = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?;
@@ -726,7 +744,7 @@ fn report(
                 let file = std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
                 let staged = crate::report::CampaignSummary::compute(store.as_ref(), campaign).await?.staged;
                 let pb = crate::import::progress_bar(staged, "exporting");
-                let n = crate::report::export(store.as_ref(), campaign, format, journey, std::io::BufWriter::new(file), Some(&pb)).await?;
+                let n = crate::report::export(store.as_ref(), campaign, format, spec.as_ref(), options, std::io::BufWriter::new(file), Some(&pb)).await?;
                 pb.finish();
                 eprintln!("{n} contacts written to {}", path.display());
             }
@@ -734,7 +752,7 @@ fn report(
                 if format == crate::report::Format::Xlsx && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                     anyhow::bail!("a workbook is binary: give --out FILE.xlsx (or redirect standard output to a file)");
                 }
-                crate::report::export(store.as_ref(), campaign, format, journey, std::io::stdout().lock(), None).await?;
+                crate::report::export(store.as_ref(), campaign, format, spec.as_ref(), options, std::io::stdout().lock(), None).await?;
             }
         }
         Ok(())

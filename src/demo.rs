@@ -677,7 +677,7 @@ async fn print_results(
     ] {
         println!("{what:<34}{:>8}", n.load(Relaxed));
     }
-    let mut journeys = Vec::new();
+    let mut specs = Vec::new();
     for id in campaign_ids {
         let mut s = CampaignSummary::compute(store, id).await?;
         let journey = store
@@ -712,7 +712,7 @@ async fn print_results(
                 println!("  {line}");
             }
         }
-        journeys.push(journey);
+        specs.push(spec);
     }
     println!(
         "\n=== conversions ({}) ===",
@@ -754,11 +754,12 @@ async fn print_results(
     }
     let report_dir = std::env::temp_dir().join("wadispatch-demo");
     std::fs::create_dir_all(&report_dir)?;
-    for (id, journey) in campaign_ids.iter().zip(&journeys) {
+    for (id, spec) in campaign_ids.iter().zip(&specs) {
         let path = report_dir.join(format!("{id}.csv"));
         let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
         let csv = crate::report::Format::Csv;
-        let n = crate::report::export(store, id, csv, journey.as_ref(), file, None).await?;
+        let options = crate::report::ExportOptions::default();
+        let n = crate::report::export(store, id, csv, spec.as_ref(), options, file, None).await?;
         println!("per-contact report of {id} ({n} rows): {}", path.display());
     }
     Ok(())

@@ -78,6 +78,7 @@ fn requeue_puts_unknown_contacts_back_and_states_the_risk() {
                 send_after: None,
                 timezone: None,
                 tags: vec![],
+                name: None,
                 staged_at: now,
                 journey: Default::default(),
             })
@@ -422,6 +423,7 @@ fn report_fixture(dir: &std::path::Path) -> std::path::PathBuf {
                 send_after: None,
                 timezone: None,
                 tags: vec!["vip".into(), format!("customer_id=C-{i}")],
+                name: None,
                 staged_at: now,
                 journey: Default::default(),
             })
@@ -719,14 +721,14 @@ fn workbooks_are_imported_and_reports_are_written_as_workbooks() {
             .map(String::from)
             .to_vec()
     );
-    let failed: Vec<&Vec<String>> = rows.iter().filter(|r| r[3] == "failed").collect();
+    let failed: Vec<&Vec<String>> = rows.iter().filter(|r| r[6] == "failed").collect();
     assert_eq!(failed.len(), 2);
     assert!(
         failed[0][0].starts_with("+52550000001"),
         "text cells, no quote: {:?}",
         failed[0]
     );
-    assert_eq!(failed[0][7], "Message undeliverable.");
+    assert_eq!(failed[0][10], "Message undeliverable.");
     let (ok, _, err) = wadispatch(&[
         "audience",
         "import",

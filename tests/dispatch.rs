@@ -1071,6 +1071,7 @@ async fn staged_and_claimed(
             send_after: None,
             timezone: None,
             tags: Vec::new(),
+            name: None,
             staged_at: now,
             journey: Default::default(),
         })

@@ -415,14 +415,8 @@ fn the_sms_fallback_reaches_exactly_the_contacts_whatsapp_failed() {
 async fn funnel_per_step(daemon: &Daemon, id: &str) {
     let store = daemon.store.as_ref();
     let s = CampaignSummary::compute(store, id).await.unwrap();
-    let journey = store
-        .get_campaign(id)
-        .await
-        .unwrap()
-        .unwrap()
-        .spec
-        .journey()
-        .unwrap();
+    let spec = store.get_campaign(id).await.unwrap().unwrap().spec;
+    let journey = spec.journey().unwrap();
     let steps = s.steps_view(Some(&journey));
     assert_eq!(steps.len(), 2, "{steps:?}");
     let (primary, sms) = (&steps[0], &steps[1]);
@@ -453,17 +447,27 @@ async fn funnel_per_step(daemon: &Daemon, id: &str) {
     // The export: one column group per step.
     let mut buf = Vec::new();
     let csv = wadispatch::report::Format::Csv;
-    wadispatch::report::export(store, id, csv, Some(&journey), &mut buf, None)
+    let options = wadispatch::report::ExportOptions::default();
+    wadispatch::report::export(store, id, csv, Some(&spec), options, &mut buf, None)
         .await
         .unwrap();
     let out = String::from_utf8(buf).unwrap();
     let header = out.lines().next().unwrap();
     assert!(
-        header.starts_with("contact,occurrence,tags,step,primary.state,primary.reason,"),
+        header.starts_with(
+            "contact,occurrence,name,tags,step,primary.template,primary.language,primary.state,primary.reason,"
+        ),
         "{header}"
     );
-    assert!(header.contains(",sms.state,sms.reason,"), "{header}");
-    let fallback = out.lines().filter(|l| l.contains(",sms,failed,")).count();
+    assert!(
+        header.contains(",sms.template,sms.language,sms.state,sms.reason,"),
+        "{header}"
+    );
+    let fallback = out
+        .lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|cells| cells[4] == "sms" && cells[7] == "failed" && !cells[5].is_empty())
+        .count();
     assert_eq!(fallback, 6, "rows at step sms whose primary failed:\n{out}");
 
     // The metrics: the fallback's deliveries are counted under its step.

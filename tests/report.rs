@@ -6,8 +6,10 @@ mod common;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use wadispatch::domain::{ContactKey, DispatchState, ExclusionReason, FrozenParams};
-use wadispatch::report::{export, CampaignSummary, Format};
+use wadispatch::domain::{
+    CampaignSpec, ContactKey, DispatchState, ExclusionReason, FrozenParam, FrozenParams, ParamKind,
+};
+use wadispatch::report::{export, CampaignSummary, ExportOptions, Format};
 use wadispatch::store::embedded::{Durability, EmbeddedStore};
 use wadispatch::store::*;
 
@@ -23,11 +25,18 @@ async fn journey(store: &dyn Store, n: u32, exclusion: Option<ExclusionReason>) 
             contact: contact(n),
             shard: 0,
             seq: u64::from(n),
-            params: FrozenParams::default(),
+            params: FrozenParams {
+                body: vec![FrozenParam {
+                    name: Some("coupon".into()),
+                    kind: ParamKind::Text(format!("=C{n}")),
+                }],
+                ..FrozenParams::default()
+            },
             exclusion,
             send_after: None,
             timezone: None,
             tags: vec![],
+            name: Some(format!("Contact {n}")),
             staged_at: at,
             journey: Default::default(),
         }])
@@ -162,17 +171,59 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
             .unwrap();
     }
 
+    let spec = CampaignSpec::from_json(
+        br#"{"id":"rep","senders":["1"],"template":{"name":"promo","language":"es_MX","parameter_format":"named","body":{"coupon":"{{coupon}}"}}}"#,
+    )
+    .unwrap();
     let mut buf = Vec::new();
-    let n = export(&store, "rep", Format::Csv, None, &mut buf, None)
-        .await
-        .unwrap();
+    let with_variables = ExportOptions { variables: true };
+    let n = export(
+        &store,
+        "rep",
+        Format::Csv,
+        Some(&spec),
+        with_variables,
+        &mut buf,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 8);
     let text = String::from_utf8(buf).unwrap();
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "contact,occurrence,tags,state,reason,error_code,message,provider_message,wamid,sender,billing,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at,converted_goal,converted_at,conversion_value,conversion_currency"
+        "contact,occurrence,name,tags,template,language,state,reason,error_code,message,provider_message,wamid,sender,billing,staged_at,claimed_at,accepted_at,sent_at,delivered_at,read_at,replied_at,failed_at,excluded_at,converted_goal,converted_at,conversion_value,conversion_currency,variables"
     );
+    assert!(
+        text.contains(",Contact 4,,promo,es_MX,sent,"),
+        "name, template and language: {text}"
+    );
+    // The frozen variables (a cell escaped only where it starts like a formula).
+    assert!(
+        text.contains(",coupon==C4\n") || text.ends_with(",coupon==C4"),
+        "{text}"
+    );
+    // Without the flag, no variables column.
+    let mut plain = Vec::new();
+    export(
+        &store,
+        "rep",
+        Format::Csv,
+        Some(&spec),
+        ExportOptions::default(),
+        &mut plain,
+        None,
+    )
+    .await
+    .unwrap();
+    let plain = String::from_utf8(plain).unwrap();
+    assert!(plain
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",conversion_currency"));
+    assert!(!plain.contains("=C4"), "{plain}");
     let row = |n: u32| {
         text.lines()
             // Spreadsheet-safe: the `+` of a phone gets a leading quote.
@@ -200,9 +251,13 @@ async fn csv_rows_carry_reasons_and_the_summary_its_percentages() {
         "{}",
         row(7)
     );
-    assert!(row(6).ends_with(",500,MXN"), "{}", row(6));
-    assert!(row(7).contains(",payment_made,") && row(7).ends_with(",20.5,USD"));
-    assert!(row(5).ends_with(",,,,"), "no conversion: {}", row(5));
+    assert!(row(6).ends_with(",500,MXN,coupon==C6"), "{}", row(6));
+    assert!(row(7).contains(",payment_made,") && row(7).ends_with(",20.5,USD,coupon==C7"));
+    assert!(
+        row(5).ends_with(",,,,,coupon==C5"),
+        "no conversion: {}",
+        row(5)
+    );
 
     let mut s = CampaignSummary::compute(&store, "rep").await.unwrap();
     // Three billable marketing messages (4's was free), priced per country.
@@ -345,6 +400,7 @@ fn every_error_class_has_its_row_and_message() {
             "rep",
             Format::Csv,
             None,
+            ExportOptions::default(),
             &mut buf,
             None,
         )

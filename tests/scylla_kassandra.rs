@@ -43,6 +43,7 @@ fn req(campaign: &str, n: u32, shard: u32, seq: u64) -> StageRequest {
         send_after: None,
         timezone: Some("America/Mexico_City".into()),
         tags: vec!["vip".into()],
+        name: None,
         staged_at: t0(),
         journey: Default::default(),
     }

@@ -151,6 +151,7 @@ async fn at_the_sms_step(store: &dyn Store, campaign: &str, contact: &ContactKey
         send_after: None,
         timezone: None,
         tags: vec![],
+        name: None,
         staged_at: Utc::now(),
         journey: StagedJourney {
             next: vec![Edge {

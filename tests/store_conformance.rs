@@ -33,6 +33,7 @@ fn req(campaign: &str, n: u32, shard: u32, seq: u64) -> StageRequest {
         send_after: None,
         timezone: None,
         tags: vec!["vip".into()],
+        name: Some(format!("Contact {n}")),
         staged_at: t0(),
         journey: Default::default(),
     }
@@ -454,6 +455,7 @@ async fn staging_is_idempotent(store: &dyn Store) {
     let first = req("c-idem", 1, 0, 10);
     let mut second = req("c-idem", 1, 3, 99);
     second.tags = vec!["changed".into()];
+    second.name = Some("Changed".into());
     let out = store
         .stage_batch(&[first.clone(), second.clone(), req("c-idem", 2, 0, 11)])
         .await
@@ -480,6 +482,7 @@ async fn staging_is_idempotent(store: &dyn Store) {
     assert_eq!(row.state, DispatchState::Pending);
     assert_eq!((row.shard, row.seq), (0, 10), "first write wins");
     assert_eq!(row.tags, vec!["vip".to_string()], "parameters stay frozen");
+    assert_eq!(row.name.as_deref(), Some("Contact 1"), "the name is kept");
     let pending = store.scan_pending("c-idem", 0, None, 100).await.unwrap();
     assert_eq!(pending.len(), 2);
     assert!(store

@@ -94,6 +94,7 @@ async fn staged(store: &dyn Store, n: u32) {
             send_after: None,
             timezone: None,
             tags: vec![],
+            name: None,
             staged_at: t0(),
             journey: Default::default(),
         }])

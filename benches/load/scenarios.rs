@@ -720,6 +720,7 @@ pub(super) async fn accept_contacts(
                 send_after: None,
                 timezone: None,
                 tags: vec![],
+                name: None,
                 staged_at: now,
                 journey: journey.clone(),
             })

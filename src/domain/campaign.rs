@@ -90,6 +90,21 @@ pub struct CampaignSpec {
     pub goal: Option<GoalSpec>,
 }
 
+impl CampaignSpec {
+    /// The WhatsApp template of a step of the journey (`""` is the first):
+    /// `None` for an SMS step or a step the spec does not have.
+    pub fn template_of(&self, step: &str) -> Option<&TemplateSpec> {
+        if step.is_empty() {
+            return Some(&self.template);
+        }
+        self.steps
+            .iter()
+            .skip(1)
+            .find(|s| s.id == step)
+            .and_then(|s| s.template.as_ref())
+    }
+}
+
 fn default_true() -> bool {
     true
 }

@@ -542,6 +542,18 @@ fn row_record(campaign_id: &str, columns: &[String], row: &csv::StringRecord) ->
             "occurrence" => record.occurrence = Some(value.to_string()),
             "event_at" => record.event_at = Some(value.to_string()),
             "tags" => record.tags = crate::domain::Tags::from_cell(value),
+            // A report's frozen parameters (`report --with-variables`): its
+            // named ones are variables again.
+            "variables" => {
+                for (name, v) in value.split("; ").filter_map(|item| item.split_once('=')) {
+                    let named = !name.is_empty()
+                        && !name.contains('.')
+                        && !name.bytes().all(|b| b.is_ascii_digit());
+                    if named && !record.variables.contains_key(name) {
+                        record.variables.insert(name.to_string(), v.to_string());
+                    }
+                }
+            }
             other if is_report_column(other) => {}
             other => {
                 record
@@ -755,10 +767,10 @@ mod tests {
     #[test]
     fn a_report_reads_back_as_an_audience() {
         // The columns of `report`, spreadsheet-escaped as it writes them.
-        let csv = "contact,occurrence,tags,state,reason,error_code,message,provider_message,wamid\n\
-            '+525512345678,,vip,failed,contact,131026,not a WhatsApp user,Message undeliverable.,wamid.1\n\
-            US.1349,,,excluded,missing_variable:coupon,,missing variable value: coupon,,\n\
-            +525587654321,,,delivered,,,,,wamid.3\n";
+        let csv = "contact,occurrence,name,tags,template,language,state,reason,error_code,message,provider_message,wamid,variables\n\
+            '+525512345678,,Ana,vip,promo,es_MX,failed,contact,131026,not a WhatsApp user,Message undeliverable.,wamid.1,name=Ana; coupon=A=1; 1=x; header.1=h\n\
+            US.1349,,,,promo,es_MX,excluded,missing_variable:coupon,,missing variable value: coupon,,,\n\
+            +525587654321,,,,promo,es_MX,delivered,,,,,wamid.3,\n";
         let options = ImportOptions {
             states: vec!["failed".into(), "excluded".into()],
             ..Default::default()
@@ -772,9 +784,17 @@ mod tests {
             "the export's quote is taken off"
         );
         assert_eq!(records[0].record.tags.labels, ["vip"]);
-        assert!(
-            records[0].record.variables.is_empty(),
-            "report columns are no variables"
+        assert_eq!(records[0].record.contact.name.as_deref(), Some("Ana"));
+        let variables: Vec<(&str, &str)> = records[0]
+            .record
+            .variables
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            variables,
+            [("coupon", "A=1"), ("name", "Ana")],
+            "named frozen parameters are variables again; report columns are not"
         );
         assert_eq!(
             records[1].record.contact.user_id.as_deref(),

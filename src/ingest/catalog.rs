@@ -86,15 +86,7 @@ impl CatalogEntry {
     /// The WhatsApp template of a step of the journey ("" is the first):
     /// `None` for an SMS step or a step the spec no longer has.
     pub fn template_of(&self, step: &str) -> Option<&TemplateSpec> {
-        if step.is_empty() {
-            return Some(&self.spec.template);
-        }
-        self.spec
-            .steps
-            .iter()
-            .skip(1)
-            .find(|s| s.id == step)
-            .and_then(|s| s.template.as_ref())
+        self.spec.template_of(step)
     }
 
     /// What staging stores of the journey for one contact: nothing for a

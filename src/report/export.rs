@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::PAGE;
-use crate::domain::{ExclusionReason, Journey};
+use crate::domain::{CampaignSpec, ExclusionReason, FrozenParams, Journey, ParamKind};
 use crate::store::{DispatchRecord, StepRecord, Store};
 
 /// One row of the per-contact export: the contact's current step.
@@ -13,9 +13,15 @@ pub struct ContactRow {
     pub contact: String,
     /// The occurrence of a triggered campaign's row (empty otherwise).
     pub occurrence: String,
+    /// The contact's name from the audience record.
+    pub name: String,
     /// The audience record's tags, `;`-separated (valued ones as
     /// `name=value`).
     pub tags: String,
+    /// The WhatsApp template of the contact's current step, and its
+    /// language (empty for an SMS step, or without the campaign's spec).
+    pub template: String,
+    pub language: String,
     pub state: String,
     pub reason: String,
     pub error_code: String,
@@ -43,6 +49,10 @@ pub struct ContactRow {
     pub converted_at: String,
     pub conversion_value: String,
     pub conversion_currency: String,
+    /// The frozen parameters of the current step ([`frozen_text`]), with
+    /// [`ExportOptions::variables`] only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variables: Option<String>,
 }
 
 /// A journey's goal conversion as the export shows it.
@@ -235,10 +245,13 @@ fn current_step(r: &DispatchRecord) -> StepRecord {
 
 impl ContactRow {
     /// The CSV header, in the order of [`ContactRow::cells`].
-    pub const COLUMNS: [&'static str; 24] = [
+    pub const COLUMNS: [&'static str; 27] = [
         "contact",
         "occurrence",
+        "name",
         "tags",
+        "template",
+        "language",
         "state",
         "reason",
         "error_code",
@@ -263,11 +276,14 @@ impl ContactRow {
     ];
 
     /// The row's cells, in the order of [`ContactRow::COLUMNS`].
-    pub fn cells(&self) -> [&str; 24] {
+    pub fn cells(&self) -> [&str; 27] {
         [
             &self.contact,
             &self.occurrence,
+            &self.name,
             &self.tags,
+            &self.template,
+            &self.language,
             &self.state,
             &self.reason,
             &self.error_code,
@@ -292,13 +308,19 @@ impl ContactRow {
         ]
     }
 
-    pub fn from_record(r: &DispatchRecord) -> Self {
+    /// The row of a record; `spec` (the campaign's) names the template of
+    /// its current step.
+    pub fn from_record(r: &DispatchRecord, spec: Option<&CampaignSpec>) -> Self {
         let c = StepColumns::of(&current_step(r));
         let conversion = ConversionColumns::of(r);
+        let template = spec.and_then(|s| s.template_of(&r.step));
         ContactRow {
             contact: r.contact.as_str().to_string(),
             occurrence: r.contact.occurrence().unwrap_or_default().to_string(),
+            name: r.name.clone().unwrap_or_default(),
             tags: r.tags.join(";"),
+            template: template.map(|t| t.name.clone()).unwrap_or_default(),
+            language: template.map(|t| t.language.clone()).unwrap_or_default(),
             state: c.state,
             reason: c.reason,
             error_code: c.error_code,
@@ -320,8 +342,53 @@ impl ContactRow {
             converted_at: conversion.converted_at,
             conversion_value: conversion.conversion_value,
             conversion_currency: conversion.conversion_currency,
+            variables: None,
         }
     }
+}
+
+/// What the per-contact export holds beyond its fixed columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// A `variables` column: the frozen parameters of each contact's
+    /// current step. Off by default: they can hold personal data.
+    pub variables: bool,
+}
+
+/// Frozen parameters as one cell: `name=Ana; coupon=A-1` for a template
+/// with named parameters, `1=Ana; 2=A-1` for positional ones, then
+/// `header.1=…` (or `header=<link>`) and `button.0=…`.
+pub fn frozen_text(params: &FrozenParams) -> String {
+    let value = |k: &ParamKind| match k {
+        ParamKind::Text(t) => t.clone(),
+        ParamKind::Currency { fallback_value, .. } | ParamKind::DateTime { fallback_value } => {
+            fallback_value.clone()
+        }
+    };
+    let mut items: Vec<String> = params
+        .body
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match &p.name {
+            Some(name) => format!("{name}={}", value(&p.kind)),
+            None => format!("{}={}", i + 1, value(&p.kind)),
+        })
+        .collect();
+    if let Some(h) = &params.header {
+        items.extend(
+            h.text_params
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("header.{}={t}", i + 1)),
+        );
+        if let Some(media) = h.link.as_ref().or(h.media_id.as_ref()) {
+            items.push(format!("header={media}"));
+        }
+    }
+    for b in &params.buttons {
+        items.extend(b.params.iter().map(|p| format!("button.{}={p}", b.index)));
+    }
+    items.join("; ")
 }
 
 /// The steps of a journey export: their ids in the spec's order, the
@@ -329,27 +396,44 @@ impl ContactRow {
 struct StepOrder {
     raw: Vec<String>,
     names: Vec<String>,
+    /// Each step's WhatsApp template and language (empty for SMS).
+    templates: Vec<(String, String)>,
 }
 
 impl StepOrder {
-    fn of(journey: &Journey) -> Self {
-        let (raw, names) = journey
+    fn of(journey: &Journey, spec: Option<&CampaignSpec>) -> Self {
+        let (raw, names): (Vec<String>, Vec<String>) = journey
             .row_steps()
             .map(|(raw, id)| (raw.to_string(), id.to_string()))
             .unzip();
-        StepOrder { raw, names }
+        let templates = raw
+            .iter()
+            .map(|id| match spec.and_then(|s| s.template_of(id)) {
+                Some(t) => (t.name.clone(), t.language.clone()),
+                None => Default::default(),
+            })
+            .collect();
+        StepOrder {
+            raw,
+            names,
+            templates,
+        }
     }
 
-    /// `contact`, `step` (the current one), then `<step>.<column>` for
+    /// `contact`, `occurrence`, `name`, `tags`, `step` (the current one),
+    /// then `<step>.template`, `<step>.language` and `<step>.<column>` for
     /// every step, then the journey's conversion.
     fn header(&self) -> Vec<String> {
         let mut out = vec![
             "contact".to_string(),
             "occurrence".to_string(),
+            "name".to_string(),
             "tags".to_string(),
             "step".to_string(),
         ];
         for name in &self.names {
+            out.push(format!("{name}.template"));
+            out.push(format!("{name}.language"));
             out.extend(STEP_COLUMNS.iter().map(|c| format!("{name}.{c}")));
         }
         out.extend(CONVERSION_COLUMNS.iter().map(|c| c.to_string()));
@@ -509,27 +593,38 @@ impl Table {
 
 /// Streams every contact of a campaign to `out` (a page of the store at a
 /// time; a workbook is assembled on disk and written at the end). Returns
-/// the number of rows written. With a `journey` of more than one step,
-/// each contact gets one column group per step.
+/// the number of rows written. `spec` (the campaign's, when known) names
+/// each step's template; with a journey of more than one step, each contact
+/// gets one column group per step.
 pub async fn export(
     store: &dyn Store,
     campaign: &str,
     format: Format,
-    journey: Option<&Journey>,
+    spec: Option<&CampaignSpec>,
+    options: ExportOptions,
     mut out: impl std::io::Write,
     progress: Option<&indicatif::ProgressBar>,
 ) -> anyhow::Result<u64> {
-    let steps = journey.filter(|j| j.has_steps()).map(StepOrder::of);
+    let journey = spec.and_then(|s| s.journey().ok());
+    let steps = journey
+        .as_ref()
+        .filter(|j| j.has_steps())
+        .map(|j| StepOrder::of(j, spec));
     let mut n = 0u64;
     let mut after = None;
     if format == Format::Json {
         out.write_all(b"[\n")?;
     }
     let mut table = Table::new(format)?;
-    match &steps {
-        Some(steps) if format != Format::Json => table.write(&steps.header())?,
-        None if format != Format::Json => table.write(&ContactRow::COLUMNS)?,
-        _ => {}
+    if format != Format::Json {
+        let mut header: Vec<String> = match &steps {
+            Some(steps) => steps.header(),
+            None => ContactRow::COLUMNS.map(String::from).to_vec(),
+        };
+        if options.variables {
+            header.push("variables".into());
+        }
+        table.write(&header)?;
     }
     loop {
         let page = store
@@ -541,7 +636,8 @@ pub async fn export(
                     if n > 0 {
                         out.write_all(b",\n")?;
                     }
-                    let row = ContactRow::from_record(r);
+                    let mut row = ContactRow::from_record(r, spec);
+                    row.variables = options.variables.then(|| frozen_text(&r.params));
                     match &steps {
                         None => serde_json::to_writer(&mut out, &row)?,
                         Some(steps) => serde_json::to_writer(
@@ -554,21 +650,34 @@ pub async fn export(
                         )?,
                     }
                 }
-                (_, None) => table.write(&ContactRow::from_record(r).cells())?,
+                (_, None) => {
+                    let row = ContactRow::from_record(r, spec);
+                    let mut cells = row.cells().to_vec();
+                    let variables = options.variables.then(|| frozen_text(&r.params));
+                    cells.extend(variables.as_deref());
+                    table.write(&cells)?;
+                }
                 (_, Some(steps)) => {
                     let groups = steps.groups(r);
                     let tags = r.tags.join(";");
                     let mut cells = vec![
                         r.contact.as_str(),
                         r.contact.occurrence().unwrap_or_default(),
+                        r.name.as_deref().unwrap_or_default(),
                         tags.as_str(),
                         steps.name(r),
                     ];
-                    for g in &groups {
+                    for (g, (template, language)) in groups.iter().zip(&steps.templates) {
+                        // A step's template shows where the contact reached it.
+                        let reached = !g.state.is_empty();
+                        cells.push(if reached { template } else { "" });
+                        cells.push(if reached { language } else { "" });
                         cells.extend(g.cells());
                     }
                     let conversion = ConversionColumns::of(r);
                     cells.extend(conversion.cells());
+                    let variables = options.variables.then(|| frozen_text(&r.params));
+                    cells.extend(variables.as_deref());
                     table.write(&cells)?;
                 }
             }

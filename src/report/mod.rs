@@ -12,7 +12,7 @@ use crate::store::{DispatchRecord, Store, StoreResult};
 mod export;
 mod steps;
 
-pub use export::{export, ContactRow, Format, StepColumns};
+pub use export::{export, frozen_text, ContactRow, ExportOptions, Format, StepColumns};
 pub use steps::{render as render_steps, stages, Stage, StepView};
 
 /// Rows per scan page: large enough to amortise a round trip, small enough to

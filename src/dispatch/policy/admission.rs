@@ -190,6 +190,7 @@ mod tests {
             send_after: None,
             timezone: None,
             tags: vec![],
+            name: None,
             staged_at: at("2026-11-22T10:00:00Z"),
             journey: Default::default(),
         });

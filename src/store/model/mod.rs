@@ -100,6 +100,8 @@ pub struct StageRequest {
     pub send_after: Option<DateTime<Utc>>,
     pub timezone: Option<String>,
     pub tags: Vec<String>,
+    /// The contact's display name from the audience record (for reports).
+    pub name: Option<String>,
     pub staged_at: DateTime<Utc>,
     /// The journey's later steps for this contact (none for a one-step
     /// campaign).
@@ -135,6 +137,9 @@ pub struct DispatchRecord {
     pub error_message: Option<String>,
     pub params: FrozenParams,
     pub tags: Vec<String>,
+    /// The contact's display name from the audience record (for reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub timezone: Option<String>,
     pub send_after: Option<DateTime<Utc>>,
     pub deferred_until: Option<DateTime<Utc>>,
@@ -202,6 +207,7 @@ impl DispatchRecord {
             error_message: None,
             params: req.params.clone(),
             tags: req.tags.clone(),
+            name: req.name.clone(),
             timezone: req.timezone.clone(),
             send_after: req.send_after,
             deferred_until: None,

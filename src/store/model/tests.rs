@@ -42,6 +42,7 @@ fn staged() -> DispatchRecord {
         send_after: None,
         timezone: None,
         tags: Vec::new(),
+        name: None,
         staged_at: t(0),
         journey: StagedJourney {
             next: vec![edge(On::Failed, 0, "sms"), edge(On::NoReply, 60, "nudge")],

@@ -28,7 +28,7 @@ pub const DISPATCH_COLUMNS: &str = "campaign_id, contact, shard, seq, params, ta
      send_after, staged_at, stage_exclusion, rev, state, reason, wamid, attempts, error_code, \
      error_class, error_message, deferred_until, owner, claimed_at, accepted_at, sent_at, \
      delivered_at, read_at, replied_at, failed_at, excluded_at, staged_journey, journey, sender, \
-     pricing";
+     pricing, name";
 
 /// `staged_journey`: what staging knows of a multi-step journey.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -116,6 +116,7 @@ pub struct DispatchRow {
     pub journey: Option<String>,
     pub sender: Option<String>,
     pub pricing: Option<String>,
+    pub name: Option<String>,
 }
 
 impl DispatchRow {
@@ -188,6 +189,7 @@ impl DispatchRow {
             error_message: self.error_message,
             params,
             tags: self.tags.unwrap_or_default(),
+            name: self.name,
             timezone: self.timezone,
             send_after: self.send_after,
             deferred_until: self.deferred_until,
@@ -232,6 +234,7 @@ pub struct StageRow {
     pub staged_at: DateTime<Utc>,
     pub stage_exclusion: Option<String>,
     pub staged_journey: Option<String>,
+    pub name: Option<String>,
 }
 
 impl StageRow {
@@ -266,6 +269,7 @@ impl StageRow {
                     .map_err(|e| StoreError::io("cannot encode a journey", e))?,
                 )
             },
+            name: req.name.clone(),
         })
     }
 }
@@ -416,6 +420,7 @@ mod tests {
             journey: None,
             sender: None,
             pricing: None,
+            name: Some("Ana".into()),
         }
     }
 
@@ -443,6 +448,7 @@ mod tests {
         assert_eq!(record.state, DispatchState::Pending);
         assert_eq!((record.shard, record.seq, rev), (3, 42, None));
         assert_eq!(record.tags, vec!["vip".to_string()]);
+        assert_eq!(record.name.as_deref(), Some("Ana"));
         assert_eq!(record.times.staged, Some(t(9)));
     }
 
@@ -533,12 +539,14 @@ mod tests {
             send_after: Some(t(12)),
             timezone: None,
             tags: vec!["a".into()],
+            name: Some("Ana".into()),
             staged_at: t(9),
             journey: Default::default(),
         };
         let row = StageRow::new(&req).unwrap();
         assert_eq!(row.bucket, 82);
         assert_eq!((row.shard, row.seq), (3, 42));
+        assert_eq!(row.name.as_deref(), Some("Ana"));
         assert_eq!(row.stage_exclusion.as_deref(), Some("opted_out"));
         assert_eq!(row.send_after, Some(t(12)));
         let too_big = StageRequest {
@@ -570,6 +578,7 @@ mod tests {
             send_after: None,
             timezone: None,
             tags: Vec::new(),
+            name: None,
             staged_at: t(9),
             journey: Default::default(),
         };

@@ -139,7 +139,7 @@ impl Statements {
             delete_shards: p(s, "DELETE FROM campaign_shards WHERE campaign_id = ?", true).await?,
             stage: p(
                 s,
-                "INSERT INTO dispatches (campaign_id, bucket, contact, shard, seq, params, tags, timezone, send_after, staged_at, stage_exclusion, staged_journey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO dispatches (campaign_id, bucket, contact, shard, seq, params, tags, timezone, send_after, staged_at, stage_exclusion, staged_journey, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 true,
             )
             .await?,
