@@ -40,8 +40,14 @@ use report::*;
 use scenarios::*;
 use world::*;
 
-const SCENARIOS: [&str; 6] = [
-    "ingest", "dispatch", "pacing", "webhooks", "journeys", "triggers",
+const SCENARIOS: [&str; 7] = [
+    "ingest",
+    "dispatch",
+    "pacing",
+    "pacing-busy",
+    "webhooks",
+    "journeys",
+    "triggers",
 ];
 /// The campaign of the ingest and webhook scenarios (config/examples/promo.json).
 const PROMO: &str = "bday-2026-11";

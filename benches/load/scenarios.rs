@@ -31,7 +31,8 @@ pub(super) fn scenario(name: &str) -> anyhow::Result<()> {
         match name.as_str() {
             "ingest" => ingest(&sizes, &world).await,
             "dispatch" => dispatch(&sizes, &world).await,
-            "pacing" => pacing(&sizes, &world).await,
+            "pacing" => pacing(&sizes, &world, false).await,
+            "pacing-busy" => pacing(&sizes, &world, true).await,
             "webhooks" => webhooks(&sizes, &mut world).await,
             "journeys" => journeys(&sizes, &world).await,
             "triggers" => triggers(&sizes, &world).await,
@@ -426,7 +427,32 @@ pub(super) async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Val
     }))
 }
 
-pub(super) async fn pacing(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
+/// A process of its own that keeps one core busy until dropped: the
+/// `pacing-busy` scenario judges pacing when the daemon does not have the
+/// machine to itself, as next to other services in production.
+struct Spinner(std::process::Child);
+
+impl Spinner {
+    fn start() -> anyhow::Result<Spinner> {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("starting the busy-loop process (sh)")?;
+        Ok(Spinner(child))
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Senders at [`PACING_RATE`] each over a window; with `busy`, a spinning
+/// process keeps one core busy from the warm-up to the end of the window.
+pub(super) async fn pacing(sizes: &Sizes, world: &World, busy: bool) -> anyhow::Result<Value> {
     let senders = sender_ids(8000, sizes.pacing_senders);
     let sandbox = world.sandbox()?.to_string();
     let dir = tempfile::tempdir()?;
@@ -441,6 +467,7 @@ pub(super) async fn pacing(sizes: &Sizes, world: &World) -> anyhow::Result<Value
     )
     .await;
     let http = reqwest::Client::new();
+    let spinner = busy.then(Spinner::start).transpose()?;
     unpause(&mut config, "pace");
     daemon.apply(config.clone()).await;
     // Warm-up: every sender starts with an empty limiter; measure a steady
@@ -457,6 +484,7 @@ pub(super) async fn pacing(sizes: &Sizes, world: &World) -> anyhow::Result<Value
     let after = sandbox_stats(&http, &sandbox).await?;
     let window = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(me()) - cpu0;
+    drop(spinner);
     progress.finish_and_clear();
     daemon.shutdown(Duration::from_secs(10)).await;
     // Every request a sender made, whether the sandbox's limit (equal to
@@ -487,6 +515,7 @@ pub(super) async fn pacing(sizes: &Sizes, world: &World) -> anyhow::Result<Value
         "undershoot_pct": (-lowest).max(0.0),
         "throttled_130429": after.rejected_by_code.get(&130429).copied().unwrap_or(0),
         "cpu_s_per_1000": cpu / requests.max(1) as f64 * 1000.0,
+        "one_core_busy": busy,
     }))
 }
 
