@@ -137,7 +137,7 @@ pub(super) fn world(scenario: &str) -> anyhow::Result<()> {
                 })
                 .await?;
             }
-            "dispatch" | "pacing" => {
+            "dispatch" | "pacing" | "pacing-busy" => {
                 let (id, senders, n, mps) = if scenario == "dispatch" {
                     ("bench", sender_ids(7000, DISPATCH_SENDERS), sizes.dispatch_messages, 0.0)
                 } else {
