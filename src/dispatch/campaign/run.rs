@@ -29,11 +29,14 @@ impl Pump {
         let mut counts = self.counts().await;
         let mut observed = self.observe(&counts).await;
         metrics::campaign_pending(&self.state.id, counts.pending);
-        let recount = self.spawn_recount();
+        let started = std::time::Instant::now();
+        let turned = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let recount = self.spawn_recount(started, Arc::clone(&turned));
         let mut resend_checked = std::time::Instant::now();
         let mut halt_checked = std::time::Instant::now();
         let mut settle_checked = std::time::Instant::now();
         while !self.state.stop.load(Ordering::Acquire) {
+            turned.store(started.elapsed().as_millis() as u64, Ordering::Release);
             if settle_checked.elapsed() >= SETTLE_CHECK {
                 settle_checked = std::time::Instant::now();
                 self.settle_orphans().await;
@@ -89,14 +92,24 @@ impl Pump {
     /// Keeps the counts fresh while the loop is busy: a pass over a page of
     /// a slow campaign lasts as long as its pace takes to send the page
     /// (500 contacts at 5 a second: 100 s), and `/campaigns`, the progress
-    /// gauges and the ETA must move meanwhile. The counts are cached, so
-    /// this scans the store at most every 5 s (docs/ARCHITECTURE.md,
-    /// "Progress and counts").
-    fn spawn_recount(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// gauges and the ETA must move meanwhile. It counts only when the loop
+    /// has not turned (`turned`: milliseconds since `started`) for 3 s; a
+    /// loop that turns counts itself and observes the campaign's state with
+    /// the same counts. The counts are cached, so this scans the store at
+    /// most every 5 s (docs/ARCHITECTURE.md, "Progress and counts").
+    fn spawn_recount(
+        self: &Arc<Self>,
+        started: std::time::Instant,
+        turned: Arc<std::sync::atomic::AtomicU64>,
+    ) -> tokio::task::JoinHandle<()> {
         let pump = Arc::clone(self);
         tokio::spawn(async move {
             while !pump.state.stop.load(Ordering::Acquire) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                let since = started.elapsed().as_millis() as u64 - turned.load(Ordering::Acquire);
+                if since < 3_000 {
+                    continue;
+                }
                 let counts = pump.counts().await;
                 metrics::campaign_pending(&pump.state.id, counts.pending);
             }
