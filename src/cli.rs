@@ -461,11 +461,7 @@ fn audience_import(
     options: crate::import::ImportOptions,
     (problems_out, spec): (Option<&Path>, Option<&Path>),
 ) -> anyhow::Result<()> {
-    let config = if config_path.exists() {
-        Config::load(config_path)?
-    } else {
-        Config::default()
-    };
+    let config = load_or_default(config_path)?;
     let brokers = brokers.unwrap_or_else(|| config.kafka.brokers.clone());
     let bytes =
         std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
@@ -709,11 +705,7 @@ fn report(
             };
             let mut known: Vec<String> = store.list_campaigns().await?.into_iter().map(|c| c.spec.id).collect();
             known.sort();
-            let listed = match known.len() {
-                0 => "it holds no campaign".to_string(),
-                n if n <= 20 => format!("it holds: {}", known.join(", ")),
-                n => format!("it holds {n} campaigns, among them: {}", known[..20].join(", ")),
-            };
+            let listed = crate::ops::holding(&known.iter().map(String::as_str).collect::<Vec<_>>());
             anyhow::bail!("campaign {campaign} is not in the store at {place} ({listed}); check --campaign and --config");
         }
         let kind = stored.as_ref().map(|c| c.spec.kind);
@@ -785,11 +777,12 @@ fn campaigns(command: CampaignsCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The config of a `campaigns` command: the file when it exists, else the
-/// defaults (a daemon on the default admin port).
-fn campaigns_config(target: &CampaignsTarget) -> anyhow::Result<Config> {
-    if target.config.exists() {
-        Ok(Config::load(&target.config)?)
+/// The config of a command that works without one (`audience import`,
+/// `campaigns`): the file when it exists, else the defaults (the default
+/// brokers, a daemon on the default admin port).
+fn load_or_default(path: &Path) -> anyhow::Result<Config> {
+    if path.exists() {
+        Ok(Config::load(path)?)
     } else {
         Ok(Config::default())
     }
@@ -803,7 +796,7 @@ async fn campaigns_read(
     json: bool,
 ) -> anyhow::Result<()> {
     use crate::ops::{self, Live};
-    let config = campaigns_config(target)?;
+    let config = load_or_default(&target.config)?;
     let admin = ops::admin_url(&config, target.admin.as_deref());
     let why_store = match ops::fetch_live(&admin).await? {
         Live::Answered(all) => {
@@ -857,10 +850,9 @@ async fn campaigns_read(
                     .map(|c| c.spec.id)
                     .collect();
                 known.sort();
-                anyhow::bail!(
-                    "campaign {id} is not in the store ({why_store}); it holds: {}",
-                    known.join(", ")
-                );
+                let listed =
+                    crate::ops::holding(&known.iter().map(String::as_str).collect::<Vec<_>>());
+                anyhow::bail!("campaign {id} is not in the store ({why_store}); {listed}");
             };
             let journey = s.record.spec.journey().ok();
             if json {
@@ -981,7 +973,7 @@ async fn campaigns_change(
     change: crate::ops::Change,
 ) -> anyhow::Result<()> {
     use crate::ops::{self, Decision};
-    let config = campaigns_config(target)?;
+    let config = load_or_default(&target.config)?;
     let brokers = target
         .brokers
         .clone()

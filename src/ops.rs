@@ -405,16 +405,25 @@ pub fn spec_of<'a>(
     topic: &str,
 ) -> anyhow::Result<&'a [u8]> {
     specs.get(id).map(Vec::as_slice).ok_or_else(|| {
-        let known: Vec<&str> = specs.keys().map(String::as_str).take(20).collect();
-        let listed = match specs.len() {
-            0 => "it holds no campaign".to_string(),
-            n if n <= 20 => format!("it holds: {}", known.join(", ")),
-            n => format!("it holds {n} campaigns, among them: {}", known.join(", ")),
-        };
+        let known: Vec<&str> = specs.keys().map(String::as_str).collect();
+        let listed = holding(&known);
         anyhow::anyhow!(
             "campaign {id} has no spec on topic {topic} ({listed}); check the id and --config"
         )
     })
+}
+
+/// The campaigns a store or a topic holds, in words, the first 20 of
+/// `ids` (sorted) named: for the message of a campaign not found there.
+pub fn holding(ids: &[&str]) -> String {
+    match ids.len() {
+        0 => "it holds no campaign".to_string(),
+        n if n <= 20 => format!("it holds: {}", ids.join(", ")),
+        n => format!(
+            "it holds {n} campaigns, among them: {}",
+            ids[..20].join(", ")
+        ),
+    }
 }
 
 /// Publishes `spec` as the new version of campaign `id`. The record says in

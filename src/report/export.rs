@@ -631,13 +631,14 @@ pub async fn export(
             .scan_dispatches(campaign, after.as_ref(), PAGE)
             .await?;
         for r in &page {
+            let variables = options.variables.then(|| frozen_text(&r.params));
             match (format, &steps) {
                 (Format::Json, _) => {
                     if n > 0 {
                         out.write_all(b",\n")?;
                     }
                     let mut row = ContactRow::from_record(r, spec);
-                    row.variables = options.variables.then(|| frozen_text(&r.params));
+                    row.variables = variables;
                     match &steps {
                         None => serde_json::to_writer(&mut out, &row)?,
                         Some(steps) => serde_json::to_writer(
@@ -653,7 +654,6 @@ pub async fn export(
                 (_, None) => {
                     let row = ContactRow::from_record(r, spec);
                     let mut cells = row.cells().to_vec();
-                    let variables = options.variables.then(|| frozen_text(&r.params));
                     cells.extend(variables.as_deref());
                     table.write(&cells)?;
                 }
@@ -676,7 +676,6 @@ pub async fn export(
                     }
                     let conversion = ConversionColumns::of(r);
                     cells.extend(conversion.cells());
-                    let variables = options.variables.then(|| frozen_text(&r.params));
                     cells.extend(variables.as_deref());
                     table.write(&cells)?;
                 }

@@ -175,11 +175,6 @@ async fn scan_rows(
             Some(last) if page.len() == PAGE => after = Some(last.contact.clone()),
             _ => return Ok(()),
         }
-        // The embedded store answers a page without ever waiting, so a scan
-        // of a large campaign would hold its thread to the end: the sends
-        // paced on the same thread (a daemon's campaign counts) must get
-        // their turn between pages.
-        tokio::task::yield_now().await;
     }
 }
 

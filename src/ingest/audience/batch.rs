@@ -95,7 +95,7 @@ impl AudienceIngest {
             send_after: staged.send_after,
             timezone: staged.timezone,
             tags: record.tags.to_row(),
-            name: record.contact.name.clone(),
+            name: record.contact.name,
             staged_at: now,
             journey,
         }))
