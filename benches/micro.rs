@@ -23,6 +23,10 @@
 //! Run with `cargo bench --bench micro`; add a filter to run one group, e.g.
 //! `cargo bench --bench micro -- phone/`.
 
+/// The binary's allocator, so that the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: wadispatch::Allocator = wadispatch::Allocator;
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};

@@ -48,3 +48,9 @@ pub mod store;
 pub(crate) mod sync;
 pub mod webhook;
 pub mod whatsapp;
+
+/// The allocator the `wadispatch` binary and the benchmarks install as the
+/// global one: mimalloc, whose thread-local free lists cost a fraction of
+/// glibc malloc's for the daemon's pattern (many small allocations freed on
+/// another worker thread). See docs/ARCHITECTURE.md, "Allocator".
+pub use mimalloc::MiMalloc as Allocator;

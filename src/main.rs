@@ -1,5 +1,8 @@
 //! `wadispatch`: parse the command line and hand over to the library.
 
+#[global_allocator]
+static ALLOCATOR: wadispatch::Allocator = wadispatch::Allocator;
+
 fn main() -> std::process::ExitCode {
     abort_on_panic();
     wadispatch::cli::main()

@@ -29,6 +29,10 @@
 //! process), `scenarios.rs` (the scenarios and the raw floors),
 //! `report.rs` (the orchestrator, the tables and the targets).
 
+/// The binary's allocator, so that the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: wadispatch::Allocator = wadispatch::Allocator;
+
 use anyhow::anyhow;
 use indicatif::{ProgressBar, ProgressStyle};
 

@@ -263,9 +263,23 @@ pub(super) async fn timed_posts(
     progress: &ProgressBar,
 ) -> anyhow::Result<Vec<Duration>> {
     let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(requests)
-        .map(|(request, weight)| async move {
+        .map(|(mut request, weight)| async move {
             let t = Instant::now();
-            let answer = request.send().await?;
+            // A pooled connection the server closed as the request went
+            // out fails with "connection closed before message completed";
+            // a client sends it again (the time counts from the first try).
+            let mut tries = 0;
+            let answer = loop {
+                let again = request.try_clone();
+                match request.send().await {
+                    Ok(answer) => break answer,
+                    Err(e) if tries < 2 && again.is_some() && !e.is_status() => {
+                        tries += 1;
+                        request = again.expect("checked above");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             let status = answer.status();
             answer.bytes().await?;
             if !status.is_success() {

@@ -31,7 +31,7 @@ impl Inner {
         let took = take_slot(&mut slots, send, cap, now);
         // Write when a slot was taken or freed ones were dropped.
         if took == SlotTake::Taken || slots.len() != before {
-            self.put_json(&self.send_slots, key, &slots)?;
+            self.put_row(&self.send_slots, key, &slots)?;
         }
         Ok(took)
     }

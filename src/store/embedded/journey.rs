@@ -55,6 +55,19 @@ impl Inner {
         Ok(out)
     }
 
+    /// Writes one value of a per-message keyspace in the binary row
+    /// encoding, in a batch of its own.
+    pub(super) fn put_row<T: Serialize>(
+        &self,
+        ks: &Keyspace,
+        key: &[u8],
+        value: &T,
+    ) -> StoreResult<()> {
+        let mut b = self.batch();
+        b.insert(ks, key.to_vec(), encode_row(value)?);
+        b.commit().map_err(io_err)
+    }
+
     pub(super) fn put_json<T: Serialize>(
         &self,
         ks: &Keyspace,
@@ -80,7 +93,7 @@ impl Inner {
                 continue;
             }
             let record = DispatchRecord::from_stage(item);
-            batch.insert(&self.dispatches, key, encode(&record)?);
+            batch.insert(&self.dispatches, key, encode_row(&record)?);
             if item.exclusion.is_none() {
                 batch.insert(
                     &self.pending,
@@ -128,7 +141,7 @@ impl Inner {
                 Some(other) if other == &req.campaign_id => {}
                 _ => {
                     contact.engaged_campaign = Some(req.campaign_id.clone());
-                    batch.insert(&self.contacts, ckey.to_vec(), encode(&contact)?);
+                    batch.insert(&self.contacts, ckey.to_vec(), encode_row(&contact)?);
                 }
             }
         }
@@ -136,11 +149,11 @@ impl Inner {
         record.attempts += 1;
         record.owner = Some(req.owner.clone());
         record.times.claimed = Some(req.now);
-        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.insert(&self.dispatches, key, encode_row(&record)?);
         batch.insert(
             &self.claims,
             claim_key(&req.campaign_id, record.shard, &req.owner, &req.contact),
-            encode(&req.now)?,
+            encode_row(&req.now)?,
         );
         batch.remove(
             &self.pending,
@@ -183,7 +196,7 @@ impl Inner {
                     contact: contact.clone(),
                     created_at: at,
                 };
-                batch.insert(&self.wamids, wamid.as_bytes().to_vec(), encode(&entry)?);
+                batch.insert(&self.wamids, wamid.as_bytes().to_vec(), encode_row(&entry)?);
                 // Statuses that arrived before this answer was written.
                 if let Some(parked) =
                     self.get_json::<Vec<StatusUpdate>>(&self.parked, wamid.as_bytes())?
@@ -204,7 +217,7 @@ impl Inner {
                 if c.last_campaign.as_deref() != Some(campaign) || c.last_occurrence != occurrence {
                     c.last_campaign = Some(campaign.to_string());
                     c.last_occurrence = occurrence;
-                    batch.insert(&self.contacts, ckey.to_vec(), encode(&c)?);
+                    batch.insert(&self.contacts, ckey.to_vec(), encode_row(&c)?);
                 }
             }
             _ if record.requeued_by(outcome) => {
@@ -217,7 +230,7 @@ impl Inner {
             _ => {}
         }
         self.index_wait(&mut batch, before.wait.as_ref(), &record);
-        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.insert(&self.dispatches, key, encode_row(&record)?);
         batch.commit().map_err(io_err)
     }
 
@@ -255,7 +268,7 @@ impl Inner {
             );
         }
         self.index_wait(&mut batch, before.wait.as_ref(), &record);
-        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.insert(&self.dispatches, key, encode_row(&record)?);
         batch.commit().map_err(io_err)?;
         Ok(StatusApplied::Changed {
             from,
@@ -302,7 +315,7 @@ impl Inner {
             pending_key(campaign, record.shard, record.seq),
             contact.row_str().as_bytes().to_vec(),
         );
-        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.insert(&self.dispatches, key, encode_row(&record)?);
         batch.commit().map_err(io_err)?;
         Ok(true)
     }
@@ -338,7 +351,7 @@ impl Inner {
             pending_key(campaign, record.shard, record.seq),
         );
         self.index_wait(&mut batch, before.as_ref(), &record);
-        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.insert(&self.dispatches, key, encode_row(&record)?);
         batch.commit().map_err(io_err)?;
         Ok(Some(record.step))
     }
@@ -365,7 +378,7 @@ impl Inner {
                 pending_key(campaign, record.shard, record.seq),
             );
         }
-        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.insert(&self.dispatches, key, encode_row(&record)?);
         batch.commit().map_err(io_err)?;
         Ok(Some(stop))
     }
@@ -394,7 +407,7 @@ impl Inner {
                 pending_key(campaign, record.shard, record.seq),
             );
         }
-        batch.insert(&self.dispatches, key, encode(&record)?);
+        batch.insert(&self.dispatches, key, encode_row(&record)?);
         batch.commit().map_err(io_err)?;
         Ok(Some(applied))
     }
@@ -572,7 +585,7 @@ impl Inner {
                     },
                     at,
                 );
-                batch.insert(&self.dispatches, key, encode(&record)?);
+                batch.insert(&self.dispatches, key, encode_row(&record)?);
                 changed = true;
             }
         }
@@ -629,7 +642,7 @@ impl Inner {
             if let Some(old) = previous {
                 batch.remove(&self.recipient_order, recipient_order_key(old, contact));
             }
-            batch.insert(&self.recipients, key.to_vec(), encode(&until)?);
+            batch.insert(&self.recipients, key.to_vec(), encode_row(&until)?);
             batch.insert(
                 &self.recipient_order,
                 recipient_order_key(until, contact),

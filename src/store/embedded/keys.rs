@@ -1,5 +1,6 @@
 //! Keys of the embedded store's keyspaces (the layout is in the module
-//! comment of `mod.rs`), JSON encoding of values, and the errors of both.
+//! comment of `mod.rs`), the encodings of values (binary rows, JSON for the
+//! rest), and the errors of both.
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -21,15 +22,46 @@ pub(super) fn empty_key(what: &str) -> StoreError {
     }
 }
 
+/// The first byte of a value in the binary row encoding, version 1:
+/// MessagePack with struct fields named (docs/ARCHITECTURE.md, "Row
+/// encoding"). No JSON document starts with a control byte, so a value
+/// tells its encoding by its first byte.
+pub(super) const ROW_V1: u8 = 0x01;
+
+/// A value of a cold keyspace (campaigns, halts, leases, markers, …):
+/// JSON, read by any version and easy to inspect.
 pub(super) fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(value).map_err(io_err)
 }
 
+/// A value written on every message (dispatch rows, contact records, the
+/// wamid index): the binary encoding, version 1.
+pub(super) fn encode_row<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(256);
+    out.push(ROW_V1);
+    rmp_serde::encode::write_named(&mut out, value).map_err(io_err)?;
+    Ok(out)
+}
+
+/// Either encoding: binary rows by their version byte, JSON (every value
+/// written before the binary encoding, and cold values) by its first
+/// character.
 pub(super) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+    let corrupt = |message: String| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).replace('\0', "/"),
-        message: e.to_string(),
-    })
+        message,
+    };
+    match bytes.first() {
+        Some(&ROW_V1) => rmp_serde::from_slice(&bytes[1..])
+            .map_err(|e| corrupt(format!("binary row (version 1): {e}"))),
+        Some(b) if b.is_ascii_graphic() || b.is_ascii_whitespace() => {
+            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))
+        }
+        Some(b) => Err(corrupt(format!(
+            "row encoding version {b}, unknown to this build: the store was written by a newer wadispatch; run that version (or newer)"
+        ))),
+        None => Err(corrupt("empty value".into())),
+    }
 }
 
 pub(super) fn dispatch_key(campaign: &str, contact: &ContactKey) -> Vec<u8> {

@@ -8,21 +8,24 @@
 //! write batch is flushed to the OS before it is acknowledged
 //! (`Durability::Process`, survives kill -9) or fsynced (`Durability::Power`).
 //!
-//! Key layout (0x00 separates fields; campaign ids never contain it):
+//! Key layout (0x00 separates fields; campaign ids never contain it). "row"
+//! values are in the binary row encoding, "JSON" ones in JSON; either is
+//! read from any keyspace, so rows written as JSON by earlier versions stay
+//! readable (docs/ARCHITECTURE.md, "Row encoding"):
 //! - `campaigns`:  id → CampaignRecord (JSON)
-//! - `dispatches`: campaign 0 contact → DispatchRecord (JSON)
+//! - `dispatches`: campaign 0 contact → DispatchRecord (row)
 //! - `pending`:    campaign 0 shard(be32) seq(be64) → contact
 //! - `shards`:     campaign 0 shard(be32) → ()
 //! - `cursors`:    campaign 0 shard(be32) → seq(be64)
-//! - `contacts`:   contact → ContactRecord (JSON)
-//! - `wamids`:     wamid → WamidEntry (JSON)
+//! - `contacts`:   contact → ContactRecord (row)
+//! - `wamids`:     wamid → WamidEntry (row)
 //! - `parked`:     wamid → [StatusUpdate] (JSON): statuses that overtook their wamid
-//! - `claims`:     campaign 0 shard(be32) owner 0 contact → claimed at (JSON): the claim index
+//! - `claims`:     campaign 0 shard(be32) owner 0 contact → claimed at (row): the claim index
 //! - `leases`:     owner → Lease (JSON)
 //! - `markers`:    name → done at (JSON)
-//! - `recipients`: contact → until (JSON); `recipient_order`: until(be64 ms) contact → ()
+//! - `recipients`: contact → until (row); `recipient_order`: until(be64 ms) contact → ()
 //! - `timers`:     campaign 0 shard(be32) due(be64 ms) contact 0 step → (): journey timers
-//! - `send_slots`: contact → [SendSlot] (JSON): the frequency cap's slots
+//! - `send_slots`: contact → [SendSlot] (row): the frequency cap's slots
 
 mod caps;
 mod journey;
@@ -685,7 +688,7 @@ impl Store for EmbeddedStore {
                     record.marketing_opt_changed_at = Some(at);
                 }
             }
-            inner.put_json(&inner.contacts, key, &record)
+            inner.put_row(&inner.contacts, key, &record)
         })
         .await
     }
@@ -724,7 +727,7 @@ impl Store for EmbeddedStore {
             let mut record: ContactRecord =
                 inner.get_json(&inner.contacts, key)?.unwrap_or_default();
             record.undeliverable_at = Some(at);
-            inner.put_json(&inner.contacts, key, &record)
+            inner.put_row(&inner.contacts, key, &record)
         })
         .await
     }
@@ -740,7 +743,7 @@ impl Store for EmbeddedStore {
                 return Ok(());
             }
             record.linked = Some(other);
-            inner.put_json(&inner.contacts, key, &record)
+            inner.put_row(&inner.contacts, key, &record)
         })
         .await
     }

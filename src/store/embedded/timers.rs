@@ -74,7 +74,7 @@ impl Inner {
                     );
                 }
                 self.index_wait(&mut batch, None, &record);
-                batch.insert(&self.dispatches, key, encode(&record)?);
+                batch.insert(&self.dispatches, key, encode_row(&record)?);
                 moved = Some(record.state);
             }
         }
