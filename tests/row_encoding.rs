@@ -17,6 +17,7 @@ use std::path::Path;
 
 use chrono::{Duration, TimeZone, Utc};
 use wadispatch::domain::{ContactKey, DispatchState};
+use wadispatch::report::CampaignSummary;
 use wadispatch::store::embedded::{Durability, EmbeddedStore};
 use wadispatch::store::*;
 
@@ -80,6 +81,18 @@ async fn a_store_of_json_rows_opens_and_dispatches() {
     let campaigns = store.list_campaigns().await.unwrap();
     assert_eq!(campaigns.len(), 1);
     let id = campaigns[0].spec.id.clone();
+    // The store was written before counts were kept with the rows: the
+    // first open counted them.
+    let kept = CampaignSummary::compute(&store, &id).await.unwrap();
+    assert_eq!(kept, CampaignSummary::scan(&store, &id).await.unwrap());
+    assert_eq!(
+        (
+            kept.staged,
+            kept.count(DispatchState::Pending),
+            kept.excluded()
+        ),
+        (6, 2, 1)
+    );
     let states: Vec<(ContactKey, DispatchState)> = store
         .scan_dispatches(&id, None, 100)
         .await
@@ -201,6 +214,15 @@ async fn a_store_of_json_rows_opens_and_dispatches() {
             .unwrap()
             .contact,
         contact(4)
+    );
+    let kept = CampaignSummary::compute(&store, &id).await.unwrap();
+    assert_eq!(kept, CampaignSummary::scan(&store, &id).await.unwrap());
+    assert_eq!(
+        (
+            kept.count(DispatchState::Pending),
+            kept.reached(DispatchState::Read)
+        ),
+        (1, 1)
     );
 }
 

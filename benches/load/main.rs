@@ -44,7 +44,7 @@ use report::*;
 use scenarios::*;
 use world::*;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "ingest",
     "dispatch",
     "pacing",
@@ -52,6 +52,7 @@ const SCENARIOS: [&str; 7] = [
     "webhooks",
     "journeys",
     "triggers",
+    "scale",
 ];
 /// The campaign of the ingest and webhook scenarios (config/examples/promo.json).
 const PROMO: &str = "bday-2026-11";
@@ -110,6 +111,10 @@ struct Sizes {
     webhook_events: u64,
     journey_contacts: u64,
     trigger_events: u64,
+    /// Contacts of the scale scenario, which runs only when it is named in
+    /// `WADISPATCH_BENCH_ONLY` or this size is set.
+    scale_contacts: u64,
+    scale_asked: bool,
 }
 
 impl Sizes {
@@ -122,6 +127,8 @@ impl Sizes {
             webhook_events: env_u64("WADISPATCH_BENCH_WEBHOOK_EVENTS", 300_000),
             journey_contacts: env_u64("WADISPATCH_BENCH_JOURNEY_CONTACTS", 1_000_000),
             trigger_events: env_u64("WADISPATCH_BENCH_TRIGGER_EVENTS", 300_000),
+            scale_contacts: env_u64("WADISPATCH_BENCH_SCALE", 10_000_000),
+            scale_asked: std::env::var_os("WADISPATCH_BENCH_SCALE").is_some(),
         }
     }
 

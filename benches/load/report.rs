@@ -24,8 +24,15 @@ pub(super) fn orchestrate() -> anyhow::Result<()> {
     let started = Utc::now();
     let mut results = serde_json::Map::new();
     let mut failed = Vec::new();
+    let sizes = Sizes::from_env();
     for name in SCENARIOS {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+        let named = only.as_ref().map(|o| o.iter().any(|n| n == name));
+        // The scale scenario takes many minutes: only when asked for.
+        let wanted = match named {
+            Some(named) => named || (name == "scale" && sizes.scale_asked),
+            None => name != "scale" || sizes.scale_asked,
+        };
+        if !wanted {
             continue;
         }
         eprintln!("== {name}");
@@ -112,6 +119,16 @@ pub(super) fn num(v: &Value, key: &str) -> f64 {
     v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
+/// "p50 / p99" of one store operation of the dispatch scenario.
+fn op_ms(v: &Value, op: &str) -> String {
+    let q = |i: usize| {
+        v.pointer(&format!("/store_op_p50_p99_ms/{op}/{i}"))
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    format!("{:.2} / {:.2}", q(0), q(1))
+}
+
 pub(super) fn print_table(name: &str, v: &Value) {
     let rows: Vec<(String, String)> = match name {
         "ingest" => vec![
@@ -170,6 +187,14 @@ pub(super) fn print_table(name: &str, v: &Value) {
                     num(v, "send_latency_p50_ms"),
                     num(v, "send_latency_p99_ms")
                 ),
+            ),
+            (
+                "  store p50 / p99, ms: read row, read contact".into(),
+                format!("{} · {}", op_ms(v, "get_dispatch"), op_ms(v, "get_contact")),
+            ),
+            (
+                "  store p50 / p99, ms: claim, outcome".into(),
+                format!("{} · {}", op_ms(v, "claim"), op_ms(v, "record_outcome")),
             ),
             (
                 "  CPU s per 1,000 (daemon)".into(),
@@ -238,6 +263,45 @@ pub(super) fn print_table(name: &str, v: &Value) {
             (
                 "CPU s per 1,000 (daemon)".into(),
                 format!("{:.3}", num(v, "cpu_s_per_1000")),
+            ),
+        ],
+        "scale" => vec![
+            ("contacts staged".into(), format!("{}", num(v, "contacts"))),
+            (
+                "ingest, records/s (all)".into(),
+                format!("{:.0}", num(v, "ingest_records_per_s")),
+            ),
+            (
+                "  first / last million".into(),
+                format!(
+                    "{:.0} / {:.0}",
+                    num(v, "ingest_records_per_s_first_million"),
+                    num(v, "ingest_records_per_s_last_million")
+                ),
+            ),
+            (
+                "RSS, all staged, MiB".into(),
+                format!("{:.0}", num(v, "rss_staged_mib")),
+            ),
+            (
+                "/campaigns p50 / max, ms".into(),
+                format!(
+                    "{:.1} / {:.1}",
+                    num(v, "campaigns_latency_p50_ms"),
+                    num(v, "campaigns_latency_max_ms")
+                ),
+            ),
+            (
+                "restart to first send, s".into(),
+                format!("{:.1}", num(v, "restart_to_first_send_s")),
+            ),
+            (
+                "dispatch after restart, messages/s".into(),
+                format!(
+                    "{:.0} (first {})",
+                    num(v, "dispatch_messages_per_s"),
+                    num(v, "sends_timed")
+                ),
             ),
         ],
         "webhooks" => vec![
@@ -390,6 +454,51 @@ pub(super) fn targets(results: &serde_json::Map<String, Value>) -> Vec<Value> {
             format!("{r:.0} events/s"),
             r >= 60_000.0,
             sizes.webhook_events >= 300_000,
+        );
+    }
+    if let Some(v) = results.get("scale").filter(|v| v.get("error").is_none()) {
+        let full = sizes.scale_contacts >= 10_000_000;
+        let m = num(v, "rss_staged_mib");
+        check(
+            "RSS ≤ 300 MB with 10,000,000 staged contacts",
+            format!("{m:.0} MiB"),
+            m * 1.048_576 <= 300.0,
+            full,
+        );
+        let (first, last) = (
+            num(v, "ingest_records_per_s_first_million"),
+            num(v, "ingest_records_per_s_last_million"),
+        );
+        check(
+            "ingest of the last million within 15 % of the first's",
+            format!("{last:.0} vs {first:.0} records/s"),
+            last >= first * 0.85,
+            full,
+        );
+        let sends = num(v, "dispatch_messages_per_s");
+        match results.get("dispatch").filter(|d| d.get("error").is_none()) {
+            Some(d) => {
+                let base = num(d, "messages_per_s");
+                check(
+                    "dispatch at 10,000,000 staged within 15 % of the dispatch scenario's",
+                    format!("{sends:.0} vs {base:.0} messages/s"),
+                    sends >= base * 0.85,
+                    full && sizes.dispatch_messages >= 200_000,
+                );
+            }
+            None => check(
+                "dispatch at 10,000,000 staged within 15 % of the dispatch scenario's",
+                format!("{sends:.0} messages/s (dispatch not run: nothing to compare)"),
+                false,
+                false,
+            ),
+        }
+        let l = num(v, "campaigns_latency_max_ms");
+        check(
+            "/campaigns answers in < 100 ms at 10,000,000 contacts",
+            format!("{l:.1} ms (slowest of 20)"),
+            l < 100.0,
+            full,
         );
     }
     if let Some(v) = results.get("journeys").filter(|v| v.get("error").is_none()) {

@@ -36,6 +36,7 @@ pub(super) fn scenario(name: &str) -> anyhow::Result<()> {
             "webhooks" => webhooks(&sizes, &mut world).await,
             "journeys" => journeys(&sizes, &world).await,
             "triggers" => triggers(&sizes, &world).await,
+            "scale" => scale(&sizes, &world).await,
             other => bail!("unknown scenario {other:?}"),
         }
     })?;
@@ -265,6 +266,40 @@ pub(super) fn send_latency_buckets(senders: &[String]) -> Vec<(f64, u64)> {
     out
 }
 
+/// Cumulative buckets of the daemon's latency histogram of one store
+/// operation (`wadispatch_store_operation_duration_seconds{op}`).
+pub(super) fn store_op_buckets(op: &str) -> Vec<(f64, u64)> {
+    let h = metrics().store_operation_duration.with_label_values(&[op]);
+    let mut out: Vec<(f64, u64)> = prometheus::core::Collector::collect(&h)
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .flat_map(|m| m.get_histogram().get_bucket())
+        .map(|b| (b.upper_bound(), b.cumulative_count()))
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// p50 and p99 (ms) of the store operations a send makes, as the daemon's
+/// histograms saw them over the run.
+fn store_op_latencies() -> Value {
+    let ops = ["get_dispatch", "get_contact", "claim", "record_outcome"];
+    Value::Object(
+        ops.iter()
+            .map(|op| {
+                let b = store_op_buckets(op);
+                (
+                    op.to_string(),
+                    json!([
+                        histogram_quantile(0.5, &b) * 1000.0,
+                        histogram_quantile(0.99, &b) * 1000.0
+                    ]),
+                )
+            })
+            .collect(),
+    )
+}
+
 /// The same estimate for raw latencies, with the daemon's buckets.
 pub(super) fn bucketed(latencies: &[Duration], bounds: &[f64]) -> Vec<(f64, u64)> {
     bounds
@@ -338,6 +373,7 @@ pub(super) async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Val
         );
     }
     let latency = send_latency_buckets(&senders);
+    let store_ops = store_op_latencies();
     let rate = n as f64 / seconds;
 
     // The raw floor: the very payloads the daemon sent, as plain POSTs at the
@@ -412,6 +448,7 @@ pub(super) async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Val
         "seconds": seconds,
         "send_latency_p50_ms": histogram_quantile(0.5, &latency) * 1000.0,
         "send_latency_p99_ms": histogram_quantile(0.99, &latency) * 1000.0,
+        "store_op_p50_p99_ms": store_ops,
         "cpu_s_per_1000": cpu / n as f64 * 1000.0,
         "world_cpu_s_per_1000": world_cpu / n as f64 * 1000.0,
         "sandbox_accepted": stats.accepted,
@@ -792,4 +829,128 @@ pub(super) async fn accept_contacts(
     }
     progress.finish_and_clear();
     Ok(())
+}
+
+/// Contacts per step of the scale scenario's staging timeline.
+const SCALE_STEP: u64 = 1_000_000;
+
+/// The scale scenario: `WADISPATCH_BENCH_SCALE` contacts (10,000,000)
+/// staged with the campaign paused; the ingest rate over the first and the
+/// last million; RSS with all staged; `/campaigns` latency; then a restart
+/// of the daemon on the same store with the campaign active: the time to its
+/// first send and the rate over the first 500,000 sends.
+pub(super) async fn scale(sizes: &Sizes, world: &World) -> anyhow::Result<Value> {
+    let n = sizes.scale_contacts;
+    let sends = n.min(500_000);
+    let senders = sender_ids(7000, DISPATCH_SENDERS);
+    let dir = tempfile::tempdir()?;
+    let mut config = daemon_config(world, dir.path(), "bench");
+    config.dispatch.max_in_flight_per_sender = IN_FLIGHT_PER_SENDER;
+    add_senders(&mut config, &senders, 1_000_000.0);
+
+    // Staging, with the time every million was reached.
+    let store = app::open_store(&config).await?;
+    let daemon = Daemon::start(config.clone(), store).await?;
+    let progress = bar(n, "scale: staging (campaign paused)");
+    let stats = &daemon.pipeline.stats;
+    let mut assigned = None;
+    let mut marks: Vec<(u64, Instant)> = Vec::new();
+    loop {
+        let done = stats.total();
+        progress.set_position(done);
+        if assigned.is_none() && stats.assigned.load(std::sync::atomic::Ordering::Acquire) {
+            assigned = Some(Instant::now());
+            marks.push((0, Instant::now()));
+        }
+        let next = (marks.len() as u64) * SCALE_STEP;
+        if assigned.is_some() && done >= next.min(n) && next > 0 {
+            marks.push((done, Instant::now()));
+        }
+        if done >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    progress.finish_and_clear();
+    let first_end = marks.iter().find(|(d, _)| *d >= SCALE_STEP.min(n));
+    let (first_n, first_t) = first_end.map_or((n, Instant::now()), |m| *m);
+    let started = marks.first().map_or(Instant::now(), |m| m.1);
+    let last = marks.last().copied().unwrap_or((n, Instant::now()));
+    let before_last = marks
+        .iter()
+        .rev()
+        .find(|(d, _)| *d + SCALE_STEP <= last.0)
+        .copied()
+        .unwrap_or((0, started));
+    let rate_first = first_n as f64 / first_t.duration_since(started).as_secs_f64();
+    let rate_last =
+        (last.0 - before_last.0) as f64 / last.1.duration_since(before_last.1).as_secs_f64();
+    let rate_all = n as f64 / last.1.duration_since(started).as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_staged = status_mib(me(), "VmRSS");
+
+    // `/campaigns` on the admin listener, as an operator's tool asks it.
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/campaigns", daemon.admin_addr);
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let answer = http.get(&url).send().await?;
+        anyhow::ensure!(
+            answer.status().is_success(),
+            "/campaigns answered {}",
+            answer.status()
+        );
+        answer.bytes().await?;
+        latencies.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    latencies.sort();
+    let summary = CampaignSummary::compute(daemon.store.as_ref(), "bench").await?;
+    if summary.staged != n {
+        bail!("{} of {n} contacts staged", summary.staged);
+    }
+    daemon.shutdown(Duration::from_secs(10)).await;
+
+    // The restart, with the campaign active from the start.
+    unpause(&mut config, "bench");
+    let progress = bar(sends, "scale: restart and the first sends");
+    let restarted = Instant::now();
+    let store = app::open_store(&config).await?;
+    let daemon = Daemon::start(config.clone(), store).await?;
+    let accepted = || accepted_by("bench", &senders);
+    let mut first_send = None;
+    let mut last = (0, Instant::now());
+    loop {
+        let done = accepted();
+        progress.set_position(done);
+        if first_send.is_none() && done > 0 {
+            first_send = Some(Instant::now());
+        }
+        if done >= sends {
+            break;
+        }
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(60) {
+            bail!("scale: sends stalled at {done} of {sends} after the restart");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let finished = Instant::now();
+    progress.finish_and_clear();
+    let first_send = first_send.unwrap_or(finished);
+    daemon.shutdown(Duration::from_secs(10)).await;
+    Ok(json!({
+        "contacts": n,
+        "sends_timed": sends,
+        "ingest_records_per_s": rate_all,
+        "ingest_records_per_s_first_million": rate_first,
+        "ingest_records_per_s_last_million": rate_last,
+        "rss_staged_mib": rss_staged,
+        "campaigns_latency_p50_ms": quantile_ms(&latencies, 0.5),
+        "campaigns_latency_max_ms": quantile_ms(&latencies, 1.0),
+        "restart_to_first_send_s": first_send.duration_since(restarted).as_secs_f64(),
+        "dispatch_messages_per_s": sends as f64 / finished.duration_since(first_send).as_secs_f64(),
+    }))
 }

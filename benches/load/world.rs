@@ -137,9 +137,11 @@ pub(super) fn world(scenario: &str) -> anyhow::Result<()> {
                 })
                 .await?;
             }
-            "dispatch" | "pacing" | "pacing-busy" => {
+            "dispatch" | "pacing" | "pacing-busy" | "scale" => {
                 let (id, senders, n, mps) = if scenario == "dispatch" {
                     ("bench", sender_ids(7000, DISPATCH_SENDERS), sizes.dispatch_messages, 0.0)
+                } else if scenario == "scale" {
+                    ("bench", sender_ids(7000, DISPATCH_SENDERS), sizes.scale_contacts, 0.0)
                 } else {
                     ("pace", sender_ids(8000, sizes.pacing_senders), sizes.pacing_contacts(), PACING_RATE)
                 };

@@ -37,7 +37,7 @@ pub enum StateParseError {
 }
 
 /// Where one contact stands in one campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DispatchState {
     /// Staged at ingest, waiting for its turn.

@@ -1,13 +1,12 @@
-//! Funnel summaries computed by scanning a campaign's dispatch rows.
-//!
-//! Counts come from the store, never from counters kept on the side, so a
-//! summary is right after any crash or restart (docs/ARCHITECTURE.md,
-//! "Store").
+//! Funnel summaries of a campaign's dispatch rows: from the counts the
+//! store keeps in the same writes as the rows, or from a scan of the rows
+//! (docs/ARCHITECTURE.md, "Progress and counts"). Either is right after
+//! any crash or restart.
 
 use std::collections::BTreeMap;
 
 use crate::domain::{DispatchState, Journey};
-use crate::store::{DispatchRecord, Store, StoreResult};
+use crate::store::{Counter, DispatchRecord, Store, StoreResult};
 
 mod export;
 mod steps;
@@ -45,29 +44,19 @@ pub struct StepTally {
 }
 
 impl StepTally {
-    fn add(
-        &mut self,
-        state: DispatchState,
-        reason: Option<&str>,
-        (class, code): (Option<&str>, Option<i64>),
-    ) {
-        *self.by_state.entry(state.as_str().to_string()).or_default() += 1;
-        if state == DispatchState::Failed {
-            let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
-            *self.failed_by_code.entry(code).or_default() += 1;
-        }
-        for stage in FUNNEL {
-            if state.delivery_rank() >= stage.delivery_rank() && state.delivery_rank() > 0 {
-                *self.reached.entry(stage.as_str().to_string()).or_default() += 1;
-            }
-        }
-        let (map, key) = match state {
-            DispatchState::Accepted if reason.is_some() => (&mut self.held_by_meta, reason),
-            DispatchState::Excluded => (&mut self.excluded_by_reason, reason),
-            DispatchState::Failed => (&mut self.failed_by_class, class),
+    /// Adds `v` to the counter `counter` names in this tally (the counters
+    /// of [`Counter`] that belong to a step).
+    fn bump(&mut self, counter: &Counter, v: f64) {
+        let (map, key) = match counter {
+            Counter::State { state, .. } => (&mut self.by_state, state.as_str()),
+            Counter::Reached { stage, .. } => (&mut self.reached, stage.as_str()),
+            Counter::Excluded { reason, .. } => (&mut self.excluded_by_reason, reason.as_str()),
+            Counter::FailedClass { class, .. } => (&mut self.failed_by_class, class.as_str()),
+            Counter::FailedCode { code, .. } => (&mut self.failed_by_code, code.as_str()),
+            Counter::HeldByMeta { status, .. } => (&mut self.held_by_meta, status.as_str()),
             _ => return,
         };
-        *map.entry(key.unwrap_or("unknown").to_string()).or_default() += 1;
+        add_to(map, key, v);
     }
 
     pub fn count(&self, state: DispatchState) -> u64 {
@@ -150,14 +139,14 @@ pub struct CampaignSummary {
     pub timers: BTreeMap<String, u64>,
 }
 
-/// Funnel stages in order.
-pub const FUNNEL: [DispatchState; 5] = [
-    DispatchState::Accepted,
-    DispatchState::Sent,
-    DispatchState::Delivered,
-    DispatchState::Read,
-    DispatchState::Replied,
-];
+pub use crate::store::FUNNEL;
+
+/// Adds `v` (a whole number of contacts, or minus one) to `map[key]`,
+/// creating the entry.
+fn add_to(map: &mut BTreeMap<String, u64>, key: &str, v: f64) {
+    let n = map.entry(key.to_string()).or_default();
+    *n = n.saturating_add_signed(v as i64);
+}
 
 /// Calls `f` with every row of a campaign, a page at a time.
 async fn scan_rows(
@@ -179,7 +168,18 @@ async fn scan_rows(
 }
 
 impl CampaignSummary {
+    /// The campaign's summary: from the counts the store keeps with the
+    /// rows when it keeps them (the embedded store), else from a scan of
+    /// every row (docs/ARCHITECTURE.md, "Progress and counts").
     pub async fn compute(store: &dyn Store, campaign: &str) -> StoreResult<Self> {
+        match store.tally(campaign).await? {
+            Some(counters) => Ok(Self::from_counters(campaign, &counters)),
+            None => Self::scan(store, campaign).await,
+        }
+    }
+
+    /// The summary from a scan of every row of the campaign.
+    pub async fn scan(store: &dyn Store, campaign: &str) -> StoreResult<Self> {
         let mut summary = CampaignSummary {
             campaign_id: campaign.to_string(),
             ..Default::default()
@@ -188,41 +188,52 @@ impl CampaignSummary {
         Ok(summary)
     }
 
+    /// The summary of kept counts (zero counts are left out, as a scan
+    /// never makes them).
+    pub fn from_counters(campaign: &str, counters: &[(Counter, f64)]) -> Self {
+        let mut summary = CampaignSummary {
+            campaign_id: campaign.to_string(),
+            ..Default::default()
+        };
+        for (c, v) in counters.iter().filter(|(_, v)| *v != 0.0) {
+            summary.bump(c, *v);
+        }
+        summary
+    }
+
     fn add(&mut self, row: &DispatchRecord) {
-        self.staged += 1;
-        if let Some(c) = &row.conversion {
-            self.converted += 1;
-            let stopped = row.stopped.as_deref();
-            if stopped.and_then(|s| s.strip_prefix("converted:")) == Some(c.goal.as_str()) {
-                self.stopped_by_conversion += 1;
-            }
-            if let (Some(v), Some(currency)) = (c.value, &c.currency) {
+        for (c, v) in row.tally() {
+            self.bump(&c, v);
+        }
+    }
+
+    /// Adds `v` to the counter `counter` names.
+    fn bump(&mut self, counter: &Counter, v: f64) {
+        let whole = |n: &mut u64| *n = n.saturating_add_signed(v as i64);
+        match counter {
+            Counter::Staged => whole(&mut self.staged),
+            Counter::Waiting => whole(&mut self.waiting),
+            Counter::Converted => whole(&mut self.converted),
+            Counter::StoppedByConversion => whole(&mut self.stopped_by_conversion),
+            Counter::Timer(step) => add_to(&mut self.timers, step, v),
+            Counter::ConversionValue(currency) => {
                 *self.conversion_value.entry(currency.clone()).or_default() += v;
             }
+            Counter::Billable { category, country } => add_to(
+                self.billable.messages.entry(category.clone()).or_default(),
+                country,
+                v,
+            ),
+            Counter::State { step, .. }
+            | Counter::Reached { step, .. }
+            | Counter::Excluded { step, .. }
+            | Counter::FailedClass { step, .. }
+            | Counter::FailedCode { step, .. }
+            | Counter::HeldByMeta { step, .. } => match step {
+                None => self.contacts.bump(counter, v),
+                Some(step) => self.step_mut(step).bump(counter, v),
+            },
         }
-        if let Some(wait) = &row.wait {
-            self.waiting += 1;
-            *self.timers.entry(wait.step.clone()).or_default() += 1;
-        }
-        let (reason, class) = (
-            row.reason.as_deref(),
-            (row.error_class.as_deref(), row.error_code),
-        );
-        self.contacts.add(row.state, reason, class);
-        if let Some(p) = &row.pricing {
-            self.billable.add(p);
-        }
-        for h in &row.history {
-            let (reason, class) = (
-                h.reason.as_deref(),
-                (h.error_class.as_deref(), h.error_code),
-            );
-            self.step_mut(&h.step).add(h.state, reason, class);
-            if let Some(p) = &h.pricing {
-                self.billable.add(p);
-            }
-        }
-        self.step_mut(&row.step).add(row.state, reason, class);
     }
 
     fn step_mut(&mut self, step: &str) -> &mut StepTally {

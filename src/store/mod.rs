@@ -138,6 +138,13 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&ContactKey>,
         limit: usize,
     ) -> StoreResult<Vec<DispatchRecord>>;
+    /// The campaign's counters, kept in the same writes as its rows, when
+    /// the backend keeps them (the embedded store); `None` when it does not
+    /// (ScyllaDB), and the caller scans the rows instead
+    /// (docs/ARCHITECTURE.md, "Progress and counts").
+    async fn tally(&self, _campaign: &str) -> StoreResult<Option<Vec<(Counter, f64)>>> {
+        Ok(None)
+    }
     async fn load_cursor(&self, campaign: &str, shard: u32) -> StoreResult<Option<u64>>;
     async fn save_cursor(&self, campaign: &str, shard: u32, seq: u64) -> StoreResult<()>;
 

@@ -192,6 +192,9 @@ impl<S: Store> Store for Timed<S> {
         )
         .await
     }
+    async fn tally(&self, campaign: &str) -> StoreResult<Option<Vec<(Counter, f64)>>> {
+        time("tally", self.0.tally(campaign)).await
+    }
     async fn load_cursor(&self, campaign: &str, shard: u32) -> StoreResult<Option<u64>> {
         time("load_cursor", self.0.load_cursor(campaign, shard)).await
     }

@@ -86,6 +86,8 @@ impl Inner {
         // The same contact twice inside one batch must collapse too.
         let mut seen = std::collections::HashSet::with_capacity(items.len());
         let mut new_shards = std::collections::HashSet::new();
+        let mut counts: std::collections::BTreeMap<&str, super::tally::Counters> =
+            Default::default();
         for item in items {
             let key = dispatch_key(&item.campaign_id, &item.contact);
             if !seen.insert(key.clone()) || self.dispatches.contains_key(&key).map_err(io_err)? {
@@ -93,6 +95,10 @@ impl Inner {
                 continue;
             }
             let record = DispatchRecord::from_stage(item);
+            let counters = counts.entry(item.campaign_id.as_str()).or_default();
+            for (c, v) in record.tally() {
+                *counters.entry(c).or_default() += v;
+            }
             batch.insert(&self.dispatches, key, encode_row(&record)?);
             if item.exclusion.is_none() {
                 batch.insert(
@@ -109,7 +115,7 @@ impl Inner {
         for (campaign, shard) in new_shards {
             batch.insert(&self.shards, shard_key(campaign, shard), Vec::new());
         }
-        batch.commit().map_err(io_err)?;
+        self.commit_counted(batch, counts)?;
         Ok(outcomes)
     }
 
@@ -124,6 +130,7 @@ impl Inner {
                 state: Some(record.state),
             });
         }
+        let was = record.tally();
         let mut batch = self.batch();
         if req.exclusive {
             let ckey = req.contact.as_str().as_bytes();
@@ -159,7 +166,7 @@ impl Inner {
             &self.pending,
             pending_key(&req.campaign_id, record.shard, record.seq),
         );
-        batch.commit().map_err(io_err)?;
+        self.commit_row(batch, &req.campaign_id, &was, &record)?;
         Ok(ClaimOutcome::Claimed {
             attempts: record.attempts,
         })
@@ -231,7 +238,7 @@ impl Inner {
         }
         self.index_wait(&mut batch, before.wait.as_ref(), &record);
         batch.insert(&self.dispatches, key, encode_row(&record)?);
-        batch.commit().map_err(io_err)
+        self.commit_row(batch, campaign, &before.tally(), &record)
     }
 
     pub(super) fn apply_status(
@@ -269,7 +276,7 @@ impl Inner {
         }
         self.index_wait(&mut batch, before.wait.as_ref(), &record);
         batch.insert(&self.dispatches, key, encode_row(&record)?);
-        batch.commit().map_err(io_err)?;
+        self.commit_row(batch, campaign, &before.tally(), &record)?;
         Ok(StatusApplied::Changed {
             from,
             to,
@@ -306,6 +313,7 @@ impl Inner {
         let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
             return Ok(false);
         };
+        let was = record.tally();
         if !record.requeue(from) {
             return Ok(false);
         }
@@ -316,7 +324,7 @@ impl Inner {
             contact.row_str().as_bytes().to_vec(),
         );
         batch.insert(&self.dispatches, key, encode_row(&record)?);
-        batch.commit().map_err(io_err)?;
+        self.commit_row(batch, campaign, &was, &record)?;
         Ok(true)
     }
 
@@ -339,6 +347,7 @@ impl Inner {
             return Ok(None);
         }
         let before = record.wait.clone();
+        let was = record.tally();
         record.apply_outcome(
             &Outcome::Excluded {
                 reason: reason.clone(),
@@ -352,7 +361,7 @@ impl Inner {
         );
         self.index_wait(&mut batch, before.as_ref(), &record);
         batch.insert(&self.dispatches, key, encode_row(&record)?);
-        batch.commit().map_err(io_err)?;
+        self.commit_row(batch, campaign, &was, &record)?;
         Ok(Some(record.step))
     }
 
@@ -368,6 +377,7 @@ impl Inner {
         let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
             return Ok(None);
         };
+        let was = record.tally();
         let Some(stop) = record.stop(reason, at) else {
             return Ok(None);
         };
@@ -379,7 +389,7 @@ impl Inner {
             );
         }
         batch.insert(&self.dispatches, key, encode_row(&record)?);
-        batch.commit().map_err(io_err)?;
+        self.commit_row(batch, campaign, &was, &record)?;
         Ok(Some(stop))
     }
 
@@ -396,6 +406,7 @@ impl Inner {
         let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? else {
             return Ok(None);
         };
+        let was = record.tally();
         let applied = record.convert(conversion, stop, at);
         let ConversionApplied::Recorded(converted) = &applied else {
             return Ok(Some(applied));
@@ -408,7 +419,7 @@ impl Inner {
             );
         }
         batch.insert(&self.dispatches, key, encode_row(&record)?);
-        batch.commit().map_err(io_err)?;
+        self.commit_row(batch, campaign, &was, &record)?;
         Ok(Some(applied))
     }
 
@@ -576,9 +587,9 @@ impl Inner {
             &self.claims,
             claim_key(campaign, shard, &entry.owner, &entry.contact),
         );
-        let mut changed = false;
         if let Some(mut record) = self.get_json::<DispatchRecord>(&self.dispatches, &key)? {
             if record.claimed_by(&entry.owner) {
+                let was = record.tally();
                 record.apply_outcome(
                     &Outcome::Unknown {
                         message: message.to_string(),
@@ -586,11 +597,12 @@ impl Inner {
                     at,
                 );
                 batch.insert(&self.dispatches, key, encode_row(&record)?);
-                changed = true;
+                self.commit_row(batch, campaign, &was, &record)?;
+                return Ok(true);
             }
         }
         batch.commit().map_err(io_err)?;
-        Ok(changed)
+        Ok(false)
     }
 
     pub(super) fn count_recipient(
@@ -672,6 +684,6 @@ impl Inner {
         }
         batch.remove(&self.campaigns, id.as_bytes().to_vec());
         batch.remove(&self.halts, id.as_bytes().to_vec());
-        batch.commit().map_err(io_err)
+        self.forget_tally(batch, id)
     }
 }

@@ -26,10 +26,13 @@
 //! - `recipients`: contact → until (row); `recipient_order`: until(be64 ms) contact → ()
 //! - `timers`:     campaign 0 shard(be32) due(be64 ms) contact 0 step → (): journey timers
 //! - `send_slots`: contact → [SendSlot] (row): the frequency cap's slots
+//! - `tallies`:    campaign 0 counter (MessagePack) → value (f64, be): each
+//!   campaign's counts, written in the batches that change its rows
 
 mod caps;
 mod journey;
 mod keys;
+mod tally;
 mod timers;
 
 use std::path::Path;
@@ -112,6 +115,10 @@ struct Inner {
     /// the latest accepted message of each journey of a contact, read by
     /// conversion attribution.
     reach: Keyspace,
+    /// `tallies (campaign \0 counter) → value`: each campaign's counts,
+    /// written with its rows (`tally.rs`).
+    tallies: Keyspace,
+    tally_locks: tally::TallyLocks,
     /// Recipients in the window (None until first counted), under the lock
     /// that serialises every change of the window.
     window: Mutex<Option<u64>>,
@@ -194,6 +201,8 @@ impl EmbeddedStore {
             timers: ks("timers")?,
             send_slots: ks("send_slots")?,
             reach: ks("reach")?,
+            tallies: ks("tallies")?,
+            tally_locks: Default::default(),
             window: Mutex::new(None),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             staging: Mutex::new(()),
@@ -201,6 +210,7 @@ impl EmbeddedStore {
             db,
             durability,
         };
+        inner.ensure_tallies()?;
         Ok(EmbeddedStore {
             inner: Arc::new(inner),
         })
@@ -547,6 +557,12 @@ impl Store for EmbeddedStore {
         let campaign = campaign.to_string();
         let after = after.cloned();
         self.blocking(move |inner| inner.scan_dispatches(&campaign, after.as_ref(), limit))
+            .await
+    }
+
+    async fn tally(&self, campaign: &str) -> StoreResult<Option<Vec<(Counter, f64)>>> {
+        let campaign = campaign.to_string();
+        self.point(move |inner| inner.tally(&campaign).map(Some))
             .await
     }
 

@@ -64,6 +64,7 @@ impl Inner {
             // Declined while the row waits for exactly this entry: not due
             // yet, so it stays queued.
             keep = TimerEntry::of(&record).as_ref() == Some(entry);
+            let was = record.tally();
             if record.promote(&entry.step, edges, now, force) {
                 keep = false;
                 if record.state == DispatchState::Pending {
@@ -75,13 +76,21 @@ impl Inner {
                 }
                 self.index_wait(&mut batch, None, &record);
                 batch.insert(&self.dispatches, key, encode_row(&record)?);
-                moved = Some(record.state);
+                moved = Some((record.state, was, record));
             }
         }
         if !keep {
             batch.remove(&self.timers, timer_key(campaign, entry));
         }
-        batch.commit().map_err(io_err)?;
-        Ok(moved)
+        match moved {
+            Some((state, was, record)) => {
+                self.commit_row(batch, campaign, &was, &record)?;
+                Ok(Some(state))
+            }
+            None => {
+                batch.commit().map_err(io_err)?;
+                Ok(None)
+            }
+        }
     }
 }

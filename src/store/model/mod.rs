@@ -5,10 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod journey;
+mod tally;
 #[cfg(test)]
 mod tests;
 
 pub use journey::*;
+pub use tally::*;
 
 use crate::domain::{
     CampaignSpec, ContactKey, Conversion, DispatchState, Edge, ExclusionReason, FrozenParams,

@@ -474,3 +474,30 @@ fn a_linked_identity_adds_its_opt_outs() {
     out.merge_linked(&ContactRecord::default());
     assert!(out.opted_out && out.marketing_opted_out);
 }
+
+/// A claim moves one contact from `pending` to `claimed`, for the campaign
+/// and for its first step, and changes no other counter; the counters of a
+/// new row are its own.
+#[test]
+fn a_change_counts_the_row_after_minus_the_row_before() {
+    let mut row = staged();
+    let fresh = tally_change(None, &row);
+    assert_eq!(fresh.get(&Counter::Staged), Some(&1.0));
+    let was = row.tally();
+    row.state = DispatchState::Claimed;
+    let change = tally_change(Some(&was), &row);
+    let state = |step: Option<&str>, state| Counter::State {
+        step: step.map(str::to_string),
+        state,
+    };
+    assert_eq!(
+        change,
+        std::collections::BTreeMap::from([
+            (state(None, DispatchState::Pending), -1.0),
+            (state(None, DispatchState::Claimed), 1.0),
+            (state(Some(""), DispatchState::Pending), -1.0),
+            (state(Some(""), DispatchState::Claimed), 1.0),
+        ])
+    );
+    assert!(tally_change(Some(&row.tally()), &row).is_empty());
+}
