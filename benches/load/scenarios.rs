@@ -95,22 +95,88 @@ pub(super) fn unpause(config: &mut Config, campaign: &str) {
 /// Waits until the daemon has taken `n` audience records; answers when its
 /// audience consumer was given its partitions (the event the raw floor's
 /// window also starts at) and when the last record was taken.
-pub(super) async fn wait_staged(daemon: &Daemon, n: u64, what: &str) -> (Instant, Instant) {
+pub(super) async fn wait_staged(
+    daemon: &Daemon,
+    n: u64,
+    what: &str,
+) -> anyhow::Result<(Instant, Instant)> {
+    let marks = staging_marks(daemon, n, n, what, None).await?;
+    Ok((marks[0].1, marks[marks.len() - 1].1))
+}
+
+/// Waits until the daemon has taken `n` audience records, marking when its
+/// audience consumer was given its partitions (the first mark, at 0
+/// records), each time another `step` records were taken, and the last
+/// record (the last mark). With `stall`, fails when no record comes for
+/// that long.
+pub(super) async fn staging_marks(
+    daemon: &Daemon,
+    n: u64,
+    step: u64,
+    what: &str,
+    stall: Option<Duration>,
+) -> anyhow::Result<Vec<(u64, Instant)>> {
     let progress = bar(n, what);
     let stats = &daemon.pipeline.stats;
-    let mut assigned = None;
+    let mut marks: Vec<(u64, Instant)> = Vec::new();
+    let mut moved = (0, Instant::now());
     loop {
         let done = stats.total();
         progress.set_position(done);
-        if assigned.is_none() && stats.assigned.load(std::sync::atomic::Ordering::Acquire) {
-            assigned = Some(Instant::now());
+        let now = Instant::now();
+        if marks.is_empty()
+            && (done >= n || stats.assigned.load(std::sync::atomic::Ordering::Acquire))
+        {
+            marks.push((0, now));
+        }
+        if !marks.is_empty() && done >= (marks.len() as u64 * step).min(n) {
+            marks.push((done, now));
         }
         if done >= n {
             progress.finish_and_clear();
-            let now = Instant::now();
-            return (assigned.unwrap_or(now), now);
+            return Ok(marks);
+        }
+        if done != moved.0 {
+            moved = (done, now);
+        } else if stall.is_some_and(|s| moved.1.elapsed() > s) {
+            bail!(
+                "{what}: staging stalled at {done} of {n} records (did the broker keep them all?)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the API has accepted `n` messages of `campaign` from
+/// `senders` (retries and repeats do not count); answers when the first
+/// and the last were accepted. Fails when none is accepted for `stall`.
+pub(super) async fn wait_accepted(
+    campaign: &str,
+    senders: &[String],
+    n: u64,
+    what: &str,
+    stall: Duration,
+) -> anyhow::Result<(Instant, Instant)> {
+    let progress = bar(n, what);
+    let mut first = None;
+    let mut last = (0, Instant::now());
+    loop {
+        let done = accepted_by(campaign, senders);
+        progress.set_position(done);
+        let now = Instant::now();
+        if first.is_none() && done > 0 {
+            first = Some(now);
+        }
+        if done >= n {
+            progress.finish_and_clear();
+            return Ok((first.unwrap_or(now), now));
+        }
+        if done != last.0 {
+            last = (done, now);
+        } else if last.1.elapsed() > stall {
+            bail!("{what}: stalled at {done} of {n} contacts accepted");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -123,7 +189,7 @@ pub(super) async fn ingest(sizes: &Sizes, world: &World) -> anyhow::Result<Value
     let cpu0 = cpu_seconds(me());
     let started = Instant::now();
     let daemon = Daemon::start(config.clone(), store).await?;
-    let (assigned, done) = wait_staged(&daemon, n, "ingest (wadispatch)").await;
+    let (assigned, done) = wait_staged(&daemon, n, "ingest (wadispatch)").await?;
     let cpu = cpu_seconds(me()) - cpu0;
     let peak_rss = status_mib(me(), "VmHWM");
     let staging = metrics()
@@ -242,15 +308,11 @@ pub(super) fn histogram_quantile(q: f64, buckets: &[(f64, u64)]) -> f64 {
     lower.0
 }
 
-/// Cumulative buckets of the daemon's send latency histogram, all senders.
-pub(super) fn send_latency_buckets(senders: &[String]) -> Vec<(f64, u64)> {
+/// Cumulative buckets summed over `histograms`, by upper bound.
+fn summed_buckets(histograms: impl IntoIterator<Item = prometheus::Histogram>) -> Vec<(f64, u64)> {
     let mut sum: BTreeMap<u64, u64> = BTreeMap::new();
-    for s in senders {
-        let h = metrics()
-            .whatsapp_request_duration
-            .with_label_values(&[s.as_str()]);
-        let proto = prometheus::core::Collector::collect(&h);
-        for family in proto {
+    for h in histograms {
+        for family in prometheus::core::Collector::collect(&h) {
             for m in family.get_metric() {
                 for b in m.get_histogram().get_bucket() {
                     *sum.entry(b.upper_bound().to_bits()).or_default() += b.cumulative_count();
@@ -266,18 +328,20 @@ pub(super) fn send_latency_buckets(senders: &[String]) -> Vec<(f64, u64)> {
     out
 }
 
+/// Cumulative buckets of the daemon's send latency histogram, all senders.
+pub(super) fn send_latency_buckets(senders: &[String]) -> Vec<(f64, u64)> {
+    let latency = &metrics().whatsapp_request_duration;
+    summed_buckets(
+        senders
+            .iter()
+            .map(|s| latency.with_label_values(&[s.as_str()])),
+    )
+}
+
 /// Cumulative buckets of the daemon's latency histogram of one store
 /// operation (`wadispatch_store_operation_duration_seconds{op}`).
 pub(super) fn store_op_buckets(op: &str) -> Vec<(f64, u64)> {
-    let h = metrics().store_operation_duration.with_label_values(&[op]);
-    let mut out: Vec<(f64, u64)> = prometheus::core::Collector::collect(&h)
-        .iter()
-        .flat_map(|family| family.get_metric())
-        .flat_map(|m| m.get_histogram().get_bucket())
-        .map(|b| (b.upper_bound(), b.cumulative_count()))
-        .collect();
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    out
+    summed_buckets([metrics().store_operation_duration.with_label_values(&[op])])
 }
 
 /// p50 and p99 (ms) of the store operations a send makes, as the daemon's
@@ -335,34 +399,25 @@ pub(super) async fn dispatch(sizes: &Sizes, world: &World) -> anyhow::Result<Val
     add_senders(&mut config, &senders, 1_000_000.0);
     let store = app::open_store(&config).await?;
     let daemon = Daemon::start(config.clone(), store).await?;
-    wait_staged(&daemon, n, "staging (campaign paused)").await;
+    wait_staged(&daemon, n, "staging (campaign paused)").await?;
     // The clock stops when the API has accepted every contact: retries and
     // repeats do not count towards `n`.
-    let accepted = || accepted_by("bench", &senders);
     let http = reqwest::Client::new();
     let (cpu0, world0) = (cpu_seconds(me()), cpu_seconds(world.pid()));
     let started = Instant::now();
     unpause(&mut config, "bench");
     daemon.apply(config.clone()).await;
-    let progress = bar(n, "dispatch (wadispatch)");
-    let mut last = (0, Instant::now());
-    loop {
-        let done = accepted();
-        progress.set_position(done);
-        if done >= n {
-            break;
-        }
-        if done != last.0 {
-            last = (done, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(30) {
-            bail!("dispatch stalled at {done} of {n} contacts accepted");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let (_, done) = wait_accepted(
+        "bench",
+        &senders,
+        n,
+        "dispatch (wadispatch)",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let seconds = done.duration_since(started).as_secs_f64();
     let cpu = cpu_seconds(me()) - cpu0;
     let world_cpu = cpu_seconds(world.pid()) - world0;
-    progress.finish_and_clear();
     let stats = sandbox_stats(&http, &sandbox).await?;
     // A recipient messaged twice fails the run, at any size.
     if stats.duplicate_recipients > 0 || stats.accepted != n {
@@ -502,7 +557,7 @@ pub(super) async fn pacing(sizes: &Sizes, world: &World, busy: bool) -> anyhow::
         sizes.pacing_contacts(),
         "staging (campaign paused)",
     )
-    .await;
+    .await?;
     let http = reqwest::Client::new();
     let spinner = busy.then(Spinner::start).transpose()?;
     unpause(&mut config, "pace");
@@ -704,7 +759,7 @@ pub(super) async fn triggers(sizes: &Sizes, world: &World) -> anyhow::Result<Val
     let accepted = || accepted_by(TRIGGERED, &senders);
     let cpu0 = cpu_seconds(me());
     let daemon = Daemon::start(config.clone(), store).await?;
-    let (assigned, staged) = wait_staged(&daemon, n, "trigger events (wadispatch)").await;
+    let (assigned, staged) = wait_staged(&daemon, n, "trigger events (wadispatch)").await?;
     let ingest_cpu = cpu_seconds(me()) - cpu0;
     let ingest_rate = n as f64 / staged.duration_since(assigned).as_secs_f64();
     if accepted() > 0 {
@@ -851,35 +906,14 @@ pub(super) async fn scale(sizes: &Sizes, world: &World) -> anyhow::Result<Value>
     // Staging, with the time every million was reached.
     let store = app::open_store(&config).await?;
     let daemon = Daemon::start(config.clone(), store.clone()).await?;
-    let progress = bar(n, "scale: staging (campaign paused)");
-    let stats = &daemon.pipeline.stats;
-    let mut assigned = None;
-    let mut marks: Vec<(u64, Instant)> = Vec::new();
-    let mut moved = (0, Instant::now());
-    loop {
-        let done = stats.total();
-        progress.set_position(done);
-        if done != moved.0 {
-            moved = (done, Instant::now());
-        } else if moved.1.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "scale: staging stalled at {done} of {n} records (did the broker keep them all?)"
-            );
-        }
-        if assigned.is_none() && stats.assigned.load(std::sync::atomic::Ordering::Acquire) {
-            assigned = Some(Instant::now());
-            marks.push((0, Instant::now()));
-        }
-        let next = (marks.len() as u64) * SCALE_STEP;
-        if assigned.is_some() && done >= next.min(n) && next > 0 {
-            marks.push((done, Instant::now()));
-        }
-        if done >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    progress.finish_and_clear();
+    let marks = staging_marks(
+        &daemon,
+        n,
+        SCALE_STEP,
+        "scale: staging (campaign paused)",
+        Some(Duration::from_secs(60)),
+    )
+    .await?;
     let first_end = marks.iter().find(|(d, _)| *d >= SCALE_STEP.min(n));
     let (first_n, first_t) = first_end.map_or((n, Instant::now()), |m| *m);
     let started = marks.first().map_or(Instant::now(), |m| m.1);
@@ -929,7 +963,6 @@ pub(super) async fn scale(sizes: &Sizes, world: &World) -> anyhow::Result<Value>
 
     // The restart, with the campaign active from the start.
     unpause(&mut config, "bench");
-    let progress = bar(sends, "scale: restart and the first sends");
     let restarted = Instant::now();
     let store = if reopened {
         drop(store);
@@ -938,28 +971,14 @@ pub(super) async fn scale(sizes: &Sizes, world: &World) -> anyhow::Result<Value>
         store
     };
     let daemon = Daemon::start(config.clone(), store).await?;
-    let accepted = || accepted_by("bench", &senders);
-    let mut first_send = None;
-    let mut last = (0, Instant::now());
-    loop {
-        let done = accepted();
-        progress.set_position(done);
-        if first_send.is_none() && done > 0 {
-            first_send = Some(Instant::now());
-        }
-        if done >= sends {
-            break;
-        }
-        if done != last.0 {
-            last = (done, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(60) {
-            bail!("scale: sends stalled at {done} of {sends} after the restart");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let finished = Instant::now();
-    progress.finish_and_clear();
-    let first_send = first_send.unwrap_or(finished);
+    let (first_send, finished) = wait_accepted(
+        "bench",
+        &senders,
+        sends,
+        "scale: restart and the first sends",
+        Duration::from_secs(60),
+    )
+    .await?;
     daemon.shutdown(Duration::from_secs(10)).await;
     Ok(json!({
         "contacts": n,

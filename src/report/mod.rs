@@ -144,7 +144,11 @@ pub use crate::store::FUNNEL;
 /// Adds `v` (a whole number of contacts, or minus one) to `map[key]`,
 /// creating the entry.
 fn add_to(map: &mut BTreeMap<String, u64>, key: &str, v: f64) {
-    let n = map.entry(key.to_string()).or_default();
+    add_whole(map.entry(key.to_string()).or_default(), v);
+}
+
+/// Adds `v` (a whole number) to a count that never goes below zero.
+fn add_whole(n: &mut u64, v: f64) {
     *n = n.saturating_add_signed(v as i64);
 }
 
@@ -209,12 +213,11 @@ impl CampaignSummary {
 
     /// Adds `v` to the counter `counter` names.
     fn bump(&mut self, counter: &Counter, v: f64) {
-        let whole = |n: &mut u64| *n = n.saturating_add_signed(v as i64);
         match counter {
-            Counter::Staged => whole(&mut self.staged),
-            Counter::Waiting => whole(&mut self.waiting),
-            Counter::Converted => whole(&mut self.converted),
-            Counter::StoppedByConversion => whole(&mut self.stopped_by_conversion),
+            Counter::Staged => add_whole(&mut self.staged, v),
+            Counter::Waiting => add_whole(&mut self.waiting, v),
+            Counter::Converted => add_whole(&mut self.converted, v),
+            Counter::StoppedByConversion => add_whole(&mut self.stopped_by_conversion, v),
             Counter::Timer(step) => add_to(&mut self.timers, step, v),
             Counter::ConversionValue(currency) => {
                 *self.conversion_value.entry(currency.clone()).or_default() += v;

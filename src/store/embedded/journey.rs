@@ -55,17 +55,22 @@ impl Inner {
         Ok(out)
     }
 
+    /// Writes one encoded value in a batch of its own.
+    fn put(&self, ks: &Keyspace, key: &[u8], value: Vec<u8>) -> StoreResult<()> {
+        let mut b = self.batch();
+        b.insert(ks, key.to_vec(), value);
+        b.commit().map_err(io_err)
+    }
+
     /// Writes one value of a per-message keyspace in the binary row
-    /// encoding, in a batch of its own.
+    /// encoding.
     pub(super) fn put_row<T: Serialize>(
         &self,
         ks: &Keyspace,
         key: &[u8],
         value: &T,
     ) -> StoreResult<()> {
-        let mut b = self.batch();
-        b.insert(ks, key.to_vec(), encode_row(value)?);
-        b.commit().map_err(io_err)
+        self.put(ks, key, encode_row(value)?)
     }
 
     pub(super) fn put_json<T: Serialize>(
@@ -74,9 +79,7 @@ impl Inner {
         key: &[u8],
         value: &T,
     ) -> StoreResult<()> {
-        let mut b = self.batch();
-        b.insert(ks, key.to_vec(), encode(value)?);
-        b.commit().map_err(io_err)
+        self.put(ks, key, encode(value)?)
     }
 
     pub(super) fn stage_batch(&self, items: &[StageRequest]) -> StoreResult<Vec<StageOutcome>> {
